@@ -1,0 +1,186 @@
+//! [`Config`] and [`Engine`]: compilation settings, the type registry and
+//! the epoch counter shared by every store.
+
+use crate::Error;
+use faaslet_jit::{BoundsChecks, CompileConfig, CompiledStub, Compiler, FuncType};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// How linear memories are protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bounds {
+    /// Each memory sits in a 4 GiB reservation followed by `guard_size`
+    /// bytes of PROT_NONE guard, so most accesses need no explicit check.
+    GuardPages {
+        /// Guard after the 4 GiB index space, in bytes (default 2 GiB).
+        guard_size: u64,
+    },
+    /// Every access is checked against the memory's length, and the
+    /// reservation is no larger than the memory's maximum (capped by
+    /// [`Config::explicit_reservation_cap`]). For hosts packing very many
+    /// sandboxes.
+    Explicit,
+}
+
+/// Engine configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How memories are bounds-checked.
+    pub bounds: Bounds,
+    /// Bytes of native stack wasm code may use per outermost call.
+    pub max_wasm_stack: usize,
+    /// Emit epoch checks so calls can be interrupted.
+    pub epoch_interruption: bool,
+    /// Optimise generated code.
+    pub optimize: bool,
+    /// In [`Bounds::Explicit`] mode, the largest reservation made for a
+    /// memory without a maximum (or with a larger one); growing past it fails.
+    pub explicit_reservation_cap: u64,
+    /// Largest number of elements any table may grow to.
+    pub max_table_elements: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bounds: Bounds::GuardPages { guard_size: 2 << 30 },
+            max_wasm_stack: 1 << 20,
+            epoch_interruption: true,
+            optimize: true,
+            explicit_reservation_cap: 256 << 20,
+            max_table_elements: 10_000_000,
+        }
+    }
+}
+
+pub(crate) struct EngineInner {
+    pub(crate) config: Config,
+    pub(crate) compiler: Compiler,
+    pub(crate) epoch: AtomicU64,
+    types: Mutex<TypeRegistry>,
+    stubs: Mutex<HashMap<u32, Arc<StubEntry>>>,
+}
+
+pub(crate) struct StubEntry {
+    pub(crate) stub: Arc<CompiledStub>,
+    _registrations: Vec<faaslet_sfi::CodeRegistration>,
+}
+
+#[derive(Default)]
+struct TypeRegistry {
+    ids: HashMap<FuncType, u32>,
+    types: Vec<FuncType>,
+}
+
+/// Compiles modules and owns what all stores built from it share. Cheap to
+/// clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<EngineInner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("config", &self.inner.config).finish()
+    }
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine::new(&Config::default()).expect("the default configuration is valid on this host")
+    }
+}
+
+struct StubLookup(Arc<CompiledStub>);
+
+impl faaslet_sfi::CodeLookup for StubLookup {
+    fn is_trap_site(&self, pc: usize) -> bool {
+        self.0.lookup_trap(pc).is_some()
+    }
+}
+
+impl Engine {
+    /// Builds an engine for this host's CPU.
+    pub fn new(config: &Config) -> Result<Engine, Error> {
+        faaslet_sfi::init_traps().map_err(|e| Error::Resource(e.to_string()))?;
+        if config.max_wasm_stack < 16 << 10 {
+            return Err(Error::Resource("max_wasm_stack must be at least 16 KiB".into()));
+        }
+        let compile = CompileConfig {
+            bounds: match config.bounds {
+                Bounds::GuardPages { guard_size } => BoundsChecks::GuardPages { guard_size },
+                Bounds::Explicit => BoundsChecks::Explicit,
+            },
+            epoch_interruption: config.epoch_interruption,
+            optimize: config.optimize,
+        };
+        let compiler = Compiler::new(&compile)?;
+        Ok(Engine {
+            inner: Arc::new(EngineInner {
+                config: config.clone(),
+                compiler,
+                epoch: AtomicU64::new(0),
+                types: Mutex::default(),
+                stubs: Mutex::default(),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Advances the epoch by one. Calls in stores whose deadline is now
+    /// reached trap with [`TrapKind::Interrupted`](crate::TrapKind::Interrupted)
+    /// at their next function entry or loop header.
+    pub fn increment_epoch(&self) {
+        self.inner.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The current epoch.
+    pub fn current_epoch(&self) -> u64 {
+        self.inner.epoch.load(Ordering::SeqCst)
+    }
+
+    /// The canonical id of a function type, shared by every module of this engine.
+    pub(crate) fn type_id(&self, ty: &FuncType) -> u32 {
+        let mut reg = self.inner.types.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&id) = reg.ids.get(ty) {
+            return id;
+        }
+        let id = reg.types.len() as u32;
+        reg.types.push(ty.clone());
+        reg.ids.insert(ty.clone(), id);
+        id
+    }
+
+    /// The host stub and array trampoline for a function type, compiled once.
+    pub(crate) fn stub(&self, ty: &FuncType) -> Result<Arc<CompiledStub>, Error> {
+        let id = self.type_id(ty);
+        let mut stubs = self.inner.stubs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = stubs.get(&id) {
+            return Ok(s.stub.clone());
+        }
+        let stub = Arc::new(self.inner.compiler.compile_stub(ty)?);
+        let lookup: Arc<dyn faaslet_sfi::CodeLookup> = Arc::new(StubLookup(stub.clone()));
+        let regs = stub
+            .code_ranges()
+            .into_iter()
+            .map(|(s, e)| faaslet_sfi::register_code(s, e, lookup.clone()))
+            .collect();
+        stubs.insert(id, Arc::new(StubEntry { stub: stub.clone(), _registrations: regs }));
+        Ok(stub)
+    }
+
+    /// Finds the trap code at `pc` in the engine's stubs.
+    pub(crate) fn stub_trap(&self, pc: usize) -> Option<faaslet_jit::abi::TrapCode> {
+        let stubs = self.inner.stubs.lock().unwrap_or_else(|e| e.into_inner());
+        stubs.values().find_map(|s| s.stub.lookup_trap(pc))
+    }
+
+    pub(crate) fn same(&self, other: &Engine) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}

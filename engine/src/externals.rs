@@ -1,0 +1,243 @@
+//! [`Memory`], [`Table`], [`Global`] and [`Extern`]: what instances import
+//! and export.
+
+use crate::store::StoreId;
+use crate::values::{from_raw, to_raw};
+use crate::{Error, Func, Store, Val};
+use faaslet_jit::{GlobalType, MemoryType, RefType, TableType, ValType};
+
+/// Anything an instance can import or export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extern {
+    /// A function.
+    Func(Func),
+    /// A table.
+    Table(Table),
+    /// A linear memory.
+    Memory(Memory),
+    /// A global.
+    Global(Global),
+}
+
+impl Extern {
+    /// The function, if this is one.
+    pub fn into_func(self) -> Option<Func> {
+        if let Extern::Func(f) = self { Some(f) } else { None }
+    }
+    /// The memory, if this is one.
+    pub fn into_memory(self) -> Option<Memory> {
+        if let Extern::Memory(m) = self { Some(m) } else { None }
+    }
+    /// The table, if this is one.
+    pub fn into_table(self) -> Option<Table> {
+        if let Extern::Table(t) = self { Some(t) } else { None }
+    }
+    /// The global, if this is one.
+    pub fn into_global(self) -> Option<Global> {
+        if let Extern::Global(g) = self { Some(g) } else { None }
+    }
+}
+
+/// A linear memory, living in a guarded reservation (see [`crate::Bounds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Memory {
+    pub(crate) store: StoreId,
+    pub(crate) index: u32,
+}
+
+impl Memory {
+    /// Creates a memory in `store`.
+    pub fn new<T>(store: &mut Store<T>, ty: MemoryType) -> Result<Memory, Error> {
+        let core = store.core_mut();
+        let index = core.push_memory(ty)?;
+        Ok(Memory { store: core.id, index })
+    }
+
+    /// The memory's type, with its current size as the minimum.
+    pub fn ty<T>(&self, store: &Store<T>) -> MemoryType {
+        let e = &store.core().memories[self.index as usize];
+        MemoryType { minimum: self.size(store), ..e.ty }
+    }
+
+    /// Current size in 64 KiB pages.
+    pub fn size<T>(&self, store: &Store<T>) -> u64 {
+        self.check(store);
+        store.core().memories[self.index as usize].vm.length / faaslet_sfi::WASM_PAGE as u64
+    }
+
+    /// The memory's bytes.
+    pub fn data<'a, T>(&self, store: &'a Store<T>) -> &'a [u8] {
+        self.check(store);
+        store.core().memories[self.index as usize].bytes()
+    }
+
+    /// The memory's bytes, mutably.
+    pub fn data_mut<'a, T>(&self, store: &'a mut Store<T>) -> &'a mut [u8] {
+        self.check(store);
+        store.core_mut().memories[self.index as usize].bytes_mut()
+    }
+
+    /// Grows by `delta` pages, returning the old size. The memory never moves.
+    pub fn grow<T>(&self, store: &mut Store<T>, delta: u64) -> Result<u64, Error> {
+        self.check(store);
+        let e = &mut store.core_mut().memories[self.index as usize];
+        e.grow(delta).ok_or_else(|| {
+            Error::Resource(format!("cannot grow memory by {delta} pages (limit {} pages)", e.limit_pages))
+        })
+    }
+
+    /// Copies `buf.len()` bytes from `offset` into `buf`.
+    pub fn read<T>(&self, store: &Store<T>, offset: usize, buf: &mut [u8]) -> Result<(), Error> {
+        let data = self.data(store);
+        let src = offset
+            .checked_add(buf.len())
+            .and_then(|end| data.get(offset..end))
+            .ok_or_else(|| Error::Resource(format!("read of {} bytes at {offset} is out of bounds", buf.len())))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    /// Copies `buf` into the memory at `offset`.
+    pub fn write<T>(&self, store: &mut Store<T>, offset: usize, buf: &[u8]) -> Result<(), Error> {
+        let data = self.data_mut(store);
+        let dst = offset
+            .checked_add(buf.len())
+            .and_then(|end| data.get_mut(offset..end))
+            .ok_or_else(|| Error::Resource(format!("write of {} bytes at {offset} is out of bounds", buf.len())))?;
+        dst.copy_from_slice(buf);
+        Ok(())
+    }
+
+    fn check<T>(&self, store: &Store<T>) {
+        assert_eq!(self.store, store.core().id, "Memory used with a store that did not create it");
+    }
+}
+
+/// A table of references.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Table {
+    pub(crate) store: StoreId,
+    pub(crate) index: u32,
+}
+
+fn ref_type_of(v: &Val) -> Option<RefType> {
+    match v {
+        Val::FuncRef(_) => Some(RefType::Func),
+        Val::ExternRef(_) => Some(RefType::Extern),
+        _ => None,
+    }
+}
+
+impl Table {
+    /// Creates a table whose elements start as `init`.
+    pub fn new<T>(store: &mut Store<T>, ty: TableType, init: Val) -> Result<Table, Error> {
+        if ref_type_of(&init) != Some(ty.element) {
+            return Err(Error::Type(format!("table of {:?} initialised with {}", ty.element, init.ty())));
+        }
+        let core = store.core_mut();
+        let raw = to_raw(core, &init)? as u64;
+        let index = core.push_table(ty, raw)?;
+        Ok(Table { store: core.id, index })
+    }
+
+    /// The table's type, with its current size as the minimum.
+    pub fn ty<T>(&self, store: &Store<T>) -> TableType {
+        let e = &store.core().tables[self.index as usize];
+        TableType { minimum: e.elems.len() as u64, ..e.ty }
+    }
+
+    /// Current number of elements.
+    pub fn size<T>(&self, store: &Store<T>) -> u64 {
+        store.core().check(self.store).expect("Table used with another store");
+        store.core().tables[self.index as usize].elems.len() as u64
+    }
+
+    /// Element `index`, or None if out of bounds.
+    pub fn get<T>(&self, store: &mut Store<T>, index: u64) -> Option<Val> {
+        let core = store.core_mut();
+        core.check(self.store).ok()?;
+        let e = &core.tables[self.index as usize];
+        let raw = *e.elems.get(usize::try_from(index).ok()?)?;
+        let ty = ValType::from(e.ty.element);
+        Some(from_raw(core, ty, raw as u128))
+    }
+
+    /// Sets element `index`.
+    pub fn set<T>(&self, store: &mut Store<T>, index: u64, val: Val) -> Result<(), Error> {
+        let core = store.core_mut();
+        core.check(self.store)?;
+        let elem = core.tables[self.index as usize].ty.element;
+        if ref_type_of(&val) != Some(elem) {
+            return Err(Error::Type(format!("cannot store {} in a table of {elem:?}", val.ty())));
+        }
+        let raw = to_raw(core, &val)? as u64;
+        let slot = usize::try_from(index)
+            .ok()
+            .and_then(|i| core.tables[self.index as usize].elems.get_mut(i))
+            .ok_or_else(|| Error::Resource(format!("table index {index} out of bounds")))?;
+        *slot = raw;
+        Ok(())
+    }
+
+    /// Grows by `delta` elements set to `init`, returning the old size.
+    pub fn grow<T>(&self, store: &mut Store<T>, delta: u64, init: Val) -> Result<u64, Error> {
+        let core = store.core_mut();
+        core.check(self.store)?;
+        let raw = to_raw(core, &init)? as u64;
+        let e = &mut core.tables[self.index as usize];
+        if ref_type_of(&init) != Some(e.ty.element) {
+            return Err(Error::Type(format!("cannot grow a table of {:?} with {}", e.ty.element, init.ty())));
+        }
+        e.grow(delta, raw).ok_or_else(|| Error::Resource(format!("cannot grow table by {delta} elements")))
+    }
+}
+
+/// A global variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Global {
+    pub(crate) store: StoreId,
+    pub(crate) index: u32,
+}
+
+impl Global {
+    /// Creates a global holding `val`.
+    pub fn new<T>(store: &mut Store<T>, ty: GlobalType, val: Val) -> Result<Global, Error> {
+        if val.ty() != ty.content {
+            return Err(Error::Type(format!("global of type {} initialised with {}", ty.content, val.ty())));
+        }
+        let core = store.core_mut();
+        let raw = to_raw(core, &val)?;
+        let index = core.push_global(ty, raw);
+        Ok(Global { store: core.id, index })
+    }
+
+    /// The global's type.
+    pub fn ty<T>(&self, store: &Store<T>) -> GlobalType {
+        store.core().globals[self.index as usize].ty
+    }
+
+    /// The current value.
+    pub fn get<T>(&self, store: &mut Store<T>) -> Val {
+        let core = store.core_mut();
+        core.check(self.store).expect("Global used with another store");
+        let e = &core.globals[self.index as usize];
+        let (ty, bits) = (e.ty.content, e.vm.bits);
+        from_raw(core, ty, bits)
+    }
+
+    /// Sets the value of a mutable global.
+    pub fn set<T>(&self, store: &mut Store<T>, val: Val) -> Result<(), Error> {
+        let core = store.core_mut();
+        core.check(self.store)?;
+        let ty = core.globals[self.index as usize].ty;
+        if !ty.mutable {
+            return Err(Error::Type("cannot set an immutable global".into()));
+        }
+        if val.ty() != ty.content {
+            return Err(Error::Type(format!("cannot set a global of type {} to {}", ty.content, val.ty())));
+        }
+        let raw = to_raw(core, &val)?;
+        core.globals[self.index as usize].vm.bits = raw;
+        Ok(())
+    }
+}

@@ -1,0 +1,356 @@
+//! [`Func`]: wasm and host functions, calls in both directions, [`Caller`]
+//! and [`TypedFunc`].
+
+use crate::store::{FuncEntry, FuncKind, HostCall, HostFuncEntry, StoreCore, StoreId, StoreInner};
+use crate::values::{from_raw, to_raw};
+use crate::{Error, Extern, Store, Trap, Val};
+use faaslet_jit::abi::{ValRaw, VMFuncRef, VMHostFuncContext};
+use faaslet_jit::{FuncType, ValType};
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// A function in a store: exported by an instance or defined by the host.
+/// A cheap handle (`Copy`); using it with another store is an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Func {
+    pub(crate) store: StoreId,
+    pub(crate) index: u32,
+}
+
+/// What a host function sees of its caller: the store's data and the
+/// calling instance's exports.
+pub struct Caller<'a, T> {
+    pub(crate) inner: &'a mut StoreInner<T>,
+    pub(crate) instance: Option<u32>,
+}
+
+impl<T> Caller<'_, T> {
+    /// The store's host data.
+    pub fn data(&self) -> &T {
+        &self.inner.data
+    }
+
+    /// The store's host data, mutably.
+    pub fn data_mut(&mut self) -> &mut T {
+        &mut self.inner.data
+    }
+
+    /// An export of the calling instance (for example its `memory`).
+    pub fn get_export(&mut self, name: &str) -> Option<Extern> {
+        let inst = self.instance?;
+        crate::instance::export_of(&mut self.inner.core, inst, name)
+    }
+
+    /// The bytes of memory `mem`, if it belongs to this store.
+    pub fn memory_data(&self, mem: crate::Memory) -> Option<&[u8]> {
+        (mem.store == self.inner.core.id).then(|| self.inner.core.memories[mem.index as usize].bytes())
+    }
+
+    /// The bytes of memory `mem`, mutably.
+    pub fn memory_data_mut(&mut self, mem: crate::Memory) -> Option<&mut [u8]> {
+        (mem.store == self.inner.core.id)
+            .then(|| self.inner.core.memories[mem.index as usize].bytes_mut())
+    }
+}
+
+/// The signature of host functions as stored: caller, params, results.
+pub(crate) type HostFn<T> =
+    dyn Fn(Caller<'_, T>, &[Val], &mut [Val]) -> Result<(), Trap> + Send + Sync + 'static;
+
+/// The dispatch function of host functions whose store data is `T`: called
+/// by a host stub with the spilled arguments.
+///
+/// # Safety
+///
+/// Called only by JIT host stubs, with `host_ctx` pointing at a live
+/// [`HostFuncEntry`]'s `vmctx` field, `caller_vmctx` the calling instance's
+/// vmctx, and `values` holding `len` slots.
+unsafe extern "C" fn dispatch(
+    host_ctx: *mut VMHostFuncContext,
+    caller_vmctx: *mut u8,
+    values: *mut ValRaw,
+    len: usize,
+) -> u32 {
+    // SAFETY: host_ctx is the first field of a #[repr(C)]-free struct, so
+    // we go through the `data` pointer, which points at the entry itself.
+    let entry = unsafe { &*((*host_ctx).data as *const HostFuncEntry) };
+    let call = entry.call.clone();
+    let store = entry.store;
+    // SAFETY: the stub passes a live array of `len` slots.
+    let values = unsafe { std::slice::from_raw_parts_mut(values, len) };
+    let instance = crate::instance::instance_id_of_vmctx(caller_vmctx);
+    // Host code must not unwind into JIT frames: catch, record, trap.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(store, instance, values))) {
+        Ok(Ok(())) => 0,
+        Ok(Err(trap)) => {
+            // SAFETY: `store` is the live store inner part of this host
+            // function; no other reference to its core is active while the
+            // guest is suspended in this host call.
+            unsafe { core_of(store).pending_trap = Some(trap) };
+            1
+        }
+        Err(panic) => {
+            // SAFETY: as above.
+            unsafe { core_of(store).pending_panic = Some(panic) };
+            1
+        }
+    }
+}
+
+/// The [`StoreCore`] at the start of a `StoreInner<T>` for any `T`.
+///
+/// # Safety
+///
+/// `store` must point at a live `StoreInner<T>`.
+pub(crate) unsafe fn core_of<'a>(store: *mut u8) -> &'a mut StoreCore {
+    // SAFETY: StoreInner is #[repr(C)] with `core` first, so the pointer to
+    // the struct is a pointer to its core whatever T is.
+    unsafe { &mut *(store as *mut StoreCore) }
+}
+
+impl Func {
+    /// Defines a host function of type `ty`.
+    pub fn new<T: 'static>(
+        store: &mut Store<T>,
+        ty: FuncType,
+        func: impl Fn(Caller<'_, T>, &[Val], &mut [Val]) -> Result<(), Trap> + Send + Sync + 'static,
+    ) -> Func {
+        Func::new_arc(store, ty, Arc::new(func)).expect("host stubs compile for every function type")
+    }
+
+    pub(crate) fn new_arc<T: 'static>(
+        store: &mut Store<T>,
+        ty: FuncType,
+        func: Arc<HostFn<T>>,
+    ) -> Result<Func, Error> {
+        let stub = store.core().engine.stub(&ty)?;
+        let type_id = store.core().engine.type_id(&ty);
+        let sig = ty.clone();
+        let call: Arc<HostCall> = Arc::new(move |store_ptr: *mut u8, instance: Option<u32>, raw: &mut [ValRaw]| {
+            // SAFETY: store_ptr is the `StoreInner<T>` this function was
+            // created in (host functions never leave their store).
+            let inner = unsafe { &mut *(store_ptr as *mut StoreInner<T>) };
+            let params: Vec<Val> =
+                sig.params.iter().zip(raw.iter()).map(|(t, r)| from_raw(&mut inner.core, *t, *r)).collect();
+            let mut results: Vec<Val> = sig.results.iter().map(|t| Val::default_for(*t)).collect();
+            func(Caller { inner: &mut *inner, instance }, &params, &mut results)?;
+            for (i, (v, t)) in results.iter().zip(sig.results.iter()).enumerate() {
+                if v.ty() != *t {
+                    return Err(Trap::host(format!("host function returned {} for result {i} of type {t}", v.ty())));
+                }
+                raw[i] = to_raw(&inner.core, v).map_err(|e| Trap::host(e.to_string()))?;
+            }
+            Ok(())
+        });
+        let store_ptr = store.inner_ptr() as *mut u8;
+        let core = store.core_mut();
+        let mut entry = Box::new(HostFuncEntry {
+            vmctx: VMHostFuncContext { dispatch, data: std::ptr::null_mut() },
+            funcref: VMFuncRef {
+                func_ptr: stub.host_stub(),
+                vmctx: std::ptr::null_mut(),
+                type_id,
+                _pad: 0,
+            },
+            call,
+            store: store_ptr,
+            ty: ty.clone(),
+            _stub: stub,
+        });
+        let entry_ptr: *mut HostFuncEntry = &mut *entry;
+        entry.vmctx.data = entry_ptr as *mut u8;
+        entry.funcref.vmctx = std::ptr::addr_of_mut!(entry.vmctx) as *mut u8;
+        let funcref = &entry.funcref as *const VMFuncRef;
+        core.host_funcs.push(entry);
+        let h = core.host_funcs.len() as u32 - 1;
+        Ok(core.push_func(FuncEntry { funcref, ty, kind: FuncKind::Host(h) }))
+    }
+
+    /// The function's type.
+    pub fn ty<T>(&self, store: &Store<T>) -> FuncType {
+        store.core().funcs[self.index as usize].ty.clone()
+    }
+
+    /// Calls the function. `results` must have one slot per result.
+    pub fn call<T>(&self, store: &mut Store<T>, params: &[Val], results: &mut [Val]) -> Result<(), Error> {
+        let core = store.core();
+        core.check(self.store)?;
+        let ty = core.funcs[self.index as usize].ty.clone();
+        if params.len() != ty.params.len() || results.len() != ty.results.len() {
+            return Err(Error::Type(format!(
+                "{ty} called with {} params and {} result slots",
+                params.len(),
+                results.len()
+            )));
+        }
+        let mut raw = vec![0 as ValRaw; ty.params.len().max(ty.results.len()).max(1)];
+        for (i, (p, t)) in params.iter().zip(ty.params.iter()).enumerate() {
+            if p.ty() != *t {
+                return Err(Error::Type(format!("parameter {i} is {} but {ty} expects {t}", p.ty())));
+            }
+            raw[i] = to_raw(core, p)?;
+        }
+        let inner = store.inner_ptr();
+        // SAFETY: `inner` is this store's live inner part and `raw` is sized
+        // and typed for the function (checked above); `store` stays
+        // mutably borrowed, so nothing else touches it during the call.
+        unsafe {
+            StoreCore::call_raw(inner as *mut u8, std::ptr::addr_of_mut!((*inner).core), self.index, &mut raw)?
+        };
+        let core = store.core_mut();
+        for (i, t) in ty.results.iter().enumerate() {
+            results[i] = from_raw(core, *t, raw[i]);
+        }
+        Ok(())
+    }
+
+    /// A statically typed view of the function, checked against its type.
+    pub fn typed<P: WasmParams, R: WasmResults, T>(&self, store: &Store<T>) -> Result<TypedFunc<P, R>, Error> {
+        store.core().check(self.store)?;
+        let ty = &store.core().funcs[self.index as usize].ty;
+        if *ty.params != *P::types() || *ty.results != *R::types() {
+            return Err(Error::Type(format!(
+                "function is {ty}, not {}",
+                FuncType::new(P::types(), R::types())
+            )));
+        }
+        Ok(TypedFunc { func: *self, _marker: PhantomData })
+    }
+}
+
+/// A Rust type that is a wasm number type.
+pub trait WasmTy: Copy + 'static {
+    /// The wasm type.
+    const TYPE: ValType;
+    /// To the raw form.
+    fn to_raw(self) -> ValRaw;
+    /// From the raw form.
+    fn from_raw(raw: ValRaw) -> Self;
+}
+
+macro_rules! wasm_ty {
+    ($t:ty, $v:ident, |$x:ident| $to:expr, |$r:ident| $from:expr) => {
+        impl WasmTy for $t {
+            const TYPE: ValType = ValType::$v;
+            fn to_raw(self) -> ValRaw {
+                let $x = self;
+                $to
+            }
+            fn from_raw($r: ValRaw) -> Self {
+                $from
+            }
+        }
+    };
+}
+wasm_ty!(i32, I32, |x| x as u32 as ValRaw, |r| r as u32 as i32);
+wasm_ty!(u32, I32, |x| x as ValRaw, |r| r as u32);
+wasm_ty!(i64, I64, |x| x as u64 as ValRaw, |r| r as u64 as i64);
+wasm_ty!(u64, I64, |x| x as ValRaw, |r| r as u64);
+wasm_ty!(f32, F32, |x| x.to_bits() as ValRaw, |r| f32::from_bits(r as u32));
+wasm_ty!(f64, F64, |x| x.to_bits() as ValRaw, |r| f64::from_bits(r as u64));
+
+/// Parameters of a [`TypedFunc`]: `()`, a [`WasmTy`], or a tuple of them.
+pub trait WasmParams {
+    /// Number of values.
+    const COUNT: usize;
+    /// The wasm types.
+    fn types() -> Vec<ValType>;
+    /// Writes the raw values.
+    fn store(self, raw: &mut [ValRaw]);
+}
+
+/// Results of a [`TypedFunc`]: `()`, a [`WasmTy`], or a tuple of them.
+pub trait WasmResults: Sized {
+    /// Number of values.
+    const COUNT: usize;
+    /// The wasm types.
+    fn types() -> Vec<ValType>;
+    /// Reads the raw values.
+    fn load(raw: &[ValRaw]) -> Self;
+}
+
+impl<A: WasmTy> WasmParams for A {
+    const COUNT: usize = 1;
+    fn types() -> Vec<ValType> {
+        vec![A::TYPE]
+    }
+    fn store(self, raw: &mut [ValRaw]) {
+        raw[0] = self.to_raw();
+    }
+}
+
+impl<A: WasmTy> WasmResults for A {
+    const COUNT: usize = 1;
+    fn types() -> Vec<ValType> {
+        vec![A::TYPE]
+    }
+    fn load(raw: &[ValRaw]) -> Self {
+        A::from_raw(raw[0])
+    }
+}
+
+macro_rules! tuples {
+    ($($n:ident $i:tt),*) => {
+        impl<$($n: WasmTy),*> WasmParams for ($($n,)*) {
+            const COUNT: usize = 0 $(+ { let _ = $i; 1 })*;
+            fn types() -> Vec<ValType> { vec![$($n::TYPE),*] }
+            #[allow(unused_variables)]
+            fn store(self, raw: &mut [ValRaw]) { $(raw[$i] = self.$i.to_raw();)* }
+        }
+        impl<$($n: WasmTy),*> WasmResults for ($($n,)*) {
+            const COUNT: usize = 0 $(+ { let _ = $i; 1 })*;
+            fn types() -> Vec<ValType> { vec![$($n::TYPE),*] }
+            #[allow(unused_variables, clippy::unused_unit)]
+            fn load(raw: &[ValRaw]) -> Self { ($($n::from_raw(raw[$i]),)*) }
+        }
+    };
+}
+tuples!();
+tuples!(A 0);
+tuples!(A 0, B 1);
+tuples!(A 0, B 1, C 2);
+tuples!(A 0, B 1, C 2, D 3);
+tuples!(A 0, B 1, C 2, D 3, E 4);
+
+/// A function whose type was checked once, called without per-call type
+/// checks or allocation.
+#[derive(Debug)]
+pub struct TypedFunc<P, R> {
+    func: Func,
+    _marker: PhantomData<fn(P) -> R>,
+}
+
+impl<P, R> Clone for TypedFunc<P, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<P, R> Copy for TypedFunc<P, R> {}
+
+impl<P: WasmParams, R: WasmResults> TypedFunc<P, R> {
+    /// Calls the function.
+    pub fn call<T>(&self, store: &mut Store<T>, params: P) -> Result<R, Trap> {
+        assert_eq!(self.func.store, store.core().id, "TypedFunc used with another store");
+        let mut raw = [0 as ValRaw; 16];
+        let mut heap;
+        let n = P::COUNT.max(R::COUNT).max(1);
+        let slots: &mut [ValRaw] = if n <= raw.len() {
+            &mut raw[..n]
+        } else {
+            heap = vec![0; n];
+            &mut heap
+        };
+        params.store(slots);
+        let inner = store.inner_ptr();
+        // SAFETY: the types were checked in `Func::typed`; see `Func::call`.
+        unsafe {
+            StoreCore::call_raw(inner as *mut u8, std::ptr::addr_of_mut!((*inner).core), self.func.index, slots)?
+        };
+        Ok(R::load(slots))
+    }
+
+    /// The untyped function.
+    pub fn func(&self) -> Func {
+        self.func
+    }
+}

@@ -1,0 +1,547 @@
+//! [`Store`]: owns instances and everything they create, and runs calls.
+
+use crate::instance::InstanceEntry;
+use crate::trap::{Trap, TrapKind};
+use crate::{Engine, Error, Func, Module};
+use faaslet_jit::abi::{ValRaw, VMFuncRef, VMGlobal, VMMemory, VMStoreContext, VMTable};
+use faaslet_jit::{FuncType, GlobalType, MemoryType, TableType};
+use std::any::Any;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Identifies a store, so handles from one store are refused by another.
+pub(crate) type StoreId = u64;
+
+static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The store context, shared with [`InterruptHandle`]s on other threads.
+pub(crate) struct SharedCtx {
+    ctx: std::cell::UnsafeCell<VMStoreContext>,
+}
+
+// SAFETY: the only field touched from other threads is `epoch_deadline`, and
+// only through `AtomicU64` (see `deadline()`); JIT code reads it with a plain
+// aligned 8-byte load, which is atomic on the targets we support. The other
+// fields are written only by the thread that owns the store.
+unsafe impl Send for SharedCtx {}
+// SAFETY: as above.
+unsafe impl Sync for SharedCtx {}
+
+impl SharedCtx {
+    pub(crate) fn ptr(&self) -> *mut VMStoreContext {
+        self.ctx.get()
+    }
+    fn deadline(&self) -> &AtomicU64 {
+        // SAFETY: `epoch_deadline` is an aligned u64 inside a live
+        // allocation, and every concurrent access to it goes through this
+        // atomic view.
+        unsafe { AtomicU64::from_ptr(std::ptr::addr_of_mut!((*self.ptr()).epoch_deadline)) }
+    }
+}
+
+/// Interrupts calls running in a store, from any thread.
+#[derive(Clone)]
+pub struct InterruptHandle {
+    ctx: Arc<SharedCtx>,
+}
+
+impl std::fmt::Debug for InterruptHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InterruptHandle")
+    }
+}
+
+impl InterruptHandle {
+    /// Makes the running call (or the next one) trap with
+    /// [`TrapKind::Interrupted`] at its next function entry or loop header.
+    /// Needs [`Config::epoch_interruption`](crate::Config::epoch_interruption).
+    pub fn interrupt(&self) {
+        self.ctx.deadline().store(0, Ordering::SeqCst);
+    }
+}
+
+pub(crate) struct MemoryEntry {
+    pub(crate) mem: faaslet_sfi::LinearMemory,
+    pub(crate) vm: VMMemory,
+    pub(crate) ty: MemoryType,
+    /// Largest size in pages this memory may reach.
+    pub(crate) limit_pages: u64,
+}
+
+impl MemoryEntry {
+    /// Grows by `delta` pages; returns the old size, or None on failure.
+    pub(crate) fn grow(&mut self, delta: u64) -> Option<u64> {
+        let old = self.vm.length / faaslet_sfi::WASM_PAGE as u64;
+        let new = old.checked_add(delta)?;
+        if new > self.limit_pages {
+            return None;
+        }
+        if delta > 0 {
+            self.mem.grow_to(new as usize * faaslet_sfi::WASM_PAGE).ok()?;
+            self.vm.length = new * faaslet_sfi::WASM_PAGE as u64;
+        }
+        Some(old)
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.mem.as_slice()
+    }
+
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        self.mem.as_mut_slice()
+    }
+}
+
+pub(crate) struct TableEntry {
+    pub(crate) elems: Vec<u64>,
+    pub(crate) vm: VMTable,
+    pub(crate) ty: TableType,
+    pub(crate) limit: u64,
+}
+
+impl TableEntry {
+    pub(crate) fn sync(&mut self) {
+        self.vm.base = self.elems.as_mut_ptr();
+        self.vm.length = self.elems.len() as u64;
+    }
+
+    /// Grows by `delta` elements set to `init`; returns the old size.
+    pub(crate) fn grow(&mut self, delta: u64, init: u64) -> Option<u64> {
+        let old = self.elems.len() as u64;
+        let new = old.checked_add(delta)?;
+        if new > self.limit {
+            return None;
+        }
+        self.elems.try_reserve(delta as usize).ok()?;
+        self.elems.resize(new as usize, init);
+        self.sync();
+        Some(old)
+    }
+}
+
+pub(crate) struct GlobalEntry {
+    pub(crate) vm: VMGlobal,
+    pub(crate) ty: GlobalType,
+}
+
+/// Type-erased host function: takes the store pointer and raw values.
+pub(crate) type HostCall =
+    dyn Fn(*mut u8, Option<u32>, &mut [ValRaw]) -> Result<(), Trap> + Send + Sync;
+
+pub(crate) struct HostFuncEntry {
+    pub(crate) vmctx: faaslet_jit::abi::VMHostFuncContext,
+    pub(crate) funcref: VMFuncRef,
+    pub(crate) call: Arc<HostCall>,
+    pub(crate) store: *mut u8,
+    pub(crate) ty: FuncType,
+    _stub: Arc<faaslet_jit::CompiledStub>,
+}
+
+pub(crate) enum FuncKind {
+    /// A function defined by a wasm instance.
+    Wasm { trampoline: faaslet_jit::abi::ArrayTrampoline },
+    /// A host function; index into `StoreCore::host_funcs`.
+    Host(u32),
+}
+
+pub(crate) struct FuncEntry {
+    pub(crate) funcref: *const VMFuncRef,
+    pub(crate) ty: FuncType,
+    pub(crate) kind: FuncKind,
+}
+
+/// The part of a store that does not depend on its data type.
+pub(crate) struct StoreCore {
+    pub(crate) id: StoreId,
+    pub(crate) engine: Engine,
+    pub(crate) ctx: Arc<SharedCtx>,
+    /// The deadline restored after an interruption.
+    pub(crate) deadline: u64,
+    pub(crate) funcs: Vec<FuncEntry>,
+    pub(crate) func_by_ptr: HashMap<usize, u32>,
+    pub(crate) host_funcs: Vec<Box<HostFuncEntry>>,
+    pub(crate) memories: Vec<Box<MemoryEntry>>,
+    pub(crate) tables: Vec<Box<TableEntry>>,
+    pub(crate) globals: Vec<Box<GlobalEntry>>,
+    pub(crate) instances: Vec<Box<InstanceEntry>>,
+    pub(crate) externs: Vec<Box<dyn Any + Send + Sync>>,
+    pub(crate) modules: Vec<Module>,
+    /// Why the last host call failed, taken when its trap is resolved.
+    pub(crate) pending_trap: Option<Trap>,
+    /// A panic caught in a host function, resumed once wasm has unwound.
+    pub(crate) pending_panic: Option<Box<dyn Any + Send>>,
+    /// Nesting depth of host-to-wasm calls.
+    pub(crate) depth: u32,
+}
+
+/// A store: the instances, memories, tables, globals and functions of one
+/// sandbox, plus host data `T` that host functions can reach.
+///
+/// Every call into wasm takes `&mut Store`, so a store runs one call at a
+/// time; use one store per thread (a store is `Send` if `T` is).
+pub struct Store<T> {
+    pub(crate) inner: Box<StoreInner<T>>,
+}
+
+#[repr(C)]
+pub(crate) struct StoreInner<T> {
+    pub(crate) core: StoreCore,
+    pub(crate) data: T,
+}
+
+// SAFETY: the raw pointers inside a store point into allocations the store
+// owns (or into modules it keeps alive); nothing is shared with another
+// thread except `SharedCtx`, which is Sync. Moving the store moves all of it.
+unsafe impl<T: Send> Send for Store<T> {}
+
+impl<T> std::fmt::Debug for Store<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("id", &self.inner.core.id).finish()
+    }
+}
+
+impl<T> Store<T> {
+    /// A new, empty store.
+    pub fn new(engine: &Engine, data: T) -> Store<T> {
+        let ctx = Arc::new(SharedCtx {
+            ctx: std::cell::UnsafeCell::new(VMStoreContext {
+                stack_limit: usize::MAX,
+                epoch_ptr: engine.inner.epoch.as_ptr() as *const u64,
+                epoch_deadline: u64::MAX,
+            }),
+        });
+        Store {
+            inner: Box::new(StoreInner {
+                core: StoreCore {
+                    id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
+                    engine: engine.clone(),
+                    ctx,
+                    deadline: u64::MAX,
+                    funcs: Vec::new(),
+                    func_by_ptr: HashMap::new(),
+                    host_funcs: Vec::new(),
+                    memories: Vec::new(),
+                    tables: Vec::new(),
+                    globals: Vec::new(),
+                    instances: Vec::new(),
+                    externs: Vec::new(),
+                    modules: Vec::new(),
+                    pending_trap: None,
+                    pending_panic: None,
+                    depth: 0,
+                },
+                data,
+            }),
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.core.engine
+    }
+
+    /// The host data.
+    pub fn data(&self) -> &T {
+        &self.inner.data
+    }
+
+    /// The host data, mutably.
+    pub fn data_mut(&mut self) -> &mut T {
+        &mut self.inner.data
+    }
+
+    /// Consumes the store, returning its data.
+    pub fn into_data(self) -> T {
+        self.inner.data
+    }
+
+    /// A handle other threads can use to interrupt calls in this store.
+    pub fn interrupt_handle(&self) -> InterruptHandle {
+        InterruptHandle { ctx: self.inner.core.ctx.clone() }
+    }
+
+    /// Calls trap with [`TrapKind::Interrupted`] once the engine's epoch has
+    /// advanced `ticks` beyond its current value.
+    pub fn set_epoch_deadline(&mut self, ticks: u64) {
+        let d = self.inner.core.engine.current_epoch().saturating_add(ticks);
+        self.inner.core.deadline = d;
+        self.inner.core.ctx.deadline().store(d, Ordering::SeqCst);
+    }
+
+    pub(crate) fn core(&self) -> &StoreCore {
+        &self.inner.core
+    }
+
+    pub(crate) fn core_mut(&mut self) -> &mut StoreCore {
+        &mut self.inner.core
+    }
+
+    /// Raw pointer to the store's inner part, as host functions receive it.
+    pub(crate) fn inner_ptr(&mut self) -> *mut StoreInner<T> {
+        &mut *self.inner
+    }
+}
+
+thread_local! {
+    /// Lowest usable stack address of this thread, computed once.
+    static STACK_LOW: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Bytes of native stack kept free below the wasm stack limit for host
+/// functions, builtins and the engine's own frames.
+const HOST_STACK_HEADROOM: usize = 256 << 10;
+
+fn thread_stack_low() -> usize {
+    STACK_LOW.with(|c| {
+        if c.get() == 0 {
+            c.set(query_stack_low().unwrap_or(1));
+        }
+        c.get()
+    })
+}
+
+fn query_stack_low() -> Option<usize> {
+    // SAFETY: pthread_getattr_np fills a zeroed attr for the calling thread;
+    // we read the stack bounds and destroy the attr. No pointers escape.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return None;
+        }
+        let mut addr: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let rc = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+        libc::pthread_attr_destroy(&mut attr);
+        if rc != 0 {
+            return None;
+        }
+        Some(addr as usize)
+    }
+}
+
+impl StoreCore {
+    pub(crate) fn check(&self, id: StoreId) -> Result<(), Error> {
+        if id == self.id {
+            Ok(())
+        } else {
+            Err(Error::Type("object belongs to a different store".into()))
+        }
+    }
+
+    pub(crate) fn new_externref(&mut self, data: Box<dyn Any + Send + Sync>) -> crate::ExternRef {
+        self.externs.push(data);
+        crate::ExternRef { store: self.id, raw: self.externs.len() as u64 }
+    }
+
+    pub(crate) fn push_func(&mut self, entry: FuncEntry) -> Func {
+        let index = self.funcs.len() as u32;
+        self.func_by_ptr.insert(entry.funcref as usize, index);
+        self.funcs.push(entry);
+        Func { store: self.id, index }
+    }
+
+    /// The [`Func`] a raw funcref points at, registering it on first sight.
+    pub(crate) fn func_from_raw(&mut self, raw: u64) -> Option<Func> {
+        if raw == 0 {
+            return None;
+        }
+        if let Some(&index) = self.func_by_ptr.get(&(raw as usize)) {
+            return Some(Func { store: self.id, index });
+        }
+        // A funcref inside some instance's vmctx that has not been handed
+        // to the host yet.
+        let (inst, func_index) = self
+            .instances
+            .iter()
+            .enumerate()
+            .find_map(|(i, inst)| inst.func_index_of(raw as usize).map(|f| (i, f)))?;
+        Some(self.instance_func(inst as u32, func_index))
+    }
+
+    /// The [`Func`] for function `func_index` of instance `inst`.
+    pub(crate) fn instance_func(&mut self, inst: u32, func_index: u32) -> Func {
+        let entry = &self.instances[inst as usize];
+        let ptr = entry.funcref_ptr(func_index);
+        if let Some(&index) = self.func_by_ptr.get(&(ptr as usize)) {
+            return Func { store: self.id, index };
+        }
+        let module = entry.module.clone();
+        let info = module.info();
+        let type_index = info.funcs[func_index as usize];
+        let trampoline = module.inner.compiled.array_trampoline(type_index);
+        self.push_func(FuncEntry {
+            funcref: ptr,
+            ty: info.types[type_index as usize].clone(),
+            kind: FuncKind::Wasm { trampoline },
+        })
+    }
+
+    pub(crate) fn push_memory(&mut self, ty: MemoryType) -> Result<u32, Error> {
+        let config = self.engine.config();
+        let page = faaslet_sfi::WASM_PAGE as u64;
+        if ty.memory64 {
+            return Err(Error::Resource("64-bit memories are not supported".into()));
+        }
+        let spec_max = ty.maximum.unwrap_or(65536).min(65536);
+        let (reserve, limit_pages) = match config.bounds {
+            crate::Bounds::GuardPages { guard_size } => ((4u64 << 30) + guard_size, spec_max),
+            crate::Bounds::Explicit => {
+                let cap_pages = config.explicit_reservation_cap / page;
+                let pages = spec_max.min(cap_pages).max(ty.minimum);
+                (pages * page, pages)
+            }
+        };
+        if ty.minimum > limit_pages {
+            return Err(Error::Resource(format!(
+                "memory of {} pages exceeds the limit of {limit_pages} pages",
+                ty.minimum
+            )));
+        }
+        let mem = faaslet_sfi::LinearMemory::new(
+            (ty.minimum * page) as usize,
+            Some((limit_pages * page) as usize),
+            reserve as usize,
+        )
+        .map_err(|e| Error::Resource(format!("memory reservation failed: {e}")))?;
+        let vm = VMMemory { base: mem.base(), length: ty.minimum * page };
+        self.memories.push(Box::new(MemoryEntry { mem, vm, ty, limit_pages }));
+        Ok(self.memories.len() as u32 - 1)
+    }
+
+    pub(crate) fn push_table(&mut self, ty: TableType, init: u64) -> Result<u32, Error> {
+        let limit = ty.maximum.unwrap_or(u64::MAX).min(self.engine.config().max_table_elements);
+        if ty.minimum > limit {
+            return Err(Error::Resource(format!(
+                "table of {} elements exceeds the limit of {limit}",
+                ty.minimum
+            )));
+        }
+        let mut elems = Vec::new();
+        elems
+            .try_reserve(ty.minimum as usize)
+            .map_err(|_| Error::Resource("out of memory for table".into()))?;
+        elems.resize(ty.minimum as usize, init);
+        let mut entry = Box::new(TableEntry {
+            elems,
+            vm: VMTable { base: std::ptr::null_mut(), length: 0 },
+            ty,
+            limit,
+        });
+        entry.sync();
+        self.tables.push(entry);
+        Ok(self.tables.len() as u32 - 1)
+    }
+
+    pub(crate) fn push_global(&mut self, ty: GlobalType, bits: ValRaw) -> u32 {
+        self.globals.push(Box::new(GlobalEntry { vm: VMGlobal { bits }, ty }));
+        self.globals.len() as u32 - 1
+    }
+
+    /// Turns a fault caught by the trap guard into a [`Trap`].
+    fn resolve_fault(&mut self, fault: faaslet_sfi::Fault) -> Trap {
+        let pc = fault.pc;
+        for m in &self.modules {
+            if let Some(site) = m.inner.compiled.lookup_trap(pc) {
+                let mut trap = Trap::new(TrapKind::from_code(site.code).unwrap_or(TrapKind::Unreachable));
+                if trap.kind == TrapKind::Host {
+                    if let Some(t) = self.pending_trap.take() {
+                        trap = t;
+                    }
+                }
+                trap.func_index = Some(site.func_index);
+                trap.func_name = m.info().func_name(site.func_index).map(str::to_owned);
+                trap.wasm_offset = site.wasm_offset;
+                return trap;
+            }
+        }
+        if let Some(code) = self.engine.stub_trap(pc) {
+            let kind = TrapKind::from_code(code).unwrap_or(TrapKind::Host);
+            if kind == TrapKind::Host {
+                if let Some(t) = self.pending_trap.take() {
+                    return t;
+                }
+            }
+            return Trap::new(kind);
+        }
+        // The sfi registry said this pc is a trap site, so one of the
+        // above must know it; if a module was dropped meanwhile, report it
+        // plainly rather than guessing.
+        Trap { message: Some(format!("trap at unknown site {pc:#x} (signal {})", fault.signal)), ..Trap::new(TrapKind::Unreachable) }
+    }
+
+    /// Calls function `func` with `values` (parameters in, results out).
+    ///
+    /// # Safety
+    ///
+    /// `store` must point at the live inner part of a store, with no other
+    /// live references into it; `values` must have
+    /// `max(params, results)` slots holding parameters of the right types.
+    pub(crate) unsafe fn call_raw(
+        store: *mut u8,
+        core: *mut StoreCore,
+        func: u32,
+        values: &mut [ValRaw],
+    ) -> Result<(), Trap> {
+        // SAFETY: the caller guarantees `core` is live and unaliased; we
+        // only keep copies of what we need before running guest code, which
+        // may re-enter the store through host functions.
+        let (funcref, kind) = unsafe {
+            let e = &(*core).funcs[func as usize];
+            (*e.funcref, match e.kind {
+                FuncKind::Wasm { trampoline } => Ok(trampoline),
+                FuncKind::Host(h) => Err(h),
+            })
+        };
+        let trampoline = match kind {
+            Ok(t) => t,
+            Err(h) => {
+                // SAFETY: as above; the host function gets the store pointer.
+                let call = unsafe { (*core).host_funcs[h as usize].call.clone() };
+                return call(store, None, values);
+            }
+        };
+        // SAFETY: as above.
+        let c = unsafe { &mut *core };
+        let ctx = c.ctx.ptr();
+        let outermost = c.depth == 0;
+        if outermost {
+            let sp = faaslet_sfi::approximate_stack_pointer();
+            let floor = thread_stack_low().saturating_add(HOST_STACK_HEADROOM);
+            let limit = sp.saturating_sub(c.engine.config().max_wasm_stack).max(floor);
+            // SAFETY: ctx points at this store's context; only this thread
+            // writes stack_limit.
+            unsafe { (*ctx).stack_limit = limit };
+        }
+        c.depth += 1;
+        let values_ptr = values.as_mut_ptr();
+        let result = faaslet_sfi::catch_traps(|| {
+            // SAFETY: the trampoline was compiled for this function's type,
+            // `funcref` comes from a live instance or host function of this
+            // store, and `values` has room for parameters and results. Traps
+            // inside come back through catch_traps.
+            unsafe { trampoline(funcref.func_ptr, funcref.vmctx, funcref.vmctx, values_ptr) }
+        });
+        // SAFETY: guest code has returned; we are the only user again.
+        let c = unsafe { &mut *core };
+        c.depth -= 1;
+        if let Some(p) = c.pending_panic.take() {
+            if outermost {
+                std::panic::resume_unwind(p);
+            }
+            // Let the outer host frame see it and re-raise.
+            c.pending_panic = Some(p);
+        }
+        match result {
+            Ok(()) => Ok(()),
+            Err(fault) => {
+                let trap = c.resolve_fault(fault);
+                if trap.kind == TrapKind::Interrupted {
+                    c.ctx.deadline().store(c.deadline, Ordering::SeqCst);
+                }
+                Err(trap)
+            }
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Traps and the engine's error type.
+
+use faaslet_jit::abi;
+use faaslet_jit::CompileError;
+use std::fmt;
+
+/// Why a call into wasm stopped abnormally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TrapKind {
+    /// A load, store or bulk memory operation fell outside the memory.
+    MemoryOutOfBounds,
+    /// A table access or `call_indirect` index fell outside the table.
+    TableOutOfBounds,
+    /// `unreachable` was executed.
+    Unreachable,
+    /// Integer division or remainder by zero.
+    IntegerDivisionByZero,
+    /// Integer overflow (`INT_MIN / -1`, or a float too large for an integer).
+    IntegerOverflow,
+    /// NaN converted to an integer.
+    BadConversionToInteger,
+    /// `call_indirect` through a null table entry.
+    IndirectCallToNull,
+    /// `call_indirect` whose entry has a different signature.
+    BadSignature,
+    /// The wasm stack limit was reached (deep or infinite recursion).
+    StackOverflow,
+    /// The call was interrupted by an epoch deadline or an [`InterruptHandle`](crate::InterruptHandle).
+    Interrupted,
+    /// A host function returned an error.
+    Host,
+}
+
+impl TrapKind {
+    /// The spec interpreter's wording for this trap.
+    pub fn message(self) -> &'static str {
+        match self {
+            TrapKind::MemoryOutOfBounds => "out of bounds memory access",
+            TrapKind::TableOutOfBounds => "undefined element",
+            TrapKind::Unreachable => "unreachable",
+            TrapKind::IntegerDivisionByZero => "integer divide by zero",
+            TrapKind::IntegerOverflow => "integer overflow",
+            TrapKind::BadConversionToInteger => "invalid conversion to integer",
+            TrapKind::IndirectCallToNull => "uninitialized element",
+            TrapKind::BadSignature => "indirect call type mismatch",
+            TrapKind::StackOverflow => "call stack exhausted",
+            TrapKind::Interrupted => "interrupted",
+            TrapKind::Host => "host function error",
+        }
+    }
+
+    pub(crate) fn from_code(code: faaslet_jit::abi::TrapCodeRepr) -> Option<TrapKind> {
+        Some(match code {
+            c if c == abi::TRAP_MEMORY_OOB => TrapKind::MemoryOutOfBounds,
+            c if c == abi::TRAP_TABLE_OOB => TrapKind::TableOutOfBounds,
+            c if c == abi::TRAP_UNREACHABLE => TrapKind::Unreachable,
+            c if c == abi::TRAP_DIVIDE_BY_ZERO => TrapKind::IntegerDivisionByZero,
+            c if c == abi::TRAP_INTEGER_OVERFLOW => TrapKind::IntegerOverflow,
+            c if c == abi::TRAP_BAD_CONVERSION => TrapKind::BadConversionToInteger,
+            c if c == abi::TRAP_INDIRECT_NULL => TrapKind::IndirectCallToNull,
+            c if c == abi::TRAP_BAD_SIGNATURE => TrapKind::BadSignature,
+            c if c == abi::TRAP_STACK_OVERFLOW => TrapKind::StackOverflow,
+            c if c == abi::TRAP_INTERRUPTED => TrapKind::Interrupted,
+            c if c == abi::TRAP_HOST => TrapKind::Host,
+            _ => return None,
+        })
+    }
+}
+
+/// A trap: its kind and, where known, where in the guest it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trap {
+    /// What went wrong.
+    pub kind: TrapKind,
+    /// Index of the wasm function the trap happened in, if it happened in wasm.
+    pub func_index: Option<u32>,
+    /// That function's name from the name section, if any.
+    pub func_name: Option<String>,
+    /// Byte offset in the module of the instruction that trapped, if known.
+    pub wasm_offset: Option<u32>,
+    /// For [`TrapKind::Host`]: the host's message.
+    pub message: Option<String>,
+}
+
+impl Trap {
+    /// A trap of `kind` with no location.
+    pub fn new(kind: TrapKind) -> Trap {
+        Trap { kind, func_index: None, func_name: None, wasm_offset: None, message: None }
+    }
+
+    /// A host error with a message, for host functions to return.
+    pub fn host(message: impl Into<String>) -> Trap {
+        Trap { message: Some(message.into()), ..Trap::new(TrapKind::Host) }
+    }
+}
+
+impl fmt::Display for Trap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.message {
+            Some(m) => f.write_str(m)?,
+            None => f.write_str(self.kind.message())?,
+        }
+        if let Some(i) = self.func_index {
+            write!(f, " in wasm function {i}")?;
+            if let Some(n) = &self.func_name {
+                write!(f, " ({n})")?;
+            }
+            if let Some(o) = self.wasm_offset {
+                write!(f, " at offset {o:#x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Trap {}
+
+/// Everything that can go wrong in the embedding API.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The module is malformed, invalid, or uses an unsupported feature.
+    #[error("compile error: {0}")]
+    Compile(#[from] CompileError),
+    /// An import is missing or has the wrong type.
+    #[error("unlinkable: {0}")]
+    Link(String),
+    /// Wasm code trapped (also during instantiation: segments, start function).
+    #[error("trap: {0}")]
+    Trap(#[from] Trap),
+    /// A resource could not be obtained (memory reservation, table growth).
+    #[error("resource: {0}")]
+    Resource(String),
+    /// A value or object of the wrong type, or from another store.
+    #[error("type mismatch: {0}")]
+    Type(String),
+}
+
+impl Error {
+    /// The trap, if this error is one.
+    pub fn as_trap(&self) -> Option<&Trap> {
+        match self {
+            Error::Trap(t) => Some(t),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Values that cross between the host and wasm.
+
+use crate::store::{StoreCore, StoreId};
+use crate::{Func, Store};
+use faaslet_jit::abi::ValRaw;
+use faaslet_jit::ValType;
+use std::any::Any;
+
+/// A WebAssembly value.
+#[derive(Debug, Clone)]
+pub enum Val {
+    /// `i32`.
+    I32(i32),
+    /// `i64`.
+    I64(i64),
+    /// `f32`, as its bits (so NaN payloads survive).
+    F32(u32),
+    /// `f64`, as its bits.
+    F64(u64),
+    /// `v128`.
+    V128(u128),
+    /// A nullable function reference.
+    FuncRef(Option<Func>),
+    /// A nullable host reference.
+    ExternRef(Option<ExternRef>),
+}
+
+impl Val {
+    /// The value's type.
+    pub fn ty(&self) -> ValType {
+        match self {
+            Val::I32(_) => ValType::I32,
+            Val::I64(_) => ValType::I64,
+            Val::F32(_) => ValType::F32,
+            Val::F64(_) => ValType::F64,
+            Val::V128(_) => ValType::V128,
+            Val::FuncRef(_) => ValType::FuncRef,
+            Val::ExternRef(_) => ValType::ExternRef,
+        }
+    }
+
+    /// The zero value (or null reference) of `ty`.
+    pub fn default_for(ty: ValType) -> Val {
+        match ty {
+            ValType::I32 => Val::I32(0),
+            ValType::I64 => Val::I64(0),
+            ValType::F32 => Val::F32(0),
+            ValType::F64 => Val::F64(0),
+            ValType::V128 => Val::V128(0),
+            ValType::FuncRef => Val::FuncRef(None),
+            ValType::ExternRef => Val::ExternRef(None),
+        }
+    }
+
+    /// The `i32`, if this is one.
+    pub fn i32(&self) -> Option<i32> {
+        if let Val::I32(v) = self { Some(*v) } else { None }
+    }
+    /// The `i64`, if this is one.
+    pub fn i64(&self) -> Option<i64> {
+        if let Val::I64(v) = self { Some(*v) } else { None }
+    }
+    /// The `f32`, if this is one.
+    pub fn f32(&self) -> Option<f32> {
+        if let Val::F32(v) = self { Some(f32::from_bits(*v)) } else { None }
+    }
+    /// The `f64`, if this is one.
+    pub fn f64(&self) -> Option<f64> {
+        if let Val::F64(v) = self { Some(f64::from_bits(*v)) } else { None }
+    }
+}
+
+impl From<i32> for Val {
+    fn from(v: i32) -> Val {
+        Val::I32(v)
+    }
+}
+impl From<i64> for Val {
+    fn from(v: i64) -> Val {
+        Val::I64(v)
+    }
+}
+impl From<f32> for Val {
+    fn from(v: f32) -> Val {
+        Val::F32(v.to_bits())
+    }
+}
+impl From<f64> for Val {
+    fn from(v: f64) -> Val {
+        Val::F64(v.to_bits())
+    }
+}
+
+/// A reference to host data, passed to wasm as an `externref`.
+///
+/// The data lives as long as the store that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExternRef {
+    pub(crate) store: StoreId,
+    /// Non-zero handle: index into the store's extern table plus one.
+    pub(crate) raw: u64,
+}
+
+impl ExternRef {
+    /// Wraps `data` in a new reference owned by `store`.
+    pub fn new<T, D: Any + Send + Sync>(store: &mut Store<T>, data: D) -> ExternRef {
+        store.core_mut().new_externref(Box::new(data))
+    }
+
+    /// The data this reference wraps.
+    ///
+    /// # Panics
+    ///
+    /// If the reference belongs to another store.
+    pub fn data<'a, T>(&self, store: &'a Store<T>) -> &'a (dyn Any + Send + Sync) {
+        let core = store.core();
+        assert_eq!(self.store, core.id, "ExternRef used with a store that did not create it");
+        &*core.externs[(self.raw - 1) as usize]
+    }
+}
+
+/// Converts a value to its raw form, checking it belongs to `core`.
+pub(crate) fn to_raw(core: &StoreCore, v: &Val) -> Result<ValRaw, crate::Error> {
+    Ok(match v {
+        Val::I32(x) => *x as u32 as ValRaw,
+        Val::I64(x) => *x as u64 as ValRaw,
+        Val::F32(x) => *x as ValRaw,
+        Val::F64(x) => *x as ValRaw,
+        Val::V128(x) => *x,
+        Val::FuncRef(None) | Val::ExternRef(None) => 0,
+        Val::FuncRef(Some(f)) => {
+            core.check(f.store)?;
+            core.funcs[f.index as usize].funcref as usize as ValRaw
+        }
+        Val::ExternRef(Some(r)) => {
+            core.check(r.store)?;
+            r.raw as ValRaw
+        }
+    })
+}
+
+/// Converts a raw value of type `ty` back to a [`Val`].
+pub(crate) fn from_raw(core: &mut StoreCore, ty: ValType, raw: ValRaw) -> Val {
+    match ty {
+        ValType::I32 => Val::I32(raw as u32 as i32),
+        ValType::I64 => Val::I64(raw as u64 as i64),
+        ValType::F32 => Val::F32(raw as u32),
+        ValType::F64 => Val::F64(raw as u64),
+        ValType::V128 => Val::V128(raw),
+        ValType::FuncRef => Val::FuncRef(core.func_from_raw(raw as u64)),
+        ValType::ExternRef => Val::ExternRef(match raw as u64 {
+            0 => None,
+            r => Some(ExternRef { store: core.id, raw: r }),
+        }),
+    }
+}

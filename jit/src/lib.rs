@@ -1,0 +1,75 @@
+//! faaslet's WebAssembly JIT: wasmparser validates, our own translator emits
+//! Cranelift IR, and cranelift-jit turns it into machine code.
+//!
+//! This crate knows wasm semantics and the VM ABI ([`abi`]); it does not
+//! know how memories are reserved or how traps are caught (that is
+//! `faaslet-sfi`), nor how instances are linked (that is the `faaslet`
+//! engine crate).
+//!
+//! ```
+//! use faaslet_jit::{CompileConfig, Compiler};
+//! let wasm = wast::parser::parse::<wast::Wat>(
+//!     &wast::parser::ParseBuffer::new("(module (func (export \"f\") (result i32) i32.const 7))").unwrap(),
+//! ).unwrap().encode().unwrap();
+//! let compiler = Compiler::new(&CompileConfig::default()).unwrap();
+//! let mut next_id = 0;
+//! let module = compiler.compile_module(&wasm, &mut |_ty| { next_id += 1; next_id }).unwrap();
+//! assert_eq!(module.info.exports[0].name, "f");
+//! ```
+#![warn(missing_docs)]
+
+pub mod abi;
+pub mod types;
+
+mod compile;
+mod environ;
+mod error;
+mod translate;
+
+pub use compile::{CompiledModule, CompiledStub, Compiler, TrapSite};
+pub use error::{CompileError, CompileErrorKind};
+pub use types::*;
+
+/// How memory accesses are bounds-checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoundsChecks {
+    /// The runtime reserves 4 GiB plus `guard_size` bytes for every 32-bit
+    /// memory, all inaccessible beyond the current length. An access whose
+    /// static offset plus width is at most `guard_size` needs no explicit
+    /// check: it either hits accessible memory or faults in the guard.
+    GuardPages {
+        /// Bytes of guard after the 4 GiB index space.
+        guard_size: u64,
+    },
+    /// Every access is compared with the memory's current length. The
+    /// runtime may reserve no more than the memory's maximum.
+    Explicit,
+}
+
+impl Default for BoundsChecks {
+    fn default() -> Self {
+        BoundsChecks::GuardPages { guard_size: 2 << 30 }
+    }
+}
+
+/// Code generation settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileConfig {
+    /// How memory accesses are bounds-checked.
+    pub bounds: BoundsChecks,
+    /// Emit an epoch check at every function entry and loop header, so a
+    /// call can be interrupted (see [`abi::VMStoreContext`]).
+    pub epoch_interruption: bool,
+    /// Let Cranelift optimise (`speed`); off means `none`, for fast compiles.
+    pub optimize: bool,
+}
+
+impl Default for CompileConfig {
+    fn default() -> Self {
+        CompileConfig {
+            bounds: BoundsChecks::default(),
+            epoch_interruption: true,
+            optimize: true,
+        }
+    }
+}

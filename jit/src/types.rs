@@ -1,0 +1,323 @@
+//! WebAssembly types and the parsed description of a module ([`ModuleInfo`]),
+//! shared by the translator and the runtime.
+
+use crate::abi::VMOffsets;
+use std::fmt;
+use std::sync::Arc;
+
+/// A value type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValType {
+    /// 32-bit integer.
+    I32,
+    /// 64-bit integer.
+    I64,
+    /// 32-bit float.
+    F32,
+    /// 64-bit float.
+    F64,
+    /// 128-bit vector.
+    V128,
+    /// Nullable function reference.
+    FuncRef,
+    /// Nullable external (host) reference.
+    ExternRef,
+}
+
+impl ValType {
+    /// Whether this is a reference type.
+    pub fn is_ref(self) -> bool {
+        matches!(self, ValType::FuncRef | ValType::ExternRef)
+    }
+}
+
+impl fmt::Display for ValType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ValType::I32 => "i32",
+            ValType::I64 => "i64",
+            ValType::F32 => "f32",
+            ValType::F64 => "f64",
+            ValType::V128 => "v128",
+            ValType::FuncRef => "funcref",
+            ValType::ExternRef => "externref",
+        })
+    }
+}
+
+/// A reference type: the element type of a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefType {
+    /// `funcref`.
+    Func,
+    /// `externref`.
+    Extern,
+}
+
+impl From<RefType> for ValType {
+    fn from(r: RefType) -> ValType {
+        match r {
+            RefType::Func => ValType::FuncRef,
+            RefType::Extern => ValType::ExternRef,
+        }
+    }
+}
+
+/// A function type.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct FuncType {
+    /// Parameter types.
+    pub params: Box<[ValType]>,
+    /// Result types.
+    pub results: Box<[ValType]>,
+}
+
+impl FuncType {
+    /// Builds a function type.
+    pub fn new(
+        params: impl IntoIterator<Item = ValType>,
+        results: impl IntoIterator<Item = ValType>,
+    ) -> FuncType {
+        FuncType {
+            params: params.into_iter().collect(),
+            results: results.into_iter().collect(),
+        }
+    }
+}
+
+impl fmt::Display for FuncType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |v: &[ValType]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" ");
+        write!(f, "(func (param {}) (result {}))", list(&self.params), list(&self.results))
+    }
+}
+
+/// A table type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TableType {
+    /// Element type.
+    pub element: RefType,
+    /// Minimum (initial) number of elements.
+    pub minimum: u64,
+    /// Maximum number of elements, if bounded.
+    pub maximum: Option<u64>,
+}
+
+/// A memory type. Sizes are in 64 KiB pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MemoryType {
+    /// Minimum (initial) size in pages.
+    pub minimum: u64,
+    /// Maximum size in pages, if bounded.
+    pub maximum: Option<u64>,
+    /// Whether the memory is shared (threads proposal).
+    pub shared: bool,
+    /// Whether the memory is indexed by i64 (memory64 proposal).
+    pub memory64: bool,
+}
+
+/// A global type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GlobalType {
+    /// Value type.
+    pub content: ValType,
+    /// Whether `global.set` may change it.
+    pub mutable: bool,
+}
+
+/// What an import or export refers to, with its type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntityType {
+    /// A function, by index into [`ModuleInfo::types`].
+    Func(u32),
+    /// A table.
+    Table(TableType),
+    /// A memory.
+    Memory(MemoryType),
+    /// A global.
+    Global(GlobalType),
+}
+
+/// One import.
+#[derive(Debug, Clone)]
+pub struct Import {
+    /// Module name.
+    pub module: String,
+    /// Field name.
+    pub name: String,
+    /// What is imported.
+    pub ty: EntityType,
+}
+
+/// The kind and index of an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportIndex {
+    /// Function index.
+    Func(u32),
+    /// Table index.
+    Table(u32),
+    /// Memory index.
+    Memory(u32),
+    /// Global index.
+    Global(u32),
+}
+
+/// One export.
+#[derive(Debug, Clone)]
+pub struct Export {
+    /// Export name.
+    pub name: String,
+    /// What is exported.
+    pub index: ExportIndex,
+}
+
+/// One operator of a constant expression.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ConstOp {
+    /// `i32.const`.
+    I32Const(i32),
+    /// `i64.const`.
+    I64Const(i64),
+    /// `f32.const`, as bits.
+    F32Const(u32),
+    /// `f64.const`, as bits.
+    F64Const(u64),
+    /// `v128.const`.
+    V128Const(u128),
+    /// `global.get`.
+    GlobalGet(u32),
+    /// `ref.null`.
+    RefNull(RefType),
+    /// `ref.func`.
+    RefFunc(u32),
+    /// `i32.add` (extended constants).
+    I32Add,
+    /// `i32.sub`.
+    I32Sub,
+    /// `i32.mul`.
+    I32Mul,
+    /// `i64.add`.
+    I64Add,
+    /// `i64.sub`.
+    I64Sub,
+    /// `i64.mul`.
+    I64Mul,
+}
+
+/// A constant expression, evaluated by the runtime at instantiation as a
+/// little stack machine. Validation guarantees it leaves exactly one value.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConstExpr {
+    /// Operators in order.
+    pub ops: Vec<ConstOp>,
+}
+
+/// How an element segment is used.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ElemMode {
+    /// Copied into a table at instantiation, then dropped.
+    Active {
+        /// Table index.
+        table: u32,
+        /// Offset expression.
+        offset: ConstExpr,
+    },
+    /// Available to `table.init` until `elem.drop`.
+    Passive,
+    /// Only declares functions referenced by `ref.func`; dropped at once.
+    Declared,
+}
+
+/// An element segment. Every item is a constant expression (a function index
+/// item `f` is stored as `[RefFunc(f)]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ElemSegment {
+    /// Mode.
+    pub mode: ElemMode,
+    /// Element type.
+    pub ty: RefType,
+    /// Items.
+    pub items: Vec<ConstExpr>,
+}
+
+/// How a data segment is used.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataMode {
+    /// Copied into a memory at instantiation, then dropped.
+    Active {
+        /// Memory index.
+        memory: u32,
+        /// Offset expression.
+        offset: ConstExpr,
+    },
+    /// Available to `memory.init` until `data.drop`.
+    Passive,
+}
+
+/// A data segment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataSegment {
+    /// Mode.
+    pub mode: DataMode,
+    /// The bytes.
+    pub bytes: Arc<[u8]>,
+}
+
+/// Everything the runtime needs to know about a module besides its code.
+///
+/// Index spaces (functions, tables, memories, globals) list imports first,
+/// then definitions, as in the wasm spec.
+#[derive(Debug, Clone, Default)]
+pub struct ModuleInfo {
+    /// The type section.
+    pub types: Vec<FuncType>,
+    /// Engine-wide canonical id of each entry of `types`.
+    pub type_ids: Vec<u32>,
+    /// Type index of every function.
+    pub funcs: Vec<u32>,
+    /// How many of `funcs` are imported.
+    pub num_imported_funcs: u32,
+    /// Every table.
+    pub tables: Vec<TableType>,
+    /// How many of `tables` are imported.
+    pub num_imported_tables: u32,
+    /// Every memory.
+    pub memories: Vec<MemoryType>,
+    /// How many of `memories` are imported.
+    pub num_imported_memories: u32,
+    /// Every global.
+    pub globals: Vec<GlobalType>,
+    /// How many of `globals` are imported.
+    pub num_imported_globals: u32,
+    /// Initialisers of the defined globals (`globals[num_imported_globals..]`).
+    pub global_inits: Vec<ConstExpr>,
+    /// Imports in order.
+    pub imports: Vec<Import>,
+    /// Exports in order.
+    pub exports: Vec<Export>,
+    /// The start function.
+    pub start: Option<u32>,
+    /// Element segments.
+    pub elements: Vec<ElemSegment>,
+    /// Data segments.
+    pub data: Vec<DataSegment>,
+    /// Function names from the name section, by function index.
+    pub func_names: Vec<(u32, String)>,
+    /// Layout of this module's vmctx.
+    pub offsets: VMOffsets,
+}
+
+impl ModuleInfo {
+    /// The type of function `index`.
+    pub fn func_type(&self, index: u32) -> &FuncType {
+        &self.types[self.funcs[index as usize] as usize]
+    }
+
+    /// The name of function `index` from the name section, if any.
+    pub fn func_name(&self, index: u32) -> Option<&str> {
+        self.func_names
+            .binary_search_by_key(&index, |(i, _)| *i)
+            .ok()
+            .map(|i| self.func_names[i].1.as_str())
+    }
+}
