@@ -1,0 +1,65 @@
+//! Software-fault isolation for faaslet.
+//!
+//! faaslet runs WebAssembly through its own JIT. The generated code relies
+//! on the hardware for two kinds of safety, and this crate provides the
+//! runtime half of both:
+//!
+//! * **Guard-page memories** ([`memory`]): each linear memory lives at the
+//!   start of a large `PROT_NONE` [`Reservation`]. Only its current size is
+//!   accessible ([`LinearMemory`]); growing changes protections, never the
+//!   address. JIT code can therefore skip most bounds checks: an
+//!   out-of-bounds access lands in the reservation's inaccessible tail and
+//!   faults.
+//! * **The trap guard** ([`traps`]): [`catch_traps`] runs a call into JIT
+//!   code so that a fault (SIGSEGV/SIGBUS from a guard page, SIGILL from a
+//!   trap instruction, SIGFPE from x86 division) at a PC the code's owner
+//!   declares a trap site ([`CodeLookup`], registered with
+//!   [`register_code`]) becomes an `Err(`[`Fault`]`)` instead of a crash.
+//!   Faults anywhere else still crash the process, as they would without
+//!   this crate.
+//!
+//! The crate knows nothing about WebAssembly operators or the JIT's code
+//! layout; the JIT supplies that knowledge through [`CodeLookup`].
+//!
+//! Linux only (x86_64 and aarch64).
+//!
+//! # Example
+//!
+//! ```
+//! use faaslet_sfi::{catch_traps, LinearMemory, WASM_PAGE};
+//!
+//! // One wasm page now, at most 4, inside a 1 GiB reservation.
+//! let mut mem = LinearMemory::new(WASM_PAGE, Some(4 * WASM_PAGE), 1 << 30)?;
+//! let base = mem.base();
+//! mem.as_mut_slice()[0] = 42;
+//! mem.grow_to(2 * WASM_PAGE)?;
+//! assert_eq!(mem.base(), base); // never moves
+//! assert!(mem.grow_to(5 * WASM_PAGE).is_err()); // beyond the maximum
+//!
+//! // Calls into JIT code go inside `catch_traps`. (Here there is no JIT
+//! // code, so nothing traps.) The JIT registers its code with
+//! // `register_code(start, end, lookup)` beforehand.
+//! let mut seen = 0;
+//! let result = catch_traps(|| seen = mem.as_slice()[0]);
+//! assert!(result.is_ok());
+//! assert_eq!(seen, 42);
+//! # Ok::<(), faaslet_sfi::MemoryError>(())
+//! ```
+
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("faaslet-sfi supports Linux only");
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("faaslet-sfi supports x86_64 and aarch64 only");
+
+pub mod memory;
+pub mod traps;
+
+pub use memory::{host_page_size, LinearMemory, MemoryError, Reservation, WASM_PAGE};
+pub use traps::{
+    approximate_stack_pointer, catch_traps, init_traps, register_code, CodeLookup,
+    CodeRegistration, Fault, TrapError,
+};

@@ -1,0 +1,409 @@
+//! Address-space reservations and the linear memories that live in them.
+//!
+//! A [`Reservation`] is a large range of virtual address space mapped
+//! `PROT_NONE` and `MAP_NORESERVE`: it costs page-table entries only when
+//! parts of it are made accessible and touched. A [`LinearMemory`] is a
+//! WebAssembly linear memory placed at the start of a reservation: its
+//! accessible prefix grows with `mprotect`, and everything after it stays
+//! `PROT_NONE`, so that JIT code which elides bounds checks faults (and is
+//! caught by [`catch_traps`](crate::catch_traps)) instead of touching
+//! anything else. A linear memory never moves, so JIT code may cache its
+//! base address.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The size of a WebAssembly page: 64 KiB.
+pub const WASM_PAGE: usize = 65536;
+
+/// Errors from reserving, protecting or growing memory.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum MemoryError {
+    /// `mmap` failed.
+    #[error("mmap of {len} bytes failed: {}", std::io::Error::from_raw_os_error(*errno))]
+    Mmap {
+        /// Bytes requested (including any guard page).
+        len: usize,
+        /// The OS error number.
+        errno: i32,
+    },
+    /// `mprotect` failed.
+    #[error("mprotect of {len} bytes at offset {offset:#x} failed: {}", std::io::Error::from_raw_os_error(*errno))]
+    Protect {
+        /// Offset into the reservation.
+        offset: usize,
+        /// Length of the range.
+        len: usize,
+        /// The OS error number.
+        errno: i32,
+    },
+    /// `madvise` failed.
+    #[error("madvise of {len} bytes at offset {offset:#x} failed: {}", std::io::Error::from_raw_os_error(*errno))]
+    Advise {
+        /// Offset into the reservation.
+        offset: usize,
+        /// Length of the range.
+        len: usize,
+        /// The OS error number.
+        errno: i32,
+    },
+    /// A size exceeds a limit (a memory's maximum or its reservation).
+    #[error("requested {requested} bytes, limit is {limit}")]
+    TooLarge {
+        /// The size that was asked for.
+        requested: usize,
+        /// The limit it exceeds.
+        limit: usize,
+    },
+    /// A range does not lie within the reservation (or overflows).
+    #[error(
+        "range at offset {offset:#x} of {len} bytes is outside a reservation of {reserved} bytes"
+    )]
+    OutOfBounds {
+        /// Offset into the reservation.
+        offset: usize,
+        /// Length of the range.
+        len: usize,
+        /// Size of the reservation.
+        reserved: usize,
+    },
+    /// An offset is not aligned to the host page size.
+    #[error("offset {offset:#x} is not aligned to the host page size {page_size}")]
+    Unaligned {
+        /// The offending offset.
+        offset: usize,
+        /// The host page size.
+        page_size: usize,
+    },
+    /// A linear memory was asked to shrink.
+    #[error("cannot shrink a linear memory from {current} to {requested} bytes")]
+    Shrink {
+        /// The current accessible length.
+        current: usize,
+        /// The requested length.
+        requested: usize,
+    },
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// The host's page size (usually 4 KiB on x86_64; 4, 16 or 64 KiB on aarch64).
+pub fn host_page_size() -> usize {
+    static PAGE: AtomicUsize = AtomicUsize::new(0);
+    let p = PAGE.load(Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let p = if p > 0 { p as usize } else { 4096 };
+    PAGE.store(p, Ordering::Relaxed);
+    p
+}
+
+/// Rounds `n` up to a multiple of the host page size, or `None` on overflow.
+pub(crate) fn round_up_to_page(n: usize) -> Option<usize> {
+    let page = host_page_size();
+    n.checked_add(page - 1).map(|x| x & !(page - 1))
+}
+
+/// A range of virtual address space, mapped `PROT_NONE` (and
+/// `MAP_NORESERVE`, so it costs no commit charge until made accessible).
+///
+/// One extra `PROT_NONE` "canary" page sits directly in front of
+/// [`base`](Self::base), so that an access just below the reservation also
+/// faults rather than landing in a neighbouring mapping.
+///
+/// The whole mapping (canary included) is unmapped on drop.
+#[derive(Debug)]
+pub struct Reservation {
+    /// Start of the mapping (the canary page).
+    mapping: *mut u8,
+    /// Length of the mapping including the canary page.
+    mapping_len: usize,
+    /// Usable bytes after the canary page (page-rounded).
+    len: usize,
+}
+
+// SAFETY: a Reservation is just an owned address range; nothing about it is
+// tied to the creating thread, and all its methods are system calls which
+// are thread-safe. Access to the *bytes* is governed by whoever hands out
+// pointers into it (e.g. `LinearMemory` with `&`/`&mut`).
+unsafe impl Send for Reservation {}
+// SAFETY: see above; `&Reservation` methods only make system calls.
+unsafe impl Sync for Reservation {}
+
+impl Reservation {
+    /// Reserves `len` bytes (rounded up to the host page size, and at least
+    /// one page) of inaccessible address space.
+    pub fn new(len: usize) -> Result<Self, MemoryError> {
+        let page = host_page_size();
+        let too_large = MemoryError::TooLarge {
+            requested: len,
+            limit: isize::MAX as usize - page,
+        };
+        let len = round_up_to_page(len.max(1)).ok_or(too_large.clone())?;
+        let mapping_len = len.checked_add(page).ok_or(too_large.clone())?;
+        if mapping_len > isize::MAX as usize {
+            return Err(too_large);
+        }
+        // SAFETY: a fresh anonymous mapping at a kernel-chosen address cannot
+        // alias any existing Rust object; arguments are valid.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                mapping_len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(MemoryError::Mmap {
+                len: mapping_len,
+                errno: errno(),
+            });
+        }
+        Ok(Reservation {
+            mapping: ptr.cast(),
+            mapping_len,
+            len,
+        })
+    }
+
+    /// The first usable byte (just after the canary page).
+    pub fn base(&self) -> *mut u8 {
+        // SAFETY: the mapping is `page + len` bytes, so `mapping + page` is in
+        // bounds of the same allocation.
+        unsafe { self.mapping.add(host_page_size()) }
+    }
+
+    /// Usable bytes (a multiple of the host page size).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: a reservation has at least one page.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Checks that `[offset, offset + len)` lies within the reservation with
+    /// `offset` page-aligned, and returns `len` rounded up to whole pages.
+    fn check_range(&self, offset: usize, len: usize) -> Result<usize, MemoryError> {
+        let page = host_page_size();
+        if !offset.is_multiple_of(page) {
+            return Err(MemoryError::Unaligned {
+                offset,
+                page_size: page,
+            });
+        }
+        let oob = MemoryError::OutOfBounds {
+            offset,
+            len,
+            reserved: self.len,
+        };
+        let rounded = round_up_to_page(len).ok_or(oob.clone())?;
+        match offset.checked_add(rounded) {
+            Some(end) if end <= self.len => Ok(rounded),
+            _ => Err(oob),
+        }
+    }
+
+    /// Makes `[offset, offset + len)` readable and writable. `offset` must be
+    /// page-aligned; `len` is rounded up to whole pages.
+    pub fn make_accessible(&self, offset: usize, len: usize) -> Result<(), MemoryError> {
+        self.protect(offset, len, libc::PROT_READ | libc::PROT_WRITE)
+    }
+
+    /// Discards the contents of `[offset, offset + len)` and makes it
+    /// inaccessible again. `offset` must be page-aligned; `len` is rounded up
+    /// to whole pages.
+    pub fn make_inaccessible(&self, offset: usize, len: usize) -> Result<(), MemoryError> {
+        self.discard(offset, len)?;
+        self.protect(offset, len, libc::PROT_NONE)
+    }
+
+    /// Throws away the contents of `[offset, offset + len)`: the pages read
+    /// as zero again and their memory is returned to the OS. Protection is
+    /// unchanged. `offset` must be page-aligned; `len` is rounded up to whole
+    /// pages.
+    pub fn discard(&self, offset: usize, len: usize) -> Result<(), MemoryError> {
+        let rounded = self.check_range(offset, len)?;
+        if rounded == 0 {
+            return Ok(());
+        }
+        // SAFETY: the range is page-aligned and inside our own mapping
+        // (checked above). MADV_DONTNEED on a private anonymous mapping only
+        // zero-fills those pages; callers holding references into them are
+        // the caller's concern (`LinearMemory` only calls this with `&mut`).
+        let rc =
+            unsafe { libc::madvise(self.base().add(offset).cast(), rounded, libc::MADV_DONTNEED) };
+        if rc != 0 {
+            return Err(MemoryError::Advise {
+                offset,
+                len,
+                errno: errno(),
+            });
+        }
+        Ok(())
+    }
+
+    fn protect(&self, offset: usize, len: usize, prot: libc::c_int) -> Result<(), MemoryError> {
+        let rounded = self.check_range(offset, len)?;
+        if rounded == 0 {
+            return Ok(());
+        }
+        // SAFETY: the range is page-aligned and inside our own mapping
+        // (checked above), so this cannot change the protection of memory
+        // owned by anyone else.
+        let rc = unsafe { libc::mprotect(self.base().add(offset).cast(), rounded, prot) };
+        if rc != 0 {
+            return Err(MemoryError::Protect {
+                offset,
+                len,
+                errno: errno(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // SAFETY: we own this mapping and nobody can use it after drop
+        // (pointers handed out by `base` must not outlive the reservation,
+        // as documented on the owning types).
+        unsafe {
+            libc::munmap(self.mapping.cast(), self.mapping_len);
+        }
+    }
+}
+
+/// A linear memory inside a [`Reservation`] that never moves.
+///
+/// Bytes `[0, len)` are readable and writable (the accessible region is
+/// rounded up to the host page size), the rest of the reservation is
+/// `PROT_NONE`. Growing only changes protections, so
+/// [`base`](Self::base) is stable for the memory's whole life and JIT code
+/// may bake it in or cache it.
+#[derive(Debug)]
+pub struct LinearMemory {
+    reservation: Reservation,
+    len: usize,
+    /// Page-rounded length of the currently accessible prefix.
+    accessible: usize,
+    /// Effective maximum: min(declared maximum, reservation).
+    limit: usize,
+}
+
+impl LinearMemory {
+    /// Creates a linear memory of `initial_bytes` accessible bytes in a fresh
+    /// reservation of `reserve_bytes` (which must be at least
+    /// `initial_bytes`). It can later grow up to `maximum_bytes` (if given)
+    /// but never past the reservation.
+    pub fn new(
+        initial_bytes: usize,
+        maximum_bytes: Option<usize>,
+        reserve_bytes: usize,
+    ) -> Result<Self, MemoryError> {
+        if initial_bytes > reserve_bytes {
+            return Err(MemoryError::TooLarge {
+                requested: initial_bytes,
+                limit: reserve_bytes,
+            });
+        }
+        if let Some(max) = maximum_bytes {
+            if initial_bytes > max {
+                return Err(MemoryError::TooLarge {
+                    requested: initial_bytes,
+                    limit: max,
+                });
+            }
+        }
+        let reservation = Reservation::new(reserve_bytes)?;
+        let limit = maximum_bytes.map_or(reserve_bytes, |m| m.min(reserve_bytes));
+        let mut mem = LinearMemory {
+            reservation,
+            len: 0,
+            accessible: 0,
+            limit,
+        };
+        mem.grow_to(initial_bytes)?;
+        Ok(mem)
+    }
+
+    /// The address of byte 0. Never changes.
+    pub fn base(&self) -> *mut u8 {
+        self.reservation.base()
+    }
+
+    /// Accessible bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if no bytes are accessible.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes of address space reserved (the most this memory could ever be
+    /// given, and the extent of its guard region).
+    pub fn reserved(&self) -> usize {
+        self.reservation.len()
+    }
+
+    /// The effective maximum size: the declared maximum clamped to the
+    /// reservation.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Grows the accessible prefix to `new_len` bytes. New bytes read as
+    /// zero. Fails (leaving the memory unchanged) if `new_len` is below the
+    /// current length, or beyond the maximum or the reservation. The memory
+    /// never moves.
+    pub fn grow_to(&mut self, new_len: usize) -> Result<(), MemoryError> {
+        if new_len < self.len {
+            return Err(MemoryError::Shrink {
+                current: self.len,
+                requested: new_len,
+            });
+        }
+        if new_len > self.limit {
+            return Err(MemoryError::TooLarge {
+                requested: new_len,
+                limit: self.limit,
+            });
+        }
+        let rounded = round_up_to_page(new_len).ok_or(MemoryError::TooLarge {
+            requested: new_len,
+            limit: self.limit,
+        })?;
+        if rounded > self.accessible {
+            self.reservation
+                .make_accessible(self.accessible, rounded - self.accessible)?;
+            self.accessible = rounded;
+        }
+        self.len = new_len;
+        Ok(())
+    }
+
+    /// The accessible bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: [base, base+len) is mapped RW for as long as `self` lives
+        // (it only ever grows), `base` is non-null, and `&self` excludes
+        // writes through `as_mut_slice`. JIT code writing concurrently is the
+        // engine's responsibility not to allow while this borrow is alive.
+        unsafe { std::slice::from_raw_parts(self.base(), self.len) }
+    }
+
+    /// The accessible bytes, mutably.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as for `as_slice`, and `&mut self` makes this borrow unique.
+        unsafe { std::slice::from_raw_parts_mut(self.base(), self.len) }
+    }
+}

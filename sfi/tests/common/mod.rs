@@ -1,0 +1,123 @@
+//! Shared helpers: tiny hand-assembled x86_64 functions in an executable
+//! page, a `CodeLookup` that calls every PC a trap site, and a fork helper.
+#![allow(dead_code)]
+
+use faaslet_sfi::{register_code, CodeLookup, CodeRegistration};
+use std::sync::Arc;
+
+/// Every PC in the registered range is a trap site.
+pub struct AllTrapSites;
+impl CodeLookup for AllTrapSites {
+    fn is_trap_site(&self, _pc: usize) -> bool {
+        true
+    }
+}
+
+/// No PC is a trap site.
+pub struct NoTrapSites;
+impl CodeLookup for NoTrapSites {
+    fn is_trap_site(&self, _pc: usize) -> bool {
+        false
+    }
+}
+
+/// An executable page holding a few stubs, unmapped on drop.
+pub struct Code {
+    page: *mut u8,
+    len: usize,
+}
+unsafe impl Send for Code {}
+unsafe impl Sync for Code {}
+
+/// Offsets of the stubs inside the page.
+pub const UD2: usize = 0; // ud2
+pub const LOAD: usize = 16; // mov al, [rdi]; ret
+pub const DIV: usize = 32; // mov eax, edi; cdq; idiv esi; ret
+pub const RET: usize = 48; // ret
+
+impl Code {
+    pub fn new() -> Code {
+        let len = 4096;
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            let p = p.cast::<u8>();
+            std::ptr::write_bytes(p, 0xcc, len); // int3 padding
+            let put = |off: usize, bytes: &[u8]| {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.add(off), bytes.len())
+            };
+            put(UD2, &[0x0f, 0x0b]);
+            put(LOAD, &[0x8a, 0x07, 0xc3]);
+            put(DIV, &[0x89, 0xf8, 0x99, 0xf7, 0xfe, 0xc3]);
+            put(RET, &[0xc3]);
+            assert_eq!(
+                libc::mprotect(p.cast(), len, libc::PROT_READ | libc::PROT_EXEC),
+                0
+            );
+            Code { page: p, len }
+        }
+    }
+    pub fn start(&self) -> usize {
+        self.page as usize
+    }
+    pub fn end(&self) -> usize {
+        self.page as usize + self.len
+    }
+    pub fn register_all(&self) -> CodeRegistration {
+        register_code(self.start(), self.end(), Arc::new(AllTrapSites))
+    }
+    pub fn ud2(&self) {
+        let f: extern "C" fn() = unsafe { std::mem::transmute(self.page.add(UD2)) };
+        f()
+    }
+    pub fn load(&self, addr: *const u8) -> u8 {
+        let f: extern "C" fn(*const u8) -> u8 = unsafe { std::mem::transmute(self.page.add(LOAD)) };
+        f(addr)
+    }
+    pub fn div(&self, a: i32, b: i32) -> i32 {
+        let f: extern "C" fn(i32, i32) -> i32 = unsafe { std::mem::transmute(self.page.add(DIV)) };
+        f(a, b)
+    }
+    pub fn ret(&self) {
+        let f: extern "C" fn() = unsafe { std::mem::transmute(self.page.add(RET)) };
+        f()
+    }
+}
+
+impl Drop for Code {
+    fn drop(&mut self) {
+        unsafe { libc::munmap(self.page.cast(), self.len) };
+    }
+}
+
+/// Runs `f` in a forked child (no core dumps) and returns how it ended:
+/// `Ok(exit_code)` or `Err(signal)`.
+pub fn in_child(f: impl FnOnce()) -> Result<i32, i32> {
+    unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let no_core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+            f();
+            libc::_exit(0);
+        }
+        let mut status = 0;
+        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+        if libc::WIFSIGNALED(status) {
+            Err(libc::WTERMSIG(status))
+        } else {
+            Ok(libc::WEXITSTATUS(status))
+        }
+    }
+}
