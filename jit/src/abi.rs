@@ -231,7 +231,7 @@ pub const VMCTX_INSTANCE: i32 = 16;
 pub const VMCTX_HEADER_SIZE: u32 = 32;
 
 /// Offsets of the variable parts of one module's vmctx.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct VMOffsets {
     /// Number of memories (imported and defined).
     pub num_memories: u32,

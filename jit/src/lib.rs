@@ -48,7 +48,9 @@ pub enum BoundsChecks {
 
 impl Default for BoundsChecks {
     fn default() -> Self {
-        BoundsChecks::GuardPages { guard_size: 2 << 30 }
+        BoundsChecks::GuardPages {
+            guard_size: 2 << 30,
+        }
     }
 }
 

@@ -1,0 +1,570 @@
+//! Driving Cranelift: the [`Compiler`], compiled modules and host stubs.
+
+use crate::abi::{self, ArrayTrampoline};
+use crate::environ::parse_module;
+use crate::error::CompileError;
+use crate::translate::{ir_type, translate_function, wasm_signature, ModuleEnv};
+use crate::types::{FuncType, ModuleInfo, ValType};
+use crate::CompileConfig;
+use cranelift_codegen::ir::{
+    types, AbiParam, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind, TrapCode,
+    UserFuncName,
+};
+use cranelift_codegen::isa::{CallConv, OwnedTargetIsa};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{FuncId, Linkage, Module};
+
+/// Compiles WebAssembly modules and host stubs to native code for the host.
+pub struct Compiler {
+    isa: OwnedTargetIsa,
+    config: CompileConfig,
+}
+
+/// A trap site found by [`CompiledModule::lookup_trap`].
+#[derive(Debug, Clone, Copy)]
+pub struct TrapSite {
+    /// Why the code traps there.
+    pub code: TrapCode,
+    /// The function containing the site (full index space).
+    pub func_index: u32,
+    /// The wasm byte offset of the trapping instruction, if known.
+    pub wasm_offset: Option<u32>,
+}
+
+/// Machine code of one function, with its trap and source-location tables.
+struct FuncEntry {
+    start: usize,
+    end: usize,
+    func_index: u32,
+    /// (offset from start, code), sorted by offset.
+    traps: Box<[(u32, TrapCode)]>,
+    /// (start, end, wasm offset), sorted by start.
+    srclocs: Box<[(u32, u32, u32)]>,
+}
+
+impl FuncEntry {
+    fn srcloc(&self, off: u32) -> Option<u32> {
+        let i = self.srclocs.partition_point(|(s, _, _)| *s <= off);
+        if i == 0 {
+            return None;
+        }
+        let (_, end, loc) = self.srclocs[i - 1];
+        (off < end).then_some(loc)
+    }
+
+    fn trap(&self, off: u32) -> Option<TrapCode> {
+        self.traps
+            .binary_search_by_key(&off, |(o, _)| *o)
+            .ok()
+            .map(|i| self.traps[i].1)
+    }
+}
+
+/// Signal-safe lookup of the entry containing `pc` in `entries` (sorted).
+fn find_entry(entries: &[FuncEntry], pc: usize) -> Option<&FuncEntry> {
+    let i = entries.partition_point(|e| e.start <= pc);
+    if i == 0 {
+        return None;
+    }
+    let e = &entries[i - 1];
+    (pc < e.end).then_some(e)
+}
+
+/// Records the trap and source-location tables of the function just
+/// defined in `ctx`. The address is filled in after finalisation.
+fn entry_of(ctx: &Context, func_index: u32) -> FuncEntry {
+    let code = ctx.compiled_code().expect("function was compiled");
+    let traps = code
+        .buffer
+        .traps()
+        .iter()
+        .map(|t| (t.offset, t.code))
+        .collect::<Vec<_>>();
+    let mut traps = traps;
+    traps.sort_by_key(|t| t.0);
+    let mut srclocs = code
+        .buffer
+        .get_srclocs_sorted()
+        .iter()
+        .filter(|s| !s.loc.is_default())
+        .map(|s| (s.start, s.end, s.loc.bits()))
+        .collect::<Vec<_>>();
+    srclocs.sort_by_key(|s| s.0);
+    FuncEntry {
+        start: 0,
+        end: code.buffer.total_size() as usize,
+        func_index,
+        traps: traps.into(),
+        srclocs: srclocs.into(),
+    }
+}
+
+/// Frees a JIT module's code memory.
+fn free_module(module: &mut Option<JITModule>) {
+    if let Some(m) = module.take() {
+        // SAFETY: the owner of the code (a `CompiledModule`/`CompiledStub`)
+        // is being dropped; the engine keeps it alive (through `Arc`) for as
+        // long as any instance or stub may execute or refer to its code.
+        unsafe { m.free_memory() };
+    }
+}
+
+/// A compiled module: its description and its machine code.
+pub struct CompiledModule {
+    /// The parsed module.
+    pub info: ModuleInfo,
+    module: Option<JITModule>,
+    /// Entry of each defined function, by defined index.
+    funcs: Vec<*const u8>,
+    trampolines: Vec<ArrayTrampoline>,
+    /// Defined functions sorted by address.
+    entries: Vec<FuncEntry>,
+}
+
+// SAFETY: the JIT module's code and the tables are immutable after
+// `finalize_definitions`; the raw pointers refer to that immutable code.
+unsafe impl Send for CompiledModule {}
+// SAFETY: as above, nothing is mutated through `&CompiledModule`.
+unsafe impl Sync for CompiledModule {}
+
+impl Drop for CompiledModule {
+    fn drop(&mut self) {
+        free_module(&mut self.module);
+    }
+}
+
+impl CompiledModule {
+    /// The wasm-ABI entry of defined function `defined_index` (function
+    /// index minus the number of imported functions).
+    pub fn function(&self, defined_index: u32) -> *const u8 {
+        self.funcs[defined_index as usize]
+    }
+
+    /// The array trampoline of type `type_index` of [`ModuleInfo::types`].
+    pub fn array_trampoline(&self, type_index: u32) -> ArrayTrampoline {
+        self.trampolines[type_index as usize]
+    }
+
+    /// `[start, end)` of each defined function's machine code.
+    pub fn code_ranges(&self) -> Vec<(usize, usize)> {
+        self.entries.iter().map(|e| (e.start, e.end)).collect()
+    }
+
+    /// Whether `pc` is a trap site, and which. Signal-safe: no allocation,
+    /// no locks.
+    pub fn lookup_trap(&self, pc: usize) -> Option<TrapSite> {
+        let e = find_entry(&self.entries, pc)?;
+        let off = (pc - e.start) as u32;
+        let code = e.trap(off)?;
+        Some(TrapSite {
+            code,
+            func_index: e.func_index,
+            wasm_offset: e.srcloc(off),
+        })
+    }
+
+    /// The function containing `pc` (full index space) and the wasm byte
+    /// offset of the instruction there, if known.
+    pub fn lookup_func(&self, pc: usize) -> Option<(u32, Option<u32>)> {
+        let e = find_entry(&self.entries, pc)?;
+        Some((e.func_index, e.srcloc((pc - e.start) as u32)))
+    }
+}
+
+/// The host stub and array trampoline of one function type.
+pub struct CompiledStub {
+    module: Option<JITModule>,
+    host_stub: *const u8,
+    trampoline: ArrayTrampoline,
+    entries: Vec<FuncEntry>,
+}
+
+// SAFETY: the code is immutable after `finalize_definitions`; the raw
+// pointers refer to it.
+unsafe impl Send for CompiledStub {}
+// SAFETY: as above, nothing is mutated through `&CompiledStub`.
+unsafe impl Sync for CompiledStub {}
+
+impl Drop for CompiledStub {
+    fn drop(&mut self) {
+        free_module(&mut self.module);
+    }
+}
+
+impl CompiledStub {
+    /// The host stub: wasm ABI, calls [`abi::VMHostFuncContext::dispatch`].
+    pub fn host_stub(&self) -> *const u8 {
+        self.host_stub
+    }
+
+    /// The array trampoline for this type.
+    pub fn array_trampoline(&self) -> ArrayTrampoline {
+        self.trampoline
+    }
+
+    /// `[start, end)` of the stub's and the trampoline's machine code.
+    pub fn code_ranges(&self) -> Vec<(usize, usize)> {
+        self.entries.iter().map(|e| (e.start, e.end)).collect()
+    }
+
+    /// Whether `pc` is a trap site, and which. Signal-safe.
+    pub fn lookup_trap(&self, pc: usize) -> Option<TrapCode> {
+        let e = find_entry(&self.entries, pc)?;
+        e.trap((pc - e.start) as u32)
+    }
+}
+
+fn codegen_err(what: &str, e: impl std::fmt::Display) -> CompileError {
+    CompileError::codegen(format!("{what}: {e}"))
+}
+
+impl Compiler {
+    /// Creates a compiler for the host machine.
+    pub fn new(config: &CompileConfig) -> Result<Compiler, CompileError> {
+        let mut flags = settings::builder();
+        let set = |f: &mut settings::Builder, k: &str, v: &str| {
+            f.set(k, v)
+                .map_err(|e| codegen_err(&format!("setting {k}={v}"), e))
+        };
+        set(
+            &mut flags,
+            "opt_level",
+            if config.optimize { "speed" } else { "none" },
+        )?;
+        set(
+            &mut flags,
+            "enable_verifier",
+            if cfg!(debug_assertions) {
+                "true"
+            } else {
+                "false"
+            },
+        )?;
+        set(&mut flags, "unwind_info", "false")?;
+        set(&mut flags, "preserve_frame_pointers", "true")?;
+        set(&mut flags, "enable_multi_ret_implicit_sret", "true")?;
+        set(&mut flags, "is_pic", "false")?;
+        set(&mut flags, "enable_probestack", "false")?;
+        let isa_builder =
+            cranelift_native::builder().map_err(|e| codegen_err("host ISA unsupported", e))?;
+        let isa = isa_builder
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| codegen_err("building the host ISA", e))?;
+        Ok(Compiler {
+            isa,
+            config: config.clone(),
+        })
+    }
+
+    /// The configuration this compiler was created with.
+    pub fn config(&self) -> &CompileConfig {
+        &self.config
+    }
+
+    fn new_module(&self) -> JITModule {
+        let builder =
+            JITBuilder::with_isa(self.isa.clone(), cranelift_module::default_libcall_names());
+        JITModule::new(builder)
+    }
+
+    /// Validates, parses, translates and compiles `wasm`. `type_id` maps
+    /// each entry of the type section, in order, to its engine-wide
+    /// canonical id.
+    pub fn compile_module(
+        &self,
+        wasm: &[u8],
+        type_id: &mut dyn FnMut(&FuncType) -> u32,
+    ) -> Result<CompiledModule, CompileError> {
+        let parsed = parse_module(wasm, type_id)?;
+        let info = parsed.info;
+        for ty in &info.types {
+            if ty
+                .params
+                .iter()
+                .chain(ty.results.iter())
+                .any(|t| *t == ValType::V128)
+            {
+                return Err(CompileError::unsupported("v128 values (SIMD)").in_section("type"));
+            }
+        }
+        let mut module = Some(self.new_module());
+        let result = self.compile_into(&info, &parsed.bodies, module.as_mut().unwrap());
+        match result {
+            Ok((funcs, trampolines, entries)) => Ok(CompiledModule {
+                info,
+                module,
+                funcs,
+                trampolines,
+                entries,
+            }),
+            Err(e) => {
+                free_module(&mut module);
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn compile_into(
+        &self,
+        info: &ModuleInfo,
+        bodies: &[wasmparser::FunctionBody<'_>],
+        module: &mut JITModule,
+    ) -> Result<(Vec<*const u8>, Vec<ArrayTrampoline>, Vec<FuncEntry>), CompileError> {
+        let nimp = info.num_imported_funcs;
+        let mut ids: Vec<FuncId> = Vec::with_capacity(bodies.len());
+        for i in 0..bodies.len() as u32 {
+            let index = nimp + i;
+            let sig = wasm_signature(info.func_type(index));
+            let id = module
+                .declare_function(&format!("f{index}"), Linkage::Local, &sig)
+                .map_err(|e| codegen_err("declaring function", e).in_func(index))?;
+            ids.push(id);
+        }
+        let env = ModuleEnv {
+            info,
+            config: &self.config,
+        };
+        let mut fctx = FunctionBuilderContext::new();
+        let mut ctx = module.make_context();
+        let mut entries = Vec::with_capacity(bodies.len());
+        for (i, body) in bodies.iter().enumerate() {
+            let index = nimp + i as u32;
+            ctx.clear();
+            ctx.func.signature = wasm_signature(info.func_type(index));
+            ctx.func.name = UserFuncName::user(0, index);
+            {
+                let ids = &ids;
+                let module_ref: &mut JITModule = module;
+                let mut declare = |callee: u32, func: &mut cranelift_codegen::ir::Function| {
+                    module_ref.declare_func_in_func(ids[(callee - nimp) as usize], func)
+                };
+                translate_function(
+                    &env,
+                    index,
+                    body,
+                    &mut ctx.func,
+                    &mut fctx,
+                    &mut declare,
+                    self.isa.frontend_config(),
+                )
+                .map_err(|e| e.in_func(index).in_section("code"))?;
+            }
+            module
+                .define_function(ids[i], &mut ctx)
+                .map_err(|e| codegen_err("compiling function", format!("{e:?}")).in_func(index))?;
+            entries.push(entry_of(&ctx, index));
+        }
+        let mut tramp_ids = Vec::with_capacity(info.types.len());
+        for (t, ty) in info.types.iter().enumerate() {
+            let id = self.define_trampoline(module, &mut ctx, &mut fctx, ty, &format!("t{t}"))?;
+            tramp_ids.push(id);
+        }
+        module
+            .finalize_definitions()
+            .map_err(|e| codegen_err("finalizing code", e))?;
+        let funcs: Vec<*const u8> = ids
+            .iter()
+            .map(|id| module.get_finalized_function(*id))
+            .collect();
+        for (e, f) in entries.iter_mut().zip(&funcs) {
+            e.start = *f as usize;
+            e.end += e.start;
+        }
+        entries.sort_by_key(|e| e.start);
+        let trampolines = tramp_ids
+            .iter()
+            .map(|id| {
+                let p = module.get_finalized_function(*id);
+                // SAFETY: `p` is the finalized code of a trampoline built
+                // by `define_trampoline` with exactly this signature.
+                unsafe { std::mem::transmute::<*const u8, ArrayTrampoline>(p) }
+            })
+            .collect();
+        Ok((funcs, trampolines, entries))
+    }
+
+    /// Defines the array trampoline for `ty` in `module`.
+    fn define_trampoline(
+        &self,
+        module: &mut JITModule,
+        ctx: &mut Context,
+        fctx: &mut FunctionBuilderContext,
+        ty: &FuncType,
+        name: &str,
+    ) -> Result<FuncId, CompileError> {
+        let mut sig = Signature::new(CallConv::SystemV);
+        for _ in 0..4 {
+            sig.params.push(AbiParam::new(types::I64));
+        }
+        let id = module
+            .declare_function(name, Linkage::Local, &sig)
+            .map_err(|e| codegen_err("declaring trampoline", e))?;
+        ctx.clear();
+        ctx.func.signature = sig;
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            b.seal_block(entry);
+            let p = b.block_params(entry).to_vec();
+            let (fptr, callee, caller, values) = (p[0], p[1], p[2], p[3]);
+            let mut args = vec![callee, caller];
+            for (i, t) in ty.params.iter().enumerate() {
+                let v = b.ins().load(
+                    ir_type(*t),
+                    MemFlagsData::trusted(),
+                    values,
+                    (i * 16) as i32,
+                );
+                args.push(v);
+            }
+            let wsig = b.import_signature(wasm_signature(ty));
+            let call = b.ins().call_indirect(wsig, fptr, &args);
+            let results = b.inst_results(call).to_vec();
+            for (i, (v, t)) in results.iter().zip(ty.results.iter()).enumerate() {
+                store_val(&mut b, *v, *t, values, (i * 16) as i32);
+            }
+            b.ins().return_(&[]);
+            b.finalize(self.isa.frontend_config());
+        }
+        module
+            .define_function(id, ctx)
+            .map_err(|e| codegen_err("compiling trampoline", format!("{e:?}")))?;
+        Ok(id)
+    }
+
+    /// Compiles the host stub and array trampoline for functions of type
+    /// `ty`.
+    pub fn compile_stub(&self, ty: &FuncType) -> Result<CompiledStub, CompileError> {
+        if ty
+            .params
+            .iter()
+            .chain(ty.results.iter())
+            .any(|t| *t == ValType::V128)
+        {
+            return Err(CompileError::unsupported("v128 values (SIMD)"));
+        }
+        let mut module = Some(self.new_module());
+        match self.compile_stub_into(ty, module.as_mut().unwrap()) {
+            Ok((host_stub, trampoline, entries)) => Ok(CompiledStub {
+                module,
+                host_stub,
+                trampoline,
+                entries,
+            }),
+            Err(e) => {
+                free_module(&mut module);
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn compile_stub_into(
+        &self,
+        ty: &FuncType,
+        module: &mut JITModule,
+    ) -> Result<(*const u8, ArrayTrampoline, Vec<FuncEntry>), CompileError> {
+        let sig = wasm_signature(ty);
+        let id = module
+            .declare_function("host_stub", Linkage::Local, &sig)
+            .map_err(|e| codegen_err("declaring host stub", e))?;
+        let mut ctx = module.make_context();
+        let mut fctx = FunctionBuilderContext::new();
+        ctx.func.signature = sig;
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            b.seal_block(entry);
+            let p = b.block_params(entry).to_vec();
+            let (callee, caller) = (p[0], p[1]);
+            let len = ty.params.len().max(ty.results.len());
+            let slots = len.max(1);
+            let ss = b.create_sized_stack_slot(StackSlotData::new(
+                StackSlotKind::ExplicitSlot,
+                (slots * 16) as u32,
+                4,
+            ));
+            let values = b.ins().stack_addr(types::I64, ss, 0);
+            for (i, t) in ty.params.iter().enumerate() {
+                store_val(&mut b, p[i + 2], *t, values, (i * 16) as i32);
+            }
+            let dispatch = b.ins().load(
+                types::I64,
+                MemFlagsData::trusted(),
+                callee,
+                abi::HOST_CTX_DISPATCH,
+            );
+            let mut dsig = Signature::new(CallConv::SystemV);
+            for _ in 0..4 {
+                dsig.params.push(AbiParam::new(types::I64));
+            }
+            dsig.returns.push(AbiParam::new(types::I32));
+            let dsig = b.import_signature(dsig);
+            let n = b.ins().iconst(types::I64, len as i64);
+            let call = b
+                .ins()
+                .call_indirect(dsig, dispatch, &[callee, caller, values, n]);
+            let r = b.inst_results(call)[0];
+            b.ins().trapnz(r, abi::TRAP_HOST);
+            let mut rets = Vec::new();
+            for (i, t) in ty.results.iter().enumerate() {
+                let v = b.ins().load(
+                    ir_type(*t),
+                    MemFlagsData::trusted(),
+                    values,
+                    (i * 16) as i32,
+                );
+                rets.push(v);
+            }
+            b.ins().return_(&rets);
+            b.finalize(self.isa.frontend_config());
+        }
+        module
+            .define_function(id, &mut ctx)
+            .map_err(|e| codegen_err("compiling host stub", format!("{e:?}")))?;
+        let mut stub_entry = entry_of(&ctx, 0);
+        let tid = self.define_trampoline(module, &mut ctx, &mut fctx, ty, "trampoline")?;
+        let mut tramp_entry = entry_of(&ctx, 0);
+        module
+            .finalize_definitions()
+            .map_err(|e| codegen_err("finalizing code", e))?;
+        let stub = module.get_finalized_function(id);
+        let tramp = module.get_finalized_function(tid);
+        stub_entry.start = stub as usize;
+        stub_entry.end += stub as usize;
+        tramp_entry.start = tramp as usize;
+        tramp_entry.end += tramp as usize;
+        let mut entries = vec![stub_entry, tramp_entry];
+        entries.sort_by_key(|e| e.start);
+        // SAFETY: `tramp` is the finalized code of a trampoline built by
+        // `define_trampoline` with exactly the `ArrayTrampoline` signature.
+        let trampoline = unsafe { std::mem::transmute::<*const u8, ArrayTrampoline>(tramp) };
+        Ok((stub, trampoline, entries))
+    }
+}
+
+/// Stores `v` of wasm type `t` into the 16-byte `ValRaw` slot at
+/// `base + off`, zeroing the unused bytes.
+fn store_val(
+    b: &mut FunctionBuilder<'_>,
+    v: cranelift_codegen::ir::Value,
+    t: ValType,
+    base: cranelift_codegen::ir::Value,
+    off: i32,
+) {
+    let zero = b.ins().iconst(types::I64, 0);
+    b.ins().store(MemFlagsData::trusted(), zero, base, off + 8);
+    if matches!(t, ValType::I32 | ValType::F32) {
+        let z32 = b.ins().iconst(types::I32, 0);
+        b.ins().store(MemFlagsData::trusted(), z32, base, off + 4);
+    }
+    b.ins().store(MemFlagsData::trusted(), v, base, off);
+}

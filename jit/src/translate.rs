@@ -1,0 +1,1141 @@
+//! Translation of one function body from wasm operators to Cranelift IR.
+
+use crate::abi;
+use crate::environ::val_type;
+use crate::error::CompileError;
+use crate::types::{FuncType, ModuleInfo, ValType};
+use crate::{BoundsChecks, CompileConfig};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{
+    self, types, AbiParam, ArgumentPurpose, Block, BlockArg, Endianness, FuncRef, Function,
+    GlobalValueData, InstBuilder, JumpTableData, MemFlagsData, SigRef, Signature, SourceLoc,
+    TrapCode, Type, Value,
+};
+use cranelift_codegen::isa::CallConv;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use std::collections::HashMap;
+use wasmparser::{BlockType, FunctionBody, MemArg, Operator};
+
+/// Cranelift type of a wasm value type.
+pub(crate) fn ir_type(t: ValType) -> Type {
+    match t {
+        ValType::I32 => types::I32,
+        ValType::I64 => types::I64,
+        ValType::F32 => types::F32,
+        ValType::F64 => types::F64,
+        ValType::V128 => types::I8X16,
+        ValType::FuncRef | ValType::ExternRef => types::I64,
+    }
+}
+
+/// The wasm-ABI signature of a function of type `ty`.
+pub(crate) fn wasm_signature(ty: &FuncType) -> Signature {
+    let mut sig = Signature::new(CallConv::Tail);
+    sig.params
+        .push(AbiParam::special(types::I64, ArgumentPurpose::VMContext));
+    sig.params.push(AbiParam::new(types::I64));
+    sig.params
+        .extend(ty.params.iter().map(|t| AbiParam::new(ir_type(*t))));
+    sig.returns
+        .extend(ty.results.iter().map(|t| AbiParam::new(ir_type(*t))));
+    sig
+}
+
+fn check_supported(ty: &FuncType) -> Result<(), CompileError> {
+    if ty
+        .params
+        .iter()
+        .chain(ty.results.iter())
+        .any(|t| *t == ValType::V128)
+    {
+        return Err(CompileError::unsupported("v128 values (SIMD)"));
+    }
+    Ok(())
+}
+
+/// Trusted flags for runtime structures that never change during a call.
+fn ro() -> MemFlagsData {
+    MemFlagsData::trusted().with_readonly()
+}
+/// Trusted flags for runtime structures that may change.
+fn rw() -> MemFlagsData {
+    MemFlagsData::trusted()
+}
+/// Flags for linear memory accesses: may trap (heap out of bounds).
+fn heap() -> MemFlagsData {
+    MemFlagsData::new().with_endianness(Endianness::Little)
+}
+
+fn args(vals: &[Value]) -> Vec<BlockArg> {
+    vals.iter().map(|v| BlockArg::Value(*v)).collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FrameKind {
+    Block,
+    Loop,
+    If,
+    Function,
+}
+
+struct Frame {
+    kind: FrameKind,
+    /// Block after the construct; its params are the results.
+    dest: Block,
+    /// Loop header (branch target of loops).
+    header: Option<Block>,
+    /// Else block of an `if` not yet consumed by `else`.
+    else_block: Option<Block>,
+    params: Vec<Type>,
+    results: Vec<Type>,
+    /// Stack height below the block's params.
+    height: usize,
+    /// Whether anything branches to `dest`.
+    dest_used: bool,
+    /// Frame was opened while unreachable: only nesting bookkeeping.
+    dead: bool,
+}
+
+/// Static context for translating the functions of one module.
+pub(crate) struct ModuleEnv<'m> {
+    pub info: &'m ModuleInfo,
+    pub config: &'m CompileConfig,
+}
+
+struct Translator<'m, 'b> {
+    env: &'m ModuleEnv<'m>,
+    b: FunctionBuilder<'b>,
+    vmctx: Value,
+    locals: Vec<(Variable, Type)>,
+    stack: Vec<Value>,
+    control: Vec<Frame>,
+    reachable: bool,
+    func_refs: HashMap<u32, FuncRef>,
+    sig_refs: HashMap<u32, SigRef>,
+    builtin_sigs: HashMap<usize, SigRef>,
+    declare: &'m mut dyn FnMut(u32, &mut Function) -> FuncRef,
+}
+
+fn block_type(info: &ModuleInfo, bt: BlockType) -> Result<(Vec<Type>, Vec<Type>), CompileError> {
+    Ok(match bt {
+        BlockType::Empty => (vec![], vec![]),
+        BlockType::Type(t) => {
+            let t = val_type(t)?;
+            if t == ValType::V128 {
+                return Err(CompileError::unsupported("v128 values (SIMD)"));
+            }
+            (vec![], vec![ir_type(t)])
+        }
+        BlockType::FuncType(i) => {
+            let ty = &info.types[i as usize];
+            check_supported(ty)?;
+            (
+                ty.params.iter().map(|t| ir_type(*t)).collect(),
+                ty.results.iter().map(|t| ir_type(*t)).collect(),
+            )
+        }
+    })
+}
+
+/// Translates the body of defined function `func_index` into `func`, whose
+/// signature must already be set.
+pub(crate) fn translate_function(
+    env: &ModuleEnv<'_>,
+    func_index: u32,
+    body: &FunctionBody<'_>,
+    func: &mut Function,
+    fctx: &mut FunctionBuilderContext,
+    declare: &mut dyn FnMut(u32, &mut Function) -> FuncRef,
+    frontend: cranelift_codegen::isa::TargetFrontendConfig,
+) -> Result<(), CompileError> {
+    let info = env.info;
+    let ty = info.func_type(func_index);
+    check_supported(ty)?;
+    let mut b = FunctionBuilder::new(func, fctx);
+
+    // Stack limit: vmctx -> store -> stack_limit.
+    let vmctx_gv = b.create_global_value(GlobalValueData::VMContext);
+    let ro_flags = b.func.dfg.mem_flags.insert_unchecked(ro());
+    let store_gv = b.create_global_value(GlobalValueData::Load {
+        base: vmctx_gv,
+        offset: abi::VMCTX_STORE.into(),
+        global_type: types::I64,
+        flags: ro_flags,
+    });
+    let limit_gv = b.create_global_value(GlobalValueData::Load {
+        base: store_gv,
+        offset: abi::STORE_STACK_LIMIT.into(),
+        global_type: types::I64,
+        flags: ro_flags,
+    });
+    b.func.stack_limit = Some(limit_gv);
+
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    b.seal_block(entry);
+    let params = b.block_params(entry).to_vec();
+    let vmctx = params[0];
+
+    let mut locals = Vec::new();
+    for (i, t) in ty.params.iter().enumerate() {
+        let t = ir_type(*t);
+        let var = b.declare_var(t);
+        b.def_var(var, params[i + 2]);
+        locals.push((var, t));
+    }
+    let mut lr = body.get_locals_reader().map_err(CompileError::malformed)?;
+    for _ in 0..lr.get_count() {
+        let (count, t) = lr.read().map_err(CompileError::malformed)?;
+        let t = val_type(t)?;
+        if t == ValType::V128 {
+            return Err(CompileError::unsupported("v128 locals (SIMD)"));
+        }
+        let t = ir_type(t);
+        for _ in 0..count {
+            let var = b.declare_var(t);
+            let zero = match t {
+                types::F32 => b.ins().f32const(0.0),
+                types::F64 => b.ins().f64const(0.0),
+                _ => b.ins().iconst(t, 0),
+            };
+            b.def_var(var, zero);
+            locals.push((var, t));
+        }
+    }
+
+    let results: Vec<Type> = ty.results.iter().map(|t| ir_type(*t)).collect();
+    let ret = b.create_block();
+    for t in &results {
+        b.append_block_param(ret, *t);
+    }
+    let mut tr = Translator {
+        env,
+        b,
+        vmctx,
+        locals,
+        stack: Vec::new(),
+        control: vec![Frame {
+            kind: FrameKind::Function,
+            dest: ret,
+            header: None,
+            else_block: None,
+            params: vec![],
+            results,
+            height: 0,
+            dest_used: false,
+            dead: false,
+        }],
+        reachable: true,
+        func_refs: HashMap::new(),
+        sig_refs: HashMap::new(),
+        builtin_sigs: HashMap::new(),
+        declare,
+    };
+    tr.epoch_check();
+
+    let mut ops = body
+        .get_operators_reader()
+        .map_err(CompileError::malformed)?;
+    while !ops.eof() {
+        let (op, offset) = ops.read_with_offset().map_err(CompileError::malformed)?;
+        tr.b.set_srcloc(SourceLoc::new(offset as u32));
+        tr.op(&op).map_err(|e| e.at(offset as usize))?;
+    }
+    // The final `end` switched to the return block.
+    if tr.reachable {
+        let n = tr.stack.len();
+        let vals = tr.stack[..n].to_vec();
+        tr.b.ins().return_(&vals);
+    }
+    tr.b.finalize(frontend);
+    Ok(())
+}
+
+impl<'m, 'b> Translator<'m, 'b> {
+    fn info(&self) -> &'m ModuleInfo {
+        self.env.info
+    }
+
+    fn pop(&mut self) -> Value {
+        self.stack.pop().expect("validated: value stack underflow")
+    }
+    fn pop2(&mut self) -> (Value, Value) {
+        let y = self.pop();
+        let x = self.pop();
+        (x, y)
+    }
+    fn pop3(&mut self) -> (Value, Value, Value) {
+        let z = self.pop();
+        let (x, y) = self.pop2();
+        (x, y, z)
+    }
+    fn push(&mut self, v: Value) {
+        self.stack.push(v);
+    }
+    fn peekn(&self, n: usize) -> Vec<Value> {
+        self.stack[self.stack.len() - n..].to_vec()
+    }
+    fn popn(&mut self, n: usize) -> Vec<Value> {
+        self.stack.split_off(self.stack.len() - n)
+    }
+
+    fn load_ro(&mut self, base: Value, offset: i32) -> Value {
+        self.b.ins().load(types::I64, ro(), base, offset)
+    }
+
+    fn vmctx_ptr(&mut self, offset: u32) -> Value {
+        let v = self.vmctx;
+        self.load_ro(v, offset as i32)
+    }
+
+    fn epoch_check(&mut self) {
+        if !self.env.config.epoch_interruption {
+            return;
+        }
+        let store = self.vmctx_ptr(abi::VMCTX_STORE as u32);
+        let epoch_ptr = self.load_ro(store, abi::STORE_EPOCH_PTR);
+        let epoch = self.b.ins().load(types::I64, rw(), epoch_ptr, 0);
+        let deadline = self
+            .b
+            .ins()
+            .load(types::I64, rw(), store, abi::STORE_EPOCH_DEADLINE);
+        let c = self
+            .b
+            .ins()
+            .icmp(IntCC::UnsignedGreaterThanOrEqual, epoch, deadline);
+        self.b.ins().trapnz(c, abi::TRAP_INTERRUPTED);
+    }
+
+    // ---- control flow -------------------------------------------------
+
+    fn push_frame(&mut self, kind: FrameKind, bt: BlockType) -> Result<Frame, CompileError> {
+        let (params, results) = block_type(self.info(), bt)?;
+        let dest = self.b.create_block();
+        for t in &results {
+            self.b.append_block_param(dest, *t);
+        }
+        let height = self.stack.len() - params.len();
+        Ok(Frame {
+            kind,
+            dest,
+            header: None,
+            else_block: None,
+            params,
+            results,
+            height,
+            dest_used: false,
+            dead: false,
+        })
+    }
+
+    fn dead_frame(&mut self) {
+        let dest = self.b.create_block();
+        self.control.push(Frame {
+            kind: FrameKind::Block,
+            dest,
+            header: None,
+            else_block: None,
+            params: vec![],
+            results: vec![],
+            height: self.stack.len(),
+            dest_used: false,
+            dead: true,
+        });
+    }
+
+    /// Branch target and argument count for relative depth `depth`; marks
+    /// the target used.
+    fn branch_target(&mut self, depth: u32) -> (Block, usize) {
+        let i = self.control.len() - 1 - depth as usize;
+        let f = &mut self.control[i];
+        if f.kind == FrameKind::Loop {
+            (f.header.unwrap(), f.params.len())
+        } else {
+            f.dest_used = true;
+            (f.dest, f.results.len())
+        }
+    }
+
+    fn end_frame(&mut self) {
+        let f = self.control.pop().expect("validated: control stack");
+        if f.dead {
+            return;
+        }
+        if self.reachable {
+            let vals = self.peekn(f.results.len());
+            self.b.ins().jump(f.dest, &args(&vals));
+        }
+        let mut dest_used = f.dest_used || self.reachable;
+        if let Some(else_block) = f.else_block {
+            // `if` without `else`: the params flow straight to the results.
+            self.b.switch_to_block(else_block);
+            self.b.seal_block(else_block);
+            let vals = self.b.block_params(else_block).to_vec();
+            self.b.ins().jump(f.dest, &args(&vals));
+            dest_used = true;
+        }
+        if let Some(h) = f.header {
+            self.b.seal_block(h);
+        }
+        self.stack.truncate(f.height);
+        self.b.switch_to_block(f.dest);
+        self.b.seal_block(f.dest);
+        let vals = self.b.block_params(f.dest).to_vec();
+        self.stack.extend(vals);
+        self.reachable = dest_used;
+    }
+
+    fn call_results(&mut self, inst: ir::Inst) {
+        let r = self.b.inst_results(inst).to_vec();
+        self.stack.extend(r);
+    }
+
+    fn sig_ref(&mut self, type_index: u32) -> SigRef {
+        if let Some(s) = self.sig_refs.get(&type_index) {
+            return *s;
+        }
+        let sig = wasm_signature(&self.info().types[type_index as usize]);
+        let s = self.b.import_signature(sig);
+        self.sig_refs.insert(type_index, s);
+        s
+    }
+
+    fn call(&mut self, function_index: u32) -> Result<(), CompileError> {
+        let info = self.info();
+        let ty = info.func_type(function_index);
+        check_supported(ty)?;
+        let n = ty.params.len();
+        let mut a = vec![self.vmctx, self.vmctx];
+        a.extend(self.popn(n));
+        let inst = if function_index < info.num_imported_funcs {
+            let fr = self.vmctx;
+            let off = info.offsets.funcref(function_index) as i32;
+            let fptr = self.load_ro(fr, off + abi::FUNCREF_FUNC_PTR);
+            let callee = self.load_ro(fr, off + abi::FUNCREF_VMCTX);
+            a[0] = callee;
+            let sig = self.sig_ref(info.funcs[function_index as usize]);
+            self.b.ins().call_indirect(sig, fptr, &a)
+        } else {
+            let fref = match self.func_refs.get(&function_index) {
+                Some(f) => *f,
+                None => {
+                    let f = (self.declare)(function_index, self.b.func);
+                    self.func_refs.insert(function_index, f);
+                    f
+                }
+            };
+            self.b.ins().call(fref, &a)
+        };
+        self.call_results(inst);
+        Ok(())
+    }
+
+    /// Table pointer, base and length for table `t`.
+    fn table(&mut self, t: u32) -> (Value, Value) {
+        let off = self.info().offsets.table(t);
+        let tp = self.vmctx_ptr(off);
+        let base = self.b.ins().load(types::I64, rw(), tp, abi::TABLE_BASE);
+        let len = self.b.ins().load(types::I64, rw(), tp, abi::TABLE_LENGTH);
+        (base, len)
+    }
+
+    /// Address of element `index` (an i32) of table `t`, bounds-checked.
+    fn table_elem_addr(&mut self, t: u32, index: Value) -> Value {
+        let (base, len) = self.table(t);
+        let idx = self.b.ins().uextend(types::I64, index);
+        let oob = self
+            .b
+            .ins()
+            .icmp(IntCC::UnsignedGreaterThanOrEqual, idx, len);
+        self.b.ins().trapnz(oob, abi::TRAP_TABLE_OOB);
+        let scaled = self.b.ins().ishl_imm_u(idx, 3);
+        self.b.ins().iadd(base, scaled)
+    }
+
+    fn call_indirect(&mut self, type_index: u32, table: u32) -> Result<(), CompileError> {
+        let info = self.info();
+        let ty = &info.types[type_index as usize];
+        check_supported(ty)?;
+        let index = self.pop();
+        let n = ty.params.len();
+        let call_args = self.popn(n);
+        let addr = self.table_elem_addr(table, index);
+        let fr = self.b.ins().load(types::I64, rw(), addr, 0);
+        self.b.ins().trapz(fr, abi::TRAP_INDIRECT_NULL);
+        let tid = self
+            .b
+            .ins()
+            .load(types::I32, rw(), fr, abi::FUNCREF_TYPE_ID);
+        let expected = info.type_ids[type_index as usize];
+        let bad = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::NotEqual, tid, i64::from(expected as i32));
+        self.b.ins().trapnz(bad, abi::TRAP_BAD_SIGNATURE);
+        let fptr = self
+            .b
+            .ins()
+            .load(types::I64, rw(), fr, abi::FUNCREF_FUNC_PTR);
+        let callee = self.b.ins().load(types::I64, rw(), fr, abi::FUNCREF_VMCTX);
+        let mut a = vec![callee, self.vmctx];
+        a.extend(call_args);
+        let sig = self.sig_ref(type_index);
+        let inst = self.b.ins().call_indirect(sig, fptr, &a);
+        self.call_results(inst);
+        Ok(())
+    }
+
+    /// Calls builtin `idx` with SystemV ABI; `params` excludes the vmctx.
+    fn builtin(
+        &mut self,
+        idx: usize,
+        params: &[Type],
+        ret: Option<Type>,
+        a: &[Value],
+    ) -> Option<Value> {
+        let sig = match self.builtin_sigs.get(&idx) {
+            Some(s) => *s,
+            None => {
+                let mut sig = Signature::new(CallConv::SystemV);
+                sig.params.push(AbiParam::new(types::I64));
+                sig.params.extend(params.iter().map(|t| AbiParam::new(*t)));
+                if let Some(r) = ret {
+                    sig.returns.push(AbiParam::new(r));
+                }
+                let s = self.b.import_signature(sig);
+                self.builtin_sigs.insert(idx, s);
+                s
+            }
+        };
+        let table = self.vmctx_ptr(abi::VMCTX_BUILTINS as u32);
+        let f = self.load_ro(table, (idx * 8) as i32);
+        let mut all = vec![self.vmctx];
+        all.extend_from_slice(a);
+        let inst = self.b.ins().call_indirect(sig, f, &all);
+        self.b.inst_results(inst).first().copied()
+    }
+
+    fn i32c(&mut self, v: u32) -> Value {
+        self.b.ins().iconst(types::I32, i64::from(v as i32))
+    }
+    fn zext64(&mut self, v: Value) -> Value {
+        self.b.ins().uextend(types::I64, v)
+    }
+
+    // ---- memory ---------------------------------------------------------
+
+    fn memory_ptr(&mut self, mem: u32) -> Value {
+        let off = self.info().offsets.memory(mem);
+        self.vmctx_ptr(off)
+    }
+
+    /// Computes the native address for an access of `size` bytes, with the
+    /// bounds check the configuration requires. Returns (address, static offset).
+    fn heap_addr(&mut self, memarg: &MemArg, index: Value, size: u32) -> (Value, i32) {
+        let mem = match memarg.target {
+            wasmparser::MemArgTarget::Memory(m) => m,
+            wasmparser::MemArgTarget::Array(_) => 0,
+        };
+        let mp = self.memory_ptr(mem);
+        let base = self.load_ro(mp, abi::MEMORY_BASE);
+        let idx = self.zext64(index);
+        let end_off = memarg.offset + u64::from(size);
+        let need_check = match self.env.config.bounds {
+            BoundsChecks::GuardPages { guard_size } => end_off > guard_size,
+            BoundsChecks::Explicit => true,
+        };
+        if need_check {
+            let len = self.b.ins().load(types::I64, rw(), mp, abi::MEMORY_LENGTH);
+            let end = self.b.ins().iadd_imm_s(idx, end_off as i64);
+            let oob = self.b.ins().icmp(IntCC::UnsignedGreaterThan, end, len);
+            self.b.ins().trapnz(oob, abi::TRAP_MEMORY_OOB);
+        }
+        let addr = self.b.ins().iadd(base, idx);
+        if memarg.offset <= i32::MAX as u64 {
+            (addr, memarg.offset as i32)
+        } else {
+            (self.b.ins().iadd_imm_s(addr, memarg.offset as i64), 0)
+        }
+    }
+
+    fn load(&mut self, memarg: &MemArg, ty: Type, size: u32, kind: LoadKind) {
+        let index = self.pop();
+        let (addr, off) = self.heap_addr(memarg, index, size);
+        let ins = self.b.ins();
+        let v = match kind {
+            LoadKind::Plain => ins.load(ty, heap(), addr, off),
+            LoadKind::U8 => ins.uload8(ty, heap(), addr, off),
+            LoadKind::S8 => ins.sload8(ty, heap(), addr, off),
+            LoadKind::U16 => ins.uload16(ty, heap(), addr, off),
+            LoadKind::S16 => ins.sload16(ty, heap(), addr, off),
+            LoadKind::U32 => ins.uload32(heap(), addr, off),
+            LoadKind::S32 => ins.sload32(heap(), addr, off),
+        };
+        self.push(v);
+    }
+
+    fn store(&mut self, memarg: &MemArg, size: u32, narrow: bool) {
+        let (index, val) = self.pop2();
+        let (addr, off) = self.heap_addr(memarg, index, size);
+        let ins = self.b.ins();
+        if !narrow {
+            ins.store(heap(), val, addr, off);
+        } else {
+            match size {
+                1 => ins.istore8(heap(), val, addr, off),
+                2 => ins.istore16(heap(), val, addr, off),
+                _ => ins.istore32(heap(), val, addr, off),
+            };
+        }
+    }
+
+    // ---- helpers for numeric ops ----------------------------------------
+
+    fn binop(&mut self, f: impl FnOnce(&mut FunctionBuilder<'b>, Value, Value) -> Value) {
+        let (x, y) = self.pop2();
+        let v = f(&mut self.b, x, y);
+        self.push(v);
+    }
+    fn unop(&mut self, f: impl FnOnce(&mut FunctionBuilder<'b>, Value) -> Value) {
+        let x = self.pop();
+        let v = f(&mut self.b, x);
+        self.push(v);
+    }
+    fn icmp(&mut self, cc: IntCC) {
+        let (x, y) = self.pop2();
+        let c = self.b.ins().icmp(cc, x, y);
+        let v = self.b.ins().uextend(types::I32, c);
+        self.push(v);
+    }
+    fn fcmp(&mut self, cc: FloatCC) {
+        let (x, y) = self.pop2();
+        let c = self.b.ins().fcmp(cc, x, y);
+        let v = self.b.ins().uextend(types::I32, c);
+        self.push(v);
+    }
+    fn eqz(&mut self) {
+        let x = self.pop();
+        let c = self.b.ins().icmp_imm_s(IntCC::Equal, x, 0);
+        let v = self.b.ins().uextend(types::I32, c);
+        self.push(v);
+    }
+    fn sext(&mut self, from: Type, to: Type) {
+        let x = self.pop();
+        let n = self.b.ins().ireduce(from, x);
+        let v = self.b.ins().sextend(to, n);
+        self.push(v);
+    }
+    fn trap_if(&mut self, c: Value, code: TrapCode) {
+        self.b.ins().trapnz(c, code);
+    }
+
+    // ---- the operator dispatch ------------------------------------------
+
+    fn op(&mut self, op: &Operator<'_>) -> Result<(), CompileError> {
+        use Operator as O;
+        if !self.reachable {
+            match op {
+                O::Block { .. } | O::Loop { .. } | O::If { .. } => {
+                    self.dead_frame();
+                    return Ok(());
+                }
+                O::Else => {
+                    let f = self.control.last_mut().unwrap();
+                    if f.dead {
+                        return Ok(());
+                    }
+                    let else_block = f.else_block.take().unwrap();
+                    let height = f.height;
+                    self.stack.truncate(height);
+                    self.b.switch_to_block(else_block);
+                    self.b.seal_block(else_block);
+                    let vals = self.b.block_params(else_block).to_vec();
+                    self.stack.extend(vals);
+                    self.reachable = true;
+                    return Ok(());
+                }
+                O::End => {
+                    self.end_frame();
+                    return Ok(());
+                }
+                _ => return Ok(()),
+            }
+        }
+        use types::{F32, F64, I32, I64};
+        match *op {
+            O::Unreachable => {
+                self.b.ins().trap(abi::TRAP_UNREACHABLE);
+                self.reachable = false;
+            }
+            O::Nop => {}
+            O::Block { blockty } => {
+                let f = self.push_frame(FrameKind::Block, blockty)?;
+                self.control.push(f);
+            }
+            O::Loop { blockty } => {
+                let mut f = self.push_frame(FrameKind::Loop, blockty)?;
+                let header = self.b.create_block();
+                for t in &f.params {
+                    self.b.append_block_param(header, *t);
+                }
+                let vals = self.popn(f.params.len());
+                self.b.ins().jump(header, &args(&vals));
+                self.b.switch_to_block(header);
+                let hp = self.b.block_params(header).to_vec();
+                self.stack.extend(hp);
+                f.header = Some(header);
+                self.control.push(f);
+                self.epoch_check();
+            }
+            O::If { blockty } => {
+                let cond = self.pop();
+                let mut f = self.push_frame(FrameKind::If, blockty)?;
+                let then_block = self.b.create_block();
+                let else_block = self.b.create_block();
+                for t in &f.params {
+                    self.b.append_block_param(else_block, *t);
+                }
+                let vals = self.peekn(f.params.len());
+                self.b
+                    .ins()
+                    .brif(cond, then_block, &[], else_block, &args(&vals));
+                self.b.switch_to_block(then_block);
+                self.b.seal_block(then_block);
+                f.else_block = Some(else_block);
+                self.control.push(f);
+            }
+            O::Else => {
+                let f = self.control.last_mut().unwrap();
+                let else_block = f.else_block.take().unwrap();
+                f.dest_used = true;
+                let (dest, nres, height) = (f.dest, f.results.len(), f.height);
+                let vals = self.peekn(nres);
+                self.b.ins().jump(dest, &args(&vals));
+                self.stack.truncate(height);
+                self.b.switch_to_block(else_block);
+                self.b.seal_block(else_block);
+                let vals = self.b.block_params(else_block).to_vec();
+                self.stack.extend(vals);
+            }
+            O::End => self.end_frame(),
+            O::Br { relative_depth } => {
+                let (target, n) = self.branch_target(relative_depth);
+                let vals = self.peekn(n);
+                self.b.ins().jump(target, &args(&vals));
+                self.reachable = false;
+            }
+            O::BrIf { relative_depth } => {
+                let cond = self.pop();
+                let (target, n) = self.branch_target(relative_depth);
+                let vals = self.peekn(n);
+                let next = self.b.create_block();
+                self.b.ins().brif(cond, target, &args(&vals), next, &[]);
+                self.b.switch_to_block(next);
+                self.b.seal_block(next);
+            }
+            O::BrTable { ref targets } => {
+                let index = self.pop();
+                let mut depths = Vec::with_capacity(targets.len() as usize);
+                for t in targets.targets() {
+                    depths.push(t.map_err(CompileError::malformed)?);
+                }
+                let default = targets.default();
+                // Each distinct depth gets one block: the target itself if
+                // it takes no arguments, else an edge block passing them.
+                let mut edge: HashMap<u32, Block> = HashMap::new();
+                let mut pending = Vec::new();
+                let mut block_for = |tr: &mut Self, d: u32| -> Block {
+                    if let Some(b) = edge.get(&d) {
+                        return *b;
+                    }
+                    let (target, n) = tr.branch_target(d);
+                    let blk = if n == 0 {
+                        target
+                    } else {
+                        let e = tr.b.create_block();
+                        pending.push((e, target, n));
+                        e
+                    };
+                    edge.insert(d, blk);
+                    blk
+                };
+                let def = block_for(self, default);
+                let table: Vec<Block> = depths.iter().map(|d| block_for(self, *d)).collect();
+                let pool = &mut self.b.func.dfg.value_lists;
+                let def_call = ir::BlockCall::new(def, [], pool);
+                let calls: Vec<ir::BlockCall> = table
+                    .iter()
+                    .map(|b| ir::BlockCall::new(*b, [], pool))
+                    .collect();
+                let jt = self
+                    .b
+                    .create_jump_table(JumpTableData::new(def_call, &calls));
+                self.b.ins().br_table(index, jt);
+                for (e, target, n) in pending {
+                    self.b.switch_to_block(e);
+                    self.b.seal_block(e);
+                    let vals = self.peekn(n);
+                    self.b.ins().jump(target, &args(&vals));
+                }
+                self.reachable = false;
+            }
+            O::Return => {
+                let n = self.control[0].results.len();
+                let vals = self.peekn(n);
+                self.b.ins().return_(&vals);
+                self.reachable = false;
+            }
+            O::Call { function_index } => self.call(function_index)?,
+            O::CallIndirect {
+                type_index,
+                table_index,
+            } => self.call_indirect(type_index, table_index)?,
+            O::Drop => {
+                self.pop();
+            }
+            O::Select | O::TypedSelect { .. } => {
+                let (x, y, c) = self.pop3();
+                let v = self.b.ins().select(c, x, y);
+                self.push(v);
+            }
+            O::LocalGet { local_index } => {
+                let v = self.b.use_var(self.locals[local_index as usize].0);
+                self.push(v);
+            }
+            O::LocalSet { local_index } => {
+                let v = self.pop();
+                self.b.def_var(self.locals[local_index as usize].0, v);
+            }
+            O::LocalTee { local_index } => {
+                let v = *self.stack.last().unwrap();
+                self.b.def_var(self.locals[local_index as usize].0, v);
+            }
+            O::GlobalGet { global_index } => {
+                let info = self.info();
+                let t = info.globals[global_index as usize].content;
+                if t == ValType::V128 {
+                    return Err(CompileError::unsupported("v128 globals (SIMD)"));
+                }
+                let off = info.offsets.global(global_index);
+                let p = self.vmctx_ptr(off);
+                let v = self.b.ins().load(ir_type(t), rw(), p, 0);
+                self.push(v);
+            }
+            O::GlobalSet { global_index } => {
+                let off = self.info().offsets.global(global_index);
+                let v = self.pop();
+                let p = self.vmctx_ptr(off);
+                self.b.ins().store(rw(), v, p, 0);
+            }
+            O::I32Load { ref memarg } => self.load(memarg, I32, 4, LoadKind::Plain),
+            O::I64Load { ref memarg } => self.load(memarg, I64, 8, LoadKind::Plain),
+            O::F32Load { ref memarg } => self.load(memarg, F32, 4, LoadKind::Plain),
+            O::F64Load { ref memarg } => self.load(memarg, F64, 8, LoadKind::Plain),
+            O::I32Load8S { ref memarg } => self.load(memarg, I32, 1, LoadKind::S8),
+            O::I32Load8U { ref memarg } => self.load(memarg, I32, 1, LoadKind::U8),
+            O::I32Load16S { ref memarg } => self.load(memarg, I32, 2, LoadKind::S16),
+            O::I32Load16U { ref memarg } => self.load(memarg, I32, 2, LoadKind::U16),
+            O::I64Load8S { ref memarg } => self.load(memarg, I64, 1, LoadKind::S8),
+            O::I64Load8U { ref memarg } => self.load(memarg, I64, 1, LoadKind::U8),
+            O::I64Load16S { ref memarg } => self.load(memarg, I64, 2, LoadKind::S16),
+            O::I64Load16U { ref memarg } => self.load(memarg, I64, 2, LoadKind::U16),
+            O::I64Load32S { ref memarg } => self.load(memarg, I64, 4, LoadKind::S32),
+            O::I64Load32U { ref memarg } => self.load(memarg, I64, 4, LoadKind::U32),
+            O::I32Store { ref memarg } | O::F32Store { ref memarg } => self.store(memarg, 4, false),
+            O::I64Store { ref memarg } | O::F64Store { ref memarg } => self.store(memarg, 8, false),
+            O::I32Store8 { ref memarg } | O::I64Store8 { ref memarg } => {
+                self.store(memarg, 1, true)
+            }
+            O::I32Store16 { ref memarg } | O::I64Store16 { ref memarg } => {
+                self.store(memarg, 2, true)
+            }
+            O::I64Store32 { ref memarg } => self.store(memarg, 4, true),
+            O::MemorySize { mem } => {
+                let mp = self.memory_ptr(mem);
+                let len = self.b.ins().load(I64, rw(), mp, abi::MEMORY_LENGTH);
+                let pages = self.b.ins().ushr_imm_u(len, 16);
+                let v = self.b.ins().ireduce(I32, pages);
+                self.push(v);
+            }
+            O::MemoryGrow { mem } => {
+                let delta = self.pop();
+                let m = self.i32c(mem);
+                let d = self.zext64(delta);
+                let r = self
+                    .builtin(abi::builtins::MEMORY_GROW, &[I32, I64], Some(I64), &[m, d])
+                    .unwrap();
+                let v = self.b.ins().ireduce(I32, r);
+                self.push(v);
+            }
+            O::MemoryCopy { dst_mem, src_mem } => {
+                let (d, s, n) = self.pop3();
+                let dm = self.i32c(dst_mem);
+                let sm = self.i32c(src_mem);
+                let d = self.zext64(d);
+                let s = self.zext64(s);
+                let n = self.zext64(n);
+                let r = self
+                    .builtin(
+                        abi::builtins::MEMORY_COPY,
+                        &[I32, I64, I32, I64, I64],
+                        Some(I32),
+                        &[dm, d, sm, s, n],
+                    )
+                    .unwrap();
+                self.trap_if(r, abi::TRAP_MEMORY_OOB);
+            }
+            O::MemoryFill { mem } => {
+                let (d, val, n) = self.pop3();
+                let m = self.i32c(mem);
+                let d = self.zext64(d);
+                let n = self.zext64(n);
+                let r = self
+                    .builtin(
+                        abi::builtins::MEMORY_FILL,
+                        &[I32, I64, I32, I64],
+                        Some(I32),
+                        &[m, d, val, n],
+                    )
+                    .unwrap();
+                self.trap_if(r, abi::TRAP_MEMORY_OOB);
+            }
+            O::MemoryInit { data_index, mem } => {
+                let (d, s, n) = self.pop3();
+                let m = self.i32c(mem);
+                let di = self.i32c(data_index);
+                let d = self.zext64(d);
+                let r = self
+                    .builtin(
+                        abi::builtins::MEMORY_INIT,
+                        &[I32, I32, I64, I32, I32],
+                        Some(I32),
+                        &[m, di, d, s, n],
+                    )
+                    .unwrap();
+                self.trap_if(r, abi::TRAP_MEMORY_OOB);
+            }
+            O::DataDrop { data_index } => {
+                let di = self.i32c(data_index);
+                self.builtin(abi::builtins::DATA_DROP, &[I32], None, &[di]);
+            }
+            O::TableInit { elem_index, table } => {
+                let (d, s, n) = self.pop3();
+                let t = self.i32c(table);
+                let e = self.i32c(elem_index);
+                let r = self
+                    .builtin(
+                        abi::builtins::TABLE_INIT,
+                        &[I32, I32, I32, I32, I32],
+                        Some(I32),
+                        &[t, e, d, s, n],
+                    )
+                    .unwrap();
+                self.trap_if(r, abi::TRAP_TABLE_OOB);
+            }
+            O::ElemDrop { elem_index } => {
+                let e = self.i32c(elem_index);
+                self.builtin(abi::builtins::ELEM_DROP, &[I32], None, &[e]);
+            }
+            O::TableCopy {
+                dst_table,
+                src_table,
+            } => {
+                let (d, s, n) = self.pop3();
+                let dt = self.i32c(dst_table);
+                let st = self.i32c(src_table);
+                let r = self
+                    .builtin(
+                        abi::builtins::TABLE_COPY,
+                        &[I32, I32, I32, I32, I32],
+                        Some(I32),
+                        &[dt, st, d, s, n],
+                    )
+                    .unwrap();
+                self.trap_if(r, abi::TRAP_TABLE_OOB);
+            }
+            O::TableFill { table } => {
+                let (d, val, n) = self.pop3();
+                let t = self.i32c(table);
+                let r = self
+                    .builtin(
+                        abi::builtins::TABLE_FILL,
+                        &[I32, I32, I64, I32],
+                        Some(I32),
+                        &[t, d, val, n],
+                    )
+                    .unwrap();
+                self.trap_if(r, abi::TRAP_TABLE_OOB);
+            }
+            O::TableGrow { table } => {
+                let (init, delta) = self.pop2();
+                let t = self.i32c(table);
+                let r = self
+                    .builtin(
+                        abi::builtins::TABLE_GROW,
+                        &[I32, I64, I32],
+                        Some(I32),
+                        &[t, init, delta],
+                    )
+                    .unwrap();
+                self.push(r);
+            }
+            O::TableGet { table } => {
+                let i = self.pop();
+                let addr = self.table_elem_addr(table, i);
+                let v = self.b.ins().load(I64, rw(), addr, 0);
+                self.push(v);
+            }
+            O::TableSet { table } => {
+                let (i, v) = self.pop2();
+                let addr = self.table_elem_addr(table, i);
+                self.b.ins().store(rw(), v, addr, 0);
+            }
+            O::TableSize { table } => {
+                let (_, len) = self.table(table);
+                let v = self.b.ins().ireduce(I32, len);
+                self.push(v);
+            }
+            O::RefNull { .. } => {
+                let v = self.b.ins().iconst(I64, 0);
+                self.push(v);
+            }
+            O::RefIsNull => self.eqz(),
+            O::RefFunc { function_index } => {
+                let off = self.info().offsets.funcref(function_index);
+                let v = self.b.ins().iadd_imm_s(self.vmctx, i64::from(off));
+                self.push(v);
+            }
+            O::I32Const { value } => {
+                let v = self.b.ins().iconst(I32, i64::from(value));
+                self.push(v);
+            }
+            O::I64Const { value } => {
+                let v = self.b.ins().iconst(I64, value);
+                self.push(v);
+            }
+            O::F32Const { value } => {
+                let v = self
+                    .b
+                    .ins()
+                    .f32const(ir::immediates::Ieee32::with_bits(value.bits()));
+                self.push(v);
+            }
+            O::F64Const { value } => {
+                let v = self
+                    .b
+                    .ins()
+                    .f64const(ir::immediates::Ieee64::with_bits(value.bits()));
+                self.push(v);
+            }
+            O::I32Eqz | O::I64Eqz => self.eqz(),
+            O::I32Eq | O::I64Eq => self.icmp(IntCC::Equal),
+            O::I32Ne | O::I64Ne => self.icmp(IntCC::NotEqual),
+            O::I32LtS | O::I64LtS => self.icmp(IntCC::SignedLessThan),
+            O::I32LtU | O::I64LtU => self.icmp(IntCC::UnsignedLessThan),
+            O::I32GtS | O::I64GtS => self.icmp(IntCC::SignedGreaterThan),
+            O::I32GtU | O::I64GtU => self.icmp(IntCC::UnsignedGreaterThan),
+            O::I32LeS | O::I64LeS => self.icmp(IntCC::SignedLessThanOrEqual),
+            O::I32LeU | O::I64LeU => self.icmp(IntCC::UnsignedLessThanOrEqual),
+            O::I32GeS | O::I64GeS => self.icmp(IntCC::SignedGreaterThanOrEqual),
+            O::I32GeU | O::I64GeU => self.icmp(IntCC::UnsignedGreaterThanOrEqual),
+            O::F32Eq | O::F64Eq => self.fcmp(FloatCC::Equal),
+            O::F32Ne | O::F64Ne => self.fcmp(FloatCC::NotEqual),
+            O::F32Lt | O::F64Lt => self.fcmp(FloatCC::LessThan),
+            O::F32Gt | O::F64Gt => self.fcmp(FloatCC::GreaterThan),
+            O::F32Le | O::F64Le => self.fcmp(FloatCC::LessThanOrEqual),
+            O::F32Ge | O::F64Ge => self.fcmp(FloatCC::GreaterThanOrEqual),
+            O::I32Clz | O::I64Clz => self.unop(|b, x| b.ins().clz(x)),
+            O::I32Ctz | O::I64Ctz => self.unop(|b, x| b.ins().ctz(x)),
+            O::I32Popcnt | O::I64Popcnt => self.unop(|b, x| b.ins().popcnt(x)),
+            O::I32Add | O::I64Add => self.binop(|b, x, y| b.ins().iadd(x, y)),
+            O::I32Sub | O::I64Sub => self.binop(|b, x, y| b.ins().isub(x, y)),
+            O::I32Mul | O::I64Mul => self.binop(|b, x, y| b.ins().imul(x, y)),
+            O::I32DivS | O::I64DivS => self.binop(|b, x, y| b.ins().sdiv(x, y)),
+            O::I32DivU | O::I64DivU => self.binop(|b, x, y| b.ins().udiv(x, y)),
+            O::I32RemS | O::I64RemS => self.binop(|b, x, y| b.ins().srem(x, y)),
+            O::I32RemU | O::I64RemU => self.binop(|b, x, y| b.ins().urem(x, y)),
+            O::I32And | O::I64And => self.binop(|b, x, y| b.ins().band(x, y)),
+            O::I32Or | O::I64Or => self.binop(|b, x, y| b.ins().bor(x, y)),
+            O::I32Xor | O::I64Xor => self.binop(|b, x, y| b.ins().bxor(x, y)),
+            O::I32Shl | O::I64Shl => self.binop(|b, x, y| b.ins().ishl(x, y)),
+            O::I32ShrS | O::I64ShrS => self.binop(|b, x, y| b.ins().sshr(x, y)),
+            O::I32ShrU | O::I64ShrU => self.binop(|b, x, y| b.ins().ushr(x, y)),
+            O::I32Rotl | O::I64Rotl => self.binop(|b, x, y| b.ins().rotl(x, y)),
+            O::I32Rotr | O::I64Rotr => self.binop(|b, x, y| b.ins().rotr(x, y)),
+            O::F32Abs | O::F64Abs => self.unop(|b, x| b.ins().fabs(x)),
+            O::F32Neg | O::F64Neg => self.unop(|b, x| b.ins().fneg(x)),
+            O::F32Ceil | O::F64Ceil => self.unop(|b, x| b.ins().ceil(x)),
+            O::F32Floor | O::F64Floor => self.unop(|b, x| b.ins().floor(x)),
+            O::F32Trunc | O::F64Trunc => self.unop(|b, x| b.ins().trunc(x)),
+            O::F32Nearest | O::F64Nearest => self.unop(|b, x| b.ins().nearest(x)),
+            O::F32Sqrt | O::F64Sqrt => self.unop(|b, x| b.ins().sqrt(x)),
+            O::F32Add | O::F64Add => self.binop(|b, x, y| b.ins().fadd(x, y)),
+            O::F32Sub | O::F64Sub => self.binop(|b, x, y| b.ins().fsub(x, y)),
+            O::F32Mul | O::F64Mul => self.binop(|b, x, y| b.ins().fmul(x, y)),
+            O::F32Div | O::F64Div => self.binop(|b, x, y| b.ins().fdiv(x, y)),
+            O::F32Min | O::F64Min => self.binop(|b, x, y| b.ins().fmin(x, y)),
+            O::F32Max | O::F64Max => self.binop(|b, x, y| b.ins().fmax(x, y)),
+            O::F32Copysign | O::F64Copysign => self.binop(|b, x, y| b.ins().fcopysign(x, y)),
+            O::I32WrapI64 => self.unop(|b, x| b.ins().ireduce(I32, x)),
+            O::I32TruncF32S | O::I32TruncF64S => self.unop(|b, x| b.ins().fcvt_to_sint(I32, x)),
+            O::I32TruncF32U | O::I32TruncF64U => self.unop(|b, x| b.ins().fcvt_to_uint(I32, x)),
+            O::I64TruncF32S | O::I64TruncF64S => self.unop(|b, x| b.ins().fcvt_to_sint(I64, x)),
+            O::I64TruncF32U | O::I64TruncF64U => self.unop(|b, x| b.ins().fcvt_to_uint(I64, x)),
+            O::I32TruncSatF32S | O::I32TruncSatF64S => {
+                self.unop(|b, x| b.ins().fcvt_to_sint_sat(I32, x))
+            }
+            O::I32TruncSatF32U | O::I32TruncSatF64U => {
+                self.unop(|b, x| b.ins().fcvt_to_uint_sat(I32, x))
+            }
+            O::I64TruncSatF32S | O::I64TruncSatF64S => {
+                self.unop(|b, x| b.ins().fcvt_to_sint_sat(I64, x))
+            }
+            O::I64TruncSatF32U | O::I64TruncSatF64U => {
+                self.unop(|b, x| b.ins().fcvt_to_uint_sat(I64, x))
+            }
+            O::I64ExtendI32S => self.unop(|b, x| b.ins().sextend(I64, x)),
+            O::I64ExtendI32U => self.unop(|b, x| b.ins().uextend(I64, x)),
+            O::F32ConvertI32S | O::F32ConvertI64S => {
+                self.unop(|b, x| b.ins().fcvt_from_sint(F32, x))
+            }
+            O::F32ConvertI32U | O::F32ConvertI64U => {
+                self.unop(|b, x| b.ins().fcvt_from_uint(F32, x))
+            }
+            O::F64ConvertI32S | O::F64ConvertI64S => {
+                self.unop(|b, x| b.ins().fcvt_from_sint(F64, x))
+            }
+            O::F64ConvertI32U | O::F64ConvertI64U => {
+                self.unop(|b, x| b.ins().fcvt_from_uint(F64, x))
+            }
+            O::F32DemoteF64 => self.unop(|b, x| b.ins().fdemote(F32, x)),
+            O::F64PromoteF32 => self.unop(|b, x| b.ins().fpromote(F64, x)),
+            O::I32ReinterpretF32 => self.unop(|b, x| b.ins().bitcast(I32, MemFlagsData::new(), x)),
+            O::I64ReinterpretF64 => self.unop(|b, x| b.ins().bitcast(I64, MemFlagsData::new(), x)),
+            O::F32ReinterpretI32 => self.unop(|b, x| b.ins().bitcast(F32, MemFlagsData::new(), x)),
+            O::F64ReinterpretI64 => self.unop(|b, x| b.ins().bitcast(F64, MemFlagsData::new(), x)),
+            O::I32Extend8S => self.sext(types::I8, I32),
+            O::I32Extend16S => self.sext(types::I16, I32),
+            O::I64Extend8S => self.sext(types::I8, I64),
+            O::I64Extend16S => self.sext(types::I16, I64),
+            O::I64Extend32S => self.sext(I32, I64),
+            ref other => {
+                return Err(CompileError::unsupported(format!(
+                    "operator {other:?} is not supported"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum LoadKind {
+    Plain,
+    U8,
+    S8,
+    U16,
+    S16,
+    U32,
+    S32,
+}
