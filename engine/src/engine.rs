@@ -44,7 +44,9 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            bounds: Bounds::GuardPages { guard_size: 2 << 30 },
+            bounds: Bounds::GuardPages {
+                guard_size: 2 << 30,
+            },
             max_wasm_stack: 1 << 20,
             epoch_interruption: true,
             optimize: true,
@@ -82,7 +84,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("config", &self.inner.config).finish()
+        f.debug_struct("Engine")
+            .field("config", &self.inner.config)
+            .finish()
     }
 }
 
@@ -105,7 +109,9 @@ impl Engine {
     pub fn new(config: &Config) -> Result<Engine, Error> {
         faaslet_sfi::init_traps().map_err(|e| Error::Resource(e.to_string()))?;
         if config.max_wasm_stack < 16 << 10 {
-            return Err(Error::Resource("max_wasm_stack must be at least 16 KiB".into()));
+            return Err(Error::Resource(
+                "max_wasm_stack must be at least 16 KiB".into(),
+            ));
         }
         let compile = CompileConfig {
             bounds: match config.bounds {
@@ -170,7 +176,13 @@ impl Engine {
             .into_iter()
             .map(|(s, e)| faaslet_sfi::register_code(s, e, lookup.clone()))
             .collect();
-        stubs.insert(id, Arc::new(StubEntry { stub: stub.clone(), _registrations: regs }));
+        stubs.insert(
+            id,
+            Arc::new(StubEntry {
+                stub: stub.clone(),
+                _registrations: regs,
+            }),
+        );
         Ok(stub)
     }
 

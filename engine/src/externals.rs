@@ -22,19 +22,35 @@ pub enum Extern {
 impl Extern {
     /// The function, if this is one.
     pub fn into_func(self) -> Option<Func> {
-        if let Extern::Func(f) = self { Some(f) } else { None }
+        if let Extern::Func(f) = self {
+            Some(f)
+        } else {
+            None
+        }
     }
     /// The memory, if this is one.
     pub fn into_memory(self) -> Option<Memory> {
-        if let Extern::Memory(m) = self { Some(m) } else { None }
+        if let Extern::Memory(m) = self {
+            Some(m)
+        } else {
+            None
+        }
     }
     /// The table, if this is one.
     pub fn into_table(self) -> Option<Table> {
-        if let Extern::Table(t) = self { Some(t) } else { None }
+        if let Extern::Table(t) = self {
+            Some(t)
+        } else {
+            None
+        }
     }
     /// The global, if this is one.
     pub fn into_global(self) -> Option<Global> {
-        if let Extern::Global(g) = self { Some(g) } else { None }
+        if let Extern::Global(g) = self {
+            Some(g)
+        } else {
+            None
+        }
     }
 }
 
@@ -50,13 +66,19 @@ impl Memory {
     pub fn new<T>(store: &mut Store<T>, ty: MemoryType) -> Result<Memory, Error> {
         let core = store.core_mut();
         let index = core.push_memory(ty)?;
-        Ok(Memory { store: core.id, index })
+        Ok(Memory {
+            store: core.id,
+            index,
+        })
     }
 
     /// The memory's type, with its current size as the minimum.
     pub fn ty<T>(&self, store: &Store<T>) -> MemoryType {
         let e = &store.core().memories[self.index as usize];
-        MemoryType { minimum: self.size(store), ..e.ty }
+        MemoryType {
+            minimum: self.size(store),
+            ..e.ty
+        }
     }
 
     /// Current size in 64 KiB pages.
@@ -82,7 +104,10 @@ impl Memory {
         self.check(store);
         let e = &mut store.core_mut().memories[self.index as usize];
         e.grow(delta).ok_or_else(|| {
-            Error::Resource(format!("cannot grow memory by {delta} pages (limit {} pages)", e.limit_pages))
+            Error::Resource(format!(
+                "cannot grow memory by {delta} pages (limit {} pages)",
+                e.limit_pages
+            ))
         })
     }
 
@@ -92,7 +117,12 @@ impl Memory {
         let src = offset
             .checked_add(buf.len())
             .and_then(|end| data.get(offset..end))
-            .ok_or_else(|| Error::Resource(format!("read of {} bytes at {offset} is out of bounds", buf.len())))?;
+            .ok_or_else(|| {
+                Error::Resource(format!(
+                    "read of {} bytes at {offset} is out of bounds",
+                    buf.len()
+                ))
+            })?;
         buf.copy_from_slice(src);
         Ok(())
     }
@@ -103,13 +133,22 @@ impl Memory {
         let dst = offset
             .checked_add(buf.len())
             .and_then(|end| data.get_mut(offset..end))
-            .ok_or_else(|| Error::Resource(format!("write of {} bytes at {offset} is out of bounds", buf.len())))?;
+            .ok_or_else(|| {
+                Error::Resource(format!(
+                    "write of {} bytes at {offset} is out of bounds",
+                    buf.len()
+                ))
+            })?;
         dst.copy_from_slice(buf);
         Ok(())
     }
 
     fn check<T>(&self, store: &Store<T>) {
-        assert_eq!(self.store, store.core().id, "Memory used with a store that did not create it");
+        assert_eq!(
+            self.store,
+            store.core().id,
+            "Memory used with a store that did not create it"
+        );
     }
 }
 
@@ -132,23 +171,36 @@ impl Table {
     /// Creates a table whose elements start as `init`.
     pub fn new<T>(store: &mut Store<T>, ty: TableType, init: Val) -> Result<Table, Error> {
         if ref_type_of(&init) != Some(ty.element) {
-            return Err(Error::Type(format!("table of {:?} initialised with {}", ty.element, init.ty())));
+            return Err(Error::Type(format!(
+                "table of {:?} initialised with {}",
+                ty.element,
+                init.ty()
+            )));
         }
         let core = store.core_mut();
         let raw = to_raw(core, &init)? as u64;
         let index = core.push_table(ty, raw)?;
-        Ok(Table { store: core.id, index })
+        Ok(Table {
+            store: core.id,
+            index,
+        })
     }
 
     /// The table's type, with its current size as the minimum.
     pub fn ty<T>(&self, store: &Store<T>) -> TableType {
         let e = &store.core().tables[self.index as usize];
-        TableType { minimum: e.elems.len() as u64, ..e.ty }
+        TableType {
+            minimum: e.elems.len() as u64,
+            ..e.ty
+        }
     }
 
     /// Current number of elements.
     pub fn size<T>(&self, store: &Store<T>) -> u64 {
-        store.core().check(self.store).expect("Table used with another store");
+        store
+            .core()
+            .check(self.store)
+            .expect("Table used with another store");
         store.core().tables[self.index as usize].elems.len() as u64
     }
 
@@ -168,7 +220,10 @@ impl Table {
         core.check(self.store)?;
         let elem = core.tables[self.index as usize].ty.element;
         if ref_type_of(&val) != Some(elem) {
-            return Err(Error::Type(format!("cannot store {} in a table of {elem:?}", val.ty())));
+            return Err(Error::Type(format!(
+                "cannot store {} in a table of {elem:?}",
+                val.ty()
+            )));
         }
         let raw = to_raw(core, &val)? as u64;
         let slot = usize::try_from(index)
@@ -186,9 +241,14 @@ impl Table {
         let raw = to_raw(core, &init)? as u64;
         let e = &mut core.tables[self.index as usize];
         if ref_type_of(&init) != Some(e.ty.element) {
-            return Err(Error::Type(format!("cannot grow a table of {:?} with {}", e.ty.element, init.ty())));
+            return Err(Error::Type(format!(
+                "cannot grow a table of {:?} with {}",
+                e.ty.element,
+                init.ty()
+            )));
         }
-        e.grow(delta, raw).ok_or_else(|| Error::Resource(format!("cannot grow table by {delta} elements")))
+        e.grow(delta, raw)
+            .ok_or_else(|| Error::Resource(format!("cannot grow table by {delta} elements")))
     }
 }
 
@@ -203,12 +263,19 @@ impl Global {
     /// Creates a global holding `val`.
     pub fn new<T>(store: &mut Store<T>, ty: GlobalType, val: Val) -> Result<Global, Error> {
         if val.ty() != ty.content {
-            return Err(Error::Type(format!("global of type {} initialised with {}", ty.content, val.ty())));
+            return Err(Error::Type(format!(
+                "global of type {} initialised with {}",
+                ty.content,
+                val.ty()
+            )));
         }
         let core = store.core_mut();
         let raw = to_raw(core, &val)?;
         let index = core.push_global(ty, raw);
-        Ok(Global { store: core.id, index })
+        Ok(Global {
+            store: core.id,
+            index,
+        })
     }
 
     /// The global's type.
@@ -219,7 +286,8 @@ impl Global {
     /// The current value.
     pub fn get<T>(&self, store: &mut Store<T>) -> Val {
         let core = store.core_mut();
-        core.check(self.store).expect("Global used with another store");
+        core.check(self.store)
+            .expect("Global used with another store");
         let e = &core.globals[self.index as usize];
         let (ty, bits) = (e.ty.content, e.vm.bits);
         from_raw(core, ty, bits)
@@ -234,7 +302,11 @@ impl Global {
             return Err(Error::Type("cannot set an immutable global".into()));
         }
         if val.ty() != ty.content {
-            return Err(Error::Type(format!("cannot set a global of type {} to {}", ty.content, val.ty())));
+            return Err(Error::Type(format!(
+                "cannot set a global of type {} to {}",
+                ty.content,
+                val.ty()
+            )));
         }
         let raw = to_raw(core, &val)?;
         core.globals[self.index as usize].vm.bits = raw;

@@ -4,7 +4,7 @@
 use crate::store::{FuncEntry, FuncKind, HostCall, HostFuncEntry, StoreCore, StoreId, StoreInner};
 use crate::values::{from_raw, to_raw};
 use crate::{Error, Extern, Store, Trap, Val};
-use faaslet_jit::abi::{ValRaw, VMFuncRef, VMHostFuncContext};
+use faaslet_jit::abi::{VMFuncRef, VMHostFuncContext, ValRaw};
 use faaslet_jit::{FuncType, ValType};
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -43,7 +43,8 @@ impl<T> Caller<'_, T> {
 
     /// The bytes of memory `mem`, if it belongs to this store.
     pub fn memory_data(&self, mem: crate::Memory) -> Option<&[u8]> {
-        (mem.store == self.inner.core.id).then(|| self.inner.core.memories[mem.index as usize].bytes())
+        (mem.store == self.inner.core.id)
+            .then(|| self.inner.core.memories[mem.index as usize].bytes())
     }
 
     /// The bytes of memory `mem`, mutably.
@@ -80,7 +81,9 @@ unsafe extern "C" fn dispatch(
     let values = unsafe { std::slice::from_raw_parts_mut(values, len) };
     let instance = crate::instance::instance_id_of_vmctx(caller_vmctx);
     // Host code must not unwind into JIT frames: catch, record, trap.
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(store, instance, values))) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        call(store, instance, values)
+    })) {
         Ok(Ok(())) => 0,
         Ok(Err(trap)) => {
             // SAFETY: `store` is the live store inner part of this host
@@ -115,7 +118,8 @@ impl Func {
         ty: FuncType,
         func: impl Fn(Caller<'_, T>, &[Val], &mut [Val]) -> Result<(), Trap> + Send + Sync + 'static,
     ) -> Func {
-        Func::new_arc(store, ty, Arc::new(func)).expect("host stubs compile for every function type")
+        Func::new_arc(store, ty, Arc::new(func))
+            .expect("host stubs compile for every function type")
     }
 
     pub(crate) fn new_arc<T: 'static>(
@@ -126,26 +130,46 @@ impl Func {
         let stub = store.core().engine.stub(&ty)?;
         let type_id = store.core().engine.type_id(&ty);
         let sig = ty.clone();
-        let call: Arc<HostCall> = Arc::new(move |store_ptr: *mut u8, instance: Option<u32>, raw: &mut [ValRaw]| {
-            // SAFETY: store_ptr is the `StoreInner<T>` this function was
-            // created in (host functions never leave their store).
-            let inner = unsafe { &mut *(store_ptr as *mut StoreInner<T>) };
-            let params: Vec<Val> =
-                sig.params.iter().zip(raw.iter()).map(|(t, r)| from_raw(&mut inner.core, *t, *r)).collect();
-            let mut results: Vec<Val> = sig.results.iter().map(|t| Val::default_for(*t)).collect();
-            func(Caller { inner: &mut *inner, instance }, &params, &mut results)?;
-            for (i, (v, t)) in results.iter().zip(sig.results.iter()).enumerate() {
-                if v.ty() != *t {
-                    return Err(Trap::host(format!("host function returned {} for result {i} of type {t}", v.ty())));
+        let call: Arc<HostCall> = Arc::new(
+            move |store_ptr: *mut u8, instance: Option<u32>, raw: &mut [ValRaw]| {
+                // SAFETY: store_ptr is the `StoreInner<T>` this function was
+                // created in (host functions never leave their store).
+                let inner = unsafe { &mut *(store_ptr as *mut StoreInner<T>) };
+                let params: Vec<Val> = sig
+                    .params
+                    .iter()
+                    .zip(raw.iter())
+                    .map(|(t, r)| from_raw(&mut inner.core, *t, *r))
+                    .collect();
+                let mut results: Vec<Val> =
+                    sig.results.iter().map(|t| Val::default_for(*t)).collect();
+                func(
+                    Caller {
+                        inner: &mut *inner,
+                        instance,
+                    },
+                    &params,
+                    &mut results,
+                )?;
+                for (i, (v, t)) in results.iter().zip(sig.results.iter()).enumerate() {
+                    if v.ty() != *t {
+                        return Err(Trap::host(format!(
+                            "host function returned {} for result {i} of type {t}",
+                            v.ty()
+                        )));
+                    }
+                    raw[i] = to_raw(&inner.core, v).map_err(|e| Trap::host(e.to_string()))?;
                 }
-                raw[i] = to_raw(&inner.core, v).map_err(|e| Trap::host(e.to_string()))?;
-            }
-            Ok(())
-        });
+                Ok(())
+            },
+        );
         let store_ptr = store.inner_ptr() as *mut u8;
         let core = store.core_mut();
         let mut entry = Box::new(HostFuncEntry {
-            vmctx: VMHostFuncContext { dispatch, data: std::ptr::null_mut() },
+            vmctx: VMHostFuncContext {
+                dispatch,
+                data: std::ptr::null_mut(),
+            },
             funcref: VMFuncRef {
                 func_ptr: stub.host_stub(),
                 vmctx: std::ptr::null_mut(),
@@ -154,7 +178,6 @@ impl Func {
             },
             call,
             store: store_ptr,
-            ty: ty.clone(),
             _stub: stub,
         });
         let entry_ptr: *mut HostFuncEntry = &mut *entry;
@@ -163,7 +186,11 @@ impl Func {
         let funcref = &entry.funcref as *const VMFuncRef;
         core.host_funcs.push(entry);
         let h = core.host_funcs.len() as u32 - 1;
-        Ok(core.push_func(FuncEntry { funcref, ty, kind: FuncKind::Host(h) }))
+        Ok(core.push_func(FuncEntry {
+            funcref,
+            ty,
+            kind: FuncKind::Host(h),
+        }))
     }
 
     /// The function's type.
@@ -172,7 +199,12 @@ impl Func {
     }
 
     /// Calls the function. `results` must have one slot per result.
-    pub fn call<T>(&self, store: &mut Store<T>, params: &[Val], results: &mut [Val]) -> Result<(), Error> {
+    pub fn call<T>(
+        &self,
+        store: &mut Store<T>,
+        params: &[Val],
+        results: &mut [Val],
+    ) -> Result<(), Error> {
         let core = store.core();
         core.check(self.store)?;
         let ty = core.funcs[self.index as usize].ty.clone();
@@ -186,7 +218,10 @@ impl Func {
         let mut raw = vec![0 as ValRaw; ty.params.len().max(ty.results.len()).max(1)];
         for (i, (p, t)) in params.iter().zip(ty.params.iter()).enumerate() {
             if p.ty() != *t {
-                return Err(Error::Type(format!("parameter {i} is {} but {ty} expects {t}", p.ty())));
+                return Err(Error::Type(format!(
+                    "parameter {i} is {} but {ty} expects {t}",
+                    p.ty()
+                )));
             }
             raw[i] = to_raw(core, p)?;
         }
@@ -195,7 +230,12 @@ impl Func {
         // and typed for the function (checked above); `store` stays
         // mutably borrowed, so nothing else touches it during the call.
         unsafe {
-            StoreCore::call_raw(inner as *mut u8, std::ptr::addr_of_mut!((*inner).core), self.index, &mut raw)?
+            StoreCore::call_raw(
+                inner as *mut u8,
+                std::ptr::addr_of_mut!((*inner).core),
+                self.index,
+                &mut raw,
+            )?
         };
         let core = store.core_mut();
         for (i, t) in ty.results.iter().enumerate() {
@@ -205,7 +245,10 @@ impl Func {
     }
 
     /// A statically typed view of the function, checked against its type.
-    pub fn typed<P: WasmParams, R: WasmResults, T>(&self, store: &Store<T>) -> Result<TypedFunc<P, R>, Error> {
+    pub fn typed<P: WasmParams, R: WasmResults, T>(
+        &self,
+        store: &Store<T>,
+    ) -> Result<TypedFunc<P, R>, Error> {
         store.core().check(self.store)?;
         let ty = &store.core().funcs[self.index as usize].ty;
         if *ty.params != *P::types() || *ty.results != *R::types() {
@@ -214,7 +257,10 @@ impl Func {
                 FuncType::new(P::types(), R::types())
             )));
         }
-        Ok(TypedFunc { func: *self, _marker: PhantomData })
+        Ok(TypedFunc {
+            func: *self,
+            _marker: PhantomData,
+        })
     }
 }
 
@@ -246,8 +292,12 @@ wasm_ty!(i32, I32, |x| x as u32 as ValRaw, |r| r as u32 as i32);
 wasm_ty!(u32, I32, |x| x as ValRaw, |r| r as u32);
 wasm_ty!(i64, I64, |x| x as u64 as ValRaw, |r| r as u64 as i64);
 wasm_ty!(u64, I64, |x| x as ValRaw, |r| r as u64);
-wasm_ty!(f32, F32, |x| x.to_bits() as ValRaw, |r| f32::from_bits(r as u32));
-wasm_ty!(f64, F64, |x| x.to_bits() as ValRaw, |r| f64::from_bits(r as u64));
+wasm_ty!(f32, F32, |x| x.to_bits() as ValRaw, |r| f32::from_bits(
+    r as u32
+));
+wasm_ty!(f64, F64, |x| x.to_bits() as ValRaw, |r| f64::from_bits(
+    r as u64
+));
 
 /// Parameters of a [`TypedFunc`]: `()`, a [`WasmTy`], or a tuple of them.
 pub trait WasmParams {
@@ -330,7 +380,11 @@ impl<P, R> Copy for TypedFunc<P, R> {}
 impl<P: WasmParams, R: WasmResults> TypedFunc<P, R> {
     /// Calls the function.
     pub fn call<T>(&self, store: &mut Store<T>, params: P) -> Result<R, Trap> {
-        assert_eq!(self.func.store, store.core().id, "TypedFunc used with another store");
+        assert_eq!(
+            self.func.store,
+            store.core().id,
+            "TypedFunc used with another store"
+        );
         let mut raw = [0 as ValRaw; 16];
         let mut heap;
         let n = P::COUNT.max(R::COUNT).max(1);
@@ -344,7 +398,12 @@ impl<P: WasmParams, R: WasmResults> TypedFunc<P, R> {
         let inner = store.inner_ptr();
         // SAFETY: the types were checked in `Func::typed`; see `Func::call`.
         unsafe {
-            StoreCore::call_raw(inner as *mut u8, std::ptr::addr_of_mut!((*inner).core), self.func.index, slots)?
+            StoreCore::call_raw(
+                inner as *mut u8,
+                std::ptr::addr_of_mut!((*inner).core),
+                self.func.index,
+                slots,
+            )?
         };
         Ok(R::load(slots))
     }

@@ -86,9 +86,18 @@ pub(crate) fn export_of(core: &mut StoreCore, inst: u32, name: &str) -> Option<E
                 Extern::Func(core.instance_func(inst, i))
             }
         }
-        ExportIndex::Memory(i) => Extern::Memory(Memory { store: core.id, index: entry.memory_ids[i as usize] }),
-        ExportIndex::Table(i) => Extern::Table(Table { store: core.id, index: entry.table_ids[i as usize] }),
-        ExportIndex::Global(i) => Extern::Global(Global { store: core.id, index: entry.global_ids[i as usize] }),
+        ExportIndex::Memory(i) => Extern::Memory(Memory {
+            store: core.id,
+            index: entry.memory_ids[i as usize],
+        }),
+        ExportIndex::Table(i) => Extern::Table(Table {
+            store: core.id,
+            index: entry.table_ids[i as usize],
+        }),
+        ExportIndex::Global(i) => Extern::Global(Global {
+            store: core.id,
+            index: entry.global_ids[i as usize],
+        }),
     })
 }
 
@@ -122,9 +131,15 @@ impl Instance {
     /// type; [`Error::Trap`] when a segment is out of bounds or the start
     /// function traps (effects on imported memories and tables before that
     /// point remain, as the spec requires).
-    pub fn new<T>(store: &mut Store<T>, module: &Module, imports: &[Extern]) -> Result<Instance, Error> {
+    pub fn new<T>(
+        store: &mut Store<T>,
+        module: &Module,
+        imports: &[Extern],
+    ) -> Result<Instance, Error> {
         if !module.engine().same(store.engine()) {
-            return Err(Error::Type("module was compiled by a different engine".into()));
+            return Err(Error::Type(
+                "module was compiled by a different engine".into(),
+            ));
         }
         let info = module.info();
         if imports.len() != info.imports.len() {
@@ -159,9 +174,13 @@ impl Instance {
         let entry_ptr: *mut InstanceEntry = &mut *entry;
         // SAFETY (for every `write_ptr` below): offsets come from this
         // module's VMOffsets, so each write lands inside the vmctx, aligned.
-        let write_ptr = |off: u32, p: *const u8| unsafe { *(vmctx.add(off as usize) as *mut *const u8) = p };
+        let write_ptr =
+            |off: u32, p: *const u8| unsafe { *(vmctx.add(off as usize) as *mut *const u8) = p };
         write_ptr(abi::VMCTX_STORE as u32, core.ctx.ptr() as *const u8);
-        write_ptr(abi::VMCTX_BUILTINS as u32, &BUILTINS.0 as *const VMBuiltins as *const u8);
+        write_ptr(
+            abi::VMCTX_BUILTINS as u32,
+            &BUILTINS.0 as *const VMBuiltins as *const u8,
+        );
         write_ptr(abi::VMCTX_INSTANCE as u32, entry_ptr as *const u8);
 
         // 2. Imports.
@@ -184,13 +203,19 @@ impl Instance {
             let m: *mut MemoryEntry = &mut *core.memories[*id as usize];
             entry.memories.push(m);
             // SAFETY: `m` is boxed in the store and outlives the instance.
-            write_ptr(offsets.memory(i as u32), unsafe { std::ptr::addr_of!((*m).vm) } as *const u8);
+            write_ptr(
+                offsets.memory(i as u32),
+                unsafe { std::ptr::addr_of!((*m).vm) } as *const u8,
+            );
         }
         for (i, id) in entry.table_ids.iter().enumerate() {
             let t: *mut TableEntry = &mut *core.tables[*id as usize];
             entry.tables.push(t);
             // SAFETY: as above.
-            write_ptr(offsets.table(i as u32), unsafe { std::ptr::addr_of!((*t).vm) } as *const u8);
+            write_ptr(
+                offsets.table(i as u32),
+                unsafe { std::ptr::addr_of!((*t).vm) } as *const u8,
+            );
         }
         // 4. Function references: imported ones copied, defined ones built.
         for (i, f) in entry.imported_funcs.iter().enumerate() {
@@ -214,7 +239,10 @@ impl Instance {
             };
         }
         // 5. Globals, in order (initialisers may read earlier globals).
-        for (i, ty) in info.globals[info.num_imported_globals as usize..].iter().enumerate() {
+        for (i, ty) in info.globals[info.num_imported_globals as usize..]
+            .iter()
+            .enumerate()
+        {
             let bits = eval_const(core, &entry, &info.global_inits[i]);
             let id = core.push_global(*ty, bits);
             entry.global_ids.push(id);
@@ -228,19 +256,28 @@ impl Instance {
             .elements
             .iter()
             .map(|seg| {
-                let items: Arc<[u64]> = seg.items.iter().map(|e| eval_const(core, &entry, e) as u64).collect();
+                let items: Arc<[u64]> = seg
+                    .items
+                    .iter()
+                    .map(|e| eval_const(core, &entry, e) as u64)
+                    .collect();
                 Some(items)
             })
             .collect();
         core.instances.push(entry);
-        let instance = Instance { store: core.id, index: id };
+        let instance = Instance {
+            store: core.id,
+            index: id,
+        };
 
         // 7. Active segments, then start. A trap leaves what was done.
         let entry = &mut core.instances[id as usize];
         for (i, seg) in info.elements.iter().enumerate() {
             match &seg.mode {
                 ElemMode::Active { table, offset } => {
-                    let items = entry.elements[i].clone().unwrap_or_else(|| Arc::from(vec![]));
+                    let items = entry.elements[i]
+                        .clone()
+                        .unwrap_or_else(|| Arc::from(vec![]));
                     let dst = eval_const_entry(entry, offset) as u32;
                     // SAFETY: table pointers are live store entries.
                     let t = unsafe { &mut *entry.tables[*table as usize] };
@@ -287,7 +324,9 @@ impl Instance {
         store: &mut Store<T>,
         name: &str,
     ) -> Result<crate::TypedFunc<P, R>, Error> {
-        let f = self.get_func(store, name).ok_or_else(|| Error::Link(format!("no exported function `{name}`")))?;
+        let f = self
+            .get_func(store, name)
+            .ok_or_else(|| Error::Link(format!("no exported function `{name}`")))?;
         f.typed(store)
     }
 
@@ -308,8 +347,13 @@ impl Instance {
 
     /// All exports, in order.
     pub fn exports<T>(&self, store: &mut Store<T>) -> Vec<(String, Extern)> {
-        let names: Vec<String> =
-            store.core().instances[self.index as usize].module.info().exports.iter().map(|e| e.name.clone()).collect();
+        let names: Vec<String> = store.core().instances[self.index as usize]
+            .module
+            .info()
+            .exports
+            .iter()
+            .map(|e| e.name.clone())
+            .collect();
         names
             .into_iter()
             .filter_map(|n| {
@@ -325,7 +369,12 @@ impl Instance {
     }
 }
 
-fn check_import(core: &StoreCore, info: &faaslet_jit::ModuleInfo, imp: &faaslet_jit::Import, ext: &Extern) -> Result<(), Error> {
+fn check_import(
+    core: &StoreCore,
+    info: &faaslet_jit::ModuleInfo,
+    imp: &faaslet_jit::Import,
+    ext: &Extern,
+) -> Result<(), Error> {
     let what = || format!("import `{}`.`{}`", imp.module, imp.name);
     let id = match ext {
         Extern::Func(f) => f.store,
@@ -333,7 +382,8 @@ fn check_import(core: &StoreCore, info: &faaslet_jit::ModuleInfo, imp: &faaslet_
         Extern::Table(t) => t.store,
         Extern::Global(g) => g.store,
     };
-    core.check(id).map_err(|_| Error::Link(format!("{}: value from another store", what())))?;
+    core.check(id)
+        .map_err(|_| Error::Link(format!("{}: value from another store", what())))?;
     let limits_ok = |min: u64, max: Option<u64>, want_min: u64, want_max: Option<u64>| {
         min >= want_min
             && match (want_max, max) {
@@ -347,20 +397,33 @@ fn check_import(core: &StoreCore, info: &faaslet_jit::ModuleInfo, imp: &faaslet_
             let want = &info.types[*t as usize];
             let have = &core.funcs[f.index as usize].ty;
             if want != have {
-                return Err(Error::Link(format!("{}: expected {want}, found {have}", what())));
+                return Err(Error::Link(format!(
+                    "{}: expected {want}, found {have}",
+                    what()
+                )));
             }
         }
         (EntityType::Memory(want), Extern::Memory(m)) => {
             let e = &core.memories[m.index as usize];
             let cur = e.vm.length / faaslet_sfi::WASM_PAGE as u64;
-            if !limits_ok(cur, e.ty.maximum, want.minimum, want.maximum) || want.shared != e.ty.shared {
-                return Err(Error::Link(format!("{}: incompatible memory limits", what())));
+            if !limits_ok(cur, e.ty.maximum, want.minimum, want.maximum)
+                || want.shared != e.ty.shared
+            {
+                return Err(Error::Link(format!(
+                    "{}: incompatible memory limits",
+                    what()
+                )));
             }
         }
         (EntityType::Table(want), Extern::Table(t)) => {
             let e = &core.tables[t.index as usize];
             if e.ty.element != want.element
-                || !limits_ok(e.elems.len() as u64, e.ty.maximum, want.minimum, want.maximum)
+                || !limits_ok(
+                    e.elems.len() as u64,
+                    e.ty.maximum,
+                    want.minimum,
+                    want.maximum,
+                )
             {
                 return Err(Error::Link(format!("{}: incompatible table type", what())));
             }
@@ -377,7 +440,11 @@ fn check_import(core: &StoreCore, info: &faaslet_jit::ModuleInfo, imp: &faaslet_
 
 /// Evaluates a constant expression during instantiation.
 fn eval_const(core: &StoreCore, entry: &InstanceEntry, expr: &ConstExpr) -> u128 {
-    eval(expr, |g| core.globals[entry.global_ids[g as usize] as usize].vm.bits, |f| entry.funcref_ptr(f) as u128)
+    eval(
+        expr,
+        |g| core.globals[entry.global_ids[g as usize] as usize].vm.bits,
+        |f| entry.funcref_ptr(f) as u128,
+    )
 }
 
 /// Evaluates a constant expression once the instance is in place (globals
@@ -388,7 +455,11 @@ fn eval_const_entry(entry: &InstanceEntry, expr: &ConstExpr) -> u128 {
         expr,
         |g| {
             // SAFETY: the vmctx holds a live global pointer at this offset.
-            unsafe { (**(entry.vmctx_ptr().add(offsets.global(g) as usize) as *const *const abi::VMGlobal)).bits }
+            unsafe {
+                (**(entry.vmctx_ptr().add(offsets.global(g) as usize)
+                    as *const *const abi::VMGlobal))
+                    .bits
+            }
         },
         |f| entry.funcref_ptr(f) as u128,
     )
@@ -432,18 +503,36 @@ fn eval(expr: &ConstExpr, global: impl Fn(u32) -> u128, func: impl Fn(u32) -> u1
 }
 
 /// Copies `len` items of `src` starting at `src_off` into the table at `dst`.
-fn copy_into_table(t: &mut TableEntry, dst: u32, src: &[u64], src_off: u32, len: u32) -> Result<(), ()> {
+fn copy_into_table(
+    t: &mut TableEntry,
+    dst: u32,
+    src: &[u64],
+    src_off: u32,
+    len: u32,
+) -> Result<(), ()> {
     let (dst, src_off, len) = (dst as usize, src_off as usize, len as usize);
-    if src_off.checked_add(len).is_none_or(|e| e > src.len()) || dst.checked_add(len).is_none_or(|e| e > t.elems.len()) {
+    if src_off.checked_add(len).is_none_or(|e| e > src.len())
+        || dst.checked_add(len).is_none_or(|e| e > t.elems.len())
+    {
         return Err(());
     }
     t.elems[dst..dst + len].copy_from_slice(&src[src_off..src_off + len]);
     Ok(())
 }
 
-fn copy_into_memory(m: &mut MemoryEntry, dst: u64, src: &[u8], src_off: u64, len: u64) -> Result<(), ()> {
+fn copy_into_memory(
+    m: &mut MemoryEntry,
+    dst: u64,
+    src: &[u8],
+    src_off: u64,
+    len: u64,
+) -> Result<(), ()> {
     let mem = m.bytes_mut();
-    if src_off.checked_add(len).is_none_or(|e| e > src.len() as u64) || dst.checked_add(len).is_none_or(|e| e > mem.len() as u64) {
+    if src_off
+        .checked_add(len)
+        .is_none_or(|e| e > src.len() as u64)
+        || dst.checked_add(len).is_none_or(|e| e > mem.len() as u64)
+    {
         return Err(());
     }
     let (dst, src_off, len) = (dst as usize, src_off as usize, len as usize);
@@ -479,37 +568,67 @@ unsafe extern "C" fn memory_grow(vmctx: *mut u8, mem: u32, delta: u64) -> u64 {
     }
 }
 
-unsafe extern "C" fn memory_copy(vmctx: *mut u8, dst_mem: u32, dst: u64, src_mem: u32, src: u64, len: u64) -> u32 {
+unsafe extern "C" fn memory_copy(
+    vmctx: *mut u8,
+    dst_mem: u32,
+    dst: u64,
+    src_mem: u32,
+    src: u64,
+    len: u64,
+) -> u32 {
     // SAFETY: as in memory_grow.
     let inst = unsafe { instance(vmctx) };
-    let (Some(&d), Some(&s)) = (inst.memories.get(dst_mem as usize), inst.memories.get(src_mem as usize)) else {
+    let (Some(&d), Some(&s)) = (
+        inst.memories.get(dst_mem as usize),
+        inst.memories.get(src_mem as usize),
+    ) else {
         return 1;
     };
     // SAFETY: both entries are live; we only form raw pointers, so d == s is fine.
     let (dlen, slen) = unsafe { ((*d).vm.length, (*s).vm.length) };
-    if dst.checked_add(len).is_none_or(|e| e > dlen) || src.checked_add(len).is_none_or(|e| e > slen) {
+    if dst.checked_add(len).is_none_or(|e| e > dlen)
+        || src.checked_add(len).is_none_or(|e| e > slen)
+    {
         return 1;
     }
     // SAFETY: both ranges are inside accessible memory (checked above);
     // `copy` handles overlap.
-    unsafe { std::ptr::copy((*s).vm.base.add(src as usize), (*d).vm.base.add(dst as usize), len as usize) };
+    unsafe {
+        std::ptr::copy(
+            (*s).vm.base.add(src as usize),
+            (*d).vm.base.add(dst as usize),
+            len as usize,
+        )
+    };
     0
 }
 
 unsafe extern "C" fn memory_fill(vmctx: *mut u8, mem: u32, dst: u64, val: u32, len: u64) -> u32 {
     // SAFETY: as in memory_grow.
     let inst = unsafe { instance(vmctx) };
-    let Some(&m) = inst.memories.get(mem as usize) else { return 1 };
+    let Some(&m) = inst.memories.get(mem as usize) else {
+        return 1;
+    };
     // SAFETY: live entry.
     let m = unsafe { &mut *m };
-    let Some(slice) = dst.checked_add(len).and_then(|e| m.bytes_mut().get_mut(dst as usize..e as usize)) else {
+    let Some(slice) = dst
+        .checked_add(len)
+        .and_then(|e| m.bytes_mut().get_mut(dst as usize..e as usize))
+    else {
         return 1;
     };
     slice.fill(val as u8);
     0
 }
 
-unsafe extern "C" fn memory_init(vmctx: *mut u8, mem: u32, data: u32, dst: u64, src: u32, len: u32) -> u32 {
+unsafe extern "C" fn memory_init(
+    vmctx: *mut u8,
+    mem: u32,
+    data: u32,
+    dst: u64,
+    src: u32,
+    len: u32,
+) -> u32 {
     // SAFETY: as in memory_grow.
     let inst = unsafe { instance(vmctx) };
     let bytes = match inst.data.get(data as usize) {
@@ -517,7 +636,9 @@ unsafe extern "C" fn memory_init(vmctx: *mut u8, mem: u32, data: u32, dst: u64, 
         Some(None) => Arc::from(&[][..]),
         None => return 1,
     };
-    let Some(&m) = inst.memories.get(mem as usize) else { return 1 };
+    let Some(&m) = inst.memories.get(mem as usize) else {
+        return 1;
+    };
     // SAFETY: live entry.
     copy_into_memory(unsafe { &mut *m }, dst, &bytes, src as u64, len as u64).map_or(1, |_| 0)
 }
@@ -533,7 +654,9 @@ unsafe extern "C" fn data_drop(vmctx: *mut u8, data: u32) {
 unsafe extern "C" fn table_grow(vmctx: *mut u8, table: u32, init: u64, delta: u32) -> u32 {
     // SAFETY: as in memory_grow.
     let inst = unsafe { instance(vmctx) };
-    let Some(&t) = inst.tables.get(table as usize) else { return u32::MAX };
+    let Some(&t) = inst.tables.get(table as usize) else {
+        return u32::MAX;
+    };
     // SAFETY: live entry.
     match unsafe { (*t).grow(delta as u64, init) } {
         Some(old) if old <= u32::MAX as u64 => old as u32,
@@ -544,20 +667,35 @@ unsafe extern "C" fn table_grow(vmctx: *mut u8, table: u32, init: u64, delta: u3
 unsafe extern "C" fn table_fill(vmctx: *mut u8, table: u32, dst: u32, val: u64, len: u32) -> u32 {
     // SAFETY: as in memory_grow.
     let inst = unsafe { instance(vmctx) };
-    let Some(&t) = inst.tables.get(table as usize) else { return 1 };
+    let Some(&t) = inst.tables.get(table as usize) else {
+        return 1;
+    };
     // SAFETY: live entry.
     let t = unsafe { &mut *t };
-    let Some(slice) = dst.checked_add(len).and_then(|e| t.elems.get_mut(dst as usize..e as usize)) else {
+    let Some(slice) = dst
+        .checked_add(len)
+        .and_then(|e| t.elems.get_mut(dst as usize..e as usize))
+    else {
         return 1;
     };
     slice.fill(val);
     0
 }
 
-unsafe extern "C" fn table_copy(vmctx: *mut u8, dst_t: u32, src_t: u32, dst: u32, src: u32, len: u32) -> u32 {
+unsafe extern "C" fn table_copy(
+    vmctx: *mut u8,
+    dst_t: u32,
+    src_t: u32,
+    dst: u32,
+    src: u32,
+    len: u32,
+) -> u32 {
     // SAFETY: as in memory_grow.
     let inst = unsafe { instance(vmctx) };
-    let (Some(&d), Some(&s)) = (inst.tables.get(dst_t as usize), inst.tables.get(src_t as usize)) else {
+    let (Some(&d), Some(&s)) = (
+        inst.tables.get(dst_t as usize),
+        inst.tables.get(src_t as usize),
+    ) else {
         return 1;
     };
     // SAFETY: live entries; raw pointers so d == s is fine.
@@ -568,12 +706,23 @@ unsafe extern "C" fn table_copy(vmctx: *mut u8, dst_t: u32, src_t: u32, dst: u32
     }
     // SAFETY: in bounds (checked above); `copy` handles overlap.
     unsafe {
-        std::ptr::copy((*s).elems.as_ptr().add(src as usize), (*d).elems.as_mut_ptr().add(dst as usize), len as usize)
+        std::ptr::copy(
+            (*s).elems.as_ptr().add(src as usize),
+            (*d).elems.as_mut_ptr().add(dst as usize),
+            len as usize,
+        )
     };
     0
 }
 
-unsafe extern "C" fn table_init(vmctx: *mut u8, table: u32, elem: u32, dst: u32, src: u32, len: u32) -> u32 {
+unsafe extern "C" fn table_init(
+    vmctx: *mut u8,
+    table: u32,
+    elem: u32,
+    dst: u32,
+    src: u32,
+    len: u32,
+) -> u32 {
     // SAFETY: as in memory_grow.
     let inst = unsafe { instance(vmctx) };
     let items = match inst.elements.get(elem as usize) {
@@ -581,7 +730,9 @@ unsafe extern "C" fn table_init(vmctx: *mut u8, table: u32, elem: u32, dst: u32,
         Some(None) => Arc::from(vec![]),
         None => return 1,
     };
-    let Some(&t) = inst.tables.get(table as usize) else { return 1 };
+    let Some(&t) = inst.tables.get(table as usize) else {
+        return 1;
+    };
     // SAFETY: live entry.
     copy_into_table(unsafe { &mut *t }, dst, &items, src, len).map_or(1, |_| 0)
 }

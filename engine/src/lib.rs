@@ -53,7 +53,9 @@ pub mod wast;
 
 pub use engine::{Bounds, Config, Engine};
 pub use externals::{Extern, Global, Memory, Table};
-pub use faaslet_jit::{CompileError, CompileErrorKind, FuncType, GlobalType, MemoryType, RefType, TableType, ValType};
+pub use faaslet_jit::{
+    CompileError, CompileErrorKind, FuncType, GlobalType, MemoryType, RefType, TableType, ValType,
+};
 pub use func::{Caller, Func, TypedFunc, WasmParams, WasmResults, WasmTy};
 pub use instance::Instance;
 pub use linker::Linker;

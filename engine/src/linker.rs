@@ -34,19 +34,33 @@ pub struct Linker<T> {
 
 impl<T> std::fmt::Debug for Linker<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Linker").field("definitions", &self.defs.len()).finish()
+        f.debug_struct("Linker")
+            .field("definitions", &self.defs.len())
+            .finish()
     }
 }
 
 impl<T: 'static> Linker<T> {
     /// An empty linker.
     pub fn new(engine: &crate::Engine) -> Linker<T> {
-        Linker { engine: engine.clone(), defs: HashMap::new(), made: HashMap::new() }
+        Linker {
+            engine: engine.clone(),
+            defs: HashMap::new(),
+            made: HashMap::new(),
+        }
     }
 
     /// Defines `module`.`name` as an existing extern (of one store).
-    pub fn define(&mut self, module: &str, name: &str, item: impl Into<Extern>) -> Result<&mut Self, Error> {
-        self.defs.insert((module.into(), name.into()), Definition::Extern(item.into()));
+    pub fn define(
+        &mut self,
+        module: &str,
+        name: &str,
+        item: impl Into<Extern>,
+    ) -> Result<&mut Self, Error> {
+        self.defs.insert(
+            (module.into(), name.into()),
+            Definition::Extern(item.into()),
+        );
         Ok(self)
     }
 
@@ -58,12 +72,20 @@ impl<T: 'static> Linker<T> {
         ty: FuncType,
         func: impl Fn(Caller<'_, T>, &[Val], &mut [Val]) -> Result<(), Trap> + Send + Sync + 'static,
     ) -> Result<&mut Self, Error> {
-        self.defs.insert((module.into(), name.into()), Definition::HostFunc(ty, Arc::new(func)));
+        self.defs.insert(
+            (module.into(), name.into()),
+            Definition::HostFunc(ty, Arc::new(func)),
+        );
         Ok(self)
     }
 
     /// Defines every export of `instance` under `module`.
-    pub fn instance(&mut self, store: &mut Store<T>, module: &str, instance: Instance) -> Result<&mut Self, Error> {
+    pub fn instance(
+        &mut self,
+        store: &mut Store<T>,
+        module: &str,
+        instance: Instance,
+    ) -> Result<&mut Self, Error> {
         for (name, ext) in instance.exports(store) {
             self.define(module, &name, ext)?;
         }
@@ -72,7 +94,10 @@ impl<T: 'static> Linker<T> {
 
     /// The definition of `module`.`name`, as an extern of `store`.
     pub fn get(&mut self, store: &mut Store<T>, module: &str, name: &str) -> Option<Extern> {
-        let def = self.defs.get(&(module.to_string(), name.to_string()))?.clone();
+        let def = self
+            .defs
+            .get(&(module.to_string(), name.to_string()))?
+            .clone();
         Some(match def {
             Definition::Extern(e) => e,
             Definition::HostFunc(ty, f) => {
@@ -88,9 +113,15 @@ impl<T: 'static> Linker<T> {
     }
 
     /// Resolves `module`'s imports and instantiates it.
-    pub fn instantiate(&mut self, store: &mut Store<T>, module: &Module) -> Result<Instance, Error> {
+    pub fn instantiate(
+        &mut self,
+        store: &mut Store<T>,
+        module: &Module,
+    ) -> Result<Instance, Error> {
         if !module.engine().same(&self.engine) {
-            return Err(Error::Type("module was compiled by a different engine than the linker's".into()));
+            return Err(Error::Type(
+                "module was compiled by a different engine than the linker's".into(),
+            ));
         }
         let mut imports = Vec::with_capacity(module.info().imports.len());
         for imp in &module.info().imports {

@@ -60,8 +60,10 @@ impl Module {
 
     /// Validates and compiles a wasm binary.
     pub fn from_binary(engine: &Engine, wasm: &[u8]) -> Result<Module, Error> {
-        let compiled =
-            engine.inner.compiler.compile_module(wasm, &mut |ty| engine.type_id(ty))?;
+        let compiled = engine
+            .inner
+            .compiler
+            .compile_module(wasm, &mut |ty| engine.type_id(ty))?;
         let compiled = Arc::new(compiled);
         let lookup: Arc<dyn faaslet_sfi::CodeLookup> = Arc::new(ModuleLookup(compiled.clone()));
         let registrations = compiled
@@ -70,7 +72,11 @@ impl Module {
             .map(|(s, e)| faaslet_sfi::register_code(s, e, lookup.clone()))
             .collect();
         Ok(Module {
-            inner: Arc::new(ModuleInner { engine: engine.clone(), compiled, _registrations: registrations }),
+            inner: Arc::new(ModuleInner {
+                engine: engine.clone(),
+                compiled,
+                _registrations: registrations,
+            }),
         })
     }
 
@@ -86,7 +92,10 @@ impl Module {
 
     /// Imports: (module, name, type).
     pub fn imports(&self) -> impl Iterator<Item = (&str, &str, &ExternType)> {
-        self.info().imports.iter().map(|i| (i.module.as_str(), i.name.as_str(), &i.ty))
+        self.info()
+            .imports
+            .iter()
+            .map(|i| (i.module.as_str(), i.name.as_str(), &i.ty))
     }
 
     /// Exports: (name, type).

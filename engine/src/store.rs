@@ -3,7 +3,7 @@
 use crate::instance::InstanceEntry;
 use crate::trap::{Trap, TrapKind};
 use crate::{Engine, Error, Func, Module};
-use faaslet_jit::abi::{ValRaw, VMFuncRef, VMGlobal, VMMemory, VMStoreContext, VMTable};
+use faaslet_jit::abi::{VMFuncRef, VMGlobal, VMMemory, VMStoreContext, VMTable, ValRaw};
 use faaslet_jit::{FuncType, GlobalType, MemoryType, TableType};
 use std::any::Any;
 use std::cell::Cell;
@@ -79,7 +79,9 @@ impl MemoryEntry {
             return None;
         }
         if delta > 0 {
-            self.mem.grow_to(new as usize * faaslet_sfi::WASM_PAGE).ok()?;
+            self.mem
+                .grow_to(new as usize * faaslet_sfi::WASM_PAGE)
+                .ok()?;
             self.vm.length = new * faaslet_sfi::WASM_PAGE as u64;
         }
         Some(old)
@@ -135,13 +137,14 @@ pub(crate) struct HostFuncEntry {
     pub(crate) funcref: VMFuncRef,
     pub(crate) call: Arc<HostCall>,
     pub(crate) store: *mut u8,
-    pub(crate) ty: FuncType,
-    _stub: Arc<faaslet_jit::CompiledStub>,
+    pub(crate) _stub: Arc<faaslet_jit::CompiledStub>,
 }
 
 pub(crate) enum FuncKind {
     /// A function defined by a wasm instance.
-    Wasm { trampoline: faaslet_jit::abi::ArrayTrampoline },
+    Wasm {
+        trampoline: faaslet_jit::abi::ArrayTrampoline,
+    },
     /// A host function; index into `StoreCore::host_funcs`.
     Host(u32),
 }
@@ -198,7 +201,9 @@ unsafe impl<T: Send> Send for Store<T> {}
 
 impl<T> std::fmt::Debug for Store<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("id", &self.inner.core.id).finish()
+        f.debug_struct("Store")
+            .field("id", &self.inner.core.id)
+            .finish()
     }
 }
 
@@ -259,7 +264,9 @@ impl<T> Store<T> {
 
     /// A handle other threads can use to interrupt calls in this store.
     pub fn interrupt_handle(&self) -> InterruptHandle {
-        InterruptHandle { ctx: self.inner.core.ctx.clone() }
+        InterruptHandle {
+            ctx: self.inner.core.ctx.clone(),
+        }
     }
 
     /// Calls trap with [`TrapKind::Interrupted`] once the engine's epoch has
@@ -332,14 +339,20 @@ impl StoreCore {
 
     pub(crate) fn new_externref(&mut self, data: Box<dyn Any + Send + Sync>) -> crate::ExternRef {
         self.externs.push(data);
-        crate::ExternRef { store: self.id, raw: self.externs.len() as u64 }
+        crate::ExternRef {
+            store: self.id,
+            raw: self.externs.len() as u64,
+        }
     }
 
     pub(crate) fn push_func(&mut self, entry: FuncEntry) -> Func {
         let index = self.funcs.len() as u32;
         self.func_by_ptr.insert(entry.funcref as usize, index);
         self.funcs.push(entry);
-        Func { store: self.id, index }
+        Func {
+            store: self.id,
+            index,
+        }
     }
 
     /// The [`Func`] a raw funcref points at, registering it on first sight.
@@ -348,7 +361,10 @@ impl StoreCore {
             return None;
         }
         if let Some(&index) = self.func_by_ptr.get(&(raw as usize)) {
-            return Some(Func { store: self.id, index });
+            return Some(Func {
+                store: self.id,
+                index,
+            });
         }
         // A funcref inside some instance's vmctx that has not been handed
         // to the host yet.
@@ -365,7 +381,10 @@ impl StoreCore {
         let entry = &self.instances[inst as usize];
         let ptr = entry.funcref_ptr(func_index);
         if let Some(&index) = self.func_by_ptr.get(&(ptr as usize)) {
-            return Func { store: self.id, index };
+            return Func {
+                store: self.id,
+                index,
+            };
         }
         let module = entry.module.clone();
         let info = module.info();
@@ -405,13 +424,24 @@ impl StoreCore {
             reserve as usize,
         )
         .map_err(|e| Error::Resource(format!("memory reservation failed: {e}")))?;
-        let vm = VMMemory { base: mem.base(), length: ty.minimum * page };
-        self.memories.push(Box::new(MemoryEntry { mem, vm, ty, limit_pages }));
+        let vm = VMMemory {
+            base: mem.base(),
+            length: ty.minimum * page,
+        };
+        self.memories.push(Box::new(MemoryEntry {
+            mem,
+            vm,
+            ty,
+            limit_pages,
+        }));
         Ok(self.memories.len() as u32 - 1)
     }
 
     pub(crate) fn push_table(&mut self, ty: TableType, init: u64) -> Result<u32, Error> {
-        let limit = ty.maximum.unwrap_or(u64::MAX).min(self.engine.config().max_table_elements);
+        let limit = ty
+            .maximum
+            .unwrap_or(u64::MAX)
+            .min(self.engine.config().max_table_elements);
         if ty.minimum > limit {
             return Err(Error::Resource(format!(
                 "table of {} elements exceeds the limit of {limit}",
@@ -425,7 +455,10 @@ impl StoreCore {
         elems.resize(ty.minimum as usize, init);
         let mut entry = Box::new(TableEntry {
             elems,
-            vm: VMTable { base: std::ptr::null_mut(), length: 0 },
+            vm: VMTable {
+                base: std::ptr::null_mut(),
+                length: 0,
+            },
             ty,
             limit,
         });
@@ -435,7 +468,10 @@ impl StoreCore {
     }
 
     pub(crate) fn push_global(&mut self, ty: GlobalType, bits: ValRaw) -> u32 {
-        self.globals.push(Box::new(GlobalEntry { vm: VMGlobal { bits }, ty }));
+        self.globals.push(Box::new(GlobalEntry {
+            vm: VMGlobal { bits },
+            ty,
+        }));
         self.globals.len() as u32 - 1
     }
 
@@ -444,7 +480,8 @@ impl StoreCore {
         let pc = fault.pc;
         for m in &self.modules {
             if let Some(site) = m.inner.compiled.lookup_trap(pc) {
-                let mut trap = Trap::new(TrapKind::from_code(site.code).unwrap_or(TrapKind::Unreachable));
+                let mut trap =
+                    Trap::new(TrapKind::from_code(site.code).unwrap_or(TrapKind::Unreachable));
                 if trap.kind == TrapKind::Host {
                     if let Some(t) = self.pending_trap.take() {
                         trap = t;
@@ -468,7 +505,13 @@ impl StoreCore {
         // The sfi registry said this pc is a trap site, so one of the
         // above must know it; if a module was dropped meanwhile, report it
         // plainly rather than guessing.
-        Trap { message: Some(format!("trap at unknown site {pc:#x} (signal {})", fault.signal)), ..Trap::new(TrapKind::Unreachable) }
+        Trap {
+            message: Some(format!(
+                "trap at unknown site {pc:#x} (signal {})",
+                fault.signal
+            )),
+            ..Trap::new(TrapKind::Unreachable)
+        }
     }
 
     /// Calls function `func` with `values` (parameters in, results out).
@@ -488,17 +531,20 @@ impl StoreCore {
         // only keep copies of what we need before running guest code, which
         // may re-enter the store through host functions.
         let (funcref, kind) = unsafe {
-            let e = &(*core).funcs[func as usize];
-            (*e.funcref, match e.kind {
-                FuncKind::Wasm { trampoline } => Ok(trampoline),
-                FuncKind::Host(h) => Err(h),
-            })
+            let e = &(&(*core).funcs)[func as usize];
+            (
+                *e.funcref,
+                match e.kind {
+                    FuncKind::Wasm { trampoline } => Ok(trampoline),
+                    FuncKind::Host(h) => Err(h),
+                },
+            )
         };
         let trampoline = match kind {
             Ok(t) => t,
             Err(h) => {
                 // SAFETY: as above; the host function gets the store pointer.
-                let call = unsafe { (*core).host_funcs[h as usize].call.clone() };
+                let call = unsafe { (&(*core).host_funcs)[h as usize].call.clone() };
                 return call(store, None, values);
             }
         };
@@ -509,7 +555,9 @@ impl StoreCore {
         if outermost {
             let sp = faaslet_sfi::approximate_stack_pointer();
             let floor = thread_stack_low().saturating_add(HOST_STACK_HEADROOM);
-            let limit = sp.saturating_sub(c.engine.config().max_wasm_stack).max(floor);
+            let limit = sp
+                .saturating_sub(c.engine.config().max_wasm_stack)
+                .max(floor);
             // SAFETY: ctx points at this store's context; only this thread
             // writes stack_limit.
             unsafe { (*ctx).stack_limit = limit };

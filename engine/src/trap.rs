@@ -10,8 +10,11 @@ use std::fmt;
 pub enum TrapKind {
     /// A load, store or bulk memory operation fell outside the memory.
     MemoryOutOfBounds,
-    /// A table access or `call_indirect` index fell outside the table.
+    /// A table access (`table.get/set/fill/copy/init`, an element segment)
+    /// fell outside the table.
     TableOutOfBounds,
+    /// A `call_indirect` index fell outside its table.
+    UndefinedElement,
     /// `unreachable` was executed.
     Unreachable,
     /// Integer division or remainder by zero.
@@ -37,7 +40,8 @@ impl TrapKind {
     pub fn message(self) -> &'static str {
         match self {
             TrapKind::MemoryOutOfBounds => "out of bounds memory access",
-            TrapKind::TableOutOfBounds => "undefined element",
+            TrapKind::TableOutOfBounds => "out of bounds table access",
+            TrapKind::UndefinedElement => "undefined element",
             TrapKind::Unreachable => "unreachable",
             TrapKind::IntegerDivisionByZero => "integer divide by zero",
             TrapKind::IntegerOverflow => "integer overflow",
@@ -54,6 +58,7 @@ impl TrapKind {
         Some(match code {
             c if c == abi::TRAP_MEMORY_OOB => TrapKind::MemoryOutOfBounds,
             c if c == abi::TRAP_TABLE_OOB => TrapKind::TableOutOfBounds,
+            c if c == abi::TRAP_INDIRECT_OOB => TrapKind::UndefinedElement,
             c if c == abi::TRAP_UNREACHABLE => TrapKind::Unreachable,
             c if c == abi::TRAP_DIVIDE_BY_ZERO => TrapKind::IntegerDivisionByZero,
             c if c == abi::TRAP_INTEGER_OVERFLOW => TrapKind::IntegerOverflow,
@@ -86,12 +91,21 @@ pub struct Trap {
 impl Trap {
     /// A trap of `kind` with no location.
     pub fn new(kind: TrapKind) -> Trap {
-        Trap { kind, func_index: None, func_name: None, wasm_offset: None, message: None }
+        Trap {
+            kind,
+            func_index: None,
+            func_name: None,
+            wasm_offset: None,
+            message: None,
+        }
     }
 
     /// A host error with a message, for host functions to return.
     pub fn host(message: impl Into<String>) -> Trap {
-        Trap { message: Some(message.into()), ..Trap::new(TrapKind::Host) }
+        Trap {
+            message: Some(message.into()),
+            ..Trap::new(TrapKind::Host)
+        }
     }
 }
 

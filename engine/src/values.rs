@@ -54,19 +54,35 @@ impl Val {
 
     /// The `i32`, if this is one.
     pub fn i32(&self) -> Option<i32> {
-        if let Val::I32(v) = self { Some(*v) } else { None }
+        if let Val::I32(v) = self {
+            Some(*v)
+        } else {
+            None
+        }
     }
     /// The `i64`, if this is one.
     pub fn i64(&self) -> Option<i64> {
-        if let Val::I64(v) = self { Some(*v) } else { None }
+        if let Val::I64(v) = self {
+            Some(*v)
+        } else {
+            None
+        }
     }
     /// The `f32`, if this is one.
     pub fn f32(&self) -> Option<f32> {
-        if let Val::F32(v) = self { Some(f32::from_bits(*v)) } else { None }
+        if let Val::F32(v) = self {
+            Some(f32::from_bits(*v))
+        } else {
+            None
+        }
     }
     /// The `f64`, if this is one.
     pub fn f64(&self) -> Option<f64> {
-        if let Val::F64(v) = self { Some(f64::from_bits(*v)) } else { None }
+        if let Val::F64(v) = self {
+            Some(f64::from_bits(*v))
+        } else {
+            None
+        }
     }
 }
 
@@ -114,7 +130,10 @@ impl ExternRef {
     /// If the reference belongs to another store.
     pub fn data<'a, T>(&self, store: &'a Store<T>) -> &'a (dyn Any + Send + Sync) {
         let core = store.core();
-        assert_eq!(self.store, core.id, "ExternRef used with a store that did not create it");
+        assert_eq!(
+            self.store, core.id,
+            "ExternRef used with a store that did not create it"
+        );
         &*core.externs[(self.raw - 1) as usize]
     }
 }
@@ -150,7 +169,10 @@ pub(crate) fn from_raw(core: &mut StoreCore, ty: ValType, raw: ValRaw) -> Val {
         ValType::FuncRef => Val::FuncRef(core.func_from_raw(raw as u64)),
         ValType::ExternRef => Val::ExternRef(match raw as u64 {
             0 => None,
-            r => Some(ExternRef { store: core.id, raw: r }),
+            r => Some(ExternRef {
+                store: core.id,
+                raw: r,
+            }),
         }),
     }
 }

@@ -294,7 +294,7 @@ pub const TRAP_DIVIDE_BY_ZERO: TrapCode = TrapCode::INTEGER_DIVISION_BY_ZERO;
 pub const TRAP_BAD_CONVERSION: TrapCode = TrapCode::BAD_CONVERSION_TO_INTEGER;
 /// `unreachable` executed.
 pub const TRAP_UNREACHABLE: TrapCode = TrapCode::unwrap_user(1);
-/// Table index out of bounds (`table.get/set`, `call_indirect`, builtins).
+/// Table index out of bounds (`table.get/set`, table builtins, segments).
 pub const TRAP_TABLE_OOB: TrapCode = TrapCode::unwrap_user(2);
 /// `call_indirect` through a null entry.
 pub const TRAP_INDIRECT_NULL: TrapCode = TrapCode::unwrap_user(3);
@@ -304,5 +304,7 @@ pub const TRAP_BAD_SIGNATURE: TrapCode = TrapCode::unwrap_user(4);
 pub const TRAP_INTERRUPTED: TrapCode = TrapCode::unwrap_user(5);
 /// A host function returned an error (the runtime holds the reason).
 pub const TRAP_HOST: TrapCode = TrapCode::unwrap_user(6);
+/// `call_indirect` index beyond the end of its table.
+pub const TRAP_INDIRECT_OOB: TrapCode = TrapCode::unwrap_user(8);
 /// Misaligned atomic access (reserved for the threads proposal).
 pub const TRAP_UNALIGNED_ATOMIC: TrapCode = TrapCode::unwrap_user(7);

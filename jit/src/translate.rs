@@ -295,11 +295,17 @@ impl<'m, 'b> Translator<'m, 'b> {
         }
         let store = self.vmctx_ptr(abi::VMCTX_STORE as u32);
         let epoch_ptr = self.load_ro(store, abi::STORE_EPOCH_PTR);
-        let epoch = self.b.ins().load(types::I64, rw(), epoch_ptr, 0);
-        let deadline = self
+        // Atomic loads: both words are written by other threads, and a plain
+        // load would let Cranelift's redundant-load elimination reuse the
+        // value read at function entry in every loop iteration (there is no
+        // store in between), so a spinning loop would never see the
+        // deadline. On x86-64 and aarch64 these are ordinary loads.
+        let epoch = self.b.ins().atomic_load(types::I64, rw(), epoch_ptr);
+        let deadline_addr = self
             .b
             .ins()
-            .load(types::I64, rw(), store, abi::STORE_EPOCH_DEADLINE);
+            .iadd_imm_s(store, abi::STORE_EPOCH_DEADLINE as i64);
+        let deadline = self.b.ins().atomic_load(types::I64, rw(), deadline_addr);
         let c = self
             .b
             .ins()
@@ -442,13 +448,18 @@ impl<'m, 'b> Translator<'m, 'b> {
 
     /// Address of element `index` (an i32) of table `t`, bounds-checked.
     fn table_elem_addr(&mut self, t: u32, index: Value) -> Value {
+        self.table_elem_addr_or(t, index, abi::TRAP_TABLE_OOB)
+    }
+
+    /// As [`Self::table_elem_addr`], trapping with `code` when out of bounds.
+    fn table_elem_addr_or(&mut self, t: u32, index: Value, code: TrapCode) -> Value {
         let (base, len) = self.table(t);
         let idx = self.b.ins().uextend(types::I64, index);
         let oob = self
             .b
             .ins()
             .icmp(IntCC::UnsignedGreaterThanOrEqual, idx, len);
-        self.b.ins().trapnz(oob, abi::TRAP_TABLE_OOB);
+        self.b.ins().trapnz(oob, code);
         let scaled = self.b.ins().ishl_imm_u(idx, 3);
         self.b.ins().iadd(base, scaled)
     }
@@ -460,7 +471,7 @@ impl<'m, 'b> Translator<'m, 'b> {
         let index = self.pop();
         let n = ty.params.len();
         let call_args = self.popn(n);
-        let addr = self.table_elem_addr(table, index);
+        let addr = self.table_elem_addr_or(table, index, abi::TRAP_INDIRECT_OOB);
         let fr = self.b.ins().load(types::I64, rw(), addr, 0);
         self.b.ins().trapz(fr, abi::TRAP_INDIRECT_NULL);
         let tid = self
