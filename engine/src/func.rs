@@ -41,6 +41,26 @@ impl<T> Caller<'_, T> {
         crate::instance::export_of(&mut self.inner.core, inst, name)
     }
 
+    /// The calling instance's memory 0, if it has one.
+    pub fn memory(&self) -> Option<crate::Memory> {
+        let inst = &self.inner.core.instances[self.instance? as usize];
+        let index = *inst.memory_ids.first()?;
+        Some(crate::Memory {
+            store: self.inner.core.id,
+            index,
+        })
+    }
+
+    /// The store data and the calling instance's memory 0 at once, for host
+    /// functions that move bytes between the two. No lookup by name, no
+    /// allocation.
+    pub fn data_and_memory_mut(&mut self) -> (&mut T, Option<&mut [u8]>) {
+        let mem = self.memory();
+        let inner = &mut *self.inner;
+        let bytes = mem.map(|m| inner.core.memories[m.index as usize].bytes_mut());
+        (&mut inner.data, bytes)
+    }
+
     /// The bytes of memory `mem`, if it belongs to this store.
     pub fn memory_data(&self, mem: crate::Memory) -> Option<&[u8]> {
         (mem.store == self.inner.core.id)
@@ -127,8 +147,6 @@ impl Func {
         ty: FuncType,
         func: Arc<HostFn<T>>,
     ) -> Result<Func, Error> {
-        let stub = store.core().engine.stub(&ty)?;
-        let type_id = store.core().engine.type_id(&ty);
         let sig = ty.clone();
         let call: Arc<HostCall> = Arc::new(
             move |store_ptr: *mut u8, instance: Option<u32>, raw: &mut [ValRaw]| {
@@ -163,6 +181,17 @@ impl Func {
                 Ok(())
             },
         );
+        Func::new_raw(store, ty, call)
+    }
+
+    /// Defines a host function from a type-erased raw call.
+    pub(crate) fn new_raw<T: 'static>(
+        store: &mut Store<T>,
+        ty: FuncType,
+        call: Arc<HostCall>,
+    ) -> Result<Func, Error> {
+        let stub = store.core().engine.stub(&ty)?;
+        let type_id = store.core().engine.type_id(&ty);
         let store_ptr = store.inner_ptr() as *mut u8;
         let core = store.core_mut();
         let mut entry = Box::new(HostFuncEntry {
@@ -191,6 +220,18 @@ impl Func {
             ty,
             kind: FuncKind::Host(h),
         }))
+    }
+
+    /// Defines a host function from a Rust closure whose parameters and
+    /// results are wasm number types, e.g.
+    /// `|caller: Caller<'_, T>, a: i32, b: i64| -> Result<i32, Trap>`.
+    /// Calls convert no [`Val`]s and allocate nothing.
+    pub fn wrap<T: 'static, Params, Results>(
+        store: &mut Store<T>,
+        func: impl IntoFunc<T, Params, Results>,
+    ) -> Func {
+        let (ty, call) = func.into_host();
+        Func::new_raw(store, ty, call).expect("host stubs compile for every function type")
     }
 
     /// The function's type.
@@ -317,6 +358,8 @@ pub trait WasmResults: Sized {
     fn types() -> Vec<ValType>;
     /// Reads the raw values.
     fn load(raw: &[ValRaw]) -> Self;
+    /// Writes the raw values.
+    fn store_into(self, raw: &mut [ValRaw]);
 }
 
 impl<A: WasmTy> WasmParams for A {
@@ -337,6 +380,9 @@ impl<A: WasmTy> WasmResults for A {
     fn load(raw: &[ValRaw]) -> Self {
         A::from_raw(raw[0])
     }
+    fn store_into(self, raw: &mut [ValRaw]) {
+        raw[0] = self.to_raw();
+    }
 }
 
 macro_rules! tuples {
@@ -352,6 +398,8 @@ macro_rules! tuples {
             fn types() -> Vec<ValType> { vec![$($n::TYPE),*] }
             #[allow(unused_variables, clippy::unused_unit)]
             fn load(raw: &[ValRaw]) -> Self { ($($n::from_raw(raw[$i]),)*) }
+            #[allow(unused_variables)]
+            fn store_into(self, raw: &mut [ValRaw]) { $(raw[$i] = self.$i.to_raw();)* }
         }
     };
 }
@@ -413,3 +461,79 @@ impl<P: WasmParams, R: WasmResults> TypedFunc<P, R> {
         self.func
     }
 }
+
+/// What a host closure given to [`Func::wrap`] or
+/// [`Linker::func_wrap`](crate::Linker::func_wrap) may return: results, or
+/// `Result<results, Trap>`.
+pub trait WasmRet {
+    /// The results.
+    type Results: WasmResults;
+    /// Splits off the trap.
+    fn into_result(self) -> Result<Self::Results, Trap>;
+}
+
+impl<R: WasmResults> WasmRet for R {
+    type Results = R;
+    fn into_result(self) -> Result<R, Trap> {
+        Ok(self)
+    }
+}
+
+impl<R: WasmResults> WasmRet for Result<R, Trap> {
+    type Results = R;
+    fn into_result(self) -> Result<R, Trap> {
+        self
+    }
+}
+
+/// A Rust closure usable as a host function:
+/// `Fn(Caller<'_, T>, A1, ..., An) -> R` with each `Ai` a [`WasmTy`] and `R`
+/// a [`WasmRet`], for up to 12 parameters.
+pub trait IntoFunc<T, Params, Results>: Send + Sync + 'static {
+    /// The function type and the type-erased raw call.
+    #[doc(hidden)]
+    fn into_host(self) -> (FuncType, Arc<HostCall>);
+}
+
+macro_rules! into_func {
+    ($($a:ident $i:tt),*) => {
+        impl<T, F, R, $($a,)*> IntoFunc<T, ($($a,)*), R> for F
+        where
+            T: 'static,
+            F: Fn(Caller<'_, T>, $($a),*) -> R + Send + Sync + 'static,
+            R: WasmRet,
+            $($a: WasmTy,)*
+        {
+            fn into_host(self) -> (FuncType, Arc<HostCall>) {
+                let ty = FuncType::new([$($a::TYPE),*], R::Results::types());
+                let call: Arc<HostCall> = Arc::new(
+                    move |store: *mut u8, instance: Option<u32>, raw: &mut [ValRaw]| {
+                        // SAFETY: `store` is the `StoreInner<T>` the function
+                        // was created in; host functions never leave it.
+                        let inner = unsafe { &mut *(store as *mut StoreInner<T>) };
+                        let results = (self)(
+                            Caller { inner, instance },
+                            $($a::from_raw(raw[$i]),)*
+                        ).into_result()?;
+                        results.store_into(raw);
+                        Ok(())
+                    },
+                );
+                (ty, call)
+            }
+        }
+    };
+}
+into_func!();
+into_func!(A0 0);
+into_func!(A0 0, A1 1);
+into_func!(A0 0, A1 1, A2 2);
+into_func!(A0 0, A1 1, A2 2, A3 3);
+into_func!(A0 0, A1 1, A2 2, A3 3, A4 4);
+into_func!(A0 0, A1 1, A2 2, A3 3, A4 4, A5 5);
+into_func!(A0 0, A1 1, A2 2, A3 3, A4 4, A5 5, A6 6);
+into_func!(A0 0, A1 1, A2 2, A3 3, A4 4, A5 5, A6 6, A7 7);
+into_func!(A0 0, A1 1, A2 2, A3 3, A4 4, A5 5, A6 6, A7 7, A8 8);
+into_func!(A0 0, A1 1, A2 2, A3 3, A4 4, A5 5, A6 6, A7 7, A8 8, A9 9);
+into_func!(A0 0, A1 1, A2 2, A3 3, A4 4, A5 5, A6 6, A7 7, A8 8, A9 9, A10 10);
+into_func!(A0 0, A1 1, A2 2, A3 3, A4 4, A5 5, A6 6, A7 7, A8 8, A9 9, A10 10, A11 11);

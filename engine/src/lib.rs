@@ -56,7 +56,7 @@ pub use externals::{Extern, Global, Memory, Table};
 pub use faaslet_jit::{
     CompileError, CompileErrorKind, FuncType, GlobalType, MemoryType, RefType, TableType, ValType,
 };
-pub use func::{Caller, Func, TypedFunc, WasmParams, WasmResults, WasmTy};
+pub use func::{Caller, Func, IntoFunc, TypedFunc, WasmParams, WasmResults, WasmRet, WasmTy};
 pub use instance::Instance;
 pub use linker::Linker;
 pub use module::{wat_to_wasm, ExternType, Module};

@@ -1,7 +1,8 @@
 //! [`Linker`]: resolves imports by name, from host functions and the
 //! exports of earlier instances.
 
-use crate::func::HostFn;
+use crate::func::{HostFn, IntoFunc};
+use crate::store::HostCall;
 use crate::{Caller, Error, Extern, Func, Instance, Module, Store, Trap, Val};
 use faaslet_jit::FuncType;
 use std::collections::HashMap;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 enum Definition<T> {
     Extern(Extern),
     HostFunc(FuncType, Arc<HostFn<T>>),
+    RawHostFunc(FuncType, Arc<HostCall>),
 }
 
 impl<T> Clone for Definition<T> {
@@ -17,6 +19,7 @@ impl<T> Clone for Definition<T> {
         match self {
             Definition::Extern(e) => Definition::Extern(*e),
             Definition::HostFunc(t, f) => Definition::HostFunc(t.clone(), f.clone()),
+            Definition::RawHostFunc(t, f) => Definition::RawHostFunc(t.clone(), f.clone()),
         }
     }
 }
@@ -79,6 +82,22 @@ impl<T: 'static> Linker<T> {
         Ok(self)
     }
 
+    /// Defines `module`.`name` as a host function from a typed closure
+    /// (see [`Func::wrap`]): `|caller: Caller<'_, T>, a: i32, b: i32| -> Result<i32, Trap>`.
+    pub fn func_wrap<Params, Results>(
+        &mut self,
+        module: &str,
+        name: &str,
+        func: impl IntoFunc<T, Params, Results>,
+    ) -> Result<&mut Self, Error> {
+        let (ty, call) = func.into_host();
+        self.defs.insert(
+            (module.into(), name.into()),
+            Definition::RawHostFunc(ty, call),
+        );
+        Ok(self)
+    }
+
     /// Defines every export of `instance` under `module`.
     pub fn instance(
         &mut self,
@@ -100,12 +119,16 @@ impl<T: 'static> Linker<T> {
             .clone();
         Some(match def {
             Definition::Extern(e) => e,
-            Definition::HostFunc(ty, f) => {
+            Definition::HostFunc(..) | Definition::RawHostFunc(..) => {
                 let key = (store.core().id, module.to_string(), name.to_string());
                 if let Some(func) = self.made.get(&key) {
                     return Some(Extern::Func(*func));
                 }
-                let func = Func::new_arc(store, ty, f).ok()?;
+                let func = match def {
+                    Definition::HostFunc(ty, f) => Func::new_arc(store, ty, f).ok()?,
+                    Definition::RawHostFunc(ty, f) => Func::new_raw(store, ty, f).ok()?,
+                    Definition::Extern(_) => unreachable!("handled above"),
+                };
                 self.made.insert(key, func);
                 Extern::Func(func)
             }
