@@ -84,7 +84,7 @@ impl Memory {
     /// Current size in 64 KiB pages.
     pub fn size<T>(&self, store: &Store<T>) -> u64 {
         self.check(store);
-        store.core().memories[self.index as usize].vm.length / faaslet_sfi::WASM_PAGE as u64
+        store.core().memories[self.index as usize].length() / faaslet_sfi::WASM_PAGE as u64
     }
 
     /// The memory's bytes.
@@ -102,7 +102,7 @@ impl Memory {
     /// Grows by `delta` pages, returning the old size. The memory never moves.
     pub fn grow<T>(&self, store: &mut Store<T>, delta: u64) -> Result<u64, Error> {
         self.check(store);
-        let e = &mut store.core_mut().memories[self.index as usize];
+        let e = &store.core().memories[self.index as usize];
         e.grow(delta).ok_or_else(|| {
             Error::Resource(format!(
                 "cannot grow memory by {delta} pages (limit {} pages)",

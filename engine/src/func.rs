@@ -72,6 +72,16 @@ impl<T> Caller<'_, T> {
         (mem.store == self.inner.core.id)
             .then(|| self.inner.core.memories[mem.index as usize].bytes_mut())
     }
+
+    /// Grows memory `mem` by `delta` pages from inside a host call (as
+    /// `memory.grow` would); returns the old size in pages, or None if the
+    /// memory is not this store's or cannot grow. The memory never moves.
+    pub fn grow_memory(&mut self, mem: crate::Memory, delta: u64) -> Option<u64> {
+        if mem.store != self.inner.core.id {
+            return None;
+        }
+        self.inner.core.memories[mem.index as usize].grow(delta)
+    }
 }
 
 /// The signature of host functions as stored: caller, params, results.
@@ -339,6 +349,8 @@ wasm_ty!(f32, F32, |x| x.to_bits() as ValRaw, |r| f32::from_bits(
 wasm_ty!(f64, F64, |x| x.to_bits() as ValRaw, |r| f64::from_bits(
     r as u64
 ));
+// `v128` as its 16 little-endian bytes: lane 0 is the low bits.
+wasm_ty!(u128, V128, |x| x, |r| r);
 
 /// Parameters of a [`TypedFunc`]: `()`, a [`WasmTy`], or a tuple of them.
 pub trait WasmParams {

@@ -22,17 +22,17 @@ pub(crate) struct InstanceEntry {
     pub(crate) id: u32,
     /// The vmctx, 16-byte aligned.
     vmctx: Box<[u128]>,
-    memories: Vec<*mut MemoryEntry>,
-    tables: Vec<*mut TableEntry>,
+    pub(crate) memories: Vec<*mut MemoryEntry>,
+    pub(crate) tables: Vec<*mut TableEntry>,
     pub(crate) memory_ids: Vec<u32>,
     pub(crate) table_ids: Vec<u32>,
     pub(crate) global_ids: Vec<u32>,
     /// Imported functions, in import order.
     pub(crate) imported_funcs: Vec<Func>,
     /// Element segments as raw references; `None` once dropped.
-    elements: Vec<Option<Arc<[u64]>>>,
+    pub(crate) elements: Vec<Option<Arc<[u64]>>>,
     /// Data segments; `None` once dropped.
-    data: Vec<Option<Arc<[u8]>>>,
+    pub(crate) data: Vec<Option<Arc<[u8]>>>,
 }
 
 impl InstanceEntry {
@@ -113,6 +113,9 @@ static BUILTINS: BuiltinTable = BuiltinTable(VMBuiltins {
         table_copy as *const u8,
         table_init as *const u8,
         elem_drop as *const u8,
+        memory_atomic_notify as *const u8,
+        memory_atomic_wait32 as *const u8,
+        memory_atomic_wait64 as *const u8,
     ],
 });
 
@@ -120,7 +123,7 @@ struct BuiltinTable(VMBuiltins);
 // SAFETY: the table holds immutable function pointers.
 unsafe impl Sync for BuiltinTable {}
 
-const _: () = assert!(builtins::COUNT == 10);
+const _: () = assert!(builtins::COUNT == 13);
 
 impl Instance {
     /// Instantiates `module` with `imports` given in the module's import
@@ -135,6 +138,18 @@ impl Instance {
         store: &mut Store<T>,
         module: &Module,
         imports: &[Extern],
+    ) -> Result<Instance, Error> {
+        Self::instantiate(store, module, imports, None)
+    }
+
+    /// [`Instance::new`], or with `snap`, an instance resumed from a
+    /// snapshot: memories, globals and tables come from it, and no segment
+    /// or start function runs.
+    pub(crate) fn instantiate<T>(
+        store: &mut Store<T>,
+        module: &Module,
+        imports: &[Extern],
+        snap: Option<&crate::snapshot::Snapshot>,
     ) -> Result<Instance, Error> {
         if !module.engine().same(store.engine()) {
             return Err(Error::Type(
@@ -193,8 +208,15 @@ impl Instance {
             }
         }
         // 3. Defined memories, tables, globals.
-        for ty in &info.memories[info.num_imported_memories as usize..] {
-            entry.memory_ids.push(core.push_memory(*ty)?);
+        for (k, ty) in info.memories[info.num_imported_memories as usize..]
+            .iter()
+            .enumerate()
+        {
+            let id = core.push_memory(*ty)?;
+            if let Some(snap) = snap {
+                snap.restore_memory(core, id, k)?;
+            }
+            entry.memory_ids.push(id);
         }
         for ty in &info.tables[info.num_imported_tables as usize..] {
             entry.table_ids.push(core.push_table(*ty, 0)?);
@@ -203,10 +225,8 @@ impl Instance {
             let m: *mut MemoryEntry = &mut *core.memories[*id as usize];
             entry.memories.push(m);
             // SAFETY: `m` is boxed in the store and outlives the instance.
-            write_ptr(
-                offsets.memory(i as u32),
-                unsafe { std::ptr::addr_of!((*m).vm) } as *const u8,
-            );
+            let vm = unsafe { (*m).vm_ptr() };
+            write_ptr(offsets.memory(i as u32), vm as *const u8);
         }
         for (i, id) in entry.table_ids.iter().enumerate() {
             let t: *mut TableEntry = &mut *core.tables[*id as usize];
@@ -243,7 +263,10 @@ impl Instance {
             .iter()
             .enumerate()
         {
-            let bits = eval_const(core, &entry, &info.global_inits[i]);
+            let bits = match snap {
+                Some(snap) => snap.global_bits(&entry, i),
+                None => eval_const(core, &entry, &info.global_inits[i]),
+            };
             let id = core.push_global(*ty, bits);
             entry.global_ids.push(id);
         }
@@ -269,6 +292,11 @@ impl Instance {
             store: core.id,
             index: id,
         };
+
+        if let Some(snap) = snap {
+            snap.restore_tables_and_segments(core, id)?;
+            return Ok(instance);
+        }
 
         // 7. Active segments, then start. A trap leaves what was done.
         let entry = &mut core.instances[id as usize];
@@ -405,7 +433,7 @@ fn check_import(
         }
         (EntityType::Memory(want), Extern::Memory(m)) => {
             let e = &core.memories[m.index as usize];
-            let cur = e.vm.length / faaslet_sfi::WASM_PAGE as u64;
+            let cur = e.length() / faaslet_sfi::WASM_PAGE as u64;
             if !limits_ok(cur, e.ty.maximum, want.minimum, want.maximum)
                 || want.shared != e.ty.shared
             {
@@ -449,7 +477,7 @@ fn eval_const(core: &StoreCore, entry: &InstanceEntry, expr: &ConstExpr) -> u128
 
 /// Evaluates a constant expression once the instance is in place (globals
 /// are reached through the vmctx).
-fn eval_const_entry(entry: &InstanceEntry, expr: &ConstExpr) -> u128 {
+pub(crate) fn eval_const_entry(entry: &InstanceEntry, expr: &ConstExpr) -> u128 {
     let offsets = entry.module.info().offsets;
     eval(
         expr,
@@ -585,7 +613,7 @@ unsafe extern "C" fn memory_copy(
         return 1;
     };
     // SAFETY: both entries are live; we only form raw pointers, so d == s is fine.
-    let (dlen, slen) = unsafe { ((*d).vm.length, (*s).vm.length) };
+    let (dlen, slen) = unsafe { ((*d).length(), (*s).length()) };
     if dst.checked_add(len).is_none_or(|e| e > dlen)
         || src.checked_add(len).is_none_or(|e| e > slen)
     {
@@ -595,8 +623,8 @@ unsafe extern "C" fn memory_copy(
     // `copy` handles overlap.
     unsafe {
         std::ptr::copy(
-            (*s).vm.base.add(src as usize),
-            (*d).vm.base.add(dst as usize),
+            (*s).base().add(src as usize),
+            (*d).base().add(dst as usize),
             len as usize,
         )
     };
@@ -742,5 +770,48 @@ unsafe extern "C" fn elem_drop(vmctx: *mut u8, elem: u32) {
     let inst = unsafe { instance(vmctx) };
     if let Some(e) = inst.elements.get_mut(elem as usize) {
         *e = None;
+    }
+}
+
+unsafe extern "C" fn memory_atomic_notify(vmctx: *mut u8, mem: u32, addr: u64, count: u32) -> u32 {
+    // SAFETY: as in memory_grow.
+    let inst = unsafe { instance(vmctx) };
+    match inst.memories.get(mem as usize) {
+        // SAFETY: live entry; `notify` re-checks bounds.
+        Some(&m) => unsafe { (*m).data.notify(addr, count) },
+        None => 0,
+    }
+}
+
+unsafe extern "C" fn memory_atomic_wait32(
+    vmctx: *mut u8,
+    mem: u32,
+    addr: u64,
+    expected: u32,
+    timeout: i64,
+) -> u32 {
+    // SAFETY: as in memory_grow.
+    let inst = unsafe { instance(vmctx) };
+    match inst.memories.get(mem as usize) {
+        // SAFETY: live entry; `wait` re-checks bounds and alignment. It
+        // blocks this thread, by design of `memory.atomic.wait`.
+        Some(&m) => unsafe { (*m).data.wait(addr, u64::from(expected), false, timeout) },
+        None => 1,
+    }
+}
+
+unsafe extern "C" fn memory_atomic_wait64(
+    vmctx: *mut u8,
+    mem: u32,
+    addr: u64,
+    expected: u64,
+    timeout: i64,
+) -> u32 {
+    // SAFETY: as in memory_atomic_wait32.
+    let inst = unsafe { instance(vmctx) };
+    match inst.memories.get(mem as usize) {
+        // SAFETY: as in memory_atomic_wait32.
+        Some(&m) => unsafe { (*m).data.wait(addr, expected, true, timeout) },
+        None => 1,
     }
 }

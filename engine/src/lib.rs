@@ -46,9 +46,14 @@ mod func;
 mod instance;
 mod linker;
 mod module;
+mod shared_memory;
 mod store;
 mod trap;
 mod values;
+pub mod snapshot;
+pub mod faaslet;
+pub mod faasm;
+pub mod wasi;
 pub mod wast;
 
 pub use engine::{Bounds, Config, Engine};
@@ -60,6 +65,12 @@ pub use func::{Caller, Func, IntoFunc, TypedFunc, WasmParams, WasmResults, WasmR
 pub use instance::Instance;
 pub use linker::Linker;
 pub use module::{wat_to_wasm, ExternType, Module};
+pub use shared_memory::{SharedMemory, WaitResult};
 pub use store::{InterruptHandle, Store};
 pub use trap::{Error, Trap, TrapKind};
 pub use values::{ExternRef, Val};
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -5,6 +5,10 @@
 //!   `N passed, M failed`; it exits with 1 if anything failed.
 //! * `faaslet compile FILE.wasm|FILE.wat` compiles a module and prints how
 //!   long that took and what it holds.
+//! * `faaslet run FILE.wasm [--input DATA|--input-file F] [--mount HOST:GUEST[:ro]]
+//!   [--functions DIR] [--conf FLAG=N] [-- ARGS]` runs a function in a
+//!   Faaslet, prints its output and exits with its return code (134 if it
+//!   trapped); chained calls find `NAME.wasm` in DIR (default: FILE's dir).
 
 use clap::{Parser, Subcommand, ValueEnum};
 use faaslet::wast::{collect_wast_files, run_with_big_stack, SuiteTotals, WastRunner};
@@ -22,6 +26,34 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a function in a Faaslet and print its output; the exit code is
+    /// the function's return code.
+    Run {
+        /// How memory accesses are bounds-checked.
+        #[arg(long, value_enum, default_value_t = BoundsArg::Guard)]
+        bounds: BoundsArg,
+        /// The call's input.
+        #[arg(long, conflicts_with = "input_file")]
+        input: Option<String>,
+        /// Read the call's input from this file.
+        #[arg(long, value_name = "FILE")]
+        input_file: Option<PathBuf>,
+        /// Mount a host directory in the guest (repeatable).
+        #[arg(long = "mount", value_name = "HOST:GUEST[:ro]")]
+        mounts: Vec<String>,
+        /// Directory of NAME.wasm files that chained calls name (default:
+        /// the directory of FILE).
+        #[arg(long, value_name = "DIR")]
+        functions: Option<PathBuf>,
+        /// A flag for `__faasm_conf_flag` (repeatable).
+        #[arg(long = "conf", value_name = "FLAG=VALUE")]
+        conf: Vec<String>,
+        /// The function's module (`.wasm` or `.wat`).
+        file: PathBuf,
+        /// Arguments passed to the function (`argv[1..]`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Run `.wast` spec test scripts.
     Wast {
         /// How memory accesses are bounds-checked.
@@ -33,6 +65,22 @@ enum Command {
         suite: Option<String>,
         /// `.wast` files, or directories whose `*.wast` files are run.
         paths: Vec<PathBuf>,
+    },
+    /// Make a Proto-Faaslet: instantiate a module, run its initialisation
+    /// (`--init`, else `_initialize` or `_faasm_zygote` if exported) and
+    /// write the snapshot to a file (modules without imports).
+    Snapshot {
+        /// How memory accesses are bounds-checked.
+        #[arg(long, value_enum, default_value_t = BoundsArg::Guard)]
+        bounds: BoundsArg,
+        /// The initialisation export to run before capturing.
+        #[arg(long)]
+        init: Option<String>,
+        /// Where to write the snapshot.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The module (`.wasm` or `.wat`).
+        file: PathBuf,
     },
     /// Compile a `.wasm` (or `.wat`) module and report timing and size.
     Compile {
@@ -73,6 +121,31 @@ fn main() -> ExitCode {
             paths,
         } => wast(bounds, suite, paths),
         Command::Compile { bounds, file } => compile(bounds, file),
+        Command::Snapshot {
+            bounds,
+            init,
+            output,
+            file,
+        } => snapshot(bounds, init, output, file),
+        Command::Run {
+            bounds,
+            input,
+            input_file,
+            mounts,
+            functions,
+            conf,
+            file,
+            args,
+        } => run(RunArgs {
+            bounds,
+            input,
+            input_file,
+            mounts,
+            functions,
+            conf,
+            file,
+            args,
+        }),
     };
     match result {
         Ok(code) => code,
@@ -144,6 +217,122 @@ fn compile(bounds: BoundsArg, file: PathBuf) -> Result<ExitCode, String> {
         info.funcs.len() - info.num_imported_funcs as usize,
         module.imports().count(),
         module.exports().count()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+struct RunArgs {
+    bounds: BoundsArg,
+    input: Option<String>,
+    input_file: Option<PathBuf>,
+    mounts: Vec<String>,
+    functions: Option<PathBuf>,
+    conf: Vec<String>,
+    file: PathBuf,
+    args: Vec<String>,
+}
+
+/// Parses `HOST:GUEST[:ro|:rw]`.
+fn parse_mount(spec: &str) -> Result<(PathBuf, String, faaslet_hostapi::wasi::MountMode), String> {
+    use faaslet_hostapi::wasi::MountMode;
+    let (rest, mode) = if let Some(r) = spec.strip_suffix(":ro") {
+        (r, MountMode::ReadOnly)
+    } else if let Some(r) = spec.strip_suffix(":rw") {
+        (r, MountMode::ReadWrite)
+    } else {
+        (spec, MountMode::ReadWrite)
+    };
+    let (host, guest) = rest
+        .split_once(':')
+        .filter(|(h, g)| !h.is_empty() && g.starts_with('/'))
+        .ok_or_else(|| {
+            format!("bad --mount {spec:?}: expected HOST:GUEST[:ro] with an absolute GUEST")
+        })?;
+    Ok((PathBuf::from(host), guest.to_string(), mode))
+}
+
+fn run(a: RunArgs) -> Result<ExitCode, String> {
+    use faaslet::faaslet::{Faaslet, FaasletConfig, FunctionRegistry};
+    use std::io::Write;
+    let input = match (&a.input, &a.input_file) {
+        (Some(s), _) => s.clone().into_bytes(),
+        (None, Some(f)) => std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?,
+        (None, None) => Vec::new(),
+    };
+    let mut config = FaasletConfig::new(
+        a.file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "function".into()),
+    );
+    config.args = a.args;
+    for m in &a.mounts {
+        config.mounts.push(parse_mount(m)?);
+    }
+    let mut flags = std::collections::HashMap::new();
+    for c in &a.conf {
+        let (k, v) = c.split_once('=').unwrap_or((c.as_str(), "1"));
+        let v: u32 = v
+            .parse()
+            .map_err(|_| format!("bad --conf {c:?}: value must be a number"))?;
+        flags.insert(k.to_string(), v);
+    }
+    config.conf_flags = std::sync::Arc::new(flags);
+    let engine = engine(a.bounds)?;
+    let dir = a.functions.clone().unwrap_or_else(|| {
+        a.file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."))
+    });
+    config.functions = Some(FunctionRegistry::new(&engine, dir));
+    let bytes = std::fs::read(&a.file).map_err(|e| format!("{}: {e}", a.file.display()))?;
+    let module = Module::new(&engine, &bytes).map_err(|e| format!("{}: {e}", a.file.display()))?;
+    let result = run_with_big_stack(move || {
+        let mut f = Faaslet::new(&engine, &module, config)?;
+        f.call(&input)
+    });
+    match result {
+        Ok(out) => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&out.output)
+                .and_then(|_| stdout.flush())
+                .map_err(|e| format!("writing output: {e}"))?;
+            Ok(ExitCode::from(out.return_code as u8))
+        }
+        Err(faaslet::faaslet::FaasletError::Trap { trap, output }) => {
+            let _ = std::io::stdout().write_all(&output);
+            eprintln!("faaslet: {}: trap: {trap}", a.file.display());
+            Ok(ExitCode::from(134))
+        }
+        Err(e) => Err(format!("{}: {e}", a.file.display())),
+    }
+}
+
+fn snapshot(
+    bounds: BoundsArg,
+    init: Option<String>,
+    output: PathBuf,
+    file: PathBuf,
+) -> Result<ExitCode, String> {
+    let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let engine = engine(bounds)?;
+    let module = Module::new(&engine, &bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut store = faaslet::Store::new(&engine, ());
+    let start = Instant::now();
+    let snap =
+        faaslet::snapshot::Snapshot::create(&mut store, &module, &[], init.as_deref())
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+    let took = start.elapsed();
+    snap.save(&output).map_err(|e| e.to_string())?;
+    println!(
+        "snapshot of {} ({} bytes of memory, initialised in {:.3} ms) written to {}",
+        file.display(),
+        snap.memory_bytes(),
+        took.as_secs_f64() * 1e3,
+        output.display()
     );
     Ok(ExitCode::SUCCESS)
 }

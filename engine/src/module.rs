@@ -15,6 +15,8 @@ pub(crate) struct ModuleInner {
     pub(crate) engine: Engine,
     pub(crate) compiled: Arc<CompiledModule>,
     _registrations: Vec<faaslet_sfi::CodeRegistration>,
+    /// Checksum of the wasm bytes: which module a snapshot belongs to.
+    pub(crate) fingerprint: u64,
 }
 
 impl std::fmt::Debug for Module {
@@ -76,6 +78,7 @@ impl Module {
                 engine: engine.clone(),
                 compiled,
                 _registrations: registrations,
+                fingerprint: faaslet_snapshot::fingerprint(wasm),
             }),
         })
     }

@@ -1,6 +1,7 @@
 //! [`Store`]: owns instances and everything they create, and runs calls.
 
 use crate::instance::InstanceEntry;
+use crate::shared_memory::MemoryData;
 use crate::trap::{Trap, TrapKind};
 use crate::{Engine, Error, Func, Module};
 use faaslet_jit::abi::{VMFuncRef, VMGlobal, VMMemory, VMStoreContext, VMTable, ValRaw};
@@ -62,9 +63,10 @@ impl InterruptHandle {
     }
 }
 
+/// A store's handle on a linear memory's storage. Shared memories have one
+/// [`MemoryData`] entered into several stores.
 pub(crate) struct MemoryEntry {
-    pub(crate) mem: faaslet_sfi::LinearMemory,
-    pub(crate) vm: VMMemory,
+    pub(crate) data: Arc<MemoryData>,
     pub(crate) ty: MemoryType,
     /// Largest size in pages this memory may reach.
     pub(crate) limit_pages: u64,
@@ -72,27 +74,38 @@ pub(crate) struct MemoryEntry {
 
 impl MemoryEntry {
     /// Grows by `delta` pages; returns the old size, or None on failure.
-    pub(crate) fn grow(&mut self, delta: u64) -> Option<u64> {
-        let old = self.vm.length / faaslet_sfi::WASM_PAGE as u64;
-        let new = old.checked_add(delta)?;
-        if new > self.limit_pages {
-            return None;
-        }
-        if delta > 0 {
-            self.mem
-                .grow_to(new as usize * faaslet_sfi::WASM_PAGE)
-                .ok()?;
-            self.vm.length = new * faaslet_sfi::WASM_PAGE as u64;
-        }
-        Some(old)
+    pub(crate) fn grow(&self, delta: u64) -> Option<u64> {
+        self.data.grow(delta)
     }
 
+    /// Current size in bytes.
+    pub(crate) fn length(&self) -> u64 {
+        self.data.length()
+    }
+
+    /// Address of byte 0 (fixed for the memory's life).
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.data.base()
+    }
+
+    /// The `VMMemory` vmctxs point at.
+    pub(crate) fn vm_ptr(&self) -> *mut VMMemory {
+        self.data.vm_ptr()
+    }
+
+    /// The accessible bytes. For a shared memory, other threads may write
+    /// them concurrently (wasm shared-memory semantics).
     pub(crate) fn bytes(&self) -> &[u8] {
-        self.mem.as_slice()
+        // SAFETY: [base, base + length) is mapped read-write for as long as
+        // the data lives (memories only grow), and `self` keeps it alive.
+        unsafe { std::slice::from_raw_parts(self.base(), self.length() as usize) }
     }
 
+    /// The accessible bytes, mutably (see [`Self::bytes`]).
     pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
-        self.mem.as_mut_slice()
+        // SAFETY: as in `bytes`; `&mut self` excludes other borrows through
+        // this store.
+        unsafe { std::slice::from_raw_parts_mut(self.base(), self.length() as usize) }
     }
 }
 
@@ -398,43 +411,29 @@ impl StoreCore {
     }
 
     pub(crate) fn push_memory(&mut self, ty: MemoryType) -> Result<u32, Error> {
-        let config = self.engine.config();
-        let page = faaslet_sfi::WASM_PAGE as u64;
-        if ty.memory64 {
-            return Err(Error::Resource("64-bit memories are not supported".into()));
-        }
-        let spec_max = ty.maximum.unwrap_or(65536).min(65536);
-        let (reserve, limit_pages) = match config.bounds {
-            crate::Bounds::GuardPages { guard_size } => ((4u64 << 30) + guard_size, spec_max),
-            crate::Bounds::Explicit => {
-                let cap_pages = config.explicit_reservation_cap / page;
-                let pages = spec_max.min(cap_pages).max(ty.minimum);
-                (pages * page, pages)
+        let data = MemoryData::new(self.engine.config(), ty)?;
+        Ok(self.push_memory_data(Arc::new(data)))
+    }
+
+    /// Enters `data` into this store; a shared memory already entered gets
+    /// its existing index back.
+    pub(crate) fn push_memory_data(&mut self, data: Arc<MemoryData>) -> u32 {
+        if data.ty.shared {
+            if let Some(i) = self
+                .memories
+                .iter()
+                .position(|m| Arc::ptr_eq(&m.data, &data))
+            {
+                return i as u32;
             }
-        };
-        if ty.minimum > limit_pages {
-            return Err(Error::Resource(format!(
-                "memory of {} pages exceeds the limit of {limit_pages} pages",
-                ty.minimum
-            )));
         }
-        let mem = faaslet_sfi::LinearMemory::new(
-            (ty.minimum * page) as usize,
-            Some((limit_pages * page) as usize),
-            reserve as usize,
-        )
-        .map_err(|e| Error::Resource(format!("memory reservation failed: {e}")))?;
-        let vm = VMMemory {
-            base: mem.base(),
-            length: ty.minimum * page,
-        };
+        let (ty, limit_pages) = (data.ty, data.limit_pages);
         self.memories.push(Box::new(MemoryEntry {
-            mem,
-            vm,
+            data,
             ty,
             limit_pages,
         }));
-        Ok(self.memories.len() as u32 - 1)
+        self.memories.len() as u32 - 1
     }
 
     pub(crate) fn push_table(&mut self, ty: TableType, init: u64) -> Result<u32, Error> {

@@ -33,6 +33,10 @@ pub enum TrapKind {
     Interrupted,
     /// A host function returned an error.
     Host,
+    /// An atomic access whose address is not a multiple of its size.
+    UnalignedAtomic,
+    /// `memory.atomic.wait32/64` on a memory that is not shared.
+    AtomicWaitNonShared,
 }
 
 impl TrapKind {
@@ -51,6 +55,8 @@ impl TrapKind {
             TrapKind::StackOverflow => "call stack exhausted",
             TrapKind::Interrupted => "interrupted",
             TrapKind::Host => "host function error",
+            TrapKind::UnalignedAtomic => "unaligned atomic",
+            TrapKind::AtomicWaitNonShared => "expected shared memory",
         }
     }
 
@@ -68,6 +74,8 @@ impl TrapKind {
             c if c == abi::TRAP_STACK_OVERFLOW => TrapKind::StackOverflow,
             c if c == abi::TRAP_INTERRUPTED => TrapKind::Interrupted,
             c if c == abi::TRAP_HOST => TrapKind::Host,
+            c if c == abi::TRAP_UNALIGNED_ATOMIC => TrapKind::UnalignedAtomic,
+            c if c == abi::TRAP_ATOMIC_WAIT_NON_SHARED => TrapKind::AtomicWaitNonShared,
             _ => return None,
         })
     }

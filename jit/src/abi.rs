@@ -164,6 +164,15 @@ pub const STORE_EPOCH_DEADLINE: i32 = 16;
 /// | `TABLE_COPY` | `(vmctx, dst_table: u32, src_table: u32, dst: u32, src: u32, len: u32) -> u32` | 0, or 1 if out of bounds |
 /// | `TABLE_INIT` | `(vmctx, table: u32, elem: u32, dst: u32, src: u32, len: u32) -> u32` | 0, or 1 if out of bounds |
 /// | `ELEM_DROP` | `(vmctx, elem: u32)` | |
+/// | `MEMORY_ATOMIC_NOTIFY` | `(vmctx, mem: u32, addr: u64, count: u32) -> u32` | waiters woken |
+/// | `MEMORY_ATOMIC_WAIT32` | `(vmctx, mem: u32, addr: u64, expected: u32, timeout_ns: i64) -> u32` | 0 woken, 1 not equal, 2 timed out |
+/// | `MEMORY_ATOMIC_WAIT64` | `(vmctx, mem: u32, addr: u64, expected: u64, timeout_ns: i64) -> u32` | as `WAIT32` |
+///
+/// For the atomic builtins the code has already checked `addr` (the
+/// effective address) against the memory's bounds and alignment, and only
+/// calls the wait builtins on shared memories (a wait on an unshared memory
+/// traps with [`TRAP_ATOMIC_WAIT_NON_SHARED`]). A negative timeout waits
+/// forever; the wait builtins block the calling thread.
 ///
 /// A builtin returning 1 for "out of bounds" means the code must trap with
 /// [`TRAP_MEMORY_OOB`] (memory builtins) or [`TRAP_TABLE_OOB`] (table
@@ -189,8 +198,14 @@ pub mod builtins {
     pub const TABLE_INIT: usize = 8;
     /// `elem.drop`.
     pub const ELEM_DROP: usize = 9;
+    /// `memory.atomic.notify`.
+    pub const MEMORY_ATOMIC_NOTIFY: usize = 10;
+    /// `memory.atomic.wait32`.
+    pub const MEMORY_ATOMIC_WAIT32: usize = 11;
+    /// `memory.atomic.wait64`.
+    pub const MEMORY_ATOMIC_WAIT64: usize = 12;
     /// Number of builtins.
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 13;
 }
 
 /// The table of builtin function pointers, indexed by [`builtins`].
@@ -306,5 +321,7 @@ pub const TRAP_INTERRUPTED: TrapCode = TrapCode::unwrap_user(5);
 pub const TRAP_HOST: TrapCode = TrapCode::unwrap_user(6);
 /// `call_indirect` index beyond the end of its table.
 pub const TRAP_INDIRECT_OOB: TrapCode = TrapCode::unwrap_user(8);
-/// Misaligned atomic access (reserved for the threads proposal).
+/// Misaligned atomic access (threads proposal).
 pub const TRAP_UNALIGNED_ATOMIC: TrapCode = TrapCode::unwrap_user(7);
+/// `memory.atomic.wait32/64` on a memory that is not shared.
+pub const TRAP_ATOMIC_WAIT_NON_SHARED: TrapCode = TrapCode::unwrap_user(9);

@@ -280,16 +280,6 @@ impl Compiler {
     ) -> Result<CompiledModule, CompileError> {
         let parsed = parse_module(wasm, type_id)?;
         let info = parsed.info;
-        for ty in &info.types {
-            if ty
-                .params
-                .iter()
-                .chain(ty.results.iter())
-                .any(|t| *t == ValType::V128)
-            {
-                return Err(CompileError::unsupported("v128 values (SIMD)").in_section("type"));
-            }
-        }
         let mut module = Some(self.new_module());
         let result = self.compile_into(&info, &parsed.bodies, module.as_mut().unwrap());
         match result {
@@ -441,14 +431,6 @@ impl Compiler {
     /// Compiles the host stub and array trampoline for functions of type
     /// `ty`.
     pub fn compile_stub(&self, ty: &FuncType) -> Result<CompiledStub, CompileError> {
-        if ty
-            .params
-            .iter()
-            .chain(ty.results.iter())
-            .any(|t| *t == ValType::V128)
-        {
-            return Err(CompileError::unsupported("v128 values (SIMD)"));
-        }
         let mut module = Some(self.new_module());
         match self.compile_stub_into(ty, module.as_mut().unwrap()) {
             Ok((host_stub, trampoline, entries)) => Ok(CompiledStub {

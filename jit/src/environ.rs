@@ -17,14 +17,13 @@ pub(crate) struct ParsedModule<'a> {
     pub bodies: Vec<FunctionBody<'a>>,
 }
 
-/// The features faaslet accepts: WebAssembly 2.0 without SIMD, plus
+/// The features faaslet accepts: WebAssembly 2.0 (SIMD included), plus
 /// extended constant expressions.
 pub(crate) fn features() -> WasmFeatures {
     WasmFeatures::WASM2
-        .difference(WasmFeatures::SIMD)
         .union(WasmFeatures::EXTENDED_CONST)
-        .difference(WasmFeatures::TAIL_CALL)
-        .difference(WasmFeatures::THREADS)
+        .union(WasmFeatures::TAIL_CALL)
+        .union(WasmFeatures::THREADS)
 }
 
 pub(crate) fn val_type(t: wasmparser::ValType) -> Result<ValType, CompileError> {
@@ -119,6 +118,7 @@ fn const_expr(e: &wasmparser::ConstExpr<'_>) -> Result<ConstExpr, CompileError> 
             O::I64Const { value } => ConstOp::I64Const(value),
             O::F32Const { value } => ConstOp::F32Const(value.bits()),
             O::F64Const { value } => ConstOp::F64Const(value.bits()),
+            O::V128Const { value } => ConstOp::V128Const(u128::from_le_bytes(*value.bytes())),
             O::GlobalGet { global_index } => ConstOp::GlobalGet(global_index),
             O::RefNull { hty } => ConstOp::RefNull(heap_ref_type(hty)?),
             O::RefFunc { function_index } => ConstOp::RefFunc(function_index),
@@ -499,9 +499,6 @@ pub(crate) fn parse_module<'a>(
             CompileErrorKind::Malformed,
             "function and code section have inconsistent lengths",
         ));
-    }
-    if info.memories.iter().any(|m| m.shared) {
-        return Err(CompileError::unsupported("shared memories (threads)"));
     }
     info.func_names.sort_by_key(|(i, _)| *i);
     info.func_names.dedup_by_key(|(i, _)| *i);

@@ -24,6 +24,7 @@ pub mod types;
 mod compile;
 mod environ;
 mod error;
+mod simd;
 mod translate;
 
 pub use compile::{CompiledModule, CompiledStub, Compiler, TrapSite};

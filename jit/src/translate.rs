@@ -16,6 +16,11 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use std::collections::HashMap;
 use wasmparser::{BlockType, FunctionBody, MemArg, Operator};
 
+#[path = "atomics.rs"]
+mod atomics;
+#[path = "tail_call.rs"]
+mod tail_call;
+
 /// Cranelift type of a wasm value type.
 pub(crate) fn ir_type(t: ValType) -> Type {
     match t {
@@ -41,15 +46,9 @@ pub(crate) fn wasm_signature(ty: &FuncType) -> Signature {
     sig
 }
 
-fn check_supported(ty: &FuncType) -> Result<(), CompileError> {
-    if ty
-        .params
-        .iter()
-        .chain(ty.results.iter())
-        .any(|t| *t == ValType::V128)
-    {
-        return Err(CompileError::unsupported("v128 values (SIMD)"));
-    }
+/// Every value type of a function type is supported (v128 included, see
+/// `crate::simd`); kept as the single place to reject future types.
+fn check_supported(_ty: &FuncType) -> Result<(), CompileError> {
     Ok(())
 }
 
@@ -121,9 +120,6 @@ fn block_type(info: &ModuleInfo, bt: BlockType) -> Result<(Vec<Type>, Vec<Type>)
         BlockType::Empty => (vec![], vec![]),
         BlockType::Type(t) => {
             let t = val_type(t)?;
-            if t == ValType::V128 {
-                return Err(CompileError::unsupported("v128 values (SIMD)"));
-            }
             (vec![], vec![ir_type(t)])
         }
         BlockType::FuncType(i) => {
@@ -187,16 +183,13 @@ pub(crate) fn translate_function(
     let mut lr = body.get_locals_reader().map_err(CompileError::malformed)?;
     for _ in 0..lr.get_count() {
         let (count, t) = lr.read().map_err(CompileError::malformed)?;
-        let t = val_type(t)?;
-        if t == ValType::V128 {
-            return Err(CompileError::unsupported("v128 locals (SIMD)"));
-        }
-        let t = ir_type(t);
+        let t = ir_type(val_type(t)?);
         for _ in 0..count {
             let var = b.declare_var(t);
             let zero = match t {
                 types::F32 => b.ins().f32const(0.0),
                 types::F64 => b.ins().f64const(0.0),
+                types::I8X16 => crate::simd::zero(&mut b),
                 _ => b.ins().iconst(t, 0),
             };
             b.def_var(var, zero);
@@ -825,9 +818,6 @@ impl<'m, 'b> Translator<'m, 'b> {
             O::GlobalGet { global_index } => {
                 let info = self.info();
                 let t = info.globals[global_index as usize].content;
-                if t == ValType::V128 {
-                    return Err(CompileError::unsupported("v128 globals (SIMD)"));
-                }
                 let off = info.offsets.global(global_index);
                 let p = self.vmctx_ptr(off);
                 let v = self.b.ins().load(ir_type(t), rw(), p, 0);
@@ -1130,13 +1120,36 @@ impl<'m, 'b> Translator<'m, 'b> {
             O::I64Extend8S => self.sext(types::I8, I64),
             O::I64Extend16S => self.sext(types::I16, I64),
             O::I64Extend32S => self.sext(I32, I64),
+            O::ReturnCall { function_index } => self.return_call(function_index)?,
+            O::ReturnCallIndirect {
+                type_index,
+                table_index,
+            } => self.return_call_indirect(type_index, table_index)?,
             ref other => {
+                if self.atomic_op(other)? {
+                    return Ok(());
+                }
+                if crate::simd::translate(self, other)? {
+                    return Ok(());
+                }
                 return Err(CompileError::unsupported(format!(
                     "operator {other:?} is not supported"
                 )));
             }
         }
         Ok(())
+    }
+}
+
+impl<'m, 'b> crate::simd::SimdEnv<'b> for Translator<'m, 'b> {
+    fn builder(&mut self) -> &mut FunctionBuilder<'b> {
+        &mut self.b
+    }
+    fn stack(&mut self) -> &mut Vec<Value> {
+        &mut self.stack
+    }
+    fn heap_addr(&mut self, memarg: &MemArg, index: Value, size: u32) -> (Value, i32) {
+        Translator::heap_addr(self, memarg, index, size)
     }
 }
 

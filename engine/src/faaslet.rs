@@ -1,0 +1,575 @@
+//! The [`Faaslet`]: one function's sandbox. A compiled module instance, its
+//! private linear memory, the host interface it may call (WASI and the
+//! Faasm API, nothing else), and the thread that runs it.
+//!
+//! Faaslets on one host share the services that travel in their
+//! [`FaasletConfig`]: the state store (the local tier), the
+//! [`FunctionRegistry`] in which chained calls find other functions by
+//! name, and the WASI setup (mounts, output streams). A chained call runs
+//! in a new Faaslet on its own thread, concurrently with its caller, which
+//! may await it.
+//!
+//! ```no_run
+//! use faaslet::faaslet::{Faaslet, FaasletConfig, FunctionRegistry};
+//! use faaslet::{Engine, Module};
+//!
+//! let engine = Engine::default();
+//! let module = Module::new(&engine, std::fs::read("fanout.wasm").unwrap()).unwrap();
+//! let config = FaasletConfig {
+//!     functions: Some(FunctionRegistry::new(&engine, "functions/")),
+//!     ..FaasletConfig::new("fanout")
+//! };
+//! let mut faaslet = Faaslet::new(&engine, &module, config).unwrap();
+//! let out = faaslet.call(b"100").unwrap();
+//! println!("{} (exit {})", String::from_utf8_lossy(&out.output), out.return_code);
+//! ```
+
+use crate::faasm::FaasmView;
+use crate::wasi::WasiView;
+use crate::{Engine, Error, Func, Instance, Linker, Module, Store, Trap, Val, ValType};
+use faaslet_hostapi::faasm::{CallResult, Chainer, FaasmCtx, FaasmError};
+pub use faaslet_hostapi::faasm::{LocalStateStore, StateStore, StateValue};
+pub use faaslet_hostapi::wasi::{MountMode, Output};
+use faaslet_hostapi::wasi::{WasiCtx, WasiSetupError};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// Native stack of a chained call's thread: the wasm stack limit plus room
+/// for host frames.
+const CHAINED_THREAD_STACK: usize = 8 << 20;
+
+/// Why a Faaslet could not be created or run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FaasletError {
+    /// Compiling, linking or instantiating failed.
+    #[error("{0}")]
+    Engine(#[from] Error),
+    /// The guest trapped (other than by `proc_exit`).
+    #[error("trap: {trap}")]
+    Trap {
+        /// The trap.
+        trap: Trap,
+        /// Output written before the trap.
+        output: Vec<u8>,
+    },
+    /// The WASI context could not be set up (a mount is missing...).
+    #[error("wasi setup: {0}")]
+    Wasi(#[from] WasiSetupError),
+    /// The module has no entry point this Faaslet knows how to call.
+    #[error("module has no entry point: export `_start` () -> () or `main` () -> i32")]
+    NoEntry,
+    /// A chained call by pointer into a module without `__faasm_call_ptr`
+    /// or an exported function table, or to an unusable table entry.
+    #[error("cannot call table entry {0}: {1}")]
+    BadFuncPtr(u32, String),
+    /// A function name that is not a plain file name.
+    #[error("invalid function name {0:?}")]
+    BadName(String),
+    /// No `NAME.wasm` in the function directory.
+    #[error("no function {name:?} in {dir}")]
+    NoSuchFunction {
+        /// The name.
+        name: String,
+        /// The directory searched.
+        dir: String,
+    },
+    /// Reading a function's file failed.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// The functions chained calls may name: a directory of `NAME.wasm` (or
+/// `NAME.wat`) files, each compiled once on first use and cached. Cheap to
+/// clone; shared by every Faaslet of a host.
+#[derive(Clone)]
+pub struct FunctionRegistry {
+    inner: Arc<RegistryInner>,
+}
+
+struct RegistryInner {
+    engine: Engine,
+    dir: PathBuf,
+    cache: Mutex<HashMap<String, Module>>,
+}
+
+impl std::fmt::Debug for FunctionRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionRegistry")
+            .field("dir", &self.inner.dir)
+            .finish()
+    }
+}
+
+/// Whether `name` is a plain function name: ASCII letters, digits, `_`,
+/// `-` and `.`, not starting with `.`, at most 255 bytes. Anything else
+/// (a `/`, `..`, a NUL) could reach outside the function directory.
+pub fn valid_function_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+impl FunctionRegistry {
+    /// A registry over `dir`, compiling with `engine`.
+    pub fn new(engine: &Engine, dir: impl Into<PathBuf>) -> FunctionRegistry {
+        FunctionRegistry {
+            inner: Arc::new(RegistryInner {
+                engine: engine.clone(),
+                dir: dir.into(),
+                cache: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Registers an already compiled module under `name` (it then shadows
+    /// any file of that name).
+    pub fn insert(&self, name: &str, module: Module) {
+        self.lock().insert(name.to_string(), module);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Module>> {
+        self.inner.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The compiled module of function `name`.
+    pub fn get(&self, name: &str) -> Result<Module, FaasletError> {
+        if !valid_function_name(name) {
+            return Err(FaasletError::BadName(name.to_string()));
+        }
+        // Held while compiling, so each function is compiled once.
+        let mut cache = self.lock();
+        if let Some(m) = cache.get(name) {
+            return Ok(m.clone());
+        }
+        let mut found = None;
+        for ext in ["wasm", "wat"] {
+            let path = self.inner.dir.join(format!("{name}.{ext}"));
+            if path.is_file() {
+                found = Some(path);
+                break;
+            }
+        }
+        let path = found.ok_or_else(|| FaasletError::NoSuchFunction {
+            name: name.to_string(),
+            dir: self.inner.dir.display().to_string(),
+        })?;
+        let bytes = std::fs::read(&path).map_err(|e| FaasletError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let module = Module::new(&self.inner.engine, &bytes)?;
+        cache.insert(name.to_string(), module.clone());
+        Ok(module)
+    }
+}
+
+/// How to set up a Faaslet. Chained calls inherit their caller's config
+/// (with their own function name), so they share its state store,
+/// function registry, mounts and output streams.
+#[derive(Clone)]
+pub struct FaasletConfig {
+    /// The function's name (`argv[0]`).
+    pub name: String,
+    /// Further command-line arguments (`argv[1..]`); not passed on to
+    /// chained calls.
+    pub args: Vec<String>,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+    /// Host directories mounted in the guest: (host, guest, mode).
+    pub mounts: Vec<(PathBuf, String, MountMode)>,
+    /// Where the guest's standard output goes.
+    pub stdout: Output,
+    /// Where the guest's standard error goes.
+    pub stderr: Output,
+    /// The flags `__faasm_conf_flag` reports.
+    pub conf_flags: Arc<HashMap<String, u32>>,
+    /// Where chained calls find functions by name (none: chaining by name
+    /// returns call id 0).
+    pub functions: Option<FunctionRegistry>,
+    /// The state store (the local tier).
+    pub state: Arc<dyn StateStore>,
+}
+
+impl std::fmt::Debug for FaasletConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaasletConfig")
+            .field("name", &self.name)
+            .field("args", &self.args)
+            .field("mounts", &self.mounts)
+            .field("functions", &self.functions)
+            .finish()
+    }
+}
+
+impl FaasletConfig {
+    /// Defaults for function `name`: no mounts, inherited output streams, a
+    /// fresh local state store, no function registry.
+    pub fn new(name: impl Into<String>) -> FaasletConfig {
+        FaasletConfig {
+            name: name.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            mounts: Vec::new(),
+            stdout: Output::Inherit,
+            stderr: Output::Inherit,
+            conf_flags: Arc::new(HashMap::new()),
+            functions: None,
+            state: Arc::new(LocalStateStore::new()),
+        }
+    }
+
+    fn for_chained(&self, name: &str) -> FaasletConfig {
+        FaasletConfig {
+            name: name.to_string(),
+            args: Vec::new(),
+            ..self.clone()
+        }
+    }
+}
+
+/// The result of a call.
+#[derive(Debug, Clone)]
+pub struct CallOutput {
+    /// What the function wrote with `__faasm_write_output`.
+    pub output: Vec<u8>,
+    /// Its return code: the `proc_exit` code, `main`'s result, or 0.
+    pub return_code: i32,
+    /// Its standard output, if [`FaasletConfig::stdout`] is `Capture`.
+    pub stdout: Vec<u8>,
+    /// Its standard error, if [`FaasletConfig::stderr`] is `Capture`.
+    pub stderr: Vec<u8>,
+}
+
+/// The store data of a Faaslet.
+pub struct FaasletData {
+    wasi: WasiCtx,
+    faasm: FaasmCtx,
+}
+
+impl WasiView for FaasletData {
+    fn wasi(&mut self) -> &mut WasiCtx {
+        &mut self.wasi
+    }
+}
+
+impl FaasmView for FaasletData {
+    fn faasm(&mut self) -> &mut FaasmCtx {
+        &mut self.faasm
+    }
+}
+
+/// What a call enters.
+#[derive(Clone, Copy)]
+enum Entry {
+    /// The module's entry point.
+    Main,
+    /// The function at this index of the module's table.
+    Ptr(u32),
+}
+
+/// One function's sandbox. Each [`call`](Faaslet::call) runs in a fresh
+/// instance with fresh memory, so nothing leaks from one call to the next.
+pub struct Faaslet {
+    engine: Engine,
+    module: Module,
+    config: FaasletConfig,
+    linker: Linker<FaasletData>,
+    /// An instance made ahead of the next call.
+    ready: Option<(Store<FaasletData>, Instance)>,
+}
+
+impl std::fmt::Debug for Faaslet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Faaslet")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Faaslet {
+    /// A Faaslet of `module`: links it against WASI and the Faasm API and
+    /// instantiates it, so link errors surface here.
+    pub fn new(
+        engine: &Engine,
+        module: &Module,
+        config: FaasletConfig,
+    ) -> Result<Faaslet, FaasletError> {
+        let mut linker = Linker::new(engine);
+        crate::wasi::add_to_linker(&mut linker)?;
+        crate::faasm::add_to_linker(&mut linker)?;
+        let mut f = Faaslet {
+            engine: engine.clone(),
+            module: module.clone(),
+            config,
+            linker,
+            ready: None,
+        };
+        let inst = f.instantiate(Vec::new())?;
+        f.ready = Some(inst);
+        Ok(f)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &FaasletConfig {
+        &self.config
+    }
+
+    fn instantiate(
+        &mut self,
+        input: Vec<u8>,
+    ) -> Result<(Store<FaasletData>, Instance), FaasletError> {
+        let c = &self.config;
+        let mut b = WasiCtx::builder()
+            .arg(c.name.clone())
+            .args(c.args.iter().cloned())
+            .stdout(c.stdout)
+            .stderr(c.stderr);
+        for (k, v) in &c.env {
+            b = b.env(k.clone(), v.clone());
+        }
+        for (host, guest, mode) in &c.mounts {
+            b = b.mount(host.clone(), guest.clone(), *mode);
+        }
+        let wasi = b.build()?;
+        let chainer = FaasletChainer {
+            engine: self.engine.clone(),
+            module: self.module.clone(),
+            config: c.clone(),
+            calls: HashMap::new(),
+        };
+        let faasm = FaasmCtx::new(input, c.state.clone(), Box::new(chainer))
+            .with_conf_flags(c.conf_flags.clone());
+        let mut store = Store::new(&self.engine, FaasletData { wasi, faasm });
+        let instance = self.linker.instantiate(&mut store, &self.module)?;
+        Ok((store, instance))
+    }
+
+    /// Runs the function's entry point (`_start`, or `main` returning the
+    /// return code) with `input`.
+    pub fn call(&mut self, input: &[u8]) -> Result<CallOutput, FaasletError> {
+        self.run(Entry::Main, input)
+    }
+
+    /// Runs the function at index `func` of the module's function table
+    /// (as `__faasm_chain_ptr` does), through the module's exported
+    /// `__faasm_call_ptr(i32) -> i32` (the C SDK defines it) or else its
+    /// exported table. The function's result is the return code.
+    pub fn call_ptr(&mut self, func: u32, input: &[u8]) -> Result<CallOutput, FaasletError> {
+        self.run(Entry::Ptr(func), input)
+    }
+
+    fn run(&mut self, entry: Entry, input: &[u8]) -> Result<CallOutput, FaasletError> {
+        let (mut store, instance) = match self.ready.take() {
+            Some(r) => r,
+            None => self.instantiate(Vec::new())?,
+        };
+        store.data_mut().faasm.set_input(input.to_vec());
+        let result = invoke(&mut store, instance, entry);
+        let data = store.data_mut();
+        data.faasm.release_locks();
+        let output = data.faasm.take_output();
+        let exit = data.wasi.exit_code();
+        let stdout = data.wasi.take_stdout();
+        let stderr = data.wasi.take_stderr();
+        let return_code = match result {
+            Ok(rc) => rc,
+            Err(FaasletError::Engine(Error::Trap(trap))) => {
+                match exit.or_else(|| crate::wasi::exit_code(&trap)) {
+                    Some(code) => code,
+                    None => return Err(FaasletError::Trap { trap, output }),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(CallOutput {
+            output,
+            return_code,
+            stdout,
+            stderr,
+        })
+    }
+}
+
+/// Calls `entry` of `instance`; returns the return code.
+fn invoke(
+    store: &mut Store<FaasletData>,
+    instance: Instance,
+    entry: Entry,
+) -> Result<i32, FaasletError> {
+    match entry {
+        Entry::Main => {
+            if let Some(f) = instance.get_func(store, "_start") {
+                let f = f.typed::<(), (), _>(store)?;
+                f.call(store, ()).map_err(Error::Trap)?;
+                Ok(0)
+            } else if let Some(f) = instance.get_func(store, "main") {
+                let f = f.typed::<(), i32, _>(store)?;
+                Ok(f.call(store, ()).map_err(Error::Trap)?)
+            } else {
+                Err(FaasletError::NoEntry)
+            }
+        }
+        Entry::Ptr(index) => {
+            if let Some(f) = instance.get_func(store, "__faasm_call_ptr") {
+                let f = f.typed::<i32, i32, _>(store)?;
+                return Ok(f.call(store, index as i32).map_err(Error::Trap)?);
+            }
+            let bad = |m: &str| FaasletError::BadFuncPtr(index, m.to_string());
+            let table = instance
+                .exports(store)
+                .into_iter()
+                .find_map(|(_, e)| e.into_table())
+                .ok_or_else(|| bad("module exports neither `__faasm_call_ptr` nor a table"))?;
+            let func: Func = match table.get(store, index as u64) {
+                Some(Val::FuncRef(Some(f))) => f,
+                Some(_) => return Err(bad("null or non-function entry")),
+                None => return Err(bad("index out of the table")),
+            };
+            let ty = func.ty(store);
+            if !ty.params.is_empty() || ty.results.len() > 1 {
+                return Err(bad("function must take no parameters"));
+            }
+            if ty.results.first() == Some(&ValType::I32) {
+                Ok(func
+                    .typed::<(), i32, _>(store)?
+                    .call(store, ())
+                    .map_err(Error::Trap)?)
+            } else if ty.results.is_empty() {
+                func.typed::<(), (), _>(store)?
+                    .call(store, ())
+                    .map_err(Error::Trap)?;
+                Ok(0)
+            } else {
+                Err(bad("function must return nothing or an i32"))
+            }
+        }
+    }
+}
+
+/// Ids of chained calls, unique per process; 0 is never used.
+static NEXT_CALL_ID: AtomicU32 = AtomicU32::new(1);
+
+enum Slot {
+    Running(JoinHandle<CallResult>),
+    Done(CallResult),
+}
+
+/// The [`Chainer`] of one Faaslet: starts chained calls on new threads and
+/// keeps their results until the Faaslet's call ends.
+struct FaasletChainer {
+    engine: Engine,
+    module: Module,
+    config: FaasletConfig,
+    calls: HashMap<u32, Slot>,
+}
+
+/// The return code of a chained call that failed to run or trapped.
+pub const FAILED_CALL: i32 = -1;
+
+fn run_chained(
+    engine: Engine,
+    module: Module,
+    config: FaasletConfig,
+    entry: Entry,
+    input: Vec<u8>,
+) -> CallResult {
+    let name = config.name.clone();
+    let result = Faaslet::new(&engine, &module, config).and_then(|mut f| f.run(entry, &input));
+    match result {
+        Ok(out) => CallResult {
+            return_code: out.return_code,
+            output: out.output.into(),
+        },
+        Err(e) => {
+            eprintln!("faaslet: chained call to {name} failed: {e}");
+            let output = match e {
+                FaasletError::Trap { output, .. } => output,
+                _ => Vec::new(),
+            };
+            CallResult {
+                return_code: FAILED_CALL,
+                output: output.into(),
+            }
+        }
+    }
+}
+
+impl FaasletChainer {
+    fn spawn(
+        &mut self,
+        module: Module,
+        name: &str,
+        entry: Entry,
+        input: &[u8],
+    ) -> Result<u32, FaasmError> {
+        let mut id = NEXT_CALL_ID.fetch_add(1, Ordering::Relaxed);
+        if id == 0 {
+            id = NEXT_CALL_ID.fetch_add(1, Ordering::Relaxed);
+        }
+        let engine = self.engine.clone();
+        let config = self.config.for_chained(name);
+        let input = input.to_vec();
+        let handle = std::thread::Builder::new()
+            .name(format!("faaslet-{name}-{id}"))
+            .stack_size(CHAINED_THREAD_STACK)
+            .spawn(move || run_chained(engine, module, config, entry, input))
+            .map_err(|e| FaasmError::Chain(format!("cannot start a thread: {e}")))?;
+        self.calls.insert(id, Slot::Running(handle));
+        Ok(id)
+    }
+}
+
+impl Chainer for FaasletChainer {
+    fn chain_name(&mut self, name: &str, input: &[u8]) -> Result<u32, FaasmError> {
+        let registry = self
+            .config
+            .functions
+            .as_ref()
+            .ok_or_else(|| FaasmError::UnknownFunction(name.to_string()))?;
+        let module = registry.get(name).map_err(|e| match e {
+            FaasletError::BadName(_) | FaasletError::NoSuchFunction { .. } => {
+                FaasmError::UnknownFunction(name.to_string())
+            }
+            other => FaasmError::Chain(other.to_string()),
+        })?;
+        self.spawn(module, name, Entry::Main, input)
+    }
+
+    fn chain_ptr(&mut self, func: u32, input: &[u8]) -> Result<u32, FaasmError> {
+        let name = self.config.name.clone();
+        self.spawn(self.module.clone(), &name, Entry::Ptr(func), input)
+    }
+
+    fn await_call(&mut self, id: u32) -> Result<CallResult, FaasmError> {
+        let slot = self.calls.get_mut(&id).ok_or(FaasmError::UnknownCall(id))?;
+        if let Slot::Done(r) = slot {
+            return Ok(r.clone());
+        }
+        let Some(Slot::Running(handle)) = self.calls.remove(&id) else {
+            unreachable!("slot checked above");
+        };
+        let result = handle.join().unwrap_or(CallResult {
+            return_code: FAILED_CALL,
+            output: Arc::from(&[][..]),
+        });
+        self.calls.insert(id, Slot::Done(result.clone()));
+        Ok(result)
+    }
+}

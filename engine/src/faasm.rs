@@ -1,0 +1,191 @@
+//! The Faasm function API in a [`Linker`]: registers the `env`.`__faasm_*`
+//! host functions, implemented engine-independently in
+//! [`faaslet_hostapi::faasm`], for stores whose data implements
+//! [`FaasmView`].
+//!
+//! Each host function is a typed closure (no per-call allocation) that
+//! takes the store data and the caller's memory 0 together, and turns a
+//! [`FaasmError`] (a bad guest pointer, an unterminated key, lock misuse)
+//! into a trap whose message names the call.
+
+use crate::{Caller, Error, Linker, Trap};
+use faaslet_hostapi::faasm::{self, FaasmCtx, FaasmEnv, FaasmError, LockTier};
+
+/// Store data that holds a Faasm context.
+pub trait FaasmView {
+    /// The Faasm context of the running call.
+    fn faasm(&mut self) -> &mut FaasmCtx;
+}
+
+/// A host call's view of its caller, as [`FaasmEnv`] wants it.
+struct CallerEnv<'a, 'b, T> {
+    caller: &'a mut Caller<'b, T>,
+}
+
+impl<T: FaasmView> FaasmEnv for CallerEnv<'_, '_, T> {
+    fn parts(&mut self) -> (&mut FaasmCtx, &mut [u8]) {
+        let (data, mem) = self.caller.data_and_memory_mut();
+        (data.faasm(), mem.unwrap_or(&mut []))
+    }
+    fn grow_memory(&mut self, pages: u32) -> Option<u32> {
+        let mem = self.caller.memory()?;
+        self.caller
+            .grow_memory(mem, pages as u64)
+            .and_then(|old| u32::try_from(old).ok())
+    }
+}
+
+fn trap(name: &str, e: FaasmError) -> Trap {
+    Trap::host(format!("{name}: {e}"))
+}
+
+/// Registers one host function: `$name`, with the listed wasm parameters,
+/// calling `$body(env, args...)` (a `Result<R, FaasmError>`).
+macro_rules! faasm_fn {
+    ($linker:expr, $name:literal, |$env:ident $(, $p:ident : $t:ty)*| $body:expr) => {
+        $linker
+            .func_wrap("env", $name, |mut caller: Caller<'_, T> $(, $p: $t)*| {
+                let $env = &mut CallerEnv { caller: &mut caller };
+                $body.map_err(|e| trap($name, e))
+            })?;
+    };
+}
+
+/// Registers every Faasm API function under module `env`.
+pub fn add_to_linker<T: FaasmView + 'static>(linker: &mut Linker<T>) -> Result<(), Error> {
+    faasm_fn!(linker, "__faasm_read_input", |env, buf: u32, len: i32| {
+        faasm::read_input(env, buf, len)
+    });
+    faasm_fn!(linker, "__faasm_write_output", |env, ptr: u32, len: i32| {
+        faasm::write_output(env, ptr, len)
+    });
+    faasm_fn!(
+        linker,
+        "__faasm_chain_name",
+        |env, name: u32, input: u32, len: i32| { faasm::chain_name(env, name, input, len) }
+    );
+    faasm_fn!(
+        linker,
+        "__faasm_chain_ptr",
+        |env, func: u32, input: u32, len: i32| { faasm::chain_ptr(env, func, input, len) }
+    );
+    faasm_fn!(linker, "__faasm_await_call", |env, id: u32| {
+        faasm::await_call(env, id)
+    });
+    faasm_fn!(
+        linker,
+        "__faasm_await_call_output",
+        |env, id: u32, out: u32, len: u32| { faasm::await_call_output(env, id, out, len) }
+    );
+    faasm_fn!(
+        linker,
+        "__faasm_read_state",
+        |env, key: u32, buf: u32, len: i32| { faasm::read_state(env, key, buf, len) }
+    );
+    faasm_fn!(
+        linker,
+        "__faasm_read_state_ptr",
+        |env, key: u32, total: i32| { faasm::read_state_ptr(env, key, total) }
+    );
+    faasm_fn!(
+        linker,
+        "__faasm_write_state",
+        |env, key: u32, data: u32, len: i32| { faasm::write_state(env, key, data, len) }
+    );
+    faasm_fn!(
+        linker,
+        "__faasm_write_state_offset",
+        |env, key: u32, total: i32, offset: i32, data: u32, len: i32| {
+            faasm::write_state_offset(env, key, total, offset, data, len)
+        }
+    );
+    faasm_fn!(
+        linker,
+        "__faasm_read_state_offset",
+        |env, key: u32, total: i32, offset: i32, buf: u32, len: i32| {
+            faasm::read_state_offset(env, key, total, offset, buf, len)
+        }
+    );
+    faasm_fn!(
+        linker,
+        "__faasm_read_state_offset_ptr",
+        |env, key: u32, total: i32, offset: i32, len: i32| {
+            faasm::read_state_offset_ptr(env, key, total, offset, len)
+        }
+    );
+    faasm_fn!(
+        linker,
+        "__faasm_flag_state_dirty",
+        |env, key: u32, total: i32| { faasm::flag_state_dirty(env, key, total) }
+    );
+    faasm_fn!(
+        linker,
+        "__faasm_flag_state_offset_dirty",
+        |env, key: u32, total: i32, offset: i32, len: i32| {
+            faasm::flag_state_offset_dirty(env, key, total, offset, len)
+        }
+    );
+    faasm_fn!(
+        linker,
+        "__faasm_append_state",
+        |env, key: u32, data: u32, len: i32| { faasm::append_state(env, key, data, len) }
+    );
+    faasm_fn!(
+        linker,
+        "__faasm_read_appended_state",
+        |env, key: u32, buf: u32, len: i32, n: i32| faasm::read_appended_state(
+            env, key, buf, len, n
+        )
+    );
+    faasm_fn!(linker, "__faasm_clear_appended_state", |env, key: u32| {
+        faasm::clear_appended_state(env, key)
+    });
+    faasm_fn!(linker, "__faasm_push_state", |env, key: u32| {
+        faasm::push_state(env, key)
+    });
+    faasm_fn!(linker, "__faasm_push_state_partial", |env, key: u32| {
+        faasm::push_state_partial(env, key)
+    });
+    faasm_fn!(
+        linker,
+        "__faasm_push_state_partial_mask",
+        |env, key: u32, mask: u32| { faasm::push_state_partial_mask(env, key, mask) }
+    );
+    faasm_fn!(linker, "__faasm_pull_state", |env, key: u32, len: i32| {
+        faasm::pull_state(env, key, len)
+    });
+    faasm_fn!(linker, "__faasm_lock_state_read", |env, key: u32| {
+        faasm::lock_state(env, key, LockTier::Local, false)
+    });
+    faasm_fn!(linker, "__faasm_unlock_state_read", |env, key: u32| {
+        faasm::unlock_state(env, key, LockTier::Local, false)
+    });
+    faasm_fn!(linker, "__faasm_lock_state_write", |env, key: u32| {
+        faasm::lock_state(env, key, LockTier::Local, true)
+    });
+    faasm_fn!(linker, "__faasm_unlock_state_write", |env, key: u32| {
+        faasm::unlock_state(env, key, LockTier::Local, true)
+    });
+    faasm_fn!(linker, "__faasm_lock_state_global_read", |env, key: u32| {
+        faasm::lock_state(env, key, LockTier::Global, false)
+    });
+    faasm_fn!(
+        linker,
+        "__faasm_unlock_state_global_read",
+        |env, key: u32| { faasm::unlock_state(env, key, LockTier::Global, false) }
+    );
+    faasm_fn!(
+        linker,
+        "__faasm_lock_state_global_write",
+        |env, key: u32| { faasm::lock_state(env, key, LockTier::Global, true) }
+    );
+    faasm_fn!(
+        linker,
+        "__faasm_unlock_state_global_write",
+        |env, key: u32| { faasm::unlock_state(env, key, LockTier::Global, true) }
+    );
+    faasm_fn!(linker, "__faasm_conf_flag", |env, key: u32| {
+        faasm::conf_flag(env, key)
+    });
+    Ok(())
+}

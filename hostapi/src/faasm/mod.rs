@@ -1,0 +1,824 @@
+//! The Faasm function API, independent of the engine.
+//!
+//! Faasm functions import these calls from module `env` (see
+//! `sdk/include/faasm/faasm.h`). Each `pub fn` here implements one of them
+//! over a [`FaasmEnv`]: the calling Faaslet's [`FaasmCtx`] plus its linear
+//! memory. The engine registers thin wrappers around them in its linker
+//! (`faaslet::faasm`). Every guest pointer and length is checked against the
+//! memory first ([`mem`]); a bad one is a [`FaasmError`], which the engine
+//! turns into a trap, so a hostile guest can never make the host touch
+//! memory outside its sandbox.
+//!
+//! State lives in a [`StateStore`] (the per-host [`LocalStateStore`] in this
+//! issue); chained calls go through a [`Chainer`] the engine provides.
+//!
+//! The `_ptr` calls (`__faasm_read_state_ptr`, `__faasm_read_state_offset_ptr`)
+//! are copy-based for now: the value is copied into pages the host grows at
+//! the top of the guest's memory, the same address is returned on later
+//! calls, `__faasm_pull_state` refreshes the copy, and the flag/push calls
+//! write it back. Mapping shared segments (same physical pages in every
+//! Faaslet) comes with the global tier in a later issue.
+//!
+//! ```
+//! use faaslet_hostapi::faasm::{self, FaasmCtx, FaasmEnv, LocalStateStore, NoChaining};
+//! use std::sync::Arc;
+//!
+//! // A guest memory and context, as the engine would hand them over.
+//! struct Env { ctx: FaasmCtx, mem: Vec<u8> }
+//! impl FaasmEnv for Env {
+//!     fn parts(&mut self) -> (&mut FaasmCtx, &mut [u8]) { (&mut self.ctx, &mut self.mem) }
+//!     fn grow_memory(&mut self, _pages: u32) -> Option<u32> { None }
+//! }
+//! let ctx = FaasmCtx::new(b"hi".to_vec(), Arc::new(LocalStateStore::new()), Box::new(NoChaining));
+//! let mut env = Env { ctx, mem: vec![0; 64] };
+//! assert_eq!(faasm::read_input(&mut env, 8, 16).unwrap(), 2);
+//! assert_eq!(&env.mem[8..10], b"hi");
+//! faasm::write_output(&mut env, 8, 2).unwrap();
+//! assert_eq!(env.ctx.output(), b"hi");
+//! // A pointer past the end is an error, not a host fault.
+//! assert!(faasm::read_input(&mut env, 60, 16).is_err());
+//! ```
+
+mod chain;
+pub mod mem;
+mod state;
+
+pub use chain::{CallResult, Chainer, NoChaining};
+pub use state::{
+    ranges_of_mask, AppendedState, ExplicitRwLock, LocalStateStore, LockTier, StateStore,
+    StateValue, MAX_VALUE_LEN,
+};
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// Wasm page size.
+const PAGE: u64 = 65536;
+
+/// Why a Faasm host call failed. The engine reports it to the guest as a
+/// trap carrying this message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FaasmError {
+    /// A guest pointer/length pair reaches outside the memory.
+    #[error("{what}: {len} bytes at {ptr:#x} are outside the guest memory")]
+    OutOfBounds {
+        /// Which argument.
+        what: &'static str,
+        /// The pointer.
+        ptr: u32,
+        /// The length.
+        len: u64,
+    },
+    /// A negative length or offset.
+    #[error("{what}: negative length {len}")]
+    NegativeLength {
+        /// Which argument.
+        what: &'static str,
+        /// The value passed.
+        len: i32,
+    },
+    /// A string without a NUL within bounds and the length limit.
+    #[error(
+        "{what}: string at {ptr:#x} is not NUL-terminated within {} bytes",
+        mem::MAX_NAME_LEN
+    )]
+    Unterminated {
+        /// Which argument.
+        what: &'static str,
+        /// The pointer.
+        ptr: u32,
+    },
+    /// A key or name that is not UTF-8.
+    #[error("{what}: string at {ptr:#x} is not UTF-8")]
+    NotUtf8 {
+        /// Which argument.
+        what: &'static str,
+        /// The pointer.
+        ptr: u32,
+    },
+    /// A state value would exceed [`MAX_VALUE_LEN`].
+    #[error("state value of {len} bytes is too large")]
+    ValueTooLarge {
+        /// The requested length.
+        len: u64,
+    },
+    /// An access past the declared total length of a state value.
+    #[error("state range {offset}+{len} is past the value's length {total}")]
+    StateRange {
+        /// Offset.
+        offset: u64,
+        /// Length.
+        len: u64,
+        /// Declared total length.
+        total: u64,
+    },
+    /// Fewer appended elements than asked for.
+    #[error("{wanted} appended elements requested, {have} present")]
+    NotEnoughAppended {
+        /// Requested.
+        wanted: u64,
+        /// Present.
+        have: u64,
+    },
+    /// A guest buffer too small for the data.
+    #[error("buffer of {len} bytes is too small, {needed} needed")]
+    BufferTooSmall {
+        /// Needed.
+        needed: u64,
+        /// Given.
+        len: u64,
+    },
+    /// The memory could not be grown for a mapping or an output copy.
+    #[error("cannot grow the guest memory by {pages} pages")]
+    MemoryFull {
+        /// Pages asked for.
+        pages: u64,
+    },
+    /// No such function to chain to.
+    #[error("no function {0:?}")]
+    UnknownFunction(String),
+    /// No call with this id was started by this Faaslet.
+    #[error("no chained call {0}")]
+    UnknownCall(u32),
+    /// A lock call that would deadlock or unlock what is not held.
+    #[error("state lock misuse on {key:?}: {problem}")]
+    LockMisuse {
+        /// The key.
+        key: String,
+        /// What went wrong.
+        problem: &'static str,
+    },
+    /// The chained call could not be started.
+    #[error("chaining failed: {0}")]
+    Chain(String),
+}
+
+/// A state value copied into the guest's memory by a `_ptr` call.
+#[derive(Debug)]
+struct Mapping {
+    addr: u32,
+    len: u32,
+    value: Arc<StateValue>,
+}
+
+#[derive(Debug)]
+struct HeldLock {
+    value: Arc<StateValue>,
+    tier: LockTier,
+    write: bool,
+}
+
+/// The Faasm side of one Faaslet: its input and output, its view of state
+/// and its chained calls.
+pub struct FaasmCtx {
+    input: Vec<u8>,
+    output: Vec<u8>,
+    state: Arc<dyn StateStore>,
+    chainer: Box<dyn Chainer>,
+    conf: Arc<HashMap<String, u32>>,
+    mappings: HashMap<String, Mapping>,
+    held: Vec<HeldLock>,
+    /// Free space in host-grown pages: `arena.start..arena.end`.
+    arena: Range<u64>,
+}
+
+impl std::fmt::Debug for FaasmCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaasmCtx")
+            .field("input_len", &self.input.len())
+            .field("output_len", &self.output.len())
+            .field("mappings", &self.mappings.len())
+            .field("held_locks", &self.held.len())
+            .finish()
+    }
+}
+
+impl FaasmCtx {
+    /// A context for one call with `input`.
+    pub fn new(input: Vec<u8>, state: Arc<dyn StateStore>, chainer: Box<dyn Chainer>) -> FaasmCtx {
+        FaasmCtx {
+            input,
+            output: Vec::new(),
+            state,
+            chainer,
+            conf: Arc::new(HashMap::new()),
+            mappings: HashMap::new(),
+            held: Vec::new(),
+            arena: 0..0,
+        }
+    }
+
+    /// Sets the flags `__faasm_conf_flag` reports (absent flags are 0).
+    pub fn with_conf_flags(mut self, conf: Arc<HashMap<String, u32>>) -> FaasmCtx {
+        self.conf = conf;
+        self
+    }
+
+    /// Replaces the call's input.
+    pub fn set_input(&mut self, input: Vec<u8>) {
+        self.input = input;
+    }
+
+    /// The call's input.
+    pub fn input(&self) -> &[u8] {
+        &self.input
+    }
+
+    /// What the function has written so far.
+    pub fn output(&self) -> &[u8] {
+        &self.output
+    }
+
+    /// Takes the output, leaving it empty.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.output)
+    }
+
+    /// The state store.
+    pub fn state(&self) -> &Arc<dyn StateStore> {
+        &self.state
+    }
+
+    /// Releases every state lock the function still holds (called when a
+    /// call ends, normally or by a trap, so a crashed function cannot
+    /// leave other Faaslets blocked).
+    pub fn release_locks(&mut self) {
+        for h in self.held.drain(..) {
+            let l = h.value.lock(h.tier);
+            if h.write {
+                l.unlock_write()
+            } else {
+                l.unlock_read()
+            }
+        }
+    }
+
+    /// Number of state locks currently held.
+    pub fn held_locks(&self) -> usize {
+        self.held.len()
+    }
+}
+
+impl Drop for FaasmCtx {
+    fn drop(&mut self) {
+        self.release_locks();
+    }
+}
+
+/// What a Faasm host call needs from the engine: the calling Faaslet's
+/// context and memory together, and a way to grow that memory.
+pub trait FaasmEnv {
+    /// The context and the current bytes of the guest's memory 0.
+    fn parts(&mut self) -> (&mut FaasmCtx, &mut [u8]);
+    /// Grows memory 0 by `pages` wasm pages; returns the old size in pages.
+    fn grow_memory(&mut self, pages: u32) -> Option<u32>;
+}
+
+fn nonneg(v: i32, what: &'static str) -> Result<usize, FaasmError> {
+    mem::len(v, what).map(|v| v as usize)
+}
+
+/// Allocates `len` bytes (16-aligned) in host-grown pages of the guest.
+fn arena_alloc(env: &mut impl FaasmEnv, len: u64) -> Result<u32, FaasmError> {
+    let (ctx, _) = env.parts();
+    let start = (ctx.arena.start + 15) & !15;
+    if start + len <= ctx.arena.end {
+        ctx.arena.start = start + len;
+        return Ok(start as u32);
+    }
+    let pages = len.div_ceil(PAGE).max(1);
+    let p32 = u32::try_from(pages).map_err(|_| FaasmError::MemoryFull { pages })?;
+    let old = env
+        .grow_memory(p32)
+        .ok_or(FaasmError::MemoryFull { pages })? as u64;
+    let base = old * PAGE;
+    let end = base + pages * PAGE;
+    if end > 1 << 32 {
+        return Err(FaasmError::MemoryFull { pages });
+    }
+    let (ctx, _) = env.parts();
+    ctx.arena = base + len..end;
+    Ok(base as u32)
+}
+
+/// `long __faasm_read_input(unsigned char *buf, long len)`: copies up to
+/// `len` bytes of the input to `buf`; returns the input's length.
+pub fn read_input(env: &mut impl FaasmEnv, buf: u32, len: i32) -> Result<i32, FaasmError> {
+    let len = mem::len(len, "read_input len")?;
+    let (ctx, m) = env.parts();
+    let dst = mem::slice_mut(m, buf, len, "read_input buffer")?;
+    let n = dst.len().min(ctx.input.len());
+    dst[..n].copy_from_slice(&ctx.input[..n]);
+    Ok(ctx.input.len() as i32)
+}
+
+/// `void __faasm_write_output(const unsigned char *out, long len)`: sets
+/// the output, replacing what an earlier call wrote (as Faasm does). The
+/// output buffer is reused, so this allocates only when it must grow.
+pub fn write_output(env: &mut impl FaasmEnv, ptr: u32, len: i32) -> Result<(), FaasmError> {
+    let len = mem::len(len, "write_output len")?;
+    let (ctx, m) = env.parts();
+    let src = mem::slice(m, ptr, len, "write_output buffer")?;
+    ctx.output.clear();
+    ctx.output.extend_from_slice(src);
+    Ok(())
+}
+
+/// `unsigned int __faasm_chain_name(const char *name, const unsigned char
+/// *input, long len)`: starts function `name`; returns its call id, or 0
+/// if there is no such function.
+pub fn chain_name(
+    env: &mut impl FaasmEnv,
+    name: u32,
+    input: u32,
+    len: i32,
+) -> Result<u32, FaasmError> {
+    let len = mem::len(len, "chain_name input len")?;
+    let (ctx, m) = env.parts();
+    let name = mem::cstr(m, name, "chain_name name")?;
+    let input = mem::slice(m, input, len, "chain_name input")?;
+    match ctx.chainer.chain_name(name, input) {
+        Ok(id) => Ok(id),
+        Err(FaasmError::UnknownFunction(_)) => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// `unsigned int __faasm_chain_ptr(int (*func)(), const unsigned char
+/// *input, long len)`: starts the function at table index `func` of this
+/// module in a new Faaslet; returns its call id.
+pub fn chain_ptr(
+    env: &mut impl FaasmEnv,
+    func: u32,
+    input: u32,
+    len: i32,
+) -> Result<u32, FaasmError> {
+    let len = mem::len(len, "chain_ptr input len")?;
+    let (ctx, m) = env.parts();
+    let input = mem::slice(m, input, len, "chain_ptr input")?;
+    match ctx.chainer.chain_ptr(func, input) {
+        Ok(id) => Ok(id),
+        Err(FaasmError::UnknownFunction(_)) => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// `int __faasm_await_call(unsigned int id)`: the callee's return code, or
+/// -1 if `id` is not a call this function started.
+pub fn await_call(env: &mut impl FaasmEnv, id: u32) -> Result<i32, FaasmError> {
+    let (ctx, _) = env.parts();
+    match ctx.chainer.await_call(id) {
+        Ok(r) => Ok(r.return_code),
+        Err(FaasmError::UnknownCall(_)) => Ok(-1),
+        Err(e) => Err(e),
+    }
+}
+
+/// `int __faasm_await_call_output(unsigned int id, char **out, int *len)`:
+/// awaits the call, copies its output into host-grown pages of this
+/// function's memory, stores the address in `*out` and the length in
+/// `*len`, and returns the callee's return code (-1 for an unknown id, with
+/// `*out`/`*len` set to 0). The copy lives as long as the Faaslet.
+pub fn await_call_output(
+    env: &mut impl FaasmEnv,
+    id: u32,
+    out: u32,
+    len: u32,
+) -> Result<i32, FaasmError> {
+    {
+        let (_, m) = env.parts();
+        mem::slice(m, out, 4, "await_call_output out")?;
+        mem::slice(m, len, 4, "await_call_output len")?;
+    }
+    let (ctx, _) = env.parts();
+    let result = match ctx.chainer.await_call(id) {
+        Ok(r) => r,
+        Err(FaasmError::UnknownCall(_)) => {
+            let (_, m) = env.parts();
+            mem::write_u32(m, out, 0, "await_call_output out")?;
+            mem::write_u32(m, len, 0, "await_call_output len")?;
+            return Ok(-1);
+        }
+        Err(e) => return Err(e),
+    };
+    let n = result.output.len();
+    let n32 = u32::try_from(n).map_err(|_| FaasmError::BufferTooSmall {
+        needed: n as u64,
+        len: u32::MAX as u64,
+    })?;
+    let addr = arena_alloc(env, n as u64)?;
+    let (_, m) = env.parts();
+    mem::slice_mut(m, addr, n32, "await_call_output copy")?.copy_from_slice(&result.output);
+    mem::write_u32(m, out, addr, "await_call_output out")?;
+    mem::write_u32(m, len, n32, "await_call_output len")?;
+    Ok(result.return_code)
+}
+
+/// The value for the key string at `key`.
+fn value_at(ctx: &FaasmCtx, m: &[u8], key: u32) -> Result<Arc<StateValue>, FaasmError> {
+    Ok(ctx.state.value(mem::cstr(m, key, "state key")?))
+}
+
+/// Copies `ranges` of a mapped value's guest copy back into the value.
+fn write_back(
+    ctx: &FaasmCtx,
+    m: &[u8],
+    key: &str,
+    ranges: Option<&[Range<usize>]>,
+) -> Result<(), FaasmError> {
+    let Some(map) = ctx.mappings.get(key) else {
+        return Ok(());
+    };
+    let copy = mem::slice(m, map.addr, map.len, "mapped state")?;
+    match ranges {
+        None => map.value.write_at(0, copy)?,
+        Some(rs) => {
+            for r in rs {
+                let end = r.end.min(copy.len());
+                if r.start < end {
+                    map.value.write_at(r.start, &copy[r.start..end])?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refreshes `key`'s guest copy (if mapped) from the value.
+fn refresh(ctx: &FaasmCtx, m: &mut [u8], key: &str) -> Result<(), FaasmError> {
+    if let Some(map) = ctx.mappings.get(key) {
+        let copy = mem::slice_mut(m, map.addr, map.len, "mapped state")?;
+        map.value.read_at(0, copy);
+    }
+    Ok(())
+}
+
+/// `long __faasm_read_state(const char *key, unsigned char *buf, long len)`:
+/// copies up to `len` bytes of the value to `buf` (zero-padded); returns
+/// the value's length.
+pub fn read_state(
+    env: &mut impl FaasmEnv,
+    key: u32,
+    buf: u32,
+    len: i32,
+) -> Result<i32, FaasmError> {
+    let len = mem::len(len, "read_state len")?;
+    let (ctx, m) = env.parts();
+    let v = value_at(ctx, m, key)?;
+    let dst = mem::slice_mut(m, buf, len, "read_state buffer")?;
+    let total = v.read_at(0, dst);
+    Ok(i32::try_from(total).unwrap_or(i32::MAX))
+}
+
+/// `void __faasm_write_state(const char *key, const unsigned char *data,
+/// long len)`: replaces the value.
+pub fn write_state(
+    env: &mut impl FaasmEnv,
+    key: u32,
+    data: u32,
+    len: i32,
+) -> Result<(), FaasmError> {
+    let len = mem::len(len, "write_state len")?;
+    let (ctx, m) = env.parts();
+    let key = mem::cstr(m, key, "state key")?;
+    let v = ctx.state.value(key);
+    v.set(mem::slice(m, data, len, "write_state data")?)?;
+    let key = owned_if_mapped(ctx, key);
+    if let Some(key) = key {
+        refresh(ctx, m, &key)?;
+    }
+    Ok(())
+}
+
+/// An owned copy of a key borrowed from guest memory, only when the key has
+/// a mapping that must be refreshed (so the common path does not allocate).
+fn owned_if_mapped(ctx: &FaasmCtx, key: &str) -> Option<String> {
+    ctx.mappings.contains_key(key).then(|| key.to_string())
+}
+
+fn check_range(total: usize, offset: usize, len: usize) -> Result<(), FaasmError> {
+    if offset.checked_add(len).is_none_or(|e| e > total) {
+        return Err(FaasmError::StateRange {
+            offset: offset as u64,
+            len: len as u64,
+            total: total as u64,
+        });
+    }
+    Ok(())
+}
+
+/// `void __faasm_write_state_offset(const char *key, long total_len, long
+/// offset, const unsigned char *data, long len)`.
+pub fn write_state_offset(
+    env: &mut impl FaasmEnv,
+    key: u32,
+    total: i32,
+    offset: i32,
+    data: u32,
+    len: i32,
+) -> Result<(), FaasmError> {
+    let total = nonneg(total, "total_len")?;
+    let offset = nonneg(offset, "offset")?;
+    let len32 = mem::len(len, "write_state_offset len")?;
+    check_range(total, offset, len32 as usize)?;
+    let (ctx, m) = env.parts();
+    let key = mem::cstr(m, key, "state key")?;
+    let v = ctx.state.value(key);
+    v.ensure_len(total)?;
+    v.write_at(
+        offset,
+        mem::slice(m, data, len32, "write_state_offset data")?,
+    )?;
+    if let Some(key) = owned_if_mapped(ctx, key) {
+        refresh(ctx, m, &key)?;
+    }
+    Ok(())
+}
+
+/// `void __faasm_read_state_offset(const char *key, long total_len, long
+/// offset, unsigned char *buf, long len)`.
+pub fn read_state_offset(
+    env: &mut impl FaasmEnv,
+    key: u32,
+    total: i32,
+    offset: i32,
+    buf: u32,
+    len: i32,
+) -> Result<(), FaasmError> {
+    let total = nonneg(total, "total_len")?;
+    let offset = nonneg(offset, "offset")?;
+    let len32 = mem::len(len, "read_state_offset len")?;
+    check_range(total, offset, len32 as usize)?;
+    let (ctx, m) = env.parts();
+    let v = value_at(ctx, m, key)?;
+    v.ensure_len(total)?;
+    v.read_at(
+        offset,
+        mem::slice_mut(m, buf, len32, "read_state_offset buffer")?,
+    );
+    Ok(())
+}
+
+/// Maps (copies) the value of `key`, at least `total` bytes long, into the
+/// guest; returns the guest address of its first byte.
+fn map_value(env: &mut impl FaasmEnv, key: u32, total: usize) -> Result<u32, FaasmError> {
+    let total32 =
+        u32::try_from(total).map_err(|_| FaasmError::ValueTooLarge { len: total as u64 })?;
+    let (ctx, m) = env.parts();
+    let key_str = mem::cstr(m, key, "state key")?;
+    if let Some(map) = ctx.mappings.get(key_str) {
+        if map.len as usize >= total {
+            return Ok(map.addr);
+        }
+    }
+    let key_owned = key_str.to_string();
+    let v = ctx.state.value(&key_owned);
+    v.ensure_len(total)?;
+    let len = v.len().max(total);
+    let len32 = u32::try_from(len).map_err(|_| FaasmError::ValueTooLarge { len: len as u64 })?;
+    let _ = total32;
+    let addr = arena_alloc(env, len as u64)?;
+    let (ctx, m) = env.parts();
+    v.read_at(0, mem::slice_mut(m, addr, len32, "mapped state")?);
+    ctx.mappings.insert(
+        key_owned,
+        Mapping {
+            addr,
+            len: len32,
+            value: v,
+        },
+    );
+    Ok(addr)
+}
+
+/// `unsigned char *__faasm_read_state_ptr(const char *key, long total_len)`:
+/// the address of the value's copy in this function's memory.
+pub fn read_state_ptr(env: &mut impl FaasmEnv, key: u32, total: i32) -> Result<u32, FaasmError> {
+    let total = nonneg(total, "total_len")?;
+    map_value(env, key, total)
+}
+
+/// `unsigned char *__faasm_read_state_offset_ptr(const char *key, long
+/// total_len, long offset, long len)`: the address of byte `offset` of the
+/// value's copy.
+pub fn read_state_offset_ptr(
+    env: &mut impl FaasmEnv,
+    key: u32,
+    total: i32,
+    offset: i32,
+    len: i32,
+) -> Result<u32, FaasmError> {
+    let total = nonneg(total, "total_len")?;
+    let offset = nonneg(offset, "offset")?;
+    let len = nonneg(len, "len")?;
+    check_range(total, offset, len)?;
+    Ok(map_value(env, key, total)? + offset as u32)
+}
+
+/// `void __faasm_flag_state_dirty(const char *key, long total_len)`: the
+/// whole value changed (through its mapped copy).
+pub fn flag_state_dirty(env: &mut impl FaasmEnv, key: u32, total: i32) -> Result<(), FaasmError> {
+    let total = nonneg(total, "total_len")?;
+    flag_dirty(env, key, 0, total)
+}
+
+/// `void __faasm_flag_state_offset_dirty(const char *key, long total_len,
+/// long offset, long len)`.
+pub fn flag_state_offset_dirty(
+    env: &mut impl FaasmEnv,
+    key: u32,
+    total: i32,
+    offset: i32,
+    len: i32,
+) -> Result<(), FaasmError> {
+    let total = nonneg(total, "total_len")?;
+    let offset = nonneg(offset, "offset")?;
+    let len = nonneg(len, "len")?;
+    check_range(total, offset, len)?;
+    flag_dirty(env, key, offset, len)
+}
+
+fn flag_dirty(
+    env: &mut impl FaasmEnv,
+    key: u32,
+    offset: usize,
+    len: usize,
+) -> Result<(), FaasmError> {
+    let (ctx, m) = env.parts();
+    let key = mem::cstr(m, key, "state key")?;
+    let v = ctx.state.value(key);
+    let r = offset..offset + len;
+    write_back(ctx, m, key, Some(std::slice::from_ref(&r)))?;
+    v.mark_dirty(offset, len);
+    Ok(())
+}
+
+/// `void __faasm_append_state(const char *key, const unsigned char *data, long len)`.
+pub fn append_state(
+    env: &mut impl FaasmEnv,
+    key: u32,
+    data: u32,
+    len: i32,
+) -> Result<(), FaasmError> {
+    let len = mem::len(len, "append_state len")?;
+    let (ctx, m) = env.parts();
+    let a = ctx.state.appended(mem::cstr(m, key, "state key")?);
+    a.append(mem::slice(m, data, len, "append_state data")?)
+}
+
+/// `void __faasm_read_appended_state(const char *key, unsigned char *buf,
+/// long len, long n_elems)`: the first `n_elems` appended elements,
+/// concatenated.
+pub fn read_appended_state(
+    env: &mut impl FaasmEnv,
+    key: u32,
+    buf: u32,
+    len: i32,
+    n: i32,
+) -> Result<(), FaasmError> {
+    let len = mem::len(len, "read_appended_state len")?;
+    let n = nonneg(n, "n_elems")?;
+    let (ctx, m) = env.parts();
+    let a = ctx.state.appended(mem::cstr(m, key, "state key")?);
+    a.read(
+        mem::slice_mut(m, buf, len, "read_appended_state buffer")?,
+        n,
+    )?;
+    Ok(())
+}
+
+/// `void __faasm_clear_appended_state(const char *key)`.
+pub fn clear_appended_state(env: &mut impl FaasmEnv, key: u32) -> Result<(), FaasmError> {
+    let (ctx, m) = env.parts();
+    ctx.state.appended(mem::cstr(m, key, "state key")?).clear();
+    Ok(())
+}
+
+/// `void __faasm_push_state(const char *key)`: writes a mapped copy back
+/// and pushes the whole value.
+pub fn push_state(env: &mut impl FaasmEnv, key: u32) -> Result<(), FaasmError> {
+    let (ctx, m) = env.parts();
+    let key = mem::cstr(m, key, "state key")?;
+    let v = ctx.state.value(key);
+    write_back(ctx, m, key, None)?;
+    ctx.state.push(key, &v, None)
+}
+
+/// `void __faasm_push_state_partial(const char *key)`: pushes only the
+/// bytes flagged dirty.
+pub fn push_state_partial(env: &mut impl FaasmEnv, key: u32) -> Result<(), FaasmError> {
+    let (ctx, m) = env.parts();
+    let key = mem::cstr(m, key, "state key")?;
+    let v = ctx.state.value(key);
+    let ranges = v.dirty_ranges();
+    ctx.state.push(key, &v, Some(&ranges))
+}
+
+/// `void __faasm_push_state_partial_mask(const char *key, const char
+/// *mask_key)`: pushes the bytes where the value `mask_key` is nonzero,
+/// taking them from the mapped copy if there is one.
+pub fn push_state_partial_mask(
+    env: &mut impl FaasmEnv,
+    key: u32,
+    mask_key: u32,
+) -> Result<(), FaasmError> {
+    let (ctx, m) = env.parts();
+    let key = mem::cstr(m, key, "state key")?;
+    let mask_key = mem::cstr(m, mask_key, "mask key")?;
+    // The mask may itself be mapped and changed in place.
+    let mask_v = ctx.state.value(mask_key);
+    write_back(ctx, m, mask_key, None)?;
+    let ranges = mask_v.with_bytes(ranges_of_mask);
+    let v = ctx.state.value(key);
+    write_back(ctx, m, key, Some(&ranges))?;
+    ctx.state.push(key, &v, Some(&ranges))
+}
+
+/// `void __faasm_pull_state(const char *key, long len)`: refreshes the
+/// value (and its mapped copy) from the global tier.
+pub fn pull_state(env: &mut impl FaasmEnv, key: u32, len: i32) -> Result<(), FaasmError> {
+    let len = nonneg(len, "pull_state len")?;
+    let (ctx, m) = env.parts();
+    let key = mem::cstr(m, key, "state key")?;
+    let v = ctx.state.value(key);
+    v.ensure_len(len)?;
+    ctx.state.pull(key, &v)?;
+    match owned_if_mapped(ctx, key) {
+        Some(key) => refresh(ctx, m, &key),
+        None => Ok(()),
+    }
+}
+
+/// The `__faasm_lock_state_*` calls: takes the value's `tier` lock for
+/// reading or writing. Taking a lock this function already holds in a
+/// conflicting way would deadlock, so it is an error.
+pub fn lock_state(
+    env: &mut impl FaasmEnv,
+    key: u32,
+    tier: LockTier,
+    write: bool,
+) -> Result<(), FaasmError> {
+    let (ctx, m) = env.parts();
+    let key = mem::cstr(m, key, "state key")?;
+    let v = ctx.state.value(key);
+    if ctx
+        .held
+        .iter()
+        .any(|h| Arc::ptr_eq(&h.value, &v) && h.tier == tier && (h.write || write))
+    {
+        return Err(FaasmError::LockMisuse {
+            key: key.to_string(),
+            problem: "lock already held by this function",
+        });
+    }
+    let l = v.lock(tier);
+    if write {
+        l.lock_write()
+    } else {
+        l.lock_read()
+    }
+    ctx.held.push(HeldLock {
+        value: v,
+        tier,
+        write,
+    });
+    Ok(())
+}
+
+/// The `__faasm_unlock_state_*` calls.
+pub fn unlock_state(
+    env: &mut impl FaasmEnv,
+    key: u32,
+    tier: LockTier,
+    write: bool,
+) -> Result<(), FaasmError> {
+    let (ctx, m) = env.parts();
+    let key = mem::cstr(m, key, "state key")?;
+    let v = ctx.state.value(key);
+    let i = ctx
+        .held
+        .iter()
+        .position(|h| Arc::ptr_eq(&h.value, &v) && h.tier == tier && h.write == write)
+        .ok_or_else(|| FaasmError::LockMisuse {
+            key: key.to_string(),
+            problem: "unlock of a lock not held",
+        })?;
+    let h = ctx.held.swap_remove(i);
+    let l = h.value.lock(tier);
+    if write {
+        l.unlock_write()
+    } else {
+        l.unlock_read()
+    }
+    Ok(())
+}
+
+/// `unsigned int __faasm_conf_flag(const char *key)`: the configured flag,
+/// 0 if unset.
+pub fn conf_flag(env: &mut impl FaasmEnv, key: u32) -> Result<u32, FaasmError> {
+    let (ctx, m) = env.parts();
+    let key = mem::cstr(m, key, "conf flag")?;
+    Ok(ctx.conf.get(key).copied().unwrap_or(0))
+}

@@ -1,0 +1,1528 @@
+//! The `wasi_snapshot_preview1` host calls.
+//!
+//! Each function takes the context, the guest memory and the call's wasm
+//! arguments (`i32` as `u32`, `i64` as `u64`, signed deltas as `i64`) and
+//! returns the errno for the guest. Output pointers are checked before any
+//! side effect, so a call with a bad pointer does nothing but return
+//! [`Errno::Fault`].
+
+use super::fs::{self, c_path, open_beneath, split};
+use super::types::{clockid, fdflags, filetype, fstflags, oflags, rights};
+use super::{DirFd, Errno, Fd, FileFd, Input, Output, WasiCtx, WasiTrap};
+use crate::memory::GuestMemory;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+
+type R = Result<(), Errno>;
+
+fn done(r: R) -> Result<Errno, WasiTrap> {
+    Ok(match r {
+        Ok(()) => Errno::Success,
+        Err(e) => e,
+    })
+}
+
+/// Linux's IOV_MAX: longer iovec arrays are served in part (a short read or
+/// write, which callers must handle anyway).
+const IOV_MAX: u32 = 1024;
+
+/// Fills `out` with host iovecs for the guest iovec array, checking every
+/// buffer against the memory. Empty buffers are skipped.
+fn host_iovs(
+    out: &mut Vec<libc::iovec>,
+    mem: &mut GuestMemory<'_>,
+    iovs: u32,
+    n: u32,
+) -> Result<(), Errno> {
+    out.clear();
+    let n = n.min(IOV_MAX);
+    mem.range(iovs, n as u64 * 8)?;
+    for i in 0..n {
+        let v = mem.iovec(iovs, i)?;
+        let r = mem.range(v.buf, v.len as u64)?;
+        if !r.is_empty() {
+            // Offsets for now; made pointers below, once no other borrow of
+            // the memory is taken.
+            out.push(libc::iovec {
+                iov_base: r.start as *mut libc::c_void,
+                iov_len: r.len(),
+            });
+        }
+    }
+    let base = mem.as_mut_ptr();
+    for v in out.iter_mut() {
+        // The offset was checked to lie inside the memory.
+        v.iov_base = base.wrapping_add(v.iov_base as usize) as *mut libc::c_void;
+    }
+    Ok(())
+}
+
+/// Runs `f` with the context's reusable iovec buffer filled for the call.
+fn with_iovs<T>(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    iovs: u32,
+    n: u32,
+    f: impl FnOnce(&mut WasiCtx, &[libc::iovec]) -> Result<T, Errno>,
+) -> Result<T, Errno> {
+    let mut v = std::mem::take(&mut ctx.iov_scratch);
+    let r = host_iovs(&mut v, mem, iovs, n).and_then(|()| f(ctx, &v));
+    v.clear();
+    ctx.iov_scratch = v;
+    r
+}
+
+fn check_ret(r: isize) -> Result<usize, Errno> {
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+// ---------------------------------------------------------------- args, env
+
+fn strings_get(mem: &mut GuestMemory<'_>, data: &[u8], count: u32, ptrs: u32, buf: u32) -> R {
+    mem.range(ptrs, count as u64 * 4)?;
+    mem.write_bytes(buf, data)?;
+    let mut at = 0usize;
+    for i in 0..count {
+        mem.write_u32(ptrs + i * 4, buf + at as u32)?;
+        at += data[at..].iter().position(|&b| b == 0).unwrap_or(0) + 1;
+    }
+    Ok(())
+}
+
+/// `args_get(argv, argv_buf)`.
+pub fn args_get(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    argv: u32,
+    buf: u32,
+) -> Result<Errno, WasiTrap> {
+    done(strings_get(mem, &ctx.args, ctx.argc, argv, buf))
+}
+
+/// `args_sizes_get(argc_out, argv_buf_size_out)`.
+pub fn args_sizes_get(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    argc: u32,
+    size: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        mem.range(argc, 4)?;
+        mem.range(size, 4)?;
+        mem.write_u32(argc, ctx.argc)?;
+        Ok(mem.write_u32(size, ctx.args.len() as u32)?)
+    })())
+}
+
+/// `environ_get(environ, environ_buf)`.
+pub fn environ_get(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    env: u32,
+    buf: u32,
+) -> Result<Errno, WasiTrap> {
+    done(strings_get(mem, &ctx.env, ctx.envc, env, buf))
+}
+
+/// `environ_sizes_get(count_out, buf_size_out)`.
+pub fn environ_sizes_get(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    count: u32,
+    size: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        mem.range(count, 4)?;
+        mem.range(size, 4)?;
+        mem.write_u32(count, ctx.envc)?;
+        Ok(mem.write_u32(size, ctx.env.len() as u32)?)
+    })())
+}
+
+// ---------------------------------------------------------------- clocks, random
+
+fn host_clock(id: u32) -> Result<libc::clockid_t, Errno> {
+    Ok(match id {
+        clockid::REALTIME => libc::CLOCK_REALTIME,
+        clockid::MONOTONIC => libc::CLOCK_MONOTONIC,
+        clockid::PROCESS_CPUTIME_ID => libc::CLOCK_PROCESS_CPUTIME_ID,
+        clockid::THREAD_CPUTIME_ID => libc::CLOCK_THREAD_CPUTIME_ID,
+        _ => return Err(Errno::Inval),
+    })
+}
+
+fn now(id: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; the clock id is one of ours.
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
+}
+
+/// `clock_res_get(id, resolution_out)`.
+pub fn clock_res_get(
+    _ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    id: u32,
+    out: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        let c = host_clock(id)?;
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid out-pointer.
+        unsafe { libc::clock_getres(c, &mut ts) };
+        let ns = (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64;
+        Ok(mem.write_u64(out, ns.max(1))?)
+    })())
+}
+
+/// `clock_time_get(id, precision, time_out)`.
+pub fn clock_time_get(
+    _ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    id: u32,
+    _precision: u64,
+    out: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        let c = host_clock(id)?;
+        mem.range(out, 8)?;
+        Ok(mem.write_u64(out, now(c))?)
+    })())
+}
+
+/// `random_get(buf, len)`: bytes from the host's `getrandom`.
+pub fn random_get(
+    _ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    buf: u32,
+    len: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        let mut s = mem.slice_mut(buf, len)?;
+        while !s.is_empty() {
+            // SAFETY: `s` is a valid writable buffer of s.len() bytes.
+            let r = unsafe { libc::getrandom(s.as_mut_ptr().cast(), s.len(), 0) };
+            if r < 0 {
+                let e = Errno::last();
+                if e == Errno::Intr {
+                    continue;
+                }
+                return Err(e);
+            }
+            s = &mut s[r as usize..];
+        }
+        Ok(())
+    })())
+}
+
+// ---------------------------------------------------------------- fd I/O
+
+fn read_into(
+    ctx: &mut WasiCtx,
+    fd: u32,
+    iov: &[libc::iovec],
+    offset: Option<u64>,
+) -> Result<usize, Errno> {
+    if iov.is_empty() {
+        ctx.fd(fd)?;
+        return Ok(0);
+    }
+    match ctx.fd(fd)? {
+        Fd::Stdin => {
+            if offset.is_some() {
+                return Err(Errno::Spipe);
+            }
+            match &ctx.stdin {
+                Input::Empty => Ok(0),
+                Input::Bytes(b) => {
+                    let mut n = 0;
+                    for v in iov {
+                        let rest = &b[ctx.stdin_pos + n..];
+                        let k = rest.len().min(v.iov_len);
+                        // SAFETY: `v` was built by host_iovs from a checked
+                        // guest range; `rest` is a host buffer that cannot
+                        // overlap guest memory.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(rest.as_ptr(), v.iov_base.cast(), k)
+                        };
+                        n += k;
+                        if k < v.iov_len {
+                            break;
+                        }
+                    }
+                    ctx.stdin_pos += n;
+                    Ok(n)
+                }
+                Input::Inherit => {
+                    // SAFETY: the iovecs point at checked guest ranges.
+                    check_ret(unsafe { libc::readv(0, iov.as_ptr(), iov.len() as i32) })
+                }
+            }
+        }
+        Fd::File(f) if f.read => {
+            let raw = f.file.as_raw_fd();
+            // SAFETY: the iovecs point at checked guest ranges.
+            check_ret(unsafe {
+                match offset {
+                    None => libc::readv(raw, iov.as_ptr(), iov.len() as i32),
+                    Some(o) => libc::preadv(raw, iov.as_ptr(), iov.len() as i32, o as i64),
+                }
+            })
+        }
+        Fd::Dir(_) => Err(Errno::IsDir),
+        _ => Err(Errno::Badf),
+    }
+}
+
+fn write_from(
+    ctx: &mut WasiCtx,
+    fd: u32,
+    iov: &[libc::iovec],
+    offset: Option<u64>,
+) -> Result<usize, Errno> {
+    let (out, buf, host) = match ctx.fd(fd)? {
+        Fd::Stdout => (ctx.stdout, &mut ctx.stdout_buf, 1),
+        Fd::Stderr => (ctx.stderr, &mut ctx.stderr_buf, 2),
+        Fd::File(f) if f.write => {
+            if iov.is_empty() {
+                return Ok(0);
+            }
+            let raw = f.file.as_raw_fd();
+            // SAFETY: the iovecs point at checked guest ranges.
+            return check_ret(unsafe {
+                match offset {
+                    None => libc::writev(raw, iov.as_ptr(), iov.len() as i32),
+                    Some(o) => libc::pwritev(raw, iov.as_ptr(), iov.len() as i32, o as i64),
+                }
+            });
+        }
+        Fd::Dir(_) => return Err(Errno::IsDir),
+        _ => return Err(Errno::Badf),
+    };
+    if offset.is_some() {
+        return Err(Errno::Spipe);
+    }
+    let total: usize = iov.iter().map(|v| v.iov_len).sum();
+    match out {
+        Output::Discard => Ok(total),
+        Output::Capture => {
+            for v in iov {
+                // SAFETY: `v` was built by host_iovs from a checked guest range
+                // and the memory outlives this call.
+                buf.extend_from_slice(unsafe {
+                    std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len)
+                });
+            }
+            Ok(total)
+        }
+        Output::Inherit => {
+            if iov.is_empty() {
+                return Ok(0);
+            }
+            // Rust's own buffered stdout may hold host output: keep order.
+            let _ = std::io::stdout().flush();
+            // SAFETY: the iovecs point at checked guest ranges.
+            check_ret(unsafe { libc::writev(host, iov.as_ptr(), iov.len() as i32) })
+        }
+    }
+}
+
+/// `fd_read(fd, iovs, iovs_len, nread_out)`.
+pub fn fd_read(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    fd: u32,
+    iovs: u32,
+    iovs_len: u32,
+    nread: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        mem.range(nread, 4)?;
+        let n = with_iovs(ctx, mem, iovs, iovs_len, |ctx, v| {
+            read_into(ctx, fd, v, None)
+        })?;
+        Ok(mem.write_u32(nread, n as u32)?)
+    })())
+}
+
+/// `fd_pread(fd, iovs, iovs_len, offset, nread_out)`.
+pub fn fd_pread(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    fd: u32,
+    iovs: u32,
+    iovs_len: u32,
+    offset: u64,
+    nread: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        mem.range(nread, 4)?;
+        if offset > i64::MAX as u64 {
+            return Err(Errno::Inval);
+        }
+        let n = with_iovs(ctx, mem, iovs, iovs_len, |ctx, v| {
+            read_into(ctx, fd, v, Some(offset))
+        })?;
+        Ok(mem.write_u32(nread, n as u32)?)
+    })())
+}
+
+/// `fd_write(fd, iovs, iovs_len, nwritten_out)`.
+pub fn fd_write(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    fd: u32,
+    iovs: u32,
+    iovs_len: u32,
+    nwritten: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        mem.range(nwritten, 4)?;
+        let n = with_iovs(ctx, mem, iovs, iovs_len, |ctx, v| {
+            write_from(ctx, fd, v, None)
+        })?;
+        Ok(mem.write_u32(nwritten, n as u32)?)
+    })())
+}
+
+/// `fd_pwrite(fd, iovs, iovs_len, offset, nwritten_out)`.
+pub fn fd_pwrite(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    fd: u32,
+    iovs: u32,
+    iovs_len: u32,
+    offset: u64,
+    nwritten: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        mem.range(nwritten, 4)?;
+        if offset > i64::MAX as u64 {
+            return Err(Errno::Inval);
+        }
+        let n = with_iovs(ctx, mem, iovs, iovs_len, |ctx, v| {
+            write_from(ctx, fd, v, Some(offset))
+        })?;
+        Ok(mem.write_u32(nwritten, n as u32)?)
+    })())
+}
+
+fn seek(ctx: &mut WasiCtx, fd: u32, offset: i64, whence: u32) -> Result<u64, Errno> {
+    let whence = match whence {
+        0 => libc::SEEK_SET,
+        1 => libc::SEEK_CUR,
+        2 => libc::SEEK_END,
+        _ => return Err(Errno::Inval),
+    };
+    match ctx.fd(fd)? {
+        Fd::File(f) => {
+            // SAFETY: plain syscall on an open descriptor.
+            let r = unsafe { libc::lseek(f.file.as_raw_fd(), offset, whence) };
+            if r < 0 {
+                Err(Errno::last())
+            } else {
+                Ok(r as u64)
+            }
+        }
+        Fd::Dir(_) => Err(Errno::Badf),
+        _ => Err(Errno::Spipe),
+    }
+}
+
+/// `fd_seek(fd, offset, whence, newoffset_out)`.
+pub fn fd_seek(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    fd: u32,
+    offset: i64,
+    whence: u32,
+    out: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        mem.range(out, 8)?;
+        let pos = seek(ctx, fd, offset, whence)?;
+        Ok(mem.write_u64(out, pos)?)
+    })())
+}
+
+/// `fd_tell(fd, offset_out)`.
+pub fn fd_tell(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    fd: u32,
+    out: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        mem.range(out, 8)?;
+        let pos = seek(ctx, fd, 0, 1)?;
+        Ok(mem.write_u64(out, pos)?)
+    })())
+}
+
+/// `fd_close(fd)`.
+pub fn fd_close(ctx: &mut WasiCtx, _mem: &mut GuestMemory<'_>, fd: u32) -> Result<Errno, WasiTrap> {
+    done((|| {
+        ctx.fd(fd)?;
+        ctx.fds[fd as usize] = None;
+        Ok(())
+    })())
+}
+
+/// `fd_renumber(from, to)`: moves `from` onto `to` (which must be open),
+/// closing what `to` held.
+pub fn fd_renumber(
+    ctx: &mut WasiCtx,
+    _mem: &mut GuestMemory<'_>,
+    from: u32,
+    to: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        ctx.fd(from)?;
+        ctx.fd(to)?;
+        if from != to {
+            let f = ctx.fds[from as usize].take();
+            ctx.fds[to as usize] = f;
+        }
+        Ok(())
+    })())
+}
+
+fn sync(ctx: &mut WasiCtx, fd: u32, data_only: bool) -> R {
+    let raw = match ctx.fd(fd)? {
+        Fd::File(f) => f.file.as_raw_fd(),
+        Fd::Dir(d) => d.file.as_raw_fd(),
+        _ => return Err(Errno::Inval),
+    };
+    // SAFETY: plain syscall on an open descriptor.
+    let r = unsafe {
+        if data_only {
+            libc::fdatasync(raw)
+        } else {
+            libc::fsync(raw)
+        }
+    };
+    check_ret(r as isize).map(|_| ())
+}
+
+/// `fd_sync(fd)`.
+pub fn fd_sync(ctx: &mut WasiCtx, _mem: &mut GuestMemory<'_>, fd: u32) -> Result<Errno, WasiTrap> {
+    done(sync(ctx, fd, false))
+}
+
+/// `fd_datasync(fd)`.
+pub fn fd_datasync(
+    ctx: &mut WasiCtx,
+    _mem: &mut GuestMemory<'_>,
+    fd: u32,
+) -> Result<Errno, WasiTrap> {
+    done(sync(ctx, fd, true))
+}
+
+/// `fd_advise(fd, offset, len, advice)`.
+pub fn fd_advise(
+    ctx: &mut WasiCtx,
+    _mem: &mut GuestMemory<'_>,
+    fd: u32,
+    offset: u64,
+    len: u64,
+    advice: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        let adv = match advice {
+            0 => libc::POSIX_FADV_NORMAL,
+            1 => libc::POSIX_FADV_SEQUENTIAL,
+            2 => libc::POSIX_FADV_RANDOM,
+            3 => libc::POSIX_FADV_WILLNEED,
+            4 => libc::POSIX_FADV_DONTNEED,
+            5 => libc::POSIX_FADV_NOREUSE,
+            _ => return Err(Errno::Inval),
+        };
+        let Fd::File(f) = ctx.fd(fd)? else {
+            return Err(Errno::Badf);
+        };
+        // SAFETY: plain syscall on an open descriptor.
+        let r = unsafe { libc::posix_fadvise(f.file.as_raw_fd(), offset as i64, len as i64, adv) };
+        if r != 0 {
+            return Err(Errno::from_host(r));
+        }
+        Ok(())
+    })())
+}
+
+/// `fd_allocate(fd, offset, len)`.
+pub fn fd_allocate(
+    ctx: &mut WasiCtx,
+    _mem: &mut GuestMemory<'_>,
+    fd: u32,
+    offset: u64,
+    len: u64,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        let Fd::File(f) = ctx.fd(fd)? else {
+            return Err(Errno::Badf);
+        };
+        if !f.write {
+            return Err(Errno::Badf);
+        }
+        if offset > i64::MAX as u64 || len > i64::MAX as u64 {
+            return Err(Errno::Inval);
+        }
+        // SAFETY: plain syscall on an open descriptor.
+        let r = unsafe { libc::posix_fallocate(f.file.as_raw_fd(), offset as i64, len as i64) };
+        if r != 0 {
+            return Err(Errno::from_host(r));
+        }
+        Ok(())
+    })())
+}
+
+// ---------------------------------------------------------------- fd metadata
+
+fn stdio_type() -> u8 {
+    filetype::CHARACTER_DEVICE
+}
+
+/// Rights of a standard stream: an inherited host terminal is reported as
+/// a tty (no seek/tell rights), so wasi-libc line-buffers it as natively.
+fn stdio_rights(base: u64, inherited: bool, host_fd: i32) -> u64 {
+    // SAFETY: isatty only inspects the descriptor number.
+    if inherited && unsafe { libc::isatty(host_fd) } == 1 {
+        base & !(rights::FD_SEEK | rights::FD_TELL)
+    } else {
+        base
+    }
+}
+
+/// `fd_fdstat_get(fd, fdstat_out)`: 24 bytes of type, flags and rights.
+pub fn fd_fdstat_get(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    fd: u32,
+    out: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        mem.range(out, 24)?;
+        let (ty, flags, base, inh) = match ctx.fd(fd)? {
+            Fd::Stdin => {
+                let inherit = ctx.stdin == Input::Inherit;
+                let r = stdio_rights(rights::ALL & !rights::WRITE, inherit, 0);
+                (stdio_type(), 0, r, 0)
+            }
+            Fd::Stdout => {
+                let inherit = ctx.stdout == Output::Inherit;
+                let r = stdio_rights(rights::ALL & !rights::READ, inherit, 1);
+                (stdio_type(), fdflags::APPEND, r, 0)
+            }
+            Fd::Stderr => {
+                let inherit = ctx.stderr == Output::Inherit;
+                let r = stdio_rights(rights::ALL & !rights::READ, inherit, 2);
+                (stdio_type(), fdflags::APPEND, r, 0)
+            }
+            Fd::Dir(_) => (filetype::DIRECTORY, 0, rights::ALL, rights::ALL),
+            Fd::File(f) => {
+                let st = fs::fstat(f.file.as_raw_fd())?;
+                // SAFETY: plain syscall on an open descriptor.
+                let fl = unsafe { libc::fcntl(f.file.as_raw_fd(), libc::F_GETFL) };
+                let mut flags = 0;
+                if fl & libc::O_APPEND != 0 {
+                    flags |= fdflags::APPEND;
+                }
+                if fl & libc::O_NONBLOCK != 0 {
+                    flags |= fdflags::NONBLOCK;
+                }
+                if fl & libc::O_SYNC == libc::O_SYNC {
+                    flags |= fdflags::SYNC;
+                } else if fl & libc::O_DSYNC != 0 {
+                    flags |= fdflags::DSYNC;
+                }
+                let mut r = rights::ALL;
+                if !f.read {
+                    r &= !rights::READ;
+                }
+                if !f.write {
+                    r &= !rights::WRITE;
+                }
+                (fs::filetype_of(st.st_mode), flags, r, 0)
+            }
+        };
+        let mut b = [0u8; 24];
+        b[0] = ty;
+        b[2..4].copy_from_slice(&flags.to_le_bytes());
+        b[8..16].copy_from_slice(&base.to_le_bytes());
+        b[16..24].copy_from_slice(&inh.to_le_bytes());
+        Ok(mem.write_bytes(out, &b)?)
+    })())
+}
+
+/// `fd_fdstat_set_flags(fd, flags)`: append and nonblock can be changed.
+pub fn fd_fdstat_set_flags(
+    ctx: &mut WasiCtx,
+    _mem: &mut GuestMemory<'_>,
+    fd: u32,
+    flags: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        let flags = flags as u16;
+        let Fd::File(f) = ctx.fd(fd)? else {
+            return Err(Errno::Badf);
+        };
+        if flags & !(fdflags::APPEND | fdflags::NONBLOCK) != 0 {
+            return Err(Errno::NotSup);
+        }
+        let mut fl = 0;
+        if flags & fdflags::APPEND != 0 {
+            fl |= libc::O_APPEND;
+        }
+        if flags & fdflags::NONBLOCK != 0 {
+            fl |= libc::O_NONBLOCK;
+        }
+        // SAFETY: plain syscall on an open descriptor.
+        let r = unsafe { libc::fcntl(f.file.as_raw_fd(), libc::F_SETFL, fl) };
+        check_ret(r as isize).map(|_| ())
+    })())
+}
+
+/// `fd_fdstat_set_rights(fd, base, inheriting)`: accepted, not enforced
+/// beyond the open mode (as in current wasmtime).
+pub fn fd_fdstat_set_rights(
+    ctx: &mut WasiCtx,
+    _mem: &mut GuestMemory<'_>,
+    fd: u32,
+    _base: u64,
+    _inh: u64,
+) -> Result<Errno, WasiTrap> {
+    done(ctx.fd(fd).map(|_| ()))
+}
+
+/// `fd_filestat_get(fd, filestat_out)`.
+pub fn fd_filestat_get(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    fd: u32,
+    out: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        mem.range(out, 64)?;
+        let b = match ctx.fd(fd)?.raw() {
+            Some(raw) => fs::filestat_bytes(&fs::fstat(raw)?),
+            None => {
+                let mut b = [0u8; 64];
+                b[16] = stdio_type();
+                b
+            }
+        };
+        Ok(mem.write_bytes(out, &b)?)
+    })())
+}
+
+/// `fd_filestat_set_size(fd, size)`.
+pub fn fd_filestat_set_size(
+    ctx: &mut WasiCtx,
+    _mem: &mut GuestMemory<'_>,
+    fd: u32,
+    size: u64,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        let Fd::File(f) = ctx.fd(fd)? else {
+            return Err(Errno::Badf);
+        };
+        if !f.write {
+            return Err(Errno::Badf);
+        }
+        if size > i64::MAX as u64 {
+            return Err(Errno::Inval);
+        }
+        // SAFETY: plain syscall on an open descriptor.
+        let r = unsafe { libc::ftruncate(f.file.as_raw_fd(), size as i64) };
+        check_ret(r as isize).map(|_| ())
+    })())
+}
+
+fn times(atim: u64, mtim: u64, fst: u32) -> Result<[libc::timespec; 2], Errno> {
+    let fst = fst as u16;
+    let one = |t: u64, set: u16, now: u16| -> Result<libc::timespec, Errno> {
+        Ok(match (fst & set != 0, fst & now != 0) {
+            (true, true) => return Err(Errno::Inval),
+            (true, false) => libc::timespec {
+                tv_sec: (t / 1_000_000_000) as i64,
+                tv_nsec: (t % 1_000_000_000) as i64,
+            },
+            (false, true) => libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_NOW,
+            },
+            (false, false) => libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
+            },
+        })
+    };
+    Ok([
+        one(atim, fstflags::ATIM, fstflags::ATIM_NOW)?,
+        one(mtim, fstflags::MTIM, fstflags::MTIM_NOW)?,
+    ])
+}
+
+/// `fd_filestat_set_times(fd, atim, mtim, fst_flags)`.
+pub fn fd_filestat_set_times(
+    ctx: &mut WasiCtx,
+    _mem: &mut GuestMemory<'_>,
+    fd: u32,
+    atim: u64,
+    mtim: u64,
+    fst: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        let ts = times(atim, mtim, fst)?;
+        let raw = match ctx.fd(fd)? {
+            Fd::File(f) if f.mount_writable => f.file.as_raw_fd(),
+            Fd::Dir(d) if d.writable => d.file.as_raw_fd(),
+            Fd::File(_) | Fd::Dir(_) => return Err(Errno::Rofs),
+            _ => return Err(Errno::Badf),
+        };
+        // SAFETY: `ts` holds two timespecs, as futimens requires.
+        let r = unsafe { libc::futimens(raw, ts.as_ptr()) };
+        check_ret(r as isize).map(|_| ())
+    })())
+}
+
+/// `fd_prestat_get(fd, prestat_out)`.
+pub fn fd_prestat_get(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    fd: u32,
+    out: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        mem.range(out, 8)?;
+        let Fd::Dir(DirFd {
+            preopen: Some(name),
+            ..
+        }) = ctx.fd(fd)?
+        else {
+            return Err(Errno::Badf);
+        };
+        let len = name.len() as u32;
+        mem.write_u32(out, 0)?;
+        Ok(mem.write_u32(out + 4, len)?)
+    })())
+}
+
+/// `fd_prestat_dir_name(fd, buf, len)`.
+pub fn fd_prestat_dir_name(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    fd: u32,
+    buf: u32,
+    len: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        let Fd::Dir(DirFd {
+            preopen: Some(name),
+            ..
+        }) = ctx.fd(fd)?
+        else {
+            return Err(Errno::Badf);
+        };
+        if (len as usize) < name.len() {
+            return Err(Errno::NameTooLong);
+        }
+        Ok(mem.write_bytes(buf, name.as_bytes())?)
+    })())
+}
+
+/// `fd_readdir(fd, buf, buf_len, cookie, bufused_out)`: `.` and `..` and
+/// the directory's entries, each a 24-byte header and its name, the last
+/// one cut off when the buffer is full (as the ABI prescribes).
+pub fn fd_readdir(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    fd: u32,
+    buf: u32,
+    buf_len: u32,
+    cookie: u64,
+    used: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        mem.range(used, 4)?;
+        let out = mem.range(buf, buf_len as u64)?;
+        let Fd::Dir(d) = ctx.fd(fd)? else {
+            return Err(Errno::NotDir);
+        };
+        if cookie == 0 || d.entries.is_empty() {
+            let mut entries = std::mem::take(&mut d.entries);
+            fs::list_dir(&d.file, &mut entries)?;
+            d.entries = entries;
+        }
+        let dst = &mut mem.as_mut_slice()[out];
+        let mut at = 0usize;
+        let start = usize::try_from(cookie).unwrap_or(usize::MAX);
+        for (i, e) in d.entries.iter().enumerate().skip(start) {
+            if at >= dst.len() {
+                break;
+            }
+            let mut h = [0u8; 24];
+            h[0..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+            h[8..16].copy_from_slice(&e.ino.to_le_bytes());
+            h[16..20].copy_from_slice(&(e.name.len() as u32).to_le_bytes());
+            h[20] = e.ty;
+            for part in [&h[..], &e.name[..]] {
+                let k = part.len().min(dst.len() - at);
+                dst[at..at + k].copy_from_slice(&part[..k]);
+                at += k;
+            }
+        }
+        Ok(mem.write_u32(used, at as u32)?)
+    })())
+}
+
+// ---------------------------------------------------------------- paths
+
+/// The directory `fd` and whether its mount is writable.
+fn dir_of(ctx: &mut WasiCtx, fd: u32) -> Result<(i32, bool), Errno> {
+    match ctx.fd(fd)? {
+        Fd::Dir(d) => Ok((d.file.as_raw_fd(), d.writable)),
+        _ => Err(Errno::NotDir),
+    }
+}
+
+/// The guest path `ptr, len`: valid UTF-8, checked.
+fn path<'m>(mem: &'m GuestMemory<'_>, ptr: u32, len: u32) -> Result<&'m [u8], Errno> {
+    Ok(mem.str(ptr, len)?.as_bytes())
+}
+
+const SYMLINK_FOLLOW: u32 = 1;
+
+/// `path_open(fd, dirflags, path, path_len, oflags, rights_base,
+/// rights_inheriting, fdflags, fd_out)`.
+#[allow(clippy::too_many_arguments)]
+pub fn path_open(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    fd: u32,
+    dirflags: u32,
+    path_ptr: u32,
+    path_len: u32,
+    oflags: u32,
+    rights_base: u64,
+    _rights_inheriting: u64,
+    fdflags: u32,
+    fd_out: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        mem.range(fd_out, 4)?;
+        let (dir, writable) = dir_of(ctx, fd)?;
+        let p = c_path(path(mem, path_ptr, path_len)?)?;
+        let (oflags, fdfl) = (oflags as u16, fdflags as u16);
+        let read = rights_base & rights::READ != 0;
+        let write = rights_base & rights::WRITE != 0 || fdfl & fdflags::APPEND != 0;
+        if (write || oflags & (oflags::CREAT | oflags::TRUNC) != 0) && !writable {
+            return Err(Errno::Rofs);
+        }
+        let mut flags = libc::O_NOCTTY
+            | match (read, write) {
+                (_, false) => libc::O_RDONLY,
+                (false, true) => libc::O_WRONLY,
+                (true, true) => libc::O_RDWR,
+            };
+        if oflags & oflags::CREAT != 0 {
+            flags |= libc::O_CREAT;
+        }
+        if oflags & oflags::DIRECTORY != 0 {
+            flags |= libc::O_DIRECTORY;
+        }
+        if oflags & oflags::EXCL != 0 {
+            flags |= libc::O_EXCL;
+        }
+        if oflags & oflags::TRUNC != 0 {
+            flags |= libc::O_TRUNC;
+        }
+        if fdfl & fdflags::APPEND != 0 {
+            flags |= libc::O_APPEND;
+        }
+        if fdfl & fdflags::NONBLOCK != 0 {
+            flags |= libc::O_NONBLOCK;
+        }
+        if fdfl & fdflags::SYNC != 0 || fdfl & fdflags::RSYNC != 0 {
+            flags |= libc::O_SYNC;
+        } else if fdfl & fdflags::DSYNC != 0 {
+            flags |= libc::O_DSYNC;
+        }
+        if dirflags & SYMLINK_FOLLOW == 0 {
+            flags |= libc::O_NOFOLLOW;
+        }
+        let file = open_beneath(dir, &p, flags, 0o666)?;
+        let st = fs::fstat(file.as_raw_fd())?;
+        let entry = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            Fd::Dir(DirFd {
+                file,
+                writable,
+                preopen: None,
+                entries: Vec::new(),
+            })
+        } else {
+            Fd::File(FileFd {
+                file,
+                read: !write || read,
+                write,
+                mount_writable: writable,
+            })
+        };
+        let new = ctx.insert(entry)?;
+        Ok(mem.write_u32(fd_out, new)?)
+    })())
+}
+
+/// `path_filestat_get(fd, flags, path, path_len, filestat_out)`.
+pub fn path_filestat_get(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    fd: u32,
+    flags: u32,
+    path_ptr: u32,
+    path_len: u32,
+    out: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        mem.range(out, 64)?;
+        let (dir, _) = dir_of(ctx, fd)?;
+        let p = c_path(path(mem, path_ptr, path_len)?)?;
+        let mut fl = libc::O_PATH;
+        if flags & SYMLINK_FOLLOW == 0 {
+            fl |= libc::O_NOFOLLOW;
+        }
+        let f = open_beneath(dir, &p, fl, 0)?;
+        let st = fs::fstat(f.as_raw_fd())?;
+        Ok(mem.write_bytes(out, &fs::filestat_bytes(&st))?)
+    })())
+}
+
+/// `path_filestat_set_times(fd, flags, path, path_len, atim, mtim, fst_flags)`.
+#[allow(clippy::too_many_arguments)]
+pub fn path_filestat_set_times(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    fd: u32,
+    flags: u32,
+    path_ptr: u32,
+    path_len: u32,
+    atim: u64,
+    mtim: u64,
+    fst: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        let (dir, writable) = dir_of(ctx, fd)?;
+        let p = path(mem, path_ptr, path_len)?;
+        if !writable {
+            return Err(Errno::Rofs);
+        }
+        let ts = times(atim, mtim, fst)?;
+        let follow = flags & SYMLINK_FOLLOW != 0;
+        let nofollow_split = if follow {
+            None
+        } else {
+            split(dir, p, Errno::Inval).ok()
+        };
+        let r = match nofollow_split {
+            // SAFETY: valid descriptor, C string and two timespecs.
+            Some(s) => unsafe {
+                libc::utimensat(
+                    s.parent.as_raw_fd(),
+                    s.name.as_ptr(),
+                    ts.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            },
+            None => {
+                // Resolve beneath the mount (following symlinks there), then
+                // set the times of what was found through its descriptor.
+                let f = open_beneath(dir, &c_path(p)?, libc::O_PATH, 0)?;
+                let proc = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd()))
+                    .expect("no NUL in a number");
+                // SAFETY: valid C string and two timespecs.
+                unsafe { libc::utimensat(libc::AT_FDCWD, proc.as_ptr(), ts.as_ptr(), 0) }
+            }
+        };
+        check_ret(r as isize).map(|_| ())
+    })())
+}
+
+fn writable_dir(ctx: &mut WasiCtx, fd: u32) -> Result<i32, Errno> {
+    let (dir, writable) = dir_of(ctx, fd)?;
+    if !writable {
+        return Err(Errno::Rofs);
+    }
+    Ok(dir)
+}
+
+/// `path_create_directory(fd, path, path_len)`.
+pub fn path_create_directory(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    fd: u32,
+    path_ptr: u32,
+    path_len: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        let dir = dir_of(ctx, fd)?.0;
+        let p = path(mem, path_ptr, path_len)?;
+        let s = split(dir, p, Errno::Exist)?;
+        writable_dir(ctx, fd)?;
+        // SAFETY: valid descriptor and C string.
+        let r = unsafe { libc::mkdirat(s.parent.as_raw_fd(), s.name.as_ptr(), 0o777) };
+        check_ret(r as isize).map(|_| ())
+    })())
+}
+
+fn unlink(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    fd: u32,
+    path_ptr: u32,
+    path_len: u32,
+    dir_flag: i32,
+) -> R {
+    let dir = dir_of(ctx, fd)?.0;
+    let p = path(mem, path_ptr, path_len)?;
+    let s = split(
+        dir,
+        p,
+        if dir_flag != 0 {
+            Errno::Inval
+        } else {
+            Errno::IsDir
+        },
+    )?;
+    writable_dir(ctx, fd)?;
+    // SAFETY: valid descriptor and C string.
+    let r = unsafe { libc::unlinkat(s.parent.as_raw_fd(), s.name.as_ptr(), dir_flag) };
+    check_ret(r as isize).map(|_| ())
+}
+
+/// `path_remove_directory(fd, path, path_len)`.
+pub fn path_remove_directory(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    fd: u32,
+    path_ptr: u32,
+    path_len: u32,
+) -> Result<Errno, WasiTrap> {
+    done(unlink(ctx, mem, fd, path_ptr, path_len, libc::AT_REMOVEDIR))
+}
+
+/// `path_unlink_file(fd, path, path_len)`.
+pub fn path_unlink_file(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    fd: u32,
+    path_ptr: u32,
+    path_len: u32,
+) -> Result<Errno, WasiTrap> {
+    done(unlink(ctx, mem, fd, path_ptr, path_len, 0))
+}
+
+/// `path_rename(fd, old_path, old_len, new_fd, new_path, new_len)`.
+#[allow(clippy::too_many_arguments)]
+pub fn path_rename(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    fd: u32,
+    old: u32,
+    old_len: u32,
+    new_fd: u32,
+    new: u32,
+    new_len: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        let d1 = dir_of(ctx, fd)?.0;
+        let d2 = dir_of(ctx, new_fd)?.0;
+        let a = split(d1, path(mem, old, old_len)?, Errno::Busy)?;
+        let b = split(d2, path(mem, new, new_len)?, Errno::Busy)?;
+        writable_dir(ctx, fd)?;
+        writable_dir(ctx, new_fd)?;
+        // SAFETY: valid descriptors and C strings.
+        let r = unsafe {
+            libc::renameat(
+                a.parent.as_raw_fd(),
+                a.name.as_ptr(),
+                b.parent.as_raw_fd(),
+                b.name.as_ptr(),
+            )
+        };
+        check_ret(r as isize).map(|_| ())
+    })())
+}
+
+/// `path_link(old_fd, old_flags, old_path, old_len, new_fd, new_path, new_len)`.
+#[allow(clippy::too_many_arguments)]
+pub fn path_link(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    fd: u32,
+    flags: u32,
+    old: u32,
+    old_len: u32,
+    new_fd: u32,
+    new: u32,
+    new_len: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        let d1 = dir_of(ctx, fd)?.0;
+        let d2 = dir_of(ctx, new_fd)?.0;
+        let a = split(d1, path(mem, old, old_len)?, Errno::Perm)?;
+        let b = split(d2, path(mem, new, new_len)?, Errno::Exist)?;
+        writable_dir(ctx, new_fd)?;
+        if flags & SYMLINK_FOLLOW != 0 {
+            // Link what the symlink names, found beneath the mount.
+            let f = open_beneath(a.parent.as_raw_fd(), &a.name, libc::O_PATH, 0)?;
+            // SAFETY: valid descriptors and C strings.
+            let r = unsafe {
+                libc::linkat(
+                    f.as_raw_fd(),
+                    c"".as_ptr(),
+                    b.parent.as_raw_fd(),
+                    b.name.as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                )
+            };
+            return check_ret(r as isize).map(|_| ());
+        }
+        // SAFETY: valid descriptors and C strings.
+        let r = unsafe {
+            libc::linkat(
+                a.parent.as_raw_fd(),
+                a.name.as_ptr(),
+                b.parent.as_raw_fd(),
+                b.name.as_ptr(),
+                0,
+            )
+        };
+        check_ret(r as isize).map(|_| ())
+    })())
+}
+
+/// `path_symlink(old_path, old_len, fd, new_path, new_len)`: creates a
+/// symlink whose target is `old_path`. Absolute targets are refused with
+/// `EPERM`: they could never be followed inside the sandbox, and would
+/// point host programs that share the mount out of it.
+pub fn path_symlink(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    old: u32,
+    old_len: u32,
+    fd: u32,
+    new: u32,
+    new_len: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        let dir = dir_of(ctx, fd)?.0;
+        let target = c_path(path(mem, old, old_len)?)?;
+        if target.to_bytes().first() == Some(&b'/') {
+            return Err(Errno::Perm);
+        }
+        let s = split(dir, path(mem, new, new_len)?, Errno::Exist)?;
+        writable_dir(ctx, fd)?;
+        // SAFETY: valid descriptor and C strings.
+        let r = unsafe { libc::symlinkat(target.as_ptr(), s.parent.as_raw_fd(), s.name.as_ptr()) };
+        check_ret(r as isize).map(|_| ())
+    })())
+}
+
+/// `path_readlink(fd, path, path_len, buf, buf_len, bufused_out)`: the
+/// target, cut to `buf_len` bytes.
+#[allow(clippy::too_many_arguments)]
+pub fn path_readlink(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    fd: u32,
+    path_ptr: u32,
+    path_len: u32,
+    buf: u32,
+    buf_len: u32,
+    used: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        mem.range(used, 4)?;
+        let dir = dir_of(ctx, fd)?.0;
+        let s = split(dir, path(mem, path_ptr, path_len)?, Errno::Inval)?;
+        let dst = mem.slice_mut(buf, buf_len)?;
+        // SAFETY: `dst` is a writable buffer of dst.len() bytes.
+        let r = unsafe {
+            libc::readlinkat(
+                s.parent.as_raw_fd(),
+                s.name.as_ptr(),
+                dst.as_mut_ptr().cast(),
+                dst.len(),
+            )
+        };
+        let n = check_ret(r)?;
+        Ok(mem.write_u32(used, n as u32)?)
+    })())
+}
+
+// ---------------------------------------------------------------- poll, proc
+
+const SUB_SIZE: u64 = 48;
+const EVENT_SIZE: u64 = 32;
+
+struct Sub {
+    userdata: u64,
+    tag: u8,
+    /// For clocks: nanoseconds from the start of the call; for fds: the fd.
+    clock_rel: u64,
+    fd: u32,
+    clock_err: Option<Errno>,
+}
+
+fn read_sub(mem: &GuestMemory<'_>, at: u32, rt: u64, mono: u64) -> Result<Sub, Errno> {
+    let userdata = mem.read_u64(at)?;
+    let tag = mem.read_u8(at + 8)?;
+    let mut s = Sub {
+        userdata,
+        tag,
+        clock_rel: 0,
+        fd: 0,
+        clock_err: None,
+    };
+    match tag {
+        0 => {
+            let id = mem.read_u32(at + 16)?;
+            let timeout = mem.read_u64(at + 24)?;
+            let abs = mem.read_u16(at + 40)? & 1 != 0;
+            let base = match id {
+                clockid::REALTIME => rt,
+                clockid::MONOTONIC => mono,
+                _ => {
+                    s.clock_err = Some(Errno::Inval);
+                    0
+                }
+            };
+            s.clock_rel = if abs {
+                timeout.saturating_sub(base)
+            } else {
+                timeout
+            };
+        }
+        1 | 2 => s.fd = mem.read_u32(at + 16)?,
+        _ => s.clock_err = Some(Errno::Inval),
+    }
+    Ok(s)
+}
+
+fn write_event(
+    mem: &mut GuestMemory<'_>,
+    at: u32,
+    s: &Sub,
+    err: Errno,
+    nbytes: u64,
+    hangup: bool,
+) -> R {
+    let mut b = [0u8; 32];
+    b[0..8].copy_from_slice(&s.userdata.to_le_bytes());
+    b[8..10].copy_from_slice(&err.raw().to_le_bytes());
+    b[10] = s.tag;
+    b[16..24].copy_from_slice(&nbytes.to_le_bytes());
+    b[24..26].copy_from_slice(&(hangup as u16).to_le_bytes());
+    Ok(mem.write_bytes(at, &b)?)
+}
+
+/// Readiness of an fd subscription now: None if it must wait (host stdin).
+fn fd_ready(ctx: &mut WasiCtx, s: &Sub) -> Option<(Errno, u64, bool)> {
+    let read = s.tag == 1;
+    match ctx.fd(s.fd) {
+        Err(e) => Some((e, 0, false)),
+        Ok(Fd::Stdin) if read => match &ctx.stdin {
+            Input::Empty => Some((Errno::Success, 0, true)),
+            Input::Bytes(b) => {
+                let left = (b.len() - ctx.stdin_pos) as u64;
+                Some((Errno::Success, left, left == 0))
+            }
+            Input::Inherit => None,
+        },
+        Ok(Fd::Stdout | Fd::Stderr) if !read => Some((Errno::Success, 0, false)),
+        Ok(Fd::Stdin | Fd::Stdout | Fd::Stderr) => Some((Errno::Badf, 0, false)),
+        Ok(Fd::File(_)) => Some((Errno::Success, 0, false)),
+        Ok(Fd::Dir(_)) => Some((Errno::Badf, 0, false)),
+    }
+}
+
+/// `poll_oneoff(in, out, nsubscriptions, nevents_out)`: clock and fd
+/// subscriptions. Files and buffered stdio are always ready; host stdin is
+/// polled; otherwise the call sleeps until the earliest clock.
+pub fn poll_oneoff(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    subs: u32,
+    events: u32,
+    n: u32,
+    nevents: u32,
+) -> Result<Errno, WasiTrap> {
+    done((|| {
+        if n == 0 {
+            return Err(Errno::Inval);
+        }
+        mem.range(subs, n as u64 * SUB_SIZE)?;
+        mem.range(events, n as u64 * EVENT_SIZE)?;
+        mem.range(nevents, 4)?;
+        let (rt, mono) = (now(libc::CLOCK_REALTIME), now(libc::CLOCK_MONOTONIC));
+        let mut count = 0u32;
+        let mut min_clock: Option<u64> = None;
+        let mut poll_stdin = false;
+        for i in 0..n {
+            let s = read_sub(mem, subs + i * SUB_SIZE as u32, rt, mono)?;
+            let ready = if let Some(e) = s.clock_err {
+                Some((e, 0, false))
+            } else if s.tag == 0 {
+                if s.clock_rel == 0 {
+                    Some((Errno::Success, 0, false))
+                } else {
+                    min_clock = Some(min_clock.map_or(s.clock_rel, |m: u64| m.min(s.clock_rel)));
+                    None
+                }
+            } else {
+                let r = fd_ready(ctx, &s);
+                poll_stdin |= r.is_none();
+                r
+            };
+            if let Some((e, nb, hup)) = ready {
+                write_event(mem, events + count * EVENT_SIZE as u32, &s, e, nb, hup)?;
+                count += 1;
+            }
+        }
+        if count == 0 {
+            let mut stdin_ready = false;
+            if poll_stdin {
+                let timeout = match min_clock {
+                    None => -1,
+                    Some(ns) => ns.div_ceil(1_000_000).min(i32::MAX as u64) as i32,
+                };
+                let mut p = libc::pollfd {
+                    fd: 0,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                let r = unsafe { libc::poll(&mut p, 1, timeout) };
+                stdin_ready = r > 0;
+            } else if let Some(ns) = min_clock {
+                std::thread::sleep(std::time::Duration::from_nanos(ns));
+            }
+            let slept = now(libc::CLOCK_MONOTONIC).saturating_sub(mono);
+            for i in 0..n {
+                let s = read_sub(mem, subs + i * SUB_SIZE as u32, rt, mono)?;
+                let fire = if s.tag == 0 {
+                    s.clock_rel <= slept || (!stdin_ready && Some(s.clock_rel) == min_clock)
+                } else {
+                    stdin_ready
+                };
+                if fire {
+                    write_event(
+                        mem,
+                        events + count * EVENT_SIZE as u32,
+                        &s,
+                        Errno::Success,
+                        0,
+                        false,
+                    )?;
+                    count += 1;
+                }
+            }
+        }
+        Ok(mem.write_u32(nevents, count)?)
+    })())
+}
+
+/// `proc_exit(code)`: ends the guest with [`WasiTrap::Exit`].
+pub fn proc_exit(
+    ctx: &mut WasiCtx,
+    _mem: &mut GuestMemory<'_>,
+    code: u32,
+) -> Result<Errno, WasiTrap> {
+    ctx.exit_code = Some(code as i32);
+    Err(WasiTrap::Exit(code as i32))
+}
+
+/// `proc_raise(signal)`: not supported.
+pub fn proc_raise(
+    _ctx: &mut WasiCtx,
+    _mem: &mut GuestMemory<'_>,
+    _sig: u32,
+) -> Result<Errno, WasiTrap> {
+    Ok(Errno::NotSup)
+}
+
+/// `sched_yield()`.
+pub fn sched_yield(_ctx: &mut WasiCtx, _mem: &mut GuestMemory<'_>) -> Result<Errno, WasiTrap> {
+    std::thread::yield_now();
+    Ok(Errno::Success)
+}
+
+// ---------------------------------------------------------------- sockets
+
+fn no_sockets(ctx: &mut WasiCtx, fd: u32) -> Result<Errno, WasiTrap> {
+    Ok(match ctx.fd(fd) {
+        Err(e) => e,
+        Ok(_) => Errno::NotSup,
+    })
+}
+
+/// `sock_accept(fd, flags, fd_out)`: sockets are not supported yet.
+pub fn sock_accept(
+    ctx: &mut WasiCtx,
+    _mem: &mut GuestMemory<'_>,
+    fd: u32,
+    _flags: u32,
+    _out: u32,
+) -> Result<Errno, WasiTrap> {
+    no_sockets(ctx, fd)
+}
+
+/// `sock_recv(...)`: sockets are not supported yet.
+#[allow(clippy::too_many_arguments)]
+pub fn sock_recv(
+    ctx: &mut WasiCtx,
+    _mem: &mut GuestMemory<'_>,
+    fd: u32,
+    _ri: u32,
+    _ri_len: u32,
+    _flags: u32,
+    _len_out: u32,
+    _flags_out: u32,
+) -> Result<Errno, WasiTrap> {
+    no_sockets(ctx, fd)
+}
+
+/// `sock_send(...)`: sockets are not supported yet.
+pub fn sock_send(
+    ctx: &mut WasiCtx,
+    _mem: &mut GuestMemory<'_>,
+    fd: u32,
+    _si: u32,
+    _si_len: u32,
+    _flags: u32,
+    _len_out: u32,
+) -> Result<Errno, WasiTrap> {
+    no_sockets(ctx, fd)
+}
+
+/// `sock_shutdown(fd, how)`: sockets are not supported yet.
+pub fn sock_shutdown(
+    ctx: &mut WasiCtx,
+    _mem: &mut GuestMemory<'_>,
+    fd: u32,
+    _how: u32,
+) -> Result<Errno, WasiTrap> {
+    no_sockets(ctx, fd)
+}

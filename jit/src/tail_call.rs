@@ -1,0 +1,90 @@
+//! Translation of the tail-call proposal's `return_call` and
+//! `return_call_indirect`. Wasm functions use Cranelift's `Tail` calling
+//! convention, so these map onto Cranelift's `return_call` and
+//! `return_call_indirect`; calls to imported functions go through
+//! `return_call_indirect` with the funcref's code pointer and vmctx.
+//!
+//! A child module of `translate` so it can extend the private `Translator`.
+
+use super::Translator;
+use crate::abi;
+use crate::error::CompileError;
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{types, InstBuilder};
+
+impl<'m, 'b> Translator<'m, 'b> {
+    /// `return_call f`: a Cranelift `return_call` for defined functions;
+    /// imported functions go through `return_call_indirect` with the
+    /// funcref's code pointer and vmctx.
+    pub(super) fn return_call(&mut self, function_index: u32) -> Result<(), CompileError> {
+        let info = self.info();
+        let ty = info.func_type(function_index);
+        super::check_supported(ty)?;
+        let n = ty.params.len();
+        let mut a = vec![self.vmctx, self.vmctx];
+        a.extend(self.popn(n));
+        if function_index < info.num_imported_funcs {
+            let off = info.offsets.funcref(function_index) as i32;
+            let v = self.vmctx;
+            let fptr = self.load_ro(v, off + abi::FUNCREF_FUNC_PTR);
+            let callee = self.load_ro(v, off + abi::FUNCREF_VMCTX);
+            a[0] = callee;
+            let sig = self.sig_ref(info.funcs[function_index as usize]);
+            self.b.ins().return_call_indirect(sig, fptr, &a);
+        } else {
+            let fref = match self.func_refs.get(&function_index) {
+                Some(f) => *f,
+                None => {
+                    let f = (self.declare)(function_index, self.b.func);
+                    self.func_refs.insert(function_index, f);
+                    f
+                }
+            };
+            self.b.ins().return_call(fref, &a);
+        }
+        self.reachable = false;
+        Ok(())
+    }
+
+    /// `return_call_indirect`: the checks of `call_indirect`, then a tail
+    /// call.
+    pub(super) fn return_call_indirect(
+        &mut self,
+        type_index: u32,
+        table: u32,
+    ) -> Result<(), CompileError> {
+        let info = self.info();
+        let ty = &info.types[type_index as usize];
+        super::check_supported(ty)?;
+        let index = self.pop();
+        let n = ty.params.len();
+        let call_args = self.popn(n);
+        let addr = self.table_elem_addr_or(table, index, abi::TRAP_INDIRECT_OOB);
+        let fr = self.b.ins().load(types::I64, super::rw(), addr, 0);
+        self.b.ins().trapz(fr, abi::TRAP_INDIRECT_NULL);
+        let tid = self
+            .b
+            .ins()
+            .load(types::I32, super::rw(), fr, abi::FUNCREF_TYPE_ID);
+        let expected = info.type_ids[type_index as usize];
+        let bad = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::NotEqual, tid, i64::from(expected as i32));
+        self.b.ins().trapnz(bad, abi::TRAP_BAD_SIGNATURE);
+        let fptr = self
+            .b
+            .ins()
+            .load(types::I64, super::rw(), fr, abi::FUNCREF_FUNC_PTR);
+        let callee = self
+            .b
+            .ins()
+            .load(types::I64, super::rw(), fr, abi::FUNCREF_VMCTX);
+        let mut a = vec![callee, self.vmctx];
+        a.extend(call_args);
+        let sig = self.sig_ref(type_index);
+        self.b.ins().return_call_indirect(sig, fptr, &a);
+        self.reachable = false;
+        Ok(())
+    }
+}

@@ -1,0 +1,234 @@
+//! Proto-Faaslet behaviour through the engine: restore, reset between
+//! calls (no leaks), files across processes, and refused files.
+
+use faaslet::snapshot::{Snapshot, SnapshotError};
+use faaslet::{Engine, Module, Store};
+use faaslet_snapshot::FormatError;
+
+/// A module whose `_initialize` sets memory, a global and a table entry,
+/// and whose `write_secret` overwrites all three (and grows memory).
+const MODULE: &str = r#"(module
+  (memory (export "memory") 1 100)
+  (global $g (mut i32) (i32.const 0))
+  (table $t 2 funcref)
+  (data $d "passive")
+  (func $a (result i32) (i32.const 11))
+  (func $b (result i32) (i32.const 22))
+  (elem declare func $a $b)
+  (func (export "_initialize")
+    (i32.store (i32.const 1024) (i32.const 7))
+    (global.set $g (i32.const 5))
+    (table.set $t (i32.const 0) (ref.func $a)))
+  (func (export "write_secret") (param $s i32)
+    (i32.store (i32.const 1024) (local.get $s))
+    (i32.store (i32.const 60000) (local.get $s))
+    (global.set $g (local.get $s))
+    (table.set $t (i32.const 0) (ref.func $b))
+    (table.set $t (i32.const 1) (ref.func $b))
+    (drop (memory.grow (i32.const 2)))
+    (i32.store (i32.const 131072) (local.get $s))
+    (data.drop $d))
+  (func (export "read_mem") (param i32) (result i32) (i32.load (local.get 0)))
+  (func (export "read_global") (result i32) (global.get $g))
+  (func (export "pages") (result i32) (memory.size))
+  (func (export "call_slot") (param i32) (result i32)
+    (call_indirect (result i32) (local.get 0)))
+  (func (export "init_data") (memory.init $d (i32.const 0) (i32.const 0) (i32.const 7)))
+)"#;
+
+fn setup() -> (Engine, Module, Snapshot) {
+    let engine = Engine::default();
+    let module = Module::new(&engine, MODULE).unwrap();
+    let mut store = Store::new(&engine, ());
+    let snap = Snapshot::create(&mut store, &module, &[], None).unwrap();
+    (engine, module, snap)
+}
+
+fn call(
+    store: &mut Store<()>,
+    inst: faaslet::Instance,
+    name: &str,
+    arg: Option<i32>,
+) -> Result<Option<i32>, faaslet::Error> {
+    let f = inst.get_func(&mut *store, name).unwrap();
+    let ty = f.ty(&*store);
+    let params: Vec<_> = arg.into_iter().map(faaslet::Val::I32).collect();
+    let mut results = vec![faaslet::Val::I32(0); ty.results.len()];
+    f.call(&mut *store, &params, &mut results)?;
+    Ok(results.first().and_then(|v| v.i32()))
+}
+
+/// The state right after `_initialize`, as seen by the guest.
+fn assert_initial(store: &mut Store<()>, inst: faaslet::Instance) {
+    assert_eq!(call(store, inst, "read_mem", Some(1024)).unwrap(), Some(7));
+    assert_eq!(call(store, inst, "read_mem", Some(60000)).unwrap(), Some(0));
+    assert_eq!(call(store, inst, "read_global", None).unwrap(), Some(5));
+    assert_eq!(call(store, inst, "pages", None).unwrap(), Some(1));
+    assert_eq!(call(store, inst, "call_slot", Some(0)).unwrap(), Some(11));
+    assert!(
+        call(store, inst, "call_slot", Some(1)).is_err(),
+        "slot 1 is null"
+    );
+    call(store, inst, "init_data", None).expect("passive segment still there");
+}
+
+#[test]
+fn restore_resumes_after_initialisation() {
+    let (engine, _module, snap) = setup();
+    let mut store = Store::new(&engine, ());
+    let inst = snap.restore(&mut store, &[]).unwrap();
+    assert_initial(&mut store, inst);
+}
+
+#[test]
+fn secret_from_call_one_is_gone_in_call_two() {
+    let (engine, _module, snap) = setup();
+    let mut store = Store::new(&engine, ());
+    let inst = snap.restore(&mut store, &[]).unwrap();
+    let secret = 0x5ec2e7;
+    // Call 1 writes the secret to memory (old and newly grown pages), a
+    // global and the table, and drops a segment.
+    call(&mut store, inst, "write_secret", Some(secret)).unwrap();
+    assert_eq!(
+        call(&mut store, inst, "read_mem", Some(1024)).unwrap(),
+        Some(secret)
+    );
+    assert_eq!(
+        call(&mut store, inst, "read_mem", Some(131072)).unwrap(),
+        Some(secret)
+    );
+    assert_eq!(
+        call(&mut store, inst, "read_global", None).unwrap(),
+        Some(secret)
+    );
+    snap.reset(&mut store, inst).unwrap();
+    // Call 2 sees only the snapshot: no secret anywhere, grown pages gone.
+    assert_initial(&mut store, inst);
+    assert!(
+        call(&mut store, inst, "read_mem", Some(131072)).is_err(),
+        "grown page is gone"
+    );
+    // And again, many times, still exact.
+    for i in 0..20 {
+        call(&mut store, inst, "write_secret", Some(secret + i)).unwrap();
+        snap.reset(&mut store, inst).unwrap();
+    }
+    assert_initial(&mut store, inst);
+}
+
+#[test]
+fn reset_of_the_captured_instance_itself() {
+    let engine = Engine::default();
+    let module = Module::new(&engine, MODULE).unwrap();
+    let mut store = Store::new(&engine, ());
+    let inst = faaslet::Instance::new(&mut store, &module, &[]).unwrap();
+    call(&mut store, inst, "_initialize", None).unwrap();
+    let snap = Snapshot::capture(&mut store, inst).unwrap();
+    call(&mut store, inst, "write_secret", Some(99)).unwrap();
+    snap.reset(&mut store, inst).unwrap();
+    assert_initial(&mut store, inst);
+}
+
+#[test]
+fn restores_are_independent() {
+    let (engine, _module, snap) = setup();
+    let mut s1 = Store::new(&engine, ());
+    let mut s2 = Store::new(&engine, ());
+    let a = snap.restore(&mut s1, &[]).unwrap();
+    let b = snap.restore(&mut s2, &[]).unwrap();
+    call(&mut s1, a, "write_secret", Some(1234)).unwrap();
+    assert_initial(&mut s2, b);
+}
+
+#[test]
+fn corrupt_truncated_and_foreign_files_are_refused() {
+    let (engine, module, snap) = setup();
+    let bytes = snap.to_bytes().unwrap();
+    Snapshot::from_bytes(&module, &bytes).unwrap();
+
+    let mut corrupt = bytes.clone();
+    let n = corrupt.len();
+    corrupt[n - 3] ^= 0xff;
+    match Snapshot::from_bytes(&module, &corrupt) {
+        Err(SnapshotError::Format(FormatError::ChecksumMismatch {
+            part: "payload", ..
+        })) => {}
+        other => panic!("corrupt file: {other:?}"),
+    }
+    let mut bad_header = bytes.clone();
+    bad_header[30] ^= 1;
+    assert!(matches!(
+        Snapshot::from_bytes(&module, &bad_header),
+        Err(SnapshotError::Format(FormatError::ChecksumMismatch {
+            part: "header",
+            ..
+        }))
+    ));
+    assert!(matches!(
+        Snapshot::from_bytes(&module, &bytes[..bytes.len() - 10]),
+        Err(SnapshotError::Format(FormatError::Truncated { .. }))
+    ));
+    assert!(matches!(
+        Snapshot::from_bytes(&module, &bytes[..12]),
+        Err(SnapshotError::Format(FormatError::Truncated { .. }))
+    ));
+    assert!(matches!(
+        Snapshot::from_bytes(
+            &module,
+            b"\x7fELF this is not a snapshot at all, no no no no no"
+        ),
+        Err(SnapshotError::Format(FormatError::BadMagic))
+    ));
+    let other = Module::new(&engine, "(module (memory 1))").unwrap();
+    let err = Snapshot::from_bytes(&other, &bytes).unwrap_err();
+    assert!(matches!(
+        err,
+        SnapshotError::Format(FormatError::ModuleMismatch { .. })
+    ));
+    assert!(err.to_string().contains("another module"), "{err}");
+}
+
+const CHILD_ENV: &str = "FAASLET_SNAPSHOT_CHILD_FILE";
+
+/// Run by `snapshot_restores_in_another_process` in a child process.
+#[test]
+fn child_restore_from_file() {
+    let Ok(path) = std::env::var(CHILD_ENV) else {
+        return; // only meaningful when spawned by the test below
+    };
+    let engine = Engine::default();
+    let module = Module::new(&engine, MODULE).unwrap();
+    let snap = Snapshot::load(&module, &path).unwrap();
+    let mut store = Store::new(&engine, ());
+    let inst = snap.restore(&mut store, &[]).unwrap();
+    assert_initial(&mut store, inst);
+    println!("CHILD-RESTORED-OK");
+}
+
+#[test]
+fn snapshot_restores_in_another_process() {
+    let (_engine, _module, snap) = setup();
+    let path = std::env::temp_dir().join(format!("faaslet-snap-{}.snap", std::process::id()));
+    snap.save(&path).unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_restore_from_file",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, &path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("CHILD-RESTORED-OK"),
+        "child did not restore: {stdout}"
+    );
+}
