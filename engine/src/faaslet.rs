@@ -59,6 +59,10 @@ pub enum FaasletError {
     /// The WASI context could not be set up (a mount is missing...).
     #[error("wasi setup: {0}")]
     Wasi(#[from] WasiSetupError),
+    /// Resource isolation could not be applied (only in strict mode, or when
+    /// the namespace pool is exhausted).
+    #[error("isolation: {0}")]
+    Isolation(#[from] faaslet_netns::IsolationError),
     /// The module has no entry point this Faaslet knows how to call.
     #[error("module has no entry point: export `_start` () -> () or `main` () -> i32")]
     NoEntry,
@@ -205,6 +209,22 @@ pub struct FaasletConfig {
     pub functions: Option<FunctionRegistry>,
     /// The state store (the local tier).
     pub state: Arc<dyn StateStore>,
+    /// Resource isolation around every call: the calling thread joins a
+    /// CPU cgroup with these limits and a pooled network namespace for the
+    /// duration of the call (see `faaslet_netns`). `None` runs unisolated.
+    pub isolation: Option<FaasletIsolation>,
+}
+
+/// Resource isolation for a Faaslet: the engine-wide [`Isolation`] layer
+/// (created once, shared by every Faaslet) and this function's limits.
+///
+/// [`Isolation`]: faaslet_netns::Isolation
+#[derive(Clone, Debug)]
+pub struct FaasletIsolation {
+    /// The isolation layer.
+    pub isolation: Arc<faaslet_netns::Isolation>,
+    /// This function's cgroup limits.
+    pub limits: faaslet_netns::CgroupLimits,
 }
 
 impl std::fmt::Debug for FaasletConfig {
@@ -232,6 +252,7 @@ impl FaasletConfig {
             conf_flags: Arc::new(HashMap::new()),
             functions: None,
             state: Arc::new(LocalStateStore::new()),
+            isolation: None,
         }
     }
 
@@ -293,6 +314,8 @@ pub struct Faaslet {
     linker: Linker<FaasletData>,
     /// An instance made ahead of the next call.
     ready: Option<(Store<FaasletData>, Instance)>,
+    /// This Faaslet's cgroup, when isolation is configured.
+    cgroup: Option<faaslet_netns::FunctionCgroup>,
 }
 
 impl std::fmt::Debug for Faaslet {
@@ -320,7 +343,11 @@ impl Faaslet {
             config,
             linker,
             ready: None,
+            cgroup: None,
         };
+        if let Some(iso) = &f.config.isolation {
+            f.cgroup = Some(iso.isolation.cgroup_for(&f.config.name, &iso.limits)?);
+        }
         let inst = f.instantiate(Vec::new())?;
         f.ready = Some(inst);
         Ok(f)
@@ -381,7 +408,14 @@ impl Faaslet {
             None => self.instantiate(Vec::new())?,
         };
         store.data_mut().faasm.set_input(input.to_vec());
+        // The thread joins the cgroup and network namespace for the call
+        // only; the guard's drop puts it back, whatever the call did.
+        let guard = match &self.config.isolation {
+            Some(iso) => Some(iso.isolation.enter(self.cgroup.as_ref())?),
+            None => None,
+        };
         let result = invoke(&mut store, instance, entry);
+        drop(guard);
         let data = store.data_mut();
         data.faasm.release_locks();
         let output = data.faasm.take_output();

@@ -48,6 +48,9 @@ enum Command {
         /// A flag for `__faasm_conf_flag` (repeatable).
         #[arg(long = "conf", value_name = "FLAG=VALUE")]
         conf: Vec<String>,
+        /// Resource isolation (cgroups, network namespace).
+        #[command(flatten)]
+        isolation: IsolationArgs,
         /// The function's module (`.wasm` or `.wat`).
         file: PathBuf,
         /// Arguments passed to the function (`argv[1..]`).
@@ -134,6 +137,7 @@ fn main() -> ExitCode {
             mounts,
             functions,
             conf,
+            isolation,
             file,
             args,
         } => run(RunArgs {
@@ -143,6 +147,7 @@ fn main() -> ExitCode {
             mounts,
             functions,
             conf,
+            isolation,
             file,
             args,
         }),
@@ -221,7 +226,79 @@ fn compile(bounds: BoundsArg, file: PathBuf) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `faaslet run`'s isolation flags. Any of them turns isolation on; what
+/// the machine cannot apply is reported once on stderr (or, with
+/// `--isolation-strict`, is an error).
+#[derive(clap::Args, Debug, Default)]
+struct IsolationArgs {
+    /// CPU weight of the function's cgroup (1..=10000, default 100; v1 shares = weight*1024/100).
+    #[arg(long, value_name = "WEIGHT")]
+    cpu_weight: Option<u64>,
+    /// CPU bandwidth cap, as QUOTA_US/PERIOD_US (e.g. 50000/100000 for half a core).
+    #[arg(long, value_name = "QUOTA/PERIOD")]
+    cpu_max: Option<String>,
+    /// Memory limit in bytes (applies to processes; see faaslet-netns docs).
+    #[arg(long, value_name = "BYTES")]
+    memory_limit: Option<u64>,
+    /// Maximum number of tasks in the cgroup.
+    #[arg(long, value_name = "N")]
+    pids_max: Option<u64>,
+    /// Run the call in its own network namespace (veth to the host, no NAT).
+    #[arg(long)]
+    net: bool,
+    /// Rate-limit the namespace's traffic, both directions, in Mbit/s (implies --net).
+    #[arg(long, value_name = "MBIT")]
+    net_rate: Option<u32>,
+    /// Fail instead of running unisolated when isolation cannot be applied.
+    #[arg(long)]
+    isolation_strict: bool,
+}
+
+impl IsolationArgs {
+    /// The Faaslet isolation these flags ask for, if any.
+    fn build(&self) -> Result<Option<faaslet::faaslet::FaasletIsolation>, String> {
+        let cpu_max = match &self.cpu_max {
+            None => None,
+            Some(s) => {
+                let (q, p) = s
+                    .split_once('/')
+                    .and_then(|(q, p)| Some((q.parse().ok()?, p.parse().ok()?)))
+                    .ok_or_else(|| format!("bad --cpu-max {s:?}: expected QUOTA_US/PERIOD_US"))?;
+                Some((q, p))
+            }
+        };
+        let limits = faaslet_netns::CgroupLimits {
+            cpu_weight: self.cpu_weight,
+            cpu_max,
+            memory_max: self.memory_limit,
+            pids_max: self.pids_max,
+        };
+        let want_cgroups = limits != faaslet_netns::CgroupLimits::default();
+        let want_net = self.net || self.net_rate.is_some();
+        if !want_cgroups && !want_net && !self.isolation_strict {
+            return Ok(None);
+        }
+        let config = faaslet_netns::IsolationConfig {
+            cgroups: Some(limits.clone()),
+            network: want_net.then(|| faaslet_netns::NetConfig {
+                pool_size: 2,
+                rate_mbit: self.net_rate,
+                ..faaslet_netns::NetConfig::default()
+            }),
+            strict: self.isolation_strict,
+            ..faaslet_netns::IsolationConfig::default()
+        };
+        let isolation =
+            faaslet_netns::Isolation::new(config).map_err(|e| format!("isolation: {e}"))?;
+        Ok(Some(faaslet::faaslet::FaasletIsolation {
+            isolation: std::sync::Arc::new(isolation),
+            limits,
+        }))
+    }
+}
+
 struct RunArgs {
+    isolation: IsolationArgs,
     bounds: BoundsArg,
     input: Option<String>,
     input_file: Option<PathBuf>,
@@ -278,6 +355,7 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
         flags.insert(k.to_string(), v);
     }
     config.conf_flags = std::sync::Arc::new(flags);
+    config.isolation = a.isolation.build()?;
     let engine = engine(a.bounds)?;
     let dir = a.functions.clone().unwrap_or_else(|| {
         a.file
@@ -322,9 +400,8 @@ fn snapshot(
     let module = Module::new(&engine, &bytes).map_err(|e| format!("{}: {e}", file.display()))?;
     let mut store = faaslet::Store::new(&engine, ());
     let start = Instant::now();
-    let snap =
-        faaslet::snapshot::Snapshot::create(&mut store, &module, &[], init.as_deref())
-            .map_err(|e| format!("{}: {e}", file.display()))?;
+    let snap = faaslet::snapshot::Snapshot::create(&mut store, &module, &[], init.as_deref())
+        .map_err(|e| format!("{}: {e}", file.display()))?;
     let took = start.elapsed();
     snap.save(&output).map_err(|e| e.to_string())?;
     println!(
