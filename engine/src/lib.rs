@@ -42,17 +42,17 @@
 
 mod engine;
 mod externals;
+pub mod faaslet;
+pub mod faasm;
 mod func;
 mod instance;
 mod linker;
 mod module;
 mod shared_memory;
+pub mod snapshot;
 mod store;
 mod trap;
 mod values;
-pub mod snapshot;
-pub mod faaslet;
-pub mod faasm;
 pub mod wasi;
 pub mod wast;
 

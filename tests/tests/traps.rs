@@ -375,28 +375,48 @@ fn typed_host_functions_reach_data_and_memory() {
     .unwrap();
     let mut linker = Linker::<Vec<u8>>::new(&engine);
     linker
-        .func_wrap("h", "sum", |mut caller: faaslet::Caller<'_, Vec<u8>>, ptr: u32, len: u32| {
-            let (seen, mem) = caller.data_and_memory_mut();
-            let mem = mem.ok_or_else(|| Trap::host("no memory"))?;
-            let bytes = mem
-                .get(ptr as usize..ptr as usize + len as usize)
-                .ok_or_else(|| Trap::host("bad pointer"))?;
-            seen.extend_from_slice(bytes);
-            Ok(bytes.iter().map(|b| *b as i64).sum::<i64>())
-        })
+        .func_wrap(
+            "h",
+            "sum",
+            |mut caller: faaslet::Caller<'_, Vec<u8>>, ptr: u32, len: u32| {
+                let (seen, mem) = caller.data_and_memory_mut();
+                let mem = mem.ok_or_else(|| Trap::host("no memory"))?;
+                let bytes = mem
+                    .get(ptr as usize..ptr as usize + len as usize)
+                    .ok_or_else(|| Trap::host("bad pointer"))?;
+                seen.extend_from_slice(bytes);
+                Ok(bytes.iter().map(|b| *b as i64).sum::<i64>())
+            },
+        )
         .unwrap()
-        .func_wrap("h", "fail", |_caller: faaslet::Caller<'_, Vec<u8>>| -> Result<(), Trap> {
-            Err(Trap::host("typed failure"))
-        })
+        .func_wrap(
+            "h",
+            "fail",
+            |_caller: faaslet::Caller<'_, Vec<u8>>| -> Result<(), Trap> {
+                Err(Trap::host("typed failure"))
+            },
+        )
         .unwrap();
     let mut store = Store::new(&engine, Vec::new());
     let inst = linker.instantiate(&mut store, &module).unwrap();
-    let run = inst.get_typed_func::<(), i64, _>(&mut store, "run").unwrap();
+    let run = inst
+        .get_typed_func::<(), i64, _>(&mut store, "run")
+        .unwrap();
     assert_eq!(run.call(&mut store, ()).unwrap(), 10);
     assert_eq!(store.data(), &[1, 2, 3, 4]);
-    let oob = inst.get_typed_func::<(), i64, _>(&mut store, "oob").unwrap();
-    assert_eq!(oob.call(&mut store, ()).unwrap_err().message.as_deref(), Some("bad pointer"));
-    let fail = inst.get_typed_func::<(), (), _>(&mut store, "fail").unwrap();
-    assert_eq!(fail.call(&mut store, ()).unwrap_err().message.as_deref(), Some("typed failure"));
+    let oob = inst
+        .get_typed_func::<(), i64, _>(&mut store, "oob")
+        .unwrap();
+    assert_eq!(
+        oob.call(&mut store, ()).unwrap_err().message.as_deref(),
+        Some("bad pointer")
+    );
+    let fail = inst
+        .get_typed_func::<(), (), _>(&mut store, "fail")
+        .unwrap();
+    assert_eq!(
+        fail.call(&mut store, ()).unwrap_err().message.as_deref(),
+        Some("typed failure")
+    );
     assert_eq!(run.call(&mut store, ()).unwrap(), 10);
 }
