@@ -8,7 +8,10 @@
 //!   function, through [`faaslet::Func::call`] and through a
 //!   [`faaslet::TypedFunc`], next to a plain native call of the same thing.
 //!
-//! Run with `cargo bench -p faaslet-benches`.
+//! Each group also runs wasmtime on the same input in the same run, so the
+//! figures to quote are ratios (this machine is shared and noisy).
+//!
+//! Run with `cargo bench -p faaslet-benches --bench compile`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use faaslet::{Engine, Instance, Module, Store, Val};
@@ -107,6 +110,11 @@ fn compile(c: &mut Criterion) {
     group.bench_function(format!("generated_{}KiB", big.len() / 1024), |b| {
         b.iter(|| Module::new(&engine, black_box(&big)).expect("compile"))
     });
+    // The peer, same bytes, same run: wasmtime's Cranelift pipeline.
+    let wt = wasmtime::Engine::default();
+    group.bench_function(format!("wasmtime_generated_{}KiB", big.len() / 1024), |b| {
+        b.iter(|| wasmtime::Module::new(&wt, black_box(&big)).expect("wasmtime compile"))
+    });
 
     let spec = spec_modules(&[
         "i32.wast",
@@ -163,6 +171,18 @@ fn call(c: &mut Criterion) {
     let typed = func.typed::<i32, i32, _>(&store).expect("typed");
     group.bench_function("typed_func_call", |b| {
         b.iter(|| typed.call(&mut store, black_box(41)).expect("call"))
+    });
+    // The peer: the same module called through wasmtime's TypedFunc.
+    let wt = wasmtime::Engine::default();
+    let wt_module = wasmtime::Module::new(&wt, &wasm).expect("wasmtime compile");
+    let mut wt_store = wasmtime::Store::new(&wt, ());
+    let wt_instance =
+        wasmtime::Instance::new(&mut wt_store, &wt_module, &[]).expect("wasmtime instantiate");
+    let wt_typed = wt_instance
+        .get_typed_func::<i32, i32>(&mut wt_store, "add1")
+        .expect("wasmtime export");
+    group.bench_function("wasmtime_typed_func_call", |b| {
+        b.iter(|| wt_typed.call(&mut wt_store, black_box(41)).expect("wasmtime call"))
     });
     group.finish();
 }
