@@ -25,7 +25,12 @@ macro_rules! rtool_or_skip {
 #[test]
 fn rust_std_fs_in_scratch() {
     let t = rtool_or_skip!();
-    let o = run(t, WasiCtx::builder().args(["rtool", "fs", "/scratch"]).scratch("/scratch"));
+    let o = run(
+        t,
+        WasiCtx::builder()
+            .args(["rtool", "fs", "/scratch"])
+            .scratch("/scratch"),
+    );
     assert_eq!(o.code, Some(0), "{o:?}");
     assert_eq!(
         o.stdout,
@@ -63,7 +68,14 @@ fn rust_std_escapes_are_refused() {
     let o = run(
         t,
         WasiCtx::builder()
-            .args(["rtool", "escape", "/d/in.txt", "/d/../../etc/passwd", "/etc/passwd", "/d/pw"])
+            .args([
+                "rtool",
+                "escape",
+                "/d/in.txt",
+                "/d/../../etc/passwd",
+                "/etc/passwd",
+                "/d/pw",
+            ])
             .mount(data.path(), "/d", MountMode::ReadOnly),
     );
     assert_eq!(o.code, Some(0), "{o:?}");

@@ -318,14 +318,24 @@ fn write_from(
     match out {
         Output::Discard => Ok(total),
         Output::Capture => {
-            for v in iov {
-                // SAFETY: `v` was built by host_iovs from a checked guest range
-                // and the memory outlives this call.
-                buf.extend_from_slice(unsafe {
-                    std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len)
-                });
+            // Past the capture limit the stream is full: a short write,
+            // then ENOSPC, as on a full disk.
+            let mut room = ctx.capture_limit.saturating_sub(buf.len());
+            if room == 0 && total > 0 {
+                return Err(Errno::NoSpc);
             }
-            Ok(total)
+            let mut n = 0;
+            for v in iov {
+                let k = v.iov_len.min(room);
+                // SAFETY: `v` was built by host_iovs from a checked guest range
+                // and the memory outlives this call; k <= v.iov_len.
+                buf.extend_from_slice(unsafe {
+                    std::slice::from_raw_parts(v.iov_base as *const u8, k)
+                });
+                n += k;
+                room -= k;
+            }
+            Ok(n)
         }
         Output::Inherit => {
             if iov.is_empty() {

@@ -117,6 +117,9 @@ pub(crate) enum Fd {
     Dir(DirFd),
 }
 
+/// Default for [`WasiCtxBuilder::capture_limit`].
+pub const DEFAULT_CAPTURE_LIMIT: usize = 64 << 20;
+
 /// Builds a [`WasiCtx`].
 #[derive(Debug)]
 pub struct WasiCtxBuilder {
@@ -127,6 +130,7 @@ pub struct WasiCtxBuilder {
     stdin: Input,
     stdout: Output,
     stderr: Output,
+    capture_limit: usize,
 }
 
 /// The WASI state of one guest.
@@ -142,6 +146,8 @@ pub struct WasiCtx {
     pub(crate) stderr: Output,
     pub(crate) stdout_buf: Vec<u8>,
     pub(crate) stderr_buf: Vec<u8>,
+    /// Most bytes kept per captured stream.
+    pub(crate) capture_limit: usize,
     /// Reused for readv/writev so calls do not allocate.
     pub(crate) iov_scratch: Vec<libc::iovec>,
     scratch_dir: Option<(PathBuf, bool)>,
@@ -174,6 +180,7 @@ impl Default for WasiCtxBuilder {
             stdin: Input::Empty,
             stdout: Output::Inherit,
             stderr: Output::Inherit,
+            capture_limit: DEFAULT_CAPTURE_LIMIT,
         }
     }
 }
@@ -240,6 +247,13 @@ impl WasiCtxBuilder {
         self
     }
 
+    /// The most bytes kept per captured stream ([`Output::Capture`]);
+    /// further writes are short, then fail with `ENOSPC`. Default 64 MiB.
+    pub fn capture_limit(mut self, bytes: usize) -> Self {
+        self.capture_limit = bytes;
+        self
+    }
+
     /// Opens the mounts and creates the scratch directory.
     pub fn build(self) -> Result<WasiCtx, WasiSetupError> {
         let mut args = Vec::new();
@@ -295,6 +309,7 @@ impl WasiCtxBuilder {
             stderr: self.stderr,
             stdout_buf: Vec::new(),
             stderr_buf: Vec::new(),
+            capture_limit: self.capture_limit,
             iov_scratch: Vec::with_capacity(16),
             scratch_dir,
             exit_code: None,

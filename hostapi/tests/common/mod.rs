@@ -137,7 +137,9 @@ fn try_build_c(name: &str) -> Option<Vec<u8>> {
 /// wasm32-wasip1`, or returns None (printing why) when that target is not
 /// installed — unless `FAASLET_REQUIRE_WASM_TARGETS` is set.
 pub fn build_rust(name: &str) -> Option<Vec<u8>> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests").join(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/guests")
+        .join(name);
     let out = std::env::temp_dir().join(format!(
         "faaslet-wasi-{}-{}.wasm",
         name.trim_end_matches(".rs"),
