@@ -5,81 +5,15 @@
 //! density. Prints a table.
 //!
 //! Run with `cargo bench -p faaslet-benches --bench cold_start`.
+//!
+//! The measurement code is `faaslet::bench` (shared with
+//! `faaslet bench cold-start`, which prints the engine-only figures).
 
+use faaslet::bench::{density, measure, per_idle, rate, NOOP_WAT as NOOP};
 use faaslet::snapshot::Snapshot;
 use faaslet::{Bounds, Config, Engine, Instance, Module, Store};
 use std::hint::black_box;
-use std::time::{Duration, Instant};
-
-const NOOP: &str = r#"(module (memory (export "memory") 1 1) (func (export "noop")))"#;
-
-fn rdtsc() -> u64 {
-    // SAFETY: rdtsc has no preconditions on x86_64.
-    unsafe { core::arch::x86_64::_rdtsc() }
-}
-
-struct Stat {
-    median_ns: f64,
-    median_cycles: u64,
-}
-
-fn measure(iters: usize, mut f: impl FnMut()) -> Stat {
-    for _ in 0..iters / 10 {
-        f();
-    }
-    let mut ns = Vec::with_capacity(iters);
-    let mut cy = Vec::with_capacity(iters);
-    for _ in 0..iters {
-        let t = Instant::now();
-        let c = rdtsc();
-        f();
-        let c2 = rdtsc();
-        ns.push(t.elapsed().as_nanos() as f64);
-        cy.push(c2 - c);
-    }
-    ns.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    cy.sort();
-    Stat {
-        median_ns: ns[iters / 2],
-        median_cycles: cy[iters / 2],
-    }
-}
-
-fn rate(mut f: impl FnMut()) -> f64 {
-    let t = Instant::now();
-    let mut n = 0u64;
-    while t.elapsed() < Duration::from_secs(1) {
-        for _ in 0..100 {
-            f();
-        }
-        n += 100;
-    }
-    n as f64 / t.elapsed().as_secs_f64()
-}
-
-fn smaps() -> (u64, u64) {
-    let s = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
-    let field = |name: &str| {
-        s.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (field("Pss:"), field("Rss:"))
-}
-
-/// (PSS KiB, RSS KiB) per idle Faaslet with `n` alive.
-fn per_idle(n: usize, mut make: impl FnMut() -> Box<dyn std::any::Any>) -> (f64, f64) {
-    let (p0, r0) = smaps();
-    let alive: Vec<_> = (0..n).map(|_| make()).collect();
-    let (p1, r1) = smaps();
-    drop(alive);
-    (
-        (p1.saturating_sub(p0)) as f64 / n as f64,
-        (r1.saturating_sub(r0)) as f64 / n as f64,
-    )
-}
+use std::time::Duration;
 
 fn main() {
     let wasm = faaslet::wat_to_wasm(NOOP).unwrap();
@@ -123,17 +57,17 @@ fn main() {
             .unwrap();
         f.call(&mut *store, ()).unwrap();
     };
-    let rate_fresh = rate(|| {
+    let rate_fresh = rate(Duration::from_secs(1), || {
         let mut store = Store::new(&engine, ());
         let i = Instance::new(&mut store, &module, &[]).unwrap();
         noop_call(&mut store, i);
     });
-    let rate_restore = rate(|| {
+    let rate_restore = rate(Duration::from_secs(1), || {
         let mut store = Store::new(&engine, ());
         let i = snap.restore(&mut store, &[]).unwrap();
         noop_call(&mut store, i);
     });
-    let rate_wt = rate(|| {
+    let rate_wt = rate(Duration::from_secs(1), || {
         let mut store = wasmtime::Store::new(&wengine, ());
         let i = pre.instantiate(&mut store).unwrap();
         i.get_typed_func::<(), ()>(&mut store, "noop")
@@ -147,12 +81,12 @@ fn main() {
         let ours = per_idle(n, || {
             let mut store = Store::new(&engine, ());
             let i = snap.restore(&mut store, &[]).unwrap();
-            Box::new((store, i))
+            (store, i)
         });
         let theirs = per_idle(n, || {
             let mut store = wasmtime::Store::new(&wengine, ());
             let i = pre.instantiate(&mut store).unwrap();
-            Box::new((store, i))
+            (store, i)
         });
         mem.push((n, ours, theirs));
     }
@@ -167,25 +101,12 @@ fn main() {
     let mut s = Store::new(&dengine, ());
     let dsnap = Snapshot::create(&mut s, &dmodule, &[], None).unwrap();
     drop(s);
-    let mut alive = Vec::new();
-    let mut density_err = String::new();
-    while alive.len() < 100_000 {
-        let mut store = Store::new(&dengine, ());
-        match dsnap.restore(&mut store, &[]) {
-            Ok(i) => alive.push((store, i)),
-            Err(e) => {
-                density_err = e.to_string();
-                break;
-            }
-        }
-    }
-    let density = alive.len();
-    drop(alive);
+    let (density, density_err) = density(&dsnap, 100_000);
 
     println!("\ncold start of a no-op function (median of {iters}), same run:");
     println!(
-        "{:<44} {:>12} {:>12} {:>14}",
-        "measure", "time", "cycles", "rate (/s)"
+        "{:<34} {:>11} {:>11} {:>10} {:>10} {:>12}",
+        "measure", "median", "p99", "med cyc", "p99 cyc", "rate (/s)"
     );
     for (name, st, r) in [
         ("faaslet fresh (compiled module)", &fresh, rate_fresh),
@@ -193,10 +114,12 @@ fn main() {
         ("wasmtime 48 pooling + CoW image", &wt, rate_wt),
     ] {
         println!(
-            "{:<44} {:>9.2} us {:>12} {:>14.0}",
+            "{:<34} {:>8.2} us {:>8.2} us {:>10} {:>10} {:>12.0}",
             name,
             st.median_ns / 1e3,
+            st.p99_ns / 1e3,
             st.median_cycles,
+            st.p99_cycles,
             r
         );
     }
@@ -209,10 +132,9 @@ fn main() {
     }
     println!(
         "\ndensity (explicit bounds, restored, one process): {density} idle Faaslets{}",
-        if density_err.is_empty() {
-            " (stopped at the 100,000 target)".to_string()
-        } else {
-            format!(" (stopped: {density_err})")
+        match density_err {
+            None => " (stopped at the 100,000 target)".to_string(),
+            Some(e) => format!(" (stopped: {e})"),
         }
     );
     println!("targets: restore <= 5 us, fresh <= 20 us, <= 32 KiB PSS, >= 100,000 idle");

@@ -182,7 +182,11 @@ fn call(c: &mut Criterion) {
         .get_typed_func::<i32, i32>(&mut wt_store, "add1")
         .expect("wasmtime export");
     group.bench_function("wasmtime_typed_func_call", |b| {
-        b.iter(|| wt_typed.call(&mut wt_store, black_box(41)).expect("wasmtime call"))
+        b.iter(|| {
+            wt_typed
+                .call(&mut wt_store, black_box(41))
+                .expect("wasmtime call")
+        })
     });
     group.finish();
 }

@@ -25,8 +25,9 @@
 //! ```
 
 use crate::faasm::FaasmView;
+use crate::snapshot::{Snapshot, SnapshotError};
 use crate::wasi::WasiView;
-use crate::{Engine, Error, Func, Instance, Linker, Module, Store, Trap, Val, ValType};
+use crate::{Engine, Error, Extern, Func, Instance, Linker, Module, Store, Trap, Val, ValType};
 use faaslet_hostapi::faasm::{CallResult, Chainer, FaasmCtx, FaasmError};
 pub use faaslet_hostapi::faasm::{LocalStateStore, StateStore, StateValue};
 pub use faaslet_hostapi::wasi::{MountMode, Output};
@@ -48,6 +49,9 @@ pub enum FaasletError {
     /// Compiling, linking or instantiating failed.
     #[error("{0}")]
     Engine(#[from] Error),
+    /// Making, reading or restoring a snapshot (Proto-Faaslet) failed.
+    #[error("{0}")]
+    Snapshot(#[from] SnapshotError),
     /// The guest trapped (other than by `proc_exit`).
     #[error("trap: {trap}")]
     Trap {
@@ -307,9 +311,14 @@ enum Entry {
 
 /// One function's sandbox. Each [`call`](Faaslet::call) runs in a fresh
 /// instance with fresh memory, so nothing leaks from one call to the next.
+/// A Faaslet made with [`from_snapshot`](Faaslet::from_snapshot) starts
+/// every call from its Proto-Faaslet instead (restored copy-on-write, no
+/// initialisation run again).
 pub struct Faaslet {
     engine: Engine,
     module: Module,
+    /// The Proto-Faaslet every call starts from, if any.
+    snapshot: Option<Snapshot>,
     config: FaasletConfig,
     linker: Linker<FaasletData>,
     /// An instance made ahead of the next call.
@@ -340,6 +349,7 @@ impl Faaslet {
         let mut f = Faaslet {
             engine: engine.clone(),
             module: module.clone(),
+            snapshot: None,
             config,
             linker,
             ready: None,
@@ -353,6 +363,90 @@ impl Faaslet {
         Ok(f)
     }
 
+    /// A Faaslet whose every call starts from `snapshot` (a Proto-Faaslet
+    /// of its module, made by [`Faaslet::snapshot`] or
+    /// [`Snapshot::create`]): the instance is restored copy-on-write, so
+    /// the state the initialisation left is there and no data segment,
+    /// start function or initialisation export runs again. Chained calls
+    /// by pointer into the same module start from it too.
+    ///
+    /// ```
+    /// use faaslet::faaslet::{Faaslet, FaasletConfig};
+    /// use faaslet::{Engine, Module};
+    ///
+    /// let engine = Engine::default();
+    /// let module = Module::new(&engine, r#"(module
+    ///     (global $n (mut i32) (i32.const 0))
+    ///     (func (export "_initialize") (global.set $n (i32.const 42)))
+    ///     (func (export "main") (result i32) (global.get $n)))"#).unwrap();
+    /// let snap = Faaslet::snapshot(&engine, &module, FaasletConfig::new("f"), None).unwrap();
+    /// let mut f = Faaslet::from_snapshot(&engine, &snap, FaasletConfig::new("f")).unwrap();
+    /// assert_eq!(f.call(b"").unwrap().return_code, 42);
+    /// // Fresh, `_initialize` never runs: the global is 0.
+    /// let mut g = Faaslet::new(&engine, &module, FaasletConfig::new("f")).unwrap();
+    /// assert_eq!(g.call(b"").unwrap().return_code, 0);
+    /// ```
+    pub fn from_snapshot(
+        engine: &Engine,
+        snapshot: &Snapshot,
+        config: FaasletConfig,
+    ) -> Result<Faaslet, FaasletError> {
+        let mut linker = Linker::new(engine);
+        crate::wasi::add_to_linker(&mut linker)?;
+        crate::faasm::add_to_linker(&mut linker)?;
+        let mut f = Faaslet {
+            engine: engine.clone(),
+            module: snapshot.module().clone(),
+            snapshot: Some(snapshot.clone()),
+            config,
+            linker,
+            ready: None,
+            cgroup: None,
+        };
+        if let Some(iso) = &f.config.isolation {
+            f.cgroup = Some(iso.isolation.cgroup_for(&f.config.name, &iso.limits)?);
+        }
+        let inst = f.instantiate(Vec::new())?;
+        f.ready = Some(inst);
+        Ok(f)
+    }
+
+    /// Makes a Proto-Faaslet of `module`: instantiates it linked against
+    /// the Faaslet host interface (WASI and the Faasm API, set up from
+    /// `config`), runs its initialisation export (`init`, else the first of
+    /// [`DEFAULT_INIT_EXPORTS`](crate::snapshot::DEFAULT_INIT_EXPORTS) it
+    /// has) and captures the result. Only the guest's state is kept; the
+    /// host-side context of the initialisation (its input, output, open
+    /// files) is not.
+    pub fn snapshot(
+        engine: &Engine,
+        module: &Module,
+        config: FaasletConfig,
+        init: Option<&str>,
+    ) -> Result<Snapshot, FaasletError> {
+        let mut linker = Linker::new(engine);
+        crate::wasi::add_to_linker(&mut linker)?;
+        crate::faasm::add_to_linker(&mut linker)?;
+        let f = Faaslet {
+            engine: engine.clone(),
+            module: module.clone(),
+            snapshot: None,
+            config,
+            linker,
+            ready: None,
+            cgroup: None,
+        };
+        let mut store = f.new_store(Vec::new())?;
+        let mut linker = f.linker;
+        let imports = resolve_imports(&mut linker, &mut store, module)?;
+        Ok(Snapshot::create(&mut store, module, &imports, init)?)
+    }
+
+    /// The Proto-Faaslet calls start from, if any.
+    pub fn snapshot_of(&self) -> Option<&Snapshot> {
+        self.snapshot.as_ref()
+    }
+
     /// The configuration.
     pub fn config(&self) -> &FaasletConfig {
         &self.config
@@ -362,6 +456,19 @@ impl Faaslet {
         &mut self,
         input: Vec<u8>,
     ) -> Result<(Store<FaasletData>, Instance), FaasletError> {
+        let mut store = self.new_store(input)?;
+        let instance = match &self.snapshot {
+            Some(snap) => {
+                let imports = resolve_imports(&mut self.linker, &mut store, &self.module)?;
+                snap.restore(&mut store, &imports)?
+            }
+            None => self.linker.instantiate(&mut store, &self.module)?,
+        };
+        Ok((store, instance))
+    }
+
+    /// A store holding a fresh WASI and Faasm context for one call.
+    fn new_store(&self, input: Vec<u8>) -> Result<Store<FaasletData>, FaasletError> {
         let c = &self.config;
         let mut b = WasiCtx::builder()
             .arg(c.name.clone())
@@ -378,14 +485,13 @@ impl Faaslet {
         let chainer = FaasletChainer {
             engine: self.engine.clone(),
             module: self.module.clone(),
+            snapshot: self.snapshot.clone(),
             config: c.clone(),
             calls: HashMap::new(),
         };
         let faasm = FaasmCtx::new(input, c.state.clone(), Box::new(chainer))
             .with_conf_flags(c.conf_flags.clone());
-        let mut store = Store::new(&self.engine, FaasletData { wasi, faasm });
-        let instance = self.linker.instantiate(&mut store, &self.module)?;
-        Ok((store, instance))
+        Ok(Store::new(&self.engine, FaasletData { wasi, faasm }))
     }
 
     /// Runs the function's entry point (`_start`, or `main` returning the
@@ -408,6 +514,11 @@ impl Faaslet {
             None => self.instantiate(Vec::new())?,
         };
         store.data_mut().faasm.set_input(input.to_vec());
+        // A WASI program reads the call's input as its standard input.
+        store
+            .data_mut()
+            .wasi
+            .set_stdin(faaslet_hostapi::wasi::Input::Bytes(input.to_vec()));
         // The thread joins the cgroup and network namespace for the call
         // only; the guard's drop puts it back, whatever the call did.
         let guard = match &self.config.isolation {
@@ -439,6 +550,22 @@ impl Faaslet {
             stderr,
         })
     }
+}
+
+/// `module`'s imports, resolved by `linker` as externs of `store`.
+fn resolve_imports(
+    linker: &mut Linker<FaasletData>,
+    store: &mut Store<FaasletData>,
+    module: &Module,
+) -> Result<Vec<Extern>, FaasletError> {
+    let mut imports = Vec::with_capacity(module.info().imports.len());
+    for imp in &module.info().imports {
+        let ext = linker.get(store, &imp.module, &imp.name).ok_or_else(|| {
+            Error::Link(format!("unknown import `{}`.`{}`", imp.module, imp.name))
+        })?;
+        imports.push(ext);
+    }
+    Ok(imports)
 }
 
 /// Calls `entry` of `instance`; returns the return code.
@@ -510,6 +637,8 @@ enum Slot {
 struct FaasletChainer {
     engine: Engine,
     module: Module,
+    /// The caller's Proto-Faaslet: calls by pointer start from it.
+    snapshot: Option<Snapshot>,
     config: FaasletConfig,
     calls: HashMap<u32, Slot>,
 }
@@ -520,12 +649,17 @@ pub const FAILED_CALL: i32 = -1;
 fn run_chained(
     engine: Engine,
     module: Module,
+    snapshot: Option<Snapshot>,
     config: FaasletConfig,
     entry: Entry,
     input: Vec<u8>,
 ) -> CallResult {
     let name = config.name.clone();
-    let result = Faaslet::new(&engine, &module, config).and_then(|mut f| f.run(entry, &input));
+    let faaslet = match &snapshot {
+        Some(snap) => Faaslet::from_snapshot(&engine, snap, config),
+        None => Faaslet::new(&engine, &module, config),
+    };
+    let result = faaslet.and_then(|mut f| f.run(entry, &input));
     match result {
         Ok(out) => CallResult {
             return_code: out.return_code,
@@ -549,6 +683,7 @@ impl FaasletChainer {
     fn spawn(
         &mut self,
         module: Module,
+        snapshot: Option<Snapshot>,
         name: &str,
         entry: Entry,
         input: &[u8],
@@ -563,7 +698,7 @@ impl FaasletChainer {
         let handle = std::thread::Builder::new()
             .name(format!("faaslet-{name}-{id}"))
             .stack_size(CHAINED_THREAD_STACK)
-            .spawn(move || run_chained(engine, module, config, entry, input))
+            .spawn(move || run_chained(engine, module, snapshot, config, entry, input))
             .map_err(|e| FaasmError::Chain(format!("cannot start a thread: {e}")))?;
         self.calls.insert(id, Slot::Running(handle));
         Ok(id)
@@ -583,12 +718,19 @@ impl Chainer for FaasletChainer {
             }
             other => FaasmError::Chain(other.to_string()),
         })?;
-        self.spawn(module, name, Entry::Main, input)
+        self.spawn(module, None, name, Entry::Main, input)
     }
 
     fn chain_ptr(&mut self, func: u32, input: &[u8]) -> Result<u32, FaasmError> {
         let name = self.config.name.clone();
-        self.spawn(self.module.clone(), &name, Entry::Ptr(func), input)
+        let snapshot = self.snapshot.clone();
+        self.spawn(
+            self.module.clone(),
+            snapshot,
+            &name,
+            Entry::Ptr(func),
+            input,
+        )
     }
 
     fn await_call(&mut self, id: u32) -> Result<CallResult, FaasmError> {

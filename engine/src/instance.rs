@@ -187,10 +187,18 @@ impl Instance {
         });
         let vmctx = entry.vmctx_ptr();
         let entry_ptr: *mut InstanceEntry = &mut *entry;
-        // SAFETY (for every `write_ptr` below): offsets come from this
-        // module's VMOffsets, so each write lands inside the vmctx, aligned.
-        let write_ptr =
-            |off: u32, p: *const u8| unsafe { *(vmctx.add(off as usize) as *mut *const u8) = p };
+        let vmctx_len = entry.vmctx.len() * std::mem::size_of::<u128>();
+        let write_ptr = |off: u32, p: *const u8| {
+            // Offsets come from this module's VMOffsets; the check makes the
+            // write below sound even if they did not.
+            assert!(
+                off as usize % 8 == 0 && off as usize + 8 <= vmctx_len,
+                "vmctx offset {off}"
+            );
+            // SAFETY: in bounds and 8-byte aligned (checked above) in the
+            // live, 16-byte aligned vmctx allocation.
+            unsafe { *(vmctx.add(off as usize) as *mut *const u8) = p }
+        };
         write_ptr(abi::VMCTX_STORE as u32, core.ctx.ptr() as *const u8);
         write_ptr(
             abi::VMCTX_BUILTINS as u32,
@@ -212,10 +220,10 @@ impl Instance {
             .iter()
             .enumerate()
         {
-            let id = core.push_memory(*ty)?;
-            if let Some(snap) = snap {
-                snap.restore_memory(core, id, k)?;
-            }
+            let id = match snap {
+                Some(snap) => snap.restore_memory(core, *ty, k)?,
+                None => core.push_memory(*ty)?,
+            };
             entry.memory_ids.push(id);
         }
         for ty in &info.tables[info.num_imported_tables as usize..] {
@@ -231,11 +239,9 @@ impl Instance {
         for (i, id) in entry.table_ids.iter().enumerate() {
             let t: *mut TableEntry = &mut *core.tables[*id as usize];
             entry.tables.push(t);
-            // SAFETY: as above.
-            write_ptr(
-                offsets.table(i as u32),
-                unsafe { std::ptr::addr_of!((*t).vm) } as *const u8,
-            );
+            // SAFETY: `t` is boxed in the store and outlives the instance.
+            let vm = unsafe { std::ptr::addr_of!((*t).vm) };
+            write_ptr(offsets.table(i as u32), vm as *const u8);
         }
         // 4. Function references: imported ones copied, defined ones built.
         for (i, f) in entry.imported_funcs.iter().enumerate() {

@@ -40,6 +40,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod bench;
 mod engine;
 mod externals;
 pub mod faaslet;

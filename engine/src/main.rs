@@ -9,6 +9,14 @@
 //!   [--functions DIR] [--conf FLAG=N] [-- ARGS]` runs a function in a
 //!   Faaslet, prints its output and exits with its return code (134 if it
 //!   trapped); chained calls find `NAME.wasm` in DIR (default: FILE's dir).
+//!   With `--from-snapshot SNAP`, every call starts from that Proto-Faaslet
+//!   of FILE (made by `faaslet snapshot`) instead of a fresh instance.
+//! * `faaslet snapshot FILE -o SNAP [--init EXPORT]` instantiates FILE
+//!   (linked against WASI and the Faasm API), runs its initialisation and
+//!   writes the snapshot.
+//! * `faaslet bench cold-start [--json] [--iterations N]` measures fresh
+//!   start and restore of a no-op Faaslet, memory per idle Faaslet, the
+//!   sustained start rate and density, and prints a table (or JSON).
 
 use clap::{Parser, Subcommand, ValueEnum};
 use faaslet::wast::{collect_wast_files, run_with_big_stack, SuiteTotals, WastRunner};
@@ -48,6 +56,11 @@ enum Command {
         /// A flag for `__faasm_conf_flag` (repeatable).
         #[arg(long = "conf", value_name = "FLAG=VALUE")]
         conf: Vec<String>,
+        /// Start every call from this snapshot of FILE (a Proto-Faaslet
+        /// made by `faaslet snapshot`, with the same `--bounds`) instead of
+        /// a fresh instance.
+        #[arg(long, value_name = "SNAP")]
+        from_snapshot: Option<PathBuf>,
         /// Resource isolation (cgroups, network namespace).
         #[command(flatten)]
         isolation: IsolationArgs,
@@ -71,7 +84,8 @@ enum Command {
     },
     /// Make a Proto-Faaslet: instantiate a module, run its initialisation
     /// (`--init`, else `_initialize` or `_faasm_zygote` if exported) and
-    /// write the snapshot to a file (modules without imports).
+    /// write the snapshot to a file. The module is linked against WASI and
+    /// the Faasm API, as `faaslet run` links it.
     Snapshot {
         /// How memory accesses are bounds-checked.
         #[arg(long, value_enum, default_value_t = BoundsArg::Guard)]
@@ -85,6 +99,13 @@ enum Command {
         /// The module (`.wasm` or `.wat`).
         file: PathBuf,
     },
+    /// Measure the engine (no peer runtime; `cargo bench -p
+    /// faaslet-benches` compares with wasmtime).
+    Bench {
+        /// What to measure.
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
     /// Compile a `.wasm` (or `.wat`) module and report timing and size.
     Compile {
         /// How memory accesses are bounds-checked.
@@ -92,6 +113,20 @@ enum Command {
         bounds: BoundsArg,
         /// The module.
         file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Fresh start and restore time (median, p99, cycles), memory per idle
+    /// Faaslet, sustained start rate and density of a no-op function.
+    ColdStart {
+        /// Print a JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Timed runs per start figure.
+        #[arg(long, default_value_t = 20_000)]
+        iterations: usize,
     },
 }
 
@@ -124,6 +159,9 @@ fn main() -> ExitCode {
             paths,
         } => wast(bounds, suite, paths),
         Command::Compile { bounds, file } => compile(bounds, file),
+        Command::Bench {
+            what: BenchCommand::ColdStart { json, iterations },
+        } => bench_cold_start(json, iterations),
         Command::Snapshot {
             bounds,
             init,
@@ -137,6 +175,7 @@ fn main() -> ExitCode {
             mounts,
             functions,
             conf,
+            from_snapshot,
             isolation,
             file,
             args,
@@ -147,6 +186,7 @@ fn main() -> ExitCode {
             mounts,
             functions,
             conf,
+            from_snapshot,
             isolation,
             file,
             args,
@@ -305,6 +345,7 @@ struct RunArgs {
     mounts: Vec<String>,
     functions: Option<PathBuf>,
     conf: Vec<String>,
+    from_snapshot: Option<PathBuf>,
     file: PathBuf,
     args: Vec<String>,
 }
@@ -367,8 +408,18 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
     config.functions = Some(FunctionRegistry::new(&engine, dir));
     let bytes = std::fs::read(&a.file).map_err(|e| format!("{}: {e}", a.file.display()))?;
     let module = Module::new(&engine, &bytes).map_err(|e| format!("{}: {e}", a.file.display()))?;
+    let snapshot = match &a.from_snapshot {
+        Some(path) => Some(
+            faaslet::snapshot::Snapshot::load(&module, path)
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
     let result = run_with_big_stack(move || {
-        let mut f = Faaslet::new(&engine, &module, config)?;
+        let mut f = match &snapshot {
+            Some(snap) => Faaslet::from_snapshot(&engine, snap, config)?,
+            None => Faaslet::new(&engine, &module, config)?,
+        };
         f.call(&input)
     });
     match result {
@@ -389,6 +440,20 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
     }
 }
 
+fn bench_cold_start(json: bool, iterations: usize) -> Result<ExitCode, String> {
+    if iterations == 0 {
+        return Err("--iterations must be at least 1".into());
+    }
+    let report = run_with_big_stack(move || faaslet::bench::ColdStartReport::run(iterations))
+        .map_err(|e| format!("cold-start bench: {e}"))?;
+    if json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn snapshot(
     bounds: BoundsArg,
     init: Option<String>,
@@ -398,10 +463,16 @@ fn snapshot(
     let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     let engine = engine(bounds)?;
     let module = Module::new(&engine, &bytes).map_err(|e| format!("{}: {e}", file.display()))?;
-    let mut store = faaslet::Store::new(&engine, ());
+    let name = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "function".into());
+    let config = faaslet::faaslet::FaasletConfig::new(name);
     let start = Instant::now();
-    let snap = faaslet::snapshot::Snapshot::create(&mut store, &module, &[], init.as_deref())
-        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let snap = run_with_big_stack(move || {
+        faaslet::faaslet::Faaslet::snapshot(&engine, &module, config, init.as_deref())
+    })
+    .map_err(|e| format!("{}: {e}", file.display()))?;
     let took = start.elapsed();
     snap.save(&output).map_err(|e| e.to_string())?;
     println!(

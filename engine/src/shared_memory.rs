@@ -68,6 +68,31 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl MemoryData {
     /// Reserves a memory of type `ty` for an engine configured with `config`.
     pub(crate) fn new(config: &crate::Config, ty: MemoryType) -> Result<MemoryData, Error> {
+        Self::new_with(config, ty, None)
+    }
+
+    /// Reserves a memory of type `ty` whose contents are `image`, mapped
+    /// copy-on-write straight into the reservation (one system call, or
+    /// none when a warm slot of the image is parked; no accessible prefix
+    /// is made first). Its length is the image's.
+    pub(crate) fn from_image(
+        config: &crate::Config,
+        ty: MemoryType,
+        image: &faaslet_sfi::MemoryImage,
+    ) -> Result<MemoryData, Error> {
+        if ty.shared {
+            return Err(Error::Type(
+                "a shared memory cannot be restored from a snapshot".into(),
+            ));
+        }
+        Self::new_with(config, ty, Some(image))
+    }
+
+    fn new_with(
+        config: &crate::Config,
+        ty: MemoryType,
+        image: Option<&faaslet_sfi::MemoryImage>,
+    ) -> Result<MemoryData, Error> {
         let page = faaslet_sfi::WASM_PAGE as u64;
         if ty.memory64 {
             return Err(Error::Resource("64-bit memories are not supported".into()));
@@ -90,19 +115,57 @@ impl MemoryData {
                 ty.minimum
             )));
         }
-        let mem = faaslet_sfi::LinearMemory::new(
-            (ty.minimum * page) as usize,
-            Some((limit_pages * page) as usize),
-            reserve as usize,
-        )
-        .map_err(|e| Error::Resource(format!("memory reservation failed: {e}")))?;
+        // Explicit bounds: every access is checked, so the reservation
+        // needs no guard and no inaccessible tail. It is mapped accessible
+        // throughout (growing is then free), and neighbouring memories merge
+        // into one kernel mapping, so very many fit under vm.max_map_count.
+        // If such a mapping is refused (strict overcommit), a guarded one
+        // is made instead.
+        let unguarded = matches!(config.bounds, Bounds::Explicit);
+        let max = Some((limit_pages * page) as usize);
+        let mem = match image {
+            None if unguarded => faaslet_sfi::LinearMemory::new_unguarded(
+                (ty.minimum * page) as usize,
+                max,
+                reserve as usize,
+            )
+            .or_else(|_| {
+                faaslet_sfi::LinearMemory::new((ty.minimum * page) as usize, max, reserve as usize)
+            })
+            .map_err(|e| Error::Resource(format!("memory reservation failed: {e}")))?,
+            None => faaslet_sfi::LinearMemory::new(
+                (ty.minimum * page) as usize,
+                Some((limit_pages * page) as usize),
+                reserve as usize,
+            )
+            .map_err(|e| Error::Resource(format!("memory reservation failed: {e}")))?,
+            Some(image) => {
+                if (image.len() as u64) < ty.minimum * page {
+                    return Err(Error::Resource(format!(
+                        "snapshot memory of {} bytes is below the minimum of {} pages",
+                        image.len(),
+                        ty.minimum
+                    )));
+                }
+                // Unguarded: small images are copied in. Guarded: a warm
+                // slot of the image when one is parked (no system call; the
+                // memory parks there again when dropped).
+                let pooled =
+                    || faaslet_sfi::LinearMemory::from_image_pooled(image, reserve as usize, max);
+                if unguarded {
+                    faaslet_sfi::LinearMemory::from_image_unguarded(image, reserve as usize, max)
+                        .or_else(|_| pooled())
+                } else {
+                    pooled()
+                }
+                .map_err(|e| Error::Resource(format!("mapping snapshot memory failed: {e}")))?
+            }
+        };
         let base = mem.base();
+        let length = mem.len() as u64;
         Ok(MemoryData {
             mem: UnsafeCell::new(mem),
-            vm: UnsafeCell::new(VMMemory {
-                base,
-                length: ty.minimum * page,
-            }),
+            vm: UnsafeCell::new(VMMemory { base, length }),
             base,
             ty,
             limit_pages,
@@ -505,15 +568,9 @@ impl ParkingLot {
     }
 }
 
-// Snapshot support (`crate::snapshot`): map a memory image over a private
-// memory, and reset it after a call.
+// Snapshot support (`crate::snapshot`): reset a private memory to a memory
+// image after a call (restoring maps it in `MemoryData::from_image`).
 impl MemoryData {
-    /// Replaces the contents with `image`, mapped copy-on-write; the length
-    /// becomes the image's.
-    pub(crate) fn map_image(&self, image: &faaslet_sfi::MemoryImage) -> Result<(), Error> {
-        self.with_image(image, false)
-    }
-
     /// Puts the memory back to `image`: only written pages cost anything.
     pub(crate) fn reset_to_image(&self, image: &faaslet_sfi::MemoryImage) -> Result<(), Error> {
         self.with_image(image, true)

@@ -316,7 +316,7 @@ impl Snapshot {
         for (m, ty) in file.memories.iter().zip(defined_mems) {
             let len = m.bytes.len() as u64;
             let max = ty.maximum.unwrap_or(65536).min(65536) * page;
-            if len % page != 0 || len < ty.minimum * page || len > max {
+            if !len.is_multiple_of(page) || len < ty.minimum * page || len > max {
                 return Err(bad(format!("memory of {len} bytes does not fit its type")));
             }
             memories.push(Arc::new(
@@ -405,14 +405,15 @@ impl Snapshot {
 
     // --- hooks used by `Instance::instantiate` -----------------------------
 
-    /// Maps memory image `k` over store memory `id`.
+    /// A new store memory of type `ty` holding memory image `k` (mapped
+    /// straight into its reservation); returns its index.
     pub(crate) fn restore_memory(
         &self,
         core: &mut StoreCore,
-        id: u32,
+        ty: crate::MemoryType,
         k: usize,
-    ) -> Result<(), Error> {
-        core.memories[id as usize].data.map_image(&self.memories[k])
+    ) -> Result<u32, Error> {
+        core.push_memory_image(ty, &self.memories[k])
     }
 
     /// The bits of defined global `i` for instance `entry`.

@@ -415,6 +415,17 @@ impl StoreCore {
         Ok(self.push_memory_data(Arc::new(data)))
     }
 
+    /// A memory of type `ty` holding `image` (a snapshot's), mapped
+    /// copy-on-write.
+    pub(crate) fn push_memory_image(
+        &mut self,
+        ty: MemoryType,
+        image: &faaslet_sfi::MemoryImage,
+    ) -> Result<u32, Error> {
+        let data = MemoryData::from_image(self.engine.config(), ty, image)?;
+        Ok(self.push_memory_data(Arc::new(data)))
+    }
+
     /// Enters `data` into this store; a shared memory already entered gets
     /// its existing index back.
     pub(crate) fn push_memory_data(&mut self, data: Arc<MemoryData>) -> u32 {

@@ -398,3 +398,29 @@ fn captured_output_is_bounded() {
     assert_eq!(w::fd_write(&mut ctx, &mut m, 1, 0, 1, 16), OK);
     assert_eq!(ctx.stdout_bytes(), b"012345");
 }
+
+/// Regression (found running CPython-on-WASI under `faaslet run --input`):
+/// a call's input must reach the guest as standard input, so a prepared
+/// context's stdin can be replaced, and reads start again at its beginning.
+#[test]
+fn set_stdin_replaces_input_and_rewinds() {
+    let mut t = T::new();
+    // iovec at 100: buf 200, len 2
+    t.mem[100..104].copy_from_slice(&200u32.to_le_bytes());
+    t.mem[104..108].copy_from_slice(&2u32.to_le_bytes());
+    let (c, mut m) = t.m();
+    assert_eq!(w::fd_read(c, &mut m, 0, 100, 1, 16), OK);
+    assert_eq!((t.u32(16), &t.mem[200..202]), (2, &b"ab"[..]));
+    t.ctx.set_stdin(Input::Bytes(b"xyz".to_vec()));
+    t.mem[104..108].copy_from_slice(&8u32.to_le_bytes());
+    let (c, mut m) = t.m();
+    assert_eq!(w::fd_read(c, &mut m, 0, 100, 1, 16), OK);
+    assert_eq!((t.u32(16), &t.mem[200..203]), (3, &b"xyz"[..]));
+    let (c, mut m) = t.m();
+    assert_eq!(w::fd_read(c, &mut m, 0, 100, 1, 16), OK);
+    assert_eq!(t.u32(16), 0, "end of the new input");
+    t.ctx.set_stdin(Input::Empty);
+    let (c, mut m) = t.m();
+    assert_eq!(w::fd_read(c, &mut m, 0, 100, 1, 16), OK);
+    assert_eq!(t.u32(16), 0, "empty input");
+}

@@ -9,6 +9,14 @@
 //! mapping, which drops the private copies (only the pages that were
 //! touched cost anything) so the pages read the image's contents again.
 //!
+//! An image also keeps a few *warm slots*: reservations that still have it
+//! mapped. A memory made with [`LinearMemory::from_image_pooled`] is put
+//! back to the image when dropped (that `madvise`, plus a wipe of anything
+//! grown past the image) and parked in a slot, so the next one starts with
+//! no system call at all.
+//!
+//! [`LinearMemory::from_image_pooled`]: crate::LinearMemory::from_image_pooled
+//!
 //! ```
 //! use faaslet_sfi::{LinearMemory, MemoryImage, Reservation, WASM_PAGE};
 //!
@@ -28,6 +36,67 @@
 
 use crate::memory::{host_page_size, round_up_to_page, MemoryError, Reservation};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+/// Images with at most this many bytes in non-zero pages are copied into
+/// [unguarded](crate::Reservation::new_unguarded) memories rather than
+/// mapped (see [`LinearMemory::from_image_unguarded`](crate::LinearMemory::from_image_unguarded)).
+pub const COPY_RESTORE_LIMIT: usize = 256 << 10;
+
+/// How many warm slots (reservations with the image still mapped) an image
+/// keeps at most.
+pub const MAX_WARM_SLOTS: usize = 64;
+
+/// How many warm slots all images of the process keep at most together (a
+/// guard-page reservation is 6 GiB of address space).
+pub const MAX_WARM_SLOTS_TOTAL: usize = 256;
+
+/// Warm slots parked, over all images.
+static WARM_TOTAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Reservations with one image mapped copy-on-write over their start and
+/// nothing else accessible, every private page dropped: ready to be a
+/// memory holding exactly the image.
+#[derive(Debug)]
+pub(crate) struct WarmSlots {
+    /// The image's id and length.
+    pub(crate) image_id: u64,
+    pub(crate) image_len: usize,
+    slots: Mutex<Vec<Reservation>>,
+}
+
+impl WarmSlots {
+    /// A warm reservation of `len` usable bytes, if one is parked.
+    pub(crate) fn take(&self, len: usize) -> Option<Reservation> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let i = slots.iter().rposition(|r| r.len() == len)?;
+        WARM_TOTAL.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        Some(slots.swap_remove(i))
+    }
+
+    /// Parks `r` (already put back to the image); hands it back if full.
+    pub(crate) fn put(&self, r: Reservation) -> Result<(), Reservation> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if slots.len() >= MAX_WARM_SLOTS {
+            return Err(r);
+        }
+        let total = WARM_TOTAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if total >= MAX_WARM_SLOTS_TOTAL {
+            WARM_TOTAL.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(r);
+        }
+        slots.push(r);
+        Ok(())
+    }
+}
+
+impl Drop for WarmSlots {
+    fn drop(&mut self) {
+        let slots = self.slots.get_mut().unwrap_or_else(|e| e.into_inner());
+        WARM_TOTAL.fetch_sub(slots.len(), std::sync::atomic::Ordering::Relaxed);
+        // The reservations drop now: wiped back to their pool or unmapped.
+    }
+}
 
 /// Errors from creating a memory image.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
@@ -59,6 +128,10 @@ pub struct MemoryImage {
     fd: OwnedFd,
     /// Length in bytes, a multiple of the host page size.
     len: usize,
+    /// Reservations that still have this image mapped.
+    warm: Arc<WarmSlots>,
+    /// The runs of non-zero pages, as byte ranges (the rest are holes).
+    runs: Vec<(usize, usize)>,
 }
 
 impl MemoryImage {
@@ -100,6 +173,7 @@ impl MemoryImage {
             bytes[p * page..end].iter().all(|&b| b == 0)
         };
         let pages = bytes.len().div_ceil(page);
+        let mut runs = Vec::new();
         let mut p = 0;
         while p < pages {
             if is_zero(p) {
@@ -112,6 +186,7 @@ impl MemoryImage {
             }
             let from = start * page;
             let to = (p * page).min(bytes.len());
+            runs.push((from, to));
             let mut done = from;
             while done < to {
                 // SAFETY: writes from a live slice range into our descriptor.
@@ -144,7 +219,17 @@ impl MemoryImage {
         }
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(MemoryImage { id, fd, len })
+        Ok(MemoryImage {
+            id,
+            fd,
+            len,
+            warm: Arc::new(WarmSlots {
+                image_id: id,
+                image_len: len,
+                slots: Mutex::new(Vec::new()),
+            }),
+            runs,
+        })
     }
 
     /// A process-unique id of this image.
@@ -160,6 +245,65 @@ impl MemoryImage {
     /// True if the image holds no bytes.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Bytes in the image's non-zero pages (what copying it costs).
+    pub fn nonzero_bytes(&self) -> usize {
+        self.runs.iter().map(|(a, b)| b - a).sum()
+    }
+
+    /// Copies the image's non-zero pages into the start of `reservation`,
+    /// which must be accessible over the image's length and read zero
+    /// elsewhere (one `pread` per run of non-zero pages; none for an
+    /// all-zero image).
+    pub fn copy_into(&self, reservation: &Reservation) -> Result<(), MemoryError> {
+        if self.len > reservation.len() {
+            return Err(MemoryError::OutOfBounds {
+                offset: 0,
+                len: self.len,
+                reserved: reservation.len(),
+            });
+        }
+        for &(from, to) in &self.runs {
+            let mut done = from;
+            while done < to {
+                // SAFETY: [from, to) lies inside the image and so inside the
+                // reservation (checked above); the caller owns the
+                // reservation, made it accessible there and holds no Rust
+                // references into it (a LinearMemory being built or reset
+                // with `&mut`). pread only writes that range.
+                let n = unsafe {
+                    libc::pread(
+                        self.fd.as_raw_fd(),
+                        reservation.base().add(done).cast(),
+                        to - done,
+                        done as libc::off_t,
+                    )
+                };
+                if n <= 0 {
+                    return Err(MemoryError::Mmap {
+                        len: to - done,
+                        errno: errno(),
+                    });
+                }
+                done += n as usize;
+            }
+        }
+        Ok(())
+    }
+
+    /// How many warm slots (reservations with this image still mapped,
+    /// see the [module docs](self)) are parked.
+    pub fn warm_slots(&self) -> usize {
+        self.warm
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    pub(crate) fn warm(&self) -> &Arc<WarmSlots> {
+        &self.warm
     }
 
     /// Copies the image's contents out (e.g. to serialise it).
@@ -201,6 +345,8 @@ impl MemoryImage {
                 reserved: reservation.len(),
             });
         }
+        // Before the call: a failing mmap may have replaced the range anyway.
+        reservation.note_touched(self.len);
         // SAFETY: the range [base, base + len) lies inside the reservation,
         // which we were handed by reference from its owner (a LinearMemory
         // being built or reset with `&mut`), so no Rust reference into those
@@ -241,6 +387,25 @@ impl MemoryImage {
 /// inaccessible, zero anonymous memory: one `mmap(MAP_FIXED)`, whatever was
 /// mapped there (image pages, private copies, grown pages).
 pub fn wipe(reservation: &Reservation, offset: usize, len: usize) -> Result<(), MemoryError> {
+    remap_anonymous(reservation, offset, len, libc::PROT_NONE)
+}
+
+/// Like [`wipe`], but the fresh zero memory is readable and writable (for
+/// [unguarded](Reservation::new_unguarded) reservations).
+pub(crate) fn zero_accessible(
+    reservation: &Reservation,
+    offset: usize,
+    len: usize,
+) -> Result<(), MemoryError> {
+    remap_anonymous(reservation, offset, len, libc::PROT_READ | libc::PROT_WRITE)
+}
+
+fn remap_anonymous(
+    reservation: &Reservation,
+    offset: usize,
+    len: usize,
+    prot: libc::c_int,
+) -> Result<(), MemoryError> {
     let page = host_page_size();
     if !offset.is_multiple_of(page) {
         return Err(MemoryError::Unaligned {
@@ -269,7 +434,7 @@ pub fn wipe(reservation: &Reservation, offset: usize, len: usize) -> Result<(), 
         libc::mmap(
             reservation.base().add(offset).cast(),
             rounded,
-            libc::PROT_NONE,
+            prot,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
             -1,
             0,

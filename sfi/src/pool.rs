@@ -2,8 +2,11 @@
 //! sandbox.
 //!
 //! A reservation taken from a [`ReservationPool`] goes back to it when
-//! dropped: its usable range is replaced by fresh inaccessible memory in one
-//! `mmap(MAP_FIXED)` (so nothing the last user wrote survives), and it waits
+//! dropped: the part of its usable range that was ever made accessible
+//! ([`Reservation::touched`]; the rest is still untouched `PROT_NONE`) is
+//! replaced by fresh inaccessible memory in one `mmap(MAP_FIXED)` (so
+//! nothing the last user wrote survives, and a 6 GiB reservation of which
+//! one page was used costs a one-page wipe), and it waits
 //! for the next [`take`](ReservationPool::take). Past `max_idle` idle
 //! reservations, dropped ones are unmapped as usual.
 //!
@@ -93,7 +96,8 @@ impl PoolShared {
         if idle.len() >= self.max_idle {
             return false;
         }
-        if crate::image::wipe(r, 0, r.len).is_err() {
+        // Only `[0, touched)` was ever accessible (and so writable).
+        if crate::image::wipe(r, 0, r.touched()).is_err() {
             return false;
         }
         // Move the mapping into a new owner; the dropping one gives it up.
@@ -101,6 +105,8 @@ impl PoolShared {
             mapping: r.mapping,
             mapping_len: r.mapping_len,
             len: r.len,
+            front: r.front,
+            touched: std::sync::atomic::AtomicUsize::new(0),
             recycle: None,
         };
         idle.push(taken);
@@ -134,4 +140,43 @@ pub fn global_pool(len: usize) -> ReservationPool {
 pub(crate) fn take_global(len: usize) -> Option<Reservation> {
     crate::memory::round_up_to_page(len.max(1))?;
     global_pool(len).take().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LinearMemory, MemoryImage, WASM_PAGE};
+
+    #[test]
+    fn recycling_wipes_everything_ever_made_accessible() {
+        let pool = ReservationPool::new(64 * WASM_PAGE, 4);
+        let mut mem = LinearMemory::in_reservation(pool.take().unwrap(), WASM_PAGE, None).unwrap();
+        let base = mem.base();
+        mem.grow_to(5 * WASM_PAGE).unwrap();
+        assert_eq!(mem.reserved(), 64 * WASM_PAGE);
+        mem.as_mut_slice()[5 * WASM_PAGE - 1] = 9;
+        mem.as_mut_slice()[0] = 8;
+        drop(mem);
+        let r = pool.take().unwrap();
+        assert_eq!(r.base(), base);
+        assert_eq!(r.touched(), 0);
+        let mem = LinearMemory::in_reservation(r, 5 * WASM_PAGE, None).unwrap();
+        assert_eq!(mem.as_slice()[0], 0);
+        assert_eq!(mem.as_slice()[5 * WASM_PAGE - 1], 0);
+        assert_eq!(mem.reserved(), 64 * WASM_PAGE);
+        drop(mem);
+
+        // An image mapping, then growth past it: both are wiped.
+        let mut bytes = vec![0u8; 2 * WASM_PAGE];
+        bytes[7] = 7;
+        let image = MemoryImage::new(&bytes).unwrap();
+        let mut mem = LinearMemory::from_image(pool.take().unwrap(), &image, None).unwrap();
+        assert_eq!(mem.as_slice()[7], 7);
+        mem.grow_to(3 * WASM_PAGE).unwrap();
+        mem.as_mut_slice()[3 * WASM_PAGE - 1] = 1;
+        drop(mem);
+        let mem = LinearMemory::in_reservation(pool.take().unwrap(), 3 * WASM_PAGE, None).unwrap();
+        assert_eq!(mem.base(), base);
+        assert!(mem.as_slice().iter().all(|&b| b == 0));
+    }
 }

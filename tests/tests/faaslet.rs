@@ -619,3 +619,134 @@ fn chained_fanout_of_100_wat_calls() {
     assert_eq!(out.return_code, 450);
     eprintln!("100 chained WAT calls in {:?}", start.elapsed());
 }
+
+#[test]
+fn cli_runs_from_a_snapshot() {
+    // `_initialize` leaves "hi!\n" in memory and 7 in a global; `main`
+    // writes the memory out and returns the global. Fresh, neither is set.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("faasm-cli-snapshot");
+    std::fs::create_dir_all(&dir).unwrap();
+    let module = dir.join("init.wat");
+    std::fs::write(
+        &module,
+        wat(r#"
+      (global $n (mut i32) (i32.const 0))
+      (func (export "_initialize")
+        (i32.store (i32.const 2000) (i32.const 0x0a216968))
+        (global.set $n (i32.const 7)))
+      (func (export "main") (result i32)
+        (call $write_output (i32.const 2000) (i32.const 4))
+        (i32.store (i32.const 2000) (i32.const 0))
+        (global.get $n))
+    "#),
+    )
+    .unwrap();
+    let snap = dir.join("init.snap");
+    let bin = faaslet_bin();
+    let m = module.display().to_string();
+    let s = snap.display().to_string();
+    let out = Command::new(&bin)
+        .args(["snapshot", &m, "-o", &s])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = |args: &[&str]| {
+        let out = Command::new(&bin).arg("run").args(args).output().unwrap();
+        (out.stdout, out.status.code())
+    };
+    assert_eq!(
+        run(&[&m, "--from-snapshot", &s]),
+        (b"hi!\n".to_vec(), Some(7))
+    );
+    // The other bounds mode restores the same file.
+    assert_eq!(
+        run(&["--bounds", "explicit", &m, "--from-snapshot", &s]),
+        (b"hi!\n".to_vec(), Some(7))
+    );
+    assert_eq!(run(&[&m]), (vec![0u8; 4], Some(0)));
+    // A corrupt snapshot is a clear error, not a crash.
+    let bad = dir.join("bad.snap");
+    let mut bytes = std::fs::read(&snap).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&bad, &bytes).unwrap();
+    let out = Command::new(&bin)
+        .args(["run", &m, "--from-snapshot", &bad.display().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid snapshot"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn faaslet_from_snapshot_restores_every_call() {
+    // Each call starts from the snapshot: what a call writes does not
+    // survive into the next, and initialised state is there every time.
+    let m = wat(r#"
+      (global $n (mut i32) (i32.const 0))
+      (func (export "_initialize") (global.set $n (i32.const 40))
+        (i32.store (i32.const 2000) (i32.const 2)))
+      (func (export "main") (result i32)
+        (global.set $n (i32.add (global.get $n) (i32.load (i32.const 2000))))
+        (i32.store (i32.const 2000) (i32.const 100))
+        (global.get $n))
+    "#);
+    let module = wat_module(&m);
+    let snap = Faaslet::snapshot(engine(), &module, fresh(), None).unwrap();
+    let mut f = Faaslet::from_snapshot(engine(), &snap, fresh()).unwrap();
+    for _ in 0..3 {
+        assert_eq!(f.call(b"").unwrap().return_code, 42);
+    }
+    let mut plain = Faaslet::new(engine(), &module, fresh()).unwrap();
+    assert_eq!(plain.call(b"").unwrap().return_code, 0);
+    // An init export that does not exist is a typed error.
+    let err = Faaslet::snapshot(engine(), &module, fresh(), Some("nope")).unwrap_err();
+    assert!(matches!(err, FaasletError::Snapshot(_)), "{err}");
+}
+
+#[test]
+fn cli_bench_cold_start_prints_table_and_json() {
+    let bin = faaslet_bin();
+    let out = Command::new(&bin)
+        .args(["bench", "cold-start", "--json", "--iterations", "50"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = String::from_utf8(out.stdout).unwrap();
+    let json = json.trim();
+    assert!(json.starts_with("{\"iterations\":50,") && json.ends_with('}'));
+    for key in [
+        "\"fresh\":{\"median_ns\":",
+        "\"restore\":{\"median_ns\":",
+        "\"p99_cycles\":",
+        "\"restore_rate_per_s\":",
+        "{\"alive\":1000,\"pss_kib\":",
+        "{\"alive\":10000,\"pss_kib\":",
+        "\"density\":{\"alive\":",
+    ] {
+        assert!(json.contains(key), "{key} missing from {json}");
+    }
+    // Explicit-bounds Faaslets merge into few mappings: the 100,000 target
+    // is reached under the default vm.max_map_count.
+    assert!(
+        json.contains("\"density\":{\"alive\":100000,\"target\":100000,\"error\":null}"),
+        "{json}"
+    );
+    let out = Command::new(&bin)
+        .args(["bench", "cold-start", "--iterations", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -344,6 +344,13 @@ impl WasiCtx {
         std::mem::take(&mut self.stderr_buf)
     }
 
+    /// Replaces the guest's standard input (reads start again at its
+    /// beginning), e.g. with a new call's input.
+    pub fn set_stdin(&mut self, input: Input) {
+        self.stdin = input;
+        self.stdin_pos = 0;
+    }
+
     /// The code the guest passed to `proc_exit`, if it did.
     pub fn exit_code(&self) -> Option<i32> {
         self.exit_code
