@@ -6,7 +6,9 @@
 //! [`per_idle`]) are shared by `faaslet bench cold-start` and the
 //! `cold_start` bench of `faaslet-benches`, which runs the same
 //! measurements next to wasmtime. [`ColdStartReport::run`] does the whole
-//! engine-only set and prints as a table or JSON.
+//! engine-only set and prints as a table or JSON; its "large function"
+//! section is [`LargeInitReport`] (a C function building 50 MB of tables
+//! in `_initialize`: first start against restore).
 //!
 //! ```
 //! use faaslet::bench::measure;
@@ -26,6 +28,13 @@ use std::time::{Duration, Instant};
 /// The module every cold-start figure uses: one page of memory and an
 /// exported no-op function.
 pub const NOOP_WAT: &str = r#"(module (memory (export "memory") 1 1) (func (export "noop")))"#;
+
+/// The large function: `benches/fixtures/large_init.c` built with clang
+/// (the command is at the top of the `.c`). Its `_initialize` fills a
+/// 50 MB table with pi(i) for i < 12,500,000 (a sieve, then prefix
+/// counts); `lookup(key)` returns a checksum of 16 entries hashed from
+/// `key`; `prime_count(n)` returns pi(n). No imports; 820 pages of memory.
+pub const LARGE_INIT_WASM: &[u8] = include_bytes!("../../benches/fixtures/large_init.wasm");
 
 /// The time-stamp counter (0 where there is none).
 pub fn rdtsc() -> u64 {
@@ -171,11 +180,16 @@ pub struct ColdStartReport {
     pub density_target: usize,
     /// What stopped the density run short of the target, if anything.
     pub density_error: Option<String>,
+    /// The large function: first start against restore.
+    pub large: LargeInitReport,
 }
 
 impl ColdStartReport {
     /// Measures everything, `iterations` timed runs per start figure.
     pub fn run(iterations: usize) -> Result<ColdStartReport, Error> {
+        // First, so that its idle-memory figure is not flattered by heap
+        // the no-op runs freed.
+        let large = LargeInitReport::run(LARGE_FIRST_START_RUNS, iterations.min(2_000))?;
         let wasm = crate::wat_to_wasm(NOOP_WAT)?;
         let engine = Engine::default();
         let module = Module::new(&engine, &wasm)?;
@@ -237,6 +251,7 @@ impl ColdStartReport {
         drop(s);
         let density_target = 100_000;
         let (density, err) = density(&dsnap, density_target);
+        drop(dsnap);
         Ok(ColdStartReport {
             iterations,
             fresh,
@@ -247,6 +262,7 @@ impl ColdStartReport {
             density,
             density_target,
             density_error: err.map(|e| e.to_string()),
+            large,
         })
     }
 
@@ -303,6 +319,7 @@ impl ColdStartReport {
                 Some(e) => format!("stopped by: {e}"),
             }
         );
+        o.push_str(&self.large.table());
         o
     }
 
@@ -325,7 +342,7 @@ impl ColdStartReport {
             })
             .collect();
         format!(
-            r#"{{"iterations":{},"fresh":{},"restore":{},"fresh_rate_per_s":{:.0},"restore_rate_per_s":{:.0},"idle":[{}],"density":{{"alive":{},"target":{},"error":{}}}}}"#,
+            r#"{{"iterations":{},"fresh":{},"restore":{},"fresh_rate_per_s":{:.0},"restore_rate_per_s":{:.0},"idle":[{}],"density":{{"alive":{},"target":{},"error":{}}},"large":{}}}"#,
             self.iterations,
             stat(&self.fresh),
             stat(&self.restore),
@@ -337,7 +354,223 @@ impl ColdStartReport {
             match &self.density_error {
                 None => "null".to_string(),
                 Some(e) => json_string(e),
+            },
+            self.large.json()
+        )
+    }
+}
+
+/// Timed first starts of the large function in `faaslet bench cold-start`
+/// (each runs its ~50 MB initialisation, so few).
+pub const LARGE_FIRST_START_RUNS: usize = 10;
+
+/// The large function ([`LARGE_INIT_WASM`]) started fresh against restored
+/// from its Proto-Faaslet, in the default (guard-page) bounds mode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LargeInitReport {
+    /// Bytes of linear memory the snapshot holds.
+    pub memory_bytes: usize,
+    /// Timed runs of the first-start figure.
+    pub first_start_runs: usize,
+    /// Timed runs of the restore figures.
+    pub restore_runs: usize,
+    /// First start: store + instantiate + `_initialize` (+ drop).
+    pub first_start: Stat,
+    /// Restore from the Proto-Faaslet: store + instance (+ drop).
+    pub restore: Stat,
+    /// Restore plus one `lookup` call (touches 16 table entries, so up to
+    /// 16 first-touch page faults on the image).
+    pub restore_call: Stat,
+    /// One `lookup` call on a warm restored instance (pages already
+    /// mapped): the call alone.
+    pub warm_call: Stat,
+    /// What `lookup(1)` returned, first start and restored (must agree).
+    pub checksums: (u32, u32),
+    /// Memory per idle restored instance.
+    pub idle_restored: IdleMemory,
+    /// Memory per idle freshly initialised instance, for contrast.
+    pub idle_fresh: IdleMemory,
+}
+
+/// A fresh store and instance of `module` with `_initialize` run.
+fn first_start(engine: &Engine, module: &Module) -> Result<(Store<()>, Instance), Error> {
+    let mut store = Store::new(engine, ());
+    let inst = Instance::new(&mut store, module, &[])?;
+    inst.get_typed_func::<(), (), _>(&mut store, "_initialize")?
+        .call(&mut store, ())?;
+    Ok((store, inst))
+}
+
+/// `lookup(key)` on `inst`.
+fn lookup(store: &mut Store<()>, inst: Instance, key: i32) -> Result<u32, Error> {
+    let f = inst.get_typed_func::<i32, i32, _>(&mut *store, "lookup")?;
+    Ok(f.call(&mut *store, key)? as u32)
+}
+
+impl LargeInitReport {
+    /// Measures `first_start_runs` timed first starts and `restore_runs`
+    /// timed restores (each after a tenth as many warm-up runs).
+    pub fn run(first_start_runs: usize, restore_runs: usize) -> Result<LargeInitReport, Error> {
+        let engine = Engine::default();
+        let module = Module::new(&engine, LARGE_INIT_WASM)?;
+        let mut s = Store::new(&engine, ());
+        let snap =
+            Snapshot::create(&mut s, &module, &[], Some("_initialize")).map_err(snapshot_error)?;
+        drop(s);
+        // Surface errors (and check the answers agree) outside the timed loops.
+        let (mut store, inst) = first_start(&engine, &module)?;
+        let fresh_sum = lookup(&mut store, inst, 1)?;
+        drop(store);
+        let mut store = Store::new(&engine, ());
+        let inst = snap.restore(&mut store, &[])?;
+        let restored_sum = lookup(&mut store, inst, 1)?;
+        drop(store);
+        if fresh_sum != restored_sum {
+            return Err(Error::Resource(format!(
+                "restored lookup(1) = {restored_sum:#x}, fresh = {fresh_sum:#x}"
+            )));
+        }
+
+        let first = measure(first_start_runs, || {
+            black_box(first_start(&engine, &module).expect("checked above"));
+        });
+        let restore = measure(restore_runs, || {
+            let mut store = Store::new(&engine, ());
+            black_box(snap.restore(&mut store, &[]).expect("checked above"));
+        });
+        let mut key = 0;
+        let restore_call = measure(restore_runs, || {
+            let mut store = Store::new(&engine, ());
+            let i = snap.restore(&mut store, &[]).expect("checked above");
+            key += 1;
+            black_box(lookup(&mut store, i, key).expect("checked above"));
+        });
+        let mut store = Store::new(&engine, ());
+        let warm = snap.restore(&mut store, &[])?;
+        let warm_call = measure(restore_runs, || {
+            key += 1;
+            black_box(lookup(&mut store, warm, key).expect("checked above"));
+        });
+        drop(store);
+        let idle = |n: usize, make: &mut dyn FnMut() -> (Store<()>, Instance)| {
+            let (pss_kib, rss_kib) = per_idle(n, make);
+            IdleMemory {
+                alive: n,
+                pss_kib,
+                rss_kib,
             }
+        };
+        let idle_restored = idle(1_000, &mut || {
+            let mut store = Store::new(&engine, ());
+            let i = snap.restore(&mut store, &[]).expect("checked above");
+            (store, i)
+        });
+        let idle_fresh = idle(4, &mut || {
+            first_start(&engine, &module).expect("checked above")
+        });
+        Ok(LargeInitReport {
+            memory_bytes: snap.memory_bytes(),
+            first_start_runs,
+            restore_runs,
+            first_start: first,
+            restore,
+            restore_call,
+            warm_call,
+            checksums: (fresh_sum, restored_sum),
+            idle_restored,
+            idle_fresh,
+        })
+    }
+
+    /// Median first start over median restore.
+    pub fn ratio(&self) -> f64 {
+        self.first_start.median_ns / self.restore.median_ns
+    }
+
+    /// Median first start over median restore plus one call.
+    pub fn ratio_with_call(&self) -> f64 {
+        self.first_start.median_ns / self.restore_call.median_ns
+    }
+
+    /// The section as a table.
+    pub fn table(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "large function (_initialize builds {:.1} MB of tables; {} first starts, {} restores):",
+            self.memory_bytes as f64 / 1e6,
+            self.first_start_runs,
+            self.restore_runs
+        );
+        let _ = writeln!(
+            o,
+            "{:<34} {:>11} {:>11} {:>12} {:>12}",
+            "", "median", "p99", "med cyc", "p99 cyc"
+        );
+        for (name, st) in [
+            ("first start (instantiate + init)", &self.first_start),
+            ("restore (Proto-Faaslet)", &self.restore),
+            ("restore + one lookup call", &self.restore_call),
+            ("lookup call, warm instance", &self.warm_call),
+        ] {
+            let _ = writeln!(
+                o,
+                "{:<34} {:>8.2} us {:>8.2} us {:>12} {:>12}",
+                name,
+                st.median_ns / 1e3,
+                st.p99_ns / 1e3,
+                st.median_cycles,
+                st.p99_cycles
+            );
+        }
+        let _ = writeln!(
+            o,
+            "first start / restore: {:.0}x (with the call: {:.0}x); lookup(1) = {:#010x} both ways",
+            self.ratio(),
+            self.ratio_with_call(),
+            self.checksums.0
+        );
+        for (what, m) in [
+            ("restored", &self.idle_restored),
+            ("freshly initialised", &self.idle_fresh),
+        ] {
+            let _ = writeln!(
+                o,
+                "  per idle {what} instance, N={:<5} PSS {:>9.1} KiB  RSS {:>9.1} KiB",
+                m.alive, m.pss_kib, m.rss_kib
+            );
+        }
+        o
+    }
+
+    /// The section as a JSON object.
+    pub fn json(&self) -> String {
+        let stat = |s: &Stat| {
+            format!(
+                r#"{{"median_ns":{:.1},"p99_ns":{:.1},"median_cycles":{},"p99_cycles":{}}}"#,
+                s.median_ns, s.p99_ns, s.median_cycles, s.p99_cycles
+            )
+        };
+        let idle = |m: &IdleMemory| {
+            format!(
+                r#"{{"alive":{},"pss_kib":{:.2},"rss_kib":{:.2}}}"#,
+                m.alive, m.pss_kib, m.rss_kib
+            )
+        };
+        format!(
+            r#"{{"memory_bytes":{},"first_start_runs":{},"restore_runs":{},"first_start":{},"restore":{},"restore_call":{},"warm_call":{},"ratio":{:.1},"ratio_with_call":{:.1},"checksum":{},"idle_restored":{},"idle_fresh":{}}}"#,
+            self.memory_bytes,
+            self.first_start_runs,
+            self.restore_runs,
+            stat(&self.first_start),
+            stat(&self.restore),
+            stat(&self.restore_call),
+            stat(&self.warm_call),
+            self.ratio(),
+            self.ratio_with_call(),
+            self.checksums.0,
+            idle(&self.idle_restored),
+            idle(&self.idle_fresh)
         )
     }
 }

@@ -735,6 +735,8 @@ fn cli_bench_cold_start_prints_table_and_json() {
         "{\"alive\":1000,\"pss_kib\":",
         "{\"alive\":10000,\"pss_kib\":",
         "\"density\":{\"alive\":",
+        "\"large\":{\"memory_bytes\":53739520,",
+        "\"warm_call\":{\"median_ns\":",
     ] {
         assert!(json.contains(key), "{key} missing from {json}");
     }
