@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Builds every cargo-fuzz target and runs each for a bounded time.
+#
+#   bash fuzz/ci.sh                 # 60 s per target (CI)
+#   FUZZ_SECONDS=600 bash fuzz/ci.sh  # longer
+#
+# The build (coverage-instrumented, Cranelift included) and the
+# corpora are kept under $FUZZ_CACHE (default ~/.cache/faaslet-fuzz), outside
+# the checkout, so that later runs on the same machine start warm: a cold
+# build costs ~415 s of CPU, a warm one seconds.
+#
+# Uses the nightly toolchain if rustup has one, else the default (stable)
+# one: with `-s none` cargo-fuzz passes only stable -C flags. Needs a C++
+# compiler (g++) for libfuzzer-sys. Installs cargo-fuzz if it is missing. Exits non-zero if a target fails to build or
+# finds a crash; the crashing input is left in fuzz/artifacts/<target>/.
+set -euo pipefail
+
+cd "$(dirname "$0")"
+SECONDS_PER_TARGET="${FUZZ_SECONDS:-60}"
+TARGETS=(compile differential sandbox)
+# -s none: no AddressSanitizer (guests fault on purpose; the engine's own
+# signal handling is what is under test) and a much shorter build.
+# -a: debug assertions and overflow checks stay on in the optimised build.
+CACHE="${FUZZ_CACHE:-$HOME/.cache/faaslet-fuzz}"
+mkdir -p "$CACHE/target" "$CACHE/corpus"
+BUILD_FLAGS=(-O -a -s none --codegen-units 16 --target-dir "$CACHE/target")
+
+TOOLCHAIN=()
+if rustup run nightly rustc --version >/dev/null 2>&1; then
+    TOOLCHAIN=(+nightly)
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+fi
+echo "fuzz: toolchain $(cargo "${TOOLCHAIN[@]}" --version)"
+
+start=$(date +%s)
+cargo "${TOOLCHAIN[@]}" fuzz build "${BUILD_FLAGS[@]}"
+echo "fuzz: built ${#TARGETS[@]} targets in $(( $(date +%s) - start )) s"
+
+summary=()
+for t in "${TARGETS[@]}"; do
+    corpus="$CACHE/corpus/$t"
+    mkdir -p "$corpus"
+    log="$(mktemp)"
+    set +e
+    cargo "${TOOLCHAIN[@]}" fuzz run "${BUILD_FLAGS[@]}" "$t" "$corpus" -- \
+        -max_total_time="$SECONDS_PER_TARGET" \
+        -timeout=20 \
+        -rss_limit_mb=4096 \
+        -malloc_limit_mb=4096 \
+        -print_final_stats=1 \
+        2>&1 | tee "$log" | grep -E "^(==|#[0-9]+ +(DONE|INITED)|stat::|.*(panicked|ERROR|SUMMARY|deadly signal))" 
+    rc=${PIPESTATUS[0]}
+    set -e
+    execs=$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}' | tail -1)
+    summary+=("$t: ${execs:-?} executions, exit $rc")
+    if [ "$rc" -ne 0 ]; then
+        echo "fuzz: target $t FAILED (exit $rc); last output:"
+        tail -40 "$log"
+        for s in "${summary[@]}"; do echo "fuzz: $s"; done
+        exit "$rc"
+    fi
+    rm -f "$log"
+done
+for s in "${summary[@]}"; do echo "fuzz: $s"; done
+echo "fuzz: total $(( $(date +%s) - start )) s"
