@@ -241,8 +241,11 @@ impl ColdStartReport {
             })
             .collect();
 
+        // Density mode: explicit checks without canary pages, so memories
+        // merge into few kernel mappings (see `Config::explicit_canaries`).
         let dengine = Engine::new(&Config {
             bounds: Bounds::Explicit,
+            explicit_canaries: false,
             ..Config::default()
         })?;
         let dmodule = Module::new(&dengine, &wasm)?;

@@ -19,10 +19,12 @@ pub enum Bounds {
     /// Every access is checked against the memory's length, and the
     /// reservation is no larger than the memory's maximum (capped by
     /// [`Config::explicit_reservation_cap`]). For hosts packing very many
-    /// sandboxes: the reservation has no guard page and is accessible
-    /// throughout (`MAP_NORESERVE`; bytes past the length read zero and are
-    /// never reached by the guest), so neighbouring memories merge into one
-    /// kernel mapping and 100,000 fit under the default `vm.max_map_count`.
+    /// sandboxes. By default each reservation still has a PROT_NONE canary
+    /// page in front and an inaccessible tail beyond the length, as defence
+    /// in depth; with [`Config::explicit_canaries`] off it has neither and
+    /// is accessible throughout (`MAP_NORESERVE`), so neighbouring memories
+    /// merge into one kernel mapping and 100,000 fit under the default
+    /// `vm.max_map_count` — the explicit checks are then the only barrier.
     Explicit,
 }
 
@@ -42,6 +44,11 @@ pub struct Config {
     pub explicit_reservation_cap: u64,
     /// Largest number of elements any table may grow to.
     pub max_table_elements: u64,
+    /// In [`Bounds::Explicit`] mode, keep a canary page in front of each
+    /// memory and its unused tail inaccessible (default). Turning it off
+    /// trades that defence in depth for density: each memory then costs no
+    /// kernel mapping of its own (see [`Bounds::Explicit`]).
+    pub explicit_canaries: bool,
 }
 
 impl Default for Config {
@@ -55,6 +62,7 @@ impl Default for Config {
             optimize: true,
             explicit_reservation_cap: 256 << 20,
             max_table_elements: 10_000_000,
+            explicit_canaries: true,
         }
     }
 }

@@ -115,13 +115,15 @@ impl MemoryData {
                 ty.minimum
             )));
         }
-        // Explicit bounds: every access is checked, so the reservation
-        // needs no guard and no inaccessible tail. It is mapped accessible
-        // throughout (growing is then free), and neighbouring memories merge
-        // into one kernel mapping, so very many fit under vm.max_map_count.
-        // If such a mapping is refused (strict overcommit), a guarded one
-        // is made instead.
-        let unguarded = matches!(config.bounds, Bounds::Explicit);
+        // Explicit bounds without canaries: every access is checked, so the
+        // reservation needs no guard and no inaccessible tail. It is mapped
+        // accessible throughout (growing is then free), and neighbouring
+        // memories merge into one kernel mapping, so very many fit under
+        // vm.max_map_count. If such a mapping is refused (strict
+        // overcommit), a guarded one is made instead. With canaries (the
+        // default) explicit memories are guarded like the others, only
+        // smaller.
+        let unguarded = matches!(config.bounds, Bounds::Explicit) && !config.explicit_canaries;
         let max = Some((limit_pages * page) as usize);
         let mem = match image {
             None if unguarded => faaslet_sfi::LinearMemory::new_unguarded(

@@ -605,9 +605,9 @@ pub fn check(p: &Lowered, explicit: bool) {
             "[{mode}] last byte not accessible"
         );
     }
-    if explicit {
-        // Explicit bounds: the engine maps the whole reservation readable
-        // and writable with no canary or guard (sfi `new_unguarded`), unless
+    if explicit && !engine.config().explicit_canaries {
+        // Explicit bounds without canaries: the engine maps the whole
+        // reservation readable and writable (sfi `new_unguarded`), unless
         // the kernel refused that. Nothing past the end may have been
         // written: bytes there must still read as zero.
         let mut tail = vec![0u8; page];
