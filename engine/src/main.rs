@@ -362,9 +362,10 @@ fn parse_mount(spec: &str) -> Result<(PathBuf, String, faaslet_hostapi::wasi::Mo
     };
     let (host, guest) = rest
         .split_once(':')
-        .filter(|(h, g)| !h.is_empty() && g.starts_with('/'))
+        // "." is the working directory's preopen, as in `wasmtime --dir .`.
+        .filter(|(h, g)| !h.is_empty() && (g.starts_with('/') || *g == "."))
         .ok_or_else(|| {
-            format!("bad --mount {spec:?}: expected HOST:GUEST[:ro] with an absolute GUEST")
+            format!("bad --mount {spec:?}: expected HOST:GUEST[:ro] with GUEST absolute or `.`")
         })?;
     Ok((PathBuf::from(host), guest.to_string(), mode))
 }

@@ -752,3 +752,26 @@ fn cli_bench_cold_start_prints_table_and_json() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Regression (found running CPython-on-WASI under `faaslet run --input`):
+/// a WASI program reads the call's input as its standard input, every call.
+#[test]
+fn call_input_is_the_wasi_programs_stdin() {
+    let m = r#"(module
+      (import "wasi_snapshot_preview1" "fd_read" (func $r (param i32 i32 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "_start")
+        ;; iovec at 0: buf 64, len 32; read stdin, write what was read to stdout
+        (i32.store (i32.const 0) (i32.const 64))
+        (i32.store (i32.const 4) (i32.const 32))
+        (drop (call $r (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+        (i32.store (i32.const 4) (i32.load (i32.const 8)))
+        (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+    let mut config = fresh();
+    config.stdout = Output::Capture;
+    let mut f = Faaslet::new(engine(), &wat_module(m), config).unwrap();
+    assert_eq!(f.call(b"first input").unwrap().stdout, b"first input");
+    assert_eq!(f.call(b"second").unwrap().stdout, b"second");
+    assert_eq!(f.call(b"").unwrap().stdout, b"");
+}

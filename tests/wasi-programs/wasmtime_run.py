@@ -8,7 +8,8 @@ Usage mirrors `faaslet run`:
 
 argv[0] is the file's stem (as faaslet passes the function name), the
 environment is empty, stdout/stderr go to this process's stdout/stderr, and
-the exit code follows the guest (`proc_exit` code, 0 on return, 134 on trap).
+the exit code follows the guest (`proc_exit` code, 0 on return, 134 on a
+trap, 1 on another wasmtime error).
 """
 import argparse
 import os
@@ -69,8 +70,13 @@ def main() -> int:
     except wasmtime.ExitTrap as e:
         code = e.code
     except wasmtime.Trap as e:
-        print(f"wasmtime: trap: {e}", file=sys.stderr)
+        print(f"wasmtime: trap: {str(e).splitlines()[0]}", file=sys.stderr)
         code = 134
+    except wasmtime.WasmtimeError as e:
+        # e.g. proc_exit with a status >= 126, which wasmtime refuses
+        lines = [l for l in str(e).splitlines() if l.strip()]
+        print(f"wasmtime: error: {lines[-1] if lines else e}", file=sys.stderr)
+        code = 1
     finally:
         if tmp is not None:
             os.unlink(tmp.name)

@@ -121,6 +121,12 @@ random.seed(42)
 print("random", [random.randint(0, 99) for _ in range(5)])
 print("stderr next", flush=True)
 print("to stderr", file=sys.stderr)
+# CPython's zipfile tool (what `python -m zipfile -c` runs): walks a
+# directory, reads mtimes and writes an archive, compared byte for byte.
+import zipfile
+zipfile.main(["-c", f"{w}/data.zip", "/data"])
+zipfile.main(["-t", f"{w}/data.zip"])
+
 if sys.argv[1:] == ["raise"]:
     raise RuntimeError("deliberate failure: traceback and exit code 1")
 sys.exit(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
