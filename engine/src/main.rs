@@ -56,6 +56,9 @@ enum Command {
         /// A flag for `__faasm_conf_flag` (repeatable).
         #[arg(long = "conf", value_name = "FLAG=VALUE")]
         conf: Vec<String>,
+        /// An environment variable for the guest (repeatable).
+        #[arg(long = "env", value_name = "NAME=VALUE")]
+        env: Vec<String>,
         /// Start every call from this snapshot of FILE (a Proto-Faaslet
         /// made by `faaslet snapshot`, with the same `--bounds`) instead of
         /// a fresh instance.
@@ -175,6 +178,7 @@ fn main() -> ExitCode {
             mounts,
             functions,
             conf,
+            env,
             from_snapshot,
             isolation,
             file,
@@ -186,6 +190,7 @@ fn main() -> ExitCode {
             mounts,
             functions,
             conf,
+            env,
             from_snapshot,
             isolation,
             file,
@@ -345,6 +350,7 @@ struct RunArgs {
     mounts: Vec<String>,
     functions: Option<PathBuf>,
     conf: Vec<String>,
+    env: Vec<String>,
     from_snapshot: Option<PathBuf>,
     file: PathBuf,
     args: Vec<String>,
@@ -398,6 +404,13 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
     }
     config.conf_flags = std::sync::Arc::new(flags);
     config.isolation = a.isolation.build()?;
+    for e in &a.env {
+        let (k, v) = e
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| format!("bad --env {e:?}: expected NAME=VALUE"))?;
+        config.env.push((k.to_string(), v.to_string()));
+    }
     let engine = engine(a.bounds)?;
     let dir = a.functions.clone().unwrap_or_else(|| {
         a.file

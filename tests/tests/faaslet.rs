@@ -775,3 +775,47 @@ fn call_input_is_the_wasi_programs_stdin() {
     assert_eq!(f.call(b"second").unwrap().stdout, b"second");
     assert_eq!(f.call(b"").unwrap().stdout, b"");
 }
+
+/// `faaslet run --env NAME=VALUE` reaches the guest's environment, and a
+/// malformed flag is a usage error.
+#[test]
+fn cli_passes_environment_variables() {
+    let bin = faaslet_bin();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-env");
+    std::fs::create_dir_all(&dir).unwrap();
+    let wat = dir.join("env.wat");
+    // Writes its whole environment block ("K=V\0...") to stdout.
+    std::fs::write(
+        &wat,
+        r#"(module
+  (import "wasi_snapshot_preview1" "environ_sizes_get" (func $sizes (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_get" (func $get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (drop (call $sizes (i32.const 0) (i32.const 4)))
+    (drop (call $get (i32.const 64) (i32.const 1024)))
+    (i32.store (i32.const 16) (i32.const 1024))
+    (i32.store (i32.const 20) (i32.load (i32.const 4)))
+    (drop (call $write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))"#,
+    )
+    .unwrap();
+    let out = Command::new(&bin)
+        .args(["run", "--env", "GREETING=hola", "--env", "EMPTY="])
+        .arg(&wat)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"GREETING=hola\0EMPTY=\0");
+    let bad = Command::new(&bin)
+        .args(["run", "--env", "=x"])
+        .arg(&wat)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bad --env"));
+}
