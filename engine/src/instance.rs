@@ -6,6 +6,7 @@ use crate::trap::{Trap, TrapKind};
 use crate::{Error, Extern, Func, Global, Memory, Module, Store, Table};
 use faaslet_jit::abi::{self, builtins, VMBuiltins, VMFuncRef};
 use faaslet_jit::{ConstExpr, ConstOp, DataMode, ElemMode, EntityType, ExportIndex};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// An instantiated module. A cheap handle into its store.
@@ -789,6 +790,23 @@ unsafe extern "C" fn memory_atomic_notify(vmctx: *mut u8, mem: u32, addr: u64, c
     }
 }
 
+/// Whether the call running on `vmctx`'s store has reached its epoch
+/// deadline (or was interrupted through an `InterruptHandle`): the same test
+/// the generated code makes at loop headers.
+fn interrupted(vmctx: *mut u8) -> bool {
+    // SAFETY: `vmctx` is the live vmctx of the calling instance; its header
+    // points at the store context, whose `epoch_ptr` points at the engine's
+    // epoch counter. Both words may be written by other threads, so they are
+    // read atomically (they are naturally aligned u64s).
+    unsafe {
+        let ctx = *(vmctx.add(abi::VMCTX_STORE as usize) as *const *mut abi::VMStoreContext);
+        let epoch = AtomicU64::from_ptr((*ctx).epoch_ptr as *mut u64).load(Ordering::Relaxed);
+        let deadline = AtomicU64::from_ptr(std::ptr::addr_of_mut!((*ctx).epoch_deadline))
+            .load(Ordering::Relaxed);
+        epoch >= deadline
+    }
+}
+
 unsafe extern "C" fn memory_atomic_wait32(
     vmctx: *mut u8,
     mem: u32,
@@ -801,7 +819,12 @@ unsafe extern "C" fn memory_atomic_wait32(
     match inst.memories.get(mem as usize) {
         // SAFETY: live entry; `wait` re-checks bounds and alignment. It
         // blocks this thread, by design of `memory.atomic.wait`.
-        Some(&m) => unsafe { (*m).data.wait(addr, u64::from(expected), false, timeout) },
+        Some(&m) => unsafe {
+            (*m).data
+                .wait(addr, u64::from(expected), false, timeout, &|| {
+                    interrupted(vmctx)
+                })
+        },
         None => 1,
     }
 }
@@ -817,7 +840,10 @@ unsafe extern "C" fn memory_atomic_wait64(
     let inst = unsafe { instance(vmctx) };
     match inst.memories.get(mem as usize) {
         // SAFETY: as in memory_atomic_wait32.
-        Some(&m) => unsafe { (*m).data.wait(addr, expected, true, timeout) },
+        Some(&m) => unsafe {
+            (*m).data
+                .wait(addr, expected, true, timeout, &|| interrupted(vmctx))
+        },
         None => 1,
     }
 }

@@ -235,9 +235,17 @@ impl MemoryData {
     }
 
     /// `memory.atomic.wait32/64` at byte `addr` (bounds and alignment
-    /// already checked by the caller): 0 woken, 1 not equal, 2 timed out.
-    /// A negative timeout waits forever.
-    pub(crate) fn wait(&self, addr: u64, expected: u64, wide: bool, timeout_ns: i64) -> u32 {
+    /// already checked by the caller): 0 woken, 1 not equal, 2 timed out,
+    /// [`WAIT_INTERRUPTED`] if `interrupted()` became true while waiting
+    /// (checked every [`WAIT_POLL`]). A negative timeout waits forever.
+    pub(crate) fn wait(
+        &self,
+        addr: u64,
+        expected: u64,
+        wide: bool,
+        timeout_ns: i64,
+        interrupted: &dyn Fn() -> bool,
+    ) -> u32 {
         let size = if wide { 8 } else { 4 };
         if !self.in_bounds(addr, size) || !addr.is_multiple_of(size) {
             // Unreachable from JIT code (it checks first); be conservative.
@@ -245,7 +253,7 @@ impl MemoryData {
         }
         let ptr = self.base as usize + addr as usize;
         let timeout = u64::try_from(timeout_ns).ok().map(Duration::from_nanos);
-        parking_lot().wait(ptr, timeout, || {
+        parking_lot().wait(ptr, timeout, interrupted, || {
             // SAFETY: `ptr` is in bounds of accessible memory (checked
             // above; memories never shrink) and naturally aligned.
             unsafe {
@@ -413,11 +421,16 @@ impl SharedMemory {
     ) -> Result<WaitResult, Error> {
         self.check(addr, 4)?;
         let t = timeout.map_or(-1, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-        Ok(match self.data.wait(addr, u64::from(expected), false, t) {
-            0 => WaitResult::Ok,
-            1 => WaitResult::Mismatch,
-            _ => WaitResult::TimedOut,
-        })
+        Ok(
+            match self
+                .data
+                .wait(addr, u64::from(expected), false, t, &|| false)
+            {
+                0 => WaitResult::Ok,
+                1 => WaitResult::Mismatch,
+                _ => WaitResult::TimedOut,
+            },
+        )
     }
 
     /// `memory.atomic.wait64` from the host (see
@@ -430,7 +443,7 @@ impl SharedMemory {
     ) -> Result<WaitResult, Error> {
         self.check(addr, 8)?;
         let t = timeout.map_or(-1, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-        Ok(match self.data.wait(addr, expected, true, t) {
+        Ok(match self.data.wait(addr, expected, true, t, &|| false) {
             0 => WaitResult::Ok,
             1 => WaitResult::Mismatch,
             _ => WaitResult::TimedOut,
@@ -477,6 +490,13 @@ struct LotState {
     next_id: u64,
 }
 
+/// What the wait builtins return when the call was interrupted while
+/// waiting; the generated code turns it into an `Interrupted` trap.
+pub(crate) const WAIT_INTERRUPTED: u32 = faaslet_jit::abi::WAIT_INTERRUPTED;
+
+/// How often a blocked waiter checks for interruption.
+const WAIT_POLL: Duration = Duration::from_millis(5);
+
 struct ParkingLot {
     state: Mutex<LotState>,
     cv: Condvar,
@@ -494,10 +514,15 @@ impl ParkingLot {
     /// Parks until notified or timed out, if `still_expected()` holds when
     /// checked under the lot's lock (notifiers take the same lock, so a
     /// notify after the value changed cannot be missed).
+    ///
+    /// A waiter wakes at least every [`WAIT_POLL`] to ask `interrupted()`,
+    /// so an epoch deadline or an `InterruptHandle` ends a wait that nobody
+    /// will ever notify (the call then traps as interrupted).
     fn wait(
         &self,
         addr: usize,
         timeout: Option<Duration>,
+        interrupted: &dyn Fn() -> bool,
         still_expected: impl Fn() -> bool,
     ) -> u32 {
         let mut st = lock(&self.state);
@@ -507,41 +532,39 @@ impl ParkingLot {
         let id = st.next_id;
         st.next_id += 1;
         st.queues.entry(addr).or_default().push_back(id);
+        // `None`: no timeout, or one too large to represent.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             if st.woken.remove(&id) {
                 return 0;
             }
-            match (timeout, deadline) {
-                (None, _) => {
-                    st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let outcome = if deadline.is_some_and(|d| now >= d) {
+                Some(2)
+            } else if interrupted() {
+                Some(WAIT_INTERRUPTED)
+            } else {
+                None
+            };
+            if let Some(code) = outcome {
+                // Leave the queue (unless notified meanwhile).
+                if st.woken.remove(&id) {
+                    return 0;
                 }
-                (Some(_), Some(deadline)) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        // Timed out: leave the queue (unless notified meanwhile).
-                        if st.woken.remove(&id) {
-                            return 0;
-                        }
-                        if let Some(q) = st.queues.get_mut(&addr) {
-                            q.retain(|w| *w != id);
-                            if q.is_empty() {
-                                st.queues.remove(&addr);
-                            }
-                        }
-                        return 2;
+                if let Some(q) = st.queues.get_mut(&addr) {
+                    q.retain(|w| *w != id);
+                    if q.is_empty() {
+                        st.queues.remove(&addr);
                     }
-                    st = self
-                        .cv
-                        .wait_timeout(st, deadline - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
                 }
-                // A timeout too large to represent: wait forever.
-                (Some(_), None) => {
-                    st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
-                }
+                return code;
             }
+            let slice = deadline.map_or(WAIT_POLL, |d| (d - now).min(WAIT_POLL));
+            st = self
+                .cv
+                .wait_timeout(st, slice)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 

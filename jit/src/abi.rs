@@ -321,6 +321,9 @@ pub const TRAP_INTERRUPTED: TrapCode = TrapCode::unwrap_user(5);
 pub const TRAP_HOST: TrapCode = TrapCode::unwrap_user(6);
 /// `call_indirect` index beyond the end of its table.
 pub const TRAP_INDIRECT_OOB: TrapCode = TrapCode::unwrap_user(8);
+/// What the `MEMORY_ATOMIC_WAIT*` builtins return when the call was
+/// interrupted while blocked; the code traps with [`TRAP_INTERRUPTED`].
+pub const WAIT_INTERRUPTED: u32 = 3;
 /// Misaligned atomic access (threads proposal).
 pub const TRAP_UNALIGNED_ATOMIC: TrapCode = TrapCode::unwrap_user(7);
 /// `memory.atomic.wait32/64` on a memory that is not shared.

@@ -155,6 +155,12 @@ impl<'m, 'b> Translator<'m, 'b> {
                 &[m, ea, expected, timeout],
             )
             .expect("wait builtin returns a value");
+        // A wait the store's deadline cut short is an interruption.
+        let cut = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::Equal, r, i64::from(abi::WAIT_INTERRUPTED));
+        self.b.ins().trapnz(cut, abi::TRAP_INTERRUPTED);
         self.push(r);
     }
 

@@ -440,3 +440,40 @@ fn deep_return_call_loops_do_not_exhaust_the_stack() {
         .unwrap();
     assert_eq!(to_host.call(&mut store, (4, 2)).unwrap(), 42);
 }
+
+/// A `memory.atomic.wait` that nobody will ever notify, with no timeout,
+/// is ended by an [`faaslet::InterruptHandle`] and by an epoch deadline:
+/// the call traps as interrupted and the store works again afterwards.
+#[test]
+fn blocked_wait_is_interruptible() {
+    let (engine, module, shared) = setup(Config::default().bounds);
+    let mut g = Guest::new(&engine, &module, &shared);
+    shared.write_u32(32, 7).unwrap();
+    let wait = g
+        .instance
+        .get_typed_func::<(i32, i32, i64), i32, _>(&mut g.store, "wait32")
+        .unwrap();
+
+    let handle = g.store.interrupt_handle();
+    let stopper = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(50));
+        handle.interrupt();
+    });
+    let err = wait.call(&mut g.store, (32, 7, -1)).unwrap_err();
+    assert_eq!(err.kind, faaslet::TrapKind::Interrupted, "{err}");
+    stopper.join().unwrap();
+
+    g.store.set_epoch_deadline(1);
+    let e2 = engine.clone();
+    let ticker = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(50));
+        e2.increment_epoch();
+    });
+    let err = wait.call(&mut g.store, (32, 7, -1)).unwrap_err();
+    assert_eq!(err.kind, faaslet::TrapKind::Interrupted, "{err}");
+    ticker.join().unwrap();
+
+    // Not left queued: a later wait with a timeout behaves normally.
+    g.store.set_epoch_deadline(u64::MAX / 2);
+    assert_eq!(g.wait32(32, 7, 1_000_000), 2);
+}
