@@ -41,6 +41,13 @@ impl<T> Caller<'_, T> {
         crate::instance::export_of(&mut self.inner.core, inst, name)
     }
 
+    /// A handle to interrupt this store's calls, or to ask whether the
+    /// running call has reached its deadline (for host functions that
+    /// block).
+    pub fn interrupt_handle(&self) -> crate::InterruptHandle {
+        crate::store::interrupt_handle_of(&self.inner.core)
+    }
+
     /// The calling instance's memory 0, if it has one.
     pub fn memory(&self) -> Option<crate::Memory> {
         let inst = &self.inner.core.instances[self.instance? as usize];

@@ -46,6 +46,8 @@ impl SharedCtx {
 #[derive(Clone)]
 pub struct InterruptHandle {
     ctx: Arc<SharedCtx>,
+    /// Keeps the epoch counter the context points at alive.
+    engine: Engine,
 }
 
 impl std::fmt::Debug for InterruptHandle {
@@ -60,6 +62,14 @@ impl InterruptHandle {
     /// Needs [`Config::epoch_interruption`](crate::Config::epoch_interruption).
     pub fn interrupt(&self) {
         self.ctx.deadline().store(0, Ordering::SeqCst);
+    }
+
+    /// Whether a call in the store would now trap as interrupted: the
+    /// engine's epoch has reached the store's deadline (or
+    /// [`interrupt`](Self::interrupt) was called). Host functions that
+    /// block ask this to give up in time.
+    pub fn deadline_reached(&self) -> bool {
+        self.engine.current_epoch() >= self.ctx.deadline().load(Ordering::SeqCst)
     }
 }
 
@@ -279,6 +289,7 @@ impl<T> Store<T> {
     pub fn interrupt_handle(&self) -> InterruptHandle {
         InterruptHandle {
             ctx: self.inner.core.ctx.clone(),
+            engine: self.inner.core.engine.clone(),
         }
     }
 
@@ -301,6 +312,14 @@ impl<T> Store<T> {
     /// Raw pointer to the store's inner part, as host functions receive it.
     pub(crate) fn inner_ptr(&mut self) -> *mut StoreInner<T> {
         &mut *self.inner
+    }
+}
+
+/// The interrupt handle of a store, from its core.
+pub(crate) fn interrupt_handle_of(core: &StoreCore) -> InterruptHandle {
+    InterruptHandle {
+        ctx: core.ctx.clone(),
+        engine: core.engine.clone(),
     }
 }
 

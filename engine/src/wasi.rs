@@ -69,6 +69,7 @@ fn to_trap(t: WasiTrap) -> Trap {
     match t {
         WasiTrap::Exit(code) => Trap::host(format!("{EXIT_PREFIX}{code}")),
         WasiTrap::Fatal(m) => Trap::host(format!("wasi: {m}")),
+        WasiTrap::Interrupted => Trap::new(crate::TrapKind::Interrupted),
     }
 }
 
@@ -93,6 +94,25 @@ fn with<T: WasiView>(
     finish(f(data.wasi(), &mut gm))
 }
 
+/// `poll_oneoff` may block: it asks the store's deadline every few
+/// milliseconds, so epoch timeouts and interrupt handles end a sleeping
+/// guest too.
+fn poll_oneoff<T: WasiView>(
+    mut c: Caller<'_, T>,
+    a: u32,
+    b: u32,
+    n: u32,
+    d: u32,
+) -> Result<i32, Trap> {
+    if !c.data_mut().wasi().has_interrupt_probe() {
+        let handle = c.interrupt_handle();
+        c.data_mut()
+            .wasi()
+            .set_interrupt_probe(Some(std::sync::Arc::new(move || handle.deadline_reached())));
+    }
+    with(&mut c, |ctx, mem| w::poll_oneoff(ctx, mem, a, b, n, d))
+}
+
 macro_rules! link {
     ($linker:ident; $($name:ident($($a:ident: $t:ty),*);)*) => {$(
         $linker.func_wrap(MODULE, stringify!($name),
@@ -104,6 +124,7 @@ macro_rules! link {
 
 /// Defines every `wasi_snapshot_preview1` function in `linker`.
 pub fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>) -> Result<(), Error> {
+    linker.func_wrap(MODULE, "poll_oneoff", poll_oneoff::<T>)?;
     link!(linker;
         args_get(a: u32, b: u32);
         args_sizes_get(a: u32, b: u32);
@@ -142,7 +163,6 @@ pub fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>) -> Result<()
         path_rename(a: u32, b: u32, c: u32, d: u32, e: u32, f: u32);
         path_symlink(a: u32, b: u32, c: u32, d: u32, e: u32);
         path_unlink_file(a: u32, b: u32, c: u32);
-        poll_oneoff(a: u32, b: u32, c: u32, d: u32);
         proc_raise(a: u32);
         sched_yield();
         random_get(a: u32, b: u32);

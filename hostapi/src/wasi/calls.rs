@@ -1379,7 +1379,9 @@ pub fn poll_oneoff(
     n: u32,
     nevents: u32,
 ) -> Result<Errno, WasiTrap> {
-    done((|| {
+    let probe = ctx.interrupt.clone();
+    let mut interrupted = false;
+    let r = done((|| {
         if n == 0 {
             return Err(Errno::Inval);
         }
@@ -1423,11 +1425,33 @@ pub fn poll_oneoff(
                     events: libc::POLLIN,
                     revents: 0,
                 };
-                // SAFETY: one valid pollfd.
-                let r = unsafe { libc::poll(&mut p, 1, timeout) };
-                stdin_ready = r > 0;
+                // With a probe, poll in slices so an interruption is seen.
+                let start = now(libc::CLOCK_MONOTONIC);
+                loop {
+                    let slice = match (&probe, timeout) {
+                        (None, t) => t,
+                        (Some(_), -1) => POLL_SLICE_MS,
+                        (Some(_), t) => {
+                            let spent = (now(libc::CLOCK_MONOTONIC) - start) / 1_000_000;
+                            (t as u64).saturating_sub(spent).min(POLL_SLICE_MS as u64) as i32
+                        }
+                    };
+                    // SAFETY: one valid pollfd.
+                    let r = unsafe { libc::poll(&mut p, 1, slice) };
+                    stdin_ready = r > 0;
+                    if stdin_ready || slice == timeout || slice == 0 {
+                        break;
+                    }
+                    if probe.as_ref().is_some_and(|f| f()) {
+                        interrupted = true;
+                        return Ok(());
+                    }
+                }
             } else if let Some(ns) = min_clock {
-                std::thread::sleep(std::time::Duration::from_nanos(ns));
+                if !sleep_interruptible(ns, probe.as_ref()) {
+                    interrupted = true;
+                    return Ok(());
+                }
             }
             let slept = now(libc::CLOCK_MONOTONIC).saturating_sub(mono);
             for i in 0..n {
@@ -1451,7 +1475,36 @@ pub fn poll_oneoff(
             }
         }
         Ok(mem.write_u32(nevents, count)?)
-    })())
+    })());
+    if interrupted {
+        return Err(WasiTrap::Interrupted);
+    }
+    r
+}
+
+/// Longest a blocking call waits between looks at the interrupt probe.
+const POLL_SLICE_MS: i32 = 5;
+
+/// Sleeps `ns` nanoseconds, in slices of [`POLL_SLICE_MS`] when there is a
+/// probe; `false` if the probe fired first.
+fn sleep_interruptible(ns: u64, probe: Option<&super::InterruptProbe>) -> bool {
+    let Some(probe) = probe else {
+        std::thread::sleep(std::time::Duration::from_nanos(ns));
+        return true;
+    };
+    let end = std::time::Instant::now().checked_add(std::time::Duration::from_nanos(ns));
+    loop {
+        if probe() {
+            return false;
+        }
+        let now = std::time::Instant::now();
+        let left = match end {
+            Some(e) if now >= e => return true,
+            Some(e) => e - now,
+            None => std::time::Duration::MAX,
+        };
+        std::thread::sleep(left.min(std::time::Duration::from_millis(POLL_SLICE_MS as u64)));
+    }
 }
 
 /// `proc_exit(code)`: ends the guest with [`WasiTrap::Exit`].

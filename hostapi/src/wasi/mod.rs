@@ -35,7 +35,16 @@ pub enum WasiTrap {
     /// The host cannot continue the guest.
     #[error("wasi host error: {0}")]
     Fatal(String),
+    /// A blocking call (a `poll_oneoff` sleep or stdin wait) was cut short
+    /// because the [interrupt probe](WasiCtx::set_interrupt_probe) fired.
+    #[error("interrupted while blocked in a WASI call")]
+    Interrupted,
 }
+
+/// Asked while a WASI call blocks: `true` ends the call with
+/// [`WasiTrap::Interrupted`]. The engine wires this to the store's epoch
+/// deadline, so timeouts also end guests that sleep.
+pub type InterruptProbe = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Whether a mount may be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +161,8 @@ pub struct WasiCtx {
     pub(crate) iov_scratch: Vec<libc::iovec>,
     scratch_dir: Option<(PathBuf, bool)>,
     pub(crate) exit_code: Option<i32>,
+    /// Asked every few milliseconds while a call blocks.
+    pub(crate) interrupt: Option<InterruptProbe>,
 }
 
 impl std::fmt::Debug for WasiCtx {
@@ -313,6 +324,7 @@ impl WasiCtxBuilder {
             iov_scratch: Vec::with_capacity(16),
             scratch_dir,
             exit_code: None,
+            interrupt: None,
         })
     }
 }
@@ -349,6 +361,18 @@ impl WasiCtx {
     pub fn set_stdin(&mut self, input: Input) {
         self.stdin = input;
         self.stdin_pos = 0;
+    }
+
+    /// Sets what blocking calls ask, every few milliseconds, to learn that
+    /// they must give up (see [`InterruptProbe`]). Without one they block
+    /// for as long as the guest asked.
+    pub fn set_interrupt_probe(&mut self, probe: Option<InterruptProbe>) {
+        self.interrupt = probe;
+    }
+
+    /// Whether a probe is set.
+    pub fn has_interrupt_probe(&self) -> bool {
+        self.interrupt.is_some()
     }
 
     /// The code the guest passed to `proc_exit`, if it did.
