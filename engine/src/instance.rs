@@ -54,7 +54,7 @@ impl InstanceEntry {
         }
         let start = self.vmctx_ptr() as usize + offsets.funcref(0) as usize;
         let end = start + (abi::FUNCREF_SIZE * offsets.num_funcs) as usize;
-        if ptr < start || ptr >= end || (ptr - start) % abi::FUNCREF_SIZE as usize != 0 {
+        if ptr < start || ptr >= end || !(ptr - start).is_multiple_of(abi::FUNCREF_SIZE as usize) {
             return None;
         }
         Some(((ptr - start) / abi::FUNCREF_SIZE as usize) as u32)
@@ -193,7 +193,7 @@ impl Instance {
             // Offsets come from this module's VMOffsets; the check makes the
             // write below sound even if they did not.
             assert!(
-                off as usize % 8 == 0 && off as usize + 8 <= vmctx_len,
+                (off as usize).is_multiple_of(8) && off as usize + 8 <= vmctx_len,
                 "vmctx offset {off}"
             );
             // SAFETY: in bounds and 8-byte aligned (checked above) in the

@@ -179,6 +179,11 @@ pub(crate) struct FuncEntry {
 }
 
 /// The part of a store that does not depend on its data type.
+///
+/// Entries are boxed inside their vectors on purpose: JIT code and vmctx
+/// headers hold raw pointers into them (`VMMemory`, `VMTable`, `VMGlobal`,
+/// host contexts, instances), which must not move when a vector grows.
+#[allow(clippy::vec_box)]
 pub(crate) struct StoreCore {
     pub(crate) id: StoreId,
     pub(crate) engine: Engine,
