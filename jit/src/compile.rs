@@ -6,16 +6,17 @@ use crate::error::CompileError;
 use crate::translate::{ir_type, translate_function, wasm_signature, ModuleEnv};
 use crate::types::{FuncType, ModuleInfo, ValType};
 use crate::CompileConfig;
+use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::{
-    types, AbiParam, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind, TrapCode,
-    UserFuncName,
+    types, AbiParam, ExtFuncData, ExternalName, InstBuilder, MemFlagsData, Signature,
+    StackSlotData, StackSlotKind, TrapCode, UserExternalName, UserFuncName,
 };
 use cranelift_codegen::isa::{CallConv, OwnedTargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{FuncId, Linkage, Module};
+use cranelift_module::{FuncId, Linkage, Module, ModuleReloc};
 
 /// Compiles WebAssembly modules and host stubs to native code for the host.
 pub struct Compiler {
@@ -101,6 +102,25 @@ fn entry_of(ctx: &Context, func_index: u32) -> FuncEntry {
         srclocs: srclocs.into(),
     }
 }
+
+/// One function compiled on a worker thread, waiting to be placed.
+struct CompiledFunc {
+    bytes: Vec<u8>,
+    align: u64,
+    relocs: Vec<ModuleReloc>,
+    entry: FuncEntry,
+}
+
+/// The largest code reservation of one module: PC-relative calls between
+/// its functions must stay within ±2 GiB.
+const MAX_CODE_RESERVATION: usize = 1536 << 20;
+
+/// Modules with at least this many bytes of function bodies compile on
+/// several threads; below it, spawning costs more than it saves.
+const PARALLEL_COMPILE_BYTES: u64 = 32 << 10;
+
+/// Stack of a compile thread: Cranelift recurses on deeply nested code.
+const COMPILE_STACK: usize = 16 << 20;
 
 /// Frees a JIT module's code memory.
 fn free_module(module: &mut Option<JITModule>) {
@@ -264,10 +284,23 @@ impl Compiler {
         &self.config
     }
 
-    fn new_module(&self) -> JITModule {
-        let builder =
+    /// A JIT module whose code all lands in one contiguous reservation of
+    /// `reserve` bytes.
+    ///
+    /// Calls between a module's functions are `colocated`, i.e. encoded as
+    /// 32-bit PC-relative calls. cranelift-jit's default provider maps code
+    /// in separate chunks wherever the kernel puts them, and with 6 GiB
+    /// memory reservations being mapped by other threads, two chunks of one
+    /// module can end up more than 2 GiB apart, so relocating the call
+    /// overflows (cranelift-jit then panics). An arena keeps every chunk
+    /// within `reserve` (< 2 GiB) of the others.
+    fn new_module(&self, reserve: usize) -> Result<JITModule, CompileError> {
+        let mut builder =
             JITBuilder::with_isa(self.isa.clone(), cranelift_module::default_libcall_names());
-        JITModule::new(builder)
+        let arena = cranelift_jit::ArenaMemoryProvider::new_with_size(reserve)
+            .map_err(|e| codegen_err("reserving code memory", e))?;
+        builder.memory_provider(Box::new(arena));
+        Ok(JITModule::new(builder))
     }
 
     /// Validates, parses, translates and compiles `wasm`. `type_id` maps
@@ -280,7 +313,15 @@ impl Compiler {
     ) -> Result<CompiledModule, CompileError> {
         let parsed = parse_module(wasm, type_id)?;
         let info = parsed.info;
-        let mut module = Some(self.new_module());
+        // Address space only (PROT_NONE until used): generously more than
+        // Cranelift's code for any wasm, and far below the 2 GiB reach of
+        // a PC-relative call.
+        let reserve = wasm
+            .len()
+            .saturating_mul(16)
+            .saturating_add(4 << 20)
+            .min(MAX_CODE_RESERVATION);
+        let mut module = Some(self.new_module(reserve)?);
         let result = self.compile_into(&info, &parsed.bodies, module.as_mut().unwrap());
         match result {
             Ok((funcs, trampolines, entries)) => Ok(CompiledModule {
@@ -318,36 +359,134 @@ impl Compiler {
             info,
             config: &self.config,
         };
-        let mut fctx = FunctionBuilderContext::new();
-        let mut ctx = module.make_context();
-        let mut entries = Vec::with_capacity(bodies.len());
-        for (i, body) in bodies.iter().enumerate() {
+        let sigs: Vec<Signature> = (0..bodies.len() as u32)
+            .map(|i| wasm_signature(info.func_type(nimp + i)))
+            .collect();
+        // Translating and compiling a function needs nothing from the
+        // JITModule (callees are named by their FuncId, exactly as
+        // `declare_func_in_func` would), so functions compile on several
+        // threads; only placing the code in memory is sequential.
+        let compile_one = |i: usize,
+                           ctx: &mut Context,
+                           fctx: &mut FunctionBuilderContext|
+         -> Result<CompiledFunc, CompileError> {
             let index = nimp + i as u32;
             ctx.clear();
-            ctx.func.signature = wasm_signature(info.func_type(index));
+            ctx.func.signature = sigs[i].clone();
             ctx.func.name = UserFuncName::user(0, index);
-            {
-                let ids = &ids;
-                let module_ref: &mut JITModule = module;
-                let mut declare = |callee: u32, func: &mut cranelift_codegen::ir::Function| {
-                    module_ref.declare_func_in_func(ids[(callee - nimp) as usize], func)
-                };
-                translate_function(
-                    &env,
-                    index,
-                    body,
-                    &mut ctx.func,
-                    &mut fctx,
-                    &mut declare,
-                    self.isa.frontend_config(),
-                )
-                .map_err(|e| e.in_func(index).in_section("code"))?;
-            }
+            let mut declare = |callee: u32, func: &mut cranelift_codegen::ir::Function| {
+                let k = (callee - nimp) as usize;
+                let signature = func.import_signature(sigs[k].clone());
+                let name = func.declare_imported_user_function(UserExternalName {
+                    namespace: 0,
+                    index: ids[k].as_u32(),
+                });
+                func.import_function(ExtFuncData {
+                    name: ExternalName::user(name),
+                    signature,
+                    // Local linkage: the callee is in this same code object.
+                    colocated: true,
+                    patchable: false,
+                })
+            };
+            translate_function(
+                &env,
+                index,
+                &bodies[i],
+                &mut ctx.func,
+                fctx,
+                &mut declare,
+                self.isa.frontend_config(),
+            )
+            .map_err(|e| e.in_func(index).in_section("code"))?;
+            ctx.compile(&*self.isa, &mut ControlPlane::default())
+                .map_err(|e| {
+                    codegen_err("compiling function", format!("{:?}", e.inner)).in_func(index)
+                })?;
+            let code = ctx.compiled_code().expect("function was compiled");
+            let relocs = code
+                .buffer
+                .relocs()
+                .iter()
+                .map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, ids[i]))
+                .collect();
+            Ok(CompiledFunc {
+                bytes: code.code_buffer().to_vec(),
+                align: u64::from(code.buffer.alignment),
+                relocs,
+                entry: entry_of(ctx, index),
+            })
+        };
+        let body_bytes: u64 = bodies
+            .iter()
+            .map(|b| {
+                let r = b.range();
+                (r.end - r.start) as u64
+            })
+            .sum();
+        let threads = if bodies.len() >= 4 && body_bytes >= PARALLEL_COMPILE_BYTES {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(bodies.len())
+                .min(8)
+        } else {
+            1
+        };
+        let mut compiled: Vec<(usize, Result<CompiledFunc, CompileError>)> = if threads <= 1 {
+            let mut fctx = FunctionBuilderContext::new();
+            let mut ctx = Context::new();
+            (0..bodies.len())
+                .map(|i| (i, compile_one(i, &mut ctx, &mut fctx)))
+                .collect()
+        } else {
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..threads)
+                    .map(|_| {
+                        std::thread::Builder::new()
+                            .name("faaslet-compile".into())
+                            .stack_size(COMPILE_STACK)
+                            .spawn_scoped(scope, || {
+                                let mut fctx = FunctionBuilderContext::new();
+                                let mut ctx = Context::new();
+                                let mut out = Vec::new();
+                                loop {
+                                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    if i >= bodies.len() {
+                                        break out;
+                                    }
+                                    out.push((i, compile_one(i, &mut ctx, &mut fctx)));
+                                }
+                            })
+                    })
+                    .collect();
+                let mut all = Vec::with_capacity(bodies.len());
+                for w in workers {
+                    match w {
+                        Ok(h) => {
+                            all.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                        }
+                        Err(e) => {
+                            all.push((usize::MAX, Err(codegen_err("spawning a compile thread", e))))
+                        }
+                    }
+                }
+                all
+            })
+        };
+        compiled.sort_by_key(|(i, _)| *i);
+        let mut entries = Vec::with_capacity(bodies.len());
+        for (i, result) in compiled {
+            let f = result?;
             module
-                .define_function(ids[i], &mut ctx)
-                .map_err(|e| codegen_err("compiling function", format!("{e:?}")).in_func(index))?;
-            entries.push(entry_of(&ctx, index));
+                .define_function_bytes(ids[i], f.align, &f.bytes, &f.relocs)
+                .map_err(|e| {
+                    codegen_err("placing function", format!("{e:?}")).in_func(nimp + i as u32)
+                })?;
+            entries.push(f.entry);
         }
+        let mut fctx = FunctionBuilderContext::new();
+        let mut ctx = module.make_context();
         let mut tramp_ids = Vec::with_capacity(info.types.len());
         for (t, ty) in info.types.iter().enumerate() {
             let id = self.define_trampoline(module, &mut ctx, &mut fctx, ty, &format!("t{t}"))?;
@@ -431,7 +570,7 @@ impl Compiler {
     /// Compiles the host stub and array trampoline for functions of type
     /// `ty`.
     pub fn compile_stub(&self, ty: &FuncType) -> Result<CompiledStub, CompileError> {
-        let mut module = Some(self.new_module());
+        let mut module = Some(self.new_module(1 << 20)?);
         match self.compile_stub_into(ty, module.as_mut().unwrap()) {
             Ok((host_stub, trampoline, entries)) => Ok(CompiledStub {
                 module,
