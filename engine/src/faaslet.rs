@@ -343,13 +343,24 @@ impl Faaslet {
         module: &Module,
         config: FaasletConfig,
     ) -> Result<Faaslet, FaasletError> {
+        Faaslet::build(engine, module.clone(), None, config)
+    }
+
+    /// Links the host interface, sets up isolation and makes the first
+    /// instance (fresh, or restored from `snapshot`).
+    fn build(
+        engine: &Engine,
+        module: Module,
+        snapshot: Option<Snapshot>,
+        config: FaasletConfig,
+    ) -> Result<Faaslet, FaasletError> {
         let mut linker = Linker::new(engine);
         crate::wasi::add_to_linker(&mut linker)?;
         crate::faasm::add_to_linker(&mut linker)?;
         let mut f = Faaslet {
             engine: engine.clone(),
-            module: module.clone(),
-            snapshot: None,
+            module,
+            snapshot,
             config,
             linker,
             ready: None,
@@ -391,24 +402,12 @@ impl Faaslet {
         snapshot: &Snapshot,
         config: FaasletConfig,
     ) -> Result<Faaslet, FaasletError> {
-        let mut linker = Linker::new(engine);
-        crate::wasi::add_to_linker(&mut linker)?;
-        crate::faasm::add_to_linker(&mut linker)?;
-        let mut f = Faaslet {
-            engine: engine.clone(),
-            module: snapshot.module().clone(),
-            snapshot: Some(snapshot.clone()),
+        Faaslet::build(
+            engine,
+            snapshot.module().clone(),
+            Some(snapshot.clone()),
             config,
-            linker,
-            ready: None,
-            cgroup: None,
-        };
-        if let Some(iso) = &f.config.isolation {
-            f.cgroup = Some(iso.isolation.cgroup_for(&f.config.name, &iso.limits)?);
-        }
-        let inst = f.instantiate(Vec::new())?;
-        f.ready = Some(inst);
-        Ok(f)
+        )
     }
 
     /// Makes a Proto-Faaslet of `module`: instantiates it linked against
