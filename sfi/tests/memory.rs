@@ -11,12 +11,14 @@ fn reservation_rounds_and_protects() {
     assert_eq!(r.len(), 4 * page);
     assert_eq!(r.base() as usize % page, 0);
     r.make_accessible(page, 2 * page).unwrap();
+    // SAFETY: pages 1 and 2 of the reservation were just made accessible.
     unsafe {
         *r.base().add(page) = 7;
         *r.base().add(3 * page - 1) = 9;
         assert_eq!(*r.base().add(page), 7);
     }
     r.discard(page, page).unwrap();
+    // SAFETY: page 1 is still mapped read-write; discard only zero-filled it.
     unsafe {
         assert_eq!(*r.base().add(page), 0, "discard zero-fills");
         assert_eq!(
@@ -28,6 +30,7 @@ fn reservation_rounds_and_protects() {
     }
     r.make_inaccessible(page, 2 * page).unwrap();
     r.make_accessible(page, page).unwrap();
+    // SAFETY: page 1 was made accessible again just above.
     unsafe { assert_eq!(*r.base().add(page), 0, "inaccessible drops contents") };
 
     assert!(matches!(
@@ -54,6 +57,7 @@ fn huge_reservation_is_cheap() {
     // 64 GiB of address space, like an 8 GiB-guarded 32-bit memory would use.
     let r = Reservation::new(64 << 30).unwrap();
     r.make_accessible(0, WASM_PAGE).unwrap();
+    // SAFETY: page 0 was made accessible just above.
     unsafe { *r.base() = 1 };
 }
 
@@ -127,9 +131,11 @@ fn bytes_beyond_len_are_inaccessible() {
     m.as_mut_slice()[WASM_PAGE - 1] = 0x5a;
     let base = m.base();
     let mut v = 0;
+    // SAFETY: in-bounds offset of the reservation (pointer arithmetic only; the load runs under catch_traps).
     assert!(catch_traps(|| v = code.load(unsafe { base.add(WASM_PAGE - 1) })).is_ok());
     assert_eq!(v, 0x5a);
     for off in [WASM_PAGE, 2 * WASM_PAGE + 17, 4 * WASM_PAGE - 1] {
+        // SAFETY: offsets inside the memory's reservation (pointer arithmetic only; loads run under catch_traps).
         let addr = unsafe { base.add(off) };
         let fault = catch_traps(|| {
             code.load(addr);
@@ -140,12 +146,14 @@ fn bytes_beyond_len_are_inaccessible() {
     }
     // The canary page in front of the memory is a guard too.
     let fault = catch_traps(|| {
+        // SAFETY: one byte before the memory is the reservation's canary page (arithmetic only; the load is caught).
         code.load(unsafe { base.sub(1) });
     })
     .unwrap_err();
     assert_eq!(fault.fault_addr, base as usize - 1);
 
     m.grow_to(2 * WASM_PAGE).unwrap();
+    // SAFETY: inside the reservation (arithmetic only).
     let addr = unsafe { base.add(WASM_PAGE) };
     assert!(catch_traps(|| v = code.load(addr)).is_ok());
     assert_eq!(v, 0);

@@ -69,6 +69,7 @@ fn load_from_guard_is_sigsegv_with_address() {
     let code = Code::new();
     let _reg = code.register_all();
     let r = Reservation::new(WASM_PAGE).unwrap();
+    // SAFETY: offset 123 is inside the reservation (arithmetic only).
     let addr = unsafe { r.base().add(123) };
     let fault = catch_traps(|| {
         code.load(addr);
@@ -80,6 +81,7 @@ fn load_from_guard_is_sigsegv_with_address() {
     assert!(fault.to_string().contains("SIGSEGV"));
 
     r.make_accessible(0, WASM_PAGE).unwrap();
+    // SAFETY: the page holding `addr` was made accessible just above.
     unsafe { *addr = 99 };
     let mut v = 0;
     assert!(catch_traps(|| v = code.load(addr)).is_ok());
@@ -154,6 +156,7 @@ fn many_threads_trap_concurrently() {
             let r = Arc::clone(&r);
             std::thread::spawn(move || {
                 for i in 0..TRAPS {
+                    // SAFETY: inside this thread's page of the reservation (arithmetic only; loads run under catch_traps).
                     let addr = unsafe { r.base().add(t * WASM_PAGE + i % WASM_PAGE) };
                     match i % 3 {
                         0 => {

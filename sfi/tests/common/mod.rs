@@ -26,7 +26,10 @@ pub struct Code {
     page: *mut u8,
     len: usize,
 }
+// SAFETY: the page is owned by `Code`, immutable (R+X) after `new`, and
+// only unmapped on drop.
 unsafe impl Send for Code {}
+// SAFETY: as above; sharing only reads and executes it.
 unsafe impl Sync for Code {}
 
 /// Offsets of the stubs inside the page.
@@ -38,6 +41,9 @@ pub const RET: usize = 48; // ret
 impl Code {
     pub fn new() -> Code {
         let len = 4096;
+        // SAFETY: a fresh private anonymous page we own; every write stays
+        // inside it (offsets < 64, stubs < 8 bytes), and it is made R+X
+        // before any stub runs.
         unsafe {
             let p = libc::mmap(
                 std::ptr::null_mut(),
@@ -74,18 +80,22 @@ impl Code {
         register_code(self.start(), self.end(), Arc::new(AllTrapSites))
     }
     pub fn ud2(&self) {
+        // SAFETY: the stub at UD2 is `ud2`, a valid function body of this type.
         let f: extern "C" fn() = unsafe { std::mem::transmute(self.page.add(UD2)) };
         f()
     }
     pub fn load(&self, addr: *const u8) -> u8 {
+        // SAFETY: the stub at LOAD loads a byte from its first argument and returns it.
         let f: extern "C" fn(*const u8) -> u8 = unsafe { std::mem::transmute(self.page.add(LOAD)) };
         f(addr)
     }
     pub fn div(&self, a: i32, b: i32) -> i32 {
+        // SAFETY: the stub at DIV divides its first i32 argument by its second.
         let f: extern "C" fn(i32, i32) -> i32 = unsafe { std::mem::transmute(self.page.add(DIV)) };
         f(a, b)
     }
     pub fn ret(&self) {
+        // SAFETY: the stub at RET is a bare `ret`.
         let f: extern "C" fn() = unsafe { std::mem::transmute(self.page.add(RET)) };
         f()
     }
@@ -93,6 +103,7 @@ impl Code {
 
 impl Drop for Code {
     fn drop(&mut self) {
+        // SAFETY: unmaps the page `new` mapped; no stub runs after drop.
         unsafe { libc::munmap(self.page.cast(), self.len) };
     }
 }
@@ -100,6 +111,8 @@ impl Drop for Code {
 /// Runs `f` in a forked child (no core dumps) and returns how it ended:
 /// `Ok(exit_code)` or `Err(signal)`.
 pub fn in_child(f: impl FnOnce()) -> Result<i32, i32> {
+    // SAFETY: fork in a test process; the child only runs `f` and exits
+    // with `_exit`, the parent only waits for it.
     unsafe {
         let pid = libc::fork();
         assert!(pid >= 0, "fork failed");
