@@ -49,6 +49,9 @@ pub struct Config {
     /// trades that defence in depth for density: each memory then costs no
     /// kernel mapping of its own (see [`Bounds::Explicit`]).
     pub explicit_canaries: bool,
+    /// Accept modules with several memories (multi-memory, a WebAssembly
+    /// 3.0 feature). Off by default, as WebAssembly 2.0 requires.
+    pub wasm_multi_memory: bool,
 }
 
 impl Default for Config {
@@ -63,6 +66,7 @@ impl Default for Config {
             explicit_reservation_cap: 256 << 20,
             max_table_elements: 10_000_000,
             explicit_canaries: true,
+            wasm_multi_memory: false,
         }
     }
 }
@@ -131,6 +135,7 @@ impl Engine {
             },
             epoch_interruption: config.epoch_interruption,
             optimize: config.optimize,
+            multi_memory: config.wasm_multi_memory,
         };
         let compiler = Compiler::new(&compile)?;
         Ok(Engine {

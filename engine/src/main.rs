@@ -85,6 +85,10 @@ enum Command {
         /// `wasm-latest`, or a proposal such as `simd`, `threads`, `tail-call`.
         #[arg(long)]
         suite: Option<String>,
+        /// Accept modules with several memories (multi-memory, WebAssembly
+        /// 3.0). Off by default: the wasm-v2 suite asserts they are invalid.
+        #[arg(long)]
+        multi_memory: bool,
         /// `.wast` files, or directories whose `*.wast` files are run.
         paths: Vec<PathBuf>,
     },
@@ -145,7 +149,12 @@ enum BoundsArg {
 }
 
 fn engine(bounds: BoundsArg) -> Result<Engine, String> {
+    engine_with(bounds, |_| {})
+}
+
+fn engine_with(bounds: BoundsArg, tweak: impl FnOnce(&mut Config)) -> Result<Engine, String> {
     let mut config = Config::default();
+    tweak(&mut config);
     if let BoundsArg::Explicit = bounds {
         config.bounds = Bounds::Explicit;
     } else if !matches!(config.bounds, Bounds::GuardPages { .. }) {
@@ -162,8 +171,9 @@ fn main() -> ExitCode {
         Command::Wast {
             bounds,
             suite,
+            multi_memory,
             paths,
-        } => wast(bounds, suite, paths),
+        } => wast(bounds, suite, multi_memory, paths),
         Command::Compile { bounds, file } => compile(bounds, file),
         Command::Bench {
             what: BenchCommand::ColdStart { json, iterations },
@@ -209,7 +219,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn wast(bounds: BoundsArg, suite: Option<String>, paths: Vec<PathBuf>) -> Result<ExitCode, String> {
+fn wast(
+    bounds: BoundsArg,
+    suite: Option<String>,
+    multi_memory: bool,
+    paths: Vec<PathBuf>,
+) -> Result<ExitCode, String> {
     // Scripts as (name, text): the named suite's files bundled into this
     // binary, then the files under `paths`.
     let mut scripts: Vec<(String, std::borrow::Cow<'static, str>)> = Vec::new();
@@ -238,7 +253,7 @@ fn wast(bounds: BoundsArg, suite: Option<String>, paths: Vec<PathBuf>) -> Result
     if scripts.is_empty() {
         return Err("no .wast files given".into());
     }
-    let engine = engine(bounds)?;
+    let engine = engine_with(bounds, |c| c.wasm_multi_memory = multi_memory)?;
     let totals = run_with_big_stack(move || {
         let mut runner = WastRunner::new(engine);
         let mut reports = Vec::new();

@@ -311,7 +311,7 @@ impl Compiler {
         wasm: &[u8],
         type_id: &mut dyn FnMut(&FuncType) -> u32,
     ) -> Result<CompiledModule, CompileError> {
-        let parsed = parse_module(wasm, type_id)?;
+        let parsed = parse_module(wasm, self.config.multi_memory, type_id)?;
         let info = parsed.info;
         // Address space only (PROT_NONE until used): generously more than
         // Cranelift's code for any wasm, and far below the 2 GiB reach of

@@ -434,11 +434,16 @@ fn classify(e: BinaryReaderError) -> CompileError {
 /// Parses and validates `wasm`.
 pub(crate) fn parse_module<'a>(
     wasm: &'a [u8],
+    multi_memory: bool,
     type_id: &mut dyn FnMut(&FuncType) -> u32,
 ) -> Result<ParsedModule<'a>, CompileError> {
     let mut info = ModuleInfo::default();
     let mut bodies = Vec::new();
-    let mut validator = Validator::new_with_features(features());
+    let mut features = features();
+    if multi_memory {
+        features |= WasmFeatures::MULTI_MEMORY;
+    }
+    let mut validator = Validator::new_with_features(features);
     let mut allocs = wasmparser::FuncValidatorAllocations::default();
     let mut last_section = None;
     for payload in Parser::new(0).parse_all(wasm) {

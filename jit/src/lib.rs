@@ -65,6 +65,10 @@ pub struct CompileConfig {
     pub epoch_interruption: bool,
     /// Let Cranelift optimise (`speed`); off means `none`, for fast compiles.
     pub optimize: bool,
+    /// Accept modules with several memories (the multi-memory proposal,
+    /// part of WebAssembly 3.0). Off by default: WebAssembly 2.0 requires
+    /// rejecting them.
+    pub multi_memory: bool,
 }
 
 impl Default for CompileConfig {
@@ -73,6 +77,7 @@ impl Default for CompileConfig {
             bounds: BoundsChecks::default(),
             epoch_interruption: true,
             optimize: true,
+            multi_memory: false,
         }
     }
 }

@@ -29,6 +29,7 @@ fn compile(src: &str) -> faaslet_jit::CompiledModule {
             bounds: BoundsChecks::Explicit,
             epoch_interruption: false,
             optimize: false,
+            multi_memory: false,
         },
         src,
     );
@@ -275,6 +276,7 @@ fn spec_suite_compiles() {
             bounds: BoundsChecks::Explicit,
             epoch_interruption: false,
             optimize: false,
+            multi_memory: false,
         },
     ] {
         spec_suite_with(&config);

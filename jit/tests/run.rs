@@ -185,6 +185,7 @@ fn run_explicit_unoptimized() {
         bounds: BoundsChecks::Explicit,
         epoch_interruption: true,
         optimize: false,
+        multi_memory: false,
     });
 }
 

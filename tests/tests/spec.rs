@@ -151,10 +151,16 @@ fn spec_simd_explicit_bounds() {
 /// Runs every file of proposal `p` and returns the totals, printing each
 /// file's report.
 fn run_proposal_files(p: Proposal, bounds: Bounds) -> SuiteTotals {
-    let config = Config {
-        bounds,
-        ..Config::default()
-    };
+    run_proposal_files_with(
+        p,
+        Config {
+            bounds,
+            ..Config::default()
+        },
+    )
+}
+
+fn run_proposal_files_with(p: Proposal, config: Config) -> SuiteTotals {
     let engine = Engine::new(&config).expect("engine");
     let reports: Vec<FileReport> = run_with_big_stack(move || {
         let mut runner = WastRunner::new(engine);
@@ -224,4 +230,36 @@ fn spec_extended_const_guard_pages() {
 fn spec_extended_const_explicit_bounds() {
     let t = run_proposal_files(Proposal::ExtendedConst, Bounds::Explicit);
     assert_eq!((t.files, t.passed, t.skipped), (3, 212, 0));
+}
+
+/// With multi-memory enabled (a WebAssembly 3.0 feature, off by default),
+/// the multi-memory proposal suite passes in both bounds modes.
+#[test]
+fn spec_multi_memory_both_modes() {
+    for bounds in [Config::default().bounds, Bounds::Explicit] {
+        let t = run_proposal_files_with(
+            Proposal::MultiMemory,
+            Config {
+                bounds,
+                wasm_multi_memory: true,
+                ..Config::default()
+            },
+        );
+        assert_eq!((t.passed, t.skipped), (768, 0));
+    }
+}
+
+/// With multi-memory enabled, the one simd file that needs it
+/// (`simd_memory-multi.wast`) loads too: the whole simd directory reports
+/// 0 failed.
+#[test]
+fn spec_simd_with_multi_memory_has_no_failures() {
+    let t = run_proposal_files_with(
+        Proposal::Simd,
+        Config {
+            wasm_multi_memory: true,
+            ..Config::default()
+        },
+    );
+    assert_eq!((t.passed, t.failed, t.skipped), (SIMD_ASSERTIONS, 0, 0));
 }
