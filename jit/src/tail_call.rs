@@ -19,7 +19,6 @@ impl<'m, 'b> Translator<'m, 'b> {
     pub(super) fn return_call(&mut self, function_index: u32) -> Result<(), CompileError> {
         let info = self.info();
         let ty = info.func_type(function_index);
-        super::check_supported(ty)?;
         let n = ty.params.len();
         let mut a = vec![self.vmctx, self.vmctx];
         a.extend(self.popn(n));
@@ -55,7 +54,6 @@ impl<'m, 'b> Translator<'m, 'b> {
     ) -> Result<(), CompileError> {
         let info = self.info();
         let ty = &info.types[type_index as usize];
-        super::check_supported(ty)?;
         let index = self.pop();
         let n = ty.params.len();
         let call_args = self.popn(n);

@@ -46,12 +46,6 @@ pub(crate) fn wasm_signature(ty: &FuncType) -> Signature {
     sig
 }
 
-/// Every value type of a function type is supported (v128 included, see
-/// `crate::simd`); kept as the single place to reject future types.
-fn check_supported(_ty: &FuncType) -> Result<(), CompileError> {
-    Ok(())
-}
-
 /// Trusted flags for runtime structures that never change during a call.
 fn ro() -> MemFlagsData {
     MemFlagsData::trusted().with_readonly()
@@ -124,7 +118,6 @@ fn block_type(info: &ModuleInfo, bt: BlockType) -> Result<(Vec<Type>, Vec<Type>)
         }
         BlockType::FuncType(i) => {
             let ty = &info.types[i as usize];
-            check_supported(ty)?;
             (
                 ty.params.iter().map(|t| ir_type(*t)).collect(),
                 ty.results.iter().map(|t| ir_type(*t)).collect(),
@@ -146,7 +139,6 @@ pub(crate) fn translate_function(
 ) -> Result<(), CompileError> {
     let info = env.info;
     let ty = info.func_type(func_index);
-    check_supported(ty)?;
     let mut b = FunctionBuilder::new(func, fctx);
 
     // Stack limit: vmctx -> store -> stack_limit.
@@ -403,7 +395,6 @@ impl<'m, 'b> Translator<'m, 'b> {
     fn call(&mut self, function_index: u32) -> Result<(), CompileError> {
         let info = self.info();
         let ty = info.func_type(function_index);
-        check_supported(ty)?;
         let n = ty.params.len();
         let mut a = vec![self.vmctx, self.vmctx];
         a.extend(self.popn(n));
@@ -460,7 +451,6 @@ impl<'m, 'b> Translator<'m, 'b> {
     fn call_indirect(&mut self, type_index: u32, table: u32) -> Result<(), CompileError> {
         let info = self.info();
         let ty = &info.types[type_index as usize];
-        check_supported(ty)?;
         let index = self.pop();
         let n = ty.params.len();
         let call_args = self.popn(n);

@@ -233,12 +233,16 @@ fn threads_without_std_altstack() {
     // A thread created with raw pthreads has no alternate signal stack at
     // all; catch_traps must install its own (and free it at exit).
     extern "C" fn run(arg: *mut libc::c_void) -> *mut libc::c_void {
+        // SAFETY: `arg` is the `&Code` passed to pthread_create below, which
+        // joins this thread before `code` goes out of scope.
         let code = unsafe { &*(arg as *const Code) };
         let ok = catch_traps(|| code.ud2()).unwrap_err().signal == libc::SIGILL;
         ok as usize as *mut libc::c_void
     }
     let code = Code::new();
     let _reg = code.register_all();
+    // SAFETY: `run` has the start-routine signature; `code` outlives the
+    // thread, which is joined before this block ends.
     unsafe {
         let mut tid: libc::pthread_t = std::mem::zeroed();
         assert_eq!(
