@@ -421,7 +421,7 @@ impl Compiler {
             .iter()
             .map(|b| {
                 let r = b.range();
-                (r.end - r.start) as u64
+                r.end - r.start
             })
             .sum();
         let threads = if bodies.len() >= 4 && body_bytes >= PARALLEL_COMPILE_BYTES {
