@@ -10,15 +10,15 @@
 //!
 //! Run with `cargo bench -p faaslet-benches --bench cold_start`.
 //!
-//! The measurement code is `faaslet::bench` (shared with
+//! The measurement code is `faaslet_cli::bench` (shared with
 //! `faaslet bench cold-start`, which prints the engine-only figures).
 
-use faaslet::bench::{
+use faaslet::{Bounds, Config, Engine, Instance, Module, Store};
+use faaslet_cli::bench::{
     density, measure, per_idle, rate, LargeInitReport, LARGE_FIRST_START_RUNS, LARGE_INIT_WASM,
     NOOP_WAT as NOOP,
 };
-use faaslet::snapshot::Snapshot;
-use faaslet::{Bounds, Config, Engine, Instance, Module, Store};
+use faaslet_snapshot::Snapshot;
 use std::hint::black_box;
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! [`Config`] and [`Engine`]: compilation settings, the type registry and
 //! the epoch counter shared by every store.
 
-use crate::Error;
+use crate::trap::Error;
 use faaslet_jit::{BoundsChecks, CompileConfig, CompiledStub, Compiler, FuncType};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,65 +1,11 @@
 //! [`Memory`], [`Table`], [`Global`] and [`Extern`]: what instances import
 //! and export.
 
-use crate::store::StoreId;
-use crate::values::{from_raw, to_raw};
-use crate::{Error, Func, Store, Val};
+use crate::handles::{Global, Memory, Table};
+use crate::store::Store;
+use crate::trap::Error;
+use crate::values::{from_raw, to_raw, Val};
 use faaslet_jit::{GlobalType, MemoryType, RefType, TableType, ValType};
-
-/// Anything an instance can import or export.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Extern {
-    /// A function.
-    Func(Func),
-    /// A table.
-    Table(Table),
-    /// A linear memory.
-    Memory(Memory),
-    /// A global.
-    Global(Global),
-}
-
-impl Extern {
-    /// The function, if this is one.
-    pub fn into_func(self) -> Option<Func> {
-        if let Extern::Func(f) = self {
-            Some(f)
-        } else {
-            None
-        }
-    }
-    /// The memory, if this is one.
-    pub fn into_memory(self) -> Option<Memory> {
-        if let Extern::Memory(m) = self {
-            Some(m)
-        } else {
-            None
-        }
-    }
-    /// The table, if this is one.
-    pub fn into_table(self) -> Option<Table> {
-        if let Extern::Table(t) = self {
-            Some(t)
-        } else {
-            None
-        }
-    }
-    /// The global, if this is one.
-    pub fn into_global(self) -> Option<Global> {
-        if let Extern::Global(g) = self {
-            Some(g)
-        } else {
-            None
-        }
-    }
-}
-
-/// A linear memory, living in a guarded reservation (see [`crate::Bounds`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Memory {
-    pub(crate) store: StoreId,
-    pub(crate) index: u32,
-}
 
 impl Memory {
     /// Creates a memory in `store`.
@@ -150,13 +96,6 @@ impl Memory {
             "Memory used with a store that did not create it"
         );
     }
-}
-
-/// A table of references.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Table {
-    pub(crate) store: StoreId,
-    pub(crate) index: u32,
 }
 
 fn ref_type_of(v: &Val) -> Option<RefType> {
@@ -250,13 +189,6 @@ impl Table {
         e.grow(delta, raw)
             .ok_or_else(|| Error::Resource(format!("cannot grow table by {delta} elements")))
     }
-}
-
-/// A global variable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Global {
-    pub(crate) store: StoreId,
-    pub(crate) index: u32,
 }
 
 impl Global {

@@ -1,21 +1,15 @@
 //! [`Func`]: wasm and host functions, calls in both directions, [`Caller`]
 //! and [`TypedFunc`].
 
-use crate::store::{FuncEntry, FuncKind, HostCall, HostFuncEntry, StoreCore, StoreId, StoreInner};
-use crate::values::{from_raw, to_raw};
-use crate::{Error, Extern, Store, Trap, Val};
+use crate::entries::{FuncEntry, FuncKind, HostCall, HostFuncEntry};
+use crate::handles::{Extern, Func, Memory};
+use crate::store::{InterruptHandle, Store, StoreCore, StoreInner};
+use crate::trap::{Error, Trap};
+use crate::values::{from_raw, to_raw, Val};
 use faaslet_jit::abi::{VMFuncRef, VMHostFuncContext, ValRaw};
 use faaslet_jit::{FuncType, ValType};
 use std::marker::PhantomData;
 use std::sync::Arc;
-
-/// A function in a store: exported by an instance or defined by the host.
-/// A cheap handle (`Copy`); using it with another store is an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Func {
-    pub(crate) store: StoreId,
-    pub(crate) index: u32,
-}
 
 /// What a host function sees of its caller: the store's data and the
 /// calling instance's exports.
@@ -38,21 +32,21 @@ impl<T> Caller<'_, T> {
     /// An export of the calling instance (for example its `memory`).
     pub fn get_export(&mut self, name: &str) -> Option<Extern> {
         let inst = self.instance?;
-        crate::instance::export_of(&mut self.inner.core, inst, name)
+        self.inner.core.export(inst, name)
     }
 
     /// A handle to interrupt this store's calls, or to ask whether the
     /// running call has reached its deadline (for host functions that
     /// block).
-    pub fn interrupt_handle(&self) -> crate::InterruptHandle {
+    pub fn interrupt_handle(&self) -> InterruptHandle {
         crate::store::interrupt_handle_of(&self.inner.core)
     }
 
     /// The calling instance's memory 0, if it has one.
-    pub fn memory(&self) -> Option<crate::Memory> {
+    pub fn memory(&self) -> Option<Memory> {
         let inst = &self.inner.core.instances[self.instance? as usize];
         let index = *inst.memory_ids.first()?;
-        Some(crate::Memory {
+        Some(Memory {
             store: self.inner.core.id,
             index,
         })
@@ -69,13 +63,13 @@ impl<T> Caller<'_, T> {
     }
 
     /// The bytes of memory `mem`, if it belongs to this store.
-    pub fn memory_data(&self, mem: crate::Memory) -> Option<&[u8]> {
+    pub fn memory_data(&self, mem: Memory) -> Option<&[u8]> {
         (mem.store == self.inner.core.id)
             .then(|| self.inner.core.memories[mem.index as usize].bytes())
     }
 
     /// The bytes of memory `mem`, mutably.
-    pub fn memory_data_mut(&mut self, mem: crate::Memory) -> Option<&mut [u8]> {
+    pub fn memory_data_mut(&mut self, mem: Memory) -> Option<&mut [u8]> {
         (mem.store == self.inner.core.id)
             .then(|| self.inner.core.memories[mem.index as usize].bytes_mut())
     }
@@ -83,7 +77,7 @@ impl<T> Caller<'_, T> {
     /// Grows memory `mem` by `delta` pages from inside a host call (as
     /// `memory.grow` would); returns the old size in pages, or None if the
     /// memory is not this store's or cannot grow. The memory never moves.
-    pub fn grow_memory(&mut self, mem: crate::Memory, delta: u64) -> Option<u64> {
+    pub fn grow_memory(&mut self, mem: Memory, delta: u64) -> Option<u64> {
         if mem.store != self.inner.core.id {
             return None;
         }
@@ -116,7 +110,7 @@ unsafe extern "C" fn dispatch(
     let store = entry.store;
     // SAFETY: the stub passes a live array of `len` slots.
     let values = unsafe { std::slice::from_raw_parts_mut(values, len) };
-    let instance = crate::instance::instance_id_of_vmctx(caller_vmctx);
+    let instance = crate::entries::instance_id_of_vmctx(caller_vmctx);
     // Host code must not unwind into JIT frames: catch, record, trap.
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         call(store, instance, values)

@@ -38,38 +38,51 @@
 //! assert_eq!(boom.call(&mut store, ()).unwrap_err().kind, TrapKind::Unreachable);
 //! assert_eq!(run.call(&mut store, 1).unwrap(), 3);
 //! ```
-#![warn(missing_docs)]
+//!
+//! # Layout
+//!
+//! Modules form layers; each uses only those below it (CI checks this with
+//! `.ci/module-cycles.py`):
+//!
+//! | layer | modules |
+//! |---|---|
+//! | API on top | `linker`, `instance` (instantiation from a [`Source`]) |
+//! | images and builtins | `image` ([`InstanceImage`]), `builtins` (called by JIT code) |
+//! | handle behaviour | `func`, `externals`, `shared_memory`, `values` |
+//! | the store | `store` ([`Store`], [`InterruptHandle`]), `entries` (what it owns) |
+//! | storage | `memory` (every linear memory), `parking_lot` (atomic wait/notify) |
+//! | foundations | `handles`, `module`, `engine`, `trap` |
 
-pub mod bench;
+mod builtins;
 mod engine;
+mod entries;
 mod externals;
-pub mod faaslet;
-pub mod faasm;
 mod func;
+mod handles;
+mod image;
 mod instance;
 mod linker;
+mod memory;
 mod module;
+mod parking_lot;
 mod shared_memory;
-pub mod snapshot;
 mod store;
 mod trap;
 mod values;
-pub mod wasi;
-pub mod wast;
 
 pub use engine::{Bounds, Config, Engine};
-pub use externals::{Extern, Global, Memory, Table};
 pub use faaslet_jit::{
     CompileError, CompileErrorKind, FuncType, GlobalType, MemoryType, RefType, TableType, ValType,
 };
-pub use func::{Caller, Func, IntoFunc, TypedFunc, WasmParams, WasmResults, WasmRet, WasmTy};
-pub use instance::Instance;
+pub use func::{Caller, IntoFunc, TypedFunc, WasmParams, WasmResults, WasmRet, WasmTy};
+pub use handles::{Extern, ExternRef, Func, Global, Instance, Memory, Table};
+pub use image::{ImageError, ImageParts, InstanceImage, Source};
 pub use linker::Linker;
-pub use module::{wat_to_wasm, ExternType, Module};
+pub use module::{checksum, wat_to_wasm, ExternType, Module};
 pub use shared_memory::{SharedMemory, WaitResult};
 pub use store::{InterruptHandle, Store};
 pub use trap::{Error, Trap, TrapKind};
-pub use values::{ExternRef, Val};
+pub use values::Val;
 
 /// The README's Rust examples, compiled and run as doctests.
 #[cfg(doctest)]

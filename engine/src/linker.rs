@@ -1,9 +1,13 @@
 //! [`Linker`]: resolves imports by name, from host functions and the
 //! exports of earlier instances.
 
-use crate::func::{HostFn, IntoFunc};
-use crate::store::HostCall;
-use crate::{Caller, Error, Extern, Func, Instance, Module, Store, Trap, Val};
+use crate::entries::HostCall;
+use crate::func::{Caller, HostFn, IntoFunc};
+use crate::handles::{Extern, Func, Instance};
+use crate::module::Module;
+use crate::store::Store;
+use crate::trap::{Error, Trap};
+use crate::values::Val;
 use faaslet_jit::FuncType;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,7 +33,7 @@ impl<T> Clone for Definition<T> {
 /// Host functions defined with [`Linker::func_new`] are store-independent:
 /// one linker serves any number of stores.
 pub struct Linker<T> {
-    engine: crate::Engine,
+    engine: crate::engine::Engine,
     defs: HashMap<(String, String), Definition<T>>,
     /// Host functions already materialised per store: (store id, key) → Func.
     made: HashMap<(u64, String, String), Func>,
@@ -45,7 +49,7 @@ impl<T> std::fmt::Debug for Linker<T> {
 
 impl<T: 'static> Linker<T> {
     /// An empty linker.
-    pub fn new(engine: &crate::Engine) -> Linker<T> {
+    pub fn new(engine: &crate::engine::Engine) -> Linker<T> {
         Linker {
             engine: engine.clone(),
             defs: HashMap::new(),

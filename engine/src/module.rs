@@ -1,6 +1,7 @@
 //! [`Module`]: validated, compiled code plus its description.
 
-use crate::{Engine, Error};
+use crate::engine::Engine;
+use crate::trap::Error;
 use faaslet_jit::{CompiledModule, EntityType, ExportIndex, ModuleInfo};
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ pub(crate) struct ModuleInner {
     pub(crate) engine: Engine,
     pub(crate) compiled: Arc<CompiledModule>,
     _registrations: Vec<faaslet_sfi::CodeRegistration>,
-    /// Checksum of the wasm bytes: which module a snapshot belongs to.
+    /// [`checksum`] of the wasm bytes: which module an image belongs to.
     pub(crate) fingerprint: u64,
 }
 
@@ -78,9 +79,16 @@ impl Module {
                 engine: engine.clone(),
                 compiled,
                 _registrations: registrations,
-                fingerprint: faaslet_snapshot::fingerprint(wasm),
+                fingerprint: checksum(wasm),
             }),
         })
+    }
+
+    /// The module's fingerprint: the [`checksum`] of its wasm bytes. Images
+    /// and snapshot files record it, so one taken from another module is
+    /// refused instead of resumed.
+    pub fn fingerprint(&self) -> u64 {
+        self.inner.fingerprint
     }
 
     /// The parsed description of the module.
@@ -130,4 +138,30 @@ pub fn wat_to_wasm(text: &str) -> Result<Vec<u8>, Error> {
     let buf = wast::parser::ParseBuffer::new(text).map_err(malformed)?;
     let mut wat = wast::parser::parse::<wast::Wat>(&buf).map_err(malformed)?;
     wat.encode().map_err(malformed)
+}
+
+/// A 64-bit checksum of `bytes`: fast, not cryptographic (it detects
+/// accidental corruption and tells modules apart, it does not resist an
+/// adversary). [`Module::fingerprint`] is this of the module's wasm.
+///
+/// ```
+/// assert_eq!(faaslet::checksum(b"abc"), faaslet::checksum(b"abc"));
+/// assert_ne!(faaslet::checksum(b"abc"), faaslet::checksum(b"abd"));
+/// ```
+pub fn checksum(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ (bytes.len() as u64).wrapping_mul(K);
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h.rotate_left(23) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+    }
+    for &b in chunks.remainder() {
+        h = (h.rotate_left(23) ^ b as u64).wrapping_mul(K);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h
 }

@@ -1,19 +1,20 @@
 //! [`Store`]: owns instances and everything they create, and runs calls.
 
-use crate::instance::InstanceEntry;
-use crate::shared_memory::MemoryData;
-use crate::trap::{Trap, TrapKind};
-use crate::{Engine, Error, Func, Module};
-use faaslet_jit::abi::{VMFuncRef, VMGlobal, VMMemory, VMStoreContext, VMTable, ValRaw};
-use faaslet_jit::{FuncType, GlobalType, MemoryType, TableType};
+use crate::engine::Engine;
+use crate::entries::{
+    FuncEntry, FuncKind, GlobalEntry, HostFuncEntry, InstanceEntry, MemoryEntry, TableEntry,
+};
+use crate::handles::{Extern, ExternRef, Func, Global, Memory, StoreId, Table};
+use crate::memory::MemoryData;
+use crate::module::Module;
+use crate::trap::{Error, Trap, TrapKind};
+use faaslet_jit::abi::{VMGlobal, VMStoreContext, VMTable, ValRaw};
+use faaslet_jit::{ExportIndex, GlobalType, MemoryType, TableType};
 use std::any::Any;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-
-/// Identifies a store, so handles from one store are refused by another.
-pub(crate) type StoreId = u64;
 
 static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -71,111 +72,6 @@ impl InterruptHandle {
     pub fn deadline_reached(&self) -> bool {
         self.engine.current_epoch() >= self.ctx.deadline().load(Ordering::SeqCst)
     }
-}
-
-/// A store's handle on a linear memory's storage. Shared memories have one
-/// [`MemoryData`] entered into several stores.
-pub(crate) struct MemoryEntry {
-    pub(crate) data: Arc<MemoryData>,
-    pub(crate) ty: MemoryType,
-    /// Largest size in pages this memory may reach.
-    pub(crate) limit_pages: u64,
-}
-
-impl MemoryEntry {
-    /// Grows by `delta` pages; returns the old size, or None on failure.
-    pub(crate) fn grow(&self, delta: u64) -> Option<u64> {
-        self.data.grow(delta)
-    }
-
-    /// Current size in bytes.
-    pub(crate) fn length(&self) -> u64 {
-        self.data.length()
-    }
-
-    /// Address of byte 0 (fixed for the memory's life).
-    pub(crate) fn base(&self) -> *mut u8 {
-        self.data.base()
-    }
-
-    /// The `VMMemory` vmctxs point at.
-    pub(crate) fn vm_ptr(&self) -> *mut VMMemory {
-        self.data.vm_ptr()
-    }
-
-    /// The accessible bytes. For a shared memory, other threads may write
-    /// them concurrently (wasm shared-memory semantics).
-    pub(crate) fn bytes(&self) -> &[u8] {
-        // SAFETY: [base, base + length) is mapped read-write for as long as
-        // the data lives (memories only grow), and `self` keeps it alive.
-        unsafe { std::slice::from_raw_parts(self.base(), self.length() as usize) }
-    }
-
-    /// The accessible bytes, mutably (see [`Self::bytes`]).
-    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `bytes`; `&mut self` excludes other borrows through
-        // this store.
-        unsafe { std::slice::from_raw_parts_mut(self.base(), self.length() as usize) }
-    }
-}
-
-pub(crate) struct TableEntry {
-    pub(crate) elems: Vec<u64>,
-    pub(crate) vm: VMTable,
-    pub(crate) ty: TableType,
-    pub(crate) limit: u64,
-}
-
-impl TableEntry {
-    pub(crate) fn sync(&mut self) {
-        self.vm.base = self.elems.as_mut_ptr();
-        self.vm.length = self.elems.len() as u64;
-    }
-
-    /// Grows by `delta` elements set to `init`; returns the old size.
-    pub(crate) fn grow(&mut self, delta: u64, init: u64) -> Option<u64> {
-        let old = self.elems.len() as u64;
-        let new = old.checked_add(delta)?;
-        if new > self.limit {
-            return None;
-        }
-        self.elems.try_reserve(delta as usize).ok()?;
-        self.elems.resize(new as usize, init);
-        self.sync();
-        Some(old)
-    }
-}
-
-pub(crate) struct GlobalEntry {
-    pub(crate) vm: VMGlobal,
-    pub(crate) ty: GlobalType,
-}
-
-/// Type-erased host function: takes the store pointer and raw values.
-pub(crate) type HostCall =
-    dyn Fn(*mut u8, Option<u32>, &mut [ValRaw]) -> Result<(), Trap> + Send + Sync;
-
-pub(crate) struct HostFuncEntry {
-    pub(crate) vmctx: faaslet_jit::abi::VMHostFuncContext,
-    pub(crate) funcref: VMFuncRef,
-    pub(crate) call: Arc<HostCall>,
-    pub(crate) store: *mut u8,
-    pub(crate) _stub: Arc<faaslet_jit::CompiledStub>,
-}
-
-pub(crate) enum FuncKind {
-    /// A function defined by a wasm instance.
-    Wasm {
-        trampoline: faaslet_jit::abi::ArrayTrampoline,
-    },
-    /// A host function; index into `StoreCore::host_funcs`.
-    Host(u32),
-}
-
-pub(crate) struct FuncEntry {
-    pub(crate) funcref: *const VMFuncRef,
-    pub(crate) ty: FuncType,
-    pub(crate) kind: FuncKind,
 }
 
 /// The part of a store that does not depend on its data type.
@@ -366,6 +262,34 @@ fn query_stack_low() -> Option<usize> {
 }
 
 impl StoreCore {
+    /// The export `name` of instance `inst`.
+    pub(crate) fn export(&mut self, inst: u32, name: &str) -> Option<Extern> {
+        let entry = &self.instances[inst as usize];
+        let info = entry.module.info();
+        let export = info.exports.iter().find(|e| e.name == name)?;
+        Some(match export.index {
+            ExportIndex::Func(i) => {
+                if i < info.num_imported_funcs {
+                    Extern::Func(entry.imported_funcs[i as usize])
+                } else {
+                    Extern::Func(self.instance_func(inst, i))
+                }
+            }
+            ExportIndex::Memory(i) => Extern::Memory(Memory {
+                store: self.id,
+                index: entry.memory_ids[i as usize],
+            }),
+            ExportIndex::Table(i) => Extern::Table(Table {
+                store: self.id,
+                index: entry.table_ids[i as usize],
+            }),
+            ExportIndex::Global(i) => Extern::Global(Global {
+                store: self.id,
+                index: entry.global_ids[i as usize],
+            }),
+        })
+    }
+
     pub(crate) fn check(&self, id: StoreId) -> Result<(), Error> {
         if id == self.id {
             Ok(())
@@ -374,9 +298,9 @@ impl StoreCore {
         }
     }
 
-    pub(crate) fn new_externref(&mut self, data: Box<dyn Any + Send + Sync>) -> crate::ExternRef {
+    pub(crate) fn new_externref(&mut self, data: Box<dyn Any + Send + Sync>) -> ExternRef {
         self.externs.push(data);
-        crate::ExternRef {
+        ExternRef {
             store: self.id,
             raw: self.externs.len() as u64,
         }

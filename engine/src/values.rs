@@ -1,7 +1,7 @@
 //! Values that cross between the host and wasm.
 
-use crate::store::{StoreCore, StoreId};
-use crate::{Func, Store};
+use crate::handles::{ExternRef, Func};
+use crate::store::{Store, StoreCore};
 use faaslet_jit::abi::ValRaw;
 use faaslet_jit::ValType;
 use std::any::Any;
@@ -107,16 +107,6 @@ impl From<f64> for Val {
     }
 }
 
-/// A reference to host data, passed to wasm as an `externref`.
-///
-/// The data lives as long as the store that made it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ExternRef {
-    pub(crate) store: StoreId,
-    /// Non-zero handle: index into the store's extern table plus one.
-    pub(crate) raw: u64,
-}
-
 impl ExternRef {
     /// Wraps `data` in a new reference owned by `store`.
     pub fn new<T, D: Any + Send + Sync>(store: &mut Store<T>, data: D) -> ExternRef {
@@ -139,7 +129,7 @@ impl ExternRef {
 }
 
 /// Converts a value to its raw form, checking it belongs to `core`.
-pub(crate) fn to_raw(core: &StoreCore, v: &Val) -> Result<ValRaw, crate::Error> {
+pub(crate) fn to_raw(core: &StoreCore, v: &Val) -> Result<ValRaw, crate::trap::Error> {
     Ok(match v {
         Val::I32(x) => *x as u32 as ValRaw,
         Val::I64(x) => *x as u64 as ValRaw,

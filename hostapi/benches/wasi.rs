@@ -10,9 +10,9 @@
 //! Run: `cargo bench -p faaslet-hostapi --bench wasi`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use faaslet::wasi::{self, WasiView};
 use faaslet::{Caller, Engine, Linker, Module, Store, TypedFunc};
 use faaslet_hostapi::wasi::{Output, WasiCtx};
+use faaslet_platform::wasi::{self, WasiView};
 use std::io::Write;
 
 const CALLS: u32 = 1000;

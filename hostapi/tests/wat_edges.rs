@@ -6,9 +6,9 @@
 mod common;
 
 use common::{Host, TempDir};
-use faaslet::wasi::{self};
 use faaslet::{Engine, Instance, Linker, Module, Store};
 use faaslet_hostapi::wasi::{Errno, MountMode, Output, WasiCtx};
+use faaslet_platform::wasi::{self};
 
 const FAULT: i32 = Errno::Fault as i32;
 

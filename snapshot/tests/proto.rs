@@ -1,9 +1,9 @@
 //! Proto-Faaslet behaviour through the engine: restore, reset between
 //! calls (no leaks), files across processes, and refused files.
 
-use faaslet::snapshot::{Snapshot, SnapshotError};
 use faaslet::{Engine, Module, Store};
 use faaslet_snapshot::FormatError;
+use faaslet_snapshot::{Snapshot, SnapshotError};
 
 /// A module whose `_initialize` sets memory, a global and a table entry,
 /// and whose `write_secret` overwrites all three (and grows memory).

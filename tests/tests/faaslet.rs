@@ -4,11 +4,11 @@
 //! string or escaping name must come back as an error or a trap, and the
 //! host must keep serving calls afterwards.
 
-use faaslet::faaslet::{
+use faaslet::{Engine, Module};
+use faaslet_platform::{
     CallOutput, Faaslet, FaasletConfig, FaasletError, FunctionRegistry, LocalStateStore, MountMode,
     Output, StateStore,
 };
-use faaslet::{Engine, Module};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
@@ -245,7 +245,7 @@ fn faaslet_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join("faaslet");
     let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "faaslet", "--bin", "faaslet"])
+        .args(["build", "-q", "-p", "faaslet-cli", "--bin", "faaslet"])
         .current_dir(workspace())
         .status()
         .unwrap();

@@ -3,9 +3,9 @@
 //! Needs root and cgroup v1's `cpu` controller (this machine, CI); skips
 //! with a printed reason elsewhere.
 
-use faaslet::faaslet::{Faaslet, FaasletConfig, FaasletIsolation};
 use faaslet::{Engine, Module};
 use faaslet_netns::{CgroupLimits, Isolation, IsolationConfig};
+use faaslet_platform::{Faaslet, FaasletConfig, FaasletIsolation};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -4,8 +4,8 @@
 //! initialised instance does, in both bounds modes, without running the
 //! initialisation again.
 
-use faaslet::snapshot::Snapshot;
 use faaslet::{Bounds, Config, Engine, Instance, Module, Store};
+use faaslet_snapshot::Snapshot;
 
 const WASM: &[u8] = include_bytes!("../../benches/fixtures/large_init.wasm");
 

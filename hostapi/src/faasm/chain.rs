@@ -2,7 +2,7 @@
 //! function calls and awaits them. The engine implements it (it owns the
 //! modules, threads and Faaslets); the host calls only see this interface.
 
-use super::FaasmError;
+use super::error::FaasmError;
 use std::sync::Arc;
 
 /// The outcome of a finished chained call.

@@ -1,11 +1,8 @@
 //! Checked access to a guest's linear memory: every guest pointer and
 //! length is validated against the memory before any byte is touched.
 
-use super::FaasmError;
-
-/// Longest key or function name accepted from a guest, in bytes (without
-/// the terminating NUL).
-pub const MAX_NAME_LEN: usize = 4096;
+use super::error::FaasmError;
+pub use super::error::MAX_NAME_LEN;
 
 /// The range `ptr..ptr+len` of `mem`, or an error naming `what`.
 pub fn range(

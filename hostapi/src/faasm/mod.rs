@@ -4,7 +4,7 @@
 //! `sdk/include/faasm/faasm.h`). Each `pub fn` here implements one of them
 //! over a [`FaasmEnv`]: the calling Faaslet's [`FaasmCtx`] plus its linear
 //! memory. The engine registers thin wrappers around them in its linker
-//! (`faaslet::faasm`). Every guest pointer and length is checked against the
+//! (`faaslet_platform::faasm`). Every guest pointer and length is checked against the
 //! memory first ([`mem`]); a bad one is a [`FaasmError`], which the engine
 //! turns into a trap, so a hostile guest can never make the host touch
 //! memory outside its sandbox.
@@ -20,7 +20,8 @@
 //! Faaslet) comes with the global tier in a later issue.
 //!
 //! ```
-//! use faaslet_hostapi::faasm::{self, FaasmCtx, FaasmEnv, LocalStateStore, NoChaining};
+//! use faaslet_hostapi::faasm::{self, FaasmCtx, FaasmEnv, NoChaining};
+//! use faaslet_state::LocalStateStore;
 //! use std::sync::Arc;
 //!
 //! // A guest memory and context, as the engine would hand them over.
@@ -40,120 +41,16 @@
 //! ```
 
 mod chain;
+mod error;
 pub mod mem;
-mod state;
 
 pub use chain::{CallResult, Chainer, NoChaining};
-pub use state::{
-    ranges_of_mask, AppendedState, ExplicitRwLock, LocalStateStore, LockTier, StateStore,
-    StateValue, MAX_VALUE_LEN,
-};
+pub use error::FaasmError;
+use faaslet_state::{ranges_of_mask, LockTier, StateStore, StateValue};
 
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
-
-/// Wasm page size.
-const PAGE: u64 = 65536;
-
-/// Why a Faasm host call failed. The engine reports it to the guest as a
-/// trap carrying this message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum FaasmError {
-    /// A guest pointer/length pair reaches outside the memory.
-    #[error("{what}: {len} bytes at {ptr:#x} are outside the guest memory")]
-    OutOfBounds {
-        /// Which argument.
-        what: &'static str,
-        /// The pointer.
-        ptr: u32,
-        /// The length.
-        len: u64,
-    },
-    /// A negative length or offset.
-    #[error("{what}: negative length {len}")]
-    NegativeLength {
-        /// Which argument.
-        what: &'static str,
-        /// The value passed.
-        len: i32,
-    },
-    /// A string without a NUL within bounds and the length limit.
-    #[error(
-        "{what}: string at {ptr:#x} is not NUL-terminated within {} bytes",
-        mem::MAX_NAME_LEN
-    )]
-    Unterminated {
-        /// Which argument.
-        what: &'static str,
-        /// The pointer.
-        ptr: u32,
-    },
-    /// A key or name that is not UTF-8.
-    #[error("{what}: string at {ptr:#x} is not UTF-8")]
-    NotUtf8 {
-        /// Which argument.
-        what: &'static str,
-        /// The pointer.
-        ptr: u32,
-    },
-    /// A state value would exceed [`MAX_VALUE_LEN`].
-    #[error("state value of {len} bytes is too large")]
-    ValueTooLarge {
-        /// The requested length.
-        len: u64,
-    },
-    /// An access past the declared total length of a state value.
-    #[error("state range {offset}+{len} is past the value's length {total}")]
-    StateRange {
-        /// Offset.
-        offset: u64,
-        /// Length.
-        len: u64,
-        /// Declared total length.
-        total: u64,
-    },
-    /// Fewer appended elements than asked for.
-    #[error("{wanted} appended elements requested, {have} present")]
-    NotEnoughAppended {
-        /// Requested.
-        wanted: u64,
-        /// Present.
-        have: u64,
-    },
-    /// A guest buffer too small for the data.
-    #[error("buffer of {len} bytes is too small, {needed} needed")]
-    BufferTooSmall {
-        /// Needed.
-        needed: u64,
-        /// Given.
-        len: u64,
-    },
-    /// The memory could not be grown for a mapping or an output copy.
-    #[error("cannot grow the guest memory by {pages} pages")]
-    MemoryFull {
-        /// Pages asked for.
-        pages: u64,
-    },
-    /// No such function to chain to.
-    #[error("no function {0:?}")]
-    UnknownFunction(String),
-    /// No call with this id was started by this Faaslet.
-    #[error("no chained call {0}")]
-    UnknownCall(u32),
-    /// A lock call that would deadlock or unlock what is not held.
-    #[error("state lock misuse on {key:?}: {problem}")]
-    LockMisuse {
-        /// The key.
-        key: String,
-        /// What went wrong.
-        problem: &'static str,
-    },
-    /// The chained call could not be started.
-    #[error("chaining failed: {0}")]
-    Chain(String),
-}
 
 /// A state value copied into the guest's memory by a `_ptr` call.
 #[derive(Debug)]
@@ -162,6 +59,9 @@ struct Mapping {
     len: u32,
     value: Arc<StateValue>,
 }
+
+/// Wasm page size.
+const PAGE: u64 = 65536;
 
 #[derive(Debug)]
 struct HeldLock {
@@ -665,7 +565,7 @@ pub fn append_state(
     let len = mem::len(len, "append_state len")?;
     let (ctx, m) = env.parts();
     let a = ctx.state.appended(mem::cstr(m, key, "state key")?);
-    a.append(mem::slice(m, data, len, "append_state data")?)
+    Ok(a.append(mem::slice(m, data, len, "append_state data")?)?)
 }
 
 /// `void __faasm_read_appended_state(const char *key, unsigned char *buf,
@@ -703,7 +603,7 @@ pub fn push_state(env: &mut impl FaasmEnv, key: u32) -> Result<(), FaasmError> {
     let key = mem::cstr(m, key, "state key")?;
     let v = ctx.state.value(key);
     write_back(ctx, m, key, None)?;
-    ctx.state.push(key, &v, None)
+    Ok(ctx.state.push(key, &v, None)?)
 }
 
 /// `void __faasm_push_state_partial(const char *key)`: pushes only the
@@ -713,7 +613,7 @@ pub fn push_state_partial(env: &mut impl FaasmEnv, key: u32) -> Result<(), Faasm
     let key = mem::cstr(m, key, "state key")?;
     let v = ctx.state.value(key);
     let ranges = v.dirty_ranges();
-    ctx.state.push(key, &v, Some(&ranges))
+    Ok(ctx.state.push(key, &v, Some(&ranges))?)
 }
 
 /// `void __faasm_push_state_partial_mask(const char *key, const char
@@ -733,7 +633,7 @@ pub fn push_state_partial_mask(
     let ranges = mask_v.with_bytes(ranges_of_mask);
     let v = ctx.state.value(key);
     write_back(ctx, m, key, Some(&ranges))?;
-    ctx.state.push(key, &v, Some(&ranges))
+    Ok(ctx.state.push(key, &v, Some(&ranges))?)
 }
 
 /// `void __faasm_pull_state(const char *key, long len)`: refreshes the

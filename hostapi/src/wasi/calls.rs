@@ -6,9 +6,10 @@
 //! side effect, so a call with a bad pointer does nothing but return
 //! [`Errno::Fault`].
 
+use super::ctx::{DirFd, Fd, FileFd, Input, InterruptProbe, Output, WasiCtx, WasiTrap};
 use super::fs::{self, c_path, open_beneath, split};
+use super::types::Errno;
 use super::types::{clockid, fdflags, filetype, fstflags, oflags, rights};
-use super::{DirFd, Errno, Fd, FileFd, Input, Output, WasiCtx, WasiTrap};
 use crate::memory::GuestMemory;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -1487,7 +1488,7 @@ const POLL_SLICE_MS: i32 = 5;
 
 /// Sleeps `ns` nanoseconds, in slices of [`POLL_SLICE_MS`] when there is a
 /// probe; `false` if the probe fired first.
-fn sleep_interruptible(ns: u64, probe: Option<&super::InterruptProbe>) -> bool {
+fn sleep_interruptible(ns: u64, probe: Option<&InterruptProbe>) -> bool {
     let Some(probe) = probe else {
         std::thread::sleep(std::time::Duration::from_nanos(ns));
         return true;

@@ -1,7 +1,7 @@
 //! The virtual file system's host side: confined path lookup, directory
 //! listings and stat conversion.
 
-use super::{filetype, Errno};
+use super::types::{filetype, Errno};
 use std::ffi::CStr;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};

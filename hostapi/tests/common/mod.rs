@@ -1,9 +1,9 @@
 //! Shared helpers: run a WASI guest in faaslet and collect its outcome.
 #![allow(dead_code)]
 
-use faaslet::wasi::{self, WasiView};
 use faaslet::{Engine, Linker, Module, Store};
 use faaslet_hostapi::wasi::{Output, WasiCtx, WasiCtxBuilder};
+use faaslet_platform::wasi::{self, WasiView};
 use std::path::{Path, PathBuf};
 
 pub struct Host {

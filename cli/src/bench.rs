@@ -11,7 +11,7 @@
 //! in `_initialize`: first start against restore).
 //!
 //! ```
-//! use faaslet::bench::measure;
+//! use faaslet_cli::bench::measure;
 //!
 //! let mut n = 0u64;
 //! let stat = measure(1_000, || n += 1);
@@ -19,8 +19,8 @@
 //! assert_eq!(n, 1_100); // 100 warm-up runs, then 1,000 timed ones
 //! ```
 
-use crate::snapshot::Snapshot;
-use crate::{Bounds, Config, Engine, Error, Instance, Module, Store};
+use faaslet::{Bounds, Config, Engine, Error, Instance, Module, Store};
+use faaslet_snapshot::Snapshot;
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -190,7 +190,7 @@ impl ColdStartReport {
         // First, so that its idle-memory figure is not flattered by heap
         // the no-op runs freed.
         let large = LargeInitReport::run(LARGE_FIRST_START_RUNS, iterations.min(2_000))?;
-        let wasm = crate::wat_to_wasm(NOOP_WAT)?;
+        let wasm = faaslet::wat_to_wasm(NOOP_WAT)?;
         let engine = Engine::default();
         let module = Module::new(&engine, &wasm)?;
         let mut s = Store::new(&engine, ());
@@ -578,9 +578,9 @@ impl LargeInitReport {
     }
 }
 
-fn snapshot_error(e: crate::snapshot::SnapshotError) -> Error {
+fn snapshot_error(e: faaslet_snapshot::SnapshotError) -> Error {
     match e {
-        crate::snapshot::SnapshotError::Engine(e) => e,
+        faaslet_snapshot::SnapshotError::Engine(e) => e,
         other => Error::Resource(other.to_string()),
     }
 }

@@ -24,13 +24,13 @@
 //! counts 7 commented-out assertions and counts lines, not directives.)
 //!
 //! ```
-//! use faaslet::wast::WastRunner;
+//! use faaslet_cli::wast::WastRunner;
 //! let mut runner = WastRunner::new(faaslet::Engine::default());
 //! let report = runner.run_file("nop.wast", "(module (func (export \"f\"))) (assert_return (invoke \"f\"))");
 //! assert_eq!(report.passed, 1);
 //! ```
 
-use crate::{
+use faaslet::{
     Engine, Error, Extern, ExternRef, FuncType, Global, GlobalType, Instance, Linker, Memory,
     MemoryType, Module, RefType, Store, Table, TableType, Trap, TrapKind, Val, ValType,
 };

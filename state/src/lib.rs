@@ -1,5 +1,10 @@
 //! Function state: the [`StateStore`] trait and its local tier.
 //!
+//! This crate knows nothing of WebAssembly: it keeps byte arrays named by
+//! keys, their locks and dirty marks. The host interface (`faaslet-hostapi`)
+//! implements the Faasm state calls on top of it, and the platform decides
+//! which store a host uses.
+//!
 //! A state value is a byte array named by a key. The local tier keeps one
 //! copy of each value per host ([`LocalStateStore`]); Faaslets on the host
 //! read and write it under short internal locks, and may additionally take
@@ -15,7 +20,33 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 
-use super::FaasmError;
+/// Why a state operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// A value would exceed [`MAX_VALUE_LEN`].
+    #[error("state value of {len} bytes is too large")]
+    ValueTooLarge {
+        /// The requested length.
+        len: u64,
+    },
+    /// Fewer appended elements than asked for.
+    #[error("{wanted} appended elements requested, {have} present")]
+    NotEnoughAppended {
+        /// Requested.
+        wanted: u64,
+        /// Present.
+        have: u64,
+    },
+    /// A buffer too small for the data.
+    #[error("buffer of {len} bytes is too small, {needed} needed")]
+    BufferTooSmall {
+        /// Needed.
+        needed: u64,
+        /// Given.
+        len: u64,
+    },
+}
 
 /// Largest state value, in bytes (a guard against a guest asking the host
 /// to allocate without bound).
@@ -93,15 +124,15 @@ pub struct StateValue {
     global_lock: ExplicitRwLock,
 }
 
-fn check_len(len: usize) -> Result<(), FaasmError> {
+fn check_len(len: usize) -> Result<(), StateError> {
     if len > MAX_VALUE_LEN {
-        return Err(FaasmError::ValueTooLarge { len: len as u64 });
+        return Err(StateError::ValueTooLarge { len: len as u64 });
     }
     Ok(())
 }
 
 impl ValueData {
-    fn ensure_len(&mut self, len: usize) -> Result<(), FaasmError> {
+    fn ensure_len(&mut self, len: usize) -> Result<(), StateError> {
         if self.bytes.len() < len {
             check_len(len)?;
             self.bytes.resize(len, 0);
@@ -147,12 +178,12 @@ impl StateValue {
     }
 
     /// Extends the value with zeros to at least `len` bytes.
-    pub fn ensure_len(&self, len: usize) -> Result<(), FaasmError> {
+    pub fn ensure_len(&self, len: usize) -> Result<(), StateError> {
         lock(&self.data).ensure_len(len)
     }
 
     /// Replaces the whole value with `data` and marks all of it dirty.
-    pub fn set(&self, data: &[u8]) -> Result<(), FaasmError> {
+    pub fn set(&self, data: &[u8]) -> Result<(), StateError> {
         check_len(data.len())?;
         let mut d = lock(&self.data);
         d.bytes.clear();
@@ -165,10 +196,10 @@ impl StateValue {
 
     /// Copies `data` in at `offset`, extending the value if needed, and
     /// marks those bytes dirty.
-    pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<(), FaasmError> {
+    pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<(), StateError> {
         let end = offset
             .checked_add(data.len())
-            .ok_or(FaasmError::ValueTooLarge { len: u64::MAX })?;
+            .ok_or(StateError::ValueTooLarge { len: u64::MAX })?;
         let mut d = lock(&self.data);
         d.ensure_len(end)?;
         d.bytes[offset..end].copy_from_slice(data);
@@ -240,7 +271,7 @@ pub struct AppendedState {
 
 impl AppendedState {
     /// Appends one element.
-    pub fn append(&self, data: &[u8]) -> Result<(), FaasmError> {
+    pub fn append(&self, data: &[u8]) -> Result<(), StateError> {
         check_len(data.len())?;
         lock(&self.elems).push(data.to_vec());
         Ok(())
@@ -249,10 +280,10 @@ impl AppendedState {
     /// Concatenates the first `n` elements into `buf`. Fails if there are
     /// fewer than `n` elements or they do not fit in `buf`; returns the
     /// number of bytes written.
-    pub fn read(&self, buf: &mut [u8], n: usize) -> Result<usize, FaasmError> {
+    pub fn read(&self, buf: &mut [u8], n: usize) -> Result<usize, StateError> {
         let elems = lock(&self.elems);
         if n > elems.len() {
-            return Err(FaasmError::NotEnoughAppended {
+            return Err(StateError::NotEnoughAppended {
                 wanted: n as u64,
                 have: elems.len() as u64,
             });
@@ -262,7 +293,7 @@ impl AppendedState {
             let buf_len = buf.len() as u64;
             let dst = buf
                 .get_mut(at..at + e.len())
-                .ok_or(FaasmError::BufferTooSmall {
+                .ok_or(StateError::BufferTooSmall {
                     needed: at as u64 + e.len() as u64,
                     len: buf_len,
                 })?;
@@ -297,15 +328,15 @@ pub trait StateStore: Send + Sync {
         key: &str,
         value: &StateValue,
         ranges: Option<&[Range<usize>]>,
-    ) -> Result<(), FaasmError>;
+    ) -> Result<(), StateError>;
     /// Refreshes the local copy of `key` from the global tier.
-    fn pull(&self, key: &str, value: &StateValue) -> Result<(), FaasmError>;
+    fn pull(&self, key: &str, value: &StateValue) -> Result<(), StateError>;
 }
 
 /// The local tier: one copy of each value per host, in this process.
 ///
 /// ```
-/// use faaslet_hostapi::faasm::{LocalStateStore, StateStore};
+/// use faaslet_state::{LocalStateStore, StateStore};
 /// let store = LocalStateStore::new();
 /// store.value("k").set(b"hello").unwrap();
 /// let mut buf = [0u8; 5];
@@ -348,12 +379,12 @@ impl StateStore for LocalStateStore {
         _key: &str,
         value: &StateValue,
         _ranges: Option<&[Range<usize>]>,
-    ) -> Result<(), FaasmError> {
+    ) -> Result<(), StateError> {
         // No global tier yet: the local copy is authoritative.
         value.clear_dirty();
         Ok(())
     }
-    fn pull(&self, _key: &str, _value: &StateValue) -> Result<(), FaasmError> {
+    fn pull(&self, _key: &str, _value: &StateValue) -> Result<(), StateError> {
         Ok(())
     }
 }

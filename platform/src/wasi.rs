@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use faaslet::{Engine, Linker, Module, Store};
-//! use faaslet::wasi::{self, WasiCtx, WasiView};
+//! use faaslet_platform::wasi::{self, WasiCtx, WasiView};
 //! use faaslet_hostapi::wasi::Output;
 //!
 //! struct Host { wasi: WasiCtx }
@@ -36,7 +36,7 @@
 //! assert_eq!(store.data().wasi.stdout_bytes(), b"hello\n");
 //! ```
 
-use crate::{Caller, Error, Linker, Trap, TrapKind};
+use faaslet::{Caller, Error, Linker, Trap, TrapKind};
 use faaslet_hostapi::memory::GuestMemory;
 use faaslet_hostapi::wasi as w;
 pub use faaslet_hostapi::wasi::WasiCtx;
@@ -69,7 +69,7 @@ fn to_trap(t: WasiTrap) -> Trap {
     match t {
         WasiTrap::Exit(code) => Trap::host(format!("{EXIT_PREFIX}{code}")),
         WasiTrap::Fatal(m) => Trap::host(format!("wasi: {m}")),
-        WasiTrap::Interrupted => Trap::new(crate::TrapKind::Interrupted),
+        WasiTrap::Interrupted => Trap::new(faaslet::TrapKind::Interrupted),
     }
 }
 

@@ -19,8 +19,8 @@
 //!   sustained start rate and density, and prints a table (or JSON).
 
 use clap::{Parser, Subcommand, ValueEnum};
-use faaslet::wast::{collect_wast_files, run_with_big_stack, SuiteTotals, WastRunner};
 use faaslet::{Bounds, Config, Engine, Module};
+use faaslet_cli::wast::{collect_wast_files, run_with_big_stack, SuiteTotals, WastRunner};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -362,7 +362,7 @@ struct IsolationArgs {
 
 impl IsolationArgs {
     /// The Faaslet isolation these flags ask for, if any.
-    fn build(&self) -> Result<Option<faaslet::faaslet::FaasletIsolation>, String> {
+    fn build(&self) -> Result<Option<faaslet_platform::FaasletIsolation>, String> {
         let cpu_max = match &self.cpu_max {
             None => None,
             Some(s) => {
@@ -396,7 +396,7 @@ impl IsolationArgs {
         };
         let isolation =
             faaslet_netns::Isolation::new(config).map_err(|e| format!("isolation: {e}"))?;
-        Ok(Some(faaslet::faaslet::FaasletIsolation {
+        Ok(Some(faaslet_platform::FaasletIsolation {
             isolation: std::sync::Arc::new(isolation),
             limits,
         }))
@@ -438,7 +438,7 @@ fn parse_mount(spec: &str) -> Result<(PathBuf, String, faaslet_hostapi::wasi::Mo
 }
 
 fn run(a: RunArgs) -> Result<ExitCode, String> {
-    use faaslet::faaslet::{Faaslet, FaasletConfig, FunctionRegistry};
+    use faaslet_platform::{Faaslet, FaasletConfig, FunctionRegistry};
     use std::io::Write;
     let input = match (&a.input, &a.input_file) {
         (Some(s), _) => s.clone().into_bytes(),
@@ -485,7 +485,7 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
     let module = Module::new(&engine, &bytes).map_err(|e| format!("{}: {e}", a.file.display()))?;
     let snapshot = match &a.from_snapshot {
         Some(path) => Some(
-            faaslet::snapshot::Snapshot::load(&module, path)
+            faaslet_snapshot::Snapshot::load(&module, path)
                 .map_err(|e| format!("{}: {e}", path.display()))?,
         ),
         None => None,
@@ -506,7 +506,7 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
                 .map_err(|e| format!("writing output: {e}"))?;
             Ok(ExitCode::from(out.return_code as u8))
         }
-        Err(faaslet::faaslet::FaasletError::Trap { trap, output }) => {
+        Err(faaslet_platform::FaasletError::Trap { trap, output }) => {
             let _ = std::io::stdout().write_all(&output);
             eprintln!("faaslet: {}: trap: {trap}", a.file.display());
             Ok(ExitCode::from(134))
@@ -519,7 +519,7 @@ fn bench_cold_start(json: bool, iterations: usize) -> Result<ExitCode, String> {
     if iterations == 0 {
         return Err("--iterations must be at least 1".into());
     }
-    let report = run_with_big_stack(move || faaslet::bench::ColdStartReport::run(iterations))
+    let report = run_with_big_stack(move || faaslet_cli::bench::ColdStartReport::run(iterations))
         .map_err(|e| format!("cold-start bench: {e}"))?;
     if json {
         println!("{}", report.json());
@@ -542,10 +542,10 @@ fn snapshot(
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "function".into());
-    let config = faaslet::faaslet::FaasletConfig::new(name);
+    let config = faaslet_platform::FaasletConfig::new(name);
     let start = Instant::now();
     let snap = run_with_big_stack(move || {
-        faaslet::faaslet::Faaslet::snapshot(&engine, &module, config, init.as_deref())
+        faaslet_platform::Faaslet::snapshot(&engine, &module, config, init.as_deref())
     })
     .map_err(|e| format!("{}: {e}", file.display()))?;
     let took = start.elapsed();

@@ -8,8 +8,9 @@
 //! [`FaasmError`] (a bad guest pointer, an unterminated key, lock misuse)
 //! into a trap whose message names the call.
 
-use crate::{Caller, Error, Linker, Trap};
-use faaslet_hostapi::faasm::{self, FaasmCtx, FaasmEnv, FaasmError, LockTier};
+use faaslet::{Caller, Error, Linker, Trap};
+use faaslet_hostapi::faasm::{self, FaasmCtx, FaasmEnv, FaasmError};
+use faaslet_state::LockTier;
 
 /// Store data that holds a Faasm context.
 pub trait FaasmView {

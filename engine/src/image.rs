@@ -1,96 +1,102 @@
-//! Proto-Faaslets: snapshots of an initialised instance, restored
-//! copy-on-write.
+//! [`InstanceImage`]: an instance captured as data (its memories, globals,
+//! tables and dropped segments), from which new instances start where the
+//! captured one was, and to which a running instance can be put back.
 //!
-//! [`Snapshot::capture`] records an instance after its initialisation (the
-//! exported `_initialize`, a Faasm-style zygote, or any export): each
-//! defined memory goes into a sealed memfd ([`faaslet_sfi::MemoryImage`]),
-//! globals and tables are recorded with function references as function
-//! indices, and so is which passive segments were dropped.
-//! [`Snapshot::restore`] makes a new instance that resumes exactly there:
-//! its vmctx is built as usual, each memory is the image mapped
-//! `MAP_PRIVATE` over its reservation (one `mmap`, whatever its size),
-//! globals and tables are set from the snapshot, and no data or element
-//! segment and no start function runs. [`Snapshot::reset`] puts a warm
-//! instance back to the snapshot after a call; only pages it wrote cost
-//! anything, and nothing it wrote survives.
+//! This is the engine half of a Proto-Faaslet. The engine knows nothing of
+//! files: `faaslet-snapshot` turns an image into a versioned file and back
+//! (through [`InstanceImage::to_parts`] and [`InstanceImage::from_parts`]),
+//! and the platform decides when to capture.
 //!
-//! A snapshot serialises to a versioned, checksummed file bound to its
-//! module ([`Snapshot::to_bytes`], [`Snapshot::from_bytes`]; the format is
-//! the `faaslet-snapshot` crate), so another process can restore it.
+//! * [`InstanceImage::capture`] records each defined memory in a sealed
+//!   memfd (`faaslet_sfi::MemoryImage`), globals and tables with function
+//!   references as function indices, and which passive segments were
+//!   dropped.
+//! * [`Instance::from_source`] with [`Source::Image`] builds the vmctx as
+//!   usual, maps each memory `MAP_PRIVATE` over its reservation (one
+//!   `mmap`, whatever its size), sets globals and tables, and runs no
+//!   segment and no start function.
+//! * [`InstanceImage::reset`] puts a warm instance back after a call: only
+//!   pages it wrote cost anything, and nothing it wrote survives.
 //!
 //! ```
-//! use faaslet::{Engine, Instance, Module, Store};
-//! use faaslet::snapshot::Snapshot;
+//! use faaslet::{Engine, Instance, InstanceImage, Module, Source, Store};
 //!
 //! let engine = Engine::default();
 //! let module = Module::new(&engine, r#"(module
 //!     (memory (export "memory") 1)
 //!     (global $n (mut i32) (i32.const 0))
-//!     (func (export "_initialize") (global.set $n (i32.const 40)) (i32.store (i32.const 8) (i32.const 2)))
+//!     (func (export "init") (global.set $n (i32.const 40)) (i32.store (i32.const 8) (i32.const 2)))
 //!     (func (export "get") (result i32) (i32.add (global.get $n) (i32.load (i32.const 8))))
 //!     (func (export "clobber") (global.set $n (i32.const 0)) (i32.store (i32.const 8) (i32.const 0))))"#).unwrap();
 //!
 //! let mut store = Store::new(&engine, ());
-//! let snap = Snapshot::create(&mut store, &module, &[], Some("_initialize")).unwrap();
+//! let inst = Instance::new(&mut store, &module, &[]).unwrap();
+//! inst.get_typed_func::<(), (), _>(&mut store, "init").unwrap().call(&mut store, ()).unwrap();
+//! let image = InstanceImage::capture(&mut store, inst).unwrap();
 //!
 //! let mut store = Store::new(&engine, ());
-//! let inst = snap.restore(&mut store, &[]).unwrap();
+//! let inst = Instance::from_source(&mut store, Source::Image(&image), &[]).unwrap();
 //! let get = inst.get_typed_func::<(), i32, _>(&mut store, "get").unwrap();
 //! assert_eq!(get.call(&mut store, ()).unwrap(), 42);
 //! inst.get_typed_func::<(), (), _>(&mut store, "clobber").unwrap().call(&mut store, ()).unwrap();
 //! assert_eq!(get.call(&mut store, ()).unwrap(), 0);
-//! snap.reset(&mut store, inst).unwrap();
+//! image.reset(&mut store, inst).unwrap();
 //! assert_eq!(get.call(&mut store, ()).unwrap(), 42);
-//!
-//! // Across processes: bytes out, bytes in (checked against the module).
-//! let again = Snapshot::from_bytes(&module, &snap.to_bytes().unwrap()).unwrap();
-//! let mut store = Store::new(&engine, ());
-//! let inst = again.restore(&mut store, &[]).unwrap();
-//! assert_eq!(inst.get_typed_func::<(), i32, _>(&mut store, "get").unwrap().call(&mut store, ()).unwrap(), 42);
 //! ```
+//!
+//! [`Instance::from_source`]: crate::Instance::from_source
 
-use crate::instance::InstanceEntry;
-use crate::store::StoreCore;
-use crate::{Error, Extern, Instance, Module, Store, ValType};
-use faaslet_jit::RefType;
+use crate::entries::InstanceEntry;
+use crate::handles::Instance;
+use crate::module::Module;
+use crate::store::{Store, StoreCore};
+use crate::trap::Error;
+use faaslet_jit::{MemoryType, RefType, ValType};
 use faaslet_sfi::MemoryImage;
-use faaslet_snapshot::{FormatError, MemoryRecord, SnapshotFile};
-use std::path::Path;
 use std::sync::Arc;
 
-/// Why a snapshot could not be made, written, read or restored.
-#[derive(thiserror::Error, Debug)]
-pub enum SnapshotError {
-    /// The file is not a valid snapshot of this module (corrupt, truncated,
-    /// another version, another module, or contents that do not fit).
-    #[error("invalid snapshot: {0}")]
-    Format(#[from] FormatError),
-    /// The instance holds something a snapshot cannot carry.
-    #[error("cannot snapshot: {0}")]
-    Unsupported(String),
-    /// The engine refused (instantiation, memory mapping, a trap in the
-    /// initialisation function).
-    #[error(transparent)]
-    Engine(#[from] Error),
-    /// Reading or writing the file failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The OS error.
-        source: std::io::Error,
-    },
+/// Where a new instance comes from (see [`Instance::from_source`]).
+///
+/// [`Instance::from_source`]: crate::Instance::from_source
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// A fresh instance of a module: memories and tables from the active
+    /// segments, then the start function.
+    Module(&'a Module),
+    /// An instance resumed from an image: memories, globals and tables as
+    /// captured; no segment and no start function runs.
+    Image(&'a InstanceImage),
 }
 
-/// Names of initialisation exports looked for by [`Snapshot::create`] when
-/// none is given, in order: WASI reactors' `_initialize`, then Faasm's
-/// zygote.
-pub const DEFAULT_INIT_EXPORTS: [&str; 2] = ["_initialize", "_faasm_zygote"];
+impl Source<'_> {
+    /// The module the new instance is of.
+    pub fn module(&self) -> &Module {
+        match self {
+            Source::Module(m) => m,
+            Source::Image(i) => &i.module,
+        }
+    }
+}
 
-/// A captured instance of one module (a Proto-Faaslet). `Send + Sync`:
-/// restore it in any number of stores and threads.
+/// Why an image could not be captured or rebuilt.
+#[derive(thiserror::Error, Debug)]
+#[non_exhaustive]
+pub enum ImageError {
+    /// The instance holds something an image cannot carry.
+    #[error("cannot capture: {0}")]
+    Unsupported(String),
+    /// Parts given to [`InstanceImage::from_parts`] do not fit the module.
+    #[error("image does not fit the module: {0}")]
+    Mismatch(String),
+    /// The engine refused (memory images could not be made or read).
+    #[error(transparent)]
+    Engine(#[from] Error),
+}
+
+/// An instance captured as data. `Send + Sync`, cheap to clone: start any
+/// number of instances from it, in any stores and threads.
 #[derive(Debug, Clone)]
-pub struct Snapshot {
+pub struct InstanceImage {
     module: Module,
     memories: Vec<Arc<MemoryImage>>,
     /// Defined globals; funcrefs as function index + 1 (0 null).
@@ -101,56 +107,47 @@ pub struct Snapshot {
     elem_dropped: Vec<bool>,
 }
 
-fn is_funcref(ty: ValType) -> bool {
-    matches!(ty, ValType::FuncRef)
+/// An image as plain values, for serialisation ([`InstanceImage::to_parts`],
+/// [`InstanceImage::from_parts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageParts {
+    /// Every byte of each defined memory, in order (a memory's length is
+    /// its size, a multiple of 64 KiB).
+    pub memories: Vec<Vec<u8>>,
+    /// Each defined global's bits, in order; a funcref as function index +
+    /// 1, 0 for null.
+    pub globals: Vec<u128>,
+    /// Each defined table: function index + 1 per element, 0 for null.
+    pub tables: Vec<Vec<u32>>,
+    /// For each data segment, whether it was dropped.
+    pub data_dropped: Vec<bool>,
+    /// For each element segment, whether it was dropped.
+    pub elem_dropped: Vec<bool>,
 }
 
-impl Snapshot {
-    /// Instantiates `module` in `store`, runs its initialisation export and
-    /// captures the result. `init` names the export; `None` runs the first
-    /// of [`DEFAULT_INIT_EXPORTS`] the module has (or nothing).
-    pub fn create<T>(
-        store: &mut Store<T>,
-        module: &Module,
-        imports: &[Extern],
-        init: Option<&str>,
-    ) -> Result<Snapshot, SnapshotError> {
-        let instance = Instance::new(store, module, imports)?;
-        let name = match init {
-            Some(n) => Some(n),
-            None => DEFAULT_INIT_EXPORTS
-                .into_iter()
-                .find(|n| instance.get_func(&mut *store, n).is_some()),
-        };
-        if let Some(name) = name {
-            let f = instance.get_func(&mut *store, name).ok_or_else(|| {
-                SnapshotError::Unsupported(format!("no exported function {name:?}"))
-            })?;
-            let ty = f.ty(&*store);
-            if !ty.params.is_empty() {
-                return Err(SnapshotError::Unsupported(format!(
-                    "initialisation function {name:?} takes parameters"
-                )));
-            }
-            let mut results = vec![crate::Val::I32(0); ty.results.len()];
-            f.call(&mut *store, &[], &mut results)?;
-        }
-        Snapshot::capture(store, instance)
-    }
+fn memory_image(bytes: &[u8]) -> Result<Arc<MemoryImage>, Error> {
+    MemoryImage::new(bytes)
+        .map(Arc::new)
+        .map_err(|e| Error::Resource(format!("memory image: {e}")))
+}
 
+impl InstanceImage {
     /// Captures `instance` as it is now.
     ///
-    /// Refused ([`SnapshotError::Unsupported`]) for instances with imported
-    /// or shared memories or tables, and for references a snapshot cannot
+    /// Refused ([`ImageError::Unsupported`]) for instances with imported
+    /// or shared memories or tables, and for references an image cannot
     /// name (non-null externrefs, functions of other instances).
-    pub fn capture<T>(store: &mut Store<T>, instance: Instance) -> Result<Snapshot, SnapshotError> {
+    pub fn capture<T>(
+        store: &mut Store<T>,
+        instance: Instance,
+    ) -> Result<InstanceImage, ImageError> {
         let core = store.core_mut();
         core.check(instance.store)?;
         let entry = &core.instances[instance.index as usize];
         let module = entry.module.clone();
         let info = module.info();
         if info.num_imported_memories > 0 || info.num_imported_tables > 0 {
-            return Err(SnapshotError::Unsupported(
+            return Err(ImageError::Unsupported(
                 "imported memories and tables are not captured".into(),
             ));
         }
@@ -158,15 +155,13 @@ impl Snapshot {
         for &id in &entry.memory_ids {
             let m = &core.memories[id as usize];
             if m.ty.shared {
-                return Err(SnapshotError::Unsupported(
+                return Err(ImageError::Unsupported(
                     "shared memories are not captured".into(),
                 ));
             }
-            let image = MemoryImage::new(m.bytes())
-                .map_err(|e| Error::Resource(format!("memory image: {e}")))?;
-            memories.push(Arc::new(image));
+            memories.push(memory_image(m.bytes())?);
         }
-        let to_index = |raw: u64, what: &str| -> Result<u32, SnapshotError> {
+        let to_index = |raw: u64, what: &str| -> Result<u32, ImageError> {
             if raw == 0 {
                 return Ok(0);
             }
@@ -174,9 +169,7 @@ impl Snapshot {
                 .func_index_of(raw as usize)
                 .map(|i| i + 1)
                 .ok_or_else(|| {
-                    SnapshotError::Unsupported(format!(
-                        "{what} refers to another instance's function"
-                    ))
+                    ImageError::Unsupported(format!("{what} refers to another instance's function"))
                 })
         };
         let mut globals = Vec::new();
@@ -186,7 +179,7 @@ impl Snapshot {
             globals.push(match g.ty.content {
                 ValType::FuncRef => to_index(bits as u64, "a global")? as u128,
                 ValType::ExternRef if bits != 0 => {
-                    return Err(SnapshotError::Unsupported(
+                    return Err(ImageError::Unsupported(
                         "a global holds an externref".into(),
                     ))
                 }
@@ -201,16 +194,14 @@ impl Snapshot {
                 items.push(match t.ty.element {
                     RefType::Func => to_index(e, "a table")?,
                     RefType::Extern if e != 0 => {
-                        return Err(SnapshotError::Unsupported(
-                            "a table holds an externref".into(),
-                        ))
+                        return Err(ImageError::Unsupported("a table holds an externref".into()))
                     }
                     RefType::Extern => 0,
                 });
             }
             tables.push(items);
         }
-        Ok(Snapshot {
+        Ok(InstanceImage {
             memories,
             globals,
             tables,
@@ -220,7 +211,7 @@ impl Snapshot {
         })
     }
 
-    /// The module this is a snapshot of.
+    /// The module this is an image of.
     pub fn module(&self) -> &Module {
         &self.module
     }
@@ -230,16 +221,9 @@ impl Snapshot {
         self.memories.iter().map(|m| m.len()).sum()
     }
 
-    /// A new instance in `store` that resumes where the snapshot was taken.
-    /// `imports` are the module's imports, as for [`Instance::new`] (host
-    /// functions; imported globals are taken as given).
-    pub fn restore<T>(&self, store: &mut Store<T>, imports: &[Extern]) -> Result<Instance, Error> {
-        Instance::instantiate(store, &self.module, imports, Some(self))
-    }
-
-    /// Puts `instance` (restored from, or captured as, this snapshot) back
-    /// to the snapshot: memories drop the pages written since (one system
-    /// call each, whatever their size; pages grown since are discarded),
+    /// Puts `instance` (started from, or captured as, this image) back to
+    /// the image: memories drop the pages written since (one system call
+    /// each, whatever their size; pages grown since are discarded),
     /// globals, tables and dropped segments are set back.
     pub fn reset<T>(&self, store: &mut Store<T>, instance: Instance) -> Result<(), Error> {
         let core = store.core_mut();
@@ -247,9 +231,7 @@ impl Snapshot {
         let id = instance.index;
         let entry = &core.instances[id as usize];
         if !Arc::ptr_eq(&entry.module.inner, &self.module.inner) {
-            return Err(Error::Type(
-                "instance is not of the snapshot's module".into(),
-            ));
+            return Err(Error::Type("instance is not of the image's module".into()));
         }
         for (k, &mid) in entry.memory_ids.iter().enumerate() {
             core.memories[mid as usize]
@@ -265,75 +247,61 @@ impl Snapshot {
         self.restore_tables_and_segments(core, id)
     }
 
-    /// Serialises the snapshot (see the `faaslet-snapshot` crate).
-    pub fn to_bytes(&self) -> Result<Vec<u8>, SnapshotError> {
-        let mut memories = Vec::new();
+    /// The image as plain values (reads every memory image back).
+    pub fn to_parts(&self) -> Result<ImageParts, Error> {
+        let mut memories = Vec::with_capacity(self.memories.len());
         for m in &self.memories {
-            let bytes = m
-                .read()
-                .map_err(|e| Error::Resource(format!("reading memory image: {e}")))?;
-            memories.push(MemoryRecord { bytes });
+            memories.push(
+                m.read()
+                    .map_err(|e| Error::Resource(format!("reading memory image: {e}")))?,
+            );
         }
-        Ok(SnapshotFile {
-            module_fingerprint: self.module.inner.fingerprint,
+        Ok(ImageParts {
             memories,
             globals: self.globals.clone(),
             tables: self.tables.clone(),
             data_dropped: self.data_dropped.clone(),
             elem_dropped: self.elem_dropped.clone(),
-        }
-        .encode())
+        })
     }
 
-    /// Reads a snapshot of `module` from bytes made by [`to_bytes`](Self::to_bytes),
-    /// in this process or another. Refuses, with a typed error, files that
-    /// are corrupt, truncated, of another format version or of another
-    /// module, and contents that do not fit the module.
-    pub fn from_bytes(module: &Module, bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
-        // Check the header (and which module) before the costly payload.
-        let fp = SnapshotFile::peek_fingerprint(bytes)?;
-        if fp != module.inner.fingerprint {
-            return Err(FormatError::ModuleMismatch {
-                expected: module.inner.fingerprint,
-                found: fp,
-            }
-            .into());
-        }
-        let file = SnapshotFile::decode(bytes)?;
-        file.check_module(module.inner.fingerprint)?;
+    /// An image of `module` from plain values, checked against the module
+    /// before anything is trusted: counts, memory sizes against the memory
+    /// types, global values against their types, table lengths against
+    /// the table types and the engine's limit, function indices against
+    /// the module's functions ([`ImageError::Mismatch`] names what does not
+    /// fit).
+    pub fn from_parts(module: &Module, parts: ImageParts) -> Result<InstanceImage, ImageError> {
         let info = module.info();
-        let bad = |m: String| SnapshotError::Format(FormatError::Malformed(m));
+        let bad = |m: String| ImageError::Mismatch(m);
         let defined_mems = &info.memories[info.num_imported_memories as usize..];
-        if file.memories.len() != defined_mems.len() {
+        if parts.memories.len() != defined_mems.len() {
             return Err(bad(format!(
                 "{} memories, the module defines {}",
-                file.memories.len(),
+                parts.memories.len(),
                 defined_mems.len()
             )));
         }
         let page = faaslet_sfi::WASM_PAGE as u64;
         let mut memories = Vec::new();
-        for (m, ty) in file.memories.iter().zip(defined_mems) {
-            let len = m.bytes.len() as u64;
+        for (m, ty) in parts.memories.iter().zip(defined_mems) {
+            let len = m.len() as u64;
             let max = ty.maximum.unwrap_or(65536).min(65536) * page;
             if !len.is_multiple_of(page) || len < ty.minimum * page || len > max {
                 return Err(bad(format!("memory of {len} bytes does not fit its type")));
             }
-            memories.push(Arc::new(
-                MemoryImage::new(&m.bytes)
-                    .map_err(|e| Error::Resource(format!("memory image: {e}")))?,
-            ));
+            memories.push(memory_image(m)?);
         }
         let num_funcs = info.funcs.len() as u64;
         let defined_globals = &info.globals[info.num_imported_globals as usize..];
-        if file.globals.len() != defined_globals.len() {
+        if parts.globals.len() != defined_globals.len() {
             return Err(bad(format!(
                 "{} globals, the module defines {}",
-                file.globals.len(),
+                parts.globals.len(),
                 defined_globals.len()
             )));
         }
-        for (g, ty) in file.globals.iter().zip(defined_globals) {
+        for (g, ty) in parts.globals.iter().zip(defined_globals) {
             let ok = match ty.content {
                 ValType::I32 | ValType::F32 => *g <= u32::MAX as u128,
                 ValType::I64 | ValType::F64 => *g <= u64::MAX as u128,
@@ -345,14 +313,14 @@ impl Snapshot {
                 return Err(bad(format!("global value {g:#x} does not fit its type")));
             }
         }
-        if file.tables.len() != info.tables.len() {
+        if parts.tables.len() != info.tables.len() {
             return Err(bad(format!(
                 "{} tables, the module defines {}",
-                file.tables.len(),
+                parts.tables.len(),
                 info.tables.len()
             )));
         }
-        for (t, ty) in file.tables.iter().zip(&info.tables) {
+        for (t, ty) in parts.tables.iter().zip(&info.tables) {
             let limit = ty
                 .maximum
                 .unwrap_or(u64::MAX)
@@ -369,48 +337,29 @@ impl Snapshot {
                 return Err(bad("table element out of range".into()));
             }
         }
-        if file.data_dropped.len() != info.data.len()
-            || file.elem_dropped.len() != info.elements.len()
+        if parts.data_dropped.len() != info.data.len()
+            || parts.elem_dropped.len() != info.elements.len()
         {
             return Err(bad("segment counts differ from the module".into()));
         }
-        Ok(Snapshot {
+        Ok(InstanceImage {
             module: module.clone(),
             memories,
-            globals: file.globals,
-            tables: file.tables,
-            data_dropped: file.data_dropped,
-            elem_dropped: file.elem_dropped,
+            globals: parts.globals,
+            tables: parts.tables,
+            data_dropped: parts.data_dropped,
+            elem_dropped: parts.elem_dropped,
         })
     }
 
-    /// Writes [`to_bytes`](Self::to_bytes) to `path`.
-    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), SnapshotError> {
-        let path = path.as_ref();
-        std::fs::write(path, self.to_bytes()?).map_err(|source| SnapshotError::Io {
-            path: path.display().to_string(),
-            source,
-        })
-    }
-
-    /// Reads a snapshot of `module` from `path` (see [`from_bytes`](Self::from_bytes)).
-    pub fn load(module: &Module, path: impl AsRef<Path>) -> Result<Snapshot, SnapshotError> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| SnapshotError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Snapshot::from_bytes(module, &bytes)
-    }
-
-    // --- hooks used by `Instance::instantiate` -----------------------------
+    // --- what instantiation from an image uses -----------------------------
 
     /// A new store memory of type `ty` holding memory image `k` (mapped
     /// straight into its reservation); returns its index.
     pub(crate) fn restore_memory(
         &self,
         core: &mut StoreCore,
-        ty: crate::MemoryType,
+        ty: MemoryType,
         k: usize,
     ) -> Result<u32, Error> {
         core.push_memory_image(ty, &self.memories[k])
@@ -421,7 +370,7 @@ impl Snapshot {
         let info = entry.module.info();
         let ty = info.globals[info.num_imported_globals as usize + i];
         let bits = self.globals[i];
-        if is_funcref(ty.content) && bits != 0 {
+        if matches!(ty.content, ValType::FuncRef) && bits != 0 {
             entry.funcref_ptr(bits as u32 - 1) as usize as u128
         } else {
             bits
@@ -471,7 +420,7 @@ impl Snapshot {
                 let items: Arc<[u64]> = info.elements[i]
                     .items
                     .iter()
-                    .map(|e| crate::instance::eval_const_entry(entry, e) as u64)
+                    .map(|e| crate::entries::eval_const_entry(entry, e) as u64)
                     .collect();
                 entry.elements[i] = Some(items);
             }

@@ -10,7 +10,7 @@
 //! may await it.
 //!
 //! ```no_run
-//! use faaslet::faaslet::{Faaslet, FaasletConfig, FunctionRegistry};
+//! use faaslet_platform::{Faaslet, FaasletConfig, FunctionRegistry};
 //! use faaslet::{Engine, Module};
 //!
 //! let engine = Engine::default();
@@ -24,169 +24,24 @@
 //! println!("{} (exit {})", String::from_utf8_lossy(&out.output), out.return_code);
 //! ```
 
+use crate::error::FaasletError;
 use crate::faasm::FaasmView;
-use crate::snapshot::{Snapshot, SnapshotError};
+use crate::registry::FunctionRegistry;
 use crate::wasi::WasiView;
-use crate::{Engine, Error, Extern, Func, Instance, Linker, Module, Store, Trap, Val, ValType};
+use faaslet::{Engine, Error, Extern, Func, Instance, Linker, Module, Store, Val, ValType};
 use faaslet_hostapi::faasm::{CallResult, Chainer, FaasmCtx, FaasmError};
-pub use faaslet_hostapi::faasm::{LocalStateStore, StateStore, StateValue};
-pub use faaslet_hostapi::wasi::{MountMode, Output};
-use faaslet_hostapi::wasi::{WasiCtx, WasiSetupError};
+use faaslet_hostapi::wasi::{MountMode, Output, WasiCtx};
+use faaslet_snapshot::Snapshot;
+use faaslet_state::{LocalStateStore, StateStore};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// Native stack of a chained call's thread: the wasm stack limit plus room
 /// for host frames.
 const CHAINED_THREAD_STACK: usize = 8 << 20;
-
-/// Why a Faaslet could not be created or run.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum FaasletError {
-    /// Compiling, linking or instantiating failed.
-    #[error("{0}")]
-    Engine(#[from] Error),
-    /// Making, reading or restoring a snapshot (Proto-Faaslet) failed.
-    #[error("{0}")]
-    Snapshot(#[from] SnapshotError),
-    /// The guest trapped (other than by `proc_exit`).
-    #[error("trap: {trap}")]
-    Trap {
-        /// The trap.
-        trap: Trap,
-        /// Output written before the trap.
-        output: Vec<u8>,
-    },
-    /// The WASI context could not be set up (a mount is missing...).
-    #[error("wasi setup: {0}")]
-    Wasi(#[from] WasiSetupError),
-    /// Resource isolation could not be applied (only in strict mode, or when
-    /// the namespace pool is exhausted).
-    #[error("isolation: {0}")]
-    Isolation(#[from] faaslet_netns::IsolationError),
-    /// The module has no entry point this Faaslet knows how to call.
-    #[error("module has no entry point: export `_start` () -> () or `main` () -> i32")]
-    NoEntry,
-    /// A chained call by pointer into a module without `__faasm_call_ptr`
-    /// or an exported function table, or to an unusable table entry.
-    #[error("cannot call table entry {0}: {1}")]
-    BadFuncPtr(u32, String),
-    /// A function name that is not a plain file name.
-    #[error("invalid function name {0:?}")]
-    BadName(String),
-    /// No `NAME.wasm` in the function directory.
-    #[error("no function {name:?} in {dir}")]
-    NoSuchFunction {
-        /// The name.
-        name: String,
-        /// The directory searched.
-        dir: String,
-    },
-    /// Reading a function's file failed.
-    #[error("{path}: {message}")]
-    Io {
-        /// The file.
-        path: String,
-        /// What failed.
-        message: String,
-    },
-}
-
-/// The functions chained calls may name: a directory of `NAME.wasm` (or
-/// `NAME.wat`) files, each compiled once on first use and cached. Cheap to
-/// clone; shared by every Faaslet of a host.
-#[derive(Clone)]
-pub struct FunctionRegistry {
-    inner: Arc<RegistryInner>,
-}
-
-struct RegistryInner {
-    engine: Engine,
-    dir: PathBuf,
-    cache: Mutex<HashMap<String, Module>>,
-}
-
-impl std::fmt::Debug for FunctionRegistry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FunctionRegistry")
-            .field("dir", &self.inner.dir)
-            .finish()
-    }
-}
-
-/// Whether `name` is a plain function name: ASCII letters, digits, `_`,
-/// `-` and `.`, not starting with `.`, at most 255 bytes. Anything else
-/// (a `/`, `..`, a NUL) could reach outside the function directory.
-pub fn valid_function_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-}
-
-impl FunctionRegistry {
-    /// A registry over `dir`, compiling with `engine`.
-    pub fn new(engine: &Engine, dir: impl Into<PathBuf>) -> FunctionRegistry {
-        FunctionRegistry {
-            inner: Arc::new(RegistryInner {
-                engine: engine.clone(),
-                dir: dir.into(),
-                cache: Mutex::new(HashMap::new()),
-            }),
-        }
-    }
-
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.inner.dir
-    }
-
-    /// Registers an already compiled module under `name` (it then shadows
-    /// any file of that name).
-    pub fn insert(&self, name: &str, module: Module) {
-        self.lock().insert(name.to_string(), module);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Module>> {
-        self.inner.cache.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The compiled module of function `name`.
-    pub fn get(&self, name: &str) -> Result<Module, FaasletError> {
-        if !valid_function_name(name) {
-            return Err(FaasletError::BadName(name.to_string()));
-        }
-        // Held while compiling, so each function is compiled once.
-        let mut cache = self.lock();
-        if let Some(m) = cache.get(name) {
-            return Ok(m.clone());
-        }
-        let mut found = None;
-        for ext in ["wasm", "wat"] {
-            let path = self.inner.dir.join(format!("{name}.{ext}"));
-            if path.is_file() {
-                found = Some(path);
-                break;
-            }
-        }
-        let path = found.ok_or_else(|| FaasletError::NoSuchFunction {
-            name: name.to_string(),
-            dir: self.inner.dir.display().to_string(),
-        })?;
-        let bytes = std::fs::read(&path).map_err(|e| FaasletError::Io {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        let module = Module::new(&self.inner.engine, &bytes)?;
-        cache.insert(name.to_string(), module.clone());
-        Ok(module)
-    }
-}
 
 /// How to set up a Faaslet. Chained calls inherit their caller's config
 /// (with their own function name), so they share its state store,
@@ -382,7 +237,7 @@ impl Faaslet {
     /// by pointer into the same module start from it too.
     ///
     /// ```
-    /// use faaslet::faaslet::{Faaslet, FaasletConfig};
+    /// use faaslet_platform::{Faaslet, FaasletConfig};
     /// use faaslet::{Engine, Module};
     ///
     /// let engine = Engine::default();

@@ -1,0 +1,21 @@
+//! The library half of the `faaslet` command-line tool: what the binary's
+//! subcommands are made of, kept out of the embedding API so that an
+//! embedder who links `faaslet` pulls in neither a spec-test runner nor a
+//! benchmark harness.
+//!
+//! * [`wast`]: a runner for `.wast` spec scripts (`faaslet wast`), also used
+//!   by the spec-suite tests.
+//! * [`bench`]: the cold-start measurements (`faaslet bench cold-start`),
+//!   also used by the `cold_start` criterion bench.
+//!
+//! ```
+//! use faaslet_cli::wast::WastRunner;
+//!
+//! let mut runner = WastRunner::new(faaslet::Engine::default());
+//! let report = runner.run_file("t.wast", r#"(module (func (export "one") (result i32) i32.const 1))
+//!     (assert_return (invoke "one") (i32.const 1))"#);
+//! assert_eq!((report.passed, report.failed), (1, 0));
+//! ```
+
+pub mod bench;
+pub mod wast;

@@ -1,0 +1,286 @@
+//! The store's entries: the runtime state behind each handle. Memories,
+//! tables, globals, functions and instances, as the store owns them and as
+//! JIT code sees them (through the raw pointers in each vmctx).
+//!
+//! Entries are plain data with the few operations that touch one entry
+//! alone (growing a table, evaluating an instance's constant expressions,
+//! copying a segment in); the store (`crate::store`) owns and indexes
+//! them, instantiation (`crate::instance`) builds them, and the builtins
+//! (`crate::builtins`) reach them from JIT code.
+
+use crate::handles::Func;
+use crate::memory::MemoryData;
+use crate::module::Module;
+use crate::trap::Trap;
+use faaslet_jit::abi::{self, VMFuncRef, VMGlobal, VMMemory, VMTable, ValRaw};
+use faaslet_jit::{ConstExpr, ConstOp, FuncType, GlobalType, MemoryType, TableType};
+use std::sync::Arc;
+
+/// A store's handle on a linear memory's storage. Shared memories have one
+/// [`MemoryData`] entered into several stores.
+pub(crate) struct MemoryEntry {
+    pub(crate) data: Arc<MemoryData>,
+    pub(crate) ty: MemoryType,
+    /// Largest size in pages this memory may reach.
+    pub(crate) limit_pages: u64,
+}
+
+impl MemoryEntry {
+    /// Grows by `delta` pages; returns the old size, or None on failure.
+    pub(crate) fn grow(&self, delta: u64) -> Option<u64> {
+        self.data.grow(delta)
+    }
+
+    /// Current size in bytes.
+    pub(crate) fn length(&self) -> u64 {
+        self.data.length()
+    }
+
+    /// Address of byte 0 (fixed for the memory's life).
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.data.base()
+    }
+
+    /// The `VMMemory` vmctxs point at.
+    pub(crate) fn vm_ptr(&self) -> *mut VMMemory {
+        self.data.vm_ptr()
+    }
+
+    /// The accessible bytes. For a shared memory, other threads may write
+    /// them concurrently (wasm shared-memory semantics).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        // SAFETY: [base, base + length) is mapped read-write for as long as
+        // the data lives (memories only grow), and `self` keeps it alive.
+        unsafe { std::slice::from_raw_parts(self.base(), self.length() as usize) }
+    }
+
+    /// The accessible bytes, mutably (see [`Self::bytes`]).
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`; `&mut self` excludes other borrows through
+        // this store.
+        unsafe { std::slice::from_raw_parts_mut(self.base(), self.length() as usize) }
+    }
+}
+
+pub(crate) struct TableEntry {
+    pub(crate) elems: Vec<u64>,
+    pub(crate) vm: VMTable,
+    pub(crate) ty: TableType,
+    pub(crate) limit: u64,
+}
+
+impl TableEntry {
+    pub(crate) fn sync(&mut self) {
+        self.vm.base = self.elems.as_mut_ptr();
+        self.vm.length = self.elems.len() as u64;
+    }
+
+    /// Grows by `delta` elements set to `init`; returns the old size.
+    pub(crate) fn grow(&mut self, delta: u64, init: u64) -> Option<u64> {
+        let old = self.elems.len() as u64;
+        let new = old.checked_add(delta)?;
+        if new > self.limit {
+            return None;
+        }
+        self.elems.try_reserve(delta as usize).ok()?;
+        self.elems.resize(new as usize, init);
+        self.sync();
+        Some(old)
+    }
+}
+
+pub(crate) struct GlobalEntry {
+    pub(crate) vm: VMGlobal,
+    pub(crate) ty: GlobalType,
+}
+
+/// Type-erased host function: takes the store pointer and raw values.
+pub(crate) type HostCall =
+    dyn Fn(*mut u8, Option<u32>, &mut [ValRaw]) -> Result<(), Trap> + Send + Sync;
+
+pub(crate) struct HostFuncEntry {
+    pub(crate) vmctx: faaslet_jit::abi::VMHostFuncContext,
+    pub(crate) funcref: VMFuncRef,
+    pub(crate) call: Arc<HostCall>,
+    pub(crate) store: *mut u8,
+    pub(crate) _stub: Arc<faaslet_jit::CompiledStub>,
+}
+
+pub(crate) enum FuncKind {
+    /// A function defined by a wasm instance.
+    Wasm {
+        trampoline: faaslet_jit::abi::ArrayTrampoline,
+    },
+    /// A host function; index into `StoreCore::host_funcs`.
+    Host(u32),
+}
+
+pub(crate) struct FuncEntry {
+    pub(crate) funcref: *const VMFuncRef,
+    pub(crate) ty: FuncType,
+    pub(crate) kind: FuncKind,
+}
+
+/// The runtime side of an instance. Boxed in the store so its address (and
+/// that of its vmctx) never changes; `vmctx[VMCTX_INSTANCE]` points here.
+pub(crate) struct InstanceEntry {
+    pub(crate) module: Module,
+    pub(crate) id: u32,
+    /// The vmctx, 16-byte aligned.
+    pub(crate) vmctx: Box<[u128]>,
+    pub(crate) memories: Vec<*mut MemoryEntry>,
+    pub(crate) tables: Vec<*mut TableEntry>,
+    pub(crate) memory_ids: Vec<u32>,
+    pub(crate) table_ids: Vec<u32>,
+    pub(crate) global_ids: Vec<u32>,
+    /// Imported functions, in import order.
+    pub(crate) imported_funcs: Vec<Func>,
+    /// Element segments as raw references; `None` once dropped.
+    pub(crate) elements: Vec<Option<Arc<[u64]>>>,
+    /// Data segments; `None` once dropped.
+    pub(crate) data: Vec<Option<Arc<[u8]>>>,
+}
+
+impl InstanceEntry {
+    pub(crate) fn vmctx_ptr(&self) -> *mut u8 {
+        self.vmctx.as_ptr() as *mut u8
+    }
+
+    pub(crate) fn funcref_ptr(&self, func_index: u32) -> *const VMFuncRef {
+        let off = self.module.info().offsets.funcref(func_index);
+        self.vmctx_ptr().wrapping_add(off as usize) as *const VMFuncRef
+    }
+
+    /// If `ptr` is the funcref of one of this instance's functions, which.
+    pub(crate) fn func_index_of(&self, ptr: usize) -> Option<u32> {
+        let offsets = &self.module.info().offsets;
+        if offsets.num_funcs == 0 {
+            return None;
+        }
+        let start = self.vmctx_ptr() as usize + offsets.funcref(0) as usize;
+        let end = start + (abi::FUNCREF_SIZE * offsets.num_funcs) as usize;
+        if ptr < start || ptr >= end || !(ptr - start).is_multiple_of(abi::FUNCREF_SIZE as usize) {
+            return None;
+        }
+        Some(((ptr - start) / abi::FUNCREF_SIZE as usize) as u32)
+    }
+}
+
+/// The instance id stored in a vmctx's header.
+pub(crate) fn instance_id_of_vmctx(vmctx: *mut u8) -> Option<u32> {
+    if vmctx.is_null() {
+        return None;
+    }
+    // SAFETY: JIT code passes its own vmctx as the caller vmctx, and every
+    // vmctx header holds a pointer to its live InstanceEntry.
+    unsafe {
+        let inst = *(vmctx.add(abi::VMCTX_INSTANCE as usize) as *const *const InstanceEntry);
+        inst.as_ref().map(|i| i.id)
+    }
+}
+
+/// Evaluates a constant expression during instantiation.
+pub(crate) fn eval_const(
+    globals: &[Box<GlobalEntry>],
+    entry: &InstanceEntry,
+    expr: &ConstExpr,
+) -> u128 {
+    eval(
+        expr,
+        |g| globals[entry.global_ids[g as usize] as usize].vm.bits,
+        |f| entry.funcref_ptr(f) as u128,
+    )
+}
+
+/// Evaluates a constant expression once the instance is in place (globals
+/// are reached through the vmctx).
+pub(crate) fn eval_const_entry(entry: &InstanceEntry, expr: &ConstExpr) -> u128 {
+    let offsets = entry.module.info().offsets;
+    eval(
+        expr,
+        |g| {
+            // SAFETY: the vmctx holds a live global pointer at this offset.
+            unsafe {
+                (**(entry.vmctx_ptr().add(offsets.global(g) as usize)
+                    as *const *const abi::VMGlobal))
+                    .bits
+            }
+        },
+        |f| entry.funcref_ptr(f) as u128,
+    )
+}
+
+fn eval(expr: &ConstExpr, global: impl Fn(u32) -> u128, func: impl Fn(u32) -> u128) -> u128 {
+    // Validation guarantees a well-typed expression leaving one value.
+    let mut stack: Vec<u128> = Vec::with_capacity(4);
+    for op in &expr.ops {
+        let v = match *op {
+            ConstOp::I32Const(v) => v as u32 as u128,
+            ConstOp::I64Const(v) => v as u64 as u128,
+            ConstOp::F32Const(v) => v as u128,
+            ConstOp::F64Const(v) => v as u128,
+            ConstOp::V128Const(v) => v,
+            ConstOp::GlobalGet(g) => global(g),
+            ConstOp::RefNull(_) => 0,
+            ConstOp::RefFunc(f) => func(f),
+            ConstOp::I32Add | ConstOp::I32Sub | ConstOp::I32Mul => {
+                let b = stack.pop().unwrap_or(0) as u32;
+                let a = stack.pop().unwrap_or(0) as u32;
+                (match op {
+                    ConstOp::I32Add => a.wrapping_add(b),
+                    ConstOp::I32Sub => a.wrapping_sub(b),
+                    _ => a.wrapping_mul(b),
+                }) as u128
+            }
+            ConstOp::I64Add | ConstOp::I64Sub | ConstOp::I64Mul => {
+                let b = stack.pop().unwrap_or(0) as u64;
+                let a = stack.pop().unwrap_or(0) as u64;
+                (match op {
+                    ConstOp::I64Add => a.wrapping_add(b),
+                    ConstOp::I64Sub => a.wrapping_sub(b),
+                    _ => a.wrapping_mul(b),
+                }) as u128
+            }
+        };
+        stack.push(v);
+    }
+    stack.pop().unwrap_or(0)
+}
+/// Copies `len` items of `src` starting at `src_off` into the table at `dst`.
+pub(crate) fn copy_into_table(
+    t: &mut TableEntry,
+    dst: u32,
+    src: &[u64],
+    src_off: u32,
+    len: u32,
+) -> Result<(), ()> {
+    let (dst, src_off, len) = (dst as usize, src_off as usize, len as usize);
+    if src_off.checked_add(len).is_none_or(|e| e > src.len())
+        || dst.checked_add(len).is_none_or(|e| e > t.elems.len())
+    {
+        return Err(());
+    }
+    t.elems[dst..dst + len].copy_from_slice(&src[src_off..src_off + len]);
+    Ok(())
+}
+
+/// Copies `len` bytes of `src` starting at `src_off` into memory `m` at `dst`.
+pub(crate) fn copy_into_memory(
+    m: &mut MemoryEntry,
+    dst: u64,
+    src: &[u8],
+    src_off: u64,
+    len: u64,
+) -> Result<(), ()> {
+    let mem = m.bytes_mut();
+    if src_off
+        .checked_add(len)
+        .is_none_or(|e| e > src.len() as u64)
+        || dst.checked_add(len).is_none_or(|e| e > mem.len() as u64)
+    {
+        return Err(());
+    }
+    let (dst, src_off, len) = (dst as usize, src_off as usize, len as usize);
+    mem[dst..dst + len].copy_from_slice(&src[src_off..src_off + len]);
+    Ok(())
+}

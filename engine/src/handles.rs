@@ -1,0 +1,107 @@
+//! Handles: what the API hands out for the objects a [`Store`] owns.
+//!
+//! Each handle is a store id and an index into one of the store's tables,
+//! `Copy` and cheap; using one with another store is an error, never a
+//! memory-safety problem. The handles are declared here, at the bottom of
+//! the crate, and their behaviour lives with what they reach: memories,
+//! tables and globals in `externals`, functions in `func`, instances in
+//! `instance`, host references in `values`.
+//!
+//! [`Store`]: crate::Store
+
+/// Identifies a store, so handles from one store are refused by another.
+pub(crate) type StoreId = u64;
+
+/// A function in a store: exported by an instance or defined by the host.
+/// A cheap handle (`Copy`); using it with another store is an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Func {
+    pub(crate) store: StoreId,
+    pub(crate) index: u32,
+}
+
+/// A linear memory, living in a guarded reservation (see [`crate::Bounds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Memory {
+    pub(crate) store: StoreId,
+    pub(crate) index: u32,
+}
+
+/// A table of references.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Table {
+    pub(crate) store: StoreId,
+    pub(crate) index: u32,
+}
+
+/// A global variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Global {
+    pub(crate) store: StoreId,
+    pub(crate) index: u32,
+}
+
+/// An instantiated module. A cheap handle into its store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Instance {
+    pub(crate) store: StoreId,
+    pub(crate) index: u32,
+}
+
+/// A reference to host data, passed to wasm as an `externref`.
+///
+/// The data lives as long as the store that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExternRef {
+    pub(crate) store: StoreId,
+    /// Non-zero handle: index into the store's extern table plus one.
+    pub(crate) raw: u64,
+}
+
+/// Anything an instance can import or export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extern {
+    /// A function.
+    Func(Func),
+    /// A table.
+    Table(Table),
+    /// A linear memory.
+    Memory(Memory),
+    /// A global.
+    Global(Global),
+}
+
+impl Extern {
+    /// The function, if this is one.
+    pub fn into_func(self) -> Option<Func> {
+        if let Extern::Func(f) = self {
+            Some(f)
+        } else {
+            None
+        }
+    }
+    /// The memory, if this is one.
+    pub fn into_memory(self) -> Option<Memory> {
+        if let Extern::Memory(m) = self {
+            Some(m)
+        } else {
+            None
+        }
+    }
+    /// The table, if this is one.
+    pub fn into_table(self) -> Option<Table> {
+        if let Extern::Table(t) = self {
+            Some(t)
+        } else {
+            None
+        }
+    }
+    /// The global, if this is one.
+    pub fn into_global(self) -> Option<Global> {
+        if let Extern::Global(g) = self {
+            Some(g)
+        } else {
+            None
+        }
+    }
+}

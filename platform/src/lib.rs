@@ -1,0 +1,43 @@
+//! The faaslet platform: everything above the embedding API that turns a
+//! WebAssembly module into a serverless function.
+//!
+//! * [`Faaslet`] ([`faaslet`](mod@faaslet)): one function's sandbox, linked
+//!   against WASI preview1 and the Faasm API, with chained calls on other
+//!   threads and optional resource isolation around each call.
+//! * [`FunctionRegistry`] ([`registry`]): the functions chained calls may
+//!   name, each compiled once.
+//! * [`wasi`] and [`faasm`]: the glue that registers the engine-independent
+//!   host interfaces of `faaslet-hostapi` with a [`faaslet::Linker`].
+//!
+//! The worker (executor, warm pools, scheduler, code cache, HTTP API) grows
+//! here, on these pieces.
+//!
+//! ```
+//! use faaslet::{Engine, Module};
+//! use faaslet_platform::{Faaslet, FaasletConfig};
+//!
+//! let engine = Engine::default();
+//! let module = Module::new(&engine, r#"(module
+//!   (import "env" "__faasm_write_output" (func $out (param i32 i32)))
+//!   (memory (export "memory") 1)
+//!   (data (i32.const 0) "hello")
+//!   (func (export "main") (result i32)
+//!     (call $out (i32.const 0) (i32.const 5))
+//!     (i32.const 0)))"#).unwrap();
+//! let mut faaslet = Faaslet::new(&engine, &module, FaasletConfig::new("hello")).unwrap();
+//! let out = faaslet.call(b"").unwrap();
+//! assert_eq!(out.output, b"hello");
+//! assert_eq!(out.return_code, 0);
+//! ```
+
+pub mod error;
+pub mod faaslet;
+pub mod faasm;
+pub mod registry;
+pub mod wasi;
+
+pub use error::FaasletError;
+pub use faaslet::{CallOutput, Faaslet, FaasletConfig, FaasletData, FaasletIsolation, FAILED_CALL};
+pub use faaslet_hostapi::wasi::{MountMode, Output};
+pub use faaslet_state::{LocalStateStore, StateStore, StateValue};
+pub use registry::{valid_function_name, FunctionRegistry};
