@@ -454,6 +454,28 @@ impl<'m, 'b> Translator<'m, 'b> {
         let index = self.pop();
         let n = ty.params.len();
         let call_args = self.popn(n);
+        let (fptr, callee) = self.indirect_callee(type_index, table, index);
+        let mut a = vec![callee, self.vmctx];
+        a.extend(call_args);
+        let sig = self.sig_ref(type_index);
+        let inst = self.b.ins().call_indirect(sig, fptr, &a);
+        self.call_results(inst);
+        Ok(())
+    }
+
+    /// The checks of `call_indirect` and `return_call_indirect`, the one
+    /// copy of them: element `index` (an i32) of table `table` must exist
+    /// ([`abi::TRAP_INDIRECT_OOB`]), be non-null
+    /// ([`abi::TRAP_INDIRECT_NULL`]), and point at a [`abi::VMFuncRef`]
+    /// whose type id is that of `type_index` ([`abi::TRAP_BAD_SIGNATURE`]).
+    /// Returns the callee's code pointer and vmctx.
+    ///
+    /// Both call forms go through here because a copy that drifted (a
+    /// check lost, a trap code swapped) would let one of them call code
+    /// with the wrong signature or through a null or foreign pointer: a
+    /// sandbox escape. The emitted sequence, and its order, is exactly what
+    /// each form emitted before they shared it.
+    fn indirect_callee(&mut self, type_index: u32, table: u32, index: Value) -> (Value, Value) {
         let addr = self.table_elem_addr_or(table, index, abi::TRAP_INDIRECT_OOB);
         let fr = self.b.ins().load(types::I64, rw(), addr, 0);
         self.b.ins().trapz(fr, abi::TRAP_INDIRECT_NULL);
@@ -461,7 +483,7 @@ impl<'m, 'b> Translator<'m, 'b> {
             .b
             .ins()
             .load(types::I32, rw(), fr, abi::FUNCREF_TYPE_ID);
-        let expected = info.type_ids[type_index as usize];
+        let expected = self.info().type_ids[type_index as usize];
         let bad = self
             .b
             .ins()
@@ -472,12 +494,7 @@ impl<'m, 'b> Translator<'m, 'b> {
             .ins()
             .load(types::I64, rw(), fr, abi::FUNCREF_FUNC_PTR);
         let callee = self.b.ins().load(types::I64, rw(), fr, abi::FUNCREF_VMCTX);
-        let mut a = vec![callee, self.vmctx];
-        a.extend(call_args);
-        let sig = self.sig_ref(type_index);
-        let inst = self.b.ins().call_indirect(sig, fptr, &a);
-        self.call_results(inst);
-        Ok(())
+        (fptr, callee)
     }
 
     /// Calls builtin `idx` with SystemV ABI; `params` excludes the vmctx.
