@@ -76,9 +76,6 @@
 //! # Ok::<(), faaslet_sfi::MemoryError>(())
 //! ```
 
-#![warn(missing_docs)]
-#![deny(unsafe_op_in_unsafe_fn)]
-
 #[cfg(not(target_os = "linux"))]
 compile_error!("faaslet-sfi supports Linux only");
 
