@@ -236,6 +236,22 @@ pub struct VMBuiltins {
 // functions go through its func_ptr and vmctx.
 // ---------------------------------------------------------------------------
 
+/// The fixed header at the start of every vmctx, as a Rust struct: the
+/// layout the `VMCTX_*` offsets describe (the engine writes the header
+/// through those offsets; this struct is what they are checked against).
+#[repr(C)]
+#[derive(Debug)]
+pub struct VMContextHeader {
+    /// The store's shared context. At [`VMCTX_STORE`].
+    pub store: *mut VMStoreContext,
+    /// The builtin function table. At [`VMCTX_BUILTINS`].
+    pub builtins: *const VMBuiltins,
+    /// The runtime's own instance pointer. At [`VMCTX_INSTANCE`].
+    pub instance: *mut u8,
+    /// Reserved, always 0.
+    pub _reserved: u64,
+}
+
 /// Offset of the `*mut VMStoreContext` in a vmctx.
 pub const VMCTX_STORE: i32 = 0;
 /// Offset of the `*const VMBuiltins` in a vmctx.
@@ -287,6 +303,60 @@ impl VMOffsets {
         self.funcrefs_start() + FUNCREF_SIZE * self.num_funcs
     }
 }
+
+// ---------------------------------------------------------------------------
+// Layout checks. Generated code reads these structures at the offsets above;
+// if a field moves or a type changes size, the build fails here instead of
+// the code silently reading the wrong bytes.
+// ---------------------------------------------------------------------------
+
+/// `offset_of!` as the `i32` the offset constants are.
+macro_rules! offset_i32 {
+    ($t:ty, $f:ident) => {
+        core::mem::offset_of!($t, $f) as i32
+    };
+}
+
+const _: () = assert!(offset_i32!(VMHostFuncContext, dispatch) == HOST_CTX_DISPATCH);
+
+const _: () = assert!(offset_i32!(VMFuncRef, func_ptr) == FUNCREF_FUNC_PTR);
+const _: () = assert!(offset_i32!(VMFuncRef, vmctx) == FUNCREF_VMCTX);
+const _: () = assert!(offset_i32!(VMFuncRef, type_id) == FUNCREF_TYPE_ID);
+const _: () = assert!(core::mem::size_of::<VMFuncRef>() == FUNCREF_SIZE as usize);
+// Code loads func_ptr and vmctx as i64.
+const _: () = assert!(core::mem::size_of::<*const u8>() == 8);
+
+const _: () = assert!(offset_i32!(VMMemory, base) == MEMORY_BASE);
+const _: () = assert!(offset_i32!(VMMemory, length) == MEMORY_LENGTH);
+
+const _: () = assert!(offset_i32!(VMTable, base) == TABLE_BASE);
+const _: () = assert!(offset_i32!(VMTable, length) == TABLE_LENGTH);
+
+// A global's value is at offset 0 of its 16-byte, 16-aligned storage.
+const _: () = assert!(core::mem::offset_of!(VMGlobal, bits) == 0);
+const _: () = assert!(core::mem::size_of::<VMGlobal>() == 16);
+const _: () = assert!(core::mem::align_of::<VMGlobal>() == 16);
+
+const _: () = assert!(offset_i32!(VMStoreContext, stack_limit) == STORE_STACK_LIMIT);
+const _: () = assert!(offset_i32!(VMStoreContext, epoch_ptr) == STORE_EPOCH_PTR);
+const _: () = assert!(offset_i32!(VMStoreContext, epoch_deadline) == STORE_EPOCH_DEADLINE);
+// The prologue's stack-limit check and the epoch check load them as i64.
+const _: () = assert!(core::mem::size_of::<usize>() == 8);
+
+// Code calls builtin `i` through the pointer at byte `8 * i` of the table.
+const _: () = assert!(core::mem::offset_of!(VMBuiltins, funcs) == 0);
+const _: () = assert!(core::mem::size_of::<VMBuiltins>() == 8 * builtins::COUNT);
+
+const _: () = assert!(offset_i32!(VMContextHeader, store) == VMCTX_STORE);
+const _: () = assert!(offset_i32!(VMContextHeader, builtins) == VMCTX_BUILTINS);
+const _: () = assert!(offset_i32!(VMContextHeader, instance) == VMCTX_INSTANCE);
+const _: () = assert!(core::mem::size_of::<VMContextHeader>() == VMCTX_HEADER_SIZE as usize);
+// `VMOffsets` lays memories, tables and globals out as 8-byte pointers.
+const _: () = assert!(core::mem::size_of::<*mut VMMemory>() == 8);
+const _: () = assert!(core::mem::size_of::<*mut VMTable>() == 8);
+const _: () = assert!(core::mem::size_of::<*mut VMGlobal>() == 8);
+// Trampolines and host stubs step through `ValRaw` slots 16 bytes apart.
+const _: () = assert!(core::mem::size_of::<ValRaw>() == 16);
 
 // ---------------------------------------------------------------------------
 // Trap codes. Cranelift's reserved codes are used where they fit; the rest

@@ -13,7 +13,7 @@
 //! emitted with trusted (non-trapping, aligned) flags and need no trap-site
 //! metadata.
 
-use super::Translator;
+use super::{BoundsCheck, Translator};
 use crate::abi;
 use crate::error::CompileError;
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -26,40 +26,30 @@ fn checked() -> MemFlagsData {
 }
 
 impl<'m, 'b> Translator<'m, 'b> {
-    /// Memory index of an access.
-    fn atomic_mem(memarg: &MemArg) -> u32 {
-        match memarg.target {
-            wasmparser::MemArgTarget::Memory(m) => m,
-            wasmparser::MemArgTarget::Array(_) => 0,
-        }
-    }
-
     /// Effective address (i64, `index + offset`, cannot overflow) of an
-    /// access of `size` bytes, bounds-checked against the current length.
-    /// Returns (memory pointer, effective address).
+    /// access of `size` bytes, bounds-checked against the current length
+    /// whatever the bounds mode (by `Translator::bounds_checked`, the
+    /// check every memory access shares) and then checked for natural
+    /// alignment. Returns (memory pointer, effective address).
+    ///
+    /// Since the check became shared, the end is computed as
+    /// `index + (offset + size)` rather than `(index + offset) + size`:
+    /// the same value, as neither sum can overflow.
     fn atomic_ea(&mut self, memarg: &MemArg, index: Value, size: u32) -> (Value, Value) {
-        let mp = self.memory_ptr(Self::atomic_mem(memarg));
-        let idx = self.zext64(index);
+        let c = self.bounds_checked(memarg, index, size, BoundsCheck::Always, false);
         let ea = if memarg.offset == 0 {
-            idx
+            c.index
         } else {
             // index < 2^32 and offset < 2^32 (32-bit memories): no overflow.
-            self.b.ins().iadd_imm_s(idx, memarg.offset as i64)
+            self.b.ins().iadd_imm_s(c.index, memarg.offset as i64)
         };
-        let len = self
-            .b
-            .ins()
-            .load(types::I64, super::rw(), mp, abi::MEMORY_LENGTH);
-        let end = self.b.ins().iadd_imm_s(ea, i64::from(size));
-        let oob = self.b.ins().icmp(IntCC::UnsignedGreaterThan, end, len);
-        self.b.ins().trapnz(oob, abi::TRAP_MEMORY_OOB);
-        (mp, ea)
+        self.check_aligned(ea, size);
+        (c.mem_ptr, ea)
     }
 
     /// Native address of a checked, aligned atomic access of `size` bytes.
     fn atomic_addr(&mut self, memarg: &MemArg, index: Value, size: u32) -> Value {
         let (mp, ea) = self.atomic_ea(memarg, index, size);
-        self.check_aligned(ea, size);
         let base = self.load_ro(mp, abi::MEMORY_BASE);
         self.b.ins().iadd(base, ea)
     }
@@ -133,9 +123,8 @@ impl<'m, 'b> Translator<'m, 'b> {
     fn atomic_wait(&mut self, memarg: &MemArg, wide: bool) {
         let (index, expected, timeout) = self.pop3();
         let size = if wide { 8 } else { 4 };
-        let mem = Self::atomic_mem(memarg);
+        let mem = Self::memarg_memory(memarg);
         let (_, ea) = self.atomic_ea(memarg, index, size);
-        self.check_aligned(ea, size);
         if !self.info().memories[mem as usize].shared {
             self.b.ins().trap(abi::TRAP_ATOMIC_WAIT_NON_SHARED);
             self.reachable = false;
@@ -168,9 +157,8 @@ impl<'m, 'b> Translator<'m, 'b> {
     /// builtin (which returns 0 at once for a memory that is not shared).
     fn atomic_notify(&mut self, memarg: &MemArg) {
         let (index, count) = self.pop2();
-        let mem = Self::atomic_mem(memarg);
+        let mem = Self::memarg_memory(memarg);
         let (_, ea) = self.atomic_ea(memarg, index, 4);
-        self.check_aligned(ea, 4);
         let m = self.i32c(mem);
         let r = self
             .builtin(

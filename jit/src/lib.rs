@@ -16,7 +16,6 @@
 //! let module = compiler.compile_module(&wasm, &mut |_ty| { next_id += 1; next_id }).unwrap();
 //! assert_eq!(module.info.exports[0].name, "f");
 //! ```
-#![warn(missing_docs)]
 
 pub mod abi;
 pub mod types;

@@ -9,8 +9,7 @@
 use super::Translator;
 use crate::abi;
 use crate::error::CompileError;
-use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{types, InstBuilder};
+use cranelift_codegen::ir::InstBuilder;
 
 impl<'m, 'b> Translator<'m, 'b> {
     /// `return_call f`: a Cranelift `return_call` for defined functions;
@@ -57,27 +56,7 @@ impl<'m, 'b> Translator<'m, 'b> {
         let index = self.pop();
         let n = ty.params.len();
         let call_args = self.popn(n);
-        let addr = self.table_elem_addr_or(table, index, abi::TRAP_INDIRECT_OOB);
-        let fr = self.b.ins().load(types::I64, super::rw(), addr, 0);
-        self.b.ins().trapz(fr, abi::TRAP_INDIRECT_NULL);
-        let tid = self
-            .b
-            .ins()
-            .load(types::I32, super::rw(), fr, abi::FUNCREF_TYPE_ID);
-        let expected = info.type_ids[type_index as usize];
-        let bad = self
-            .b
-            .ins()
-            .icmp_imm_s(IntCC::NotEqual, tid, i64::from(expected as i32));
-        self.b.ins().trapnz(bad, abi::TRAP_BAD_SIGNATURE);
-        let fptr = self
-            .b
-            .ins()
-            .load(types::I64, super::rw(), fr, abi::FUNCREF_FUNC_PTR);
-        let callee = self
-            .b
-            .ins()
-            .load(types::I64, super::rw(), fr, abi::FUNCREF_VMCTX);
+        let (fptr, callee) = self.indirect_callee(type_index, table, index);
         let mut a = vec![callee, self.vmctx];
         a.extend(call_args);
         let sig = self.sig_ref(type_index);

@@ -454,6 +454,28 @@ impl<'m, 'b> Translator<'m, 'b> {
         let index = self.pop();
         let n = ty.params.len();
         let call_args = self.popn(n);
+        let (fptr, callee) = self.indirect_callee(type_index, table, index);
+        let mut a = vec![callee, self.vmctx];
+        a.extend(call_args);
+        let sig = self.sig_ref(type_index);
+        let inst = self.b.ins().call_indirect(sig, fptr, &a);
+        self.call_results(inst);
+        Ok(())
+    }
+
+    /// The checks of `call_indirect` and `return_call_indirect`, the one
+    /// copy of them: element `index` (an i32) of table `table` must exist
+    /// ([`abi::TRAP_INDIRECT_OOB`]), be non-null
+    /// ([`abi::TRAP_INDIRECT_NULL`]), and point at a [`abi::VMFuncRef`]
+    /// whose type id is that of `type_index` ([`abi::TRAP_BAD_SIGNATURE`]).
+    /// Returns the callee's code pointer and vmctx.
+    ///
+    /// Both call forms go through here because a copy that drifted (a
+    /// check lost, a trap code swapped) would let one of them call code
+    /// with the wrong signature or through a null or foreign pointer: a
+    /// sandbox escape. The emitted sequence, and its order, is exactly what
+    /// each form emitted before they shared it.
+    fn indirect_callee(&mut self, type_index: u32, table: u32, index: Value) -> (Value, Value) {
         let addr = self.table_elem_addr_or(table, index, abi::TRAP_INDIRECT_OOB);
         let fr = self.b.ins().load(types::I64, rw(), addr, 0);
         self.b.ins().trapz(fr, abi::TRAP_INDIRECT_NULL);
@@ -461,7 +483,7 @@ impl<'m, 'b> Translator<'m, 'b> {
             .b
             .ins()
             .load(types::I32, rw(), fr, abi::FUNCREF_TYPE_ID);
-        let expected = info.type_ids[type_index as usize];
+        let expected = self.info().type_ids[type_index as usize];
         let bad = self
             .b
             .ins()
@@ -472,12 +494,7 @@ impl<'m, 'b> Translator<'m, 'b> {
             .ins()
             .load(types::I64, rw(), fr, abi::FUNCREF_FUNC_PTR);
         let callee = self.b.ins().load(types::I64, rw(), fr, abi::FUNCREF_VMCTX);
-        let mut a = vec![callee, self.vmctx];
-        a.extend(call_args);
-        let sig = self.sig_ref(type_index);
-        let inst = self.b.ins().call_indirect(sig, fptr, &a);
-        self.call_results(inst);
-        Ok(())
+        (fptr, callee)
     }
 
     /// Calls builtin `idx` with SystemV ABI; `params` excludes the vmctx.
@@ -524,20 +541,67 @@ impl<'m, 'b> Translator<'m, 'b> {
         self.vmctx_ptr(off)
     }
 
-    /// Computes the native address for an access of `size` bytes, with the
-    /// bounds check the configuration requires. Returns (address, static offset).
-    fn heap_addr(&mut self, memarg: &MemArg, index: Value, size: u32) -> (Value, i32) {
-        let mem = match memarg.target {
+    /// Memory index of an access.
+    fn memarg_memory(memarg: &MemArg) -> u32 {
+        match memarg.target {
             wasmparser::MemArgTarget::Memory(m) => m,
             wasmparser::MemArgTarget::Array(_) => 0,
-        };
-        let mp = self.memory_ptr(mem);
-        let base = self.load_ro(mp, abi::MEMORY_BASE);
+        }
+    }
+
+    /// The bounds check of every linear-memory access, the one copy of it:
+    /// plain, SIMD and atomic loads and stores, and the atomic builtins'
+    /// addresses all go through here. Returns the memory's `VMMemory`
+    /// pointer, its base address if `load_base`, and the index
+    /// zero-extended to i64; the access covers
+    /// `[index + memarg.offset, index + memarg.offset + size)`, which is
+    /// then known to be within the memory or (for `BoundsCheck::Configured`
+    /// with guard pages) within its reservation's guard region.
+    ///
+    /// Why one function: a bounds check that drifts between two copies is
+    /// a sandbox escape, so the decisions that make an access safe live
+    /// here only: which memory (`memarg.target`, for both the length
+    /// checked and the base returned), the end computation
+    /// (`index + offset + size`, which cannot overflow in 64 bits: the
+    /// index is a zero-extended i32 and validation limits 32-bit memories'
+    /// offsets to below 2^32; memory64 is rejected), the comparison
+    /// against the current length (`end > length` traps), the trap code
+    /// ([`abi::TRAP_MEMORY_OOB`]), and when the check may be left to the
+    /// guard pages.
+    ///
+    /// That last one is the one difference between callers, `check`:
+    /// ordinary accesses may skip the check under
+    /// [`BoundsChecks::GuardPages`] when `offset + size` fits in the guard
+    /// (the access then faults in the guard, at a trap site); atomics must
+    /// not (`BoundsCheck::Always`), because their instructions are emitted
+    /// with trusted, non-trapping flags and no trap metadata, so a fault
+    /// there would not be recognised as a wasm trap. Atomics add their
+    /// alignment check after this one.
+    ///
+    /// `load_base` only places the base load (a trusted load of the
+    /// `VMMemory`, which cannot fault) where each caller had it, so that
+    /// the generated code did not change when the copies were merged:
+    /// ordinary accesses load it before the check; atomics after their
+    /// alignment check (or not at all: the wait and notify builtins take
+    /// the effective address).
+    fn bounds_checked(
+        &mut self,
+        memarg: &MemArg,
+        index: Value,
+        size: u32,
+        check: BoundsCheck,
+        load_base: bool,
+    ) -> CheckedIndex {
+        let mp = self.memory_ptr(Self::memarg_memory(memarg));
+        let base = load_base.then(|| self.load_ro(mp, abi::MEMORY_BASE));
         let idx = self.zext64(index);
         let end_off = memarg.offset + u64::from(size);
-        let need_check = match self.env.config.bounds {
-            BoundsChecks::GuardPages { guard_size } => end_off > guard_size,
-            BoundsChecks::Explicit => true,
+        let need_check = match (check, self.env.config.bounds) {
+            (BoundsCheck::Always, _) => true,
+            (BoundsCheck::Configured, BoundsChecks::GuardPages { guard_size }) => {
+                end_off > guard_size
+            }
+            (BoundsCheck::Configured, BoundsChecks::Explicit) => true,
         };
         if need_check {
             let len = self.b.ins().load(types::I64, rw(), mp, abi::MEMORY_LENGTH);
@@ -545,7 +609,19 @@ impl<'m, 'b> Translator<'m, 'b> {
             let oob = self.b.ins().icmp(IntCC::UnsignedGreaterThan, end, len);
             self.b.ins().trapnz(oob, abi::TRAP_MEMORY_OOB);
         }
-        let addr = self.b.ins().iadd(base, idx);
+        CheckedIndex {
+            mem_ptr: mp,
+            base,
+            index: idx,
+        }
+    }
+
+    /// Computes the native address for an access of `size` bytes, with the
+    /// bounds check the configuration requires. Returns (address, static offset).
+    fn heap_addr(&mut self, memarg: &MemArg, index: Value, size: u32) -> (Value, i32) {
+        let c = self.bounds_checked(memarg, index, size, BoundsCheck::Configured, true);
+        let base = c.base.expect("base requested");
+        let addr = self.b.ins().iadd(base, c.index);
         if memarg.offset <= i32::MAX as u64 {
             (addr, memarg.offset as i32)
         } else {
@@ -1141,6 +1217,28 @@ impl<'m, 'b> crate::simd::SimdEnv<'b> for Translator<'m, 'b> {
     fn heap_addr(&mut self, memarg: &MemArg, index: Value, size: u32) -> (Value, i32) {
         Translator::heap_addr(self, memarg, index, size)
     }
+}
+
+/// Whether an access's bounds check may be left to the guard pages (see
+/// `Translator::bounds_checked`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BoundsCheck {
+    /// As the [`BoundsChecks`] configuration says: explicit, or left to the
+    /// guard region when it covers the access.
+    Configured,
+    /// Always explicit, whatever the configuration.
+    Always,
+}
+
+/// An access after its bounds check.
+#[derive(Debug, Clone, Copy)]
+struct CheckedIndex {
+    /// The memory's `VMMemory` pointer.
+    mem_ptr: Value,
+    /// The memory's base address, if it was asked for.
+    base: Option<Value>,
+    /// The wasm index, zero-extended to i64.
+    index: Value,
 }
 
 #[derive(Clone, Copy)]

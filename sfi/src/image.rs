@@ -33,9 +33,14 @@
 //! assert_eq!(mem.len(), 2 * WASM_PAGE);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! Layering: this module is built on [`reservation`](crate::reservation)
+//! alone; [`memory`](crate::memory) builds on it.
 
-use crate::memory::{host_page_size, round_up_to_page, MemoryError, Reservation};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use crate::reservation::{
+    errno, host_page_size, round_up_to_page, MapSource, MemoryError, Reservation,
+};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 /// Images with at most this many bytes in non-zero pages are copied into
@@ -112,10 +117,6 @@ pub enum ImageError {
     /// A mapping could not be made.
     #[error(transparent)]
     Memory(#[from] MemoryError),
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 /// The contents of a linear memory in a sealed, anonymous in-memory file.
@@ -345,29 +346,12 @@ impl MemoryImage {
                 reserved: reservation.len(),
             });
         }
-        // Before the call: a failing mmap may have replaced the range anyway.
-        reservation.note_touched(self.len);
-        // SAFETY: the range [base, base + len) lies inside the reservation,
-        // which we were handed by reference from its owner (a LinearMemory
-        // being built or reset with `&mut`), so no Rust reference into those
-        // bytes is live; MAP_FIXED replaces only that range.
-        let p = unsafe {
-            libc::mmap(
-                reservation.base().cast(),
-                self.len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_FIXED,
-                self.fd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(MemoryError::Mmap {
-                len: self.len,
-                errno: errno(),
-            });
-        }
-        Ok(())
+        reservation.map_fixed(
+            0,
+            self.len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            MapSource::PrivateFile(self.fd.as_fd()),
+        )
     }
 
     /// Drops every private (written) page of a mapping made by
@@ -383,68 +367,6 @@ impl MemoryImage {
     }
 }
 
-/// Replaces `[offset, offset + len)` of `reservation` with fresh,
-/// inaccessible, zero anonymous memory: one `mmap(MAP_FIXED)`, whatever was
-/// mapped there (image pages, private copies, grown pages).
-pub fn wipe(reservation: &Reservation, offset: usize, len: usize) -> Result<(), MemoryError> {
-    remap_anonymous(reservation, offset, len, libc::PROT_NONE)
-}
-
-/// Like [`wipe`], but the fresh zero memory is readable and writable (for
-/// [unguarded](Reservation::new_unguarded) reservations).
-pub(crate) fn zero_accessible(
-    reservation: &Reservation,
-    offset: usize,
-    len: usize,
-) -> Result<(), MemoryError> {
-    remap_anonymous(reservation, offset, len, libc::PROT_READ | libc::PROT_WRITE)
-}
-
-fn remap_anonymous(
-    reservation: &Reservation,
-    offset: usize,
-    len: usize,
-    prot: libc::c_int,
-) -> Result<(), MemoryError> {
-    let page = host_page_size();
-    if !offset.is_multiple_of(page) {
-        return Err(MemoryError::Unaligned {
-            offset,
-            page_size: page,
-        });
-    }
-    let oob = MemoryError::OutOfBounds {
-        offset,
-        len,
-        reserved: reservation.len(),
-    };
-    let rounded = round_up_to_page(len).ok_or(oob.clone())?;
-    if offset
-        .checked_add(rounded)
-        .is_none_or(|e| e > reservation.len())
-    {
-        return Err(oob);
-    }
-    if rounded == 0 {
-        return Ok(());
-    }
-    // SAFETY: the range is page-aligned and inside the reservation (checked
-    // above); callers own the reservation and hold no references into it.
-    let p = unsafe {
-        libc::mmap(
-            reservation.base().add(offset).cast(),
-            rounded,
-            prot,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(MemoryError::Mmap {
-            len: rounded,
-            errno: errno(),
-        });
-    }
-    Ok(())
-}
+/// Replaces part of a reservation with fresh inaccessible memory (now in
+/// [`reservation`](crate::reservation); kept here under its old path).
+pub use crate::reservation::wipe;

@@ -18,6 +18,36 @@
 //!   Faults anywhere else still crash the process, as they would without
 //!   this crate.
 //!
+//! # Layers
+//!
+//! The memory side is three layers, each module using only those below it:
+//!
+//! ```text
+//!   memory        LinearMemory: a wasm memory in a reservation
+//!     |    \
+//!   image  pool   MemoryImage (memfd, copy-on-write, warm slots) | ReservationPool
+//!     |    /
+//!   reservation   Reservation, MemoryError, mmap/mprotect/madvise, page rounding, wipe
+//! ```
+//!
+//! * [`reservation`] is the bottom: it owns every system call on a
+//!   reservation's range and the range checks in front of them, so that a
+//!   mapping made by any layer above is checked in one place. It knows no
+//!   other module. Anything that maps into a reservation (memory images
+//!   today; shared segments next) goes through its `map_fixed`.
+//! * [`pool`] and [`image`] each build on [`reservation`] alone and not on
+//!   each other. A pooled reservation goes back to its pool on drop through
+//!   a crate-private `Recycle` hook that the pool implements, so the
+//!   reservation layer needs no knowledge of pools; [`Reservation::new`],
+//!   the constructor that draws from the process-wide pool, is therefore
+//!   defined in [`pool`]. Warm slots (reservations parked with an image
+//!   still mapped) belong to the image, which holds them.
+//! * [`memory`] is the top: a [`LinearMemory`] takes reservations (new,
+//!   pooled or warm) and images, and puts reservations back to pools or
+//!   warm slots when it drops. Nothing below refers to it.
+//! * [`traps`] stands apart; it uses [`reservation`] only for the page
+//!   size.
+//!
 //! The crate knows nothing about WebAssembly operators or the JIT's code
 //! layout; the JIT supplies that knowledge through [`CodeLookup`].
 //!
@@ -46,9 +76,6 @@
 //! # Ok::<(), faaslet_sfi::MemoryError>(())
 //! ```
 
-#![warn(missing_docs)]
-#![deny(unsafe_op_in_unsafe_fn)]
-
 #[cfg(not(target_os = "linux"))]
 compile_error!("faaslet-sfi supports Linux only");
 
@@ -58,11 +85,13 @@ compile_error!("faaslet-sfi supports x86_64 and aarch64 only");
 pub mod image;
 pub mod memory;
 pub mod pool;
+pub mod reservation;
 pub mod traps;
 
 pub use image::{ImageError, MemoryImage};
-pub use memory::{host_page_size, LinearMemory, MemoryError, Reservation, WASM_PAGE};
+pub use memory::{LinearMemory, WASM_PAGE};
 pub use pool::ReservationPool;
+pub use reservation::{host_page_size, MemoryError, Reservation};
 pub use traps::{
     approximate_stack_pointer, catch_traps, init_traps, register_code, CodeLookup,
     CodeRegistration, Fault, TrapError,

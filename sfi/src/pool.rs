@@ -24,8 +24,12 @@
 //! assert_eq!(mem.as_slice()[0], 0); // and wiped
 //! # Ok::<(), faaslet_sfi::MemoryError>(())
 //! ```
+//!
+//! Layering: this module is built on [`reservation`](crate::reservation)
+//! alone. Reservations know nothing about pools; a pooled one carries the
+//! pool as its crate-private recycler, which its drop calls.
 
-use crate::memory::{MemoryError, Reservation};
+use crate::reservation::{round_up_to_page, MemoryError, Recycle, Reservation};
 use std::sync::{Arc, Mutex};
 
 /// Reservations of one size, kept for reuse. Cheap to clone (shared).
@@ -73,7 +77,7 @@ impl ReservationPool {
             Some(r) => r,
             None => Reservation::map_new(self.shared.len)?,
         };
-        r.recycle = Some(self.shared.clone());
+        r.recycle_to(self.shared.clone());
         Ok(r)
     }
 
@@ -87,30 +91,23 @@ impl ReservationPool {
     }
 }
 
-impl PoolShared {
+impl Recycle for PoolShared {
     /// Takes back the mapping of a dropping reservation. Returns false if
     /// the pool is full or the range could not be wiped, in which case the
     /// caller unmaps it.
-    pub(crate) fn recycle(&self, r: &mut Reservation) -> bool {
+    fn recycle(&self, r: &mut Reservation) -> bool {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() >= self.max_idle {
             return false;
         }
-        // Only `[0, touched)` was ever accessible (and so writable).
-        if crate::image::wipe(r, 0, r.touched()).is_err() {
-            return false;
+        // Wiped, then moved into a new owner; the dropping one gives it up.
+        match r.take_wiped() {
+            Ok(taken) => {
+                idle.push(taken);
+                true
+            }
+            Err(_) => false,
         }
-        // Move the mapping into a new owner; the dropping one gives it up.
-        let taken = Reservation {
-            mapping: r.mapping,
-            mapping_len: r.mapping_len,
-            len: r.len,
-            front: r.front,
-            touched: std::sync::atomic::AtomicUsize::new(0),
-            recycle: None,
-        };
-        idle.push(taken);
-        true
     }
 }
 
@@ -126,7 +123,7 @@ fn global() -> &'static Mutex<std::collections::HashMap<usize, ReservationPool>>
 /// The process-wide pool for reservations of `len` bytes, which
 /// [`Reservation::new`] draws from and returns to.
 pub fn global_pool(len: usize) -> ReservationPool {
-    let len = crate::memory::round_up_to_page(len.max(1)).unwrap_or(len);
+    let len = round_up_to_page(len.max(1)).unwrap_or(len);
     global()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -137,46 +134,22 @@ pub fn global_pool(len: usize) -> ReservationPool {
 
 /// A reservation of `len` bytes from the process-wide pool (reused or new),
 /// or `None` if `len` is invalid (the caller then reports the error).
-pub(crate) fn take_global(len: usize) -> Option<Reservation> {
-    crate::memory::round_up_to_page(len.max(1))?;
+fn take_global(len: usize) -> Option<Reservation> {
+    round_up_to_page(len.max(1))?;
     global_pool(len).take().ok()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{LinearMemory, MemoryImage, WASM_PAGE};
-
-    #[test]
-    fn recycling_wipes_everything_ever_made_accessible() {
-        let pool = ReservationPool::new(64 * WASM_PAGE, 4);
-        let mut mem = LinearMemory::in_reservation(pool.take().unwrap(), WASM_PAGE, None).unwrap();
-        let base = mem.base();
-        mem.grow_to(5 * WASM_PAGE).unwrap();
-        assert_eq!(mem.reserved(), 64 * WASM_PAGE);
-        mem.as_mut_slice()[5 * WASM_PAGE - 1] = 9;
-        mem.as_mut_slice()[0] = 8;
-        drop(mem);
-        let r = pool.take().unwrap();
-        assert_eq!(r.base(), base);
-        assert_eq!(r.touched(), 0);
-        let mem = LinearMemory::in_reservation(r, 5 * WASM_PAGE, None).unwrap();
-        assert_eq!(mem.as_slice()[0], 0);
-        assert_eq!(mem.as_slice()[5 * WASM_PAGE - 1], 0);
-        assert_eq!(mem.reserved(), 64 * WASM_PAGE);
-        drop(mem);
-
-        // An image mapping, then growth past it: both are wiped.
-        let mut bytes = vec![0u8; 2 * WASM_PAGE];
-        bytes[7] = 7;
-        let image = MemoryImage::new(&bytes).unwrap();
-        let mut mem = LinearMemory::from_image(pool.take().unwrap(), &image, None).unwrap();
-        assert_eq!(mem.as_slice()[7], 7);
-        mem.grow_to(3 * WASM_PAGE).unwrap();
-        mem.as_mut_slice()[3 * WASM_PAGE - 1] = 1;
-        drop(mem);
-        let mem = LinearMemory::in_reservation(pool.take().unwrap(), 3 * WASM_PAGE, None).unwrap();
-        assert_eq!(mem.base(), base);
-        assert!(mem.as_slice().iter().all(|&b| b == 0));
+// `Reservation::new` lives here rather than in `reservation`: it is the
+// pooled constructor, and the reservation layer does not know about pools.
+impl Reservation {
+    /// Reserves `len` bytes (rounded up to the host page size, and at least
+    /// one page) of inaccessible address space. An idle reservation of the
+    /// same size from the process-wide pool is reused when there is one
+    /// (see [`pool`](crate::pool)); it goes back there when dropped.
+    pub fn new(len: usize) -> Result<Self, MemoryError> {
+        if let Some(r) = take_global(len) {
+            return Ok(r);
+        }
+        Self::map_new(len)
     }
 }

@@ -815,7 +815,7 @@ fn ensure_alt_stack() -> Result<(), TrapError> {
         return Ok(());
     }
 
-    let page = crate::memory::host_page_size();
+    let page = crate::reservation::host_page_size();
     let mapping_len = ALT_STACK_SIZE + page;
     // SAFETY: a fresh anonymous mapping; arguments are valid.
     let mapping = unsafe {

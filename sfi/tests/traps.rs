@@ -314,6 +314,7 @@ fn fault_outside_registered_code_is_not_caught() {
     let _reg = code.register_all();
     let status = in_child(|| {
         let caught = catch_traps(|| code.ud2()).is_err();
+        // SAFETY: _exit only ends the forked child; it has no preconditions.
         unsafe { libc::_exit(if caught { 42 } else { 1 }) };
     });
     assert_eq!(status, Ok(42));
@@ -335,23 +336,30 @@ fn rust_stack_overflow_report_still_works() {
     }
     // Capture the child's stderr to check std's report.
     let mut fds = [0; 2];
+    // SAFETY: `fds` is a live array of the two ints pipe() writes.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
     let status = in_child(|| {
+        // SAFETY: in the forked child, replaces its stderr with the pipe's
+        // write end (open, made above); touches no Rust-owned memory.
         unsafe { libc::dup2(fds[1], 2) };
         let _ = catch_traps(|| {
             std::hint::black_box(recurse(0));
         });
     });
+    // SAFETY: closes our copy of the pipe's write end, which nothing else
+    // owns or uses, so that the read below sees end of file.
     unsafe { libc::close(fds[1]) };
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
+        // SAFETY: reads at most `buf.len()` bytes into the live `buf`.
         let n = unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len()) };
         if n <= 0 {
             break;
         }
         out.extend_from_slice(&buf[..n as usize]);
     }
+    // SAFETY: closes the pipe's read end, which nothing else owns or uses.
     unsafe { libc::close(fds[0]) };
     let out = String::from_utf8_lossy(&out);
     assert_eq!(status, Err(libc::SIGABRT), "child stderr: {out}");
@@ -363,6 +371,8 @@ fn signal_sent_with_kill_is_not_swallowed() {
     // A SIGSEGV sent by kill() (not a fault) must still terminate: there is
     // no faulting instruction to re-run, so the handler re-raises it.
     init_traps().unwrap();
+    // SAFETY: in the forked child only: raise() sends a signal to itself
+    // and _exit ends it; neither has memory-safety preconditions.
     let status = in_child(|| unsafe {
         libc::raise(libc::SIGILL);
         libc::_exit(3);
