@@ -3,9 +3,9 @@
 //! embedder who links `faaslet` pulls in neither a spec-test runner nor a
 //! benchmark harness.
 //!
-//! * [`wast`]: a runner for `.wast` spec scripts (`faaslet wast`), also used
+//! * [`wast`](mod@wast): a runner for `.wast` spec scripts (`faaslet wast`), also used
 //!   by the spec-suite tests.
-//! * [`bench`]: the cold-start measurements (`faaslet bench cold-start`),
+//! * [`bench`](mod@bench): the cold-start measurements (`faaslet bench cold-start`),
 //!   also used by the `cold_start` criterion bench.
 //!
 //! ```

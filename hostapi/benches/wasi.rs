@@ -9,6 +9,9 @@
 //!
 //! Run: `cargo bench -p faaslet-hostapi --bench wasi`.
 
+// `criterion_main!` defines an undocumented `pub fn main`.
+#![allow(missing_docs)]
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use faaslet::{Caller, Engine, Linker, Module, Store, TypedFunc};
 use faaslet_hostapi::wasi::{Output, WasiCtx};

@@ -4,6 +4,9 @@
 //!
 //! Needs root: `cargo bench -p faaslet-netns --bench join`.
 
+// `criterion_main!` defines an undocumented `pub fn main`.
+#![allow(missing_docs)]
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use faaslet_netns::{CgroupLimits, Isolation, IsolationConfig, NetConfig};
 

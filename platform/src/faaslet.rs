@@ -268,7 +268,7 @@ impl Faaslet {
     /// Makes a Proto-Faaslet of `module`: instantiates it linked against
     /// the Faaslet host interface (WASI and the Faasm API, set up from
     /// `config`), runs its initialisation export (`init`, else the first of
-    /// [`DEFAULT_INIT_EXPORTS`](crate::snapshot::DEFAULT_INIT_EXPORTS) it
+    /// [`DEFAULT_INIT_EXPORTS`](faaslet_snapshot::DEFAULT_INIT_EXPORTS) it
     /// has) and captures the result. Only the guest's state is kept; the
     /// host-side context of the initialisation (its input, output, open
     /// files) is not.

@@ -7,7 +7,7 @@
 //! * [`FunctionRegistry`] ([`registry`]): the functions chained calls may
 //!   name, each compiled once.
 //! * [`wasi`] and [`faasm`]: the glue that registers the engine-independent
-//!   host interfaces of `faaslet-hostapi` with a [`faaslet::Linker`].
+//!   host interfaces of `faaslet-hostapi` with a [`Linker`](::faaslet::Linker).
 //!
 //! The worker (executor, warm pools, scheduler, code cache, HTTP API) grows
 //! here, on these pieces.

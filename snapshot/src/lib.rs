@@ -7,7 +7,7 @@
 //! later call can start from it in about a microsecond
 //! ([`Snapshot::restore`]) instead of instantiating and initialising
 //! again, and a warm instance goes back to it after a call
-//! ([`Snapshot::reset`]). [`format`] turns a snapshot into a versioned,
+//! ([`Snapshot::reset`]). [`format`](mod@format) turns a snapshot into a versioned,
 //! checksummed file bound to its module, so another process, on this host
 //! or another, can restore it ([`Snapshot::save`], [`Snapshot::load`]).
 //!

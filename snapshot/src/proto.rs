@@ -1,5 +1,5 @@
 //! [`Snapshot`]: an [`InstanceImage`] taken after initialisation, with the
-//! file I/O of [`format`](crate::format).
+//! file I/O of [`format`](mod@crate::format).
 
 use crate::format::{FormatError, MemoryRecord, SnapshotFile};
 use faaslet::{
@@ -124,7 +124,7 @@ impl Snapshot {
         self.image.reset(store, instance)
     }
 
-    /// Serialises the snapshot (see [`format`](crate::format)).
+    /// Serialises the snapshot (see [`format`](mod@crate::format)).
     pub fn to_bytes(&self) -> Result<Vec<u8>, SnapshotError> {
         let parts = self.image.to_parts()?;
         Ok(SnapshotFile {

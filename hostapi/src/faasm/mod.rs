@@ -9,7 +9,7 @@
 //! turns into a trap, so a hostile guest can never make the host touch
 //! memory outside its sandbox.
 //!
-//! State lives in a [`StateStore`] (the per-host [`LocalStateStore`] in this
+//! State lives in a [`StateStore`] (the per-host [`LocalStateStore`](faaslet_state::LocalStateStore) in this
 //! issue); chained calls go through a [`Chainer`] the engine provides.
 //!
 //! The `_ptr` calls (`__faasm_read_state_ptr`, `__faasm_read_state_offset_ptr`)
