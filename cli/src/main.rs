@@ -51,6 +51,11 @@ enum Command {
         /// Mount a host directory in the guest (repeatable).
         #[arg(long = "mount", value_name = "HOST:GUEST[:ro]")]
         mounts: Vec<String>,
+        /// Listen on ADDR and hand the socket to the guest as a preopened
+        /// listener (descriptors 3, 4, ... in order; repeatable), as
+        /// `wasmtime --tcplisten`.
+        #[arg(long = "tcplisten", value_name = "ADDR")]
+        tcplisten: Vec<String>,
         /// Directory of NAME.wasm files that chained calls name (default:
         /// the directory of FILE).
         #[arg(long, value_name = "DIR")]
@@ -189,6 +194,7 @@ fn main() -> ExitCode {
             input,
             input_file,
             mounts,
+            tcplisten,
             functions,
             conf,
             env,
@@ -201,6 +207,7 @@ fn main() -> ExitCode {
             input,
             input_file,
             mounts,
+            tcplisten,
             functions,
             conf,
             env,
@@ -409,6 +416,7 @@ struct RunArgs {
     input: Option<String>,
     input_file: Option<PathBuf>,
     mounts: Vec<String>,
+    tcplisten: Vec<String>,
     functions: Option<PathBuf>,
     conf: Vec<String>,
     env: Vec<String>,
@@ -454,6 +462,11 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
     config.args = a.args;
     for m in &a.mounts {
         config.mounts.push(parse_mount(m)?);
+    }
+    for addr in &a.tcplisten {
+        let l = std::net::TcpListener::bind(addr.as_str())
+            .map_err(|e| format!("--tcplisten {addr}: {e}"))?;
+        config.tcp_listeners.push(std::sync::Arc::new(l));
     }
     let mut flags = std::collections::HashMap::new();
     for c in &a.conf {

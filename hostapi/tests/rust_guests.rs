@@ -94,3 +94,55 @@ fn rust_panic_is_a_trap_not_a_host_fault() {
     assert!(o.trap.is_some());
     assert!(o.stderr.contains("guest panic"), "{o:?}");
 }
+
+#[test]
+fn rust_std_walks_and_removes_a_mounted_tree() {
+    let t = rtool_or_skip!();
+    let data = TempDir::new("rs-tree");
+    let d = data.path();
+    std::fs::create_dir_all(d.join("a/b")).unwrap();
+    std::fs::write(d.join("a/one.txt"), "1").unwrap();
+    std::fs::write(d.join("a/b/two.txt"), "22").unwrap();
+    std::fs::create_dir_all(d.join("victim/x/y")).unwrap();
+    std::fs::write(d.join("victim/x/y/z.bin"), [0u8; 300]).unwrap();
+    std::fs::write(d.join("victim/top"), "t").unwrap();
+    let o = run(
+        t,
+        WasiCtx::builder()
+            .args(["rtool", "tree", "/data"])
+            .mount(d, "/data", MountMode::ReadWrite),
+    );
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert_eq!(
+        o.stdout,
+        "a/\na/b/\na/b/two.txt 2\na/one.txt 1\nvictim/\nvictim/top 1\nvictim/x/\n\
+         victim/x/y/\nvictim/x/y/z.bin 300\nvictim exists false\n"
+    );
+    assert!(!d.join("victim").exists(), "removed on the host too");
+    assert!(d.join("a/b/two.txt").exists());
+}
+
+#[test]
+fn rust_std_serves_a_connection_on_a_handed_in_listener() {
+    use std::io::{Read, Write};
+    let t = rtool_or_skip!();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"hello over wasi").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut back = String::new();
+        s.read_to_string(&mut back).unwrap();
+        back
+    });
+    let o = run(
+        t,
+        WasiCtx::builder()
+            .args(["rtool", "serve"])
+            .tcp_listener(listener),
+    );
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert_eq!(o.stdout, "served 15 bytes\n");
+    assert_eq!(client.join().unwrap(), "HELLO OVER WASI");
+}

@@ -57,6 +57,10 @@ pub struct FaasletConfig {
     pub env: Vec<(String, String)>,
     /// Host directories mounted in the guest: (host, guest, mode).
     pub mounts: Vec<(PathBuf, String, MountMode)>,
+    /// Listening TCP sockets handed to the guest (descriptors 3, 4, ...,
+    /// before the mounts), as wasmtime's `--tcplisten`; each call gets its
+    /// own duplicate of each. Chained calls get none.
+    pub tcp_listeners: Vec<Arc<std::net::TcpListener>>,
     /// Where the guest's standard output goes.
     pub stdout: Output,
     /// Where the guest's standard error goes.
@@ -106,6 +110,7 @@ impl FaasletConfig {
             args: Vec::new(),
             env: Vec::new(),
             mounts: Vec::new(),
+            tcp_listeners: Vec::new(),
             stdout: Output::Inherit,
             stderr: Output::Inherit,
             conf_flags: Arc::new(HashMap::new()),
@@ -119,6 +124,7 @@ impl FaasletConfig {
         FaasletConfig {
             name: name.to_string(),
             args: Vec::new(),
+            tcp_listeners: Vec::new(),
             ..self.clone()
         }
     }
@@ -331,6 +337,15 @@ impl Faaslet {
             .stderr(c.stderr);
         for (k, v) in &c.env {
             b = b.env(k.clone(), v.clone());
+        }
+        for l in &c.tcp_listeners {
+            let dup = l.try_clone().map_err(|e| FaasletError::Io {
+                path: l
+                    .local_addr()
+                    .map_or_else(|_| "tcp listener".into(), |a| format!("tcp listener {a}")),
+                message: e.to_string(),
+            })?;
+            b = b.tcp_listener(dup);
         }
         for (host, guest, mode) in &c.mounts {
             b = b.mount(host.clone(), guest.clone(), *mode);

@@ -6,7 +6,9 @@
 //! side effect, so a call with a bad pointer does nothing but return
 //! [`Errno::Fault`].
 
-use super::ctx::{DirFd, Fd, FileFd, Input, InterruptProbe, Output, WasiCtx, WasiTrap};
+use super::ctx::{
+    DirFd, Fd, FileFd, Input, InterruptProbe, Output, Slot, SocketFd, WasiCtx, WasiTrap,
+};
 use super::fs::{self, c_path, open_beneath, split};
 use super::types::Errno;
 use super::types::{clockid, fdflags, filetype, fstflags, oflags, rights};
@@ -237,10 +239,11 @@ fn read_into(
     offset: Option<u64>,
 ) -> Result<usize, Errno> {
     if iov.is_empty() {
-        ctx.fd(fd)?;
+        ctx.fd_need(fd, rights::FD_READ)?;
         return Ok(0);
     }
-    match ctx.fd(fd)? {
+    let probe = ctx.interrupt.clone();
+    match ctx.fd_need(fd, rights::FD_READ)? {
         Fd::Stdin => {
             if offset.is_some() {
                 return Err(Errno::Spipe);
@@ -282,6 +285,17 @@ fn read_into(
                 }
             })
         }
+        Fd::Socket(sock) => {
+            if offset.is_some() {
+                return Err(Errno::Spipe);
+            }
+            let (raw, nonblock) = (sock.fd.as_raw_fd(), sock.nonblock);
+            // SAFETY: the iovecs point at checked guest ranges.
+            retry_blocking(raw, libc::POLLIN, probe.as_ref(), nonblock, || unsafe {
+                libc::readv(raw, iov.as_ptr(), iov.len() as i32)
+            })
+            .map_err(Blocked::errno)
+        }
         Fd::Dir(_) => Err(Errno::IsDir),
         _ => Err(Errno::Badf),
     }
@@ -293,7 +307,8 @@ fn write_from(
     iov: &[libc::iovec],
     offset: Option<u64>,
 ) -> Result<usize, Errno> {
-    let (out, buf, host) = match ctx.fd(fd)? {
+    let probe = ctx.interrupt.clone();
+    let (out, buf, host) = match ctx.fd_need(fd, rights::FD_WRITE)? {
         Fd::Stdout => (ctx.stdout, &mut ctx.stdout_buf, 1),
         Fd::Stderr => (ctx.stderr, &mut ctx.stderr_buf, 2),
         Fd::File(f) if f.write => {
@@ -308,6 +323,16 @@ fn write_from(
                     Some(o) => libc::pwritev(raw, iov.as_ptr(), iov.len() as i32, o as i64),
                 }
             });
+        }
+        Fd::Socket(sock) => {
+            if offset.is_some() {
+                return Err(Errno::Spipe);
+            }
+            let (raw, nonblock) = (sock.fd.as_raw_fd(), sock.nonblock);
+            return retry_blocking(raw, libc::POLLOUT, probe.as_ref(), nonblock, || {
+                send_iovs(raw, iov, 0).map_or(-1, |n| n as isize)
+            })
+            .map_err(Blocked::errno);
         }
         Fd::Dir(_) => return Err(Errno::IsDir),
         _ => return Err(Errno::Badf),
@@ -430,14 +455,14 @@ pub fn fd_pwrite(
     })())
 }
 
-fn seek(ctx: &mut WasiCtx, fd: u32, offset: i64, whence: u32) -> Result<u64, Errno> {
+fn seek(ctx: &mut WasiCtx, fd: u32, offset: i64, whence: u32, need: u64) -> Result<u64, Errno> {
     let whence = match whence {
         0 => libc::SEEK_SET,
         1 => libc::SEEK_CUR,
         2 => libc::SEEK_END,
         _ => return Err(Errno::Inval),
     };
-    match ctx.fd(fd)? {
+    match ctx.fd_need(fd, need)? {
         Fd::File(f) => {
             // SAFETY: plain syscall on an open descriptor.
             let r = unsafe { libc::lseek(f.file.as_raw_fd(), offset, whence) };
@@ -463,7 +488,14 @@ pub fn fd_seek(
 ) -> Result<Errno, WasiTrap> {
     done((|| {
         mem.range(out, 8)?;
-        let pos = seek(ctx, fd, offset, whence)?;
+        // The spec lets a seek that only reports the position (offset 0 from
+        // the current one) make do with `fd_tell`.
+        let need = if offset == 0 && whence == 1 {
+            rights::FD_TELL
+        } else {
+            rights::FD_SEEK
+        };
+        let pos = seek(ctx, fd, offset, whence, need)?;
         Ok(mem.write_u64(out, pos)?)
     })())
 }
@@ -477,7 +509,7 @@ pub fn fd_tell(
 ) -> Result<Errno, WasiTrap> {
     done((|| {
         mem.range(out, 8)?;
-        let pos = seek(ctx, fd, 0, 1)?;
+        let pos = seek(ctx, fd, 0, 1, rights::FD_TELL)?;
         Ok(mem.write_u64(out, pos)?)
     })())
 }
@@ -511,7 +543,12 @@ pub fn fd_renumber(
 }
 
 fn sync(ctx: &mut WasiCtx, fd: u32, data_only: bool) -> R {
-    let raw = match ctx.fd(fd)? {
+    let need = if data_only {
+        rights::FD_DATASYNC
+    } else {
+        rights::FD_SYNC
+    };
+    let raw = match ctx.fd_need(fd, need)? {
         Fd::File(f) => f.file.as_raw_fd(),
         Fd::Dir(d) => d.file.as_raw_fd(),
         _ => return Err(Errno::Inval),
@@ -560,7 +597,7 @@ pub fn fd_advise(
             5 => libc::POSIX_FADV_NOREUSE,
             _ => return Err(Errno::Inval),
         };
-        let Fd::File(f) = ctx.fd(fd)? else {
+        let Fd::File(f) = ctx.fd_need(fd, rights::FD_ADVISE)? else {
             return Err(Errno::Badf);
         };
         // SAFETY: plain syscall on an open descriptor.
@@ -581,7 +618,7 @@ pub fn fd_allocate(
     len: u64,
 ) -> Result<Errno, WasiTrap> {
     done((|| {
-        let Fd::File(f) = ctx.fd(fd)? else {
+        let Fd::File(f) = ctx.fd_need(fd, rights::FD_ALLOCATE)? else {
             return Err(Errno::Badf);
         };
         if !f.write {
@@ -625,7 +662,9 @@ pub fn fd_fdstat_get(
 ) -> Result<Errno, WasiTrap> {
     done((|| {
         mem.range(out, 24)?;
-        let (ty, flags, base, inh) = match ctx.fd(fd)? {
+        let slot = ctx.slot(fd)?;
+        let (held, held_inh) = (slot.base, slot.inheriting);
+        let (ty, flags, base, inh) = match &slot.fd {
             Fd::Stdin => {
                 let inherit = ctx.stdin == Input::Inherit;
                 let r = stdio_rights(rights::ALL & !rights::WRITE, inherit, 0);
@@ -641,7 +680,11 @@ pub fn fd_fdstat_get(
                 let r = stdio_rights(rights::ALL & !rights::READ, inherit, 2);
                 (stdio_type(), fdflags::APPEND, r, 0)
             }
-            Fd::Dir(_) => (filetype::DIRECTORY, 0, rights::ALL, rights::ALL),
+            Fd::Dir(_) => (filetype::DIRECTORY, 0, held, held_inh),
+            Fd::Listener(s) | Fd::Socket(s) => {
+                let flags = if s.nonblock { fdflags::NONBLOCK } else { 0 };
+                (filetype::SOCKET_STREAM, flags, held, held_inh)
+            }
             Fd::File(f) => {
                 let st = fs::fstat(f.file.as_raw_fd())?;
                 // SAFETY: plain syscall on an open descriptor.
@@ -658,16 +701,12 @@ pub fn fd_fdstat_get(
                 } else if fl & libc::O_DSYNC != 0 {
                     flags |= fdflags::DSYNC;
                 }
-                let mut r = rights::ALL;
-                if !f.read {
-                    r &= !rights::READ;
-                }
-                if !f.write {
-                    r &= !rights::WRITE;
-                }
-                (fs::filetype_of(st.st_mode), flags, r, 0)
+                (fs::filetype_of(st.st_mode), flags, held, held_inh)
             }
         };
+        // Stdio rights depend on what the stream is (a terminal cannot
+        // seek); never more than the guest still holds.
+        let (base, inh) = (base & held, inh & held_inh);
         let mut b = [0u8; 24];
         b[0] = ty;
         b[2..4].copy_from_slice(&flags.to_le_bytes());
@@ -686,8 +725,19 @@ pub fn fd_fdstat_set_flags(
 ) -> Result<Errno, WasiTrap> {
     done((|| {
         let flags = flags as u16;
-        let Fd::File(f) = ctx.fd(fd)? else {
-            return Err(Errno::Badf);
+        let raw = match ctx.fd_need(fd, rights::FD_FDSTAT_SET_FLAGS)? {
+            Fd::File(f) => f.file.as_raw_fd(),
+            // A socket's host descriptor stays non-blocking; the guest's
+            // choice is kept beside it.
+            Fd::Listener(s) | Fd::Socket(s) if flags & fdflags::APPEND == 0 => {
+                if flags & !fdflags::NONBLOCK != 0 {
+                    return Err(Errno::NotSup);
+                }
+                s.nonblock = flags & fdflags::NONBLOCK != 0;
+                return Ok(());
+            }
+            Fd::Listener(_) | Fd::Socket(_) => return Err(Errno::Inval),
+            _ => return Err(Errno::Badf),
         };
         if flags & !(fdflags::APPEND | fdflags::NONBLOCK) != 0 {
             return Err(Errno::NotSup);
@@ -700,21 +750,30 @@ pub fn fd_fdstat_set_flags(
             fl |= libc::O_NONBLOCK;
         }
         // SAFETY: plain syscall on an open descriptor.
-        let r = unsafe { libc::fcntl(f.file.as_raw_fd(), libc::F_SETFL, fl) };
+        let r = unsafe { libc::fcntl(raw, libc::F_SETFL, fl) };
         check_ret(r as isize).map(|_| ())
     })())
 }
 
-/// `fd_fdstat_set_rights(fd, base, inheriting)`: accepted, not enforced
-/// beyond the open mode (as in current wasmtime).
+/// `fd_fdstat_set_rights(fd, base, inheriting)`: rights only shrink; asking
+/// for one the descriptor does not hold is `ENOTCAPABLE`. Later calls that
+/// need a dropped right fail with `ENOTCAPABLE`.
 pub fn fd_fdstat_set_rights(
     ctx: &mut WasiCtx,
     _mem: &mut GuestMemory<'_>,
     fd: u32,
-    _base: u64,
-    _inh: u64,
+    base: u64,
+    inh: u64,
 ) -> Result<Errno, WasiTrap> {
-    done(ctx.fd(fd).map(|_| ()))
+    done((|| {
+        let slot = ctx.slot(fd)?;
+        if base & !slot.base != 0 || inh & !slot.inheriting != 0 {
+            return Err(Errno::NotCapable);
+        }
+        slot.base = base;
+        slot.inheriting = inh;
+        Ok(())
+    })())
 }
 
 /// `fd_filestat_get(fd, filestat_out)`.
@@ -726,7 +785,7 @@ pub fn fd_filestat_get(
 ) -> Result<Errno, WasiTrap> {
     done((|| {
         mem.range(out, 64)?;
-        let b = match ctx.fd(fd)?.raw() {
+        let b = match ctx.fd_need(fd, rights::FD_FILESTAT_GET)?.raw() {
             Some(raw) => fs::filestat_bytes(&fs::fstat(raw)?),
             None => {
                 let mut b = [0u8; 64];
@@ -746,7 +805,7 @@ pub fn fd_filestat_set_size(
     size: u64,
 ) -> Result<Errno, WasiTrap> {
     done((|| {
-        let Fd::File(f) = ctx.fd(fd)? else {
+        let Fd::File(f) = ctx.fd_need(fd, rights::FD_FILESTAT_SET_SIZE)? else {
             return Err(Errno::Badf);
         };
         if !f.write {
@@ -797,7 +856,7 @@ pub fn fd_filestat_set_times(
 ) -> Result<Errno, WasiTrap> {
     done((|| {
         let ts = times(atim, mtim, fst)?;
-        let raw = match ctx.fd(fd)? {
+        let raw = match ctx.fd_need(fd, rights::FD_FILESTAT_SET_TIMES)? {
             Fd::File(f) if f.mount_writable => f.file.as_raw_fd(),
             Fd::Dir(d) if d.writable => d.file.as_raw_fd(),
             Fd::File(_) | Fd::Dir(_) => return Err(Errno::Rofs),
@@ -869,7 +928,7 @@ pub fn fd_readdir(
     done((|| {
         mem.range(used, 4)?;
         let out = mem.range(buf, buf_len as u64)?;
-        let Fd::Dir(d) = ctx.fd(fd)? else {
+        let Fd::Dir(d) = ctx.fd_need(fd, rights::FD_READDIR)? else {
             return Err(Errno::NotDir);
         };
         if cookie == 0 || d.entries.is_empty() {
@@ -902,8 +961,10 @@ pub fn fd_readdir(
 // ---------------------------------------------------------------- paths
 
 /// The directory `fd` and whether its mount is writable.
-fn dir_of(ctx: &mut WasiCtx, fd: u32) -> Result<(i32, bool), Errno> {
-    match ctx.fd(fd)? {
+/// Directory `fd` (its descriptor and whether its mount is writable), if it
+/// holds the rights in `need`.
+fn dir_of(ctx: &mut WasiCtx, fd: u32, need: u64) -> Result<(i32, bool), Errno> {
+    match ctx.fd_need(fd, need)? {
         Fd::Dir(d) => Ok((d.file.as_raw_fd(), d.writable)),
         _ => Err(Errno::NotDir),
     }
@@ -934,11 +995,30 @@ pub fn path_open(
 ) -> Result<Errno, WasiTrap> {
     done((|| {
         mem.range(fd_out, 4)?;
-        let (dir, writable) = dir_of(ctx, fd)?;
-        let p = c_path(path(mem, path_ptr, path_len)?)?;
         let (oflags, fdfl) = (oflags as u16, fdflags as u16);
-        let read = rights_base & rights::READ != 0;
-        let write = rights_base & rights::WRITE != 0 || fdfl & fdflags::APPEND != 0;
+        let mut need = rights::PATH_OPEN;
+        if oflags & oflags::CREAT != 0 {
+            need |= rights::PATH_CREATE_FILE;
+        }
+        if oflags & oflags::TRUNC != 0 {
+            need |= rights::PATH_FILESTAT_SET_SIZE;
+        }
+        let (dir, writable) = dir_of(ctx, fd, need)?;
+        // The rights asked for choose the open mode (reading, writing). The
+        // new descriptor then holds every right of its kind that the
+        // directory passes on, as wasmtime grants them: programs ask for
+        // rights loosely (wasi-libc asks for everything), and a right a
+        // guest never asked for is no capability it lacks. What a directory
+        // does not pass on (its inheriting rights, which only shrink) is
+        // never granted; asking for it is not an error.
+        let parent_inh = ctx.slot(fd)?.inheriting;
+        let want = rights_base & parent_inh;
+        let p = c_path(path(mem, path_ptr, path_len)?)?;
+        let want_dir = oflags & oflags::DIRECTORY != 0;
+        // A directory is opened read-only whatever rights were asked for:
+        // the rights that need write access do not apply to directories.
+        let read = want & rights::READ != 0;
+        let write = !want_dir && (want & rights::WRITE != 0 || fdfl & fdflags::APPEND != 0);
         if (write || oflags & (oflags::CREAT | oflags::TRUNC) != 0) && !writable {
             return Err(Errno::Rofs);
         }
@@ -974,24 +1054,52 @@ pub fn path_open(
         if dirflags & SYMLINK_FOLLOW == 0 {
             flags |= libc::O_NOFOLLOW;
         }
-        let file = open_beneath(dir, &p, flags, 0o666)?;
-        let st = fs::fstat(file.as_raw_fd())?;
-        let entry = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-            Fd::Dir(DirFd {
-                file,
-                writable,
-                preopen: None,
-                entries: Vec::new(),
-            })
-        } else {
-            Fd::File(FileFd {
-                file,
-                read: !write || read,
-                write,
-                mount_writable: writable,
-            })
+        let creates = oflags & (oflags::CREAT | oflags::TRUNC) != 0;
+        let file = match open_beneath(dir, &p, flags, 0o666) {
+            // Write rights on a path that turns out to be a directory: open
+            // it as the directory it is (Linux refuses O_WRONLY/O_RDWR).
+            Err(Errno::IsDir) if write && !creates => {
+                let ro = (flags & !(libc::O_WRONLY | libc::O_RDWR | libc::O_APPEND))
+                    | libc::O_RDONLY
+                    | libc::O_DIRECTORY;
+                open_beneath(dir, &p, ro, 0)?
+            }
+            r => r?,
         };
-        let new = ctx.insert(entry)?;
+        let st = fs::fstat(file.as_raw_fd())?;
+        let slot = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            Slot {
+                fd: Fd::Dir(DirFd {
+                    file,
+                    writable,
+                    preopen: None,
+                    entries: Vec::new(),
+                }),
+                base: parent_inh & rights::DIRECTORY,
+                inheriting: parent_inh,
+            }
+        } else {
+            // Asking for neither reading nor writing opens read-only.
+            let read = !write || read;
+            let mut base = parent_inh & rights::FILE;
+            if !read {
+                base &= !rights::READ;
+            }
+            if !write {
+                base &= !rights::WRITE;
+            }
+            Slot {
+                fd: Fd::File(FileFd {
+                    file,
+                    read,
+                    write,
+                    mount_writable: writable,
+                }),
+                base,
+                inheriting: 0,
+            }
+        };
+        let new = ctx.insert_slot(slot)?;
         Ok(mem.write_u32(fd_out, new)?)
     })())
 }
@@ -1008,7 +1116,7 @@ pub fn path_filestat_get(
 ) -> Result<Errno, WasiTrap> {
     done((|| {
         mem.range(out, 64)?;
-        let (dir, _) = dir_of(ctx, fd)?;
+        let (dir, _) = dir_of(ctx, fd, rights::PATH_FILESTAT_GET)?;
         let p = c_path(path(mem, path_ptr, path_len)?)?;
         let mut fl = libc::O_PATH;
         if flags & SYMLINK_FOLLOW == 0 {
@@ -1034,7 +1142,7 @@ pub fn path_filestat_set_times(
     fst: u32,
 ) -> Result<Errno, WasiTrap> {
     done((|| {
-        let (dir, writable) = dir_of(ctx, fd)?;
+        let (dir, writable) = dir_of(ctx, fd, rights::PATH_FILESTAT_SET_TIMES)?;
         let p = path(mem, path_ptr, path_len)?;
         if !writable {
             return Err(Errno::Rofs);
@@ -1071,7 +1179,7 @@ pub fn path_filestat_set_times(
 }
 
 fn writable_dir(ctx: &mut WasiCtx, fd: u32) -> Result<i32, Errno> {
-    let (dir, writable) = dir_of(ctx, fd)?;
+    let (dir, writable) = dir_of(ctx, fd, 0)?;
     if !writable {
         return Err(Errno::Rofs);
     }
@@ -1087,7 +1195,7 @@ pub fn path_create_directory(
     path_len: u32,
 ) -> Result<Errno, WasiTrap> {
     done((|| {
-        let dir = dir_of(ctx, fd)?.0;
+        let dir = dir_of(ctx, fd, rights::PATH_CREATE_DIRECTORY)?.0;
         let p = path(mem, path_ptr, path_len)?;
         let s = split(dir, p, Errno::Exist)?;
         writable_dir(ctx, fd)?;
@@ -1105,7 +1213,16 @@ fn unlink(
     path_len: u32,
     dir_flag: i32,
 ) -> R {
-    let dir = dir_of(ctx, fd)?.0;
+    let dir = dir_of(
+        ctx,
+        fd,
+        if dir_flag != 0 {
+            rights::PATH_REMOVE_DIRECTORY
+        } else {
+            rights::PATH_UNLINK_FILE
+        },
+    )?
+    .0;
     let p = path(mem, path_ptr, path_len)?;
     let s = split(
         dir,
@@ -1157,8 +1274,8 @@ pub fn path_rename(
     new_len: u32,
 ) -> Result<Errno, WasiTrap> {
     done((|| {
-        let d1 = dir_of(ctx, fd)?.0;
-        let d2 = dir_of(ctx, new_fd)?.0;
+        let d1 = dir_of(ctx, fd, rights::PATH_RENAME_SOURCE)?.0;
+        let d2 = dir_of(ctx, new_fd, rights::PATH_RENAME_TARGET)?.0;
         let a = split(d1, path(mem, old, old_len)?, Errno::Busy)?;
         let b = split(d2, path(mem, new, new_len)?, Errno::Busy)?;
         writable_dir(ctx, fd)?;
@@ -1190,8 +1307,8 @@ pub fn path_link(
     new_len: u32,
 ) -> Result<Errno, WasiTrap> {
     done((|| {
-        let d1 = dir_of(ctx, fd)?.0;
-        let d2 = dir_of(ctx, new_fd)?.0;
+        let d1 = dir_of(ctx, fd, rights::PATH_LINK_SOURCE)?.0;
+        let d2 = dir_of(ctx, new_fd, rights::PATH_LINK_TARGET)?.0;
         let a = split(d1, path(mem, old, old_len)?, Errno::Perm)?;
         let b = split(d2, path(mem, new, new_len)?, Errno::Exist)?;
         writable_dir(ctx, new_fd)?;
@@ -1238,7 +1355,7 @@ pub fn path_symlink(
     new_len: u32,
 ) -> Result<Errno, WasiTrap> {
     done((|| {
-        let dir = dir_of(ctx, fd)?.0;
+        let dir = dir_of(ctx, fd, rights::PATH_SYMLINK)?.0;
         let target = c_path(path(mem, old, old_len)?)?;
         if target.to_bytes().first() == Some(&b'/') {
             return Err(Errno::Perm);
@@ -1266,7 +1383,7 @@ pub fn path_readlink(
 ) -> Result<Errno, WasiTrap> {
     done((|| {
         mem.range(used, 4)?;
-        let dir = dir_of(ctx, fd)?.0;
+        let dir = dir_of(ctx, fd, rights::PATH_READLINK)?.0;
         let s = split(dir, path(mem, path_ptr, path_len)?, Errno::Inval)?;
         let dst = mem.slice_mut(buf, buf_len)?;
         // SAFETY: `dst` is a writable buffer of dst.len() bytes.
@@ -1350,28 +1467,42 @@ fn write_event(
 }
 
 /// Readiness of an fd subscription now: None if it must wait (host stdin).
-fn fd_ready(ctx: &mut WasiCtx, s: &Sub) -> Option<(Errno, u64, bool)> {
+/// Whether an fd subscription is ready now (error, bytes available, hang
+/// up), or which host descriptor to poll for it.
+enum Readiness {
+    Now(Errno, u64, bool),
+    Host(i32, i16),
+}
+
+fn fd_ready(ctx: &mut WasiCtx, s: &Sub) -> Readiness {
     let read = s.tag == 1;
-    match ctx.fd(s.fd) {
-        Err(e) => Some((e, 0, false)),
+    let events = if read { libc::POLLIN } else { libc::POLLOUT };
+    match ctx.fd_need(s.fd, rights::POLL_FD_READWRITE) {
+        Err(e) => Readiness::Now(e, 0, false),
         Ok(Fd::Stdin) if read => match &ctx.stdin {
-            Input::Empty => Some((Errno::Success, 0, true)),
+            Input::Empty => Readiness::Now(Errno::Success, 0, true),
             Input::Bytes(b) => {
                 let left = (b.len() - ctx.stdin_pos) as u64;
-                Some((Errno::Success, left, left == 0))
+                Readiness::Now(Errno::Success, left, left == 0)
             }
-            Input::Inherit => None,
+            Input::Inherit => Readiness::Host(0, events),
         },
-        Ok(Fd::Stdout | Fd::Stderr) if !read => Some((Errno::Success, 0, false)),
-        Ok(Fd::Stdin | Fd::Stdout | Fd::Stderr) => Some((Errno::Badf, 0, false)),
-        Ok(Fd::File(_)) => Some((Errno::Success, 0, false)),
-        Ok(Fd::Dir(_)) => Some((Errno::Badf, 0, false)),
+        Ok(Fd::Stdout | Fd::Stderr) if !read => Readiness::Now(Errno::Success, 0, false),
+        Ok(Fd::Stdin | Fd::Stdout | Fd::Stderr) => Readiness::Now(Errno::Badf, 0, false),
+        Ok(Fd::File(_)) => Readiness::Now(Errno::Success, 0, false),
+        Ok(Fd::Dir(_)) => Readiness::Now(Errno::Badf, 0, false),
+        Ok(Fd::Listener(sock) | Fd::Socket(sock)) => Readiness::Host(sock.fd.as_raw_fd(), events),
     }
 }
 
+/// Most fd subscriptions of one `poll_oneoff` that wait on host
+/// descriptors (sockets, host stdin); more is `EINVAL`, so a guest cannot
+/// make the host allocate without bound.
+const MAX_POLLED_FDS: usize = 1024;
+
 /// `poll_oneoff(in, out, nsubscriptions, nevents_out)`: clock and fd
-/// subscriptions. Files and buffered stdio are always ready; host stdin is
-/// polled; otherwise the call sleeps until the earliest clock.
+/// subscriptions. Files and buffered stdio are always ready; host stdin and
+/// sockets are polled; otherwise the call sleeps until the earliest clock.
 pub fn poll_oneoff(
     ctx: &mut WasiCtx,
     mem: &mut GuestMemory<'_>,
@@ -1392,7 +1523,8 @@ pub fn poll_oneoff(
         let (rt, mono) = (now(libc::CLOCK_REALTIME), now(libc::CLOCK_MONOTONIC));
         let mut count = 0u32;
         let mut min_clock: Option<u64> = None;
-        let mut poll_stdin = false;
+        // (subscription index, what to poll).
+        let mut polled: Vec<(u32, libc::pollfd)> = Vec::new();
         for i in 0..n {
             let s = read_sub(mem, subs + i * SUB_SIZE as u32, rt, mono)?;
             let ready = if let Some(e) = s.clock_err {
@@ -1405,9 +1537,23 @@ pub fn poll_oneoff(
                     None
                 }
             } else {
-                let r = fd_ready(ctx, &s);
-                poll_stdin |= r.is_none();
-                r
+                match fd_ready(ctx, &s) {
+                    Readiness::Now(e, nb, hup) => Some((e, nb, hup)),
+                    Readiness::Host(fd, ev) => {
+                        if polled.len() >= MAX_POLLED_FDS {
+                            return Err(Errno::Inval);
+                        }
+                        polled.push((
+                            i,
+                            libc::pollfd {
+                                fd,
+                                events: ev,
+                                revents: 0,
+                            },
+                        ));
+                        None
+                    }
+                }
             };
             if let Some((e, nb, hup)) = ready {
                 write_event(mem, events + count * EVENT_SIZE as u32, &s, e, nb, hup)?;
@@ -1415,16 +1561,12 @@ pub fn poll_oneoff(
             }
         }
         if count == 0 {
-            let mut stdin_ready = false;
-            if poll_stdin {
+            let mut fds: Vec<libc::pollfd> = polled.iter().map(|p| p.1).collect();
+            let mut any_ready = false;
+            if !fds.is_empty() {
                 let timeout = match min_clock {
                     None => -1,
                     Some(ns) => ns.div_ceil(1_000_000).min(i32::MAX as u64) as i32,
-                };
-                let mut p = libc::pollfd {
-                    fd: 0,
-                    events: libc::POLLIN,
-                    revents: 0,
                 };
                 // With a probe, poll in slices so an interruption is seen.
                 let start = now(libc::CLOCK_MONOTONIC);
@@ -1437,10 +1579,11 @@ pub fn poll_oneoff(
                             (t as u64).saturating_sub(spent).min(POLL_SLICE_MS as u64) as i32
                         }
                     };
-                    // SAFETY: one valid pollfd.
-                    let r = unsafe { libc::poll(&mut p, 1, slice) };
-                    stdin_ready = r > 0;
-                    if stdin_ready || slice == timeout || slice == 0 {
+                    // SAFETY: `fds` is a live array of `fds.len()` pollfds.
+                    let r =
+                        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, slice) };
+                    any_ready = r > 0;
+                    if any_ready || slice == timeout || slice == 0 {
                         break;
                     }
                     if probe.as_ref().is_some_and(|f| f()) {
@@ -1457,10 +1600,17 @@ pub fn poll_oneoff(
             let slept = now(libc::CLOCK_MONOTONIC).saturating_sub(mono);
             for i in 0..n {
                 let s = read_sub(mem, subs + i * SUB_SIZE as u32, rt, mono)?;
-                let fire = if s.tag == 0 {
-                    s.clock_rel <= slept || (!stdin_ready && Some(s.clock_rel) == min_clock)
+                let (fire, hup) = if s.tag == 0 {
+                    let f = s.clock_rel <= slept || (!any_ready && Some(s.clock_rel) == min_clock);
+                    (f, false)
                 } else {
-                    stdin_ready
+                    match polled.iter().position(|p| p.0 == i) {
+                        Some(k) => {
+                            let rev = fds[k].revents;
+                            (rev != 0, rev & libc::POLLHUP != 0)
+                        }
+                        None => (false, false),
+                    }
                 };
                 if fire {
                     write_event(
@@ -1469,7 +1619,7 @@ pub fn poll_oneoff(
                         &s,
                         Errno::Success,
                         0,
-                        false,
+                        hup,
                     )?;
                     count += 1;
                 }
@@ -1534,59 +1684,285 @@ pub fn sched_yield(_ctx: &mut WasiCtx, _mem: &mut GuestMemory<'_>) -> Result<Err
 }
 
 // ---------------------------------------------------------------- sockets
+//
+// Sockets come from the host (`WasiCtxBuilder::tcp_listener`, as
+// wasmtime's `--tcplisten`): the guest accepts connections on them and
+// serves each one. Every other descriptor is `ENOTSOCK` to the `sock_*`
+// calls. Blocking waits (accept, receive, send) poll in slices so the
+// call's deadline still ends them.
 
-fn no_sockets(ctx: &mut WasiCtx, fd: u32) -> Result<Errno, WasiTrap> {
-    Ok(match ctx.fd(fd) {
-        Err(e) => e,
-        Ok(_) => Errno::NotSup,
-    })
+/// `riflags` of `sock_recv`.
+const RECV_PEEK: u16 = 1;
+const RECV_WAITALL: u16 = 2;
+/// `roflags` of `sock_recv`: the data was truncated (datagrams only).
+const RECV_DATA_TRUNCATED: u16 = 1;
+/// `sdflags` of `sock_shutdown`.
+const SHUT_RD: u32 = 1;
+const SHUT_WR: u32 = 2;
+/// `fdflags::NONBLOCK` as the `flags` of `sock_accept`.
+const ACCEPT_NONBLOCK: u16 = fdflags::NONBLOCK;
+
+/// How a blocking socket call failed: an errno for the guest, or the
+/// call's deadline passed while it waited.
+enum Blocked {
+    E(Errno),
+    Interrupted,
 }
 
-/// `sock_accept(fd, flags, fd_out)`: sockets are not supported yet.
+impl Blocked {
+    /// For calls that can only answer an errno: an interrupted wait is
+    /// `EINTR` (the deadline then stops the guest at its next check).
+    fn errno(self) -> Errno {
+        match self {
+            Blocked::E(e) => e,
+            Blocked::Interrupted => Errno::Intr,
+        }
+    }
+}
+
+impl<T: Into<Errno>> From<T> for Blocked {
+    fn from(e: T) -> Blocked {
+        Blocked::E(e.into())
+    }
+}
+
+/// Waits until `fd` is ready for `events`, asking `probe` every few
+/// milliseconds; `Err(true)` if the call was interrupted.
+fn wait_ready(fd: i32, events: i16, probe: Option<&InterruptProbe>) -> Result<(), bool> {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    loop {
+        let slice = if probe.is_some() { POLL_SLICE_MS } else { -1 };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, slice) };
+        if r > 0 {
+            return Ok(());
+        }
+        if r < 0 && Errno::last() != Errno::Intr {
+            return Err(false);
+        }
+        if probe.is_some_and(|f| f()) {
+            return Err(true);
+        }
+    }
+}
+
+/// Runs `op` (a syscall on a non-blocking host descriptor) until it does
+/// not report `EAGAIN`, waiting for `events` between tries, unless the
+/// guest asked for non-blocking I/O (`nonblock`: one try).
+fn retry_blocking(
+    fd: i32,
+    events: i16,
+    probe: Option<&InterruptProbe>,
+    nonblock: bool,
+    mut op: impl FnMut() -> isize,
+) -> Result<usize, Blocked> {
+    let guest_nonblocking = nonblock;
+    loop {
+        let r = op();
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+        let e = Errno::last();
+        if e != Errno::Again || guest_nonblocking {
+            return Err(Blocked::E(e));
+        }
+        match wait_ready(fd, events, probe) {
+            Ok(()) => {}
+            Err(true) => return Err(Blocked::Interrupted),
+            Err(false) => return Err(Blocked::E(Errno::last())),
+        }
+    }
+}
+
+/// `sendmsg` of `iov` with `MSG_NOSIGNAL` (a peer that went away is `EPIPE`,
+/// never a signal that kills the host).
+fn send_iovs(fd: i32, iov: &[libc::iovec], flags: i32) -> Result<usize, Errno> {
+    if iov.is_empty() {
+        return Ok(0);
+    }
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = iov.len();
+    // SAFETY: the header points at `iov`, whose entries point at checked
+    // guest ranges; no control data.
+    check_ret(unsafe { libc::sendmsg(fd, &msg, flags | libc::MSG_NOSIGNAL) })
+}
+
+/// The socket behind `fd`: `ENOTSOCK` for anything else.
+fn socket_of(ctx: &mut WasiCtx, fd: u32, need: u64) -> Result<(i32, bool), Errno> {
+    match ctx.fd_need(fd, need)? {
+        Fd::Socket(s) => Ok((s.fd.as_raw_fd(), s.nonblock)),
+        Fd::Listener(_) => Err(Errno::NotConn),
+        _ => Err(Errno::NotSock),
+    }
+}
+
+/// Maps `Err(Blocked::Interrupted)` (interrupted) to the trap that ends the call.
+fn sock_done(r: Result<(), Blocked>) -> Result<Errno, WasiTrap> {
+    match r {
+        Ok(()) => Ok(Errno::Success),
+        Err(Blocked::E(e)) => Ok(e),
+        Err(Blocked::Interrupted) => Err(WasiTrap::Interrupted),
+    }
+}
+
+/// `sock_accept(fd, flags, fd_out)`: accepts a connection on a listener the
+/// host handed in. Blocks (interruptibly) unless the listener or `flags`
+/// ask for non-blocking; the new descriptor is non-blocking if `flags` say
+/// so.
 pub fn sock_accept(
     ctx: &mut WasiCtx,
-    _mem: &mut GuestMemory<'_>,
+    mem: &mut GuestMemory<'_>,
     fd: u32,
-    _flags: u32,
-    _out: u32,
+    flags: u32,
+    out: u32,
 ) -> Result<Errno, WasiTrap> {
-    no_sockets(ctx, fd)
+    let probe = ctx.interrupt.clone();
+    sock_done((|| {
+        mem.range(out, 4)?;
+        if flags as u16 & !ACCEPT_NONBLOCK != 0 {
+            return Err(Blocked::E(Errno::Inval));
+        }
+        let (lfd, listener_nonblock) = match ctx.fd_need(fd, rights::SOCK_ACCEPT)? {
+            Fd::Listener(l) => (l.fd.as_raw_fd(), l.nonblock),
+            Fd::Socket(_) => return Err(Blocked::E(Errno::Inval)),
+            _ => return Err(Blocked::E(Errno::NotSock)),
+        };
+        let fl = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+        let nonblock = flags as u16 & ACCEPT_NONBLOCK != 0;
+        let once = nonblock || listener_nonblock;
+        let raw = retry_blocking(lfd, libc::POLLIN, probe.as_ref(), once, || {
+            // SAFETY: plain syscall on an open listening socket; no address
+            // is asked for.
+            unsafe { libc::accept4(lfd, std::ptr::null_mut(), std::ptr::null_mut(), fl) as isize }
+        })? as i32;
+        // SAFETY: accept4 returned a new descriptor that nothing else owns.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+        let new = ctx.insert(Fd::Socket(SocketFd { fd, nonblock }))?;
+        mem.write_u32(out, new)?;
+        Ok(())
+    })())
 }
 
-/// `sock_recv(...)`: sockets are not supported yet.
+/// `sock_recv(fd, ri_data, ri_data_len, ri_flags, ro_datalen_out,
+/// ro_flags_out)`: receives into the guest's iovecs (`RECV_PEEK`,
+/// `RECV_WAITALL` honoured).
 #[allow(clippy::too_many_arguments)]
 pub fn sock_recv(
     ctx: &mut WasiCtx,
-    _mem: &mut GuestMemory<'_>,
+    mem: &mut GuestMemory<'_>,
     fd: u32,
-    _ri: u32,
-    _ri_len: u32,
-    _flags: u32,
-    _len_out: u32,
-    _flags_out: u32,
+    ri: u32,
+    ri_len: u32,
+    flags: u32,
+    len_out: u32,
+    flags_out: u32,
 ) -> Result<Errno, WasiTrap> {
-    no_sockets(ctx, fd)
+    let probe = ctx.interrupt.clone();
+    sock_done((|| {
+        mem.range(len_out, 4)?;
+        mem.range(flags_out, 2)?;
+        let flags = flags as u16;
+        if flags & !(RECV_PEEK | RECV_WAITALL) != 0 {
+            return Err(Blocked::E(Errno::Inval));
+        }
+        let (raw, nonblock) = socket_of(ctx, fd, rights::FD_READ)?;
+        let mut host_flags = 0;
+        if flags & RECV_PEEK != 0 {
+            host_flags |= libc::MSG_PEEK;
+        }
+        if flags & RECV_WAITALL != 0 {
+            host_flags |= libc::MSG_WAITALL;
+        }
+        let mut iov = std::mem::take(&mut ctx.iov_scratch);
+        let r = host_iovs(&mut iov, mem, ri, ri_len)
+            .map_err(Blocked::E)
+            .and_then(|()| {
+                if iov.is_empty() {
+                    return Ok(0);
+                }
+                retry_blocking(raw, libc::POLLIN, probe.as_ref(), nonblock, || {
+                    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+                    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+                    msg.msg_iov = iov.as_mut_ptr();
+                    msg.msg_iovlen = iov.len();
+                    // SAFETY: the iovecs point at checked guest ranges; no control data.
+                    unsafe { libc::recvmsg(raw, &mut msg, host_flags | libc::MSG_DONTWAIT) }
+                })
+            });
+        iov.clear();
+        ctx.iov_scratch = iov;
+        let n = r?;
+        mem.write_u32(len_out, n as u32)?;
+        mem.write_bytes(flags_out, &0u16.to_le_bytes())?;
+        let _ = RECV_DATA_TRUNCATED; // stream sockets never truncate
+        Ok(())
+    })())
 }
 
-/// `sock_send(...)`: sockets are not supported yet.
+/// `sock_send(fd, si_data, si_data_len, si_flags, so_datalen_out)`: sends
+/// the guest's iovecs (no flags are defined).
 pub fn sock_send(
     ctx: &mut WasiCtx,
-    _mem: &mut GuestMemory<'_>,
+    mem: &mut GuestMemory<'_>,
     fd: u32,
-    _si: u32,
-    _si_len: u32,
-    _flags: u32,
-    _len_out: u32,
+    si: u32,
+    si_len: u32,
+    flags: u32,
+    len_out: u32,
 ) -> Result<Errno, WasiTrap> {
-    no_sockets(ctx, fd)
+    let probe = ctx.interrupt.clone();
+    sock_done((|| {
+        mem.range(len_out, 4)?;
+        if flags != 0 {
+            return Err(Blocked::E(Errno::Inval));
+        }
+        let (raw, nonblock) = socket_of(ctx, fd, rights::FD_WRITE)?;
+        let mut iov = std::mem::take(&mut ctx.iov_scratch);
+        let r = host_iovs(&mut iov, mem, si, si_len)
+            .map_err(Blocked::E)
+            .and_then(|()| {
+                retry_blocking(
+                    raw,
+                    libc::POLLOUT,
+                    probe.as_ref(),
+                    nonblock,
+                    || match send_iovs(raw, &iov, libc::MSG_DONTWAIT) {
+                        Ok(n) => n as isize,
+                        Err(_) => -1,
+                    },
+                )
+            });
+        iov.clear();
+        ctx.iov_scratch = iov;
+        let n = r?;
+        mem.write_u32(len_out, n as u32)?;
+        Ok(())
+    })())
 }
 
-/// `sock_shutdown(fd, how)`: sockets are not supported yet.
+/// `sock_shutdown(fd, how)`: shuts down the read side, the write side, or
+/// both.
 pub fn sock_shutdown(
     ctx: &mut WasiCtx,
     _mem: &mut GuestMemory<'_>,
     fd: u32,
-    _how: u32,
+    how: u32,
 ) -> Result<Errno, WasiTrap> {
-    no_sockets(ctx, fd)
+    done((|| {
+        let how = match how {
+            SHUT_RD => libc::SHUT_RD,
+            SHUT_WR => libc::SHUT_WR,
+            h if h == SHUT_RD | SHUT_WR => libc::SHUT_RDWR,
+            _ => return Err(Errno::Inval),
+        };
+        let (raw, _) = socket_of(ctx, fd, rights::SOCK_SHUTDOWN)?;
+        // SAFETY: plain syscall on an open socket.
+        check_ret(unsafe { libc::shutdown(raw, how) } as isize).map(|_| ())
+    })())
 }

@@ -2,7 +2,7 @@
 //! descriptor table, mounts), its builder, and the errors of setting it up.
 
 use super::fs;
-use super::types::Errno;
+use super::types::{rights, Errno};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -77,6 +77,9 @@ pub enum WasiSetupError {
         /// Why.
         source: std::io::Error,
     },
+    /// A listening socket handed to the guest could not be set up.
+    #[error("tcp listener: {0}")]
+    Listener(std::io::Error),
     /// An argument or environment entry contains a NUL byte.
     #[error("argument or environment entry contains a NUL byte: {0:?}")]
     Nul(String),
@@ -99,12 +102,76 @@ pub(crate) struct FileFd {
     pub(crate) mount_writable: bool,
 }
 
+/// One entry of the descriptor table: what it is and the rights the
+/// guest holds on it. Rights only ever shrink (`fd_fdstat_set_rights`), and
+/// a call that needs a right the entry lacks fails with `ENOTCAPABLE`.
+pub(crate) struct Slot {
+    pub(crate) fd: Fd,
+    pub(crate) base: u64,
+    pub(crate) inheriting: u64,
+}
+
+impl Slot {
+    /// Every right an entry of this kind can hold.
+    pub(crate) fn max_rights(fd: &Fd) -> u64 {
+        match fd {
+            Fd::Stdin => rights::FILE & !rights::WRITE,
+            Fd::Stdout | Fd::Stderr => rights::FILE & !rights::READ,
+            Fd::Dir(_) => rights::DIRECTORY,
+            Fd::Listener(_) => {
+                rights::SOCK_ACCEPT
+                    | rights::POLL_FD_READWRITE
+                    | rights::FD_FDSTAT_SET_FLAGS
+                    | rights::FD_FILESTAT_GET
+            }
+            Fd::Socket(_) => rights::SOCKET & !rights::SOCK_ACCEPT,
+            Fd::File(f) => {
+                let mut r = rights::FILE;
+                if !f.read {
+                    r &= !rights::READ;
+                }
+                if !f.write {
+                    r &= !rights::WRITE;
+                }
+                r
+            }
+        }
+    }
+
+    /// An entry with every right that applies to its kind.
+    pub(crate) fn new(fd: Fd) -> Slot {
+        let base = Slot::max_rights(&fd);
+        let inheriting = match &fd {
+            Fd::Dir(_) => rights::DIRECTORY_INHERITING,
+            _ => 0,
+        };
+        Slot {
+            fd,
+            base,
+            inheriting,
+        }
+    }
+}
+
 pub(crate) enum Fd {
     Stdin,
     Stdout,
     Stderr,
     File(FileFd),
     Dir(DirFd),
+    /// A listening TCP socket the host handed in (`--tcplisten`).
+    Listener(SocketFd),
+    /// A connection accepted from a listener.
+    Socket(SocketFd),
+}
+
+/// A socket. The host descriptor is always non-blocking, so no call can
+/// block a thread beyond the call's deadline (blocking calls wait in
+/// slices, asking the interrupt probe); whether the *guest* asked for
+/// non-blocking I/O is `nonblock`.
+pub(crate) struct SocketFd {
+    pub(crate) fd: std::os::fd::OwnedFd,
+    pub(crate) nonblock: bool,
 }
 
 /// Default for [`WasiCtxBuilder::capture_limit`].
@@ -116,6 +183,7 @@ pub struct WasiCtxBuilder {
     args: Vec<String>,
     env: Vec<(String, String)>,
     mounts: Vec<(PathBuf, String, MountMode)>,
+    listeners: Vec<std::net::TcpListener>,
     scratch: Option<(Option<PathBuf>, String)>,
     stdin: Input,
     stdout: Output,
@@ -129,7 +197,7 @@ pub struct WasiCtx {
     pub(crate) argc: u32,
     pub(crate) env: Vec<u8>,
     pub(crate) envc: u32,
-    pub(crate) fds: Vec<Option<Fd>>,
+    pub(crate) fds: Vec<Option<Slot>>,
     pub(crate) stdin: Input,
     pub(crate) stdin_pos: usize,
     pub(crate) stdout: Output,
@@ -168,6 +236,7 @@ impl Default for WasiCtxBuilder {
             args: Vec::new(),
             env: Vec::new(),
             mounts: Vec::new(),
+            listeners: Vec::new(),
             scratch: None,
             stdin: Input::Empty,
             stdout: Output::Inherit,
@@ -221,6 +290,16 @@ impl WasiCtxBuilder {
         self
     }
 
+    /// Hands the guest a listening TCP socket, as wasmtime's `--tcplisten`:
+    /// listeners take the descriptors right after stdio (3, 4, ...), before
+    /// the mounts, in the order given. The guest accepts connections with
+    /// `sock_accept` and serves them with `sock_recv`/`sock_send` (or
+    /// `fd_read`/`fd_write`) and `sock_shutdown`.
+    pub fn tcp_listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.listeners.push(listener);
+        self
+    }
+
     /// Standard input.
     pub fn stdin(mut self, input: Input) -> Self {
         self.stdin = input;
@@ -264,7 +343,17 @@ impl WasiCtxBuilder {
             env.extend_from_slice(format!("{k}={v}").as_bytes());
             env.push(0);
         }
-        let mut fds = vec![Some(Fd::Stdin), Some(Fd::Stdout), Some(Fd::Stderr)];
+        let mut fds: Vec<Option<Slot>> = [Fd::Stdin, Fd::Stdout, Fd::Stderr]
+            .into_iter()
+            .map(|f| Some(Slot::new(f)))
+            .collect();
+        for l in self.listeners {
+            l.set_nonblocking(true).map_err(WasiSetupError::Listener)?;
+            fds.push(Some(Slot::new(Fd::Listener(SocketFd {
+                fd: l.into(),
+                nonblock: false,
+            }))));
+        }
         let mut scratch_dir = None;
         let mut mounts = self.mounts;
         if let Some((host, guest)) = self.scratch {
@@ -282,12 +371,12 @@ impl WasiCtxBuilder {
         for (host, guest, mode) in mounts {
             let file = fs::open_dir(&host)
                 .map_err(|source| WasiSetupError::Mount { path: host, source })?;
-            fds.push(Some(Fd::Dir(DirFd {
+            fds.push(Some(Slot::new(Fd::Dir(DirFd {
                 file,
                 writable: mode == MountMode::ReadWrite,
                 preopen: Some(guest),
                 entries: Vec::new(),
-            })));
+            }))));
         }
         Ok(WasiCtx {
             argc: self.args.len() as u32,
@@ -372,13 +461,40 @@ impl WasiCtx {
     }
 
     pub(crate) fn fd(&mut self, fd: u32) -> Result<&mut Fd, Errno> {
+        Ok(&mut self.slot(fd)?.fd)
+    }
+
+    /// Descriptor `fd`'s table entry.
+    pub(crate) fn slot(&mut self, fd: u32) -> Result<&mut Slot, Errno> {
         self.fds
             .get_mut(fd as usize)
             .and_then(|f| f.as_mut())
             .ok_or(Errno::Badf)
     }
 
+    /// Descriptor `fd`, if it holds every right in `need` (`ENOTCAPABLE`
+    /// otherwise, `EBADF` if it is not open).
+    ///
+    /// Only a right the entry's kind could hold but the guest dropped gives
+    /// `ENOTCAPABLE`; a right that does not apply to the kind at all (reading
+    /// a directory) is left to the call, which answers as for any
+    /// descriptor of that kind (`EISDIR`, `EBADF`...).
+    pub(crate) fn fd_need(&mut self, fd: u32, need: u64) -> Result<&mut Fd, Errno> {
+        let slot = self.slot(fd)?;
+        let dropped = Slot::max_rights(&slot.fd) & !slot.base;
+        if need & dropped != 0 {
+            return Err(Errno::NotCapable);
+        }
+        Ok(&mut slot.fd)
+    }
+
+    /// Enters `fd` with every right that applies to it.
     pub(crate) fn insert(&mut self, fd: Fd) -> Result<u32, Errno> {
+        self.insert_slot(Slot::new(fd))
+    }
+
+    /// Enters a table entry.
+    pub(crate) fn insert_slot(&mut self, fd: Slot) -> Result<u32, Errno> {
         const MAX_FDS: usize = 1 << 16;
         if let Some(i) = self.fds.iter().position(|f| f.is_none()) {
             self.fds[i] = Some(fd);
@@ -406,6 +522,7 @@ impl Fd {
         match self {
             Fd::File(f) => Some(f.file.as_raw_fd()),
             Fd::Dir(d) => Some(d.file.as_raw_fd()),
+            Fd::Listener(s) | Fd::Socket(s) => Some(s.fd.as_raw_fd()),
             _ => None,
         }
     }

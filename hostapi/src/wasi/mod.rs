@@ -12,7 +12,14 @@
 //! `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)` relative to the
 //! directory descriptor, so `..`, absolute paths and symlinks that would
 //! escape fail with `EPERM` (as under wasmtime), whatever the guest tries.
-//! Sockets are not supported yet: `sock_*` return [`Errno::NotSup`].
+//!
+//! Rights follow the preview1 specification: a directory holds only the
+//! rights that apply to directories, rights only shrink
+//! (`fd_fdstat_set_rights`), and a call that needs a dropped right is
+//! [`Errno::NotCapable`]. Sockets are listeners the host hands in
+//! ([`WasiCtxBuilder::tcp_listener`], wasmtime's `--tcplisten`) and the
+//! connections accepted on them; `sock_*` on anything else is
+//! [`Errno::NotSock`].
 
 mod calls;
 mod ctx;

@@ -187,14 +187,80 @@ pub mod rights {
     pub const FD_WRITE: u64 = 1 << 6;
     pub const FD_ADVISE: u64 = 1 << 7;
     pub const FD_ALLOCATE: u64 = 1 << 8;
+    pub const PATH_CREATE_DIRECTORY: u64 = 1 << 9;
+    pub const PATH_CREATE_FILE: u64 = 1 << 10;
+    pub const PATH_LINK_SOURCE: u64 = 1 << 11;
+    pub const PATH_LINK_TARGET: u64 = 1 << 12;
+    pub const PATH_OPEN: u64 = 1 << 13;
     pub const FD_READDIR: u64 = 1 << 14;
+    pub const PATH_READLINK: u64 = 1 << 15;
+    pub const PATH_RENAME_SOURCE: u64 = 1 << 16;
+    pub const PATH_RENAME_TARGET: u64 = 1 << 17;
+    pub const PATH_FILESTAT_GET: u64 = 1 << 18;
+    pub const PATH_FILESTAT_SET_SIZE: u64 = 1 << 19;
+    pub const PATH_FILESTAT_SET_TIMES: u64 = 1 << 20;
+    pub const FD_FILESTAT_GET: u64 = 1 << 21;
     pub const FD_FILESTAT_SET_SIZE: u64 = 1 << 22;
+    pub const FD_FILESTAT_SET_TIMES: u64 = 1 << 23;
+    pub const PATH_SYMLINK: u64 = 1 << 24;
+    pub const PATH_REMOVE_DIRECTORY: u64 = 1 << 25;
+    pub const PATH_UNLINK_FILE: u64 = 1 << 26;
+    pub const POLL_FD_READWRITE: u64 = 1 << 27;
+    pub const SOCK_SHUTDOWN: u64 = 1 << 28;
+    pub const SOCK_ACCEPT: u64 = 1 << 29;
     /// Every right defined by preview1.
     pub const ALL: u64 = (1 << 30) - 1;
     /// Rights that need write access to a file.
     pub const WRITE: u64 = FD_DATASYNC | FD_WRITE | FD_ALLOCATE | FD_FILESTAT_SET_SIZE;
     /// Rights that need read access.
     pub const READ: u64 = FD_READ | FD_READDIR;
+    /// Every right that applies to a regular file (or a character device).
+    pub const FILE: u64 = FD_DATASYNC
+        | FD_READ
+        | FD_SEEK
+        | FD_FDSTAT_SET_FLAGS
+        | FD_SYNC
+        | FD_TELL
+        | FD_WRITE
+        | FD_ADVISE
+        | FD_ALLOCATE
+        | FD_FILESTAT_GET
+        | FD_FILESTAT_SET_SIZE
+        | FD_FILESTAT_SET_TIMES
+        | POLL_FD_READWRITE;
+    /// Every right that applies to a directory: no reading, writing,
+    /// seeking or resizing of the descriptor itself.
+    pub const DIRECTORY: u64 = FD_FDSTAT_SET_FLAGS
+        | FD_SYNC
+        | FD_ADVISE
+        | PATH_CREATE_DIRECTORY
+        | PATH_CREATE_FILE
+        | PATH_LINK_SOURCE
+        | PATH_LINK_TARGET
+        | PATH_OPEN
+        | FD_READDIR
+        | PATH_READLINK
+        | PATH_RENAME_SOURCE
+        | PATH_RENAME_TARGET
+        | PATH_FILESTAT_GET
+        | PATH_FILESTAT_SET_SIZE
+        | PATH_FILESTAT_SET_TIMES
+        | FD_FILESTAT_GET
+        | FD_FILESTAT_SET_TIMES
+        | PATH_SYMLINK
+        | PATH_REMOVE_DIRECTORY
+        | PATH_UNLINK_FILE
+        | POLL_FD_READWRITE;
+    /// What descriptors opened beneath a directory may have.
+    pub const DIRECTORY_INHERITING: u64 = DIRECTORY | FILE;
+    /// Every right that applies to a stream socket.
+    pub const SOCKET: u64 = FD_READ
+        | FD_WRITE
+        | FD_FDSTAT_SET_FLAGS
+        | FD_FILESTAT_GET
+        | POLL_FD_READWRITE
+        | SOCK_SHUTDOWN
+        | SOCK_ACCEPT;
 }
 
 /// Clock ids.

@@ -34,6 +34,8 @@ fn main() {
             }
         }
         Some("panic") => panic!("guest panic"),
+        Some("tree") => tree(&args[2]),
+        Some("serve") => serve(),
         _ => std::process::exit(2),
     }
 }
@@ -73,4 +75,46 @@ fn fs(root: &str) {
     println!("listing {names:?}");
     std::fs::remove_dir_all(format!("{root}/x")).unwrap();
     println!("exists after remove {}", std::path::Path::new(&format!("{root}/x")).exists());
+}
+
+/// Walks the tree under `root` (read_dir, metadata), prints it sorted, then
+/// removes `root/victim` with remove_dir_all and says whether it is gone:
+/// std opens every directory on the way with full rights.
+fn tree(root: &str) {
+    fn walk(dir: &std::path::Path, prefix: &str, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let name = format!("{prefix}{}", e.file_name().to_string_lossy());
+            let md = e.metadata().unwrap();
+            if md.is_dir() {
+                out.push(format!("{name}/"));
+                walk(&e.path(), &format!("{name}/"), out);
+            } else {
+                out.push(format!("{name} {}", md.len()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(std::path::Path::new(root), "", &mut out);
+    out.sort();
+    for l in &out {
+        println!("{l}");
+    }
+    let victim = format!("{root}/victim");
+    std::fs::remove_dir_all(&victim).unwrap();
+    println!("victim exists {}", std::path::Path::new(&victim).exists());
+}
+
+/// Serves one connection on the listener the host handed in as fd 3:
+/// reads until the peer shuts its side, answers with the bytes upper-cased.
+fn serve() {
+    use std::os::wasi::io::FromRawFd;
+    // SAFETY: the host hands a listening socket in as descriptor 3.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(3) };
+    let (mut conn, _) = listener.accept().unwrap();
+    let mut got = Vec::new();
+    conn.read_to_end(&mut got).unwrap();
+    conn.write_all(&got.to_ascii_uppercase()).unwrap();
+    conn.shutdown(std::net::Shutdown::Both).unwrap();
+    println!("served {} bytes", got.len());
 }
