@@ -82,6 +82,8 @@ run_one() {
     local side="$1" case="$2" wasm="$3"; shift 3
     local dir="$RUNS/$case/$side"
     mkdir -p "$dir/work" "$dir/tmp"
+    # SETUP (a shell snippet) fills the work directory before the run.
+    if [ -n "${SETUP:-}" ]; then (cd "$dir/work" && eval "$SETUP"); fi
     local args=() a2
     for a in "$@"; do
         a2="${a//@W@/$dir/work}"
@@ -151,6 +153,17 @@ check resvg-missing "$RESVG/resvg.wasm" --mount "$DATA:/data:ro" -- /data/missin
 # svg-flatten 3.1.9 (C++): aborts (exit 134) on both, wanting random data
 # for a temporary file name; the failure itself must match.
 check svg-flatten "$SVGFLAT" --mount "$DATA:/data:ro" --mount "@W@:/out" -- /data/shapes.svg /out/flat.svg
+# Our own Rust test guest (hostapi/tests/guests/rtool.rs, Rust std's
+# wasm32-wasip1 build): walk a mounted tree with read_dir and metadata,
+# then remove_dir_all a subtree (std opens each directory with full
+# rights; the files left behind are compared too).
+RTOOL="$OUT/rtool.wasm"
+if rustc --target wasm32-wasip1 -O -o "$RTOOL" "$ROOT/hostapi/tests/guests/rtool.rs" 2>"$OUT/rtool.log"; then
+    SETUP='mkdir -p a/b victim/x/y && echo 1 >a/one.txt && echo 22 >a/b/two.txt && head -c 300 /dev/zero >victim/x/y/z.bin && echo t >victim/top' \
+        check rust-tree "$RTOOL" --mount "@W@:/data" -- tree /data
+else
+    fail=$((fail + 1)); echo "FAIL rust-tree: rustc --target wasm32-wasip1 failed:"; sed 's/^/    /' "$OUT/rtool.log"
+fi
 if [ "${WASI_PROGRAMS_SLOW:-0}" = 1 ]; then
     # GCC 15's C compiler proper for AVR (about 1-2 minutes under faaslet)
     check avr-cc1 "$AVR/cc1.wasm" --mount "$DATA:/src:ro" --mount "@W@:/out" -- -quiet -mmcu=avr5 -Os /src/fib.c -o /out/fib.s
