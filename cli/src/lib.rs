@@ -5,6 +5,8 @@
 //!
 //! * [`wast`](mod@wast): a runner for `.wast` spec scripts (`faaslet wast`), also used
 //!   by the spec-suite tests.
+//! * [`serve`](mod@serve) and [`client`]: `faaslet serve`, `upload`,
+//!   `invoke` (the worker's HTTP API and a minimal client of it).
 //! * [`bench`](mod@bench): the cold-start measurements (`faaslet bench cold-start`),
 //!   also used by the `cold_start` criterion bench.
 //!
@@ -18,4 +20,6 @@
 //! ```
 
 pub mod bench;
+pub mod client;
+pub mod serve;
 pub mod wast;

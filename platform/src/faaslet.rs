@@ -72,6 +72,10 @@ pub struct FaasletConfig {
     /// CPU cgroup with these limits and a pooled network namespace for the
     /// duration of the call (see `faaslet_netns`). `None` runs unisolated.
     pub isolation: Option<FaasletIsolation>,
+    /// Each call (chained calls too) traps as interrupted once the
+    /// engine's epoch has advanced this many ticks past its start (the
+    /// worker's ticker advances it); `None`: no deadline.
+    pub deadline_ticks: Option<u64>,
 }
 
 /// Resource isolation for a Faaslet: the engine-wide [`Isolation`] layer
@@ -112,6 +116,7 @@ impl FaasletConfig {
             functions: None,
             state: Arc::new(LocalStateStore::new()),
             isolation: None,
+            deadline_ticks: None,
         }
     }
 
@@ -367,6 +372,9 @@ impl Faaslet {
             Some(r) => r,
             None => self.instantiate(Vec::new())?,
         };
+        if let Some(ticks) = self.config.deadline_ticks {
+            store.set_epoch_deadline(ticks);
+        }
         store.data_mut().faasm.set_input(input.to_vec());
         // A WASI program reads the call's input as its standard input.
         store
