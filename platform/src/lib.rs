@@ -31,6 +31,7 @@
 //! ```
 
 pub mod error;
+pub mod executor;
 pub mod faaslet;
 pub mod faasm;
 pub mod registry;

@@ -344,3 +344,29 @@ fn sdk_examples_over_http() {
     assert!(!r.body.is_empty());
     s.stop().unwrap();
 }
+
+#[test]
+fn chained_fan_out_runs_on_the_pool() {
+    let Some(fanout) = sdk_wasm("fanout") else {
+        return;
+    };
+    let mut c = WorkerConfig::new(tmpdir("fanout"));
+    // Two pool threads for 1,000 chained calls whose parent awaits them
+    // all: the parent runs queued children itself while it waits.
+    c.threads = 2;
+    c.queue = 4096;
+    let s = start(c);
+    upload(&s, "demo", "fanout", &fanout);
+    let r = req(&s, "POST", "/f/demo/fanout", b"1000");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // 0^2 + 1^2 + ... + 999^2
+    assert_eq!(r.text().trim(), "332833500");
+    assert_eq!(r.header("x-faaslet-return-code"), Some("0"));
+    // Two parents at once on two threads, each awaiting 300 children.
+    let addr = s.addr().to_string();
+    let t = std::thread::spawn(move || request(&addr, "POST", "/f/demo/fanout", b"300").unwrap());
+    let r = req(&s, "POST", "/f/demo/fanout", b"300");
+    let r2 = t.join().unwrap();
+    assert_eq!((r.text().trim(), r2.text().trim()), ("8955050", "8955050"));
+    s.stop().unwrap();
+}

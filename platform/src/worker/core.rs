@@ -4,9 +4,9 @@
 //! the state store and the metrics.
 
 use crate::error::FaasletError;
+use crate::executor::{Executor, QueueFull};
 use crate::faaslet::{Faaslet, FaasletConfig};
 use crate::registry::valid_function_name;
-use crate::worker::executor::{Executor, QueueFull};
 use crate::worker::metrics::Metrics;
 use faaslet::{Engine, Error, Module, TrapKind};
 use faaslet_hostapi::wasi::Output;
@@ -237,7 +237,7 @@ struct Inner {
     engine: Engine,
     config: WorkerConfig,
     functions: RwLock<HashMap<(String, String), Arc<Function>>>,
-    executor: Executor,
+    executor: Arc<Executor>,
     state: Arc<dyn StateStore>,
     results: Mutex<Results>,
     next_id: AtomicU64,
@@ -273,8 +273,9 @@ impl Worker {
     pub fn new(engine: &Engine, config: WorkerConfig) -> Result<Worker, WorkerError> {
         let dir = config.data.join("functions");
         std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-        let executor =
-            Executor::new(config.threads, config.queue).map_err(|e| io_err(&config.data, e))?;
+        let executor = Arc::new(
+            Executor::new(config.threads, config.queue).map_err(|e| io_err(&config.data, e))?,
+        );
         let stop_ticker = Arc::new(AtomicBool::new(false));
         {
             let engine = engine.clone();
@@ -426,6 +427,7 @@ impl Worker {
                 prefix: state_key(user, ""),
                 inner: self.inner.state.clone(),
             }),
+            executor: Some(self.inner.executor.clone()),
             deadline_ticks: Some((timeout.as_millis() / TICK.as_millis()).max(1) as u64),
             ..FaasletConfig::new(format!("{user}/{function}"))
         }

@@ -1,7 +1,7 @@
 //! The HTTP API of a worker (axum over hyper). Every handler validates
 //! what the client sent and answers a typed JSON error (`{"error": KIND,
 //! "message": ...}`) with a 4xx status for a bad request; guest code runs
-//! on the [`Executor`](crate::worker::executor::Executor), never here.
+//! on the [`Executor`](crate::executor::Executor), never here.
 //!
 //! | method and path | what |
 //! |---|---|

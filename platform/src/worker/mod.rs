@@ -1,13 +1,13 @@
 //! The worker: uploaded functions served over HTTP.
 //!
-//! * [`executor`]: the bounded pool of threads guest code runs on.
+//! * [`Executor`](crate::executor::Executor): the bounded pool of threads
+//!   guest code (chained calls too) runs on.
 //! * [`metrics`]: counters in the Prometheus text format.
 //! * [`core`]: the [`Worker`] (functions, Proto-Faaslets on disk,
 //!   deadlines, asynchronous results, per-user state).
 //! * [`http`]: the HTTP API; [`server`]: serving it.
 
 pub mod core;
-pub mod executor;
 pub mod http;
 pub mod metrics;
 pub mod server;

@@ -2,6 +2,11 @@
 //! a bounded queue. Async (HTTP) threads never run guest code; they submit
 //! a job here and await its result. A full queue is refused at once (the
 //! HTTP layer answers 429) instead of growing without bound.
+//!
+//! Chained calls run here too: a parent that awaits a child which has not
+//! finished runs queued jobs on its own thread meanwhile
+//! ([`run_until`](Executor::run_until)), so a fan-out far wider than the
+//! pool completes on the pool's threads without deadlock.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -99,6 +104,27 @@ impl Executor {
         Ok(())
     }
 
+    /// Runs queued jobs on this thread until `done()` holds. `done` must
+    /// become true through a job of this executor (a job's end wakes
+    /// waiters), e.g. a chained call's result being stored.
+    pub fn run_until(&self, done: impl Fn() -> bool) {
+        loop {
+            let job = {
+                let mut q = self.shared.lock();
+                loop {
+                    if done() {
+                        return;
+                    }
+                    if let Some(job) = q.jobs.pop_front() {
+                        break job;
+                    }
+                    q = self.shared.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            run(&self.shared, job);
+        }
+    }
+
     /// Jobs waiting for a thread.
     pub fn queued(&self) -> usize {
         self.shared.lock().jobs.len()
@@ -114,8 +140,12 @@ impl Executor {
         self.shared.lock().closed = true;
         self.shared.ready.notify_all();
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let me = std::thread::current().id();
         for t in threads {
-            let _ = t.join();
+            // The last owner may be a job on a pool thread: never join it.
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -140,9 +170,17 @@ fn work(shared: &Shared) {
                 q = shared.ready.wait(q).unwrap_or_else(|e| e.into_inner());
             }
         };
-        shared.running.fetch_add(1, Ordering::Relaxed);
-        // A panicking job must not take the pool thread with it.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-        shared.running.fetch_sub(1, Ordering::Relaxed);
+        run(shared, job);
     }
+}
+
+fn run(shared: &Shared, job: Job) {
+    shared.running.fetch_add(1, Ordering::Relaxed);
+    // A panicking job must not take the pool thread with it.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+    shared.running.fetch_sub(1, Ordering::Relaxed);
+    // Wake threads in `run_until` to check their condition. Taking the
+    // lock first orders this after their check: no lost wake-up.
+    drop(shared.lock());
+    shared.ready.notify_all();
 }
