@@ -66,6 +66,9 @@ enum Command {
         /// a fresh instance.
         #[arg(long, value_name = "SNAP")]
         from_snapshot: Option<PathBuf>,
+        /// Stop the call after this many seconds (epoch interruption).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
         /// Resource isolation (cgroups, network namespace).
         #[command(flatten)]
         isolation: IsolationArgs,
@@ -272,10 +275,12 @@ fn main() -> ExitCode {
             conf,
             env,
             from_snapshot,
+            timeout,
             isolation,
             file,
             args,
         } => run(RunArgs {
+            timeout,
             bounds,
             input,
             input_file,
@@ -497,6 +502,7 @@ struct RunArgs {
     conf: Vec<String>,
     env: Vec<String>,
     from_snapshot: Option<PathBuf>,
+    timeout: Option<f64>,
     file: PathBuf,
     args: Vec<String>,
 }
@@ -557,6 +563,9 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
         config.env.push((k.to_string(), v.to_string()));
     }
     let engine = engine(a.bounds)?;
+    if let Some(secs) = a.timeout {
+        config.deadline_ticks = Some(faaslet_cli::serve::start_ticker(&engine, secs)?);
+    }
     let dir = a.functions.clone().unwrap_or_else(|| {
         a.file
             .parent()

@@ -96,3 +96,25 @@ pub fn invoke(
         .and_then(|c| c.parse().ok())
         .unwrap_or(0))
 }
+
+/// Starts a thread that advances `engine`'s epoch every
+/// [`TICK`](faaslet_platform::worker::core::TICK) for the rest of the
+/// process; returns the ticks in `secs` seconds (a deadline for
+/// [`FaasletConfig::deadline_ticks`](faaslet_platform::FaasletConfig::deadline_ticks)).
+pub fn start_ticker(engine: &faaslet::Engine, secs: f64) -> Result<u64, String> {
+    use faaslet_platform::worker::core::TICK;
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!(
+            "bad --timeout {secs}: must be a positive number of seconds"
+        ));
+    }
+    let engine = engine.clone();
+    std::thread::Builder::new()
+        .name("faaslet-ticker".into())
+        .spawn(move || loop {
+            std::thread::sleep(TICK);
+            engine.increment_epoch();
+        })
+        .map_err(|e| format!("cannot start the ticker: {e}"))?;
+    Ok(((secs * 1000.0) / TICK.as_millis() as f64).ceil().max(1.0) as u64)
+}
