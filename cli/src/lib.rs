@@ -7,6 +7,8 @@
 //!   by the spec-suite tests.
 //! * [`serve`](mod@serve) and [`client`]: `faaslet serve`, `upload`,
 //!   `invoke` (the worker's HTTP API and a minimal client of it).
+//! * [`bench_serve`]: `faaslet bench serve` (wrk against a worker and a
+//!   bare server on the same HTTP stack).
 //! * [`bench`](mod@bench): the cold-start measurements (`faaslet bench cold-start`),
 //!   also used by the `cold_start` criterion bench.
 //!
@@ -20,6 +22,7 @@
 //! ```
 
 pub mod bench;
+pub mod bench_serve;
 pub mod client;
 pub mod serve;
 pub mod wast;

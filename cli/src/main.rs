@@ -181,6 +181,20 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// HTTP calls/s and p50/p99 of a worker calling a no-op function,
+    /// with `wrk` over keep-alive, next to a bare server on the same
+    /// HTTP stack, and their ratio.
+    Serve {
+        /// Print a JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Seconds per wrk run.
+        #[arg(long, default_value_t = 5)]
+        duration: u32,
+        /// Keep-alive connections.
+        #[arg(long, default_value_t = 32)]
+        connections: u32,
+    },
     /// Fresh start and restore time (median, p99, cycles), memory per idle
     /// Faaslet, sustained start rate and density of a no-op function.
     ColdStart {
@@ -260,6 +274,15 @@ fn main() -> ExitCode {
         Command::Bench {
             what: BenchCommand::ColdStart { json, iterations },
         } => bench_cold_start(json, iterations),
+        Command::Bench {
+            what:
+                BenchCommand::Serve {
+                    json,
+                    duration,
+                    connections,
+                },
+        } => faaslet_cli::bench_serve::bench_serve(json, duration, connections)
+            .map(|()| ExitCode::SUCCESS),
         Command::Snapshot {
             bounds,
             init,

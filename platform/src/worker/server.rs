@@ -73,6 +73,21 @@ pub struct Server {
 impl Server {
     /// Binds `addr` (port 0: an ephemeral port) and serves `worker`.
     pub fn start(worker: Worker, addr: SocketAddr) -> std::io::Result<Server> {
+        Server::start_router(router(worker), addr)
+    }
+
+    /// A bare server on the same HTTP stack (runtime, axum, hyper) that
+    /// answers every `GET` or `POST /` with `hello`: the peer benchmarks
+    /// compare the worker with.
+    pub fn hello(addr: SocketAddr) -> std::io::Result<Server> {
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(|| async { "hello" }).post(|| async { "hello" }),
+        );
+        Server::start_router(app, addr)
+    }
+
+    fn start_router(app: axum::Router, addr: SocketAddr) -> std::io::Result<Server> {
         let std_listener = std::net::TcpListener::bind(addr)?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
@@ -83,10 +98,11 @@ impl Server {
             .spawn(move || {
                 rt.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(std_listener)?;
-                    serve(listener, worker, async {
-                        let _ = rx.await;
-                    })
-                    .await
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = rx.await;
+                        })
+                        .await
                 })
             })?;
         Ok(Server {
