@@ -5,6 +5,10 @@
 //!
 //! * [`wast`](mod@wast): a runner for `.wast` spec scripts (`faaslet wast`), also used
 //!   by the spec-suite tests.
+//! * [`serve`](mod@serve) and [`client`]: `faaslet serve`, `upload`,
+//!   `invoke` (the worker's HTTP API and a minimal client of it).
+//! * [`bench_serve`]: `faaslet bench serve` (wrk against a worker and a
+//!   bare server on the same HTTP stack).
 //! * [`bench`](mod@bench): the cold-start measurements (`faaslet bench cold-start`),
 //!   also used by the `cold_start` criterion bench.
 //!
@@ -18,4 +22,7 @@
 //! ```
 
 pub mod bench;
+pub mod bench_serve;
+pub mod client;
+pub mod serve;
 pub mod wast;

@@ -71,6 +71,9 @@ enum Command {
         /// a fresh instance.
         #[arg(long, value_name = "SNAP")]
         from_snapshot: Option<PathBuf>,
+        /// Stop the call after this many seconds (epoch interruption).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
         /// Resource isolation (cgroups, network namespace).
         #[command(flatten)]
         isolation: IsolationArgs,
@@ -121,6 +124,56 @@ enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
+    /// Serve uploaded functions over HTTP (PUT/GET/POST /f/USER/FUNC,
+    /// GET /status/ID, PUT/GET /s/USER/KEY, /ping, /metrics) until SIGINT
+    /// or SIGTERM.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Where uploaded functions and their Proto-Faaslets are kept.
+        #[arg(long, default_value = "faaslet-data")]
+        data: PathBuf,
+        /// Executor threads (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Calls that may wait for a thread before new ones get 429.
+        #[arg(long, default_value_t = 1024)]
+        queue: usize,
+        /// Each call's deadline, seconds.
+        #[arg(long, default_value_t = 60.0)]
+        timeout: f64,
+        /// Largest request body, bytes.
+        #[arg(long, default_value_t = 64 << 20)]
+        max_body: usize,
+    },
+    /// Upload a function to a worker (`faaslet serve`).
+    Upload {
+        /// The worker, e.g. http://127.0.0.1:8080.
+        url: String,
+        /// The user.
+        user: String,
+        /// The function.
+        function: String,
+        /// The module (`.wasm` or `.wat`).
+        file: PathBuf,
+    },
+    /// Call a function on a worker; prints its output, exits with its
+    /// return code.
+    Invoke {
+        /// The worker, e.g. http://127.0.0.1:8080.
+        url: String,
+        /// The user.
+        user: String,
+        /// The function.
+        function: String,
+        /// The call's input.
+        #[arg(long, default_value = "")]
+        input: String,
+        /// Start the call and print its id instead of waiting.
+        #[arg(long = "async")]
+        asynchronous: bool,
+    },
     /// Compile a `.wasm` (or `.wat`) module and report timing and size.
     Compile {
         /// How memory accesses are bounds-checked.
@@ -133,6 +186,20 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// HTTP calls/s and p50/p99 of a worker calling a no-op function,
+    /// with `wrk` over keep-alive, next to a bare server on the same
+    /// HTTP stack, and their ratio.
+    Serve {
+        /// Print a JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Seconds per wrk run.
+        #[arg(long, default_value_t = 5)]
+        duration: u32,
+        /// Keep-alive connections.
+        #[arg(long, default_value_t = 32)]
+        connections: u32,
+    },
     /// Fresh start and restore time (median, p99, cycles), memory per idle
     /// Faaslet, sustained start rate and density of a no-op function.
     ColdStart {
@@ -180,9 +247,47 @@ fn main() -> ExitCode {
             paths,
         } => wast(bounds, suite, multi_memory, paths),
         Command::Compile { bounds, file } => compile(bounds, file),
+        Command::Serve {
+            listen,
+            data,
+            threads,
+            queue,
+            timeout,
+            max_body,
+        } => serve(faaslet_cli::serve::ServeArgs {
+            listen,
+            data,
+            threads,
+            queue,
+            timeout: std::time::Duration::from_secs_f64(timeout.max(0.01)),
+            max_body,
+        }),
+        Command::Upload {
+            url,
+            user,
+            function,
+            file,
+        } => faaslet_cli::serve::upload(&url, &user, &function, &file).map(|()| ExitCode::SUCCESS),
+        Command::Invoke {
+            url,
+            user,
+            function,
+            input,
+            asynchronous,
+        } => faaslet_cli::serve::invoke(&url, &user, &function, input.as_bytes(), asynchronous)
+            .map(|rc| ExitCode::from(rc as u8)),
         Command::Bench {
             what: BenchCommand::ColdStart { json, iterations },
         } => bench_cold_start(json, iterations),
+        Command::Bench {
+            what:
+                BenchCommand::Serve {
+                    json,
+                    duration,
+                    connections,
+                },
+        } => faaslet_cli::bench_serve::bench_serve(json, duration, connections)
+            .map(|()| ExitCode::SUCCESS),
         Command::Snapshot {
             bounds,
             init,
@@ -199,10 +304,12 @@ fn main() -> ExitCode {
             conf,
             env,
             from_snapshot,
+            timeout,
             isolation,
             file,
             args,
         } => run(RunArgs {
+            timeout,
             bounds,
             input,
             input_file,
@@ -224,6 +331,11 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn serve(a: faaslet_cli::serve::ServeArgs) -> Result<ExitCode, String> {
+    faaslet_cli::serve::serve(&engine(BoundsArg::Guard)?, a)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn wast(
@@ -421,6 +533,7 @@ struct RunArgs {
     conf: Vec<String>,
     env: Vec<String>,
     from_snapshot: Option<PathBuf>,
+    timeout: Option<f64>,
     file: PathBuf,
     args: Vec<String>,
 }
@@ -486,6 +599,9 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
         config.env.push((k.to_string(), v.to_string()));
     }
     let engine = engine(a.bounds)?;
+    if let Some(secs) = a.timeout {
+        config.deadline_ticks = Some(faaslet_cli::serve::start_ticker(&engine, secs)?);
+    }
     let dir = a.functions.clone().unwrap_or_else(|| {
         a.file
             .parent()

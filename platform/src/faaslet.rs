@@ -25,6 +25,7 @@
 //! ```
 
 use crate::error::FaasletError;
+use crate::executor::Executor;
 use crate::faasm::FaasmView;
 use crate::registry::FunctionRegistry;
 use crate::wasi::WasiView;
@@ -36,7 +37,7 @@ use faaslet_state::{LocalStateStore, StateStore};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// Native stack of a chained call's thread: the wasm stack limit plus room
@@ -76,7 +77,21 @@ pub struct FaasletConfig {
     /// CPU cgroup with these limits and a pooled network namespace for the
     /// duration of the call (see `faaslet_netns`). `None` runs unisolated.
     pub isolation: Option<FaasletIsolation>,
+    /// Each call (chained calls too) traps as interrupted once the
+    /// engine's epoch has advanced this many ticks past its start (the
+    /// worker's ticker advances it); `None`: no deadline.
+    pub deadline_ticks: Option<u64>,
+    /// Where chained calls run: queued on this pool (an awaiting parent
+    /// runs queued jobs meanwhile; a full queue runs the child inline), or
+    /// `None`: each on a new thread.
+    pub executor: Option<Arc<Executor>>,
+    /// How deep in a chain this Faaslet is (0: called from outside);
+    /// chaining past [`MAX_CHAIN_DEPTH`] fails.
+    pub chain_depth: u32,
 }
+
+/// How deep chained calls may nest.
+pub const MAX_CHAIN_DEPTH: u32 = 16;
 
 /// Resource isolation for a Faaslet: the engine-wide [`Isolation`] layer
 /// (created once, shared by every Faaslet) and this function's limits.
@@ -117,6 +132,9 @@ impl FaasletConfig {
             functions: None,
             state: Arc::new(LocalStateStore::new()),
             isolation: None,
+            deadline_ticks: None,
+            executor: None,
+            chain_depth: 0,
         }
     }
 
@@ -125,6 +143,7 @@ impl FaasletConfig {
             name: name.to_string(),
             args: Vec::new(),
             tcp_listeners: Vec::new(),
+            chain_depth: self.chain_depth + 1,
             ..self.clone()
         }
     }
@@ -382,6 +401,9 @@ impl Faaslet {
             Some(r) => r,
             None => self.instantiate(Vec::new())?,
         };
+        if let Some(ticks) = self.config.deadline_ticks {
+            store.set_epoch_deadline(ticks);
+        }
         store.data_mut().faasm.set_input(input.to_vec());
         // A WASI program reads the call's input as its standard input.
         store
@@ -498,6 +520,8 @@ static NEXT_CALL_ID: AtomicU32 = AtomicU32::new(1);
 
 enum Slot {
     Running(JoinHandle<CallResult>),
+    /// Queued or running on the executor; the result lands here.
+    Pooled(Arc<Mutex<Option<CallResult>>>),
     Done(CallResult),
 }
 
@@ -557,6 +581,11 @@ impl FaasletChainer {
         entry: Entry,
         input: &[u8],
     ) -> Result<u32, FaasmError> {
+        if self.config.chain_depth >= MAX_CHAIN_DEPTH {
+            return Err(FaasmError::Chain(format!(
+                "chain depth limit ({MAX_CHAIN_DEPTH}) reached"
+            )));
+        }
         let mut id = NEXT_CALL_ID.fetch_add(1, Ordering::Relaxed);
         if id == 0 {
             id = NEXT_CALL_ID.fetch_add(1, Ordering::Relaxed);
@@ -564,6 +593,30 @@ impl FaasletChainer {
         let engine = self.engine.clone();
         let config = self.config.for_chained(name);
         let input = input.to_vec();
+        if let Some(exec) = self.config.executor.clone() {
+            let slot = Arc::new(Mutex::new(None));
+            let out = slot.clone();
+            let job = move || {
+                let r = run_chained(engine, module, snapshot, config, entry, input);
+                *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+            };
+            // A full queue runs the child here and now: slower, never lost.
+            let job: Box<dyn FnOnce() + Send> = Box::new(job);
+            let pending = Arc::new(Mutex::new(Some(job)));
+            let queued = pending.clone();
+            let submitted = exec.submit(move || {
+                if let Some(job) = queued.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    job();
+                }
+            });
+            if submitted.is_err() {
+                if let Some(job) = pending.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    job();
+                }
+            }
+            self.calls.insert(id, Slot::Pooled(slot));
+            return Ok(id);
+        }
         let handle = std::thread::Builder::new()
             .name(format!("faaslet-{name}-{id}"))
             .stack_size(CHAINED_THREAD_STACK)
@@ -606,6 +659,28 @@ impl Chainer for FaasletChainer {
         let slot = self.calls.get_mut(&id).ok_or(FaasmError::UnknownCall(id))?;
         if let Slot::Done(r) = slot {
             return Ok(r.clone());
+        }
+        if let Slot::Pooled(cell) = slot {
+            let cell = cell.clone();
+            let taken =
+                |c: &Mutex<Option<CallResult>>| c.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let result = match taken(&cell) {
+                Some(r) => r,
+                None => {
+                    let exec = self
+                        .config
+                        .executor
+                        .clone()
+                        .ok_or(FaasmError::UnknownCall(id))?;
+                    exec.run_until(|| cell.lock().unwrap_or_else(|e| e.into_inner()).is_some());
+                    taken(&cell).unwrap_or(CallResult {
+                        return_code: FAILED_CALL,
+                        output: Arc::from(&[][..]),
+                    })
+                }
+            };
+            self.calls.insert(id, Slot::Done(result.clone()));
+            return Ok(result);
         }
         let Some(Slot::Running(handle)) = self.calls.remove(&id) else {
             unreachable!("slot checked above");

@@ -31,10 +31,12 @@
 //! ```
 
 pub mod error;
+pub mod executor;
 pub mod faaslet;
 pub mod faasm;
 pub mod registry;
 pub mod wasi;
+pub mod worker;
 
 pub use error::FaasletError;
 pub use faaslet::{CallOutput, Faaslet, FaasletConfig, FaasletData, FaasletIsolation, FAILED_CALL};

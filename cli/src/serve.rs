@@ -1,0 +1,120 @@
+//! `faaslet serve` (a worker with its HTTP API), `faaslet upload` and
+//! `faaslet invoke` (its clients).
+
+use crate::client::{request, split_url};
+use faaslet_platform::worker::{serve_until_signal, Worker, WorkerConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How `faaslet serve` was asked to run.
+#[derive(Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The data directory.
+    pub data: PathBuf,
+    /// Executor threads (0: one per core).
+    pub threads: usize,
+    /// Executor queue capacity.
+    pub queue: usize,
+    /// Call deadline.
+    pub timeout: Duration,
+    /// Largest request body, bytes.
+    pub max_body: usize,
+}
+
+/// Runs a worker until SIGINT or SIGTERM.
+pub fn serve(engine: &faaslet::Engine, a: ServeArgs) -> Result<(), String> {
+    let _ = tracing_subscriber::fmt()
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let mut config = WorkerConfig::new(&a.data);
+    if a.threads > 0 {
+        config.threads = a.threads;
+    }
+    config.queue = a.queue;
+    config.timeout = a.timeout;
+    config.max_body = a.max_body;
+    let worker = Worker::new(engine, config).map_err(|e| e.to_string())?;
+    serve_until_signal(worker, a.listen, |addr| {
+        tracing::info!(
+            "faaslet worker listening on http://{addr} (data {})",
+            a.data.display()
+        );
+    })
+    .map_err(|e| format!("serve: {e}"))
+}
+
+/// `faaslet upload URL USER FUNC FILE`.
+pub fn upload(url: &str, user: &str, function: &str, file: &PathBuf) -> Result<(), String> {
+    let wasm = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let (host, prefix) = split_url(url)?;
+    let r = request(
+        &host,
+        "PUT",
+        &format!("{prefix}/f/{user}/{function}"),
+        &wasm,
+    )?;
+    if r.status / 100 != 2 {
+        return Err(format!("upload failed ({}): {}", r.status, r.text()));
+    }
+    println!("uploaded {user}/{function}");
+    Ok(())
+}
+
+/// `faaslet invoke URL USER FUNC [--input DATA] [--async]`: prints the
+/// output (or the call id); returns the function's return code.
+pub fn invoke(
+    url: &str,
+    user: &str,
+    function: &str,
+    input: &[u8],
+    asynchronous: bool,
+) -> Result<i32, String> {
+    use std::io::Write;
+    let (host, prefix) = split_url(url)?;
+    let q = if asynchronous { "?async=1" } else { "" };
+    let r = request(
+        &host,
+        "POST",
+        &format!("{prefix}/f/{user}/{function}{q}"),
+        input,
+    )?;
+    if r.status / 100 != 2 {
+        return Err(format!("call failed ({}): {}", r.status, r.text()));
+    }
+    let mut out = std::io::stdout();
+    let _ = out.write_all(&r.body);
+    if asynchronous {
+        let _ = writeln!(out);
+    }
+    let _ = out.flush();
+    Ok(r.header("x-faaslet-return-code")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0))
+}
+
+/// Starts a thread that advances `engine`'s epoch every
+/// [`TICK`](faaslet_platform::worker::core::TICK) for the rest of the
+/// process; returns the ticks in `secs` seconds (a deadline for
+/// [`FaasletConfig::deadline_ticks`](faaslet_platform::FaasletConfig::deadline_ticks)).
+pub fn start_ticker(engine: &faaslet::Engine, secs: f64) -> Result<u64, String> {
+    use faaslet_platform::worker::core::TICK;
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!(
+            "bad --timeout {secs}: must be a positive number of seconds"
+        ));
+    }
+    let engine = engine.clone();
+    std::thread::Builder::new()
+        .name("faaslet-ticker".into())
+        .spawn(move || loop {
+            std::thread::sleep(TICK);
+            engine.increment_epoch();
+        })
+        .map_err(|e| format!("cannot start the ticker: {e}"))?;
+    Ok(((secs * 1000.0) / TICK.as_millis() as f64).ceil().max(1.0) as u64)
+}

@@ -1,0 +1,186 @@
+//! The bounded [`Executor`]: a fixed pool of threads that run wasm, fed by
+//! a bounded queue. Async (HTTP) threads never run guest code; they submit
+//! a job here and await its result. A full queue is refused at once (the
+//! HTTP layer answers 429) instead of growing without bound.
+//!
+//! Chained calls run here too: a parent that awaits a child which has not
+//! finished runs queued jobs on its own thread meanwhile
+//! ([`run_until`](Executor::run_until)), so a fan-out far wider than the
+//! pool completes on the pool's threads without deadlock.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+/// Native stack of a pool thread: the wasm stack limit plus host frames.
+const WORKER_THREAD_STACK: usize = 8 << 20;
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// The queue was full: the job was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("executor queue full ({capacity} calls waiting)")]
+pub struct QueueFull {
+    /// The queue's capacity.
+    pub capacity: usize,
+}
+
+struct Queue {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    capacity: usize,
+    running: AtomicUsize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A fixed pool of threads and a bounded queue of jobs. Dropping it (or
+/// [`shutdown`](Executor::shutdown)) lets queued jobs finish and joins the
+/// threads.
+pub struct Executor {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("capacity", &self.shared.capacity)
+            .field("queued", &self.queued())
+            .finish()
+    }
+}
+
+impl Executor {
+    /// `threads` pool threads (at least one) and room for `capacity`
+    /// waiting jobs.
+    pub fn new(threads: usize, capacity: usize) -> std::io::Result<Executor> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::with_capacity(capacity.min(4096)),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            capacity,
+            running: AtomicUsize::new(0),
+        });
+        let mut handles = Vec::new();
+        for i in 0..threads.max(1) {
+            let s = shared.clone();
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("faaslet-exec-{i}"))
+                    .stack_size(WORKER_THREAD_STACK)
+                    .spawn(move || work(&s))?,
+            );
+        }
+        Ok(Executor {
+            shared,
+            threads: Mutex::new(handles),
+        })
+    }
+
+    /// Queues `job`, or refuses it if the queue is full or shut down.
+    pub fn submit(&self, job: impl FnOnce() + Send + 'static) -> Result<(), QueueFull> {
+        let mut q = self.shared.lock();
+        if q.closed || q.jobs.len() >= self.shared.capacity {
+            return Err(QueueFull {
+                capacity: self.shared.capacity,
+            });
+        }
+        q.jobs.push_back(Box::new(job));
+        drop(q);
+        self.shared.ready.notify_one();
+        Ok(())
+    }
+
+    /// Runs queued jobs on this thread until `done()` holds. `done` must
+    /// become true through a job of this executor (a job's end wakes
+    /// waiters), e.g. a chained call's result being stored.
+    pub fn run_until(&self, done: impl Fn() -> bool) {
+        loop {
+            let job = {
+                let mut q = self.shared.lock();
+                loop {
+                    if done() {
+                        return;
+                    }
+                    if let Some(job) = q.jobs.pop_front() {
+                        break job;
+                    }
+                    q = self.shared.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            run(&self.shared, job);
+        }
+    }
+
+    /// Jobs waiting for a thread.
+    pub fn queued(&self) -> usize {
+        self.shared.lock().jobs.len()
+    }
+
+    /// Jobs running now.
+    pub fn running(&self) -> usize {
+        self.shared.running.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting jobs, lets the queued ones run, joins the threads.
+    pub fn shutdown(&self) {
+        self.shared.lock().closed = true;
+        self.shared.ready.notify_all();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let me = std::thread::current().id();
+        for t in threads {
+            // The last owner may be a job on a pool thread: never join it.
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn work(shared: &Shared) {
+    loop {
+        let job = {
+            let mut q = shared.lock();
+            loop {
+                if let Some(job) = q.jobs.pop_front() {
+                    break job;
+                }
+                if q.closed {
+                    return;
+                }
+                q = shared.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        run(shared, job);
+    }
+}
+
+fn run(shared: &Shared, job: Job) {
+    shared.running.fetch_add(1, Ordering::Relaxed);
+    // A panicking job must not take the pool thread with it.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+    shared.running.fetch_sub(1, Ordering::Relaxed);
+    // Wake threads in `run_until` to check their condition. Taking the
+    // lock first orders this after their check: no lost wake-up.
+    drop(shared.lock());
+    shared.ready.notify_all();
+}

@@ -1,0 +1,600 @@
+//! The [`Worker`]: uploaded functions (each a compiled module and its
+//! Proto-Faaslet, persisted under the data directory), the executor calls
+//! run on, the deadline ticker, the bounded store of asynchronous results,
+//! the state store and the metrics.
+
+use crate::error::FaasletError;
+use crate::executor::{Executor, QueueFull};
+use crate::faaslet::{Faaslet, FaasletConfig};
+use crate::registry::valid_function_name;
+use crate::worker::metrics::Metrics;
+use faaslet::{Engine, Error, Module, TrapKind};
+use faaslet_hostapi::wasi::Output;
+use faaslet_snapshot::Snapshot;
+use faaslet_state::{LocalStateStore, StateStore};
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// How often the ticker advances the engine's epoch: the granularity of
+/// call deadlines.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// How a worker is set up.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Where uploaded functions are kept (`functions/USER/FUNCTION.wasm`
+    /// and `.snap`).
+    pub data: PathBuf,
+    /// Executor threads.
+    pub threads: usize,
+    /// Calls that may wait for a thread before new ones get 429.
+    pub queue: usize,
+    /// Each call's deadline.
+    pub timeout: Duration,
+    /// Largest request body (upload or input), bytes.
+    pub max_body: usize,
+    /// Largest call output, bytes; a call writing more fails.
+    pub max_output: usize,
+    /// Asynchronous results kept for `/status` (oldest dropped first).
+    pub results: usize,
+}
+
+impl WorkerConfig {
+    /// Defaults over data directory `data`: one thread per core, a queue
+    /// of 1,024, a 60 s deadline, 64 MiB bodies, 16 MiB outputs, 10,000
+    /// results kept.
+    pub fn new(data: impl Into<PathBuf>) -> WorkerConfig {
+        WorkerConfig {
+            data: data.into(),
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            queue: 1024,
+            timeout: Duration::from_secs(60),
+            max_body: 64 << 20,
+            max_output: 16 << 20,
+            results: 10_000,
+        }
+    }
+}
+
+/// Why a worker operation failed; the HTTP layer maps each to a status.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// A user or function name (or state key) that is not a plain name.
+    #[error("invalid {what} {name:?}: use ASCII letters, digits, `_`, `-`, `.` (not first), at most 255 bytes")]
+    BadName {
+        /// `user`, `function` or `key`.
+        what: &'static str,
+        /// The name given.
+        name: String,
+    },
+    /// No such function has been uploaded.
+    #[error("no function {user}/{function}")]
+    NoSuchFunction {
+        /// The user.
+        user: String,
+        /// The function.
+        function: String,
+    },
+    /// The upload is not a module this engine accepts.
+    #[error("invalid module: {0}")]
+    Compile(Error),
+    /// Linking or initialising (the Proto-Faaslet) failed.
+    #[error("cannot make the Proto-Faaslet: {0}")]
+    Init(FaasletError),
+    /// The executor's queue is full.
+    #[error("{0}")]
+    Busy(#[from] QueueFull),
+    /// The guest trapped.
+    #[error("{function} trapped: {kind}")]
+    Trap {
+        /// `user/function`.
+        function: String,
+        /// The trap kind (its message).
+        kind: &'static str,
+        /// The trap in full.
+        detail: String,
+        /// Output written before the trap.
+        output: Vec<u8>,
+    },
+    /// The call ran past its deadline and was stopped.
+    #[error("{function} ran past its deadline of {timeout:?}")]
+    Timeout {
+        /// `user/function`.
+        function: String,
+        /// The deadline.
+        timeout: Duration,
+    },
+    /// The call wrote more output than allowed.
+    #[error("{function} wrote {len} bytes of output, more than the limit of {limit}")]
+    OutputTooLarge {
+        /// `user/function`.
+        function: String,
+        /// Bytes written.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The call could not be run (no entry point, WASI setup...).
+    #[error("{function}: {error}")]
+    Call {
+        /// `user/function`.
+        function: String,
+        /// Why.
+        error: FaasletError,
+    },
+    /// Reading or writing the data directory failed.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+    /// The worker is shutting down (the job was dropped).
+    #[error("the worker is shutting down")]
+    ShuttingDown,
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> WorkerError {
+    WorkerError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Checks a user, function or key name (see [`valid_function_name`]).
+pub fn check_name(what: &'static str, name: &str) -> Result<(), WorkerError> {
+    if valid_function_name(name) {
+        Ok(())
+    } else {
+        Err(WorkerError::BadName {
+            what,
+            name: name.to_string(),
+        })
+    }
+}
+
+/// One user's view of the worker's state store: every key is prefixed
+/// with `USER/`, so a user's functions never see another user's values.
+/// `PUT /s/USER/KEY` writes the same `USER/KEY`.
+struct UserState {
+    prefix: String,
+    inner: Arc<dyn StateStore>,
+}
+
+impl StateStore for UserState {
+    fn value(&self, key: &str) -> Arc<faaslet_state::StateValue> {
+        self.inner.value(&format!("{}{key}", self.prefix))
+    }
+    fn appended(&self, key: &str) -> Arc<faaslet_state::AppendedState> {
+        self.inner.appended(&format!("{}{key}", self.prefix))
+    }
+    fn push(
+        &self,
+        key: &str,
+        value: &faaslet_state::StateValue,
+        ranges: Option<&[std::ops::Range<usize>]>,
+    ) -> Result<(), faaslet_state::StateError> {
+        self.inner
+            .push(&format!("{}{key}", self.prefix), value, ranges)
+    }
+    fn pull(
+        &self,
+        key: &str,
+        value: &faaslet_state::StateValue,
+    ) -> Result<(), faaslet_state::StateError> {
+        self.inner.pull(&format!("{}{key}", self.prefix), value)
+    }
+}
+
+/// The worker-wide state key of `user`'s `key`.
+pub fn state_key(user: &str, key: &str) -> String {
+    format!("{user}/{key}")
+}
+
+/// An uploaded function.
+pub struct Function {
+    /// The uploaded bytes.
+    pub wasm: Arc<[u8]>,
+    /// Its Proto-Faaslet (module included): every call starts from it.
+    pub snapshot: Snapshot,
+    /// Set once the function has been called in this process.
+    called: AtomicBool,
+}
+
+/// The result of a call that ran.
+#[derive(Debug, Clone)]
+pub struct CallReply {
+    /// The output: what `__faasm_write_output` wrote, or the guest's
+    /// standard output if it never called it.
+    pub output: Vec<u8>,
+    /// The return code.
+    pub return_code: i32,
+}
+
+/// An asynchronous call's status.
+#[derive(Debug, Clone)]
+pub enum CallStatus {
+    /// Queued or running.
+    Running,
+    /// Finished with return code 0.
+    Success(CallReply),
+    /// Finished with a non-zero return code, or failed (the message).
+    Failed(String, Vec<u8>),
+}
+
+struct Results {
+    map: HashMap<u64, CallStatus>,
+    order: VecDeque<u64>,
+    capacity: usize,
+}
+
+struct Inner {
+    engine: Engine,
+    config: WorkerConfig,
+    functions: RwLock<HashMap<(String, String), Arc<Function>>>,
+    executor: Arc<Executor>,
+    state: Arc<dyn StateStore>,
+    results: Mutex<Results>,
+    next_id: AtomicU64,
+    metrics: Metrics,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+/// A worker: cheap to clone, shared by every request handler.
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Worker {
+    /// A worker over `config.data` with `engine` (which must have epoch
+    /// interruption on for deadlines to work): starts the executor and the
+    /// ticker and reloads every function uploaded before (a function whose
+    /// files no longer load is skipped with a warning).
+    pub fn new(engine: &Engine, config: WorkerConfig) -> Result<Worker, WorkerError> {
+        let dir = config.data.join("functions");
+        std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        let executor = Arc::new(
+            Executor::new(config.threads, config.queue).map_err(|e| io_err(&config.data, e))?,
+        );
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = stop_ticker.clone();
+            std::thread::Builder::new()
+                .name("faaslet-ticker".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| io_err(&config.data, e))?;
+        }
+        let results = Results {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: config.results.max(1),
+        };
+        let worker = Worker {
+            inner: Arc::new(Inner {
+                engine: engine.clone(),
+                config,
+                functions: RwLock::new(HashMap::new()),
+                executor,
+                state: Arc::new(LocalStateStore::new()),
+                results: Mutex::new(results),
+                next_id: AtomicU64::new(1),
+                metrics: Metrics::default(),
+                stop_ticker,
+            }),
+        };
+        worker.reload(&dir);
+        Ok(worker)
+    }
+
+    fn reload(&self, dir: &Path) {
+        let Ok(users) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for user in users.flatten() {
+            let uname = user.file_name().to_string_lossy().into_owned();
+            let Ok(files) = std::fs::read_dir(user.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let path = file.path();
+                if path.extension().is_none_or(|e| e != "wasm") {
+                    continue;
+                }
+                let Some(fname) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+                    continue;
+                };
+                if check_name("user", &uname).is_err() || check_name("function", &fname).is_err() {
+                    continue;
+                }
+                match self.load(&uname, &fname, &path) {
+                    Ok(f) => {
+                        self.functions_mut()
+                            .insert((uname.clone(), fname), Arc::new(f));
+                    }
+                    Err(e) => tracing::warn!("not reloading {}: {e}", path.display()),
+                }
+            }
+        }
+    }
+
+    /// Compiles a stored function and loads its Proto-Faaslet (remade if
+    /// the snapshot file is missing or does not match the module).
+    fn load(&self, user: &str, function: &str, wasm_path: &Path) -> Result<Function, WorkerError> {
+        let wasm = std::fs::read(wasm_path).map_err(|e| io_err(wasm_path, e))?;
+        let module = Module::new(&self.inner.engine, &wasm).map_err(WorkerError::Compile)?;
+        let snap_path = wasm_path.with_extension("snap");
+        let snapshot = match Snapshot::load(&module, &snap_path) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("{}: {e}; making it again", snap_path.display());
+                let s = self.proto(user, function, &module)?;
+                s.save(&snap_path).map_err(|e| WorkerError::Io {
+                    path: snap_path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                s
+            }
+        };
+        Ok(Function {
+            wasm: wasm.into(),
+            snapshot,
+            called: AtomicBool::new(false),
+        })
+    }
+
+    fn functions_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<(String, String), Arc<Function>>> {
+        self.inner
+            .functions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.inner.config
+    }
+
+    /// The executor calls run on.
+    pub fn executor(&self) -> &Executor {
+        &self.inner.executor
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The state store.
+    pub fn state(&self) -> &Arc<dyn StateStore> {
+        &self.inner.state
+    }
+
+    /// The function `user/function`.
+    pub fn function(&self, user: &str, function: &str) -> Result<Arc<Function>, WorkerError> {
+        check_name("user", user)?;
+        check_name("function", function)?;
+        self.inner
+            .functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(user.to_string(), function.to_string()))
+            .cloned()
+            .ok_or_else(|| WorkerError::NoSuchFunction {
+                user: user.to_string(),
+                function: function.to_string(),
+            })
+    }
+
+    fn faaslet_config(&self, user: &str, function: &str) -> FaasletConfig {
+        let timeout = self.inner.config.timeout;
+        FaasletConfig {
+            stdout: Output::Capture,
+            stderr: Output::Capture,
+            state: Arc::new(UserState {
+                prefix: state_key(user, ""),
+                inner: self.inner.state.clone(),
+            }),
+            executor: Some(self.inner.executor.clone()),
+            deadline_ticks: Some((timeout.as_millis() / TICK.as_millis()).max(1) as u64),
+            ..FaasletConfig::new(format!("{user}/{function}"))
+        }
+    }
+
+    fn proto(&self, user: &str, function: &str, module: &Module) -> Result<Snapshot, WorkerError> {
+        Faaslet::snapshot(
+            &self.inner.engine,
+            module,
+            self.faaslet_config(user, function),
+            None,
+        )
+        .map_err(WorkerError::Init)
+    }
+
+    /// Uploads `user/function`: validates and compiles `wasm`, makes its
+    /// Proto-Faaslet and writes both to the data directory, then makes it
+    /// callable (replacing an earlier upload). Blocking: it runs guest
+    /// code (the initialisation), so call it on an executor thread.
+    pub fn upload(&self, user: &str, function: &str, wasm: &[u8]) -> Result<(), WorkerError> {
+        check_name("user", user)?;
+        check_name("function", function)?;
+        let module = Module::new(&self.inner.engine, wasm).map_err(WorkerError::Compile)?;
+        let snapshot = self.proto(user, function, &module)?;
+        let dir = self.inner.config.data.join("functions").join(user);
+        std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        let tmp_wasm = dir.join(format!(".{function}.wasm.tmp"));
+        let tmp_snap = dir.join(format!(".{function}.snap.tmp"));
+        std::fs::write(&tmp_wasm, wasm).map_err(|e| io_err(&tmp_wasm, e))?;
+        snapshot.save(&tmp_snap).map_err(|e| WorkerError::Io {
+            path: tmp_snap.display().to_string(),
+            message: e.to_string(),
+        })?;
+        // The snapshot first: a crash between the renames leaves a wasm
+        // whose snapshot does not match, which reloading detects and remakes.
+        let snap = dir.join(format!("{function}.snap"));
+        let wasm_path = dir.join(format!("{function}.wasm"));
+        std::fs::rename(&tmp_snap, &snap).map_err(|e| io_err(&snap, e))?;
+        std::fs::rename(&tmp_wasm, &wasm_path).map_err(|e| io_err(&wasm_path, e))?;
+        self.functions_mut().insert(
+            (user.to_string(), function.to_string()),
+            Arc::new(Function {
+                wasm: wasm.into(),
+                snapshot,
+                called: AtomicBool::new(false),
+            }),
+        );
+        Ok(())
+    }
+
+    /// Calls `user/function` with `input` on this thread, from its
+    /// Proto-Faaslet, under the deadline. Blocking: call it on an
+    /// executor thread.
+    pub fn call(&self, user: &str, function: &str, input: &[u8]) -> Result<CallReply, WorkerError> {
+        let f = self.function(user, function)?;
+        let name = format!("{user}/{function}");
+        let cold = !f.called.swap(true, Ordering::Relaxed);
+        let start = Instant::now();
+        let result = self.run(&f, &name, input);
+        let outcome = match &result {
+            Ok(r) if r.return_code == 0 => "success",
+            Ok(_) => "failed",
+            Err(WorkerError::Trap { .. }) => "trap",
+            Err(WorkerError::Timeout { .. }) => "timeout",
+            Err(_) => "error",
+        };
+        self.inner
+            .metrics
+            .call(&name, outcome, start.elapsed(), cold);
+        result
+    }
+
+    fn run(&self, f: &Function, name: &str, input: &[u8]) -> Result<CallReply, WorkerError> {
+        let (user, function) = name.split_once('/').unwrap_or((name, name));
+        let config = self.faaslet_config(user, function);
+        let call_err = |error| WorkerError::Call {
+            function: name.to_string(),
+            error,
+        };
+        // Dropped after the call whatever happened: a Faaslet that hit its
+        // deadline is never reused.
+        let mut faaslet =
+            Faaslet::from_snapshot(&self.inner.engine, &f.snapshot, config).map_err(call_err)?;
+        let out = match faaslet.call(input) {
+            Ok(out) => out,
+            Err(FaasletError::Trap { trap, output }) => {
+                if trap.kind == TrapKind::Interrupted {
+                    return Err(WorkerError::Timeout {
+                        function: name.to_string(),
+                        timeout: self.inner.config.timeout,
+                    });
+                }
+                return Err(WorkerError::Trap {
+                    function: name.to_string(),
+                    kind: trap.kind.message(),
+                    detail: trap.to_string(),
+                    output,
+                });
+            }
+            Err(e) => return Err(call_err(e)),
+        };
+        let output = if out.output.is_empty() {
+            out.stdout
+        } else {
+            out.output
+        };
+        let limit = self.inner.config.max_output;
+        if output.len() > limit {
+            return Err(WorkerError::OutputTooLarge {
+                function: name.to_string(),
+                len: output.len(),
+                limit,
+            });
+        }
+        Ok(CallReply {
+            output,
+            return_code: out.return_code,
+        })
+    }
+
+    /// Starts `user/function` on the executor and returns its call id at
+    /// once; its outcome is kept for [`status`](Worker::status).
+    pub fn call_async(
+        &self,
+        user: &str,
+        function: &str,
+        input: Vec<u8>,
+    ) -> Result<u64, WorkerError> {
+        self.function(user, function)?;
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        self.set_status(id, CallStatus::Running);
+        let w = self.clone();
+        let (user, function) = (user.to_string(), function.to_string());
+        let submitted = self.inner.executor.submit(move || {
+            let status = match w.call(&user, &function, &input) {
+                Ok(r) if r.return_code == 0 => CallStatus::Success(r),
+                Ok(r) => CallStatus::Failed(format!("return code {}", r.return_code), r.output),
+                Err(e) => CallStatus::Failed(e.to_string(), Vec::new()),
+            };
+            w.set_status(id, status);
+        });
+        if let Err(e) = submitted {
+            self.results().map.remove(&id);
+            self.inner.metrics.rejected();
+            return Err(e.into());
+        }
+        Ok(id)
+    }
+
+    fn results(&self) -> std::sync::MutexGuard<'_, Results> {
+        self.inner.results.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_status(&self, id: u64, status: CallStatus) {
+        let mut r = self.results();
+        if r.map.insert(id, status).is_none() {
+            r.order.push_back(id);
+            while r.order.len() > r.capacity {
+                if let Some(old) = r.order.pop_front() {
+                    r.map.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// The status of asynchronous call `id`, if it is still kept.
+    pub fn status(&self, id: u64) -> Option<CallStatus> {
+        self.results().map.get(&id).cloned()
+    }
+}

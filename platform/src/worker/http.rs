@@ -1,0 +1,328 @@
+//! The HTTP API of a worker (axum over hyper). Every handler validates
+//! what the client sent and answers a typed JSON error (`{"error": KIND,
+//! "message": ...}`) with a 4xx status for a bad request; guest code runs
+//! on the [`Executor`](crate::executor::Executor), never here.
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `PUT /f/{user}/{function}` | upload wasm (compiled, Proto-Faaslet made, stored) |
+//! | `GET /f/{user}/{function}` | the uploaded wasm |
+//! | `POST /f/{user}/{function}[?async=1]` | call: body = input, response = output |
+//! | `POST /` | Faasm's JSON message (`user`, `function`, `input_data`, `async`) |
+//! | `GET /status/{id}` | an asynchronous call's status and output |
+//! | `PUT/GET /s/{user}/{key}` | a state value |
+//! | `GET /ping`, `GET /metrics` | liveness; Prometheus metrics |
+
+use crate::worker::core::{check_name, state_key, CallReply, CallStatus, Worker, WorkerError};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// The header carrying a call's return code.
+pub const RETURN_CODE_HEADER: &str = "x-faaslet-return-code";
+
+/// An error answer: a status and a JSON body naming what is wrong.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: serde_json::Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &str, message: impl std::fmt::Display) -> ApiError {
+        ApiError {
+            status,
+            body: json!({ "error": kind, "message": message.to_string() }),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body)).into_response()
+    }
+}
+
+impl From<WorkerError> for ApiError {
+    fn from(e: WorkerError) -> ApiError {
+        let msg = e.to_string();
+        let (status, kind) = match &e {
+            WorkerError::BadName { .. } => (StatusCode::BAD_REQUEST, "bad_name"),
+            WorkerError::NoSuchFunction { .. } => (StatusCode::NOT_FOUND, "no_such_function"),
+            WorkerError::Compile(_) => (StatusCode::BAD_REQUEST, "invalid_module"),
+            WorkerError::Init(_) => (StatusCode::BAD_REQUEST, "init_failed"),
+            WorkerError::Busy(_) => (StatusCode::TOO_MANY_REQUESTS, "busy"),
+            WorkerError::Trap { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "trap"),
+            WorkerError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            WorkerError::OutputTooLarge { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "output_too_large")
+            }
+            WorkerError::Call { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "call_failed"),
+            WorkerError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io"),
+            WorkerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        };
+        let mut err = ApiError::new(status, kind, msg);
+        match e {
+            WorkerError::Trap {
+                function,
+                kind,
+                detail,
+                ..
+            } => {
+                err.body["function"] = json!(function);
+                err.body["trap"] = json!(kind);
+                err.body["detail"] = json!(detail);
+            }
+            WorkerError::Timeout { function, timeout } => {
+                err.body["function"] = json!(function);
+                err.body["timeout_ms"] = json!(timeout.as_millis() as u64);
+            }
+            WorkerError::BadName { what, name } => {
+                err.body["field"] = json!(what);
+                err.body["value"] = json!(name);
+            }
+            _ => {}
+        }
+        err
+    }
+}
+
+fn body_error(r: BytesRejection) -> ApiError {
+    let kind = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        "body_too_large"
+    } else {
+        "bad_body"
+    };
+    ApiError::new(r.status(), kind, r.body_text())
+}
+
+/// The router of `worker`'s API.
+pub fn router(worker: Worker) -> Router {
+    let limit = worker.config().max_body;
+    Router::new()
+        .route("/ping", get(|| async { "PONG" }))
+        .route("/metrics", get(metrics))
+        .route("/", post(faasm_message))
+        .route(
+            "/f/{user}/{function}",
+            put(upload).get(download).post(invoke),
+        )
+        .route("/status/{id}", get(status))
+        .route("/s/{user}/{key}", put(state_put).get(state_get))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(log))
+        .with_state(worker)
+}
+
+/// One log line per request.
+async fn log(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    tracing::info!(
+        %method,
+        path,
+        status = resp.status().as_u16(),
+        micros = start.elapsed().as_micros() as u64,
+        "request"
+    );
+    resp
+}
+
+/// Runs `job` on the worker's executor and awaits its result.
+async fn on_executor<T: Send + 'static>(
+    worker: &Worker,
+    job: impl FnOnce(&Worker) -> Result<T, WorkerError> + Send + 'static,
+) -> Result<T, WorkerError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let w = worker.clone();
+    if let Err(e) = worker.executor().submit(move || {
+        let _ = tx.send(job(&w));
+    }) {
+        worker.metrics().rejected();
+        return Err(e.into());
+    }
+    rx.await.unwrap_or(Err(WorkerError::ShuttingDown))
+}
+
+async fn metrics(State(w): State<Worker>) -> Response {
+    let text = w
+        .metrics()
+        .render(w.executor().queued(), w.executor().running());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn upload(
+    State(w): State<Worker>,
+    Path((user, function)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(body_error)?;
+    check_name("user", &user)?;
+    check_name("function", &function)?;
+    let (u, f) = (user.clone(), function.clone());
+    on_executor(&w, move |w| w.upload(&u, &f, &body)).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({ "user": user, "function": function })),
+    )
+        .into_response())
+}
+
+async fn download(
+    State(w): State<Worker>,
+    Path((user, function)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let f = w.function(&user, &function)?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/wasm")],
+        Body::from(Bytes::from(f.wasm.to_vec())),
+    )
+        .into_response())
+}
+
+fn reply(r: CallReply) -> Response {
+    let mut resp = Response::new(Body::from(r.output));
+    resp.headers_mut()
+        .insert(RETURN_CODE_HEADER, HeaderValue::from(r.return_code));
+    resp
+}
+
+fn accepted(id: u64) -> Response {
+    (StatusCode::ACCEPTED, axum::Json(json!({ "id": id }))).into_response()
+}
+
+async fn call(
+    w: Worker,
+    user: String,
+    function: String,
+    input: Vec<u8>,
+    asynchronous: bool,
+) -> Result<Response, ApiError> {
+    if asynchronous {
+        return Ok(accepted(w.call_async(&user, &function, input)?));
+    }
+    // Fail fast (404, 400) before queueing.
+    w.function(&user, &function)?;
+    let r = on_executor(&w, move |w| w.call(&user, &function, &input)).await?;
+    Ok(reply(r))
+}
+
+async fn invoke(
+    State(w): State<Worker>,
+    Path((user, function)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(body_error)?;
+    let asynchronous = match q.get("async").map(String::as_str) {
+        None | Some("0") | Some("false") => false,
+        Some("1") | Some("true") | Some("") => true,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_query",
+                format!("async must be 0, 1, true or false, not {other:?}"),
+            ))
+        }
+    };
+    call(w, user, function, body.to_vec(), asynchronous).await
+}
+
+/// Faasm's invocation message.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Message {
+    user: String,
+    function: String,
+    #[serde(default)]
+    input_data: String,
+    #[serde(default, rename = "async")]
+    asynchronous: bool,
+}
+
+async fn faasm_message(
+    State(w): State<Worker>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(body_error)?;
+    let m: Message = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e))?;
+    call(
+        w,
+        m.user,
+        m.function,
+        m.input_data.into_bytes(),
+        m.asynchronous,
+    )
+    .await
+}
+
+async fn status(State(w): State<Worker>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id: u64 = id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_id",
+            format!("call id must be a number, not {id:?}"),
+        )
+    })?;
+    let st = w.status(id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_such_call",
+            format!("no call {id} (unknown, or its result was dropped)"),
+        )
+    })?;
+    let body = match st {
+        CallStatus::Running => json!({ "id": id, "status": "running" }),
+        CallStatus::Success(r) => json!({
+            "id": id, "status": "success", "return_code": r.return_code,
+            "output": String::from_utf8_lossy(&r.output),
+        }),
+        CallStatus::Failed(msg, out) => json!({
+            "id": id, "status": "failed", "message": msg,
+            "output": String::from_utf8_lossy(&out),
+        }),
+    };
+    Ok(axum::Json(body).into_response())
+}
+
+async fn state_put(
+    State(w): State<Worker>,
+    Path((user, key)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(body_error)?;
+    check_name("user", &user)?;
+    check_name("key", &key)?;
+    w.state()
+        .value(&state_key(&user, &key))
+        .set(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_state", e))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn state_get(
+    State(w): State<Worker>,
+    Path((user, key)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    check_name("user", &user)?;
+    check_name("key", &key)?;
+    let bytes = w
+        .state()
+        .value(&state_key(&user, &key))
+        .with_bytes(|b| b.to_vec());
+    Ok(bytes.into_response())
+}

@@ -1,0 +1,130 @@
+//! [`Metrics`]: counters of a worker, rendered in the Prometheus text format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the call latency histogram's buckets.
+const BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 10.0,
+];
+
+#[derive(Default)]
+struct Inner {
+    /// (user/function, outcome) → calls.
+    calls: BTreeMap<(String, &'static str), u64>,
+    /// Cumulative counts per bucket, plus +Inf.
+    buckets: [u64; BUCKETS.len() + 1],
+    sum: f64,
+    count: u64,
+    cold: u64,
+    warm: u64,
+    rejected: u64,
+}
+
+/// A worker's counters.
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a finished call of `function` (`user/function`) with its
+    /// outcome (`success`, `failed`, `trap`, `timeout`), duration, and
+    /// whether it was the function's first call in this process (cold).
+    pub fn call(&self, function: &str, outcome: &'static str, took: Duration, cold: bool) {
+        let mut m = self.lock();
+        *m.calls.entry((function.to_string(), outcome)).or_default() += 1;
+        let s = took.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if s <= *b {
+                m.buckets[i] += 1;
+            }
+        }
+        m.buckets[BUCKETS.len()] += 1;
+        m.sum += s;
+        m.count += 1;
+        if cold {
+            m.cold += 1;
+        } else {
+            m.warm += 1;
+        }
+    }
+
+    /// Records a call refused because the executor queue was full.
+    pub fn rejected(&self) {
+        self.lock().rejected += 1;
+    }
+
+    /// The Prometheus text exposition, with the executor's queue depth
+    /// and running calls.
+    pub fn render(&self, queued: usize, running: usize) -> String {
+        let m = self.lock();
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "# HELP faaslet_calls_total Calls by function and outcome."
+        );
+        let _ = writeln!(o, "# TYPE faaslet_calls_total counter");
+        for ((f, outcome), n) in &m.calls {
+            let f = f.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(
+                o,
+                "faaslet_calls_total{{function=\"{f}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP faaslet_call_duration_seconds Call latency on the executor."
+        );
+        let _ = writeln!(o, "# TYPE faaslet_call_duration_seconds histogram");
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "faaslet_call_duration_seconds_bucket{{le=\"{b}\"}} {}",
+                m.buckets[i]
+            );
+        }
+        let _ = writeln!(
+            o,
+            "faaslet_call_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+            m.buckets[BUCKETS.len()]
+        );
+        let _ = writeln!(o, "faaslet_call_duration_seconds_sum {}", m.sum);
+        let _ = writeln!(o, "faaslet_call_duration_seconds_count {}", m.count);
+        let _ = writeln!(o, "# HELP faaslet_calls_start_total Calls by start kind (cold: first call of a function in this process).");
+        let _ = writeln!(o, "# TYPE faaslet_calls_start_total counter");
+        let _ = writeln!(o, "faaslet_calls_start_total{{start=\"cold\"}} {}", m.cold);
+        let _ = writeln!(o, "faaslet_calls_start_total{{start=\"warm\"}} {}", m.warm);
+        let _ = writeln!(
+            o,
+            "# HELP faaslet_calls_rejected_total Calls refused with 429 (queue full)."
+        );
+        let _ = writeln!(o, "# TYPE faaslet_calls_rejected_total counter");
+        let _ = writeln!(o, "faaslet_calls_rejected_total {}", m.rejected);
+        let _ = writeln!(
+            o,
+            "# HELP faaslet_executor_queue_depth Calls waiting for an executor thread."
+        );
+        let _ = writeln!(o, "# TYPE faaslet_executor_queue_depth gauge");
+        let _ = writeln!(o, "faaslet_executor_queue_depth {queued}");
+        let _ = writeln!(
+            o,
+            "# HELP faaslet_executor_running Calls running on executor threads."
+        );
+        let _ = writeln!(o, "# TYPE faaslet_executor_running gauge");
+        let _ = writeln!(o, "faaslet_executor_running {running}");
+        o
+    }
+}

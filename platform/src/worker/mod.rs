@@ -1,0 +1,16 @@
+//! The worker: uploaded functions served over HTTP.
+//!
+//! * [`Executor`](crate::executor::Executor): the bounded pool of threads
+//!   guest code (chained calls too) runs on.
+//! * [`metrics`]: counters in the Prometheus text format.
+//! * [`core`]: the [`Worker`] (functions, Proto-Faaslets on disk,
+//!   deadlines, asynchronous results, per-user state).
+//! * [`http`]: the HTTP API; [`server`]: serving it.
+
+pub mod core;
+pub mod http;
+pub mod metrics;
+pub mod server;
+
+pub use self::core::{CallReply, CallStatus, Worker, WorkerConfig, WorkerError};
+pub use self::server::{serve_until_signal, Server};
