@@ -77,6 +77,9 @@ enum Command {
         /// Resource isolation (cgroups, network namespace).
         #[command(flatten)]
         isolation: IsolationArgs,
+        /// State tiers and limits.
+        #[command(flatten)]
+        state: StateArgs,
         /// The function's module (`.wasm` or `.wat`).
         file: PathBuf,
         /// Arguments passed to the function (`argv[1..]`).
@@ -306,10 +309,12 @@ fn main() -> ExitCode {
             from_snapshot,
             timeout,
             isolation,
+            state,
             file,
             args,
         } => run(RunArgs {
             timeout,
+            state,
             bounds,
             input,
             input_file,
@@ -522,7 +527,41 @@ impl IsolationArgs {
     }
 }
 
+/// `faaslet run`'s state options.
+#[derive(clap::Args)]
+struct StateArgs {
+    /// The global state tier: `redis://HOST:PORT[/DB]` (default: a tier
+    /// inside this process).
+    #[arg(long = "state", value_name = "URL")]
+    url: Option<String>,
+    /// Bytes of state (declared value lengths plus appends) one user may
+    /// hold in this process.
+    #[arg(long = "state-quota", value_name = "BYTES", default_value_t = 1 << 30)]
+    quota: u64,
+    /// The user the function runs as (its state namespace).
+    #[arg(long, default_value = "default")]
+    user: String,
+}
+
+impl StateArgs {
+    fn build(&self) -> Result<std::sync::Arc<dyn faaslet_state::StateStore>, String> {
+        use faaslet_state::{GlobalTier, InProcessTier, LocalStateStore, RedisTier, StateLimits};
+        let global: std::sync::Arc<dyn GlobalTier> = match &self.url {
+            Some(url) => std::sync::Arc::new(RedisTier::connect(url).map_err(|e| e.to_string())?),
+            None => std::sync::Arc::new(InProcessTier::new()),
+        };
+        let limits = StateLimits {
+            quota_bytes: self.quota,
+            ..StateLimits::default()
+        };
+        Ok(std::sync::Arc::new(LocalStateStore::with_global(
+            global, limits,
+        )))
+    }
+}
+
 struct RunArgs {
+    state: StateArgs,
     isolation: IsolationArgs,
     bounds: BoundsArg,
     input: Option<String>,
@@ -591,6 +630,8 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
     }
     config.conf_flags = std::sync::Arc::new(flags);
     config.isolation = a.isolation.build()?;
+    config.state = a.state.build()?;
+    config.user = a.state.user.clone();
     for e in &a.env {
         let (k, v) = e
             .split_once('=')

@@ -71,8 +71,11 @@ pub struct FaasletConfig {
     /// Where chained calls find functions by name (none: chaining by name
     /// returns call id 0).
     pub functions: Option<FunctionRegistry>,
-    /// The state store (the local tier).
+    /// The state store (the local tier, in front of the global one).
     pub state: Arc<dyn StateStore>,
+    /// The user the function runs as: its state keys live in this user's
+    /// namespace (and count against this user's quota). Default `"default"`.
+    pub user: String,
     /// Resource isolation around every call: the calling thread joins a
     /// CPU cgroup with these limits and a pooled network namespace for the
     /// duration of the call (see `faaslet_netns`). `None` runs unisolated.
@@ -131,6 +134,7 @@ impl FaasletConfig {
             conf_flags: Arc::new(HashMap::new()),
             functions: None,
             state: Arc::new(LocalStateStore::new()),
+            user: "default".to_string(),
             isolation: None,
             deadline_ticks: None,
             executor: None,
@@ -378,7 +382,8 @@ impl Faaslet {
             calls: HashMap::new(),
         };
         let faasm = FaasmCtx::new(input, c.state.clone(), Box::new(chainer))
-            .with_conf_flags(c.conf_flags.clone());
+            .with_conf_flags(c.conf_flags.clone())
+            .with_user(&c.user);
         Ok(Store::new(&self.engine, FaasletData { wasi, faasm }))
     }
 

@@ -9,8 +9,8 @@
 //! into a trap whose message names the call.
 
 use faaslet::{Caller, Error, Linker, Trap};
+use faaslet_hostapi::faasm::LockTier;
 use faaslet_hostapi::faasm::{self, FaasmCtx, FaasmEnv, FaasmError};
-use faaslet_state::LockTier;
 
 /// Store data that holds a Faasm context.
 pub trait FaasmView {

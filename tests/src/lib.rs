@@ -1,1 +1,111 @@
-//! Integration tests for faaslet live in `tests/`; this library is empty on purpose.
+//! Integration tests for faaslet live in `tests/`; this library holds only
+//! what several of them share: [`RedisServer`], the Redis the state tests
+//! talk to.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A Redis server for a test: the one `FAASLET_TEST_REDIS` names (a
+/// `redis://` URL; CI starts it), or else a `redis-server` spawned on a
+/// free port (no persistence) and killed on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    url: String,
+    port: u16,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn answers(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut buf = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+impl RedisServer {
+    /// `FAASLET_TEST_REDIS` if set, else a private server.
+    pub fn get() -> RedisServer {
+        match std::env::var("FAASLET_TEST_REDIS") {
+            Ok(url) if !url.is_empty() => RedisServer {
+                url,
+                port: 0,
+                child: None,
+            },
+            _ => RedisServer::spawn(),
+        }
+    }
+
+    /// Always a private server (for tests that stop and restart it).
+    pub fn spawn() -> RedisServer {
+        RedisServer::spawn_on(free_port())
+    }
+
+    fn spawn_on(port: u16) -> RedisServer {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server) or FAASLET_TEST_REDIS");
+        let start = Instant::now();
+        while !answers(port) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RedisServer {
+            url: format!("redis://127.0.0.1:{port}"),
+            port,
+            child: Some(child),
+        }
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Kills a private server (nothing for an external one).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Restarts a stopped private server on the same port.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none() && self.port != 0);
+        *self = RedisServer::spawn_on(self.port);
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A user name no other test run uses (tests may share one server).
+pub fn unique_user(tag: &str) -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{tag}-{}-{n}", std::process::id())
+}

@@ -209,7 +209,10 @@ fn c_counters_under_a_write_lock_count_exactly() {
     );
     assert_eq!(String::from_utf8_lossy(&out.output), "5050\n");
     let mut v = [0u8; 4];
-    state.value("counter").read_at(0, &mut v);
+    state
+        .value("default", "counter")
+        .unwrap()
+        .read_at(0, &mut v);
     assert_eq!(u32::from_le_bytes(v), 100);
     let out = run_c("counter", b"", c_config(dir, "counter", state.clone()));
     assert_eq!(out.output, b"101");
@@ -470,10 +473,19 @@ fn state_whole_offsets_and_ptr() {
     let out = run_wat(&m, b"", config.clone()).unwrap();
     assert_eq!(out.output, b"10140101456789");
     // Only the flagged byte reached the value.
-    state
-        .value("key")
-        .with_bytes(|b| assert_eq!(b, b"A101456789"));
-    assert!(state.value("key").dirty_ranges().is_empty());
+    assert_eq!(
+        state
+            .value("default", "key")
+            .unwrap()
+            .copy_range(0..usize::MAX)
+            .unwrap(),
+        b"A101456789"
+    );
+    assert!(state
+        .value("default", "key")
+        .unwrap()
+        .dirty_ranges()
+        .is_empty());
 
     // A full push writes the whole mapped copy back; a pull refreshes it.
     let m = wat(r#"
@@ -489,9 +501,14 @@ fn state_whole_offsets_and_ptr() {
     "#);
     let out = run_wat(&m, b"", config).unwrap();
     assert_eq!(out.output, b"A00145678Z");
-    state
-        .value("key")
-        .with_bytes(|b| assert_eq!(b, b"A00145678Z"));
+    assert_eq!(
+        state
+            .value("default", "key")
+            .unwrap()
+            .copy_range(0..usize::MAX)
+            .unwrap(),
+        b"A00145678Z"
+    );
 }
 
 #[test]
@@ -818,4 +835,58 @@ fn cli_passes_environment_variables() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("bad --env"));
+}
+
+// ------------------------------------------------------- state limits
+
+/// Resident memory of this process, from /proc/self/statm.
+fn resident_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = s.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[test]
+fn declared_state_sizes_count_against_the_quota() {
+    // 30 keys ("k" + one byte), each declaring a total length of 1 GiB.
+    let m = wat(r#"
+      (data (i32.const 200) "k\00\00")
+      (func (export "main") (result i32)
+        (local $i i32)
+        (loop $l
+          (i32.store8 (i32.const 201) (i32.add (i32.const 65) (local.get $i)))
+          (call $write_state_offset (i32.const 200) (i32.const 1073741824)
+                (i32.const 0) (i32.const 64) (i32.const 4))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $l (i32.lt_u (local.get $i) (i32.const 30))))
+        i32.const 0)
+    "#);
+    let config = fresh();
+    let state = config.state.clone();
+    let msg = trap_message(run_wat(&m, b"", config));
+    assert!(msg.contains("__faasm_write_state_offset"), "{msg}");
+    assert!(msg.contains("limit: state quota"), "{msg}");
+    // The first key took the whole quota, sparsely: nothing near 1 GiB is resident.
+    assert_eq!(state.value("default", "kA").unwrap().len(), 1 << 30);
+    let rss = resident_bytes();
+    assert!(rss < 512 << 20, "resident {rss} bytes");
+}
+
+#[test]
+fn state_is_namespaced_by_user() {
+    let m = wat(r#"
+      (func (export "main") (result i32)
+        (call $write_state (i32.const 0) (i32.const 64) (call $read_input (i32.const 100) (i32.const 10)))
+        i32.const 0)
+    "#);
+    let mut alice = fresh();
+    alice.user = "alice".into();
+    let mut bob = alice.clone();
+    bob.user = "bob".into();
+    run_wat(&m, b"0123", alice.clone()).unwrap();
+    run_wat(&m, b"01", bob).unwrap();
+    let s = &alice.state;
+    assert_eq!(s.value("alice", "key").unwrap().len(), 4);
+    assert_eq!(s.value("bob", "key").unwrap().len(), 2);
+    assert_eq!(s.value("default", "key").unwrap().len(), 0);
 }

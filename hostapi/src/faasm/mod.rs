@@ -9,8 +9,8 @@
 //! turns into a trap, so a hostile guest can never make the host touch
 //! memory outside its sandbox.
 //!
-//! State lives in a [`StateStore`] (the per-host [`LocalStateStore`](faaslet_state::LocalStateStore) in this
-//! issue); chained calls go through a [`Chainer`] the engine provides.
+//! State lives in a [`StateStore`] (the per-process [`LocalStateStore`](faaslet_state::LocalStateStore)
+//! in front of a global tier), namespaced by the context's user; chained calls go through a [`Chainer`] the engine provides.
 //!
 //! The `_ptr` calls (`__faasm_read_state_ptr`, `__faasm_read_state_offset_ptr`)
 //! are copy-based for now: the value is copied into pages the host grows at
@@ -46,7 +46,16 @@ pub mod mem;
 
 pub use chain::{CallResult, Chainer, NoChaining};
 pub use error::FaasmError;
-use faaslet_state::{ranges_of_mask, LockTier, StateStore, StateValue};
+use faaslet_state::{GlobalLock, LockMode, StateStore, StateValue};
+
+/// Which of a value's two explicit locks a lock call takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LockTier {
+    /// The per-process lock (`__faasm_lock_state_read/write`).
+    Local,
+    /// The global tier's lock (`__faasm_lock_state_global_*`).
+    Global,
+}
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -68,6 +77,7 @@ struct HeldLock {
     value: Arc<StateValue>,
     tier: LockTier,
     write: bool,
+    global: Option<GlobalLock>,
 }
 
 /// The Faasm side of one Faaslet: its input and output, its view of state
@@ -80,6 +90,8 @@ pub struct FaasmCtx {
     conf: Arc<HashMap<String, u32>>,
     mappings: HashMap<String, Mapping>,
     held: Vec<HeldLock>,
+    user: String,
+    deadline: Option<std::time::Instant>,
     /// Free space in host-grown pages: `arena.start..arena.end`.
     arena: Range<u64>,
 }
@@ -106,6 +118,8 @@ impl FaasmCtx {
             conf: Arc::new(HashMap::new()),
             mappings: HashMap::new(),
             held: Vec::new(),
+            user: "default".to_string(),
+            deadline: None,
             arena: 0..0,
         }
     }
@@ -114,6 +128,23 @@ impl FaasmCtx {
     pub fn with_conf_flags(mut self, conf: Arc<HashMap<String, u32>>) -> FaasmCtx {
         self.conf = conf;
         self
+    }
+
+    /// Sets the user whose state namespace the calls use (default
+    /// `"default"`).
+    pub fn with_user(mut self, user: &str) -> FaasmCtx {
+        self.user = user.to_string();
+        self
+    }
+
+    /// The user.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// Sets the deadline global lock waits give up at.
+    pub fn set_deadline(&mut self, deadline: Option<std::time::Instant>) {
+        self.deadline = deadline;
     }
 
     /// Replaces the call's input.
@@ -145,14 +176,20 @@ impl FaasmCtx {
     /// call ends, normally or by a trap, so a crashed function cannot
     /// leave other Faaslets blocked).
     pub fn release_locks(&mut self) {
-        for h in self.held.drain(..) {
-            let l = h.value.lock(h.tier);
-            if h.write {
-                l.unlock_write()
-            } else {
-                l.unlock_read()
-            }
+        for h in std::mem::take(&mut self.held) {
+            // A global tier that is down cannot take the release; the
+            // lease expires the lock instead.
+            let _ = self.release(h);
         }
+    }
+
+    fn release(&self, h: HeldLock) -> Result<(), FaasmError> {
+        match h.global {
+            Some(g) => self.state.unlock_global(&g)?,
+            None if h.write => h.value.local_lock().unlock_write(),
+            None => h.value.local_lock().unlock_read(),
+        }
+        Ok(())
     }
 
     /// Number of state locks currently held.
@@ -318,7 +355,9 @@ pub fn await_call_output(
 
 /// The value for the key string at `key`.
 fn value_at(ctx: &FaasmCtx, m: &[u8], key: u32) -> Result<Arc<StateValue>, FaasmError> {
-    Ok(ctx.state.value(mem::cstr(m, key, "state key")?))
+    Ok(ctx
+        .state
+        .value(&ctx.user, mem::cstr(m, key, "state key")?)?)
 }
 
 /// Copies `ranges` of a mapped value's guest copy back into the value.
@@ -383,7 +422,7 @@ pub fn write_state(
     let len = mem::len(len, "write_state len")?;
     let (ctx, m) = env.parts();
     let key = mem::cstr(m, key, "state key")?;
-    let v = ctx.state.value(key);
+    let v = ctx.state.value(&ctx.user, key)?;
     v.set(mem::slice(m, data, len, "write_state data")?)?;
     let key = owned_if_mapped(ctx, key);
     if let Some(key) = key {
@@ -425,7 +464,7 @@ pub fn write_state_offset(
     check_range(total, offset, len32 as usize)?;
     let (ctx, m) = env.parts();
     let key = mem::cstr(m, key, "state key")?;
-    let v = ctx.state.value(key);
+    let v = ctx.state.value(&ctx.user, key)?;
     v.ensure_len(total)?;
     v.write_at(
         offset,
@@ -474,7 +513,7 @@ fn map_value(env: &mut impl FaasmEnv, key: u32, total: usize) -> Result<u32, Faa
         }
     }
     let key_owned = key_str.to_string();
-    let v = ctx.state.value(&key_owned);
+    let v = ctx.state.value(&ctx.user, &key_owned)?;
     v.ensure_len(total)?;
     let len = v.len().max(total);
     let len32 = u32::try_from(len).map_err(|_| FaasmError::ValueTooLarge { len: len as u64 })?;
@@ -548,7 +587,7 @@ fn flag_dirty(
 ) -> Result<(), FaasmError> {
     let (ctx, m) = env.parts();
     let key = mem::cstr(m, key, "state key")?;
-    let v = ctx.state.value(key);
+    let v = ctx.state.value(&ctx.user, key)?;
     let r = offset..offset + len;
     write_back(ctx, m, key, Some(std::slice::from_ref(&r)))?;
     v.mark_dirty(offset, len);
@@ -564,8 +603,9 @@ pub fn append_state(
 ) -> Result<(), FaasmError> {
     let len = mem::len(len, "append_state len")?;
     let (ctx, m) = env.parts();
-    let a = ctx.state.appended(mem::cstr(m, key, "state key")?);
-    Ok(a.append(mem::slice(m, data, len, "append_state data")?)?)
+    let key = mem::cstr(m, key, "state key")?;
+    let data = mem::slice(m, data, len, "append_state data")?;
+    Ok(ctx.state.append(&ctx.user, key, data)?)
 }
 
 /// `void __faasm_read_appended_state(const char *key, unsigned char *buf,
@@ -581,19 +621,18 @@ pub fn read_appended_state(
     let len = mem::len(len, "read_appended_state len")?;
     let n = nonneg(n, "n_elems")?;
     let (ctx, m) = env.parts();
-    let a = ctx.state.appended(mem::cstr(m, key, "state key")?);
-    a.read(
-        mem::slice_mut(m, buf, len, "read_appended_state buffer")?,
-        n,
-    )?;
+    // Bounded by the key length limit of `mem::cstr`.
+    let key = mem::cstr(m, key, "state key")?.to_string();
+    let buf = mem::slice_mut(m, buf, len, "read_appended_state buffer")?;
+    ctx.state.read_appended(&ctx.user, &key, buf, n)?;
     Ok(())
 }
 
 /// `void __faasm_clear_appended_state(const char *key)`.
 pub fn clear_appended_state(env: &mut impl FaasmEnv, key: u32) -> Result<(), FaasmError> {
     let (ctx, m) = env.parts();
-    ctx.state.appended(mem::cstr(m, key, "state key")?).clear();
-    Ok(())
+    let key = mem::cstr(m, key, "state key")?;
+    Ok(ctx.state.clear_appended(&ctx.user, key)?)
 }
 
 /// `void __faasm_push_state(const char *key)`: writes a mapped copy back
@@ -601,9 +640,9 @@ pub fn clear_appended_state(env: &mut impl FaasmEnv, key: u32) -> Result<(), Faa
 pub fn push_state(env: &mut impl FaasmEnv, key: u32) -> Result<(), FaasmError> {
     let (ctx, m) = env.parts();
     let key = mem::cstr(m, key, "state key")?;
-    let v = ctx.state.value(key);
+    let v = ctx.state.value(&ctx.user, key)?;
     write_back(ctx, m, key, None)?;
-    Ok(ctx.state.push(key, &v, None)?)
+    Ok(ctx.state.push(&v, None)?)
 }
 
 /// `void __faasm_push_state_partial(const char *key)`: pushes only the
@@ -611,9 +650,9 @@ pub fn push_state(env: &mut impl FaasmEnv, key: u32) -> Result<(), FaasmError> {
 pub fn push_state_partial(env: &mut impl FaasmEnv, key: u32) -> Result<(), FaasmError> {
     let (ctx, m) = env.parts();
     let key = mem::cstr(m, key, "state key")?;
-    let v = ctx.state.value(key);
+    let v = ctx.state.value(&ctx.user, key)?;
     let ranges = v.dirty_ranges();
-    Ok(ctx.state.push(key, &v, Some(&ranges))?)
+    Ok(ctx.state.push(&v, Some(&ranges))?)
 }
 
 /// `void __faasm_push_state_partial_mask(const char *key, const char
@@ -628,12 +667,12 @@ pub fn push_state_partial_mask(
     let key = mem::cstr(m, key, "state key")?;
     let mask_key = mem::cstr(m, mask_key, "mask key")?;
     // The mask may itself be mapped and changed in place.
-    let mask_v = ctx.state.value(mask_key);
+    let mask_v = ctx.state.value(&ctx.user, mask_key)?;
     write_back(ctx, m, mask_key, None)?;
-    let ranges = mask_v.with_bytes(ranges_of_mask);
-    let v = ctx.state.value(key);
+    let ranges = mask_v.mask_ranges();
+    let v = ctx.state.value(&ctx.user, key)?;
     write_back(ctx, m, key, Some(&ranges))?;
-    Ok(ctx.state.push(key, &v, Some(&ranges))?)
+    Ok(ctx.state.push(&v, Some(&ranges))?)
 }
 
 /// `void __faasm_pull_state(const char *key, long len)`: refreshes the
@@ -642,9 +681,9 @@ pub fn pull_state(env: &mut impl FaasmEnv, key: u32, len: i32) -> Result<(), Faa
     let len = nonneg(len, "pull_state len")?;
     let (ctx, m) = env.parts();
     let key = mem::cstr(m, key, "state key")?;
-    let v = ctx.state.value(key);
+    let v = ctx.state.value(&ctx.user, key)?;
     v.ensure_len(len)?;
-    ctx.state.pull(key, &v)?;
+    ctx.state.pull(&v, None)?;
     match owned_if_mapped(ctx, key) {
         Some(key) => refresh(ctx, m, &key),
         None => Ok(()),
@@ -662,7 +701,7 @@ pub fn lock_state(
 ) -> Result<(), FaasmError> {
     let (ctx, m) = env.parts();
     let key = mem::cstr(m, key, "state key")?;
-    let v = ctx.state.value(key);
+    let v = ctx.state.value(&ctx.user, key)?;
     if ctx
         .held
         .iter()
@@ -673,16 +712,29 @@ pub fn lock_state(
             problem: "lock already held by this function",
         });
     }
-    let l = v.lock(tier);
-    if write {
-        l.lock_write()
-    } else {
-        l.lock_read()
-    }
+    let global = match tier {
+        LockTier::Local => {
+            if write {
+                v.local_lock().lock_write()
+            } else {
+                v.local_lock().lock_read()
+            }
+            None
+        }
+        LockTier::Global => {
+            let mode = if write {
+                LockMode::Write
+            } else {
+                LockMode::Read
+            };
+            Some(ctx.state.lock_global(&v, mode, ctx.deadline)?)
+        }
+    };
     ctx.held.push(HeldLock {
         value: v,
         tier,
         write,
+        global,
     });
     Ok(())
 }
@@ -696,7 +748,7 @@ pub fn unlock_state(
 ) -> Result<(), FaasmError> {
     let (ctx, m) = env.parts();
     let key = mem::cstr(m, key, "state key")?;
-    let v = ctx.state.value(key);
+    let v = ctx.state.value(&ctx.user, key)?;
     let i = ctx
         .held
         .iter()
@@ -706,13 +758,7 @@ pub fn unlock_state(
             problem: "unlock of a lock not held",
         })?;
     let h = ctx.held.swap_remove(i);
-    let l = h.value.lock(tier);
-    if write {
-        l.unlock_write()
-    } else {
-        l.unlock_read()
-    }
-    Ok(())
+    ctx.release(h)
 }
 
 /// `unsigned int __faasm_conf_flag(const char *key)`: the configured flag,

@@ -158,44 +158,6 @@ pub fn check_name(what: &'static str, name: &str) -> Result<(), WorkerError> {
     }
 }
 
-/// One user's view of the worker's state store: every key is prefixed
-/// with `USER/`, so a user's functions never see another user's values.
-/// `PUT /s/USER/KEY` writes the same `USER/KEY`.
-struct UserState {
-    prefix: String,
-    inner: Arc<dyn StateStore>,
-}
-
-impl StateStore for UserState {
-    fn value(&self, key: &str) -> Arc<faaslet_state::StateValue> {
-        self.inner.value(&format!("{}{key}", self.prefix))
-    }
-    fn appended(&self, key: &str) -> Arc<faaslet_state::AppendedState> {
-        self.inner.appended(&format!("{}{key}", self.prefix))
-    }
-    fn push(
-        &self,
-        key: &str,
-        value: &faaslet_state::StateValue,
-        ranges: Option<&[std::ops::Range<usize>]>,
-    ) -> Result<(), faaslet_state::StateError> {
-        self.inner
-            .push(&format!("{}{key}", self.prefix), value, ranges)
-    }
-    fn pull(
-        &self,
-        key: &str,
-        value: &faaslet_state::StateValue,
-    ) -> Result<(), faaslet_state::StateError> {
-        self.inner.pull(&format!("{}{key}", self.prefix), value)
-    }
-}
-
-/// The worker-wide state key of `user`'s `key`.
-pub fn state_key(user: &str, key: &str) -> String {
-    format!("{user}/{key}")
-}
-
 /// An uploaded function.
 pub struct Function {
     /// The uploaded bytes.
@@ -423,10 +385,9 @@ impl Worker {
         FaasletConfig {
             stdout: Output::Capture,
             stderr: Output::Capture,
-            state: Arc::new(UserState {
-                prefix: state_key(user, ""),
-                inner: self.inner.state.clone(),
-            }),
+            // Keys are namespaced by user in the store itself.
+            user: user.to_string(),
+            state: self.inner.state.clone(),
             executor: Some(self.inner.executor.clone()),
             deadline_ticks: Some((timeout.as_millis() / TICK.as_millis()).max(1) as u64),
             ..FaasletConfig::new(format!("{user}/{function}"))

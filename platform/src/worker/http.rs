@@ -13,7 +13,7 @@
 //! | `PUT/GET /s/{user}/{key}` | a state value |
 //! | `GET /ping`, `GET /metrics` | liveness; Prometheus metrics |
 
-use crate::worker::core::{check_name, state_key, CallReply, CallStatus, Worker, WorkerError};
+use crate::worker::core::{check_name, CallReply, CallStatus, Worker, WorkerError};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
@@ -307,10 +307,14 @@ async fn state_put(
     let body = body.map_err(body_error)?;
     check_name("user", &user)?;
     check_name("key", &key)?;
-    w.state()
-        .value(&state_key(&user, &key))
-        .set(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_state", e))?;
+    let bad = |e| ApiError::new(StatusCode::BAD_REQUEST, "bad_state", e);
+    let state = w.state();
+    let value = state.value(&user, &key).map_err(bad)?;
+    value.set(&body).map_err(bad)?;
+    // The global tier holds the authoritative copy.
+    state
+        .push(&value, None)
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "state_unavailable", e))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -320,9 +324,15 @@ async fn state_get(
 ) -> Result<Response, ApiError> {
     check_name("user", &user)?;
     check_name("key", &key)?;
-    let bytes = w
-        .state()
-        .value(&state_key(&user, &key))
-        .with_bytes(|b| b.to_vec());
+    let state = w.state();
+    let value = state
+        .value(&user, &key)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_state", e))?;
+    state
+        .pull(&value, None)
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "state_unavailable", e))?;
+    let mut bytes = vec![0u8; value.len()];
+    let n = value.read_at(0, &mut bytes);
+    bytes.truncate(n);
     Ok(bytes.into_response())
 }
