@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds every cargo-fuzz target and runs each for a bounded time.
 #
-#   bash fuzz/ci.sh                 # 60 s per target (CI)
+#   bash fuzz/ci.sh                 # 60 s per target (.ci/run passes 20)
 #   FUZZ_SECONDS=600 bash fuzz/ci.sh  # longer
 #
 # The build (coverage-instrumented, Cranelift included) and the

@@ -10,7 +10,7 @@
 //! | `POST /f/{user}/{function}[?async=1]` | call: body = input, response = output |
 //! | `POST /` | Faasm's JSON message (`user`, `function`, `input_data`, `async`) |
 //! | `GET /status/{id}` | an asynchronous call's status and output |
-//! | `PUT/GET /s/{user}/{key}` | a state value |
+//! | `PUT/GET /s/{user}/{key}` | a state value (PUT sets it here and pushes it to the global tier; GET returns this worker's copy, pulled first if the worker holds none) |
 //! | `GET /ping`, `GET /metrics` | liveness; Prometheus metrics |
 
 use crate::worker::core::{check_name, CallReply, CallStatus, Worker, WorkerError};
@@ -328,9 +328,13 @@ async fn state_get(
     let value = state
         .value(&user, &key)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_state", e))?;
-    state
-        .pull(&value, None)
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "state_unavailable", e))?;
+    // This worker's copy is what its functions see, pushed or not; a value
+    // the worker has never held is fetched from the global tier first.
+    if value.len() == 0 {
+        state
+            .pull(&value, None)
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "state_unavailable", e))?;
+    }
     let mut bytes = vec![0u8; value.len()];
     let n = value.read_at(0, &mut bytes);
     bytes.truncate(n);
