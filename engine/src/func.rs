@@ -83,6 +83,40 @@ impl<T> Caller<'_, T> {
         }
         self.inner.core.memories[mem.index as usize].grow(delta)
     }
+
+    /// Grows memory `mem` by enough pages for `len` bytes and maps the
+    /// first `len` bytes of the file `fd` over them, `MAP_SHARED`: the
+    /// guest then reads and writes the file's pages themselves, and sees
+    /// at once what other mappings of the file write. Returns the guest
+    /// address of the first mapped byte. The mapping ends when the memory
+    /// is reset to a snapshot or dropped (the file is never touched); a
+    /// snapshot of the memory captures those bytes as zero.
+    ///
+    /// Refused for shared (threads) memories, for a memory that cannot
+    /// grow that far, and for a file shorter than `len` rounded up to host
+    /// pages.
+    ///
+    /// # Safety
+    ///
+    /// The file must not be truncated below `len` (rounded up to host
+    /// pages) while the mapping lasts: touching a page past a file's end
+    /// raises `SIGBUS`.
+    pub unsafe fn map_shared(
+        &mut self,
+        mem: Memory,
+        fd: std::os::fd::BorrowedFd<'_>,
+        len: usize,
+    ) -> Result<u64, Error> {
+        if mem.store != self.inner.core.id {
+            return Err(Error::Resource("memory belongs to another store".into()));
+        }
+        // SAFETY: forwarded contract.
+        unsafe {
+            self.inner.core.memories[mem.index as usize]
+                .data
+                .map_shared(fd, len)
+        }
+    }
 }
 
 /// The signature of host functions as stored: caller, params, results.

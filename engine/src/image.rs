@@ -159,7 +159,26 @@ impl InstanceImage {
                     "shared memories are not captured".into(),
                 ));
             }
-            memories.push(memory_image(m.bytes())?);
+            // State mapped into the memory is not the instance's: it is
+            // captured as zero (and unmapped on reset), never copied.
+            let segments = m.data.shared_segments();
+            if segments.is_empty() {
+                memories.push(memory_image(m.bytes())?);
+            } else {
+                let mut bytes = Vec::new();
+                let len = m.bytes().len();
+                bytes.try_reserve_exact(len).map_err(|_| {
+                    Error::Resource(format!("no memory for a {len}-byte copy of a memory"))
+                })?;
+                bytes.extend_from_slice(m.bytes());
+                for r in segments {
+                    let end = r.end.min(bytes.len());
+                    if r.start < end {
+                        bytes[r.start..end].fill(0);
+                    }
+                }
+                memories.push(memory_image(&bytes)?);
+            }
         }
         let to_index = |raw: u64, what: &str| -> Result<u32, ImageError> {
             if raw == 0 {

@@ -216,6 +216,60 @@ impl MemoryData {
         Some(old)
     }
 
+    /// Grows the memory by enough pages for `len` bytes and maps the first
+    /// `len` bytes of `fd` over them, shared (see
+    /// `faaslet_sfi::LinearMemory::map_shared`); returns the address of
+    /// the first mapped byte (the old length).
+    ///
+    /// # Safety
+    ///
+    /// `fd` must not be truncated below `len` (page-rounded) while the
+    /// mapping lasts (until the memory is reset, re-imaged or dropped).
+    pub(crate) unsafe fn map_shared(
+        &self,
+        fd: std::os::fd::BorrowedFd<'_>,
+        len: usize,
+    ) -> Result<u64, Error> {
+        if self.ty.shared {
+            return Err(Error::Resource(
+                "state cannot be mapped into a shared memory".into(),
+            ));
+        }
+        let page = faaslet_sfi::WASM_PAGE as u64;
+        let pages = (len as u64).div_ceil(page).max(1);
+        let _guard = lock(&self.grow_lock);
+        let old = self.length() / page;
+        let full = || {
+            Error::Resource(format!(
+                "memory of {old} pages cannot grow by {pages} pages for a {len}-byte mapping (limit {} pages)",
+                self.limit_pages
+            ))
+        };
+        let new = old
+            .checked_add(pages)
+            .filter(|&n| n <= self.limit_pages)
+            .ok_or_else(full)?;
+        // SAFETY: `mem` is only touched under `grow_lock`, which we hold;
+        // the memory is not shared, so no other thread runs in it.
+        let mem = unsafe { &mut *self.mem.get() };
+        mem.grow_to(new as usize * faaslet_sfi::WASM_PAGE)
+            .map_err(|_| full())?;
+        self.length_atomic().store(new * page, Ordering::SeqCst);
+        let at = (old * page) as usize;
+        // SAFETY: the caller keeps `fd` long enough (our own contract).
+        unsafe { mem.map_shared(at, len, fd) }
+            .map_err(|e| Error::Resource(format!("mapping state into memory failed: {e}")))?;
+        Ok(at as u64)
+    }
+
+    /// The page-rounded byte ranges where files are mapped shared.
+    pub(crate) fn shared_segments(&self) -> Vec<std::ops::Range<usize>> {
+        let _guard = lock(&self.grow_lock);
+        // SAFETY: `mem` is only touched under `grow_lock`, which we hold.
+        let mem = unsafe { &*self.mem.get() };
+        mem.shared_segments().to_vec()
+    }
+
     /// Whether `[addr, addr + size)` lies inside the memory.
     pub(crate) fn in_bounds(&self, addr: u64, size: u64) -> bool {
         addr.checked_add(size).is_some_and(|e| e <= self.length())

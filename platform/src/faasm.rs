@@ -11,6 +11,8 @@
 use faaslet::{Caller, Error, Linker, Trap};
 use faaslet_hostapi::faasm::LockTier;
 use faaslet_hostapi::faasm::{self, FaasmCtx, FaasmEnv, FaasmError};
+use faaslet_state::StateValue;
+use std::os::fd::BorrowedFd;
 
 /// Store data that holds a Faasm context.
 pub trait FaasmView {
@@ -33,6 +35,30 @@ impl<T: FaasmView> FaasmEnv for CallerEnv<'_, '_, T> {
         self.caller
             .grow_memory(mem, pages as u64)
             .and_then(|old| u32::try_from(old).ok())
+    }
+    fn map_state(&mut self, value: &StateValue, len: usize) -> Option<Result<u32, FaasmError>> {
+        let mem = self.caller.memory()?;
+        let caller = &mut *self.caller;
+        Some(value.with_segment(|fd, value_len| {
+            let fail = |reason: String| FaasmError::MapState {
+                key: value.name().to_string(),
+                reason,
+            };
+            if value_len < len {
+                return Err(fail(format!("the value has {value_len} bytes, not {len}")));
+            }
+            // SAFETY: `fd` is the value's memfd, open while we hold the
+            // value's lock (inside `with_segment`); the mapping keeps its
+            // own reference to the file afterwards.
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            // SAFETY: a state value's memfd is never truncated (values only
+            // grow; shrinking zeroes bytes without truncating), so the
+            // mapped pages stay inside the file for as long as they are
+            // mapped.
+            let addr =
+                unsafe { caller.map_shared(mem, fd, len) }.map_err(|e| fail(e.to_string()))?;
+            u32::try_from(addr).map_err(|_| fail(format!("address {addr:#x} is past 4 GiB")))
+        }))
     }
 }
 

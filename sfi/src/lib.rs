@@ -89,7 +89,7 @@ pub mod reservation;
 pub mod traps;
 
 pub use image::{ImageError, MemoryImage};
-pub use memory::{LinearMemory, WASM_PAGE};
+pub use memory::{LinearMemory, MAX_SHARED_SEGMENTS, WASM_PAGE};
 pub use pool::ReservationPool;
 pub use reservation::{host_page_size, MemoryError, Reservation};
 pub use traps::{

@@ -17,7 +17,9 @@ use crate::image::{MemoryImage, WarmSlots, COPY_RESTORE_LIMIT};
 /// Reservations, their errors and the host page size (now in
 /// [`reservation`](crate::reservation); kept here under their old paths).
 pub use crate::reservation::{host_page_size, MemoryError, Reservation};
-use crate::reservation::{round_up_to_page, wipe, zero_accessible};
+use crate::reservation::{round_up_to_page, wipe, zero_accessible, MapSource};
+use std::ops::Range;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
 
 /// The size of a WebAssembly page: 64 KiB.
@@ -41,10 +43,23 @@ pub struct LinearMemory {
     /// Id of the [`MemoryImage`](crate::MemoryImage) mapped at the start,
     /// if any.
     image: Option<u64>,
+    /// Bytes of that image from the start (meaningful only with `image`).
+    image_len: usize,
     /// The warm slots of that image, if the reservation goes back there
     /// on drop (see [`from_image_pooled`](Self::from_image_pooled)).
     warm: Option<Arc<WarmSlots>>,
+    /// Page-rounded ranges where a file is mapped `MAP_SHARED` (see
+    /// [`map_shared`](Self::map_shared)). Everything that puts the memory
+    /// back (reset, re-imaging, parking, recycling) first replaces them
+    /// with fresh private memory, so shared pages are never zeroed,
+    /// discarded over or handed to the next user.
+    shared: Vec<Range<usize>>,
 }
+
+/// Most files one memory may have mapped shared at once: each is a kernel
+/// mapping, and mappings are a process-wide resource (`vm.max_map_count`),
+/// so one guest must not be able to use them up.
+pub const MAX_SHARED_SEGMENTS: usize = 1024;
 
 impl LinearMemory {
     /// Creates a linear memory of `initial_bytes` accessible bytes in a fresh
@@ -78,7 +93,9 @@ impl LinearMemory {
             accessible: 0,
             limit,
             image: None,
+            image_len: 0,
             warm: None,
+            shared: Vec::new(),
         };
         mem.grow_to(initial_bytes)?;
         Ok(mem)
@@ -109,7 +126,9 @@ impl LinearMemory {
             len: initial_bytes,
             accessible,
             image: None,
+            image_len: 0,
             warm: None,
+            shared: Vec::new(),
         })
     }
 
@@ -164,6 +183,7 @@ impl LinearMemory {
         }
         self.len = image.len();
         self.image = Some(image.id());
+        self.image_len = image.len();
         Ok(())
     }
 
@@ -189,7 +209,9 @@ impl LinearMemory {
             accessible: 0,
             limit,
             image: None,
+            image_len: 0,
             warm: None,
+            shared: Vec::new(),
         };
         mem.grow_to(initial_bytes)?;
         Ok(mem)
@@ -219,7 +241,9 @@ impl LinearMemory {
             accessible: image.len(),
             limit,
             image: Some(image.id()),
+            image_len: image.len(),
             warm: None,
+            shared: Vec::new(),
         })
     }
 
@@ -272,7 +296,9 @@ impl LinearMemory {
                 accessible: image.len(),
                 limit,
                 image: Some(image.id()),
+                image_len: image.len(),
                 warm: None,
+                shared: Vec::new(),
             },
             None => LinearMemory::from_image(Reservation::new(reserve)?, image, Some(limit))?,
         };
@@ -283,6 +309,7 @@ impl LinearMemory {
     /// Replaces the whole memory with `image`, mapped copy-on-write (and
     /// anything beyond it made inaccessible): at most two system calls.
     pub fn map_image(&mut self, image: &MemoryImage) -> Result<(), MemoryError> {
+        self.unmap_shared()?;
         if image.len() > self.limit {
             return Err(MemoryError::TooLarge {
                 requested: image.len(),
@@ -307,6 +334,7 @@ impl LinearMemory {
         self.len = image.len();
         self.accessible = image.len();
         self.image = Some(image.id());
+        self.image_len = image.len();
         Ok(())
     }
 
@@ -316,6 +344,7 @@ impl LinearMemory {
     /// the kernel's work grows with the pages touched. (If another image,
     /// or none, is mapped, this is [`map_image`](Self::map_image).)
     pub fn reset_to_image(&mut self, image: &MemoryImage) -> Result<(), MemoryError> {
+        self.unmap_shared()?;
         if self.image != Some(image.id()) || self.reservation.is_unguarded() {
             return self.map_image(image);
         }
@@ -394,6 +423,138 @@ impl LinearMemory {
         Ok(())
     }
 
+    /// Maps the first `len` bytes of the file `fd` (rounded up to whole
+    /// host pages) over bytes `[offset, offset + len)` of this memory,
+    /// `MAP_SHARED | MAP_FIXED`: from then on those bytes *are* the file's
+    /// pages, so writes through any other shared mapping of the file
+    /// (another memory, the host's own view) are seen here at once and the
+    /// other way round. This is how a state value is shared by the
+    /// Faaslets of a host.
+    ///
+    /// `offset` must be host-page-aligned and the range must lie within
+    /// the memory's current length (grow it first); the file must be at
+    /// least the rounded length long. At most [`MAX_SHARED_SEGMENTS`]
+    /// files are mapped at once. The mapping lasts until the memory is put
+    /// back ([`reset_to_image`](Self::reset_to_image),
+    /// [`map_image`](Self::map_image), [`unmap_shared`](Self::unmap_shared),
+    /// or drop), which replaces it with fresh zero pages and never touches
+    /// the file.
+    ///
+    /// # Safety
+    ///
+    /// The file must not be truncated below the mapped length while it is
+    /// mapped: an access to a page past a file's end raises `SIGBUS`,
+    /// which host code reading the memory would not survive.
+    ///
+    /// ```
+    /// use faaslet_sfi::{LinearMemory, WASM_PAGE};
+    /// use std::io::{Read, Seek, Write};
+    ///
+    /// let mut file = tempfile_of(4096);
+    /// let mut mem = LinearMemory::new(WASM_PAGE, None, 4 * WASM_PAGE)?;
+    /// mem.grow_to(2 * WASM_PAGE)?;
+    /// // SAFETY: the file is not truncated while mapped.
+    /// unsafe { mem.map_shared(WASM_PAGE, 4096, std::os::fd::AsFd::as_fd(&file))? };
+    /// mem.as_mut_slice()[WASM_PAGE] = 42; // a write to the file
+    /// let mut b = [0u8; 1];
+    /// file.rewind()?;
+    /// file.read_exact(&mut b)?;
+    /// assert_eq!(b[0], 42);
+    /// mem.unmap_shared()?;
+    /// assert_eq!(mem.as_slice()[WASM_PAGE], 0); // fresh zero page again
+    /// # fn tempfile_of(n: usize) -> std::fs::File {
+    /// #     let p = std::env::temp_dir().join(format!("sfi-doc-{}", std::process::id()));
+    /// #     let mut f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&p).unwrap();
+    /// #     f.write_all(&vec![0u8; n]).unwrap();
+    /// #     std::fs::remove_file(&p).unwrap();
+    /// #     f
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub unsafe fn map_shared(
+        &mut self,
+        offset: usize,
+        len: usize,
+        fd: BorrowedFd<'_>,
+    ) -> Result<(), MemoryError> {
+        let rounded = round_up_to_page(len).ok_or(MemoryError::TooLarge {
+            requested: len,
+            limit: self.limit,
+        })?;
+        let page = crate::host_page_size();
+        if !offset.is_multiple_of(page) {
+            return Err(MemoryError::Unaligned {
+                offset,
+                page_size: page,
+            });
+        }
+        let accessible = round_up_to_page(self.len).unwrap_or(self.len);
+        if offset.checked_add(rounded).is_none_or(|e| e > accessible) {
+            return Err(MemoryError::NotAccessible {
+                offset,
+                len: rounded,
+                accessible,
+            });
+        }
+        if self.shared.len() >= MAX_SHARED_SEGMENTS {
+            return Err(MemoryError::TooLarge {
+                requested: self.shared.len() + 1,
+                limit: MAX_SHARED_SEGMENTS,
+            });
+        }
+        // SAFETY: an all-zero `stat` is a valid value for fstat to overwrite.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `fd` is a borrowed, open descriptor; `st` is writable.
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+            return Err(MemoryError::Stat {
+                errno: crate::reservation::errno(),
+            });
+        }
+        if (st.st_size as u64) < rounded as u64 {
+            return Err(MemoryError::FileTooShort {
+                len: rounded,
+                file_len: st.st_size as u64,
+            });
+        }
+        let r = self.reservation.map_fixed(
+            offset,
+            rounded,
+            libc::PROT_READ | libc::PROT_WRITE,
+            MapSource::SharedFile(fd),
+        );
+        // Recorded even on failure: a failed MAP_FIXED may have replaced
+        // the range anyway, and putting it back is harmless.
+        self.shared.push(offset..offset + rounded);
+        if let Err(e) = r {
+            let _ = self.unmap_shared();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The page-rounded byte ranges where files are mapped shared (see
+    /// [`map_shared`](Self::map_shared)), in the order they were mapped.
+    pub fn shared_segments(&self) -> &[Range<usize>] {
+        &self.shared
+    }
+
+    /// Replaces every shared mapping with fresh, zero, private memory (as
+    /// accessible as before); the files are not touched. On failure the
+    /// ranges not yet replaced stay recorded (and the memory is not parked
+    /// or reused until they are).
+    pub fn unmap_shared(&mut self) -> Result<(), MemoryError> {
+        while let Some(r) = self.shared.last().cloned() {
+            zero_accessible(&self.reservation, r.start, r.len())?;
+            if r.start < self.image_len {
+                // The image no longer shows through there: re-map it on
+                // the next reset instead of resetting its mapping.
+                self.image = None;
+            }
+            self.shared.pop();
+        }
+        Ok(())
+    }
+
     /// Puts the memory back to its image and parks the reservation in the
     /// image's warm slots. Gives the memory back on failure (it is then
     /// dropped the ordinary way).
@@ -440,10 +601,16 @@ impl LinearMemory {
 
 impl Drop for LinearMemory {
     fn drop(&mut self) {
+        // Shared mappings go first. If that fails the memory is not parked:
+        // dropping the reservation then wipes or unmaps the whole range, and
+        // neither keeps a shared mapping.
+        let unshared = self.unmap_shared().is_ok();
         if let Some(warm) = self.warm.take() {
             // Parked, or else the reservation drops as usual (wiped back
             // to its pool, or unmapped).
-            self.park(&warm);
+            if unshared {
+                self.park(&warm);
+            }
         }
     }
 }
@@ -458,6 +625,113 @@ mod tests {
             .unwrap()
             .lines()
             .count()
+    }
+
+    /// A memfd of `len` zero bytes.
+    fn memfd(len: usize) -> std::os::fd::OwnedFd {
+        use std::os::fd::FromRawFd;
+        // SAFETY: a NUL-terminated name; the result is checked.
+        let fd = unsafe { libc::memfd_create(c"sfi-test".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(fd >= 0);
+        // SAFETY: `fd` is ours, open and otherwise unowned.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        // SAFETY: ftruncate of our own memfd.
+        assert_eq!(unsafe { libc::ftruncate(fd.as_raw_fd(), len as i64) }, 0);
+        fd
+    }
+
+    fn file_byte(fd: &std::os::fd::OwnedFd, at: usize) -> u8 {
+        let mut b = [0u8; 1];
+        // SAFETY: reads one byte into `b`.
+        let n = unsafe { libc::pread(fd.as_raw_fd(), b.as_mut_ptr().cast(), 1, at as i64) };
+        assert_eq!(n, 1);
+        b[0]
+    }
+
+    /// Guarded, unguarded and image-backed memories, each grown to three
+    /// wasm pages.
+    fn memories(image: &MemoryImage) -> Vec<LinearMemory> {
+        let mut v = vec![
+            LinearMemory::new(WASM_PAGE, None, 16 * WASM_PAGE).unwrap(),
+            LinearMemory::new_unguarded(WASM_PAGE, None, 16 * WASM_PAGE).unwrap(),
+            LinearMemory::from_image_pooled(image, 16 * WASM_PAGE, None).unwrap(),
+        ];
+        for m in &mut v {
+            m.grow_to(3 * WASM_PAGE).unwrap();
+        }
+        v
+    }
+
+    #[test]
+    fn shared_mappings_are_the_same_pages_everywhere() {
+        use std::os::fd::AsFd;
+        let image = MemoryImage::new(&[1u8; WASM_PAGE]).unwrap();
+        let fd = memfd(2 * WASM_PAGE);
+        let mut mems = memories(&image);
+        for (i, m) in mems.iter_mut().enumerate() {
+            let at = WASM_PAGE + i * 8;
+            // SAFETY: the memfd is not truncated while mapped.
+            unsafe { m.map_shared(WASM_PAGE, 2 * WASM_PAGE, fd.as_fd()) }.unwrap();
+            assert_eq!(m.shared_segments().to_vec(), vec![WASM_PAGE..3 * WASM_PAGE]);
+            m.as_mut_slice()[at] = 10 + i as u8;
+        }
+        for m in &mems {
+            for i in 0..mems.len() {
+                assert_eq!(m.as_slice()[WASM_PAGE + i * 8], 10 + i as u8);
+            }
+        }
+        assert_eq!(file_byte(&fd, 16), 12);
+        // Putting the memories back leaves the file alone and drops the
+        // mapping: the pages read zero again.
+        mems[0].unmap_shared().unwrap();
+        mems[1].reset_to_image(&image).unwrap();
+        mems[2].reset_to_image(&image).unwrap();
+        for m in &mut mems {
+            assert!(m.shared_segments().is_empty());
+            m.grow_to(3 * WASM_PAGE).unwrap();
+            assert!(m.as_slice()[WASM_PAGE..].iter().all(|&b| b == 0));
+        }
+        assert_eq!(mems[2].as_slice()[0], 1);
+        assert_eq!((file_byte(&fd, 0), file_byte(&fd, 8)), (10, 11));
+    }
+
+    #[test]
+    fn a_parked_memory_keeps_no_shared_mapping() {
+        use std::os::fd::AsFd;
+        let image = MemoryImage::new(&[0u8; WASM_PAGE]).unwrap();
+        let fd = memfd(WASM_PAGE);
+        let mut m = LinearMemory::from_image_pooled(&image, 16 * WASM_PAGE, None).unwrap();
+        m.grow_to(2 * WASM_PAGE).unwrap();
+        // SAFETY: the memfd is not truncated while mapped.
+        unsafe { m.map_shared(WASM_PAGE, WASM_PAGE, fd.as_fd()) }.unwrap();
+        m.as_mut_slice()[WASM_PAGE] = 7;
+        let base = m.base();
+        drop(m);
+        let mut m = LinearMemory::from_image_pooled(&image, 16 * WASM_PAGE, None).unwrap();
+        assert_eq!(m.base(), base, "the warm slot");
+        m.grow_to(2 * WASM_PAGE).unwrap();
+        assert_eq!(m.as_slice()[WASM_PAGE], 0);
+        m.as_mut_slice()[WASM_PAGE] = 9;
+        assert_eq!(file_byte(&fd, 0), 7);
+    }
+
+    #[test]
+    fn shared_mappings_are_checked() {
+        use std::os::fd::AsFd;
+        let fd = memfd(4096);
+        let mut m = LinearMemory::new(WASM_PAGE, None, 4 * WASM_PAGE).unwrap();
+        // SAFETY: refused before anything is mapped (as are the next two).
+        let r = unsafe { m.map_shared(WASM_PAGE, 4096, fd.as_fd()) };
+        assert!(matches!(r, Err(MemoryError::NotAccessible { .. })), "{r:?}");
+        // SAFETY: as above.
+        let r = unsafe { m.map_shared(0, 2 * 4096, fd.as_fd()) };
+        assert!(matches!(r, Err(MemoryError::FileTooShort { .. })), "{r:?}");
+        // SAFETY: as above.
+        let r = unsafe { m.map_shared(8, 4096, fd.as_fd()) };
+        assert!(matches!(r, Err(MemoryError::Unaligned { .. })), "{r:?}");
+        assert!(m.shared_segments().is_empty());
+        m.unmap_shared().unwrap();
+        assert!(m.as_slice().iter().all(|&b| b == 0));
     }
 
     #[test]

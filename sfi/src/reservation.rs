@@ -90,6 +90,31 @@ pub enum MemoryError {
         /// The requested length.
         requested: usize,
     },
+    /// A file to be mapped shared is shorter than the mapping would be
+    /// (touching a page past its end would raise `SIGBUS`).
+    #[error("a shared mapping of {len} bytes needs a file that long; it has {file_len} bytes")]
+    FileTooShort {
+        /// Bytes the mapping covers (page-rounded).
+        len: usize,
+        /// The file's size.
+        file_len: u64,
+    },
+    /// A shared mapping must lie within the accessible part of a memory.
+    #[error("a shared mapping at {offset:#x} of {len} bytes lies outside the {accessible} accessible bytes")]
+    NotAccessible {
+        /// Offset into the memory.
+        offset: usize,
+        /// Bytes the mapping covers (page-rounded).
+        len: usize,
+        /// Accessible bytes of the memory.
+        accessible: usize,
+    },
+    /// `fstat` of a file to be mapped failed.
+    #[error("fstat failed: {}", std::io::Error::from_raw_os_error(*errno))]
+    Stat {
+        /// The OS error number.
+        errno: i32,
+    },
 }
 
 /// The calling thread's last OS error number (0 if none).
@@ -128,9 +153,6 @@ pub(crate) trait Recycle: Send + Sync + std::fmt::Debug {
 }
 
 /// What [`Reservation::map_fixed`] maps over a range.
-///
-/// (Shared segments, state mapped `MAP_SHARED` into a memory, are meant to
-/// become one more variant here.)
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum MapSource<'a> {
     /// Fresh zero anonymous memory (`MAP_PRIVATE | MAP_ANONYMOUS |
@@ -138,6 +160,11 @@ pub(crate) enum MapSource<'a> {
     Anonymous,
     /// The file `fd` from its offset 0, copy-on-write (`MAP_PRIVATE`).
     PrivateFile(BorrowedFd<'a>),
+    /// The file `fd` from its offset 0, shared (`MAP_SHARED`): writes
+    /// through the mapping go to the file, and every other mapping of it
+    /// sees them at once. A shared segment (function state) mapped into a
+    /// linear memory.
+    SharedFile(BorrowedFd<'a>),
 }
 
 /// A range of virtual address space, mapped `PROT_NONE` (and
@@ -403,6 +430,7 @@ impl Reservation {
                 -1,
             ),
             MapSource::PrivateFile(fd) => (libc::MAP_PRIVATE, fd.as_raw_fd()),
+            MapSource::SharedFile(fd) => (libc::MAP_SHARED, fd.as_raw_fd()),
         };
         // SAFETY: the range is page-aligned and inside our own mapping
         // (checked above), so MAP_FIXED replaces nothing owned by anyone

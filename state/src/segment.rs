@@ -1,6 +1,10 @@
 //! [`Segment`]: the storage of one local-tier value, a memfd mapped
 //! `MAP_SHARED` into the host, page-aligned and sparse until touched.
 //!
+//! The memfd only ever grows: Faaslets map its pages into their linear
+//! memories, and a page past the end of a truncated file would raise
+//! `SIGBUS` there.
+//!
 //! Other mappings of the same memfd (a Faaslet's view of the value inside
 //! its linear memory) may write these pages at any time, so the host never
 //! forms a Rust reference over them: every access is a raw-pointer copy.

@@ -441,7 +441,8 @@ fn chain_by_table_index_and_await_output() {
 
 #[test]
 fn state_whole_offsets_and_ptr() {
-    let state: Arc<dyn StateStore> = Arc::new(LocalStateStore::new());
+    let local = Arc::new(LocalStateStore::new());
+    let state: Arc<dyn StateStore> = local.clone();
     let config = FaasletConfig {
         state: state.clone(),
         ..fresh()
@@ -472,14 +473,22 @@ fn state_whole_offsets_and_ptr() {
     "#);
     let out = run_wat(&m, b"", config.clone()).unwrap();
     assert_eq!(out.output, b"10140101456789");
-    // Only the flagged byte reached the value.
+    // The pointer is the value's own pages: both writes are in the value at
+    // once...
     assert_eq!(
         state
             .value("default", "key")
             .unwrap()
             .copy_range(0..usize::MAX)
             .unwrap(),
-        b"A101456789"
+        b"A10145678Z"
+    );
+    // ...and the partial push sent the dirty runs: all of it, since
+    // write_state had marked the whole value dirty.
+    let global = local.global();
+    assert_eq!(
+        global.get_range("faaslet:v:default/key", 0..10).unwrap(),
+        b"A10145678Z"
     );
     assert!(state
         .value("default", "key")
@@ -487,7 +496,8 @@ fn state_whole_offsets_and_ptr() {
         .dirty_ranges()
         .is_empty());
 
-    // A full push writes the whole mapped copy back; a pull refreshes it.
+    // A full push sends the whole value; write_state_offset shows through
+    // the pointer at once.
     let m = wat(r#"
       (func (export "main") (result i32)
         (local $p i32)
@@ -495,7 +505,7 @@ fn state_whole_offsets_and_ptr() {
         (i32.store8 (i32.add (local.get $p) (i32.const 9)) (i32.const 90))
         (call $push (i32.const 0))
         (call $write_state_offset (i32.const 0) (i32.const 10) (i32.const 1) (i32.const 64) (i32.const 1))
-        ;; write_state also updates this function's mapped copy
+        ;; the pointer sees host-side writes at once
         (call $write_output (local.get $p) (i32.const 10))
         i32.const 0)
     "#);

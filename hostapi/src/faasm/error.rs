@@ -89,6 +89,14 @@ pub enum FaasmError {
     /// The state store failed.
     #[error("state: {0}")]
     State(String),
+    /// A state value could not be mapped into the guest's memory.
+    #[error("cannot map state value {key:?} into the guest memory: {reason}")]
+    MapState {
+        /// The key.
+        key: String,
+        /// Why not.
+        reason: String,
+    },
     /// No such function to chain to.
     #[error("no function {0:?}")]
     UnknownFunction(String),

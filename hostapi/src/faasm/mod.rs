@@ -13,11 +13,15 @@
 //! in front of a global tier), namespaced by the context's user; chained calls go through a [`Chainer`] the engine provides.
 //!
 //! The `_ptr` calls (`__faasm_read_state_ptr`, `__faasm_read_state_offset_ptr`)
-//! are copy-based for now: the value is copied into pages the host grows at
-//! the top of the guest's memory, the same address is returned on later
-//! calls, `__faasm_pull_state` refreshes the copy, and the flag/push calls
-//! write it back. Mapping shared segments (same physical pages in every
-//! Faaslet) comes with the global tier in a later issue.
+//! map the value itself into the guest: the engine grows the memory and
+//! maps the value's shared segment over the new pages
+//! ([`FaasmEnv::map_state`]), so every Faaslet of the host that maps a key
+//! reads and writes the same physical pages, and a write through the
+//! pointer is seen by the others (and by pushes) at once. The same address
+//! is returned for the rest of the call. An environment that cannot map
+//! (the default of [`FaasmEnv::map_state`]) gets a copy instead, in pages
+//! the host grows at the top of the memory; `__faasm_pull_state` refreshes
+//! the copy and the flag/push calls write it back.
 //!
 //! ```
 //! use faaslet_hostapi::faasm::{self, FaasmCtx, FaasmEnv, NoChaining};
@@ -61,12 +65,15 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-/// A state value copied into the guest's memory by a `_ptr` call.
+/// A state value placed in the guest's memory by a `_ptr` call.
 #[derive(Debug)]
 struct Mapping {
     addr: u32,
     len: u32,
     value: Arc<StateValue>,
+    /// The value's own pages (mapped shared), not a copy: nothing to write
+    /// back or refresh.
+    shared: bool,
 }
 
 /// Wasm page size.
@@ -211,6 +218,14 @@ pub trait FaasmEnv {
     fn parts(&mut self) -> (&mut FaasmCtx, &mut [u8]);
     /// Grows memory 0 by `pages` wasm pages; returns the old size in pages.
     fn grow_memory(&mut self, pages: u32) -> Option<u32>;
+    /// Grows memory 0 by enough pages for the first `len` bytes of
+    /// `value` (which is at least that long) and maps the value's segment
+    /// over them, shared; returns the guest address. `None` if this
+    /// environment cannot map (the `_ptr` calls then copy the value).
+    fn map_state(&mut self, value: &StateValue, len: usize) -> Option<Result<u32, FaasmError>> {
+        let _ = (value, len);
+        None
+    }
 }
 
 fn nonneg(v: i32, what: &'static str) -> Result<usize, FaasmError> {
@@ -367,7 +382,7 @@ fn write_back(
     key: &str,
     ranges: Option<&[Range<usize>]>,
 ) -> Result<(), FaasmError> {
-    let Some(map) = ctx.mappings.get(key) else {
+    let Some(map) = ctx.mappings.get(key).filter(|m| !m.shared) else {
         return Ok(());
     };
     let copy = mem::slice(m, map.addr, map.len, "mapped state")?;
@@ -387,7 +402,7 @@ fn write_back(
 
 /// Refreshes `key`'s guest copy (if mapped) from the value.
 fn refresh(ctx: &FaasmCtx, m: &mut [u8], key: &str) -> Result<(), FaasmError> {
-    if let Some(map) = ctx.mappings.get(key) {
+    if let Some(map) = ctx.mappings.get(key).filter(|m| !m.shared) {
         let copy = mem::slice_mut(m, map.addr, map.len, "mapped state")?;
         map.value.read_at(0, copy);
     }
@@ -500,11 +515,11 @@ pub fn read_state_offset(
     Ok(())
 }
 
-/// Maps (copies) the value of `key`, at least `total` bytes long, into the
-/// guest; returns the guest address of its first byte.
+/// Maps the value of `key`, at least `total` bytes long, into the guest
+/// (or copies it, if the environment cannot map); returns the guest
+/// address of its first byte. A key already mapped at least that long in
+/// this call keeps its address.
 fn map_value(env: &mut impl FaasmEnv, key: u32, total: usize) -> Result<u32, FaasmError> {
-    let total32 =
-        u32::try_from(total).map_err(|_| FaasmError::ValueTooLarge { len: total as u64 })?;
     let (ctx, m) = env.parts();
     let key_str = mem::cstr(m, key, "state key")?;
     if let Some(map) = ctx.mappings.get(key_str) {
@@ -517,16 +532,23 @@ fn map_value(env: &mut impl FaasmEnv, key: u32, total: usize) -> Result<u32, Faa
     v.ensure_len(total)?;
     let len = v.len().max(total);
     let len32 = u32::try_from(len).map_err(|_| FaasmError::ValueTooLarge { len: len as u64 })?;
-    let _ = total32;
-    let addr = arena_alloc(env, len as u64)?;
-    let (ctx, m) = env.parts();
-    v.read_at(0, mem::slice_mut(m, addr, len32, "mapped state")?);
+    let (addr, shared) = match env.map_state(&v, len) {
+        Some(r) => (r?, true),
+        None => {
+            let addr = arena_alloc(env, len as u64)?;
+            let (_, m) = env.parts();
+            v.read_at(0, mem::slice_mut(m, addr, len32, "mapped state")?);
+            (addr, false)
+        }
+    };
+    let (ctx, _) = env.parts();
     ctx.mappings.insert(
         key_owned,
         Mapping {
             addr,
             len: len32,
             value: v,
+            shared,
         },
     );
     Ok(addr)

@@ -330,7 +330,7 @@ async fn state_get(
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_state", e))?;
     // This worker's copy is what its functions see, pushed or not; a value
     // the worker has never held is fetched from the global tier first.
-    if value.len() == 0 {
+    if value.is_empty() {
         state
             .pull(&value, None)
             .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "state_unavailable", e))?;

@@ -1,0 +1,159 @@
+//! State values mapped into Faaslets' memories: `__faasm_read_state_ptr`
+//! maps the value's own pages (`MAP_SHARED`), so Faaslets of one host
+//! share them; resets, pools and snapshots never keep, zero or copy them.
+
+use faaslet::{Bounds, Config, Engine, Module};
+use faaslet_platform::{Faaslet, FaasletConfig};
+use faaslet_state::{LocalStateStore, StateStore};
+use std::sync::Arc;
+
+const IMPORTS: &str = r#"
+  (import "env" "__faasm_write_output" (func $out (param i32 i32)))
+  (import "env" "__faasm_read_input" (func $in (param i32 i32) (result i32)))
+  (import "env" "__faasm_read_state_ptr" (func $ptr (param i32 i32) (result i32)))
+  (import "env" "__faasm_read_state" (func $read (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "shared\00")
+"#;
+
+/// Maps `shared` (4096 bytes). Input byte `r` is this Faaslet's role: it
+/// writes `r` at byte `r - 'a'` through the pointer, then spins (without any
+/// host call in between) until the other role's byte appears, and outputs
+/// the first two bytes it sees. A copy could never see the other's write.
+const PINGPONG: &str = r#"
+  (func (export "main") (result i32) (local $p i32) (local $me i32) (local $n i32)
+    (drop (call $in (i32.const 100) (i32.const 1)))
+    (local.set $me (i32.load8_u (i32.const 100)))
+    (local.set $p (call $ptr (i32.const 0) (i32.const 4096)))
+    (i32.store8 (i32.add (local.get $p) (i32.sub (local.get $me) (i32.const 97))) (local.get $me))
+    (block $done
+      (loop $spin
+        ;; both bytes set?
+        (br_if $done (i32.and
+          (i32.ne (i32.load8_u (local.get $p)) (i32.const 0))
+          (i32.ne (i32.load8_u offset=1 (local.get $p)) (i32.const 0))))
+        (local.set $n (i32.add (local.get $n) (i32.const 1)))
+        (br_if $spin (i32.lt_u (local.get $n) (i32.const 2000000000)))))
+    (call $out (local.get $p) (i32.const 2))
+    (i32.const 0))
+"#;
+
+/// Guard pages, explicit bounds (guarded), explicit bounds unguarded.
+fn engines() -> Vec<(&'static str, Engine)> {
+    let explicit = Config {
+        bounds: Bounds::Explicit,
+        ..Config::default()
+    };
+    [
+        ("guard pages", Config::default()),
+        ("explicit", explicit.clone()),
+        (
+            "explicit, no canaries",
+            Config {
+                explicit_canaries: false,
+                ..explicit
+            },
+        ),
+    ]
+    .into_iter()
+    .map(|(name, c)| (name, Engine::new(&c).unwrap()))
+    .collect()
+}
+
+fn module(engine: &Engine, body: &str) -> Module {
+    Module::new(engine, format!("(module {IMPORTS} {body})")).unwrap()
+}
+
+fn config(state: &Arc<dyn StateStore>) -> FaasletConfig {
+    FaasletConfig {
+        state: state.clone(),
+        ..FaasletConfig::new("mapped")
+    }
+}
+
+#[test]
+fn two_faaslets_write_the_same_pages() {
+    for (bounds, engine) in engines() {
+        let m = module(&engine, PINGPONG);
+        let state: Arc<dyn StateStore> = Arc::new(LocalStateStore::new());
+        let threads: Vec<_> = [b"a", b"b"]
+            .into_iter()
+            .map(|role| {
+                let mut f = Faaslet::new(&engine, &m, config(&state)).unwrap();
+                std::thread::spawn(move || f.call(role).unwrap().output)
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), b"ab", "{bounds}");
+        }
+        // The host's copy is the same pages.
+        let v = state.value("default", "shared").unwrap();
+        assert_eq!(v.copy_range(0..2).unwrap(), b"ab", "{bounds}");
+    }
+}
+
+#[test]
+fn the_next_call_starts_without_the_mapping_and_the_value_survives() {
+    // Call 1 maps the value and writes through the pointer; every call
+    // reports the memory's size in pages on entry and the byte at the
+    // pointer afterwards.
+    let body = r#"
+      (func (export "main") (result i32) (local $p i32)
+        (i32.store8 (i32.const 200) (i32.add (i32.const 48) (memory.size)))
+        (local.set $p (call $ptr (i32.const 0) (i32.const 100)))
+        (i32.store8 (i32.const 201) (i32.load8_u (local.get $p)))
+        (i32.store8 (local.get $p) (i32.add (i32.load8_u (local.get $p)) (i32.const 1)))
+        (call $out (i32.const 200) (i32.const 2))
+        (i32.const 0))
+    "#;
+    for (bounds, engine) in engines() {
+        let m = module(&engine, body);
+        let state: Arc<dyn StateStore> = Arc::new(LocalStateStore::new());
+        state.value("default", "shared").unwrap().set(b"A").unwrap();
+        let snap = Faaslet::snapshot(&engine, &m, config(&state), None).unwrap();
+        let mut proto = Faaslet::from_snapshot(&engine, &snap, config(&state)).unwrap();
+        let mut fresh = Faaslet::new(&engine, &m, config(&state)).unwrap();
+        // Alternate between a Proto-Faaslet (reset to its snapshot) and a
+        // fresh Faaslet (new instance each call): each call starts at one
+        // page and sees the increments of all the calls before it.
+        for i in 0..4u8 {
+            let f = if i % 2 == 0 { &mut proto } else { &mut fresh };
+            let out = f.call(b"").unwrap().output;
+            assert_eq!(out, [b'1', b'A' + i], "{bounds} call {i}");
+        }
+        let v = state.value("default", "shared").unwrap();
+        assert_eq!(v.copy_range(0..1).unwrap(), b"E");
+    }
+}
+
+#[test]
+fn a_snapshot_captures_mapped_state_as_zero() {
+    // `_initialize` maps the value and writes through it; the Proto-Faaslet
+    // keeps the memory's size and the pointer, but not the value's bytes
+    // and not the mapping.
+    let body = r#"
+      (global $p (mut i32) (i32.const 0))
+      (func (export "_initialize")
+        (global.set $p (call $ptr (i32.const 0) (i32.const 100)))
+        (i32.store8 (global.get $p) (i32.const 83)))
+      (func (export "main") (result i32)
+        (i32.store8 (i32.const 200) (i32.add (i32.const 48) (memory.size)))
+        (i32.store8 (i32.const 201) (i32.add (i32.const 48) (i32.load8_u (global.get $p))))
+        ;; writes here are private to this call
+        (i32.store8 (global.get $p) (i32.const 1))
+        (call $out (i32.const 200) (i32.const 2))
+        (i32.const 0))
+    "#;
+    for (bounds, engine) in engines() {
+        let m = module(&engine, body);
+        let state: Arc<dyn StateStore> = Arc::new(LocalStateStore::new());
+        let snap = Faaslet::snapshot(&engine, &m, config(&state), None).unwrap();
+        let v = state.value("default", "shared").unwrap();
+        assert_eq!(v.copy_range(0..1).unwrap(), b"S");
+        let mut f = Faaslet::from_snapshot(&engine, &snap, config(&state)).unwrap();
+        for _ in 0..2 {
+            assert_eq!(f.call(b"").unwrap().output, b"20", "{bounds}");
+        }
+        assert_eq!(v.copy_range(0..1).unwrap(), b"S", "{bounds}");
+    }
+}
