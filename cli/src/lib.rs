@@ -9,6 +9,8 @@
 //!   `invoke` (the worker's HTTP API and a minimal client of it).
 //! * [`bench_serve`]: `faaslet bench serve` (wrk against a worker and a
 //!   bare server on the same HTTP stack).
+//! * [`bench_state`]: `faaslet bench state` (state mapped into N Faaslets
+//!   against copies; the tier against plain Redis GET/SET).
 //! * [`bench`](mod@bench): the cold-start measurements (`faaslet bench cold-start`),
 //!   also used by the `cold_start` criterion bench.
 //!
@@ -23,6 +25,7 @@
 
 pub mod bench;
 pub mod bench_serve;
+pub mod bench_state;
 pub mod client;
 pub mod serve;
 pub mod wast;

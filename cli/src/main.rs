@@ -213,6 +213,25 @@ enum BenchCommand {
         #[arg(long, default_value_t = 20_000)]
         iterations: usize,
     },
+    /// Shared state: process PSS of 1, 10, 100 Faaslets mapping one value
+    /// against private copies; reading it mapped against copied; pull and
+    /// push against plain Redis GET/SET; a 1% partial push against a full
+    /// one.
+    State {
+        /// Print a JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Size of the value, bytes.
+        #[arg(long, default_value_t = 100_000_000)]
+        size: usize,
+        /// Faaslet counts, one row each.
+        #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
+        faaslets: Vec<usize>,
+        /// Redis to measure against (redis://HOST:PORT); default: a
+        /// redis-server started for the run.
+        #[arg(long)]
+        redis: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -282,6 +301,26 @@ fn main() -> ExitCode {
         Command::Bench {
             what: BenchCommand::ColdStart { json, iterations },
         } => bench_cold_start(json, iterations),
+        Command::Bench {
+            what:
+                BenchCommand::State {
+                    json,
+                    size,
+                    faaslets,
+                    redis,
+                },
+        } => {
+            let config = faaslet_cli::bench_state::StateBenchConfig {
+                size,
+                counts: faaslets,
+                redis,
+                ..Default::default()
+            };
+            faaslet_cli::bench_state::StateReport::run(&config).map(|r| {
+                println!("{}", if json { r.json() } else { r.table() });
+                ExitCode::SUCCESS
+            })
+        }
         Command::Bench {
             what:
                 BenchCommand::Serve {

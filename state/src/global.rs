@@ -33,6 +33,13 @@ pub trait GlobalTier: Send + Sync + std::fmt::Debug {
     fn len(&self, key: &str) -> Result<usize, StateError>;
     /// Bytes `range` of the value (shorter if the value is).
     fn get_range(&self, key: &str, range: Range<usize>) -> Result<Vec<u8>, StateError>;
+    /// The value's length and its first `max` bytes (fewer if it is
+    /// shorter), read together: one round trip where the tier can, so a
+    /// small value is pulled as fast as a plain `GET`.
+    fn get_head(&self, key: &str, max: usize) -> Result<(usize, Vec<u8>), StateError> {
+        let len = self.len(key)?;
+        Ok((len, self.get_range(key, 0..max.min(len))?))
+    }
     /// Replaces the value.
     fn set(&self, key: &str, data: &[u8]) -> Result<(), StateError>;
     /// Writes each `(offset, bytes)` run, all or nothing, in one round trip.

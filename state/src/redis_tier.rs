@@ -145,6 +145,22 @@ impl GlobalTier for RedisTier {
                 .query(c)
         })
     }
+    fn get_head(&self, key: &str, max: usize) -> Result<(usize, Vec<u8>), StateError> {
+        if max == 0 {
+            return Ok((self.len(key)?, Vec::new()));
+        }
+        // STRLEN and GETRANGE in one MULTI/EXEC: one round trip, and the
+        // two agree (no push can fall between them).
+        let mut p = redis::pipe();
+        p.atomic()
+            .cmd("STRLEN")
+            .arg(key)
+            .cmd("GETRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(max - 1);
+        self.with("pull", |c| p.query(c))
+    }
     fn set(&self, key: &str, data: &[u8]) -> Result<(), StateError> {
         self.with("push", |c| redis::cmd("SET").arg(key).arg(data).query(c))
     }

@@ -221,18 +221,23 @@ impl StateStore for LocalStateStore {
 
     fn pull(&self, value: &StateValue, range: Option<Range<usize>>) -> Result<(), StateError> {
         let key = value_key(value.name());
-        let range = match range {
-            Some(r) => r,
+        let (range, mut at) = match range {
+            Some(r) => (r.clone(), r.start),
             None => {
-                let glen = self.global.len(&key)?;
+                // Length and first chunk in one round trip.
+                let (glen, head) = self.global.get_head(&key, PULL_CHUNK)?;
                 value.ensure_len(glen)?;
                 // The global copy is authoritative: what it lacks is zero.
                 value.zero_from(glen);
-                0..glen
+                value.fill_at(0, &head);
+                if head.len() < glen.min(PULL_CHUNK) {
+                    // Shortened between the two reads: nothing more to get.
+                    return Ok(());
+                }
+                (0..glen, head.len())
             }
         };
         value.ensure_len(range.end)?;
-        let mut at = range.start;
         while at < range.end {
             let end = range.end.min(at + PULL_CHUNK);
             let bytes = self.global.get_range(&key, at..end)?;
