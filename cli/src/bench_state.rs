@@ -106,6 +106,22 @@ pub struct StateReport {
     pub full_push_s: f64,
     /// Dirty runs in the partial push.
     pub partial_runs: usize,
+    /// What write tracking costs, if this kernel tracks writes.
+    pub tracking: Option<TrackingCost>,
+}
+
+/// What page-granular write tracking of a mapped value costs (medians).
+#[derive(Debug, Clone, Copy)]
+pub struct TrackingCost {
+    /// Seconds for the guest to write one byte in every page right after
+    /// a take (every page write-protected: one minor fault each).
+    pub write_protected_s: f64,
+    /// The same pass again (pages already writable: no faults).
+    pub write_unprotected_s: f64,
+    /// Seconds for one take (scan of the mapping, all pages written).
+    pub take_s: f64,
+    /// Pages in the mapping.
+    pub pages: usize,
 }
 
 /// The guest: `map(len)` maps `big` and sums every 8-byte word;
@@ -123,6 +139,15 @@ const GUEST: &str = r#"(module
       (local.set $p (i32.add (local.get $p) (i32.const 8)))
       (br $l)))
     (local.get $s))
+  (func (export "ptr") (param $len i32) (result i32) (call $ptr (i32.const 0) (local.get $len)))
+  ;; writes one byte in every 4 KiB page of [p, p + len)
+  (func (export "touch") (param $p i32) (param $len i32) (local $end i32)
+    (local.set $end (i32.add (local.get $p) (local.get $len)))
+    (block $done (loop $l
+      (br_if $done (i32.ge_u (local.get $p) (local.get $end)))
+      (i32.store8 (local.get $p) (i32.const 7))
+      (local.set $p (i32.add (local.get $p) (i32.const 4096)))
+      (br $l))))
   (func (export "map") (param $len i32) (result i64)
     (call $sum (call $ptr (i32.const 0) (local.get $len)) (local.get $len)))
   (func (export "copy") (param $len i32) (result i64) (local $at i32)
@@ -310,6 +335,51 @@ impl StateReport {
             let (mut s, i) = guest.instance()?;
             Guest::call(&mut s, i, "copy", c.size).map(drop)
         })?;
+        progress("write tracking: writes after a take, writes without, the take");
+        let tracking = if faaslet_sfi::writes::available() {
+            let (mut s, i) = guest.instance()?;
+            let ptr = i
+                .get_typed_func::<i32, i32, _>(&mut s, "ptr")
+                .map_err(|e| e.to_string())?
+                .call(&mut s, c.size as i32)
+                .map_err(|e| e.to_string())?;
+            let touch = i
+                .get_typed_func::<(i32, i32), (), _>(&mut s, "touch")
+                .map_err(|e| e.to_string())?;
+            let mem = i.memory0(&s).ok_or("no memory")?;
+            let mut rows = (Vec::new(), Vec::new(), Vec::new());
+            touch
+                .call(&mut s, (ptr, c.size as i32))
+                .map_err(|e| e.to_string())?;
+            for _ in 0..5 {
+                let t = Instant::now();
+                let w = mem
+                    .take_written(&mut s, ptr as u64)
+                    .map_err(|e| e.to_string())?;
+                rows.2.push(t.elapsed().as_secs_f64());
+                if w.is_none() {
+                    return Err("the mapping is not tracked".into());
+                }
+                let t = Instant::now();
+                touch
+                    .call(&mut s, (ptr, c.size as i32))
+                    .map_err(|e| e.to_string())?;
+                rows.0.push(t.elapsed().as_secs_f64());
+                let t = Instant::now();
+                touch
+                    .call(&mut s, (ptr, c.size as i32))
+                    .map_err(|e| e.to_string())?;
+                rows.1.push(t.elapsed().as_secs_f64());
+            }
+            Some(TrackingCost {
+                write_protected_s: median(rows.0),
+                write_unprotected_s: median(rows.1),
+                take_s: median(rows.2),
+                pages: c.size.div_ceil(4096),
+            })
+        } else {
+            None
+        };
         drop(guest);
         drop(value);
         drop(state);
@@ -394,6 +464,7 @@ impl StateReport {
                 .query(&mut plain);
         }
         Ok(StateReport {
+            tracking,
             size: c.size,
             baseline_pss_kib,
             memory,
@@ -455,6 +526,22 @@ impl StateReport {
                 r.set_s / r.push_s
             );
         }
+        if let Some(t) = &self.tracking {
+            let per = |x: f64| x * 1e9 / t.pages as f64;
+            s += &format!(
+                "\nwrite tracking, {} pages: first writes after a take {:.2} ms ({:.0} ns/page), \
+                 writes to writable pages {:.2} ms ({:.0} ns/page), take {:.2} ms ({:.0} ns/page)\n",
+                t.pages,
+                t.write_protected_s * 1e3,
+                per(t.write_protected_s),
+                t.write_unprotected_s * 1e3,
+                per(t.write_unprotected_s),
+                t.take_s * 1e3,
+                per(t.take_s)
+            );
+        } else {
+            s += "\nwrite tracking: not available on this kernel\n";
+        }
         s += &format!(
             "\npartial push of 1% ({} runs): {:.2} ms, full push {:.2} ms ({:.1}x faster)\n",
             self.partial_runs,
@@ -491,7 +578,11 @@ impl StateReport {
             })
             .collect();
         format!(
-            r#"{{"size":{},"baseline_pss_kib":{},"memory":[{}],"read_mapped_s":{},"read_copied_s":{},"tier":[{}],"partial_push_s":{},"full_push_s":{},"partial_runs":{}}}"#,
+            r#"{{"tracking":{},"size":{},"baseline_pss_kib":{},"memory":[{}],"read_mapped_s":{},"read_copied_s":{},"tier":[{}],"partial_push_s":{},"full_push_s":{},"partial_runs":{}}}"#,
+            self.tracking.map_or("null".into(), |t| format!(
+                r#"{{"pages":{},"write_protected_s":{},"write_unprotected_s":{},"take_s":{}}}"#,
+                t.pages, t.write_protected_s, t.write_unprotected_s, t.take_s
+            )),
             self.size,
             self.baseline_pss_kib,
             memory.join(","),

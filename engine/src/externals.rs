@@ -45,6 +45,23 @@ impl Memory {
         store.core_mut().memories[self.index as usize].bytes_mut()
     }
 
+    /// The pages written since the last call (or since it was mapped) in
+    /// the shared mapping that starts at guest address `addr` (made by
+    /// [`Caller::map_shared`](crate::Caller::map_shared)), as merged,
+    /// page-granular guest address ranges; each write is reported once.
+    /// `None` if no mapping starts there or this kernel does not track
+    /// writes (`faaslet_sfi::writes::available`).
+    pub fn take_written<T>(
+        &self,
+        store: &mut Store<T>,
+        addr: u64,
+    ) -> Result<Option<Vec<std::ops::Range<u64>>>, Error> {
+        self.check(store);
+        store.core().memories[self.index as usize]
+            .data
+            .take_written(addr)
+    }
+
     /// Grows by `delta` pages, returning the old size. The memory never moves.
     pub fn grow<T>(&self, store: &mut Store<T>, delta: u64) -> Result<u64, Error> {
         self.check(store);

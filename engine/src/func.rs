@@ -117,6 +117,20 @@ impl<T> Caller<'_, T> {
                 .map_shared(fd, len)
         }
     }
+
+    /// See [`Memory::take_written`].
+    pub fn take_written(
+        &mut self,
+        mem: Memory,
+        addr: u64,
+    ) -> Result<Option<Vec<std::ops::Range<u64>>>, Error> {
+        if mem.store != self.inner.core.id {
+            return Err(Error::Resource("memory belongs to another store".into()));
+        }
+        self.inner.core.memories[mem.index as usize]
+            .data
+            .take_written(addr)
+    }
 }
 
 /// The signature of host functions as stored: caller, params, results.

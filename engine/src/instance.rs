@@ -263,6 +263,20 @@ impl Instance {
         f.typed(store)
     }
 
+    /// The instance's memory 0, exported or not (the one host calls see
+    /// through [`Caller::memory`](crate::Caller::memory)).
+    pub fn memory0<T>(&self, store: &Store<T>) -> Option<Memory> {
+        let core = store.core();
+        if self.store != core.id {
+            return None;
+        }
+        let inst = core.instances.get(self.index as usize)?;
+        Some(Memory {
+            store: core.id,
+            index: *inst.memory_ids.first()?,
+        })
+    }
+
     /// The exported memory `name`.
     pub fn get_memory<T>(&self, store: &mut Store<T>, name: &str) -> Option<Memory> {
         self.get_export(store, name)?.into_memory()

@@ -262,6 +262,27 @@ impl MemoryData {
         Ok(at as u64)
     }
 
+    /// The pages written since the last take in the tracked shared mapping
+    /// that starts at byte `at` (see
+    /// `faaslet_sfi::LinearMemory::take_written`).
+    pub(crate) fn take_written(&self, at: u64) -> Result<Option<Vec<std::ops::Range<u64>>>, Error> {
+        let _guard = lock(&self.grow_lock);
+        // SAFETY: `mem` is only touched under `grow_lock`, which we hold.
+        let mem = unsafe { &*self.mem.get() };
+        let Ok(at) = usize::try_from(at) else {
+            return Ok(None);
+        };
+        mem.take_written(at)
+            .map(|o| {
+                o.map(|v| {
+                    v.into_iter()
+                        .map(|r| r.start as u64..r.end as u64)
+                        .collect()
+                })
+            })
+            .map_err(|e| Error::Resource(format!("write tracking failed: {e}")))
+    }
+
     /// The page-rounded byte ranges where files are mapped shared.
     pub(crate) fn shared_segments(&self) -> Vec<std::ops::Range<usize>> {
         let _guard = lock(&self.grow_lock);

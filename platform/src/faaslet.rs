@@ -423,6 +423,7 @@ impl Faaslet {
         };
         let result = invoke(&mut store, instance, entry);
         drop(guard);
+        crate::faasm::harvest_writes(&mut store, instance);
         let data = store.data_mut();
         data.faasm.release_locks();
         let output = data.faasm.take_output();

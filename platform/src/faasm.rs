@@ -60,6 +60,36 @@ impl<T: FaasmView> FaasmEnv for CallerEnv<'_, '_, T> {
             u32::try_from(addr).map_err(|_| fail(format!("address {addr:#x} is past 4 GiB")))
         }))
     }
+    fn written(&mut self, addr: u32) -> Option<Result<Vec<std::ops::Range<u64>>, FaasmError>> {
+        let mem = self.caller.memory()?;
+        match self.caller.take_written(mem, addr as u64) {
+            Ok(Some(w)) => Some(Ok(w)),
+            Ok(None) => None,
+            Err(e) => Some(Err(FaasmError::State(e.to_string()))),
+        }
+    }
+}
+
+/// Collects, when a call ends, what its guest wrote through mapped state
+/// pointers and did not push: those pages are marked dirty in their
+/// values, so a later partial push (by any Faaslet of the process) sends
+/// them. Call before the store's memory is reset or dropped.
+pub fn harvest_writes<T: FaasmView>(store: &mut faaslet::Store<T>, instance: faaslet::Instance) {
+    let maps = store.data_mut().faasm().shared_mappings();
+    if maps.is_empty() {
+        return;
+    }
+    let Some(mem) = instance.memory0(store) else {
+        return;
+    };
+    for (addr, value) in maps {
+        match mem.take_written(store, addr as u64) {
+            Ok(Some(w)) => FaasmCtx::mark_written(&value, addr, &w),
+            Ok(None) => {}
+            // Untracked from here on: the whole mapping may have changed.
+            Err(_) => value.mark_dirty(0, value.len()),
+        }
+    }
 }
 
 fn trap(name: &str, e: FaasmError) -> Trap {

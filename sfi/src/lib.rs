@@ -87,6 +87,7 @@ pub mod memory;
 pub mod pool;
 pub mod reservation;
 pub mod traps;
+pub mod writes;
 
 pub use image::{ImageError, MemoryImage};
 pub use memory::{LinearMemory, MAX_SHARED_SEGMENTS, WASM_PAGE};

@@ -54,6 +54,8 @@ pub struct LinearMemory {
     /// with fresh private memory, so shared pages are never zeroed,
     /// discarded over or handed to the next user.
     shared: Vec<Range<usize>>,
+    /// Those of `shared` whose writes are tracked ([`crate::writes`]).
+    tracked: Vec<Range<usize>>,
 }
 
 /// Most files one memory may have mapped shared at once: each is a kernel
@@ -96,6 +98,7 @@ impl LinearMemory {
             image_len: 0,
             warm: None,
             shared: Vec::new(),
+            tracked: Vec::new(),
         };
         mem.grow_to(initial_bytes)?;
         Ok(mem)
@@ -129,6 +132,7 @@ impl LinearMemory {
             image_len: 0,
             warm: None,
             shared: Vec::new(),
+            tracked: Vec::new(),
         })
     }
 
@@ -212,6 +216,7 @@ impl LinearMemory {
             image_len: 0,
             warm: None,
             shared: Vec::new(),
+            tracked: Vec::new(),
         };
         mem.grow_to(initial_bytes)?;
         Ok(mem)
@@ -244,6 +249,7 @@ impl LinearMemory {
             image_len: image.len(),
             warm: None,
             shared: Vec::new(),
+            tracked: Vec::new(),
         })
     }
 
@@ -299,6 +305,7 @@ impl LinearMemory {
                 image_len: image.len(),
                 warm: None,
                 shared: Vec::new(),
+                tracked: Vec::new(),
             },
             None => LinearMemory::from_image(Reservation::new(reserve)?, image, Some(limit))?,
         };
@@ -529,7 +536,34 @@ impl LinearMemory {
             let _ = self.unmap_shared();
             return Err(e);
         }
+        // Writes are tracked where the kernel can; elsewhere the range is
+        // still shared, only its writes go unreported.
+        if crate::writes::available()
+            // SAFETY: `offset..offset + rounded` is inside our reservation
+            // (checked above) and is the shared mapping just made.
+            && crate::writes::track(unsafe { self.base().add(offset) }, rounded).is_ok()
+        {
+            self.tracked.push(offset..offset + rounded);
+        }
         Ok(())
+    }
+
+    /// The pages of the shared mapping at `offset` written since it was
+    /// mapped or since the last call (byte ranges of this memory, page
+    /// granular, merged), or `None` if no tracked shared mapping starts at
+    /// `offset`. Each write is reported once: the pages are protected
+    /// again, atomically with the scan. See [`crate::writes`].
+    pub fn take_written(&self, offset: usize) -> Result<Option<Vec<Range<usize>>>, MemoryError> {
+        let Some(r) = self.tracked.iter().find(|r| r.start == offset) else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        // SAFETY: `r` is inside our reservation (recorded by `map_shared`).
+        crate::writes::take_written(unsafe { self.base().add(r.start) }, r.len(), &mut out)?;
+        for w in &mut out {
+            *w = w.start + r.start..w.end + r.start;
+        }
+        Ok(Some(out))
     }
 
     /// The page-rounded byte ranges where files are mapped shared (see
@@ -551,6 +585,7 @@ impl LinearMemory {
                 self.image = None;
             }
             self.shared.pop();
+            self.tracked.retain(|t| t.start != r.start);
         }
         Ok(())
     }
@@ -713,6 +748,39 @@ mod tests {
         assert_eq!(m.as_slice()[WASM_PAGE], 0);
         m.as_mut_slice()[WASM_PAGE] = 9;
         assert_eq!(file_byte(&fd, 0), 7);
+    }
+
+    #[test]
+    fn writes_through_shared_mappings_are_reported_once() {
+        use std::os::fd::AsFd;
+        if !crate::writes::available() {
+            eprintln!("skipping: no write tracking on this kernel");
+            return;
+        }
+        let page = host_page_size();
+        let fd = memfd(2 * WASM_PAGE);
+        let image = MemoryImage::new(&[0u8; WASM_PAGE]).unwrap();
+        for mut m in memories(&image) {
+            // SAFETY: the memfd is not truncated while mapped.
+            unsafe { m.map_shared(WASM_PAGE, 2 * WASM_PAGE, fd.as_fd()) }.unwrap();
+            assert_eq!(m.take_written(WASM_PAGE).unwrap(), Some(vec![]));
+            assert_eq!(m.take_written(0).unwrap(), None);
+            let _ = m.as_slice()[WASM_PAGE + 9 * page]; // reads do not count
+            m.as_mut_slice()[WASM_PAGE + 1] = 1;
+            m.as_mut_slice()[WASM_PAGE + 3 * page] = 1;
+            m.as_mut_slice()[WASM_PAGE + 4 * page + 7] = 1;
+            let w = WASM_PAGE;
+            assert_eq!(
+                m.take_written(WASM_PAGE).unwrap(),
+                Some(vec![w..w + page, w + 3 * page..w + 5 * page])
+            );
+            assert_eq!(m.take_written(WASM_PAGE).unwrap(), Some(vec![]));
+            m.as_mut_slice()[WASM_PAGE + 1] = 2;
+            let again = m.take_written(WASM_PAGE).unwrap().unwrap();
+            assert_eq!((again.len(), again.first()), (1, Some(&(w..w + page))));
+            m.unmap_shared().unwrap();
+            assert_eq!(m.take_written(WASM_PAGE).unwrap(), None);
+        }
     }
 
     #[test]

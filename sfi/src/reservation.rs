@@ -109,6 +109,15 @@ pub enum MemoryError {
         /// Accessible bytes of the memory.
         accessible: usize,
     },
+    /// Write tracking of a shared mapping failed or is unavailable
+    /// (errno 0: this kernel does not track; see `writes::available`).
+    #[error("write tracking of {len} bytes failed: {}", std::io::Error::from_raw_os_error(*errno))]
+    Track {
+        /// Bytes of the range.
+        len: usize,
+        /// The OS error number (0: not available).
+        errno: i32,
+    },
     /// `fstat` of a file to be mapped failed.
     #[error("fstat failed: {}", std::io::Error::from_raw_os_error(*errno))]
     Stat {

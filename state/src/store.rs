@@ -43,7 +43,7 @@ pub trait StateStore: Send + Sync {
     /// The value `key` of `user`, created empty if new.
     fn value(&self, user: &str, key: &str) -> Result<Arc<StateValue>, StateError>;
     /// Sends `ranges` of the value (all of it if `None`) to the global tier
-    /// and clears its dirty marks.
+    /// and clears the dirty marks of what it sent.
     fn push(&self, value: &StateValue, ranges: Option<&[Range<usize>]>) -> Result<(), StateError>;
     /// Refreshes bytes `range` (all of the value if `None`) from the global
     /// tier.
@@ -213,6 +213,8 @@ impl StateStore for LocalStateStore {
                     }
                 }
                 self.global.set_ranges(&key, &runs)?;
+                value.clear_dirty_in(rs);
+                return Ok(());
             }
         }
         value.clear_dirty();

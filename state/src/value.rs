@@ -272,6 +272,27 @@ impl StateValue {
         lock(&self.data).dirty.clear();
     }
 
+    /// Forgets that the bytes in `ranges` are dirty (the rest stay dirty).
+    pub fn clear_dirty_in(&self, ranges: &[Range<usize>]) {
+        let mut d = lock(&self.data);
+        let mut out = Vec::with_capacity(d.dirty.len());
+        for run in &d.dirty {
+            let mut pieces = vec![run.clone()];
+            for r in ranges {
+                pieces = pieces
+                    .into_iter()
+                    .flat_map(|p| {
+                        let left = p.start..p.end.min(r.start);
+                        let right = p.start.max(r.end)..p.end;
+                        [left, right].into_iter().filter(|x| !x.is_empty())
+                    })
+                    .collect();
+            }
+            out.extend(pieces);
+        }
+        d.dirty = out;
+    }
+
     /// Calls `f` with the value's memfd and length, under the value's
     /// internal lock (for mapping it into a Faaslet).
     pub fn with_segment<R>(&self, f: impl FnOnce(std::os::fd::RawFd, usize) -> R) -> R {

@@ -4,7 +4,7 @@
 
 use faaslet::{Bounds, Config, Engine, Module};
 use faaslet_platform::{Faaslet, FaasletConfig};
-use faaslet_state::{LocalStateStore, StateStore};
+use faaslet_state::{GlobalTier, LocalStateStore, StateStore};
 use std::sync::Arc;
 
 const IMPORTS: &str = r#"
@@ -12,6 +12,7 @@ const IMPORTS: &str = r#"
   (import "env" "__faasm_read_input" (func $in (param i32 i32) (result i32)))
   (import "env" "__faasm_read_state_ptr" (func $ptr (param i32 i32) (result i32)))
   (import "env" "__faasm_read_state" (func $read (param i32 i32 i32) (result i32)))
+  (import "env" "__faasm_push_state_partial" (func $push_partial (param i32)))
   (memory (export "memory") 1)
   (data (i32.const 0) "shared\00")
 "#;
@@ -155,5 +156,127 @@ fn a_snapshot_captures_mapped_state_as_zero() {
             assert_eq!(f.call(b"").unwrap().output, b"20", "{bounds}");
         }
         assert_eq!(v.copy_range(0..1).unwrap(), b"S", "{bounds}");
+    }
+}
+
+/// A global tier that records what partial pushes send.
+#[derive(Debug, Default)]
+struct Recording {
+    inner: faaslet_state::InProcessTier,
+    runs: std::sync::Mutex<Vec<std::ops::Range<usize>>>,
+}
+
+impl GlobalTier for Recording {
+    fn len(&self, key: &str) -> Result<usize, faaslet_state::StateError> {
+        self.inner.len(key)
+    }
+    fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<usize>,
+    ) -> Result<Vec<u8>, faaslet_state::StateError> {
+        self.inner.get_range(key, range)
+    }
+    fn set(&self, key: &str, data: &[u8]) -> Result<(), faaslet_state::StateError> {
+        self.inner.set(key, data)
+    }
+    fn set_ranges(
+        &self,
+        key: &str,
+        runs: &[(usize, Vec<u8>)],
+    ) -> Result<(), faaslet_state::StateError> {
+        let mut r = self.runs.lock().unwrap();
+        r.extend(runs.iter().map(|(o, d)| *o..*o + d.len()));
+        self.inner.set_ranges(key, runs)
+    }
+    fn append(&self, key: &str, data: &[u8], max: u64) -> Result<bool, faaslet_state::StateError> {
+        self.inner.append(key, data, max)
+    }
+    fn appended(
+        &self,
+        key: &str,
+        start: u64,
+        n: u64,
+    ) -> Result<Vec<Vec<u8>>, faaslet_state::StateError> {
+        self.inner.appended(key, start, n)
+    }
+    fn appended_len(&self, key: &str) -> Result<u64, faaslet_state::StateError> {
+        self.inner.appended_len(key)
+    }
+    fn clear_appended(&self, key: &str) -> Result<(), faaslet_state::StateError> {
+        self.inner.clear_appended(key)
+    }
+    fn try_lock(
+        &self,
+        key: &str,
+        mode: faaslet_state::LockMode,
+        token: &str,
+        lease: std::time::Duration,
+    ) -> Result<bool, faaslet_state::StateError> {
+        self.inner.try_lock(key, mode, token, lease)
+    }
+    fn unlock(
+        &self,
+        key: &str,
+        mode: faaslet_state::LockMode,
+        token: &str,
+    ) -> Result<(), faaslet_state::StateError> {
+        self.inner.unlock(key, mode, token)
+    }
+}
+
+#[test]
+fn a_partial_push_finds_pointer_writes_without_flags() {
+    if !faaslet_sfi::writes::available() {
+        eprintln!(
+            "skipping: this kernel does not track writes (userfaultfd WP_ASYNC, PAGEMAP_SCAN)"
+        );
+        return;
+    }
+    // Writes byte 0 and byte 10 * 4096 + 5 through the pointer; pushes
+    // partially if the input says so, else just returns.
+    let body = r#"
+      (func (export "main") (result i32) (local $p i32)
+        (local.set $p (call $ptr (i32.const 0) (i32.const 65536)))
+        (i32.store8 (local.get $p) (i32.const 88))
+        (i32.store8 offset=40965 (local.get $p) (i32.const 89))
+        (if (call $in (i32.const 100) (i32.const 1)) (then (call $push_partial (i32.const 0))))
+        (i32.const 0))
+    "#;
+    for (bounds, engine) in engines() {
+        let global = Arc::new(Recording::default());
+        let local = Arc::new(LocalStateStore::with_global(
+            global.clone(),
+            faaslet_state::StateLimits::default(),
+        ));
+        let state: Arc<dyn StateStore> = local.clone();
+        let v = state.value("default", "shared").unwrap();
+        v.set(&vec![b'.'; 65536]).unwrap();
+        state.push(&v, None).unwrap();
+        let m = module(&engine, body);
+        let mut f = Faaslet::new(&engine, &m, config(&state)).unwrap();
+        f.call(b"p").unwrap();
+        // Exactly the two written pages were sent, without a flag call.
+        assert_eq!(
+            *global.runs.lock().unwrap(),
+            vec![0..4096, 40960..45056],
+            "{bounds}"
+        );
+        assert!(v.dirty_ranges().is_empty(), "{bounds}");
+        global.runs.lock().unwrap().clear();
+        // A call that writes and does not push leaves the pages dirty in
+        // the value when it ends, for a later partial push.
+        f.call(b"").unwrap();
+        assert_eq!(v.dirty_ranges(), vec![0..4096, 40960..45056], "{bounds}");
+        state.push(&v, Some(&v.dirty_ranges())).unwrap();
+        assert_eq!(
+            *global.runs.lock().unwrap(),
+            vec![0..4096, 40960..45056],
+            "{bounds}"
+        );
+        let got = global
+            .get_range("faaslet:v:default/shared", 0..65536)
+            .unwrap();
+        assert_eq!((got[0], got[40965], got[1]), (b'X', b'Y', b'.'), "{bounds}");
     }
 }

@@ -236,10 +236,14 @@ fn async_calls_and_back_pressure() {
     let a = json(&req(&s, "POST", "/f/alice/spin?async=1", b""))["id"]
         .as_u64()
         .unwrap();
-    while !req(&s, "GET", "/metrics", b"")
-        .text()
-        .contains("faaslet_executor_running 1")
-    {
+    // Until the spinning call (not the tail of the upload's job) holds
+    // the thread: one running, none queued.
+    loop {
+        let m = req(&s, "GET", "/metrics", b"").text();
+        if m.contains("faaslet_executor_running 1") && m.contains("faaslet_executor_queue_depth 0")
+        {
+            break;
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
     let b = req(&s, "POST", "/f/alice/spin?async=1", b"");

@@ -179,6 +179,23 @@ impl FaasmCtx {
         &self.state
     }
 
+    /// The shared mappings of this call, as (guest address, value): for
+    /// the engine to collect their tracked writes when the call ends (see
+    /// [`FaasmCtx::mark_written`]).
+    pub fn shared_mappings(&self) -> Vec<(u32, Arc<StateValue>)> {
+        self.mappings
+            .values()
+            .filter(|m| m.shared)
+            .map(|m| (m.addr, m.value.clone()))
+            .collect()
+    }
+
+    /// Marks dirty in `value` the guest ranges `written` of its mapping at
+    /// `addr` (as [`FaasmEnv::written`] reports them).
+    pub fn mark_written(value: &StateValue, addr: u32, written: &[Range<u64>]) {
+        mark_written(value, addr, written)
+    }
+
     /// Releases every state lock the function still holds (called when a
     /// call ends, normally or by a trap, so a crashed function cannot
     /// leave other Faaslets blocked).
@@ -225,6 +242,36 @@ pub trait FaasmEnv {
     fn map_state(&mut self, value: &StateValue, len: usize) -> Option<Result<u32, FaasmError>> {
         let _ = (value, len);
         None
+    }
+    /// The guest address ranges written since the last call in the shared
+    /// mapping that [`map_state`](Self::map_state) returned `addr` for
+    /// (each write reported once), or `None` if writes there are not
+    /// tracked (the flag calls are then the only record).
+    fn written(&mut self, addr: u32) -> Option<Result<Vec<Range<u64>>, FaasmError>> {
+        let _ = addr;
+        None
+    }
+}
+
+/// Marks dirty, in the value, what the guest wrote through `key`'s shared
+/// mapping since the last harvest (nothing if not mapped or not tracked).
+fn harvest(env: &mut impl FaasmEnv, key: &str) -> Result<(), FaasmError> {
+    let (ctx, _) = env.parts();
+    let Some(map) = ctx.mappings.get(key).filter(|m| m.shared) else {
+        return Ok(());
+    };
+    let (addr, value) = (map.addr, map.value.clone());
+    if let Some(written) = env.written(addr) {
+        mark_written(&value, addr, &written?);
+    }
+    Ok(())
+}
+
+fn mark_written(value: &StateValue, addr: u32, written: &[Range<u64>]) {
+    for w in written {
+        let start = w.start.saturating_sub(addr as u64) as usize;
+        let end = w.end.saturating_sub(addr as u64) as usize;
+        value.mark_dirty(start, end.saturating_sub(start));
     }
 }
 
@@ -657,22 +704,33 @@ pub fn clear_appended_state(env: &mut impl FaasmEnv, key: u32) -> Result<(), Faa
     Ok(ctx.state.clear_appended(&ctx.user, key)?)
 }
 
-/// `void __faasm_push_state(const char *key)`: writes a mapped copy back
-/// and pushes the whole value.
+/// The key string at `key`, owned (at most [`MAX_NAME_LEN`](mem::MAX_NAME_LEN) bytes).
+fn owned_key(env: &mut impl FaasmEnv, key: u32, what: &'static str) -> Result<String, FaasmError> {
+    let (_, m) = env.parts();
+    Ok(mem::cstr(m, key, what)?.to_string())
+}
+
+/// `void __faasm_push_state(const char *key)`: pushes the whole value
+/// (writing a copied mapping back first).
 pub fn push_state(env: &mut impl FaasmEnv, key: u32) -> Result<(), FaasmError> {
+    let key = owned_key(env, key, "state key")?;
+    // Taken, so they are not reported again; the push sends everything.
+    harvest(env, &key)?;
     let (ctx, m) = env.parts();
-    let key = mem::cstr(m, key, "state key")?;
-    let v = ctx.state.value(&ctx.user, key)?;
-    write_back(ctx, m, key, None)?;
+    let v = ctx.state.value(&ctx.user, &key)?;
+    write_back(ctx, m, &key, None)?;
     Ok(ctx.state.push(&v, None)?)
 }
 
 /// `void __faasm_push_state_partial(const char *key)`: pushes only the
-/// bytes flagged dirty.
+/// bytes that changed: those written by host calls or flagged dirty, and
+/// the pages written through a mapped pointer (found by write tracking,
+/// no flag needed, where the kernel supports it).
 pub fn push_state_partial(env: &mut impl FaasmEnv, key: u32) -> Result<(), FaasmError> {
-    let (ctx, m) = env.parts();
-    let key = mem::cstr(m, key, "state key")?;
-    let v = ctx.state.value(&ctx.user, key)?;
+    let key = owned_key(env, key, "state key")?;
+    harvest(env, &key)?;
+    let (ctx, _) = env.parts();
+    let v = ctx.state.value(&ctx.user, &key)?;
     let ranges = v.dirty_ranges();
     Ok(ctx.state.push(&v, Some(&ranges))?)
 }
@@ -685,15 +743,18 @@ pub fn push_state_partial_mask(
     key: u32,
     mask_key: u32,
 ) -> Result<(), FaasmError> {
+    let key = owned_key(env, key, "state key")?;
+    let mask_key = owned_key(env, mask_key, "mask key")?;
+    // Writes through the pointers stay dirty for a later partial push.
+    harvest(env, &key)?;
+    harvest(env, &mask_key)?;
     let (ctx, m) = env.parts();
-    let key = mem::cstr(m, key, "state key")?;
-    let mask_key = mem::cstr(m, mask_key, "mask key")?;
     // The mask may itself be mapped and changed in place.
-    let mask_v = ctx.state.value(&ctx.user, mask_key)?;
-    write_back(ctx, m, mask_key, None)?;
+    let mask_v = ctx.state.value(&ctx.user, &mask_key)?;
+    write_back(ctx, m, &mask_key, None)?;
     let ranges = mask_v.mask_ranges();
-    let v = ctx.state.value(&ctx.user, key)?;
-    write_back(ctx, m, key, Some(&ranges))?;
+    let v = ctx.state.value(&ctx.user, &key)?;
+    write_back(ctx, m, &key, Some(&ranges))?;
     Ok(ctx.state.push(&v, Some(&ranges))?)
 }
 
