@@ -778,6 +778,29 @@ mod tests {
             m.as_mut_slice()[WASM_PAGE + 1] = 2;
             let again = m.take_written(WASM_PAGE).unwrap().unwrap();
             assert_eq!((again.len(), again.first()), (1, Some(&(w..w + page))));
+            // The kernel writing into a protected page (a WASI fd_read into
+            // mapped state) neither blocks nor faults, and is reported.
+            let mut pipe = [0i32; 2];
+            // SAFETY: `pipe` has room for the two descriptors.
+            assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+            // SAFETY: writes 5 bytes from a literal into our pipe.
+            let wrote = unsafe { libc::write(pipe[1], b"hello".as_ptr().cast(), 5) };
+            assert_eq!(wrote, 5);
+            // SAFETY: reads 5 bytes into page 6 of the mapping, which is
+            // inside the memory (`&mut` access is ours).
+            let n = unsafe { libc::read(pipe[0], m.base().add(w + 6 * page).cast(), 5) };
+            assert_eq!(n, 5);
+            // SAFETY: closing our own descriptors once.
+            unsafe {
+                libc::close(pipe[0]);
+                libc::close(pipe[1]);
+            }
+            assert_eq!(&m.as_slice()[w + 6 * page..w + 6 * page + 5], b"hello");
+            let k = m.take_written(WASM_PAGE).unwrap().unwrap();
+            assert_eq!(
+                (k.len(), k.first()),
+                (1, Some(&(w + 6 * page..w + 7 * page)))
+            );
             m.unmap_shared().unwrap();
             assert_eq!(m.take_written(WASM_PAGE).unwrap(), None);
         }
