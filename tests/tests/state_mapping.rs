@@ -280,3 +280,40 @@ fn a_partial_push_finds_pointer_writes_without_flags() {
         assert_eq!((got[0], got[40965], got[1]), (b'X', b'Y', b'.'), "{bounds}");
     }
 }
+
+#[test]
+fn writes_through_a_replaced_mapping_are_not_lost() {
+    if !faaslet_sfi::writes::available() {
+        eprintln!("skipping: this kernel does not track writes");
+        return;
+    }
+    // Maps 4 KiB and writes byte 0; maps the value again, longer (a new
+    // address), writes byte 40965 there; pushes partially.
+    let body = r#"
+      (func (export "main") (result i32) (local $p i32) (local $q i32)
+        (local.set $p (call $ptr (i32.const 0) (i32.const 4096)))
+        (i32.store8 (local.get $p) (i32.const 88))
+        (local.set $q (call $ptr (i32.const 0) (i32.const 65536)))
+        (if (i32.eq (local.get $p) (local.get $q)) (then unreachable))
+        (i32.store8 offset=40965 (local.get $q) (i32.const 89))
+        (call $push_partial (i32.const 0))
+        (i32.const 0))
+    "#;
+    for (bounds, engine) in engines() {
+        let global = Arc::new(Recording::default());
+        let state: Arc<dyn StateStore> = Arc::new(LocalStateStore::with_global(
+            global.clone(),
+            faaslet_state::StateLimits::default(),
+        ));
+        let m = module(&engine, body);
+        Faaslet::new(&engine, &m, config(&state))
+            .unwrap()
+            .call(b"")
+            .unwrap();
+        assert_eq!(
+            *global.runs.lock().unwrap(),
+            vec![0..4096, 40960..45056],
+            "{bounds}"
+        );
+    }
+}

@@ -575,6 +575,11 @@ fn map_value(env: &mut impl FaasmEnv, key: u32, total: usize) -> Result<u32, Faa
         }
     }
     let key_owned = key_str.to_string();
+    // A longer mapping replaces a shorter one: take what was written
+    // through the old one first (its pages stay mapped, and shared, until
+    // the call ends, but only the newest mapping is harvested later).
+    harvest(env, &key_owned)?;
+    let (ctx, _) = env.parts();
     let v = ctx.state.value(&ctx.user, &key_owned)?;
     v.ensure_len(total)?;
     let len = v.len().max(total);
