@@ -55,18 +55,17 @@ impl<T: FaasmView> FaasmEnv for CallerEnv<'_, '_, T> {
             // grow; shrinking zeroes bytes without truncating), so the
             // mapped pages stay inside the file for as long as they are
             // mapped.
-            let addr =
-                unsafe { caller.map_shared(mem, fd, len) }.map_err(|e| fail(e.to_string()))?;
+            let mapped = unsafe { caller.map_shared(mem, fd, len) };
+            let addr = mapped.map_err(|e| fail(e.to_string()))?;
             u32::try_from(addr).map_err(|_| fail(format!("address {addr:#x} is past 4 GiB")))
         }))
     }
     fn written(&mut self, addr: u32) -> Option<Result<Vec<std::ops::Range<u64>>, FaasmError>> {
         let mem = self.caller.memory()?;
-        match self.caller.take_written(mem, addr as u64) {
-            Ok(Some(w)) => Some(Ok(w)),
-            Ok(None) => None,
-            Err(e) => Some(Err(FaasmError::State(e.to_string()))),
-        }
+        self.caller
+            .take_written(mem, addr as u64)
+            .map_err(|e| FaasmError::State(e.to_string()))
+            .transpose()
     }
 }
 

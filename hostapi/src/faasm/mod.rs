@@ -193,7 +193,11 @@ impl FaasmCtx {
     /// Marks dirty in `value` the guest ranges `written` of its mapping at
     /// `addr` (as [`FaasmEnv::written`] reports them).
     pub fn mark_written(value: &StateValue, addr: u32, written: &[Range<u64>]) {
-        mark_written(value, addr, written)
+        for w in written {
+            let start = w.start.saturating_sub(addr as u64) as usize;
+            let end = w.end.saturating_sub(addr as u64) as usize;
+            value.mark_dirty(start, end.saturating_sub(start));
+        }
     }
 
     /// Releases every state lock the function still holds (called when a
@@ -262,17 +266,9 @@ fn harvest(env: &mut impl FaasmEnv, key: &str) -> Result<(), FaasmError> {
     };
     let (addr, value) = (map.addr, map.value.clone());
     if let Some(written) = env.written(addr) {
-        mark_written(&value, addr, &written?);
+        FaasmCtx::mark_written(&value, addr, &written?);
     }
     Ok(())
-}
-
-fn mark_written(value: &StateValue, addr: u32, written: &[Range<u64>]) {
-    for w in written {
-        let start = w.start.saturating_sub(addr as u64) as usize;
-        let end = w.end.saturating_sub(addr as u64) as usize;
-        value.mark_dirty(start, end.saturating_sub(start));
-    }
 }
 
 fn nonneg(v: i32, what: &'static str) -> Result<usize, FaasmError> {
