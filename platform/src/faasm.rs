@@ -51,10 +51,8 @@ impl<T: FaasmView> FaasmEnv for CallerEnv<'_, '_, T> {
             // value's lock (inside `with_segment`); the mapping keeps its
             // own reference to the file afterwards.
             let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-            // SAFETY: a state value's memfd is never truncated (values only
-            // grow; shrinking zeroes bytes without truncating), so the
-            // mapped pages stay inside the file for as long as they are
-            // mapped.
+            // SAFETY: a state memfd is never truncated (values only grow;
+            // shrinking zeroes bytes), so mapped pages stay inside the file.
             let mapped = unsafe { caller.map_shared(mem, fd, len) };
             let addr = mapped.map_err(|e| fail(e.to_string()))?;
             u32::try_from(addr).map_err(|_| fail(format!("address {addr:#x} is past 4 GiB")))
