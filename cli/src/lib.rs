@@ -11,6 +11,8 @@
 //!   bare server on the same HTTP stack).
 //! * [`bench_state`]: `faaslet bench state` (state mapped into N Faaslets
 //!   against copies; the tier against plain Redis GET/SET).
+//! * [`bench_cache`]: `faaslet bench code-cache` (compiling against
+//!   loading cached code; worker upload and restart with and without it).
 //! * [`bench`](mod@bench): the cold-start measurements (`faaslet bench cold-start`),
 //!   also used by the `cold_start` criterion bench.
 //!
@@ -24,6 +26,7 @@
 //! ```
 
 pub mod bench;
+pub mod bench_cache;
 pub mod bench_serve;
 pub mod bench_state;
 pub mod client;

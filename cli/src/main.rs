@@ -74,6 +74,11 @@ enum Command {
         /// Stop the call after this many seconds (epoch interruption).
         #[arg(long, value_name = "SECS")]
         timeout: Option<f64>,
+        /// Keep compiled code in DIR and load it from there next time
+        /// instead of compiling (the worker's code cache; entries are keyed
+        /// by the wasm and every setting that changes the code).
+        #[arg(long, value_name = "DIR")]
+        code_cache: Option<PathBuf>,
         /// Resource isolation (cgroups, network namespace).
         #[command(flatten)]
         isolation: IsolationArgs,
@@ -100,6 +105,11 @@ enum Command {
         /// 3.0). Off by default: the wasm-v2 suite asserts they are invalid.
         #[arg(long)]
         multi_memory: bool,
+        /// Run each module from its code-cache artefact: compile it to an
+        /// artefact, load that back, and run the loaded code (checks that
+        /// cached code behaves as freshly compiled code).
+        #[arg(long)]
+        through_cache: bool,
         /// `.wast` files, or directories whose `*.wast` files are run.
         paths: Vec<PathBuf>,
     },
@@ -213,6 +223,22 @@ enum BenchCommand {
         #[arg(long, default_value_t = 20_000)]
         iterations: usize,
     },
+    /// The code cache: compiling against loading the artefact, upload with
+    /// and without a cache hit, worker restart to the end of the first call
+    /// with and without cached code.
+    CodeCache {
+        /// Print a JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The first call's input (a WASI program's standard input).
+        #[arg(long, default_value = "")]
+        input: String,
+        /// Timed compiles per module (loads: at least 5).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Modules to measure (default: a generated one of 2,000 functions).
+        files: Vec<PathBuf>,
+    },
     /// Shared state: process PSS of 1, 10, 100 Faaslets mapping one value
     /// against private copies; reading it mapped against copied; pull and
     /// push against plain Redis GET/SET; a 1% partial push against a full
@@ -266,8 +292,9 @@ fn main() -> ExitCode {
             bounds,
             suite,
             multi_memory,
+            through_cache,
             paths,
-        } => wast(bounds, suite, multi_memory, paths),
+        } => wast(bounds, suite, multi_memory, through_cache, paths),
         Command::Compile { bounds, file } => compile(bounds, file),
         Command::Serve {
             listen,
@@ -301,6 +328,16 @@ fn main() -> ExitCode {
         Command::Bench {
             what: BenchCommand::ColdStart { json, iterations },
         } => bench_cold_start(json, iterations),
+        Command::Bench {
+            what:
+                BenchCommand::CodeCache {
+                    json,
+                    input,
+                    runs,
+                    files,
+                },
+        } => faaslet_cli::bench_cache::bench_code_cache(json, &files, &input, runs)
+            .map(|()| ExitCode::SUCCESS),
         Command::Bench {
             what:
                 BenchCommand::State {
@@ -347,12 +384,14 @@ fn main() -> ExitCode {
             env,
             from_snapshot,
             timeout,
+            code_cache,
             isolation,
             state,
             file,
             args,
         } => run(RunArgs {
             timeout,
+            code_cache,
             state,
             bounds,
             input,
@@ -386,6 +425,7 @@ fn wast(
     bounds: BoundsArg,
     suite: Option<String>,
     multi_memory: bool,
+    through_cache: bool,
     paths: Vec<PathBuf>,
 ) -> Result<ExitCode, String> {
     // Scripts as (name, text): the named suite's files bundled into this
@@ -418,7 +458,7 @@ fn wast(
     }
     let engine = engine_with(bounds, |c| c.wasm_multi_memory = multi_memory)?;
     let totals = run_with_big_stack(move || {
-        let mut runner = WastRunner::new(engine);
+        let mut runner = WastRunner::new(engine).through_artifacts(through_cache);
         let mut reports = Vec::new();
         for (name, text) in &scripts {
             let report = runner.run_file(name, text);
@@ -612,6 +652,7 @@ struct RunArgs {
     env: Vec<String>,
     from_snapshot: Option<PathBuf>,
     timeout: Option<f64>,
+    code_cache: Option<PathBuf>,
     file: PathBuf,
     args: Vec<String>,
 }
@@ -691,7 +732,15 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
     });
     config.functions = Some(FunctionRegistry::new(&engine, dir));
     let bytes = std::fs::read(&a.file).map_err(|e| format!("{}: {e}", a.file.display()))?;
-    let module = Module::new(&engine, &bytes).map_err(|e| format!("{}: {e}", a.file.display()))?;
+    let module = match &a.code_cache {
+        None => Module::new(&engine, &bytes),
+        Some(dir) => {
+            let cache =
+                faaslet_platform::code_cache::CodeCache::new(dir).map_err(|e| e.to_string())?;
+            cache.module(&engine, &bytes).map(|(m, _)| m)
+        }
+    }
+    .map_err(|e| format!("{}: {e}", a.file.display()))?;
     let snapshot = match &a.from_snapshot {
         Some(path) => Some(
             faaslet_snapshot::Snapshot::load(&module, path)

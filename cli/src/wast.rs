@@ -51,6 +51,7 @@ pub const BIG_STACK: usize = 64 << 20;
 /// Runs `.wast` scripts against one [`Engine`].
 pub struct WastRunner {
     engine: Engine,
+    through_artifacts: bool,
 }
 
 /// The outcome of running one `.wast` file.
@@ -235,7 +236,20 @@ impl WastRunner {
     /// A runner using `engine` (and its configuration: bounds checks, stack
     /// limit, ...).
     pub fn new(engine: Engine) -> WastRunner {
-        WastRunner { engine }
+        WastRunner {
+            engine,
+            through_artifacts: false,
+        }
+    }
+
+    /// Runs every module that must compile as the code cache would: its
+    /// code is compiled into an artefact, and the module the script uses
+    /// is the one loaded back from the artefact (see
+    /// [`Module::from_artifact`]). The spec suites then check that loaded
+    /// code behaves exactly as freshly compiled code.
+    pub fn through_artifacts(mut self, on: bool) -> WastRunner {
+        self.through_artifacts = on;
+        self
     }
 
     /// The engine scripts run on.
@@ -252,12 +266,14 @@ impl WastRunner {
             ..FileReport::default()
         };
         let engine = &self.engine;
+        let through_artifacts = self.through_artifacts;
         let result = parse_directives(contents, |directives| {
             report.assertions = directives
                 .iter()
                 .filter(|d| classify(d) != Class::Setup)
                 .count() as u32;
             let mut run = FileRun::new(engine, contents);
+            run.through_artifacts = through_artifacts;
             for d in directives.iter_mut() {
                 run.directive(d);
             }
@@ -393,6 +409,8 @@ struct FileRun<'c> {
     store: Store<()>,
     linker: Linker<()>,
     engine: &'c Engine,
+    /// Load modules from their artefacts (see [`WastRunner::through_artifacts`]).
+    through_artifacts: bool,
     /// The most recently instantiated module; `None` after a module failed
     /// to instantiate, so that its commands fail too.
     current: Option<Instance>,
@@ -421,6 +439,7 @@ impl<'c> FileRun<'c> {
             store,
             linker,
             engine,
+            through_artifacts: false,
             current: None,
             current_error: None,
             instances: HashMap::new(),
@@ -606,7 +625,8 @@ impl<'c> FileRun<'c> {
                 let bytes = module
                     .encode()
                     .or_else(|e| fail(format!("cannot encode: {e}")))?;
-                let module = Module::from_binary(self.engine, &bytes)
+                let module = self
+                    .module(&bytes)
                     .or_else(|e| fail(format!("expected unlinkable, got {e}")))?;
                 match self.instantiate(&module) {
                     Ok(_) => fail(format!(
@@ -633,8 +653,20 @@ impl<'c> FileRun<'c> {
         let bytes = q
             .encode()
             .or_else(|e| fail(format!("cannot encode module: {e}")))?;
-        Module::from_binary(self.engine, &bytes)
+        self.module(&bytes)
             .or_else(|e| fail(format!("cannot compile module: {e}")))
+    }
+
+    /// Compiles `bytes`, through an artefact if so configured.
+    fn module(&self, bytes: &[u8]) -> Result<Module, Error> {
+        if !self.through_artifacts {
+            return Module::from_binary(self.engine, bytes);
+        }
+        let (compiled, artifact) = Module::from_binary_with_artifact(self.engine, bytes)?;
+        drop(compiled);
+        let artifact = artifact.map_err(|e| Error::Resource(e.to_string()))?;
+        Module::from_artifact(self.engine, bytes, &artifact)
+            .map_err(|e| Error::Resource(format!("loading the artefact: {e}")))
     }
 
     fn instantiate(&mut self, module: &Module) -> Result<Instance, Error> {
@@ -686,7 +718,7 @@ impl<'c> FileRun<'c> {
                 let bytes = wat
                     .encode()
                     .or_else(|e| fail(format!("cannot encode module: {e}")))?;
-                let module = match Module::from_binary(self.engine, &bytes) {
+                let module = match self.module(&bytes) {
                     Ok(m) => m,
                     Err(e) => return Ok(Err(e)),
                 };

@@ -161,6 +161,16 @@ impl Engine {
         self.inner.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// The key an artefact of `wasm` made by this engine carries: the
+    /// SHA-256 of the wasm and of everything that changes the code (the
+    /// bounds mode and guard size, every option of [`Config`] that reaches
+    /// the compiler, the JIT's version and sources, the CPU features).
+    /// [`Module::from_artifact`](crate::Module::from_artifact) loads only
+    /// artefacts with this key; a code cache names its files by it.
+    pub fn artifact_key(&self, wasm: &[u8]) -> faaslet_jit::ArtifactKey {
+        self.inner.compiler.artifact_key(wasm)
+    }
+
     /// The current epoch.
     pub fn current_epoch(&self) -> u64 {
         self.inner.epoch.load(Ordering::SeqCst)

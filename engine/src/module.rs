@@ -2,7 +2,7 @@
 
 use crate::engine::Engine;
 use crate::trap::Error;
-use faaslet_jit::{CompiledModule, EntityType, ExportIndex, ModuleInfo};
+use faaslet_jit::{ArtifactError, CompiledModule, EntityType, ExportIndex, ModuleInfo};
 use std::sync::Arc;
 
 /// A compiled WebAssembly module. Compile once, instantiate many times, in
@@ -67,21 +67,92 @@ impl Module {
             .inner
             .compiler
             .compile_module(wasm, &mut |ty| engine.type_id(ty))?;
+        Ok(Module::wrap(engine, compiled, wasm))
+    }
+
+    /// Validates and compiles a wasm binary, and also returns its machine
+    /// code as an artefact that [`Module::from_artifact`] loads later, in
+    /// this process or another, without compiling again (the code cache of
+    /// a worker keeps these; the format is in [`faaslet_jit::artifact`]).
+    /// The inner result fails only if the code cannot be recorded; the
+    /// module works either way.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), faaslet::Error> {
+    /// let engine = faaslet::Engine::default();
+    /// let wasm = faaslet::wat_to_wasm(r#"(module (func (export "f") (result i32) i32.const 7))"#)?;
+    /// let (_, artifact) = faaslet::Module::from_binary_with_artifact(&engine, &wasm)?;
+    /// let artifact = artifact.expect("x86-64 code is always serialisable");
+    /// let module = faaslet::Module::from_artifact(&engine, &wasm, &artifact)
+    ///     .expect("same wasm, same engine configuration");
+    /// let mut store = faaslet::Store::new(&engine, ());
+    /// let instance = faaslet::Instance::new(&mut store, &module, &[])?;
+    /// let f = instance.get_typed_func::<(), i32, _>(&mut store, "f")?;
+    /// assert_eq!(f.call(&mut store, ())?, 7);
+    ///
+    /// // Another configuration must not run this code.
+    /// let explicit = faaslet::Engine::new(&faaslet::Config {
+    ///     bounds: faaslet::Bounds::Explicit,
+    ///     ..Default::default()
+    /// })?;
+    /// assert!(matches!(
+    ///     faaslet::Module::from_artifact(&explicit, &wasm, &artifact),
+    ///     Err(faaslet::ArtifactError::Foreign { .. })
+    /// ));
+    /// # Ok(()) }
+    /// ```
+    #[allow(clippy::type_complexity)]
+    pub fn from_binary_with_artifact(
+        engine: &Engine,
+        wasm: &[u8],
+    ) -> Result<(Module, Result<Vec<u8>, ArtifactError>), Error> {
+        let (compiled, artifact) = engine
+            .inner
+            .compiler
+            .compile_module_artifact(wasm, &mut |ty| engine.type_id(ty))?;
+        Ok((Module::wrap(engine, compiled, wasm), artifact))
+    }
+
+    /// Loads a module from its wasm and the artefact
+    /// [`Module::from_binary_with_artifact`] made of it, without compiling.
+    /// The artefact must have been made from exactly `wasm` by an engine
+    /// with the same code-changing configuration on the same kind of CPU
+    /// (see [`Engine::artifact_key`]); anything else, and any damage, is a
+    /// typed [`ArtifactError`]: compile the wasm instead.
+    pub fn from_artifact(
+        engine: &Engine,
+        wasm: &[u8],
+        artifact: &[u8],
+    ) -> Result<Module, ArtifactError> {
+        let compiled = engine
+            .inner
+            .compiler
+            .load_module(wasm, artifact, &mut |ty| engine.type_id(ty))?;
+        Ok(Module::wrap(engine, compiled, wasm))
+    }
+
+    /// Registers `compiled`'s code with the trap handler: one range for
+    /// the whole module. Each registration copies the handler's registry
+    /// (it is read lock-free from the signal handler), so registering every
+    /// function on its own made loading a module of n functions cost
+    /// O(n × functions registered): 2,000 functions took 60 ms to load
+    /// from the code cache, and 100,000 did not compile in a minute.
+    fn wrap(engine: &Engine, compiled: CompiledModule, wasm: &[u8]) -> Module {
         let compiled = Arc::new(compiled);
         let lookup: Arc<dyn faaslet_sfi::CodeLookup> = Arc::new(ModuleLookup(compiled.clone()));
         let registrations = compiled
-            .code_ranges()
+            .code_span()
             .into_iter()
             .map(|(s, e)| faaslet_sfi::register_code(s, e, lookup.clone()))
             .collect();
-        Ok(Module {
+        Module {
             inner: Arc::new(ModuleInner {
                 engine: engine.clone(),
                 compiled,
                 _registrations: registrations,
                 fingerprint: checksum(wasm),
             }),
-        })
+        }
     }
 
     /// The module's fingerprint: the [`checksum`] of its wasm bytes. Images

