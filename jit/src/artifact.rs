@@ -18,7 +18,7 @@
 //! no such guard. So every artefact carries a [`key`](ArtifactKey): the
 //! SHA-256 of the wasm and of everything that changes the code (artefact
 //! format, this crate's version and a hash of its sources, the whole
-//! [`CompileConfig`](crate::CompileConfig), the target triple and every
+//! [`CompileConfig`], the target triple and every
 //! Cranelift and CPU-feature flag). Loading recomputes the key from the
 //! wasm and the loading compiler and refuses an artefact whose key
 //! differs. A SHA-256 of the payload detects corruption; every table is
