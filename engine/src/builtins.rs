@@ -103,15 +103,14 @@ unsafe extern "C" fn memory_fill(vmctx: *mut u8, mem: u32, dst: u64, val: u32, l
         return 1;
     };
     // SAFETY: live entry.
-    let m = unsafe { &mut *m };
-    let Some(slice) = dst
-        .checked_add(len)
-        .and_then(|e| m.bytes_mut().get_mut(dst as usize..e as usize))
-    else {
-        return 1;
-    };
-    slice.fill(val as u8);
-    0
+    let m = unsafe { &*m };
+    // A raw fill: other threads may be using a shared memory, or mapped
+    // state inside this one.
+    if m.fill(dst, len, val as u8) {
+        0
+    } else {
+        1
+    }
 }
 
 unsafe extern "C" fn memory_init(

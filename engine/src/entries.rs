@@ -46,19 +46,73 @@ impl MemoryEntry {
         self.data.vm_ptr()
     }
 
-    /// The accessible bytes. For a shared memory, other threads may write
-    /// them concurrently (wasm shared-memory semantics).
-    pub(crate) fn bytes(&self) -> &[u8] {
+    /// Whether only the thread that holds the store can write the bytes:
+    /// not a shared (threads) memory, and no file mapped into it shared
+    /// (`Caller::map_shared`: other Faaslets write those pages). Only then
+    /// may Rust hold a slice of them; everything else copies through raw
+    /// pointers ([`read`](Self::read), [`write`](Self::write)).
+    pub(crate) fn is_private(&self) -> bool {
+        !self.ty.shared && !self.data.has_shared_segments()
+    }
+
+    /// The accessible bytes, if the memory [is private](Self::is_private).
+    pub(crate) fn bytes(&self) -> Option<&[u8]> {
         // SAFETY: [base, base + length) is mapped read-write for as long as
-        // the data lives (memories only grow), and `self` keeps it alive.
-        unsafe { std::slice::from_raw_parts(self.base(), self.length() as usize) }
+        // the data lives (memories only grow), `self` keeps it alive, and a
+        // private memory is written only by the thread holding the store,
+        // which this shared borrow keeps from running wasm.
+        self.is_private()
+            .then(|| unsafe { std::slice::from_raw_parts(self.base(), self.length() as usize) })
     }
 
     /// The accessible bytes, mutably (see [`Self::bytes`]).
-    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+    pub(crate) fn bytes_mut(&mut self) -> Option<&mut [u8]> {
         // SAFETY: as in `bytes`; `&mut self` excludes other borrows through
-        // this store.
-        unsafe { std::slice::from_raw_parts_mut(self.base(), self.length() as usize) }
+        // this store, and nobody else writes a private memory.
+        self.is_private()
+            .then(|| unsafe { std::slice::from_raw_parts_mut(self.base(), self.length() as usize) })
+    }
+
+    /// The host address of `offset .. offset + len`, if inside the memory.
+    fn range_ptr(&self, offset: u64, len: u64) -> Option<*mut u8> {
+        let end = offset.checked_add(len)?;
+        // The base never moves and the length only grows, so a range
+        // inside the length now stays mapped for the memory's life.
+        (end <= self.length()).then(|| self.base().wrapping_add(offset as usize))
+    }
+
+    /// Copies `dst.len()` bytes at `offset` into `dst` (raw: other threads
+    /// may write them). False if out of bounds.
+    pub(crate) fn read(&self, offset: u64, dst: &mut [u8]) -> bool {
+        let Some(src) = self.range_ptr(offset, dst.len() as u64) else {
+            return false;
+        };
+        // SAFETY: the source range is inside the memory (checked above);
+        // `dst` is host memory, which no linear memory overlaps.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) };
+        true
+    }
+
+    /// Copies `src` into the memory at `offset` (raw). False if out of
+    /// bounds.
+    pub(crate) fn write(&self, offset: u64, src: &[u8]) -> bool {
+        let Some(dst) = self.range_ptr(offset, src.len() as u64) else {
+            return false;
+        };
+        // SAFETY: the destination range is inside the memory (checked
+        // above); `src` is host memory, which no linear memory overlaps.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
+        true
+    }
+
+    /// Sets `len` bytes at `offset` to `byte` (raw). False if out of bounds.
+    pub(crate) fn fill(&self, offset: u64, len: u64, byte: u8) -> bool {
+        let Some(dst) = self.range_ptr(offset, len) else {
+            return false;
+        };
+        // SAFETY: the range is inside the memory (checked above).
+        unsafe { std::ptr::write_bytes(dst, byte, len as usize) };
+        true
     }
 }
 
@@ -266,21 +320,19 @@ pub(crate) fn copy_into_table(
 
 /// Copies `len` bytes of `src` starting at `src_off` into memory `m` at `dst`.
 pub(crate) fn copy_into_memory(
-    m: &mut MemoryEntry,
+    m: &MemoryEntry,
     dst: u64,
     src: &[u8],
     src_off: u64,
     len: u64,
 ) -> Result<(), ()> {
-    let mem = m.bytes_mut();
-    if src_off
+    let src = src_off
         .checked_add(len)
-        .is_none_or(|e| e > src.len() as u64)
-        || dst.checked_add(len).is_none_or(|e| e > mem.len() as u64)
-    {
-        return Err(());
+        .and_then(|e| src.get(src_off as usize..e as usize))
+        .ok_or(())?;
+    if m.write(dst, src) {
+        Ok(())
+    } else {
+        Err(())
     }
-    let (dst, src_off, len) = (dst as usize, src_off as usize, len as usize);
-    mem[dst..dst + len].copy_from_slice(&src[src_off..src_off + len]);
-    Ok(())
 }

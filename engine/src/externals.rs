@@ -33,16 +33,39 @@ impl Memory {
         store.core().memories[self.index as usize].length() / faaslet_sfi::WASM_PAGE as u64
     }
 
-    /// The memory's bytes.
-    pub fn data<'a, T>(&self, store: &'a Store<T>) -> &'a [u8] {
+    /// The memory's bytes as a slice, if only this store's thread can
+    /// write them. `None` for a shared (threads) memory and for a memory
+    /// with a file mapped into it shared ([`Caller::map_shared`](crate::Caller::map_shared),
+    /// as Faasm state is): other threads write those bytes at any time,
+    /// and a Rust slice over bytes that change under it is unsound. Use
+    /// [`read`](Self::read) / [`write`](Self::write) (copies), or
+    /// [`data_ptr`](Self::data_ptr) with raw-pointer accesses, for those.
+    pub fn data<'a, T>(&self, store: &'a Store<T>) -> Option<&'a [u8]> {
         self.check(store);
         store.core().memories[self.index as usize].bytes()
     }
 
-    /// The memory's bytes, mutably.
-    pub fn data_mut<'a, T>(&self, store: &'a mut Store<T>) -> &'a mut [u8] {
+    /// The memory's bytes, mutably, if only this store's thread can write
+    /// them (see [`data`](Self::data)).
+    pub fn data_mut<'a, T>(&self, store: &'a mut Store<T>) -> Option<&'a mut [u8]> {
         self.check(store);
         store.core_mut().memories[self.index as usize].bytes_mut()
+    }
+
+    /// The address of the memory's byte 0. It never changes for the
+    /// memory's life (memories grow in place), and the first
+    /// [`data_size`](Self::data_size) bytes are readable and writable
+    /// while the store lives and is not reset. Other threads may write
+    /// them (see [`data`](Self::data)): access them through raw pointers.
+    pub fn data_ptr<T>(&self, store: &Store<T>) -> *mut u8 {
+        self.check(store);
+        store.core().memories[self.index as usize].base()
+    }
+
+    /// The memory's current size in bytes.
+    pub fn data_size<T>(&self, store: &Store<T>) -> usize {
+        self.check(store);
+        store.core().memories[self.index as usize].length() as usize
     }
 
     /// The pages written since the last call (or since it was mapped) in
@@ -74,36 +97,32 @@ impl Memory {
         })
     }
 
-    /// Copies `buf.len()` bytes from `offset` into `buf`.
+    /// Copies `buf.len()` bytes from `offset` into `buf` (any memory,
+    /// shared or not).
     pub fn read<T>(&self, store: &Store<T>, offset: usize, buf: &mut [u8]) -> Result<(), Error> {
-        let data = self.data(store);
-        let src = offset
-            .checked_add(buf.len())
-            .and_then(|end| data.get(offset..end))
-            .ok_or_else(|| {
-                Error::Resource(format!(
-                    "read of {} bytes at {offset} is out of bounds",
-                    buf.len()
-                ))
-            })?;
-        buf.copy_from_slice(src);
-        Ok(())
+        self.check(store);
+        if store.core().memories[self.index as usize].read(offset as u64, buf) {
+            Ok(())
+        } else {
+            Err(Error::Resource(format!(
+                "read of {} bytes at {offset} is out of bounds",
+                buf.len()
+            )))
+        }
     }
 
-    /// Copies `buf` into the memory at `offset`.
+    /// Copies `buf` into the memory at `offset` (any memory, shared or
+    /// not).
     pub fn write<T>(&self, store: &mut Store<T>, offset: usize, buf: &[u8]) -> Result<(), Error> {
-        let data = self.data_mut(store);
-        let dst = offset
-            .checked_add(buf.len())
-            .and_then(|end| data.get_mut(offset..end))
-            .ok_or_else(|| {
-                Error::Resource(format!(
-                    "write of {} bytes at {offset} is out of bounds",
-                    buf.len()
-                ))
-            })?;
-        dst.copy_from_slice(buf);
-        Ok(())
+        self.check(store);
+        if store.core().memories[self.index as usize].write(offset as u64, buf) {
+            Ok(())
+        } else {
+            Err(Error::Resource(format!(
+                "write of {} bytes at {offset} is out of bounds",
+                buf.len()
+            )))
+        }
     }
 
     fn check<T>(&self, store: &Store<T>) {

@@ -54,24 +54,47 @@ impl<T> Caller<'_, T> {
 
     /// The store data and the calling instance's memory 0 at once, for host
     /// functions that move bytes between the two. No lookup by name, no
-    /// allocation.
+    /// allocation. The memory is `None` if the instance has none, and
+    /// also if other threads may write it (a shared memory, or one with
+    /// state mapped into it: see [`Memory::data`]); host functions that
+    /// must work on every memory use
+    /// [`data_and_memory_raw`](Self::data_and_memory_raw).
     pub fn data_and_memory_mut(&mut self) -> (&mut T, Option<&mut [u8]>) {
         let mem = self.memory();
         let inner = &mut *self.inner;
-        let bytes = mem.map(|m| inner.core.memories[m.index as usize].bytes_mut());
+        let bytes = mem.and_then(|m| inner.core.memories[m.index as usize].bytes_mut());
         (&mut inner.data, bytes)
     }
 
-    /// The bytes of memory `mem`, if it belongs to this store.
+    /// The store data and the base address and current length of the
+    /// calling instance's memory 0: the raw view for host functions that
+    /// serve memories other threads write (shared memories, mapped state).
+    /// The base never moves and the first `length` bytes stay readable and
+    /// writable at least until this host call returns; access them only
+    /// through raw pointers (copies), never as a Rust slice.
+    pub fn data_and_memory_raw(&mut self) -> (&mut T, Option<(*mut u8, usize)>) {
+        let mem = self.memory();
+        let inner = &mut *self.inner;
+        let raw = mem.map(|m| {
+            let e = &inner.core.memories[m.index as usize];
+            (e.base(), e.length() as usize)
+        });
+        (&mut inner.data, raw)
+    }
+
+    /// The bytes of memory `mem`, if it belongs to this store and only this
+    /// thread can write it (see [`Memory::data`]).
     pub fn memory_data(&self, mem: Memory) -> Option<&[u8]> {
         (mem.store == self.inner.core.id)
             .then(|| self.inner.core.memories[mem.index as usize].bytes())
+            .flatten()
     }
 
-    /// The bytes of memory `mem`, mutably.
+    /// The bytes of memory `mem`, mutably (see [`memory_data`](Self::memory_data)).
     pub fn memory_data_mut(&mut self, mem: Memory) -> Option<&mut [u8]> {
         (mem.store == self.inner.core.id)
             .then(|| self.inner.core.memories[mem.index as usize].bytes_mut())
+            .flatten()
     }
 
     /// Grows memory `mem` by `delta` pages from inside a host call (as

@@ -161,16 +161,18 @@ impl InstanceImage {
             }
             // State mapped into the memory is not the instance's: it is
             // captured as zero (and unmapped on reset), never copied.
-            let segments = m.data.shared_segments();
-            if segments.is_empty() {
-                memories.push(memory_image(m.bytes())?);
+            if let Some(bytes) = m.bytes() {
+                memories.push(memory_image(bytes)?);
             } else {
+                let segments = m.data.shared_segments();
+                let len = m.length() as usize;
                 let mut bytes = Vec::new();
-                let len = m.bytes().len();
                 bytes.try_reserve_exact(len).map_err(|_| {
                     Error::Resource(format!("no memory for a {len}-byte copy of a memory"))
                 })?;
-                bytes.extend_from_slice(m.bytes());
+                bytes.resize(len, 0);
+                // A raw copy: other Faaslets write the mapped pages.
+                m.read(0, &mut bytes);
                 for r in segments {
                     let end = r.end.min(bytes.len());
                     if r.start < end {

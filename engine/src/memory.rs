@@ -291,6 +291,15 @@ impl MemoryData {
         mem.shared_segments().to_vec()
     }
 
+    /// Whether a file is mapped shared anywhere in the memory (so other
+    /// threads may write its bytes).
+    pub(crate) fn has_shared_segments(&self) -> bool {
+        let _guard = lock(&self.grow_lock);
+        // SAFETY: `mem` is only touched under `grow_lock`, which we hold.
+        let mem = unsafe { &*self.mem.get() };
+        !mem.shared_segments().is_empty()
+    }
+
     /// Whether `[addr, addr + size)` lies inside the memory.
     pub(crate) fn in_bounds(&self, addr: u64, size: u64) -> bool {
         addr.checked_add(size).is_some_and(|e| e <= self.length())

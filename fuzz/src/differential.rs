@@ -365,7 +365,8 @@ fn compare_state(
         match ext {
             Extern::Memory(m) => {
                 let w = w_inst.get_memory(&*w_store, name).expect("wasmi memory");
-                let (a, b) = (m.data(store), w.data(&*w_store));
+                let a = m.data(store).expect("no shared memories or mapped state here");
+                let b = w.data(&*w_store);
                 assert_eq!(a.len(), b.len(), "memory {name:?} sizes differ {when}");
                 if a != b {
                     let i = a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(0);

@@ -582,7 +582,7 @@ pub fn check(p: &Lowered, explicit: bool) {
         };
         assert_eq!(got, *expect, "[{mode}] op{i} {op:?}: engine vs model");
     }
-    let data = mem.data(&store);
+    let data = mem.data(&store).expect("a private memory");
     assert_eq!(data.len(), p.final_memory.len(), "[{mode}] final size");
     if data != p.final_memory.as_slice() {
         let i = data

@@ -120,7 +120,7 @@ impl Guest {
 
     fn mem(&mut self) -> &mut [u8] {
         let m = self.inst.get_memory(&mut self.store, "memory").unwrap();
-        m.data_mut(&mut self.store)
+        m.data_mut(&mut self.store).expect("a private memory")
     }
 
     fn stdout(&mut self) -> Vec<u8> {

@@ -11,6 +11,7 @@
 use faaslet::{Caller, Error, Linker, Trap};
 use faaslet_hostapi::faasm::LockTier;
 use faaslet_hostapi::faasm::{self, FaasmCtx, FaasmEnv, FaasmError};
+use faaslet_hostapi::memory::GuestMemory;
 use faaslet_state::StateValue;
 use std::os::fd::BorrowedFd;
 
@@ -26,9 +27,9 @@ struct CallerEnv<'a, 'b, T> {
 }
 
 impl<T: FaasmView> FaasmEnv for CallerEnv<'_, '_, T> {
-    fn parts(&mut self) -> (&mut FaasmCtx, &mut [u8]) {
-        let (data, mem) = self.caller.data_and_memory_mut();
-        (data.faasm(), mem.unwrap_or(&mut []))
+    fn parts(&mut self) -> (&mut FaasmCtx, GuestMemory<'_>) {
+        let (data, mem) = self.caller.data_and_memory_raw();
+        (data.faasm(), crate::wasi::guest_memory(mem))
     }
     fn grow_memory(&mut self, pages: u32) -> Option<u32> {
         let mem = self.caller.memory()?;

@@ -88,10 +88,23 @@ fn with<T: WasiView>(
     caller: &mut Caller<'_, T>,
     f: impl FnOnce(&mut WasiCtx, &mut GuestMemory<'_>) -> Result<Errno, WasiTrap>,
 ) -> Result<i32, Trap> {
-    let (data, mem) = caller.data_and_memory_mut();
-    let mut empty: [u8; 0] = [];
-    let mut gm = GuestMemory::new(mem.unwrap_or(&mut empty));
+    let (data, mem) = caller.data_and_memory_raw();
+    let mut gm = guest_memory(mem);
     finish(f(data.wasi(), &mut gm))
+}
+
+/// The host calls' view of a caller's memory 0 (or an empty one): raw, as
+/// other threads may write it (shared memories, mapped state).
+pub(crate) fn guest_memory<'a>(raw: Option<(*mut u8, usize)>) -> GuestMemory<'a> {
+    match raw {
+        // SAFETY: the engine's memory base never moves, its first `len`
+        // bytes stay mapped read-write while the store lives, and the
+        // view lives only inside one host call, during which the store
+        // (borrowed by the `Caller`) cannot be reset or dropped; the view
+        // accesses the bytes only by raw copies.
+        Some((base, len)) => unsafe { GuestMemory::from_raw(base, len) },
+        None => GuestMemory::new(&mut []),
+    }
 }
 
 /// `poll_oneoff` may block: it asks the store's deadline every few

@@ -253,7 +253,7 @@ fn secret_is_gone_when_a_dropped_restore_is_restored_again() {
             let mut store = Store::new(&engine, ());
             let inst = snap.restore(&mut store, &[]).unwrap();
             let memory = inst.get_memory(&mut store, "memory").unwrap();
-            bases.push(memory.data(&store).as_ptr() as usize);
+            bases.push(memory.data_ptr(&store) as usize);
             assert_initial(&mut store, inst);
             assert!(
                 call(&mut store, inst, "read_mem", Some(131072)).is_err(),

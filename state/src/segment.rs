@@ -114,26 +114,57 @@ impl Segment {
     /// Never for in-range arguments; the caller checks the range (an
     /// out-of-range copy is refused with an assertion, not performed).
     pub fn read(&self, offset: usize, buf: &mut [u8]) {
-        assert!(offset.checked_add(buf.len()).is_some_and(|e| e <= self.cap));
-        if buf.is_empty() {
+        // SAFETY: `buf` is writable host memory of `buf.len()` bytes that
+        // no mapping of the segment overlaps (it is a Rust slice).
+        unsafe { self.read_raw(offset, buf.as_mut_ptr(), buf.len()) }
+    }
+
+    /// Copies `len` bytes from `offset` to `dst`, by a raw copy that
+    /// tolerates other threads writing either side (the destination is
+    /// typically guest memory).
+    ///
+    /// # Safety
+    /// `dst .. dst + len` must be writable for the duration of the call,
+    /// and must not be this segment's own host mapping.
+    ///
+    /// # Panics
+    /// If `offset + len` is past the segment's capacity (the caller checks
+    /// the range; an out-of-range copy is refused, never performed).
+    pub unsafe fn read_raw(&self, offset: usize, dst: *mut u8, len: usize) {
+        assert!(offset.checked_add(len).is_some_and(|e| e <= self.cap));
+        if len == 0 {
             return;
         }
-        // SAFETY: the range is inside our mapping (checked above); the
-        // source may be written concurrently through another mapping,
-        // which a byte copy tolerates.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(offset), buf.as_mut_ptr(), buf.len()) }
+        // SAFETY: the source range is inside our mapping (checked above);
+        // it may be written concurrently through another mapping, which a
+        // byte copy tolerates; the caller vouches for `dst`, which is not
+        // our own mapping, so the two virtual ranges do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(offset), dst, len) }
     }
 
     /// Copies `data` in at `offset`.
     pub fn write(&self, offset: usize, data: &[u8]) {
-        assert!(offset
-            .checked_add(data.len())
-            .is_some_and(|e| e <= self.cap));
-        if data.is_empty() {
+        // SAFETY: `data` is readable host memory, not our own mapping.
+        unsafe { self.write_raw(offset, data.as_ptr(), data.len()) }
+    }
+
+    /// Copies `len` bytes at `src` in at `offset` (see
+    /// [`read_raw`](Self::read_raw)).
+    ///
+    /// # Safety
+    /// `src .. src + len` must be readable for the duration of the call,
+    /// and must not be this segment's own host mapping.
+    ///
+    /// # Panics
+    /// If `offset + len` is past the segment's capacity.
+    pub unsafe fn write_raw(&self, offset: usize, src: *const u8, len: usize) {
+        assert!(offset.checked_add(len).is_some_and(|e| e <= self.cap));
+        if len == 0 {
             return;
         }
-        // SAFETY: the range is inside our mapping (checked above).
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(offset), data.len()) }
+        // SAFETY: the destination range is inside our mapping (checked
+        // above); the caller vouches for `src`, which is not our mapping.
+        unsafe { std::ptr::copy_nonoverlapping(src, self.ptr.add(offset), len) }
     }
 
     /// Zeroes `offset..offset+len` (releasing whole pages to the kernel).

@@ -50,6 +50,17 @@ pub trait StateStore: Send + Sync {
     fn pull(&self, value: &StateValue, range: Option<Range<usize>>) -> Result<(), StateError>;
     /// Appends one element to `user`'s list `key`.
     fn append(&self, user: &str, key: &str, data: &[u8]) -> Result<(), StateError>;
+    /// Hands the first `n` elements of the list to `f`, in order (a few at
+    /// a time from the global tier, so the host holds at most a small
+    /// batch); fails if the list has fewer than `n` elements, or with the
+    /// first error `f` returns.
+    fn each_appended(
+        &self,
+        user: &str,
+        key: &str,
+        n: usize,
+        f: &mut dyn FnMut(&[u8]) -> Result<(), StateError>,
+    ) -> Result<(), StateError>;
     /// Concatenates the first `n` elements of the list into `buf`; returns
     /// the bytes written.
     fn read_appended(
@@ -58,7 +69,22 @@ pub trait StateStore: Send + Sync {
         key: &str,
         buf: &mut [u8],
         n: usize,
-    ) -> Result<usize, StateError>;
+    ) -> Result<usize, StateError> {
+        let mut at = 0usize;
+        self.each_appended(user, key, n, &mut |e| {
+            let buf_len = buf.len() as u64;
+            let dst = buf
+                .get_mut(at..at + e.len())
+                .ok_or(StateError::BufferTooSmall {
+                    needed: at as u64 + e.len() as u64,
+                    len: buf_len,
+                })?;
+            dst.copy_from_slice(e);
+            at += e.len();
+            Ok(())
+        })?;
+        Ok(at)
+    }
     /// Empties the list.
     fn clear_appended(&self, user: &str, key: &str) -> Result<(), StateError>;
     /// Takes the global lock of `value`, waiting until `deadline` (or
@@ -282,13 +308,13 @@ impl StateStore for LocalStateStore {
         }
     }
 
-    fn read_appended(
+    fn each_appended(
         &self,
         user: &str,
         key: &str,
-        buf: &mut [u8],
         n: usize,
-    ) -> Result<usize, StateError> {
+        f: &mut dyn FnMut(&[u8]) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
         self.check_key(user, key)?;
         let lk = list_key(user, key);
         let have = self.global.appended_len(&lk)?;
@@ -298,8 +324,7 @@ impl StateStore for LocalStateStore {
                 have,
             });
         }
-        // In batches, so the host holds at most a batch beyond `buf`.
-        let mut at = 0usize;
+        // In batches, so the host holds at most a batch at a time.
         let mut done = 0u64;
         while done < n as u64 {
             let batch = (n as u64 - done).min(16);
@@ -311,19 +336,11 @@ impl StateStore for LocalStateStore {
                 });
             }
             for e in &elems {
-                let buf_len = buf.len() as u64;
-                let dst = buf
-                    .get_mut(at..at + e.len())
-                    .ok_or(StateError::BufferTooSmall {
-                        needed: at as u64 + e.len() as u64,
-                        len: buf_len,
-                    })?;
-                dst.copy_from_slice(e);
-                at += e.len();
+                f(e)?;
             }
             done += elems.len() as u64;
         }
-        Ok(at)
+        Ok(())
     }
 
     fn clear_appended(&self, user: &str, key: &str) -> Result<(), StateError> {

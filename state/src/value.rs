@@ -164,32 +164,65 @@ impl StateValue {
 
     /// Replaces the whole value with `data` and marks all of it dirty.
     pub fn set(&self, data: &[u8]) -> Result<(), StateError> {
+        // SAFETY: a Rust slice is readable host memory, not the segment.
+        unsafe { self.set_raw(data.as_ptr(), data.len()) }
+    }
+
+    /// [`set`](Self::set) from the `len` bytes at `src`, which other
+    /// threads may be writing (guest memory): copied without ever making a
+    /// Rust slice of them.
+    ///
+    /// # Safety
+    /// `src .. src + len` must be readable for the duration of the call.
+    /// It may be a Faaslet's mapping of this very value (a guest passing
+    /// its own mapped pointer): the copy is then of the pages onto
+    /// themselves, which leaves them as they were.
+    pub unsafe fn set_raw(&self, src: *const u8, len: usize) -> Result<(), StateError> {
         let mut d = lock(&self.data);
-        d.ensure_len(data.len(), &self.quota)?;
+        d.ensure_len(len, &self.quota)?;
         let old = d.len;
-        if old > data.len() {
-            d.seg.zero(data.len(), old - data.len());
-            self.quota.credit((old - data.len()) as u64);
-            d.len = data.len();
-            d.dirty.retain(|r| r.start < data.len());
+        if old > len {
+            d.seg.zero(len, old - len);
+            self.quota.credit((old - len) as u64);
+            d.len = len;
+            d.dirty.retain(|r| r.start < len);
             if let Some(last) = d.dirty.last_mut() {
-                last.end = last.end.min(data.len());
+                last.end = last.end.min(len);
             }
         }
-        d.seg.write(0, data);
-        d.mark(0..data.len());
+        // SAFETY: the caller vouches for `src`; it is never the host's own
+        // mapping of the segment, which nothing outside this crate sees.
+        unsafe { d.seg.write_raw(0, src, len) };
+        d.mark(0..len);
         Ok(())
     }
 
     /// Copies `data` in at `offset`, extending the value if needed, and
     /// marks those bytes dirty.
     pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<(), StateError> {
+        // SAFETY: a Rust slice is readable host memory, not the segment.
+        unsafe { self.write_at_raw(offset, data.as_ptr(), data.len()) }
+    }
+
+    /// [`write_at`](Self::write_at) from the `len` bytes at `src` (see
+    /// [`set_raw`](Self::set_raw)).
+    ///
+    /// # Safety
+    /// As for [`set_raw`](Self::set_raw).
+    pub unsafe fn write_at_raw(
+        &self,
+        offset: usize,
+        src: *const u8,
+        len: usize,
+    ) -> Result<(), StateError> {
         let end = offset
-            .checked_add(data.len())
+            .checked_add(len)
             .ok_or(StateError::ValueTooLarge { len: u64::MAX })?;
         let mut d = lock(&self.data);
         d.ensure_len(end, &self.quota)?;
-        d.seg.write(offset, data);
+        // SAFETY: the caller vouches for `src` (never the host's own
+        // mapping of the segment).
+        unsafe { d.seg.write_raw(offset, src, len) };
         d.mark(offset..end);
         Ok(())
     }
@@ -216,11 +249,25 @@ impl StateValue {
     /// Copies bytes from `offset` into `buf`; bytes past the end of the
     /// value read as zero. Returns the value's length.
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize {
+        // SAFETY: a Rust slice is writable host memory, not the segment.
+        unsafe { self.read_at_raw(offset, buf.as_mut_ptr(), buf.len()) }
+    }
+
+    /// [`read_at`](Self::read_at) into the `len` bytes at `dst`, which
+    /// other threads may be reading or writing (guest memory).
+    ///
+    /// # Safety
+    /// `dst .. dst + len` must be writable for the duration of the call
+    /// (it may be a Faaslet's mapping of this very value).
+    pub unsafe fn read_at_raw(&self, offset: usize, dst: *mut u8, len: usize) -> usize {
         let d = lock(&self.data);
         let avail = d.len.saturating_sub(offset);
-        let n = avail.min(buf.len());
-        d.seg.read(offset.min(d.len), &mut buf[..n]);
-        buf[n..].fill(0);
+        let n = avail.min(len);
+        // SAFETY: the caller vouches for `dst .. dst + len`, and n <= len.
+        unsafe {
+            d.seg.read_raw(offset.min(d.len), dst, n);
+            std::ptr::write_bytes(dst.add(n), 0, len - n);
+        }
         d.len
     }
 

@@ -317,3 +317,91 @@ fn writes_through_a_replaced_mapping_are_not_lost() {
         );
     }
 }
+
+/// A memory with state mapped into it is written by other threads: the
+/// engine hands out no Rust slice of it (that would be unsound), but raw
+/// copies see the other writers at once, and host calls that take guest
+/// pointers into mapped pages (output, state writes from a mapped pointer
+/// back into the same value) work on copies.
+#[test]
+fn mapped_memories_give_no_slices_and_host_calls_copy() {
+    use faaslet::{Caller, Linker, Store, Trap};
+    use faaslet_state::StateValue;
+    for (bounds, engine) in engines() {
+        let state: Arc<dyn StateStore> = Arc::new(LocalStateStore::new());
+        let v = state.value("default", "k").unwrap();
+        v.ensure_len(4096).unwrap();
+        let m = Module::new(
+            &engine,
+            r#"(module (import "h" "map" (func $map (result i32)))
+                 (memory (export "memory") 1)
+                 (func (export "run") (result i32) (call $map)))"#,
+        )
+        .unwrap();
+        let mut linker = Linker::<Arc<StateValue>>::new(&engine);
+        linker
+            .func_wrap("h", "map", |mut c: Caller<'_, Arc<StateValue>>| {
+                let mem = c.memory().ok_or_else(|| Trap::host("no memory"))?;
+                let v = c.data().clone();
+                let addr = v.with_segment(|fd, _| {
+                    // SAFETY: the value's memfd is open under its lock and
+                    // 4096 bytes long (ensure_len above); it never shrinks.
+                    unsafe { c.map_shared(mem, std::os::fd::BorrowedFd::borrow_raw(fd), 4096) }
+                });
+                let addr = addr.map_err(|e| Trap::host(e.to_string()))?;
+                // Inside the host call too, the memory is raw only.
+                assert!(c.data_and_memory_mut().1.is_none());
+                assert!(c.data_and_memory_raw().1.is_some());
+                Ok(addr as i32)
+            })
+            .unwrap();
+        let mut store = Store::new(&engine, v.clone());
+        let inst = linker.instantiate(&mut store, &m).unwrap();
+        let mem = inst.get_memory(&mut store, "memory").unwrap();
+        assert!(mem.data(&store).is_some(), "{bounds}: private until mapped");
+        let run = inst
+            .get_typed_func::<(), i32, _>(&mut store, "run")
+            .unwrap();
+        let addr = run.call(&mut store, ()).unwrap() as usize;
+        assert_eq!(addr, 65536, "{bounds}: mapped over the grown page");
+        assert!(mem.data(&store).is_none(), "{bounds}");
+        assert!(mem.data_mut(&mut store).is_none(), "{bounds}");
+        // Written through another mapping (the host's), read by a copy.
+        v.write_at(10, b"hi").unwrap();
+        let mut b = [0u8; 2];
+        mem.read(&store, addr + 10, &mut b).unwrap();
+        assert_eq!(&b, b"hi", "{bounds}");
+        mem.write(&mut store, addr + 20, b"yo").unwrap();
+        assert_eq!(v.copy_range(20..22).unwrap(), b"yo", "{bounds}");
+    }
+
+    // Host calls reading from and writing into mapped pages: the output is
+    // taken from the mapping, and a write_state of the value from its own
+    // mapped pointer (source and destination the same physical pages)
+    // leaves it as it was.
+    let write_import = r#"(import "env" "__faasm_write_state" (func $write (param i32 i32 i32)))"#;
+    let body = r#"
+      (func (export "main") (result i32) (local $p i32)
+        (local.set $p (call $ptr (i32.const 0) (i32.const 8)))
+        (i32.store (local.get $p) (i32.const 0x64636261))
+        (call $write (i32.const 0) (local.get $p) (i32.const 8))
+        (drop (call $read (i32.const 0) (i32.add (local.get $p) (i32.const 4)) (i32.const 4)))
+        (call $out (local.get $p) (i32.const 8))
+        (i32.const 0))
+    "#;
+    for (bounds, engine) in engines() {
+        let state: Arc<dyn StateStore> = Arc::new(LocalStateStore::new());
+        // Imports come before the memory that IMPORTS defines.
+        let m = Module::new(&engine, format!("(module {write_import} {IMPORTS} {body})")).unwrap();
+        let out = Faaslet::new(&engine, &m, config(&state))
+            .unwrap()
+            .call(b"")
+            .unwrap()
+            .output;
+        // `read_state` copied bytes 0..4 of the value over bytes 4..8 of
+        // the same pages.
+        assert_eq!(out, b"abcdabcd", "{bounds}");
+        let v = state.value("default", "shared").unwrap();
+        assert_eq!(v.copy_range(0..8).unwrap(), b"abcdabcd", "{bounds}");
+    }
+}

@@ -262,7 +262,12 @@ fn exported_shared_memory_can_be_imported_by_another_store() {
     let module = Module::new(&engine, GUEST.replace("1 4 shared", "1 1 shared")).unwrap();
     let mut g = Guest::new(&engine, &module, &shared);
     g.call_n("bump", 7);
-    assert_eq!(mem.data(&s1)[64], 7);
+    let mut b = [0u8];
+    mem.read(&s1, 64, &mut b).unwrap();
+    assert_eq!(b[0], 7);
+    // Other threads write a shared memory: no Rust slice of it is handed out.
+    assert!(mem.data(&s1).is_none());
+    assert!(mem.data_mut(&mut s1).is_none());
     // An unshared memory has no SharedMemory.
     let plain = faaslet::Memory::new(
         &mut s1,

@@ -160,13 +160,13 @@ fn memory_grows_in_place_within_its_maximum() {
     for (mode, engine) in engines() {
         let (mut store, inst) = setup(&engine);
         let mem = inst.get_memory(&mut store, "mem").unwrap();
-        let base = mem.data(&store).as_ptr();
+        let base = mem.data_ptr(&store);
         assert_eq!(
             call(&mut store, inst, "grow", &[Val::I32(1)]).unwrap()[0].i32(),
             Some(1),
             "{mode}"
         );
-        assert_eq!(mem.data(&store).as_ptr(), base, "{mode}: memory moved");
+        assert_eq!(mem.data_ptr(&store), base, "{mode}: memory moved");
         assert_eq!(mem.size(&store), 2);
         // The new page is usable, the one after it is not.
         assert_eq!(

@@ -21,6 +21,14 @@ pub enum FaasmError {
         /// The length.
         len: u64,
     },
+    /// The host could not allocate a copy of guest bytes.
+    #[error("{what}: no host memory for a copy of {len} bytes")]
+    NoHostMemory {
+        /// Which argument.
+        what: &'static str,
+        /// The length asked for.
+        len: u64,
+    },
     /// A negative length or offset.
     #[error("{what}: negative length {len}")]
     NegativeLength {

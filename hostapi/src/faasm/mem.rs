@@ -1,48 +1,62 @@
-//! Checked access to a guest's linear memory: every guest pointer and
-//! length is validated against the memory before any byte is touched.
+//! Checked access to a guest's linear memory for the Faasm calls: every
+//! guest pointer and length is validated against the memory before any
+//! byte is touched, and errors name the argument. Bytes move by copies
+//! through [`GuestMemory`] (never a Rust slice of guest memory: other
+//! Faaslets write mapped state pages, see [`crate::memory`]).
 
 use super::error::FaasmError;
 pub use super::error::MAX_NAME_LEN;
+use crate::memory::{GuestError, GuestMemory};
 
-/// The range `ptr..ptr+len` of `mem`, or an error naming `what`.
-pub fn range(
-    mem_len: usize,
-    ptr: u32,
-    len: u32,
-    what: &'static str,
-) -> Result<std::ops::Range<usize>, FaasmError> {
-    let start = ptr as usize;
-    let end = start
-        .checked_add(len as usize)
-        .filter(|&end| end <= mem_len)
-        .ok_or(FaasmError::OutOfBounds {
-            what,
-            ptr,
-            len: len as u64,
-        })?;
-    Ok(start..end)
+fn err(e: GuestError, what: &'static str, ptr: u32, len: u64) -> FaasmError {
+    match e {
+        GuestError::NoMemory { len } => FaasmError::NoHostMemory { what, len },
+        _ => FaasmError::OutOfBounds { what, ptr, len },
+    }
 }
 
-/// The bytes `ptr..ptr+len` of `mem`.
-pub fn slice<'a>(
-    mem: &'a [u8],
+/// The host address of `ptr..ptr+len` in `mem`, after checking the range
+/// (for raw copies between guest memory and a state value).
+pub fn ptr(
+    mem: &GuestMemory<'_>,
     ptr: u32,
     len: u32,
     what: &'static str,
-) -> Result<&'a [u8], FaasmError> {
-    let r = range(mem.len(), ptr, len, what)?;
-    Ok(&mem[r])
+) -> Result<*mut u8, FaasmError> {
+    mem.ptr(ptr, len as u64)
+        .map_err(|e| err(e, what, ptr, len as u64))
 }
 
-/// The bytes `ptr..ptr+len` of `mem`, mutably.
-pub fn slice_mut<'a>(
-    mem: &'a mut [u8],
+/// Checks that `ptr..ptr+len` lies inside `mem`.
+pub fn check(
+    mem: &GuestMemory<'_>,
     ptr: u32,
     len: u32,
     what: &'static str,
-) -> Result<&'a mut [u8], FaasmError> {
-    let r = range(mem.len(), ptr, len, what)?;
-    Ok(&mut mem[r])
+) -> Result<(), FaasmError> {
+    self::ptr(mem, ptr, len, what).map(|_| ())
+}
+
+/// A host copy of the bytes `ptr..ptr+len` (allocated fallibly).
+pub fn to_vec(
+    mem: &GuestMemory<'_>,
+    ptr: u32,
+    len: u32,
+    what: &'static str,
+) -> Result<Vec<u8>, FaasmError> {
+    mem.to_vec(ptr, len)
+        .map_err(|e| err(e, what, ptr, len as u64))
+}
+
+/// Copies `data` to `ptr`.
+pub fn write(
+    mem: &mut GuestMemory<'_>,
+    ptr: u32,
+    data: &[u8],
+    what: &'static str,
+) -> Result<(), FaasmError> {
+    mem.write_bytes(ptr, data)
+        .map_err(|e| err(e, what, ptr, data.len() as u64))
 }
 
 /// Converts a guest length (a C `long`, i32 on wasm32) to a byte count,
@@ -51,32 +65,27 @@ pub fn len(len: i32, what: &'static str) -> Result<u32, FaasmError> {
     u32::try_from(len).map_err(|_| FaasmError::NegativeLength { what, len })
 }
 
-/// The NUL-terminated UTF-8 string at `ptr`, without its NUL. Scans at most
-/// [`MAX_NAME_LEN`] + 1 bytes, so an unterminated string is an error, not a
-/// walk to the end of memory.
-pub fn cstr<'a>(mem: &'a [u8], ptr: u32, what: &'static str) -> Result<&'a str, FaasmError> {
-    let start = ptr as usize;
-    let tail = mem
-        .get(start..)
-        .filter(|t| !t.is_empty())
-        .ok_or(FaasmError::OutOfBounds { what, ptr, len: 1 })?;
-    let window = &tail[..tail.len().min(MAX_NAME_LEN + 1)];
-    let n = window
-        .iter()
-        .position(|&b| b == 0)
-        .ok_or(FaasmError::Unterminated { what, ptr })?;
-    std::str::from_utf8(&window[..n]).map_err(|_| FaasmError::NotUtf8 { what, ptr })
+/// A host copy of the NUL-terminated UTF-8 string at `ptr`, without its
+/// NUL. Scans at most [`MAX_NAME_LEN`] + 1 bytes, so an unterminated string
+/// is an error, not a walk to the end of memory.
+pub fn cstr(mem: &GuestMemory<'_>, ptr: u32, what: &'static str) -> Result<String, FaasmError> {
+    let bytes = mem
+        .cstr(ptr, MAX_NAME_LEN as u32 + 1)
+        .map_err(|e| match e {
+            GuestError::Unterminated { .. } => FaasmError::Unterminated { what, ptr },
+            e => err(e, what, ptr, 1),
+        })?;
+    String::from_utf8(bytes).map_err(|_| FaasmError::NotUtf8 { what, ptr })
 }
 
 /// Writes a little-endian u32 at `ptr`.
 pub fn write_u32(
-    mem: &mut [u8],
+    mem: &mut GuestMemory<'_>,
     ptr: u32,
     value: u32,
     what: &'static str,
 ) -> Result<(), FaasmError> {
-    slice_mut(mem, ptr, 4, what)?.copy_from_slice(&value.to_le_bytes());
-    Ok(())
+    write(mem, ptr, &value.to_le_bytes(), what)
 }
 
 #[cfg(test)]
@@ -85,33 +94,44 @@ mod tests {
 
     #[test]
     fn ranges_are_checked() {
-        let mem = [1u8, 2, 3, 4];
-        assert_eq!(slice(&mem, 1, 3, "x").unwrap(), &[2, 3, 4]);
-        assert!(slice(&mem, 1, 4, "x").is_err());
-        assert!(slice(&mem, u32::MAX, 2, "x").is_err());
-        assert_eq!(slice(&mem, 4, 0, "x").unwrap(), &[] as &[u8]);
+        let mut b = [1u8, 2, 3, 4];
+        let mem = GuestMemory::new(&mut b);
+        assert_eq!(to_vec(&mem, 1, 3, "x").unwrap(), [2, 3, 4]);
+        assert!(matches!(
+            to_vec(&mem, 1, 4, "x"),
+            Err(FaasmError::OutOfBounds {
+                what: "x",
+                ptr: 1,
+                len: 4
+            })
+        ));
+        assert!(to_vec(&mem, u32::MAX, 2, "x").is_err());
+        assert_eq!(to_vec(&mem, 4, 0, "x").unwrap(), [] as [u8; 0]);
+        assert!(check(&mem, 0, 5, "x").is_err());
         assert!(len(-1, "x").is_err());
     }
 
     #[test]
     fn strings_must_be_terminated_and_utf8() {
-        let mem = b"key\0abc";
-        assert_eq!(cstr(mem, 0, "k").unwrap(), "key");
+        let mut b = *b"key\0abc";
+        let mem = GuestMemory::new(&mut b);
+        assert_eq!(cstr(&mem, 0, "k").unwrap(), "key");
         assert!(matches!(
-            cstr(mem, 4, "k"),
+            cstr(&mem, 4, "k"),
             Err(FaasmError::Unterminated { .. })
         ));
         assert!(matches!(
-            cstr(mem, 7, "k"),
+            cstr(&mem, 7, "k"),
             Err(FaasmError::OutOfBounds { .. })
         ));
+        let mut bad = *b"\xff\0";
         assert!(matches!(
-            cstr(b"\xff\0", 0, "k"),
+            cstr(&GuestMemory::new(&mut bad), 0, "k"),
             Err(FaasmError::NotUtf8 { .. })
         ));
-        let long = vec![b'a'; MAX_NAME_LEN + 10];
+        let mut long = vec![b'a'; MAX_NAME_LEN + 10];
         assert!(matches!(
-            cstr(&long, 0, "k"),
+            cstr(&GuestMemory::new(&mut long), 0, "k"),
             Err(FaasmError::Unterminated { .. })
         ));
     }

@@ -25,13 +25,16 @@
 //!
 //! ```
 //! use faaslet_hostapi::faasm::{self, FaasmCtx, FaasmEnv, NoChaining};
+//! use faaslet_hostapi::memory::GuestMemory;
 //! use faaslet_state::LocalStateStore;
 //! use std::sync::Arc;
 //!
 //! // A guest memory and context, as the engine would hand them over.
 //! struct Env { ctx: FaasmCtx, mem: Vec<u8> }
 //! impl FaasmEnv for Env {
-//!     fn parts(&mut self) -> (&mut FaasmCtx, &mut [u8]) { (&mut self.ctx, &mut self.mem) }
+//!     fn parts(&mut self) -> (&mut FaasmCtx, GuestMemory<'_>) {
+//!         (&mut self.ctx, GuestMemory::new(&mut self.mem))
+//!     }
 //!     fn grow_memory(&mut self, _pages: u32) -> Option<u32> { None }
 //! }
 //! let ctx = FaasmCtx::new(b"hi".to_vec(), Arc::new(LocalStateStore::new()), Box::new(NoChaining));
@@ -61,6 +64,7 @@ pub enum LockTier {
     Global,
 }
 
+use crate::memory::GuestMemory;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
@@ -235,8 +239,9 @@ impl Drop for FaasmCtx {
 /// What a Faasm host call needs from the engine: the calling Faaslet's
 /// context and memory together, and a way to grow that memory.
 pub trait FaasmEnv {
-    /// The context and the current bytes of the guest's memory 0.
-    fn parts(&mut self) -> (&mut FaasmCtx, &mut [u8]);
+    /// The context and a view of the guest's memory 0 (its current
+    /// length; raw, since other Faaslets may write mapped pages of it).
+    fn parts(&mut self) -> (&mut FaasmCtx, GuestMemory<'_>);
     /// Grows memory 0 by `pages` wasm pages; returns the old size in pages.
     fn grow_memory(&mut self, pages: u32) -> Option<u32>;
     /// Grows memory 0 by enough pages for the first `len` bytes of
@@ -302,10 +307,10 @@ fn arena_alloc(env: &mut impl FaasmEnv, len: u64) -> Result<u32, FaasmError> {
 /// `len` bytes of the input to `buf`; returns the input's length.
 pub fn read_input(env: &mut impl FaasmEnv, buf: u32, len: i32) -> Result<i32, FaasmError> {
     let len = mem::len(len, "read_input len")?;
-    let (ctx, m) = env.parts();
-    let dst = mem::slice_mut(m, buf, len, "read_input buffer")?;
-    let n = dst.len().min(ctx.input.len());
-    dst[..n].copy_from_slice(&ctx.input[..n]);
+    let (ctx, mut m) = env.parts();
+    mem::check(&m, buf, len, "read_input buffer")?;
+    let n = (len as usize).min(ctx.input.len());
+    mem::write(&mut m, buf, &ctx.input[..n], "read_input buffer")?;
     Ok(ctx.input.len() as i32)
 }
 
@@ -315,10 +320,13 @@ pub fn read_input(env: &mut impl FaasmEnv, buf: u32, len: i32) -> Result<i32, Fa
 pub fn write_output(env: &mut impl FaasmEnv, ptr: u32, len: i32) -> Result<(), FaasmError> {
     let len = mem::len(len, "write_output len")?;
     let (ctx, m) = env.parts();
-    let src = mem::slice(m, ptr, len, "write_output buffer")?;
+    mem::check(&m, ptr, len, "write_output buffer")?;
     ctx.output.clear();
-    ctx.output.extend_from_slice(src);
-    Ok(())
+    m.extend_vec(ptr, len, &mut ctx.output)
+        .map_err(|_| FaasmError::NoHostMemory {
+            what: "write_output buffer",
+            len: len as u64,
+        })
 }
 
 /// `unsigned int __faasm_chain_name(const char *name, const unsigned char
@@ -332,9 +340,9 @@ pub fn chain_name(
 ) -> Result<u32, FaasmError> {
     let len = mem::len(len, "chain_name input len")?;
     let (ctx, m) = env.parts();
-    let name = mem::cstr(m, name, "chain_name name")?;
-    let input = mem::slice(m, input, len, "chain_name input")?;
-    match ctx.chainer.chain_name(name, input) {
+    let name = mem::cstr(&m, name, "chain_name name")?;
+    let input = mem::to_vec(&m, input, len, "chain_name input")?;
+    match ctx.chainer.chain_name(&name, &input) {
         Ok(id) => Ok(id),
         Err(FaasmError::UnknownFunction(_)) => Ok(0),
         Err(e) => Err(e),
@@ -352,8 +360,8 @@ pub fn chain_ptr(
 ) -> Result<u32, FaasmError> {
     let len = mem::len(len, "chain_ptr input len")?;
     let (ctx, m) = env.parts();
-    let input = mem::slice(m, input, len, "chain_ptr input")?;
-    match ctx.chainer.chain_ptr(func, input) {
+    let input = mem::to_vec(&m, input, len, "chain_ptr input")?;
+    match ctx.chainer.chain_ptr(func, &input) {
         Ok(id) => Ok(id),
         Err(FaasmError::UnknownFunction(_)) => Ok(0),
         Err(e) => Err(e),
@@ -384,16 +392,16 @@ pub fn await_call_output(
 ) -> Result<i32, FaasmError> {
     {
         let (_, m) = env.parts();
-        mem::slice(m, out, 4, "await_call_output out")?;
-        mem::slice(m, len, 4, "await_call_output len")?;
+        mem::check(&m, out, 4, "await_call_output out")?;
+        mem::check(&m, len, 4, "await_call_output len")?;
     }
     let (ctx, _) = env.parts();
     let result = match ctx.chainer.await_call(id) {
         Ok(r) => r,
         Err(FaasmError::UnknownCall(_)) => {
-            let (_, m) = env.parts();
-            mem::write_u32(m, out, 0, "await_call_output out")?;
-            mem::write_u32(m, len, 0, "await_call_output len")?;
+            let (_, mut m) = env.parts();
+            mem::write_u32(&mut m, out, 0, "await_call_output out")?;
+            mem::write_u32(&mut m, len, 0, "await_call_output len")?;
             return Ok(-1);
         }
         Err(e) => return Err(e),
@@ -404,38 +412,45 @@ pub fn await_call_output(
         len: u32::MAX as u64,
     })?;
     let addr = arena_alloc(env, n as u64)?;
-    let (_, m) = env.parts();
-    mem::slice_mut(m, addr, n32, "await_call_output copy")?.copy_from_slice(&result.output);
-    mem::write_u32(m, out, addr, "await_call_output out")?;
-    mem::write_u32(m, len, n32, "await_call_output len")?;
+    let (_, mut m) = env.parts();
+    mem::write(&mut m, addr, &result.output, "await_call_output copy")?;
+    mem::write_u32(&mut m, out, addr, "await_call_output out")?;
+    mem::write_u32(&mut m, len, n32, "await_call_output len")?;
     Ok(result.return_code)
 }
 
 /// The value for the key string at `key`.
-fn value_at(ctx: &FaasmCtx, m: &[u8], key: u32) -> Result<Arc<StateValue>, FaasmError> {
+fn value_at(ctx: &FaasmCtx, m: &GuestMemory<'_>, key: u32) -> Result<Arc<StateValue>, FaasmError> {
     Ok(ctx
         .state
-        .value(&ctx.user, mem::cstr(m, key, "state key")?)?)
+        .value(&ctx.user, &mem::cstr(m, key, "state key")?)?)
 }
 
 /// Copies `ranges` of a mapped value's guest copy back into the value.
 fn write_back(
     ctx: &FaasmCtx,
-    m: &[u8],
+    m: &GuestMemory<'_>,
     key: &str,
     ranges: Option<&[Range<usize>]>,
 ) -> Result<(), FaasmError> {
     let Some(map) = ctx.mappings.get(key).filter(|m| !m.shared) else {
         return Ok(());
     };
-    let copy = mem::slice(m, map.addr, map.len, "mapped state")?;
+    let copy = mem::ptr(m, map.addr, map.len, "mapped state")?;
+    let len = map.len as usize;
     match ranges {
-        None => map.value.write_at(0, copy)?,
+        // SAFETY: `copy .. copy + len` was checked to lie inside the guest
+        // memory, which lives for the whole host call.
+        None => unsafe { map.value.write_at_raw(0, copy, len)? },
         Some(rs) => {
             for r in rs {
-                let end = r.end.min(copy.len());
+                let end = r.end.min(len);
                 if r.start < end {
-                    map.value.write_at(r.start, &copy[r.start..end])?;
+                    // SAFETY: r.start < end <= len: inside the checked range.
+                    unsafe {
+                        map.value
+                            .write_at_raw(r.start, copy.add(r.start), end - r.start)?
+                    };
                 }
             }
         }
@@ -444,10 +459,12 @@ fn write_back(
 }
 
 /// Refreshes `key`'s guest copy (if mapped) from the value.
-fn refresh(ctx: &FaasmCtx, m: &mut [u8], key: &str) -> Result<(), FaasmError> {
+fn refresh(ctx: &FaasmCtx, m: &GuestMemory<'_>, key: &str) -> Result<(), FaasmError> {
     if let Some(map) = ctx.mappings.get(key).filter(|m| !m.shared) {
-        let copy = mem::slice_mut(m, map.addr, map.len, "mapped state")?;
-        map.value.read_at(0, copy);
+        let copy = mem::ptr(m, map.addr, map.len, "mapped state")?;
+        // SAFETY: the range was checked to lie inside the guest memory,
+        // which lives for the whole host call.
+        unsafe { map.value.read_at_raw(0, copy, map.len as usize) };
     }
     Ok(())
 }
@@ -463,9 +480,11 @@ pub fn read_state(
 ) -> Result<i32, FaasmError> {
     let len = mem::len(len, "read_state len")?;
     let (ctx, m) = env.parts();
-    let v = value_at(ctx, m, key)?;
-    let dst = mem::slice_mut(m, buf, len, "read_state buffer")?;
-    let total = v.read_at(0, dst);
+    let v = value_at(ctx, &m, key)?;
+    let dst = mem::ptr(&m, buf, len, "read_state buffer")?;
+    // SAFETY: `dst .. dst + len` was checked to lie inside the guest
+    // memory, which lives for the whole host call.
+    let total = unsafe { v.read_at_raw(0, dst, len as usize) };
     Ok(i32::try_from(total).unwrap_or(i32::MAX))
 }
 
@@ -479,20 +498,13 @@ pub fn write_state(
 ) -> Result<(), FaasmError> {
     let len = mem::len(len, "write_state len")?;
     let (ctx, m) = env.parts();
-    let key = mem::cstr(m, key, "state key")?;
-    let v = ctx.state.value(&ctx.user, key)?;
-    v.set(mem::slice(m, data, len, "write_state data")?)?;
-    let key = owned_if_mapped(ctx, key);
-    if let Some(key) = key {
-        refresh(ctx, m, &key)?;
-    }
-    Ok(())
-}
-
-/// An owned copy of a key borrowed from guest memory, only when the key has
-/// a mapping that must be refreshed (so the common path does not allocate).
-fn owned_if_mapped(ctx: &FaasmCtx, key: &str) -> Option<String> {
-    ctx.mappings.contains_key(key).then(|| key.to_string())
+    let key = mem::cstr(&m, key, "state key")?;
+    let v = ctx.state.value(&ctx.user, &key)?;
+    let src = mem::ptr(&m, data, len, "write_state data")?;
+    // SAFETY: `src .. src + len` was checked to lie inside the guest
+    // memory, which lives for the whole host call.
+    unsafe { v.set_raw(src, len as usize)? };
+    refresh(ctx, &m, &key)
 }
 
 fn check_range(total: usize, offset: usize, len: usize) -> Result<(), FaasmError> {
@@ -521,17 +533,14 @@ pub fn write_state_offset(
     let len32 = mem::len(len, "write_state_offset len")?;
     check_range(total, offset, len32 as usize)?;
     let (ctx, m) = env.parts();
-    let key = mem::cstr(m, key, "state key")?;
-    let v = ctx.state.value(&ctx.user, key)?;
+    let key = mem::cstr(&m, key, "state key")?;
+    let v = ctx.state.value(&ctx.user, &key)?;
+    let src = mem::ptr(&m, data, len32, "write_state_offset data")?;
     v.ensure_len(total)?;
-    v.write_at(
-        offset,
-        mem::slice(m, data, len32, "write_state_offset data")?,
-    )?;
-    if let Some(key) = owned_if_mapped(ctx, key) {
-        refresh(ctx, m, &key)?;
-    }
-    Ok(())
+    // SAFETY: `src .. src + len32` was checked to lie inside the guest
+    // memory, which lives for the whole host call.
+    unsafe { v.write_at_raw(offset, src, len32 as usize)? };
+    refresh(ctx, &m, &key)
 }
 
 /// `void __faasm_read_state_offset(const char *key, long total_len, long
@@ -549,12 +558,12 @@ pub fn read_state_offset(
     let len32 = mem::len(len, "read_state_offset len")?;
     check_range(total, offset, len32 as usize)?;
     let (ctx, m) = env.parts();
-    let v = value_at(ctx, m, key)?;
+    let v = value_at(ctx, &m, key)?;
+    let dst = mem::ptr(&m, buf, len32, "read_state_offset buffer")?;
     v.ensure_len(total)?;
-    v.read_at(
-        offset,
-        mem::slice_mut(m, buf, len32, "read_state_offset buffer")?,
-    );
+    // SAFETY: `dst .. dst + len32` was checked to lie inside the guest
+    // memory, which lives for the whole host call.
+    unsafe { v.read_at_raw(offset, dst, len32 as usize) };
     Ok(())
 }
 
@@ -564,13 +573,12 @@ pub fn read_state_offset(
 /// this call keeps its address.
 fn map_value(env: &mut impl FaasmEnv, key: u32, total: usize) -> Result<u32, FaasmError> {
     let (ctx, m) = env.parts();
-    let key_str = mem::cstr(m, key, "state key")?;
-    if let Some(map) = ctx.mappings.get(key_str) {
+    let key_owned = mem::cstr(&m, key, "state key")?;
+    if let Some(map) = ctx.mappings.get(&key_owned) {
         if map.len as usize >= total {
             return Ok(map.addr);
         }
     }
-    let key_owned = key_str.to_string();
     // A longer mapping replaces a shorter one: take what was written
     // through the old one first (its pages stay mapped, and shared, until
     // the call ends, but only the newest mapping is harvested later).
@@ -585,7 +593,10 @@ fn map_value(env: &mut impl FaasmEnv, key: u32, total: usize) -> Result<u32, Faa
         None => {
             let addr = arena_alloc(env, len as u64)?;
             let (_, m) = env.parts();
-            v.read_at(0, mem::slice_mut(m, addr, len32, "mapped state")?);
+            let dst = mem::ptr(&m, addr, len32, "mapped state")?;
+            // SAFETY: the range was checked to lie inside the guest memory,
+            // which lives for the whole host call.
+            unsafe { v.read_at_raw(0, dst, len) };
             (addr, false)
         }
     };
@@ -656,10 +667,10 @@ fn flag_dirty(
     len: usize,
 ) -> Result<(), FaasmError> {
     let (ctx, m) = env.parts();
-    let key = mem::cstr(m, key, "state key")?;
-    let v = ctx.state.value(&ctx.user, key)?;
+    let key = mem::cstr(&m, key, "state key")?;
+    let v = ctx.state.value(&ctx.user, &key)?;
     let r = offset..offset + len;
-    write_back(ctx, m, key, Some(std::slice::from_ref(&r)))?;
+    write_back(ctx, &m, &key, Some(std::slice::from_ref(&r)))?;
     v.mark_dirty(offset, len);
     Ok(())
 }
@@ -673,9 +684,18 @@ pub fn append_state(
 ) -> Result<(), FaasmError> {
     let len = mem::len(len, "append_state len")?;
     let (ctx, m) = env.parts();
-    let key = mem::cstr(m, key, "state key")?;
-    let data = mem::slice(m, data, len, "append_state data")?;
-    Ok(ctx.state.append(&ctx.user, key, data)?)
+    let key = mem::cstr(&m, key, "state key")?;
+    // Checked against the append limit before anything is copied.
+    let max = ctx.state.limits().max_append_bytes;
+    if len as u64 > max {
+        return Err(faaslet_state::StateError::AppendTooLarge {
+            len: len as u64,
+            max,
+        }
+        .into());
+    }
+    let data = mem::to_vec(&m, data, len, "append_state data")?;
+    Ok(ctx.state.append(&ctx.user, &key, &data)?)
 }
 
 /// `void __faasm_read_appended_state(const char *key, unsigned char *buf,
@@ -690,25 +710,38 @@ pub fn read_appended_state(
 ) -> Result<(), FaasmError> {
     let len = mem::len(len, "read_appended_state len")?;
     let n = nonneg(n, "n_elems")?;
-    let (ctx, m) = env.parts();
-    // Bounded by the key length limit of `mem::cstr`.
-    let key = mem::cstr(m, key, "state key")?.to_string();
-    let buf = mem::slice_mut(m, buf, len, "read_appended_state buffer")?;
-    ctx.state.read_appended(&ctx.user, &key, buf, n)?;
+    let (ctx, mut m) = env.parts();
+    let key = mem::cstr(&m, key, "state key")?;
+    mem::check(&m, buf, len, "read_appended_state buffer")?;
+    // Element by element, straight into the guest's buffer.
+    let mut at = 0u64;
+    ctx.state.each_appended(&ctx.user, &key, n, &mut |e| {
+        let end = at + e.len() as u64;
+        if end > len as u64 {
+            return Err(faaslet_state::StateError::BufferTooSmall {
+                needed: end,
+                len: len as u64,
+            });
+        }
+        m.write_bytes(buf + at as u32, e)
+            .expect("inside the buffer checked above");
+        at = end;
+        Ok(())
+    })?;
     Ok(())
 }
 
 /// `void __faasm_clear_appended_state(const char *key)`.
 pub fn clear_appended_state(env: &mut impl FaasmEnv, key: u32) -> Result<(), FaasmError> {
     let (ctx, m) = env.parts();
-    let key = mem::cstr(m, key, "state key")?;
-    Ok(ctx.state.clear_appended(&ctx.user, key)?)
+    let key = mem::cstr(&m, key, "state key")?;
+    Ok(ctx.state.clear_appended(&ctx.user, &key)?)
 }
 
 /// The key string at `key`, owned (at most [`MAX_NAME_LEN`](mem::MAX_NAME_LEN) bytes).
 fn owned_key(env: &mut impl FaasmEnv, key: u32, what: &'static str) -> Result<String, FaasmError> {
     let (_, m) = env.parts();
-    Ok(mem::cstr(m, key, what)?.to_string())
+    mem::cstr(&m, key, what)
 }
 
 /// `void __faasm_push_state(const char *key)`: pushes the whole value
@@ -719,7 +752,7 @@ pub fn push_state(env: &mut impl FaasmEnv, key: u32) -> Result<(), FaasmError> {
     harvest(env, &key)?;
     let (ctx, m) = env.parts();
     let v = ctx.state.value(&ctx.user, &key)?;
-    write_back(ctx, m, &key, None)?;
+    write_back(ctx, &m, &key, None)?;
     Ok(ctx.state.push(&v, None)?)
 }
 
@@ -752,10 +785,10 @@ pub fn push_state_partial_mask(
     let (ctx, m) = env.parts();
     // The mask may itself be mapped and changed in place.
     let mask_v = ctx.state.value(&ctx.user, &mask_key)?;
-    write_back(ctx, m, &mask_key, None)?;
+    write_back(ctx, &m, &mask_key, None)?;
     let ranges = mask_v.mask_ranges();
     let v = ctx.state.value(&ctx.user, &key)?;
-    write_back(ctx, m, &key, Some(&ranges))?;
+    write_back(ctx, &m, &key, Some(&ranges))?;
     Ok(ctx.state.push(&v, Some(&ranges))?)
 }
 
@@ -764,14 +797,11 @@ pub fn push_state_partial_mask(
 pub fn pull_state(env: &mut impl FaasmEnv, key: u32, len: i32) -> Result<(), FaasmError> {
     let len = nonneg(len, "pull_state len")?;
     let (ctx, m) = env.parts();
-    let key = mem::cstr(m, key, "state key")?;
-    let v = ctx.state.value(&ctx.user, key)?;
+    let key = mem::cstr(&m, key, "state key")?;
+    let v = ctx.state.value(&ctx.user, &key)?;
     v.ensure_len(len)?;
     ctx.state.pull(&v, None)?;
-    match owned_if_mapped(ctx, key) {
-        Some(key) => refresh(ctx, m, &key),
-        None => Ok(()),
-    }
+    refresh(ctx, &m, &key)
 }
 
 /// The `__faasm_lock_state_*` calls: takes the value's `tier` lock for
@@ -784,15 +814,15 @@ pub fn lock_state(
     write: bool,
 ) -> Result<(), FaasmError> {
     let (ctx, m) = env.parts();
-    let key = mem::cstr(m, key, "state key")?;
-    let v = ctx.state.value(&ctx.user, key)?;
+    let key = mem::cstr(&m, key, "state key")?;
+    let v = ctx.state.value(&ctx.user, &key)?;
     if ctx
         .held
         .iter()
         .any(|h| Arc::ptr_eq(&h.value, &v) && h.tier == tier && (h.write || write))
     {
         return Err(FaasmError::LockMisuse {
-            key: key.to_string(),
+            key: key.clone(),
             problem: "lock already held by this function",
         });
     }
@@ -831,14 +861,14 @@ pub fn unlock_state(
     write: bool,
 ) -> Result<(), FaasmError> {
     let (ctx, m) = env.parts();
-    let key = mem::cstr(m, key, "state key")?;
-    let v = ctx.state.value(&ctx.user, key)?;
+    let key = mem::cstr(&m, key, "state key")?;
+    let v = ctx.state.value(&ctx.user, &key)?;
     let i = ctx
         .held
         .iter()
         .position(|h| Arc::ptr_eq(&h.value, &v) && h.tier == tier && h.write == write)
         .ok_or_else(|| FaasmError::LockMisuse {
-            key: key.to_string(),
+            key: key.clone(),
             problem: "unlock of a lock not held",
         })?;
     let h = ctx.held.swap_remove(i);
@@ -849,6 +879,6 @@ pub fn unlock_state(
 /// 0 if unset.
 pub fn conf_flag(env: &mut impl FaasmEnv, key: u32) -> Result<u32, FaasmError> {
     let (ctx, m) = env.parts();
-    let key = mem::cstr(m, key, "conf flag")?;
-    Ok(ctx.conf.get(key).copied().unwrap_or(0))
+    let key = mem::cstr(&m, key, "conf flag")?;
+    Ok(ctx.conf.get(&key).copied().unwrap_or(0))
 }

@@ -42,20 +42,13 @@ fn host_iovs(
     mem.range(iovs, n as u64 * 8)?;
     for i in 0..n {
         let v = mem.iovec(iovs, i)?;
-        let r = mem.range(v.buf, v.len as u64)?;
-        if !r.is_empty() {
-            // Offsets for now; made pointers below, once no other borrow of
-            // the memory is taken.
+        let base = mem.ptr(v.buf, v.len as u64)?;
+        if v.len > 0 {
             out.push(libc::iovec {
-                iov_base: r.start as *mut libc::c_void,
-                iov_len: r.len(),
+                iov_base: base.cast(),
+                iov_len: v.len as usize,
             });
         }
-    }
-    let base = mem.as_mut_ptr();
-    for v in out.iter_mut() {
-        // The offset was checked to lie inside the memory.
-        v.iov_base = base.wrapping_add(v.iov_base as usize) as *mut libc::c_void;
     }
     Ok(())
 }
@@ -213,10 +206,13 @@ pub fn random_get(
     len: u32,
 ) -> Result<Errno, WasiTrap> {
     done((|| {
-        let mut s = mem.slice_mut(buf, len)?;
-        while !s.is_empty() {
-            // SAFETY: `s` is a valid writable buffer of s.len() bytes.
-            let r = unsafe { libc::getrandom(s.as_mut_ptr().cast(), s.len(), 0) };
+        let base = mem.ptr(buf, len as u64)?;
+        let mut done = 0usize;
+        while done < len as usize {
+            // SAFETY: `base .. base + len` was checked to lie inside the
+            // guest memory, which lives for the whole host call; the
+            // kernel writes into it like a guest store would.
+            let r = unsafe { libc::getrandom(base.add(done).cast(), len as usize - done, 0) };
             if r < 0 {
                 let e = Errno::last();
                 if e == Errno::Intr {
@@ -224,7 +220,7 @@ pub fn random_get(
                 }
                 return Err(e);
             }
-            s = &mut s[r as usize..];
+            done += r as usize;
         }
         Ok(())
     })())
@@ -353,11 +349,22 @@ fn write_from(
             let mut n = 0;
             for v in iov {
                 let k = v.iov_len.min(room);
-                // SAFETY: `v` was built by host_iovs from a checked guest range
-                // and the memory outlives this call; k <= v.iov_len.
-                buf.extend_from_slice(unsafe {
-                    std::slice::from_raw_parts(v.iov_base as *const u8, k)
-                });
+                buf.reserve(k);
+                let at = buf.len();
+                // SAFETY: `v` was built by host_iovs from a checked guest
+                // range and the memory outlives this call; k <= v.iov_len.
+                // A raw copy, never a slice: other threads may write the
+                // guest bytes (see `crate::memory`). `buf` has room for `k`
+                // more bytes, initialised by the copy before the length
+                // covers them.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        v.iov_base as *const u8,
+                        buf.as_mut_ptr().add(at),
+                        k,
+                    );
+                    buf.set_len(at + k);
+                }
                 n += k;
                 room -= k;
             }
@@ -936,11 +943,11 @@ pub fn fd_readdir(
             fs::list_dir(&d.file, &mut entries)?;
             d.entries = entries;
         }
-        let dst = &mut mem.as_mut_slice()[out];
+        let room = out.len();
         let mut at = 0usize;
         let start = usize::try_from(cookie).unwrap_or(usize::MAX);
         for (i, e) in d.entries.iter().enumerate().skip(start) {
-            if at >= dst.len() {
+            if at >= room {
                 break;
             }
             let mut h = [0u8; 24];
@@ -949,8 +956,8 @@ pub fn fd_readdir(
             h[16..20].copy_from_slice(&(e.name.len() as u32).to_le_bytes());
             h[20] = e.ty;
             for part in [&h[..], &e.name[..]] {
-                let k = part.len().min(dst.len() - at);
-                dst[at..at + k].copy_from_slice(&part[..k]);
+                let k = part.len().min(room - at);
+                mem.write_bytes(buf + at as u32, &part[..k])?;
                 at += k;
             }
         }
@@ -970,9 +977,35 @@ fn dir_of(ctx: &mut WasiCtx, fd: u32, need: u64) -> Result<(i32, bool), Errno> {
     }
 }
 
-/// The guest path `ptr, len`: valid UTF-8, checked.
-fn path<'m>(mem: &'m GuestMemory<'_>, ptr: u32, len: u32) -> Result<&'m [u8], Errno> {
-    Ok(mem.str(ptr, len)?.as_bytes())
+/// A guest path copied out of guest memory into a stack buffer, so path
+/// calls do not allocate and the bytes checked are the bytes used.
+struct GuestPath {
+    buf: [u8; fs::PATH_MAX],
+    len: usize,
+}
+
+impl std::ops::Deref for GuestPath {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// The guest path `ptr, len`: inside memory, at most `PATH_MAX` bytes,
+/// valid UTF-8, as a host copy.
+fn path(mem: &GuestMemory<'_>, ptr: u32, len: u32) -> Result<GuestPath, Errno> {
+    mem.range(ptr, len as u64)?;
+    let len = len as usize;
+    if len > fs::PATH_MAX {
+        return Err(Errno::NameTooLong);
+    }
+    let mut p = GuestPath {
+        buf: [0; fs::PATH_MAX],
+        len,
+    };
+    mem.read_into(ptr, &mut p.buf[..len])?;
+    std::str::from_utf8(&p).map_err(|_| Errno::Ilseq)?;
+    Ok(p)
 }
 
 const SYMLINK_FOLLOW: u32 = 1;
@@ -1013,7 +1046,7 @@ pub fn path_open(
         // never granted; asking for it is not an error.
         let parent_inh = ctx.slot(fd)?.inheriting;
         let want = rights_base & parent_inh;
-        let p = c_path(path(mem, path_ptr, path_len)?)?;
+        let p = c_path(&path(mem, path_ptr, path_len)?)?;
         let want_dir = oflags & oflags::DIRECTORY != 0;
         // A directory is opened read-only whatever rights were asked for:
         // the rights that need write access do not apply to directories.
@@ -1117,7 +1150,7 @@ pub fn path_filestat_get(
     done((|| {
         mem.range(out, 64)?;
         let (dir, _) = dir_of(ctx, fd, rights::PATH_FILESTAT_GET)?;
-        let p = c_path(path(mem, path_ptr, path_len)?)?;
+        let p = c_path(&path(mem, path_ptr, path_len)?)?;
         let mut fl = libc::O_PATH;
         if flags & SYMLINK_FOLLOW == 0 {
             fl |= libc::O_NOFOLLOW;
@@ -1143,7 +1176,7 @@ pub fn path_filestat_set_times(
 ) -> Result<Errno, WasiTrap> {
     done((|| {
         let (dir, writable) = dir_of(ctx, fd, rights::PATH_FILESTAT_SET_TIMES)?;
-        let p = path(mem, path_ptr, path_len)?;
+        let p = &path(mem, path_ptr, path_len)?;
         if !writable {
             return Err(Errno::Rofs);
         }
@@ -1196,7 +1229,7 @@ pub fn path_create_directory(
 ) -> Result<Errno, WasiTrap> {
     done((|| {
         let dir = dir_of(ctx, fd, rights::PATH_CREATE_DIRECTORY)?.0;
-        let p = path(mem, path_ptr, path_len)?;
+        let p = &path(mem, path_ptr, path_len)?;
         let s = split(dir, p, Errno::Exist)?;
         writable_dir(ctx, fd)?;
         // SAFETY: valid descriptor and C string.
@@ -1223,7 +1256,7 @@ fn unlink(
         },
     )?
     .0;
-    let p = path(mem, path_ptr, path_len)?;
+    let p = &path(mem, path_ptr, path_len)?;
     let s = split(
         dir,
         p,
@@ -1276,8 +1309,8 @@ pub fn path_rename(
     done((|| {
         let d1 = dir_of(ctx, fd, rights::PATH_RENAME_SOURCE)?.0;
         let d2 = dir_of(ctx, new_fd, rights::PATH_RENAME_TARGET)?.0;
-        let a = split(d1, path(mem, old, old_len)?, Errno::Busy)?;
-        let b = split(d2, path(mem, new, new_len)?, Errno::Busy)?;
+        let a = split(d1, &path(mem, old, old_len)?, Errno::Busy)?;
+        let b = split(d2, &path(mem, new, new_len)?, Errno::Busy)?;
         writable_dir(ctx, fd)?;
         writable_dir(ctx, new_fd)?;
         // SAFETY: valid descriptors and C strings.
@@ -1309,8 +1342,8 @@ pub fn path_link(
     done((|| {
         let d1 = dir_of(ctx, fd, rights::PATH_LINK_SOURCE)?.0;
         let d2 = dir_of(ctx, new_fd, rights::PATH_LINK_TARGET)?.0;
-        let a = split(d1, path(mem, old, old_len)?, Errno::Perm)?;
-        let b = split(d2, path(mem, new, new_len)?, Errno::Exist)?;
+        let a = split(d1, &path(mem, old, old_len)?, Errno::Perm)?;
+        let b = split(d2, &path(mem, new, new_len)?, Errno::Exist)?;
         writable_dir(ctx, new_fd)?;
         if flags & SYMLINK_FOLLOW != 0 {
             // Link what the symlink names, found beneath the mount.
@@ -1356,11 +1389,11 @@ pub fn path_symlink(
 ) -> Result<Errno, WasiTrap> {
     done((|| {
         let dir = dir_of(ctx, fd, rights::PATH_SYMLINK)?.0;
-        let target = c_path(path(mem, old, old_len)?)?;
+        let target = c_path(&path(mem, old, old_len)?)?;
         if target.to_bytes().first() == Some(&b'/') {
             return Err(Errno::Perm);
         }
-        let s = split(dir, path(mem, new, new_len)?, Errno::Exist)?;
+        let s = split(dir, &path(mem, new, new_len)?, Errno::Exist)?;
         writable_dir(ctx, fd)?;
         // SAFETY: valid descriptor and C strings.
         let r = unsafe { libc::symlinkat(target.as_ptr(), s.parent.as_raw_fd(), s.name.as_ptr()) };
@@ -1384,15 +1417,17 @@ pub fn path_readlink(
     done((|| {
         mem.range(used, 4)?;
         let dir = dir_of(ctx, fd, rights::PATH_READLINK)?.0;
-        let s = split(dir, path(mem, path_ptr, path_len)?, Errno::Inval)?;
-        let dst = mem.slice_mut(buf, buf_len)?;
-        // SAFETY: `dst` is a writable buffer of dst.len() bytes.
+        let s = split(dir, &path(mem, path_ptr, path_len)?, Errno::Inval)?;
+        let dst = mem.ptr(buf, buf_len as u64)?;
+        // SAFETY: `dst .. dst + buf_len` was checked to lie inside the
+        // guest memory, alive for the whole host call; the kernel writes
+        // at most `buf_len` bytes there.
         let r = unsafe {
             libc::readlinkat(
                 s.parent.as_raw_fd(),
                 s.name.as_ptr(),
-                dst.as_mut_ptr().cast(),
-                dst.len(),
+                dst.cast(),
+                buf_len as usize,
             )
         };
         let n = check_ret(r)?;

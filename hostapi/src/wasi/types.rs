@@ -133,6 +133,7 @@ impl From<GuestError> for Errno {
             GuestError::OutOfBounds { .. } => Errno::Fault,
             GuestError::Utf8 { .. } => Errno::Ilseq,
             GuestError::Unterminated { .. } => Errno::Inval,
+            GuestError::NoMemory { .. } => Errno::NoMem,
         }
     }
 }
