@@ -619,6 +619,13 @@ impl LinearMemory {
     }
 
     /// The accessible bytes.
+    ///
+    /// Only for a memory no other thread writes: a slice promises that the
+    /// bytes do not change while it lives, which is false for a range
+    /// [mapped shared](Self::map_shared) from a file that other mappings
+    /// write, or for a memory wasm threads share. The engine never takes
+    /// these slices for such memories; it copies through raw pointers
+    /// from [`base`](Self::base) instead.
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: [base, base+len) is mapped RW for as long as `self` lives
         // (it only ever grows), `base` is non-null, and `&self` excludes
@@ -627,7 +634,8 @@ impl LinearMemory {
         unsafe { std::slice::from_raw_parts(self.base(), self.len) }
     }
 
-    /// The accessible bytes, mutably.
+    /// The accessible bytes, mutably (with the caveat of
+    /// [`as_slice`](Self::as_slice)).
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as for `as_slice`, and `&mut self` makes this borrow unique.
         unsafe { std::slice::from_raw_parts_mut(self.base(), self.len) }

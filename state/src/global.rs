@@ -26,6 +26,30 @@ impl LockMode {
     }
 }
 
+/// Bytes handed to a global tier without a whole copy first: the tier
+/// pulls them in order into its own buffer (a Redis command, a `Vec`),
+/// so a push of a large value from its shared segment copies it once,
+/// as a plain `SET` of a host buffer would, instead of twice.
+pub trait ByteSource {
+    /// Number of bytes.
+    fn len(&self) -> usize;
+    /// Whether there are none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Writes exactly [`len`](Self::len) bytes to `out`, in order.
+    fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()>;
+}
+
+impl ByteSource for &[u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+    fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        out.write_all(self)
+    }
+}
+
 /// The global tier's operations, on fully qualified keys (see the crate
 /// docs for the layout). Byte counts are bounded by the caller.
 pub trait GlobalTier: Send + Sync + std::fmt::Debug {
@@ -41,9 +65,9 @@ pub trait GlobalTier: Send + Sync + std::fmt::Debug {
         Ok((len, self.get_range(key, 0..max.min(len))?))
     }
     /// Replaces the value.
-    fn set(&self, key: &str, data: &[u8]) -> Result<(), StateError>;
+    fn set(&self, key: &str, data: &dyn ByteSource) -> Result<(), StateError>;
     /// Writes each `(offset, bytes)` run, all or nothing, in one round trip.
-    fn set_ranges(&self, key: &str, runs: &[(usize, Vec<u8>)]) -> Result<(), StateError>;
+    fn set_ranges(&self, key: &str, runs: &[(usize, &dyn ByteSource)]) -> Result<(), StateError>;
     /// Appends one element unless the list already has `max` (returns
     /// `false` then).
     fn append(&self, key: &str, data: &[u8], max: u64) -> Result<bool, StateError>;
@@ -102,6 +126,10 @@ fn try_vec(n: usize) -> Result<Vec<u8>, StateError> {
     Ok(v)
 }
 
+fn io_error(e: std::io::Error) -> StateError {
+    StateError::Os(format!("copying a value: {e}"))
+}
+
 impl GlobalTier for InProcessTier {
     fn len(&self, key: &str) -> Result<usize, StateError> {
         Ok(self.inner().values.get(key).map_or(0, Vec::len))
@@ -115,13 +143,13 @@ impl GlobalTier for InProcessTier {
         out.extend_from_slice(&v[start..end]);
         Ok(out)
     }
-    fn set(&self, key: &str, data: &[u8]) -> Result<(), StateError> {
+    fn set(&self, key: &str, data: &dyn ByteSource) -> Result<(), StateError> {
         let mut v = try_vec(data.len())?;
-        v.extend_from_slice(data);
+        data.write_to(&mut v).map_err(io_error)?;
         self.inner().values.insert(key.to_string(), v);
         Ok(())
     }
-    fn set_ranges(&self, key: &str, runs: &[(usize, Vec<u8>)]) -> Result<(), StateError> {
+    fn set_ranges(&self, key: &str, runs: &[(usize, &dyn ByteSource)]) -> Result<(), StateError> {
         let mut i = self.inner();
         let v = i.values.entry(key.to_string()).or_default();
         let end = runs.iter().map(|(o, d)| o + d.len()).max().unwrap_or(0);
@@ -131,7 +159,7 @@ impl GlobalTier for InProcessTier {
             v.resize(end, 0);
         }
         for (o, d) in runs {
-            v[*o..o + d.len()].copy_from_slice(d);
+            d.write_to(&mut &mut v[*o..o + d.len()]).map_err(io_error)?;
         }
         Ok(())
     }

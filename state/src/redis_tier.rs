@@ -6,7 +6,7 @@
 //! so an unreachable server fails a call instead of hanging it.
 
 use crate::error::StateError;
-use crate::global::{GlobalTier, LockMode};
+use crate::global::{ByteSource, GlobalTier, LockMode};
 use redis::{Client, Connection, Script};
 use std::ops::Range;
 use std::sync::Mutex;
@@ -54,6 +54,22 @@ impl std::fmt::Debug for RedisTier {
         f.debug_struct("RedisTier")
             .field("addr", &self.addr)
             .finish()
+    }
+}
+
+/// A [`ByteSource`] as one argument of a Redis command, copied straight
+/// into the command's buffer (which is reserved for it first): a push
+/// copies the value once, as a plain `SET` of a host buffer does.
+struct SourceArg<'a>(&'a dyn ByteSource);
+
+impl redis::ToRedisArgs for SourceArg<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        out.reserve_space_for_args([self.0.len()]);
+        let mut w = out.writer_for_next_arg();
+        // The command's buffer is a Vec: writing to it cannot fail, and a
+        // source writes exactly its length (a short write would be a bug
+        // in the source, caught by the server's reply length checks).
+        let _ = self.0.write_to(&mut w);
     }
 }
 
@@ -161,17 +177,23 @@ impl GlobalTier for RedisTier {
             .arg(max - 1);
         self.with("pull", |c| p.query(c))
     }
-    fn set(&self, key: &str, data: &[u8]) -> Result<(), StateError> {
-        self.with("push", |c| redis::cmd("SET").arg(key).arg(data).query(c))
+    fn set(&self, key: &str, data: &dyn ByteSource) -> Result<(), StateError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(SourceArg(data));
+        self.with("push", |c| cmd.query(c))
     }
-    fn set_ranges(&self, key: &str, runs: &[(usize, Vec<u8>)]) -> Result<(), StateError> {
+    fn set_ranges(&self, key: &str, runs: &[(usize, &dyn ByteSource)]) -> Result<(), StateError> {
         if runs.is_empty() {
             return Ok(());
         }
         let mut p = redis::pipe();
         p.atomic();
         for (o, d) in runs {
-            p.cmd("SETRANGE").arg(key).arg(*o).arg(&d[..]).ignore();
+            p.cmd("SETRANGE")
+                .arg(key)
+                .arg(*o)
+                .arg(SourceArg(*d))
+                .ignore();
         }
         self.with("push", |c| p.query(c))
     }

@@ -2,7 +2,7 @@
 //! tier in front of a [`GlobalTier`].
 
 use crate::error::StateError;
-use crate::global::{GlobalTier, InProcessTier, LockMode};
+use crate::global::{ByteSource, GlobalTier, InProcessTier, LockMode};
 use crate::limits::{Quota, StateLimits};
 use crate::value::{lock, StateValue};
 use std::collections::HashMap;
@@ -223,21 +223,20 @@ impl StateStore for LocalStateStore {
         let key = value_key(value.name());
         match ranges {
             None => {
-                let all = value.copy_range(0..value.len())?;
-                self.global.set(&key, &all)?;
+                self.global.set(&key, &value.bytes(0..value.len()))?;
             }
             Some(rs) => {
-                let mut runs = Vec::new();
-                runs.try_reserve(rs.len())
-                    .map_err(|_| StateError::OutOfMemory {
-                        bytes: rs.len() as u64,
-                    })?;
-                for r in rs {
-                    let bytes = value.copy_range(r.clone())?;
-                    if !bytes.is_empty() {
-                        runs.push((r.start, bytes));
-                    }
-                }
+                // At most MAX_DIRTY_RUNS runs (dirty and mask runs merge
+                // beyond that), each copied from the segment by the tier.
+                let bytes: Vec<_> = rs
+                    .iter()
+                    .map(|r| (r.start, value.bytes(r.clone())))
+                    .filter(|(_, b)| !b.is_empty())
+                    .collect();
+                let runs: Vec<(usize, &dyn ByteSource)> = bytes
+                    .iter()
+                    .map(|(o, b)| (*o, b as &dyn ByteSource))
+                    .collect();
                 self.global.set_ranges(&key, &runs)?;
                 value.clear_dirty_in(rs);
                 return Ok(());

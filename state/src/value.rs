@@ -271,6 +271,19 @@ impl StateValue {
         d.len
     }
 
+    /// Bytes `range` of the value (clamped to its current length) as a
+    /// [`ByteSource`](crate::global::ByteSource): a global tier copies them
+    /// straight from the shared segment, under the value's lock, in
+    /// chunks, with no whole copy of the range first.
+    pub fn bytes(&self, range: Range<usize>) -> ValueBytes<'_> {
+        let len = self.len();
+        let end = range.end.min(len);
+        ValueBytes {
+            value: self,
+            range: range.start.min(end)..end,
+        }
+    }
+
     /// A copy of bytes `range` (clamped to the value), allocated fallibly.
     pub fn copy_range(&self, range: Range<usize>) -> Result<Vec<u8>, StateError> {
         let d = lock(&self.data);
@@ -367,4 +380,39 @@ pub fn ranges_of_mask(mask: &[u8]) -> Vec<Range<usize>> {
         }
     }
     out
+}
+
+/// Bytes of a [`StateValue`], read from its segment when a global tier
+/// asks for them (see [`StateValue::bytes`]).
+#[derive(Debug)]
+pub struct ValueBytes<'a> {
+    value: &'a StateValue,
+    range: Range<usize>,
+}
+
+/// What a push copies at a time from a segment: small enough to stay in
+/// the cache between the segment and the tier's buffer.
+const PUSH_CHUNK: usize = 256 * 1024;
+
+impl crate::global::ByteSource for ValueBytes<'_> {
+    fn len(&self) -> usize {
+        self.range.len()
+    }
+    fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let d = lock(&self.value.data);
+        // A shared segment is written by Faaslets through their mappings
+        // while we read it: it is copied, never borrowed as a slice. The
+        // segment never shrinks, so the range (within the length the
+        // value had when `bytes` was called) stays inside it; bytes past
+        // a length that has shrunk since are zero.
+        let mut chunk = vec![0u8; PUSH_CHUNK.min(self.range.len())];
+        let mut at = self.range.start;
+        while at < self.range.end {
+            let n = chunk.len().min(self.range.end - at);
+            d.seg.read(at, &mut chunk[..n]);
+            out.write_all(&chunk[..n])?;
+            at += n;
+        }
+        Ok(())
+    }
 }

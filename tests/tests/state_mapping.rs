@@ -177,13 +177,17 @@ impl GlobalTier for Recording {
     ) -> Result<Vec<u8>, faaslet_state::StateError> {
         self.inner.get_range(key, range)
     }
-    fn set(&self, key: &str, data: &[u8]) -> Result<(), faaslet_state::StateError> {
+    fn set(
+        &self,
+        key: &str,
+        data: &dyn faaslet_state::ByteSource,
+    ) -> Result<(), faaslet_state::StateError> {
         self.inner.set(key, data)
     }
     fn set_ranges(
         &self,
         key: &str,
-        runs: &[(usize, Vec<u8>)],
+        runs: &[(usize, &dyn faaslet_state::ByteSource)],
     ) -> Result<(), faaslet_state::StateError> {
         let mut r = self.runs.lock().unwrap();
         r.extend(runs.iter().map(|(o, d)| *o..*o + d.len()));
