@@ -73,7 +73,9 @@ pub use global::{ByteSource, GlobalTier, InProcessTier, LockMode};
 pub use limits::{Quota, StateLimits, MAX_VALUE_LEN};
 pub use redis_tier::RedisTier;
 pub use segment::{page_size, Segment};
-pub use store::{GlobalLock, LocalStateStore, StateStore, DEFAULT_LOCK_WAIT, LOCK_LEASE};
+pub use store::{
+    GlobalLock, LocalStateStore, StateStore, StateUsage, DEFAULT_LOCK_WAIT, LOCK_LEASE,
+};
 pub use value::{ranges_of_mask, ExplicitRwLock, StateValue, ValueBytes, MAX_DIRTY_RUNS};
 
 #[cfg(test)]

@@ -99,6 +99,17 @@ pub trait StateStore: Send + Sync {
     fn unlock_global(&self, lock: &GlobalLock) -> Result<(), StateError>;
     /// The limits in force.
     fn limits(&self) -> &StateLimits;
+    /// How much state this process holds now (for metrics).
+    fn usage(&self) -> StateUsage;
+}
+
+/// What a process's local tier holds (see [`StateStore::usage`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateUsage {
+    /// Values (keys with a local copy).
+    pub values: u64,
+    /// Their bytes: the sum of the values' lengths.
+    pub bytes: u64,
 }
 
 fn check_user(user: &str) -> Result<(), StateError> {
@@ -384,5 +395,13 @@ impl StateStore for LocalStateStore {
 
     fn limits(&self) -> &StateLimits {
         &self.limits
+    }
+
+    fn usage(&self) -> StateUsage {
+        let values = self.values.read().unwrap_or_else(|e| e.into_inner());
+        StateUsage {
+            values: values.len() as u64,
+            bytes: values.values().map(|v| v.len() as u64).sum(),
+        }
     }
 }

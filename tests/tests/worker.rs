@@ -282,6 +282,10 @@ fn users_are_isolated() {
     assert_eq!(req(&s, "POST", "/f/alice/state", b"").body, b"alice's");
     let r = req(&s, "PUT", "/s/bob/..", b"x");
     assert_eq!((r.status, json(&r)["field"].as_str()), (400, Some("key")));
+    // Two values ("k" of each user), 7 + 5 bytes, in the local tier.
+    let m = req(&s, "GET", "/metrics", b"").text();
+    assert!(m.contains("faaslet_state_values 2\n"), "{m}");
+    assert!(m.contains("faaslet_state_bytes 12\n"), "{m}");
     s.stop().unwrap();
 }
 

@@ -81,8 +81,8 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, with the executor's queue depth
-    /// and running calls.
-    pub fn render(&self, queued: usize, running: usize) -> String {
+    /// and running calls and what the local state tier holds.
+    pub fn render(&self, queued: usize, running: usize, state: faaslet_state::StateUsage) -> String {
         let m = self.lock();
         let mut o = String::new();
         let _ = writeln!(
@@ -150,6 +150,18 @@ impl Metrics {
         );
         let _ = writeln!(o, "# TYPE faaslet_executor_running gauge");
         let _ = writeln!(o, "faaslet_executor_running {running}");
+        let _ = writeln!(
+            o,
+            "# HELP faaslet_state_values State values held in this worker's local tier."
+        );
+        let _ = writeln!(o, "# TYPE faaslet_state_values gauge");
+        let _ = writeln!(o, "faaslet_state_values {}", state.values);
+        let _ = writeln!(
+            o,
+            "# HELP faaslet_state_bytes Bytes of the state values held in this worker's local tier."
+        );
+        let _ = writeln!(o, "# TYPE faaslet_state_bytes gauge");
+        let _ = writeln!(o, "faaslet_state_bytes {}", state.bytes);
         o
     }
 }
