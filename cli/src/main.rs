@@ -159,6 +159,14 @@ enum Command {
         /// Largest request body, bytes.
         #[arg(long, default_value_t = 64 << 20)]
         max_body: usize,
+        /// The global state tier: `redis://HOST:PORT[/DB]` (default: a
+        /// tier inside this process).
+        #[arg(long = "state", value_name = "URL")]
+        state: Option<String>,
+        /// Bytes of state (declared value lengths plus appends) one user
+        /// may hold in this worker.
+        #[arg(long = "state-quota", value_name = "BYTES", default_value_t = 1 << 30)]
+        state_quota: u64,
     },
     /// Upload a function to a worker (`faaslet serve`).
     Upload {
@@ -303,13 +311,18 @@ fn main() -> ExitCode {
             queue,
             timeout,
             max_body,
-        } => serve(faaslet_cli::serve::ServeArgs {
-            listen,
-            data,
-            threads,
-            queue,
-            timeout: std::time::Duration::from_secs_f64(timeout.max(0.01)),
-            max_body,
+            state,
+            state_quota,
+        } => state_store(state.as_deref(), state_quota).and_then(|state| {
+            serve(faaslet_cli::serve::ServeArgs {
+                listen,
+                data,
+                threads,
+                queue,
+                timeout: std::time::Duration::from_secs_f64(timeout.max(0.01)),
+                max_body,
+                state,
+            })
         }),
         Command::Upload {
             url,
@@ -624,19 +637,29 @@ struct StateArgs {
 
 impl StateArgs {
     fn build(&self) -> Result<std::sync::Arc<dyn faaslet_state::StateStore>, String> {
-        use faaslet_state::{GlobalTier, InProcessTier, LocalStateStore, RedisTier, StateLimits};
-        let global: std::sync::Arc<dyn GlobalTier> = match &self.url {
-            Some(url) => std::sync::Arc::new(RedisTier::connect(url).map_err(|e| e.to_string())?),
-            None => std::sync::Arc::new(InProcessTier::new()),
-        };
-        let limits = StateLimits {
-            quota_bytes: self.quota,
-            ..StateLimits::default()
-        };
-        Ok(std::sync::Arc::new(LocalStateStore::with_global(
-            global, limits,
-        )))
+        state_store(self.url.as_deref(), self.quota)
     }
+}
+
+/// A local state tier in front of Redis at `url` (or an in-process global
+/// tier), with a per-user quota of `quota` bytes. An unreachable Redis is
+/// an error naming its address.
+fn state_store(
+    url: Option<&str>,
+    quota: u64,
+) -> Result<std::sync::Arc<dyn faaslet_state::StateStore>, String> {
+    use faaslet_state::{GlobalTier, InProcessTier, LocalStateStore, RedisTier, StateLimits};
+    let global: std::sync::Arc<dyn GlobalTier> = match url {
+        Some(url) => std::sync::Arc::new(RedisTier::connect(url).map_err(|e| e.to_string())?),
+        None => std::sync::Arc::new(InProcessTier::new()),
+    };
+    let limits = StateLimits {
+        quota_bytes: quota,
+        ..StateLimits::default()
+    };
+    Ok(std::sync::Arc::new(LocalStateStore::with_global(
+        global, limits,
+    )))
 }
 
 struct RunArgs {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// How `faaslet serve` was asked to run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeArgs {
     /// Address to listen on.
     pub listen: SocketAddr,
@@ -22,6 +22,8 @@ pub struct ServeArgs {
     pub timeout: Duration,
     /// Largest request body, bytes.
     pub max_body: usize,
+    /// The state store (see [`WorkerConfig::state`]).
+    pub state: std::sync::Arc<dyn faaslet_state::StateStore>,
 }
 
 /// Runs a worker until SIGINT or SIGTERM.
@@ -38,6 +40,7 @@ pub fn serve(engine: &faaslet::Engine, a: ServeArgs) -> Result<(), String> {
     config.queue = a.queue;
     config.timeout = a.timeout;
     config.max_body = a.max_body;
+    config.state = Some(a.state.clone());
     let worker = Worker::new(engine, config).map_err(|e| e.to_string())?;
     serve_until_signal(worker, a.listen, |addr| {
         tracing::info!(

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 pub const TICK: Duration = Duration::from_millis(10);
 
 /// How a worker is set up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WorkerConfig {
     /// Where uploaded functions are kept (`functions/USER/FUNCTION.wasm`
     /// and `.snap`) and their compiled code (`code/KEY.code`, see
@@ -42,6 +42,25 @@ pub struct WorkerConfig {
     pub max_output: usize,
     /// Asynchronous results kept for `/status` (oldest dropped first).
     pub results: usize,
+    /// The state store calls and `/s/` use (its global tier: Redis, or
+    /// in-process); `None`: a local tier over an in-process global tier,
+    /// with default limits.
+    pub state: Option<Arc<dyn StateStore>>,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("data", &self.data)
+            .field("threads", &self.threads)
+            .field("queue", &self.queue)
+            .field("timeout", &self.timeout)
+            .field("max_body", &self.max_body)
+            .field("max_output", &self.max_output)
+            .field("results", &self.results)
+            .field("state", &self.state.as_ref().map(|_| "custom"))
+            .finish()
+    }
 }
 
 impl WorkerConfig {
@@ -57,6 +76,7 @@ impl WorkerConfig {
             max_body: 64 << 20,
             max_output: 16 << 20,
             results: 10_000,
+            state: None,
         }
     }
 }
@@ -264,13 +284,17 @@ impl Worker {
             order: VecDeque::new(),
             capacity: config.results.max(1),
         };
+        let state = config
+            .state
+            .clone()
+            .unwrap_or_else(|| Arc::new(LocalStateStore::new()));
         let worker = Worker {
             inner: Arc::new(Inner {
                 engine: engine.clone(),
                 config,
                 functions: RwLock::new(HashMap::new()),
                 executor,
-                state: Arc::new(LocalStateStore::new()),
+                state,
                 results: Mutex::new(results),
                 next_id: AtomicU64::new(1),
                 metrics: Metrics::default(),

@@ -158,9 +158,11 @@ async fn on_executor<T: Send + 'static>(
 }
 
 async fn metrics(State(w): State<Worker>) -> Response {
-    let text = w
-        .metrics()
-        .render(w.executor().queued(), w.executor().running(), w.state().usage());
+    let text = w.metrics().render(
+        w.executor().queued(),
+        w.executor().running(),
+        w.state().usage(),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -82,7 +82,12 @@ impl Metrics {
 
     /// The Prometheus text exposition, with the executor's queue depth
     /// and running calls and what the local state tier holds.
-    pub fn render(&self, queued: usize, running: usize, state: faaslet_state::StateUsage) -> String {
+    pub fn render(
+        &self,
+        queued: usize,
+        running: usize,
+        state: faaslet_state::StateUsage,
+    ) -> String {
         let m = self.lock();
         let mut o = String::new();
         let _ = writeln!(
