@@ -1,7 +1,10 @@
 //! `faaslet bench serve`: HTTP throughput and latency of a worker calling
 //! a no-op function, measured with `wrk` over keep-alive connections,
 //! next to a bare hello-world server on the same HTTP stack in the same
-//! run (the ratio is what the worker costs on top of the stack).
+//! run (the ratio is what the worker costs on top of the stack); and,
+//! before that, the server side of a call without HTTP: the function's
+//! cold first call and warm calls (each restored from the Proto-Faaslet,
+//! run and discarded), from request to reply.
 
 use faaslet_platform::worker::{Server, Worker, WorkerConfig};
 use std::path::Path;
@@ -91,6 +94,20 @@ pub fn bench_serve(json: bool, secs: u32, connections: u32) -> Result<(), String
     worker
         .upload("bench", "noop", NOOP.as_bytes())
         .map_err(|e| e.to_string())?;
+    // Server side, without HTTP: a call from request to reply on this
+    // thread (restore from the Proto-Faaslet, run, discard). The first is
+    // the function's cold start in this process; then warm calls.
+    let timed = || -> Result<f64, String> {
+        let t = std::time::Instant::now();
+        worker
+            .call("bench", "noop", b"")
+            .map_err(|e| e.to_string())?;
+        Ok(t.elapsed().as_secs_f64() * 1e6)
+    };
+    let cold_us = timed()?;
+    let mut warm: Vec<f64> = (0..10_000).map(|_| timed()).collect::<Result<_, _>>()?;
+    warm.sort_by(f64::total_cmp);
+    let (warm_p50, warm_p99) = (warm[warm.len() / 2], warm[warm.len() * 99 / 100]);
     let any = "127.0.0.1:0".parse().expect("a socket address");
     let server = Server::start(worker, any).map_err(|e| e.to_string())?;
     let hello = Server::hello(any).map_err(|e| e.to_string())?;
@@ -120,7 +137,7 @@ pub fn bench_serve(json: bool, secs: u32, connections: u32) -> Result<(), String
             )
         };
         println!(
-            "{{\"connections\": {connections}, \"seconds\": {secs}, \"worker_noop\": {}, \"bare_hello\": {}, \"throughput_ratio\": {ratio:.3}}}",
+            "{{\"connections\": {connections}, \"seconds\": {secs}, \"worker_noop\": {}, \"bare_hello\": {}, \"throughput_ratio\": {ratio:.3}, \"server_cold_us\": {cold_us:.1}, \"server_warm_p50_us\": {warm_p50:.1}, \"server_warm_p99_us\": {warm_p99:.1}}}",
             one(&work),
             one(&base)
         );
@@ -140,6 +157,9 @@ pub fn bench_serve(json: bool, secs: u32, connections: u32) -> Result<(), String
             );
         }
         println!("worker / bare throughput: {ratio:.3}");
+        println!(
+            "server side, request to reply without HTTP (restore from the Proto-Faaslet, run, discard): cold {cold_us:.1}us, warm p50 {warm_p50:.1}us, p99 {warm_p99:.1}us"
+        );
     }
     Ok(())
 }

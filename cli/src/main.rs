@@ -159,6 +159,9 @@ enum Command {
         /// Largest request body, bytes.
         #[arg(long, default_value_t = 64 << 20)]
         max_body: usize,
+        /// Largest call output, bytes (a call writing more fails).
+        #[arg(long, default_value_t = 16 << 20)]
+        max_output: usize,
         /// The global state tier: `redis://HOST:PORT[/DB]` (default: a
         /// tier inside this process).
         #[arg(long = "state", value_name = "URL")]
@@ -311,6 +314,7 @@ fn main() -> ExitCode {
             queue,
             timeout,
             max_body,
+            max_output,
             state,
             state_quota,
         } => state_store(state.as_deref(), state_quota).and_then(|state| {
@@ -321,6 +325,7 @@ fn main() -> ExitCode {
                 queue,
                 timeout: std::time::Duration::from_secs_f64(timeout.max(0.01)),
                 max_body,
+                max_output,
                 state,
             })
         }),

@@ -22,6 +22,8 @@ pub struct ServeArgs {
     pub timeout: Duration,
     /// Largest request body, bytes.
     pub max_body: usize,
+    /// Largest call output, bytes.
+    pub max_output: usize,
     /// The state store (see [`WorkerConfig::state`]).
     pub state: std::sync::Arc<dyn faaslet_state::StateStore>,
 }
@@ -40,6 +42,7 @@ pub fn serve(engine: &faaslet::Engine, a: ServeArgs) -> Result<(), String> {
     config.queue = a.queue;
     config.timeout = a.timeout;
     config.max_body = a.max_body;
+    config.max_output = a.max_output;
     config.state = Some(a.state.clone());
     let worker = Worker::new(engine, config).map_err(|e| e.to_string())?;
     serve_until_signal(worker, a.listen, |addr| {
