@@ -164,6 +164,48 @@ if rustc --target wasm32-wasip1 -O -o "$RTOOL" "$ROOT/hostapi/tests/guests/rtool
 else
     fail=$((fail + 1)); echo "FAIL rust-tree: rustc --target wasm32-wasip1 failed:"; sed 's/^/    /' "$OUT/rtool.log"
 fi
+# The worker: unmodified CPython uploaded to `faaslet serve` with the CLI
+# client and called over HTTP, its script as the request body (stdin); the
+# reply must be what wasmtime prints for the same stdin.
+worker_python() {
+    local dir="$RUNS/worker-python" script='import sys
+print(6 * 7)
+print(sorted({"b": 1, "a": 2}.items()), file=sys.stdout)
+print("done")'
+    rm -rf "$dir" && mkdir -p "$dir/data"
+    "$FAASLET" serve --listen 127.0.0.1:0 --data "$dir/data" 2>"$dir/serve.log" &
+    local pid=$! addr="" i
+    for i in $(seq 600); do
+        addr=$(sed -n 's/.*listening on http:\/\/\([0-9.:]*\).*/\1/p' "$dir/serve.log" | head -1)
+        [ -n "$addr" ] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ -z "$addr" ]; then
+        fail=$((fail + 1)); echo "FAIL worker-python: the worker did not start"; sed 's/^/    /' "$dir/serve.log"
+        kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; return
+    fi
+    local t0 up call why=()
+    t0=$(date +%s%N)
+    "$FAASLET" upload "http://$addr" demo python "$PYTHON" >"$dir/upload.out" 2>&1 || why+=("upload: $(cat "$dir/upload.out")")
+    up=$((($(date +%s%N) - t0) / 1000000)); t0=$(date +%s%N)
+    "$FAASLET" invoke "http://$addr" demo python --input "$script" >"$dir/stdout" 2>"$dir/stderr"
+    echo $? >"$dir/rc"
+    call=$((($(date +%s%N) - t0) / 1000000))
+    python3 "$HERE/wasmtime_run.py" "$PYTHON" --input "$script" >"$dir/expected" 2>/dev/null
+    echo $? >"$dir/expected.rc"
+    kill -TERM "$pid"; wait "$pid" || why+=("worker exit $?")
+    cmp -s "$dir/rc" "$dir/expected.rc" || why+=("exit $(cat "$dir/rc") vs $(cat "$dir/expected.rc")")
+    cmp -s "$dir/stdout" "$dir/expected" || why+=("stdout")
+    if [ ${#why[@]} -eq 0 ]; then
+        pass=$((pass + 1)); echo "PASS worker-python (upload $up ms, first call $call ms over HTTP)"
+    else
+        fail=$((fail + 1)); echo "FAIL worker-python: ${why[*]}"
+        diff -u --label wasmtime --label worker "$dir/expected" "$dir/stdout" | head -20 | sed 's/^/    /'
+        sed 's/^/    /' "$dir/stderr" | head -20
+    fi
+}
+worker_python
 if [ "${WASI_PROGRAMS_SLOW:-0}" = 1 ]; then
     # GCC 15's C compiler proper for AVR (about 1-2 minutes under faaslet)
     check avr-cc1 "$AVR/cc1.wasm" --mount "$DATA:/src:ro" --mount "@W@:/out" -- -quiet -mmcu=avr5 -Os /src/fib.c -o /out/fib.s
