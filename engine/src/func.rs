@@ -8,6 +8,7 @@ use crate::trap::{Error, Trap};
 use crate::values::{from_raw, to_raw, Val};
 use faaslet_jit::abi::{VMFuncRef, VMHostFuncContext, ValRaw};
 use faaslet_jit::{FuncType, ValType};
+pub use faaslet_sfi::writes::WrittenPages;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -139,6 +140,21 @@ impl<T> Caller<'_, T> {
                 .data
                 .map_shared(fd, len)
         }
+    }
+
+    /// A handle through which any thread can take the pages written in the
+    /// tracked shared mapping that starts at guest address `addr` (made by
+    /// [`map_shared`](Self::map_shared)), for as long as that mapping
+    /// exists: so that a push elsewhere collects what this instance's
+    /// guest writes while it still runs. `None` if no tracked mapping
+    /// starts there (or the memory is not this store's).
+    pub fn written_pages(&self, mem: Memory, addr: u64) -> Option<WrittenPages> {
+        if mem.store != self.inner.core.id {
+            return None;
+        }
+        self.inner.core.memories[mem.index as usize]
+            .data
+            .written_pages(addr)
     }
 
     /// See [`Memory::take_written`].

@@ -75,7 +75,9 @@ pub use faaslet_jit::{
     ArtifactError, ArtifactKey, CompileError, CompileErrorKind, FuncType, GlobalType, MemoryType,
     RefType, TableType, ValType,
 };
-pub use func::{Caller, IntoFunc, TypedFunc, WasmParams, WasmResults, WasmRet, WasmTy};
+pub use func::{
+    Caller, IntoFunc, TypedFunc, WasmParams, WasmResults, WasmRet, WasmTy, WrittenPages,
+};
 pub use handles::{Extern, ExternRef, Func, Global, Instance, Memory, Table};
 pub use image::{ImageError, ImageParts, InstanceImage, Source};
 pub use linker::Linker;

@@ -262,6 +262,15 @@ impl MemoryData {
         Ok(at as u64)
     }
 
+    /// A handle on the tracked shared mapping at byte `at` that other
+    /// threads can take its writes through while it exists.
+    pub(crate) fn written_pages(&self, at: u64) -> Option<faaslet_sfi::writes::WrittenPages> {
+        let _guard = lock(&self.grow_lock);
+        // SAFETY: `mem` is only touched under `grow_lock`, which we hold.
+        let mem = unsafe { &*self.mem.get() };
+        mem.written_pages(usize::try_from(at).ok()?)
+    }
+
     /// The pages written since the last take in the tracked shared mapping
     /// that starts at byte `at` (see
     /// `faaslet_sfi::LinearMemory::take_written`).

@@ -40,24 +40,35 @@ impl<T: FaasmView> FaasmEnv for CallerEnv<'_, '_, T> {
     fn map_state(&mut self, value: &StateValue, len: usize) -> Option<Result<u32, FaasmError>> {
         let mem = self.caller.memory()?;
         let caller = &mut *self.caller;
-        Some(value.with_segment(|fd, value_len| {
-            let fail = |reason: String| FaasmError::MapState {
-                key: value.name().to_string(),
-                reason,
-            };
-            if value_len < len {
-                return Err(fail(format!("the value has {value_len} bytes, not {len}")));
-            }
-            // SAFETY: `fd` is the value's memfd, open while we hold the
-            // value's lock (inside `with_segment`); the mapping keeps its
-            // own reference to the file afterwards.
-            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-            // SAFETY: a state memfd is never truncated (values only grow;
-            // shrinking zeroes bytes), so mapped pages stay inside the file.
-            let mapped = unsafe { caller.map_shared(mem, fd, len) };
-            let addr = mapped.map_err(|e| fail(e.to_string()))?;
-            u32::try_from(addr).map_err(|_| fail(format!("address {addr:#x} is past 4 GiB")))
-        }))
+        Some(
+            value
+                .with_segment(|fd, value_len| {
+                    let fail = |reason: String| FaasmError::MapState {
+                        key: value.name().to_string(),
+                        reason,
+                    };
+                    if value_len < len {
+                        return Err(fail(format!("the value has {value_len} bytes, not {len}")));
+                    }
+                    // SAFETY: `fd` is the value's memfd, open while we hold the
+                    // value's lock (inside `with_segment`); the mapping keeps its
+                    // own reference to the file afterwards.
+                    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+                    // SAFETY: a state memfd is never truncated (values only grow;
+                    // shrinking zeroes bytes), so mapped pages stay inside the file.
+                    let mapped = unsafe { caller.map_shared(mem, fd, len) };
+                    let addr = mapped.map_err(|e| fail(e.to_string()))?;
+                    u32::try_from(addr)
+                        .map_err(|_| fail(format!("address {addr:#x} is past 4 GiB")))
+                })
+                .inspect(|&addr| {
+                    // Pushes by other Faaslets collect what this guest writes
+                    // through the mapping while it still runs.
+                    if let Some(pages) = self.caller.written_pages(mem, addr as u64) {
+                        value.add_writer(Box::new(MappedWrites { pages, len }));
+                    }
+                }),
+        )
     }
     fn written(&mut self, addr: u32) -> Option<Result<Vec<std::ops::Range<u64>>, FaasmError>> {
         let mem = self.caller.memory()?;
@@ -65,6 +76,25 @@ impl<T: FaasmView> FaasmEnv for CallerEnv<'_, '_, T> {
             .take_written(mem, addr as u64)
             .map_err(|e| FaasmError::State(e.to_string()))
             .transpose()
+    }
+}
+
+/// A Faaslet's live mapping of a state value, as the value sees it.
+struct MappedWrites {
+    pages: faaslet::WrittenPages,
+    len: usize,
+}
+
+impl faaslet_state::LiveWrites for MappedWrites {
+    fn take(&self) -> Option<Vec<std::ops::Range<usize>>> {
+        // The mapping starts at byte 0 of the value: its offsets are the
+        // value's. A failed scan leaves the whole mapping dirty.
+        self.pages
+            .take()
+            .map(|r| r.unwrap_or_else(|_| vec![0..self.len]))
+    }
+    fn is_live(&self) -> bool {
+        self.pages.is_open()
     }
 }
 

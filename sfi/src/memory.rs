@@ -54,8 +54,10 @@ pub struct LinearMemory {
     /// with fresh private memory, so shared pages are never zeroed,
     /// discarded over or handed to the next user.
     shared: Vec<Range<usize>>,
-    /// Those of `shared` whose writes are tracked ([`crate::writes`]).
-    tracked: Vec<Range<usize>>,
+    /// Those of `shared` whose writes are tracked ([`crate::writes`]),
+    /// with the handle other threads scan them through (closed before the
+    /// mapping is replaced).
+    tracked: Vec<(Range<usize>, crate::writes::WrittenPages)>,
 }
 
 /// Most files one memory may have mapped shared at once: each is a kernel
@@ -543,7 +545,9 @@ impl LinearMemory {
             // (checked above) and is the shared mapping just made.
             && crate::writes::track(unsafe { self.base().add(offset) }, rounded).is_ok()
         {
-            self.tracked.push(offset..offset + rounded);
+            let handle =
+                crate::writes::WrittenPages::new(self.base().wrapping_add(offset), rounded);
+            self.tracked.push((offset..offset + rounded, handle));
         }
         Ok(())
     }
@@ -554,7 +558,7 @@ impl LinearMemory {
     /// `offset`. Each write is reported once: the pages are protected
     /// again, atomically with the scan. See [`crate::writes`].
     pub fn take_written(&self, offset: usize) -> Result<Option<Vec<Range<usize>>>, MemoryError> {
-        let Some(r) = self.tracked.iter().find(|r| r.start == offset) else {
+        let Some((r, _)) = self.tracked.iter().find(|(r, _)| r.start == offset) else {
             return Ok(None);
         };
         let mut out = Vec::new();
@@ -564,6 +568,17 @@ impl LinearMemory {
             *w = w.start + r.start..w.end + r.start;
         }
         Ok(Some(out))
+    }
+
+    /// A handle other threads can take the writes of the tracked shared
+    /// mapping at `offset` through, while it exists (see
+    /// [`WrittenPages`](crate::writes::WrittenPages)); `None` if no
+    /// tracked mapping starts there.
+    pub fn written_pages(&self, offset: usize) -> Option<crate::writes::WrittenPages> {
+        self.tracked
+            .iter()
+            .find(|(r, _)| r.start == offset)
+            .map(|(_, h)| h.clone())
     }
 
     /// The page-rounded byte ranges where files are mapped shared (see
@@ -578,6 +593,10 @@ impl LinearMemory {
     /// or reused until they are).
     pub fn unmap_shared(&mut self) -> Result<(), MemoryError> {
         while let Some(r) = self.shared.last().cloned() {
+            // Nobody may scan the range once it is no longer this mapping.
+            for (_, h) in self.tracked.iter().filter(|(t, _)| t.start == r.start) {
+                h.close();
+            }
             zero_accessible(&self.reservation, r.start, r.len())?;
             if r.start < self.image_len {
                 // The image no longer shows through there: re-map it on
@@ -585,7 +604,7 @@ impl LinearMemory {
                 self.image = None;
             }
             self.shared.pop();
-            self.tracked.retain(|t| t.start != r.start);
+            self.tracked.retain(|(t, _)| t.start != r.start);
         }
         Ok(())
     }
@@ -756,6 +775,35 @@ mod tests {
         assert_eq!(m.as_slice()[WASM_PAGE], 0);
         m.as_mut_slice()[WASM_PAGE] = 9;
         assert_eq!(file_byte(&fd, 0), 7);
+    }
+
+    #[test]
+    fn written_pages_handles_scan_from_other_threads_until_unmapped() {
+        use std::os::fd::AsFd;
+        if !crate::writes::available() {
+            eprintln!("skipping: no write tracking on this kernel");
+            return;
+        }
+        let page = host_page_size();
+        let fd = memfd(WASM_PAGE);
+        let image = MemoryImage::new(&[0u8; WASM_PAGE]).unwrap();
+        for mut m in memories(&image) {
+            // SAFETY: the memfd is not truncated while mapped.
+            unsafe { m.map_shared(WASM_PAGE, WASM_PAGE, fd.as_fd()) }.unwrap();
+            assert!(m.written_pages(0).is_none());
+            let h = m.written_pages(WASM_PAGE).unwrap();
+            m.as_mut_slice()[WASM_PAGE + 2 * page] = 1;
+            // Another thread takes the write (relative to the mapping)...
+            let taken = std::thread::scope(|s| s.spawn(|| h.take()).join().unwrap());
+            assert_eq!(taken.unwrap().unwrap(), vec![2 * page..3 * page]);
+            // ...once: the memory's own take finds nothing more.
+            assert_eq!(m.take_written(WASM_PAGE).unwrap(), Some(vec![]));
+            assert!(h.is_open());
+            // Once the mapping is replaced the handle scans nothing.
+            m.unmap_shared().unwrap();
+            assert!(!h.is_open());
+            assert!(h.take().is_none());
+        }
     }
 
     #[test]

@@ -274,3 +274,56 @@ pub(crate) fn take_written(
     let t = tracker().ok_or(MemoryError::Track { len, errno: 0 })?;
     scan(t, addr, len, out)
 }
+
+/// A handle on one tracked shared mapping of a [`LinearMemory`](crate::LinearMemory)
+/// that any thread may use, for as long as the mapping exists, to take
+/// the pages written through it. This is how a push by one Faaslet finds
+/// what another Faaslet, still running, wrote through its own mapping of
+/// the same value: each write is taken once, by whichever side scans
+/// first.
+///
+/// Soundness: the scan is an `ioctl` on an address range of this process,
+/// which would touch whatever mapping lives there at the time. The memory
+/// therefore closes the handle (under its lock, waiting for a scan in
+/// progress) *before* it replaces the shared mapping; a closed handle
+/// scans nothing.
+#[derive(Debug, Clone)]
+pub struct WrittenPages {
+    range: std::sync::Arc<std::sync::Mutex<Option<(usize, usize)>>>,
+}
+
+impl WrittenPages {
+    /// A handle on the tracked mapping at `[addr, addr + len)`.
+    pub(crate) fn new(addr: *mut u8, len: usize) -> WrittenPages {
+        WrittenPages {
+            range: std::sync::Arc::new(std::sync::Mutex::new(Some((addr as usize, len)))),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(usize, usize)>> {
+        self.range.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The pages written since the last take (byte ranges relative to the
+    /// mapping's start, page granular, merged), protecting them again; or
+    /// `None` once the mapping is gone.
+    pub fn take(&self) -> Option<Result<Vec<Range<usize>>, MemoryError>> {
+        let guard = self.lock();
+        let (addr, len) = (*guard)?;
+        let mut out = Vec::new();
+        // The lock stays held during the scan: the owner cannot close the
+        // handle (and then unmap) until it is done.
+        Some(take_written(addr as *mut u8, len, &mut out).map(|()| out))
+    }
+
+    /// Whether the mapping still exists.
+    pub fn is_open(&self) -> bool {
+        self.lock().is_some()
+    }
+
+    /// Closes the handle; waits for a scan in progress. Called by the
+    /// memory before the mapping is replaced.
+    pub(crate) fn close(&self) {
+        *self.lock() = None;
+    }
+}

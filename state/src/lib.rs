@@ -76,7 +76,9 @@ pub use segment::{page_size, Segment};
 pub use store::{
     GlobalLock, LocalStateStore, StateStore, StateUsage, DEFAULT_LOCK_WAIT, LOCK_LEASE,
 };
-pub use value::{ranges_of_mask, ExplicitRwLock, StateValue, ValueBytes, MAX_DIRTY_RUNS};
+pub use value::{
+    ranges_of_mask, ExplicitRwLock, LiveWrites, StateValue, ValueBytes, MAX_DIRTY_RUNS,
+};
 
 #[cfg(test)]
 mod tests {

@@ -66,13 +66,39 @@ struct ValueData {
     dirty: Vec<Range<usize>>,
 }
 
+/// A live mapping of a value (a Faaslet's, made by the platform) that
+/// reports, when asked, which bytes were written through it: so a partial
+/// push collects writes of Faaslets that are still running, not only of
+/// those whose calls ended.
+pub trait LiveWrites: Send + Sync {
+    /// The byte ranges of the value written through the mapping since the
+    /// last call, or `None` once the mapping is gone (the value then
+    /// forgets it).
+    fn take(&self) -> Option<Vec<Range<usize>>>;
+    /// Whether the mapping still exists.
+    fn is_live(&self) -> bool;
+}
+
 /// One state value of the local tier.
-#[derive(Debug)]
 pub struct StateValue {
     name: String,
     quota: Arc<Quota>,
     data: Mutex<ValueData>,
     local_lock: ExplicitRwLock,
+    /// Live mappings to collect writes from (see [`LiveWrites`]): at most
+    /// one per mapping in existence, pruned as mappings go.
+    writers: Mutex<Vec<Box<dyn LiveWrites>>>,
+}
+
+impl std::fmt::Debug for StateValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateValue")
+            .field("name", &self.name)
+            .field("data", &self.data)
+            .field("local_lock", &self.local_lock)
+            .field("writers", &lock(&self.writers).len())
+            .finish()
+    }
 }
 
 impl ValueData {
@@ -133,6 +159,7 @@ impl StateValue {
                 dirty: Vec::new(),
             }),
             local_lock: ExplicitRwLock::default(),
+            writers: Mutex::new(Vec::new()),
         })
     }
 
@@ -315,6 +342,31 @@ impl StateValue {
             at += n;
         }
         runs
+    }
+
+    /// Registers a live mapping whose writes [`collect_writes`](Self::collect_writes)
+    /// gathers (and forgets the mappings that are gone).
+    pub fn add_writer(&self, writer: Box<dyn LiveWrites>) {
+        let mut w = lock(&self.writers);
+        w.retain(|w| w.is_live());
+        w.push(writer);
+    }
+
+    /// Marks dirty every byte written through the live mappings since they
+    /// last reported, whichever Faaslets (running or not) made them.
+    pub fn collect_writes(&self) {
+        let mut written = Vec::new();
+        lock(&self.writers).retain(|w| match w.take() {
+            Some(r) => {
+                written.extend(r);
+                true
+            }
+            None => false,
+        });
+        let mut d = lock(&self.data);
+        for r in written {
+            d.mark(r);
+        }
     }
 
     /// Marks `offset..offset+len` dirty (clamped to the value).

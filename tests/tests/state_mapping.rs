@@ -409,3 +409,62 @@ fn mapped_memories_give_no_slices_and_host_calls_copy() {
         assert_eq!(v.copy_range(0..8).unwrap(), b"abcdabcd", "{bounds}");
     }
 }
+
+/// A partial push collects what *another* Faaslet, still running, wrote
+/// through its own mapping of the value: A writes page 2 and spins (no host
+/// call) until B has pushed; B waits to see A's byte, pushes partially and
+/// releases A. The push must send A's page, and nothing else.
+#[test]
+fn a_partial_push_collects_writes_of_running_faaslets() {
+    if !faaslet_sfi::writes::available() {
+        eprintln!("skipping: this kernel does not track writes");
+        return;
+    }
+    let body = r#"
+      (func (export "main") (result i32) (local $p i32) (local $n i32)
+        (drop (call $in (i32.const 100) (i32.const 1)))
+        (local.set $p (call $ptr (i32.const 0) (i32.const 16384)))
+        (if (i32.eq (i32.load8_u (i32.const 100)) (i32.const 97))
+          (then
+            ;; A: write page 2, then wait for B's release byte.
+            (i32.store8 offset=8192 (local.get $p) (i32.const 65))
+            (block $done (loop $spin
+              (br_if $done (i32.load8_u (local.get $p)))
+              (local.set $n (i32.add (local.get $n) (i32.const 1)))
+              (br_if $spin (i32.lt_u (local.get $n) (i32.const 2000000000)))))
+            (return (i32.const 0))))
+        ;; B: wait for A's write, push, release A.
+        (block $seen (loop $wait
+          (br_if $seen (i32.load8_u offset=8192 (local.get $p)))
+          (local.set $n (i32.add (local.get $n) (i32.const 1)))
+          (br_if $wait (i32.lt_u (local.get $n) (i32.const 2000000000)))))
+        (call $push_partial (i32.const 0))
+        (i32.store8 (local.get $p) (i32.const 1))
+        (i32.const 0))
+    "#;
+    for (bounds, engine) in engines() {
+        let global = Arc::new(Recording::default());
+        let state: Arc<dyn StateStore> = Arc::new(LocalStateStore::with_global(
+            global.clone(),
+            faaslet_state::StateLimits::default(),
+        ));
+        let m = module(&engine, body);
+        let threads: Vec<_> = [b"a", b"b"]
+            .into_iter()
+            .map(|role| {
+                let mut f = Faaslet::new(&engine, &m, config(&state)).unwrap();
+                std::thread::spawn(move || f.call(role).unwrap().return_code)
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), 0, "{bounds}");
+        }
+        assert_eq!(
+            *global.runs.lock().unwrap(),
+            vec![8192..12288],
+            "{bounds}: B's push sends the page A wrote while running"
+        );
+        let v = state.value("default", "shared").unwrap();
+        assert_eq!(v.copy_range(8192..8193).unwrap(), b"A", "{bounds}");
+    }
+}

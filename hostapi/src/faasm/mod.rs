@@ -765,6 +765,8 @@ pub fn push_state_partial(env: &mut impl FaasmEnv, key: u32) -> Result<(), Faasm
     harvest(env, &key)?;
     let (ctx, _) = env.parts();
     let v = ctx.state.value(&ctx.user, &key)?;
+    // What other Faaslets, still running, wrote through their mappings.
+    v.collect_writes();
     let ranges = v.dirty_ranges();
     Ok(ctx.state.push(&v, Some(&ranges))?)
 }
