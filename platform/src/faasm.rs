@@ -91,7 +91,7 @@ impl faaslet_state::LiveWrites for MappedWrites {
         // value's. A failed scan leaves the whole mapping dirty.
         self.pages
             .take()
-            .map(|r| r.unwrap_or_else(|_| vec![0..self.len]))
+            .map(|r| r.unwrap_or_else(|_| std::iter::once(0..self.len).collect()))
     }
     fn is_live(&self) -> bool {
         self.pages.is_open()
