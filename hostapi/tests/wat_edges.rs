@@ -152,6 +152,12 @@ fn fd_write_with_bad_pointers_returns_efault() {
         g.call("write", (16u32, 1700u32, 5u32, u32::MAX, 24u32)),
         FAULT
     );
+    // An array of 2^32-1 iovecs whose first 1,024 (IOV_MAX, all that is
+    // used) are empty and in bounds: the array as a whole is not.
+    assert_eq!(
+        g.call("write", (30000u32, 0u32, 0u32, u32::MAX, 24u32)),
+        FAULT
+    );
     // nwritten out of bounds: nothing is written at all.
     assert_eq!(
         g.call("write", (16u32, 1700u32, 5u32, 1u32, 65533u32)),

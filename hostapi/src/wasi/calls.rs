@@ -38,8 +38,10 @@ fn host_iovs(
     n: u32,
 ) -> Result<(), Errno> {
     out.clear();
-    let n = n.min(IOV_MAX);
+    // The whole array must lie in memory (EFAULT otherwise, as wasmtime
+    // answers), even if only the first IOV_MAX entries are used.
     mem.range(iovs, n as u64 * 8)?;
+    let n = n.min(IOV_MAX);
     for i in 0..n {
         let v = mem.iovec(iovs, i)?;
         let base = mem.ptr(v.buf, v.len as u64)?;
