@@ -218,7 +218,8 @@ impl Engine {
         stubs.values().find_map(|s| s.stub.lookup_trap(pc))
     }
 
-    pub(crate) fn same(&self, other: &Engine) -> bool {
+    /// Whether `other` is this engine (a clone of the same handle).
+    pub fn same(&self, other: &Engine) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 }

@@ -28,22 +28,54 @@ impl<T> Clone for Definition<T> {
     }
 }
 
+/// The definitions of a linker: each in `items`, found by module, then
+/// name (so a lookup by `&str` allocates nothing).
+struct Defs<T> {
+    items: Vec<Definition<T>>,
+    index: HashMap<String, HashMap<String, usize>>,
+}
+
+impl<T> Clone for Defs<T> {
+    fn clone(&self) -> Self {
+        Defs {
+            items: self.items.clone(),
+            index: self.index.clone(),
+        }
+    }
+}
+
 /// Resolves a module's imports by `(module, name)` and instantiates it.
 ///
 /// Host functions defined with [`Linker::func_new`] are store-independent:
-/// one linker serves any number of stores.
+/// one linker serves any number of stores. Cloning a linker is cheap (the
+/// definitions are shared until one side defines more), so a host that
+/// makes a store per call links its host interface once and clones the
+/// linker for each store.
 pub struct Linker<T> {
     engine: crate::engine::Engine,
-    defs: HashMap<(String, String), Definition<T>>,
-    /// Host functions already materialised per store: (store id, key) → Func.
-    made: HashMap<(u64, String, String), Func>,
+    defs: Arc<Defs<T>>,
+    /// Host functions already materialised per store: (store id, index of
+    /// the definition) → Func.
+    made: HashMap<(u64, usize), Func>,
 }
 
 impl<T> std::fmt::Debug for Linker<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Linker")
-            .field("definitions", &self.defs.len())
+            .field("definitions", &self.defs.items.len())
             .finish()
+    }
+}
+
+impl<T> Clone for Linker<T> {
+    /// The same definitions (shared), with no host function materialised
+    /// in any store yet.
+    fn clone(&self) -> Self {
+        Linker {
+            engine: self.engine.clone(),
+            defs: self.defs.clone(),
+            made: HashMap::new(),
+        }
     }
 }
 
@@ -52,8 +84,30 @@ impl<T: 'static> Linker<T> {
     pub fn new(engine: &crate::engine::Engine) -> Linker<T> {
         Linker {
             engine: engine.clone(),
-            defs: HashMap::new(),
+            defs: Arc::new(Defs {
+                items: Vec::new(),
+                index: HashMap::new(),
+            }),
             made: HashMap::new(),
+        }
+    }
+
+    /// The engine the linker's host functions are made for.
+    pub fn engine(&self) -> &crate::engine::Engine {
+        &self.engine
+    }
+
+    /// Adds or replaces `module`.`name`.
+    fn insert(&mut self, module: &str, name: &str, def: Definition<T>) {
+        // Copy-on-write: clones made earlier keep their definitions.
+        let defs = Arc::make_mut(&mut self.defs);
+        let names = defs.index.entry(module.to_string()).or_default();
+        match names.get(name) {
+            Some(&i) => defs.items[i] = def,
+            None => {
+                names.insert(name.to_string(), defs.items.len());
+                defs.items.push(def);
+            }
         }
     }
 
@@ -64,10 +118,7 @@ impl<T: 'static> Linker<T> {
         name: &str,
         item: impl Into<Extern>,
     ) -> Result<&mut Self, Error> {
-        self.defs.insert(
-            (module.into(), name.into()),
-            Definition::Extern(item.into()),
-        );
+        self.insert(module, name, Definition::Extern(item.into()));
         Ok(self)
     }
 
@@ -79,10 +130,7 @@ impl<T: 'static> Linker<T> {
         ty: FuncType,
         func: impl Fn(Caller<'_, T>, &[Val], &mut [Val]) -> Result<(), Trap> + Send + Sync + 'static,
     ) -> Result<&mut Self, Error> {
-        self.defs.insert(
-            (module.into(), name.into()),
-            Definition::HostFunc(ty, Arc::new(func)),
-        );
+        self.insert(module, name, Definition::HostFunc(ty, Arc::new(func)));
         Ok(self)
     }
 
@@ -95,10 +143,7 @@ impl<T: 'static> Linker<T> {
         func: impl IntoFunc<T, Params, Results>,
     ) -> Result<&mut Self, Error> {
         let (ty, call) = func.into_host();
-        self.defs.insert(
-            (module.into(), name.into()),
-            Definition::RawHostFunc(ty, call),
-        );
+        self.insert(module, name, Definition::RawHostFunc(ty, call));
         Ok(self)
     }
 
@@ -117,20 +162,21 @@ impl<T: 'static> Linker<T> {
 
     /// The definition of `module`.`name`, as an extern of `store`.
     pub fn get(&mut self, store: &mut Store<T>, module: &str, name: &str) -> Option<Extern> {
-        let def = self
-            .defs
-            .get(&(module.to_string(), name.to_string()))?
-            .clone();
-        Some(match def {
-            Definition::Extern(e) => e,
-            Definition::HostFunc(..) | Definition::RawHostFunc(..) => {
-                let key = (store.core().id, module.to_string(), name.to_string());
+        let i = *self.defs.index.get(module)?.get(name)?;
+        Some(match &self.defs.items[i] {
+            Definition::Extern(e) => *e,
+            def => {
+                let key = (store.core().id, i);
                 if let Some(func) = self.made.get(&key) {
                     return Some(Extern::Func(*func));
                 }
                 let func = match def {
-                    Definition::HostFunc(ty, f) => Func::new_arc(store, ty, f).ok()?,
-                    Definition::RawHostFunc(ty, f) => Func::new_raw(store, ty, f).ok()?,
+                    Definition::HostFunc(ty, f) => {
+                        Func::new_arc(store, ty.clone(), f.clone()).ok()?
+                    }
+                    Definition::RawHostFunc(ty, f) => {
+                        Func::new_raw(store, ty.clone(), f.clone()).ok()?
+                    }
                     Definition::Extern(_) => unreachable!("handled above"),
                 };
                 self.made.insert(key, func);
@@ -169,3 +215,38 @@ macro_rules! into_extern {
     )*};
 }
 into_extern!(Func, Memory, Table, Global);
+
+#[cfg(test)]
+mod tests {
+    use crate::{Caller, Engine, Linker, Module, Store};
+
+    /// A clone shares the definitions (cheaply) and materialises host
+    /// functions in its own stores; defining in one side leaves the other
+    /// as it was.
+    #[test]
+    fn clones_share_definitions_copy_on_write() {
+        let engine = Engine::default();
+        let module = Module::new(
+            &engine,
+            r#"(module (import "h" "f" (func $f (result i32)))
+                 (func (export "run") (result i32) (call $f)))"#,
+        )
+        .unwrap();
+        let mut base = Linker::<()>::new(&engine);
+        base.func_wrap("h", "f", |_: Caller<'_, ()>| 1i32).unwrap();
+        let mut other = base.clone();
+        other.func_wrap("h", "f", |_: Caller<'_, ()>| 2i32).unwrap();
+        let mut again = base.clone();
+        for (linker, want) in [(&mut base, 1), (&mut other, 2), (&mut again, 1)] {
+            let mut store = Store::new(&engine, ());
+            let inst = linker.instantiate(&mut store, &module).unwrap();
+            let run = inst
+                .get_typed_func::<(), i32, _>(&mut store, "run")
+                .unwrap();
+            assert_eq!(run.call(&mut store, ()).unwrap(), want);
+        }
+        let mut store = Store::new(&engine, ());
+        assert!(base.get(&mut store, "h", "g").is_none());
+        assert!(base.get(&mut store, "x", "f").is_none());
+    }
+}

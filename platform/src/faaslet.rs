@@ -91,6 +91,43 @@ pub struct FaasletConfig {
     /// How deep in a chain this Faaslet is (0: called from outside);
     /// chaining past [`MAX_CHAIN_DEPTH`] fails.
     pub chain_depth: u32,
+    /// The host interface linked once ([`HostLinker::new`]) and shared by
+    /// every Faaslet made with this configuration (and its chained
+    /// calls); `None`: each Faaslet links its own, which costs a few
+    /// hundred allocations, more than the rest of a warm call.
+    pub host: Option<HostLinker>,
+}
+
+/// WASI and the Faasm API linked once, for any number of Faaslets of one
+/// engine (see [`FaasletConfig::host`]). Cloning it is cheap.
+#[derive(Clone, Debug)]
+pub struct HostLinker {
+    linker: Linker<FaasletData>,
+}
+
+impl HostLinker {
+    /// Links the Faaslet host interface for `engine`.
+    pub fn new(engine: &Engine) -> Result<HostLinker, FaasletError> {
+        let mut linker = Linker::new(engine);
+        crate::wasi::add_to_linker(&mut linker)?;
+        crate::faasm::add_to_linker(&mut linker)?;
+        Ok(HostLinker { linker })
+    }
+}
+
+/// The linker a Faaslet of `engine` uses: a clone of the configured one,
+/// or a new one.
+fn host_linker(
+    engine: &Engine,
+    config: &FaasletConfig,
+) -> Result<Linker<FaasletData>, FaasletError> {
+    match &config.host {
+        Some(h) if h.linker.engine().same(engine) => Ok(h.linker.clone()),
+        Some(_) => {
+            Err(Error::Type("FaasletConfig::host was linked for another engine".into()).into())
+        }
+        None => Ok(HostLinker::new(engine)?.linker),
+    }
 }
 
 /// How deep chained calls may nest.
@@ -139,6 +176,7 @@ impl FaasletConfig {
             deadline_ticks: None,
             executor: None,
             chain_depth: 0,
+            host: None,
         }
     }
 
@@ -238,9 +276,7 @@ impl Faaslet {
         snapshot: Option<Snapshot>,
         config: FaasletConfig,
     ) -> Result<Faaslet, FaasletError> {
-        let mut linker = Linker::new(engine);
-        crate::wasi::add_to_linker(&mut linker)?;
-        crate::faasm::add_to_linker(&mut linker)?;
+        let linker = host_linker(engine, &config)?;
         let mut f = Faaslet {
             engine: engine.clone(),
             module,
@@ -307,9 +343,7 @@ impl Faaslet {
         config: FaasletConfig,
         init: Option<&str>,
     ) -> Result<Snapshot, FaasletError> {
-        let mut linker = Linker::new(engine);
-        crate::wasi::add_to_linker(&mut linker)?;
-        crate::faasm::add_to_linker(&mut linker)?;
+        let linker = host_linker(engine, &config)?;
         let f = Faaslet {
             engine: engine.clone(),
             module: module.clone(),
