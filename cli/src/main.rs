@@ -317,7 +317,7 @@ fn main() -> ExitCode {
             max_output,
             state,
             state_quota,
-        } => state_store(state.as_deref(), state_quota).and_then(|state| {
+        } => state_tiers(state.as_deref(), state_quota).and_then(|(state, redis)| {
             serve(faaslet_cli::serve::ServeArgs {
                 listen,
                 data,
@@ -327,6 +327,7 @@ fn main() -> ExitCode {
                 max_body,
                 max_output,
                 state,
+                cluster: redis,
             })
         }),
         Command::Upload {
@@ -653,18 +654,37 @@ fn state_store(
     url: Option<&str>,
     quota: u64,
 ) -> Result<std::sync::Arc<dyn faaslet_state::StateStore>, String> {
+    state_tiers(url, quota).map(|(store, _)| store)
+}
+
+/// A state store and, when its global tier is Redis, that tier.
+type StateTiers = (
+    std::sync::Arc<dyn faaslet_state::StateStore>,
+    Option<std::sync::Arc<faaslet_state::RedisTier>>,
+);
+
+/// [`state_store`], and the Redis tier itself when there is one (a worker
+/// joins the cluster through it).
+fn state_tiers(url: Option<&str>, quota: u64) -> Result<StateTiers, String> {
     use faaslet_state::{GlobalTier, InProcessTier, LocalStateStore, RedisTier, StateLimits};
-    let global: std::sync::Arc<dyn GlobalTier> = match url {
-        Some(url) => std::sync::Arc::new(RedisTier::connect(url).map_err(|e| e.to_string())?),
+    let redis = match url {
+        Some(url) => Some(std::sync::Arc::new(
+            RedisTier::connect(url).map_err(|e| e.to_string())?,
+        )),
+        None => None,
+    };
+    let global: std::sync::Arc<dyn GlobalTier> = match &redis {
+        Some(r) => r.clone(),
         None => std::sync::Arc::new(InProcessTier::new()),
     };
     let limits = StateLimits {
         quota_bytes: quota,
         ..StateLimits::default()
     };
-    Ok(std::sync::Arc::new(LocalStateStore::with_global(
-        global, limits,
-    )))
+    Ok((
+        std::sync::Arc::new(LocalStateStore::with_global(global, limits)),
+        redis,
+    ))
 }
 
 struct RunArgs {

@@ -26,6 +26,9 @@ pub struct ServeArgs {
     pub max_output: usize,
     /// The state store (see [`WorkerConfig::state`]).
     pub state: std::sync::Arc<dyn faaslet_state::StateStore>,
+    /// The Redis of the state tier, if any: the worker joins the cluster
+    /// there once it listens.
+    pub cluster: Option<std::sync::Arc<faaslet_state::RedisTier>>,
 }
 
 /// Runs a worker until SIGINT or SIGTERM.
@@ -45,13 +48,29 @@ pub fn serve(engine: &faaslet::Engine, a: ServeArgs) -> Result<(), String> {
     config.max_output = a.max_output;
     config.state = Some(a.state.clone());
     let worker = Worker::new(engine, config).map_err(|e| e.to_string())?;
+    let joining = worker.clone();
+    let mut joined = Ok(());
     serve_until_signal(worker, a.listen, |addr| {
+        // Joined before it says it listens: an upload from then on is
+        // published to the cluster.
+        if let Some(redis) = &a.cluster {
+            joined = joining
+                .join_cluster(redis.clone(), &addr.to_string())
+                .map(|_| ());
+            if let Err(e) = &joined {
+                tracing::error!("not in the cluster: {e}");
+            }
+        }
         tracing::info!(
             "faaslet worker listening on http://{addr} (data {})",
             a.data.display()
         );
     })
-    .map_err(|e| format!("serve: {e}"))
+    .map_err(|e| format!("serve: {e}"))?;
+    if let Some(c) = joining.cluster() {
+        c.leave();
+    }
+    joined.map_err(|e| e.to_string())
 }
 
 /// `faaslet upload URL USER FUNC FILE`.

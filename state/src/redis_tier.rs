@@ -119,7 +119,10 @@ impl RedisTier {
 
     /// Runs `f` on a pooled connection; on failure the connection is
     /// dropped (the next call reconnects).
-    fn with<R>(
+    /// Runs `f` on a pooled connection (opened if none is free; dropped,
+    /// not pooled, if `f` fails), for other users of the same Redis (the
+    /// platform's cluster membership); errors name `op` and the address.
+    pub fn with<R>(
         &self,
         op: &'static str,
         f: impl FnOnce(&mut Connection) -> redis::RedisResult<R>,

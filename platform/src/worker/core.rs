@@ -8,6 +8,7 @@ use crate::error::FaasletError;
 use crate::executor::{Executor, QueueFull};
 use crate::faaslet::{Faaslet, FaasletConfig, HostLinker};
 use crate::registry::valid_function_name;
+use crate::worker::cluster::{version_of, Cluster};
 use crate::worker::metrics::Metrics;
 use faaslet::{Engine, Error, Module, TrapKind};
 use faaslet_hostapi::wasi::Output;
@@ -159,6 +160,9 @@ pub enum WorkerError {
     /// The worker is shutting down (the job was dropped).
     #[error("the worker is shutting down")]
     ShuttingDown,
+    /// The cluster's shared store (Redis) failed.
+    #[error("cluster: {0}")]
+    Cluster(faaslet_state::StateError),
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> WorkerError {
@@ -166,6 +170,18 @@ fn io_err(path: &Path, e: std::io::Error) -> WorkerError {
         path: path.display().to_string(),
         message: e.to_string(),
     }
+}
+
+/// The binary form of an upload (which may be WAT text), as the code
+/// cache keys it; bytes that are neither are returned as they are.
+fn binary(wasm: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if wasm.starts_with(b"\0asm") {
+        return std::borrow::Cow::Borrowed(wasm);
+    }
+    std::str::from_utf8(wasm)
+        .ok()
+        .and_then(|t| faaslet::wat_to_wasm(t).ok())
+        .map_or(std::borrow::Cow::Borrowed(wasm), std::borrow::Cow::Owned)
 }
 
 /// Checks a user, function or key name (see [`valid_function_name`]).
@@ -188,6 +204,9 @@ pub struct Function {
     pub snapshot: Snapshot,
     /// Set once the function has been called in this process.
     called: AtomicBool,
+    /// SHA-256 (hex) of `wasm`: compared with the version a cluster
+    /// publishes.
+    version: String,
 }
 
 /// The result of a call that ran.
@@ -228,6 +247,8 @@ struct Inner {
     metrics: Metrics,
     cache: CodeCache,
     stop_ticker: Arc<AtomicBool>,
+    /// The cluster this worker joined ([`Worker::join_cluster`]).
+    cluster: std::sync::OnceLock<Arc<Cluster>>,
     /// What every call's Faaslet is configured with but its name and user
     /// (the host interface linked once, the state store, the executor, the
     /// deadline): cloned per call, which allocates next to nothing.
@@ -251,6 +272,9 @@ impl std::fmt::Debug for Worker {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.stop_ticker.store(true, Ordering::Relaxed);
+        if let Some(c) = self.cluster.get() {
+            c.leave();
+        }
     }
 }
 
@@ -315,6 +339,7 @@ impl Worker {
                 cache,
                 stop_ticker,
                 template,
+                cluster: std::sync::OnceLock::new(),
             }),
         };
         worker.reload(&dir);
@@ -392,6 +417,7 @@ impl Worker {
             }
         };
         Ok(Function {
+            version: version_of(&wasm),
             wasm: wasm.into(),
             snapshot,
             called: AtomicBool::new(false),
@@ -448,6 +474,171 @@ impl Worker {
             })
     }
 
+    /// `user/function`, from this worker or, if it is in a cluster and
+    /// the function was published by another worker, fetched from the
+    /// cluster's store (its wasm, Proto-Faaslet and, where the
+    /// configuration matches, compiled code) into the data directory and
+    /// loaded. Blocking (it may compile): call it on an executor thread.
+    pub fn function_or_fetch(
+        &self,
+        user: &str,
+        function: &str,
+    ) -> Result<Arc<Function>, WorkerError> {
+        let local = self.function(user, function);
+        let Some(cluster) = self.inner.cluster.get() else {
+            return local;
+        };
+        if local.is_ok() {
+            return local;
+        }
+        let name = format!("{user}/{function}");
+        let Some(p) = cluster.fetch(&name).map_err(WorkerError::Cluster)? else {
+            return local;
+        };
+        let dir = self.inner.config.data.join("functions").join(user);
+        std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        let write = |path: &Path, bytes: &[u8]| -> Result<(), WorkerError> {
+            let tmp = path.with_extension("fetch.tmp");
+            std::fs::write(&tmp, bytes).map_err(|e| io_err(&tmp, e))?;
+            std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+        };
+        let bin = binary(&p.wasm);
+        let code_path = self.inner.cache.path_of(&self.inner.engine, &bin);
+        if !code_path.exists() {
+            let key = self.inner.engine.artifact_key(&bin).to_string();
+            // Checked like any cache file when loaded: a foreign or
+            // damaged artefact is refused and the code compiled here.
+            if let Some(code) = cluster.fetch_code(&key).map_err(WorkerError::Cluster)? {
+                write(&code_path, &code)?;
+            }
+        }
+        let wasm_path = dir.join(format!("{function}.wasm"));
+        match &p.snapshot {
+            Some(s) => write(&dir.join(format!("{function}.snap")), s)?,
+            None => {
+                let _ = std::fs::remove_file(dir.join(format!("{function}.snap")));
+            }
+        }
+        write(&wasm_path, &p.wasm)?;
+        let f = Arc::new(self.load(user, function, &wasm_path)?);
+        tracing::info!(
+            "{name}: fetched from the cluster (version {})",
+            &p.version[..12]
+        );
+        self.functions_mut()
+            .insert((user.to_string(), function.to_string()), f.clone());
+        Ok(f)
+    }
+
+    /// The wasm of `user/function`: this worker's copy, or the one
+    /// published in its cluster.
+    pub fn wasm(&self, user: &str, function: &str) -> Result<Vec<u8>, WorkerError> {
+        let local = self.function(user, function);
+        match (local, self.inner.cluster.get()) {
+            (Ok(f), _) => Ok(f.wasm.to_vec()),
+            (Err(e), Some(c)) => match c
+                .fetch(&format!("{user}/{function}"))
+                .map_err(WorkerError::Cluster)?
+            {
+                Some(p) => Ok(p.wasm),
+                None => Err(e),
+            },
+            (Err(e), None) => Err(e),
+        }
+    }
+
+    /// Whether `user/function` can be called here: uploaded to this worker
+    /// or published in its cluster (one Redis round trip when it is not
+    /// held here). For failing fast before queueing a call.
+    pub fn known(&self, user: &str, function: &str) -> Result<(), WorkerError> {
+        let local = self.function(user, function).map(|_| ());
+        match self.inner.cluster.get() {
+            Some(c) if local.is_err() => {
+                match c
+                    .has(&format!("{user}/{function}"))
+                    .map_err(WorkerError::Cluster)?
+                {
+                    true => Ok(()),
+                    false => local,
+                }
+            }
+            _ => local,
+        }
+    }
+
+    /// Joins the cluster whose store is `redis` (the Redis of the state
+    /// tier), registered as listening at `addr`: a heartbeat thread keeps
+    /// the registration alive and drops local copies of functions whose
+    /// published version changed; uploads are published from now on.
+    pub fn join_cluster(
+        &self,
+        redis: Arc<faaslet_state::RedisTier>,
+        addr: &str,
+    ) -> Result<Arc<Cluster>, WorkerError> {
+        let capacity = self.inner.config.threads as u32;
+        let c = Arc::new(Cluster::join(redis, addr, capacity).map_err(WorkerError::Cluster)?);
+        if self.inner.cluster.set(c.clone()).is_err() {
+            c.leave();
+            return Err(WorkerError::Cluster(faaslet_state::StateError::Os(
+                "this worker is already in a cluster".into(),
+            )));
+        }
+        let weak = Arc::downgrade(&self.inner);
+        std::thread::Builder::new()
+            .name("faaslet-heartbeat".into())
+            .spawn(move || loop {
+                std::thread::sleep(super::cluster::HEARTBEAT);
+                let Some(inner) = weak.upgrade() else { return };
+                let Some(c) = inner.cluster.get().cloned() else {
+                    return;
+                };
+                if c.left() {
+                    return;
+                }
+                match c.heartbeat() {
+                    Ok(published) => Worker { inner }.forget_changed(&published),
+                    Err(e) => tracing::warn!("cluster heartbeat failed: {e}"),
+                }
+            })
+            .map_err(|e| io_err(&self.inner.config.data, e))?;
+        tracing::info!("joined the cluster as {} ({addr})", c.me().id);
+        Ok(c)
+    }
+
+    /// The cluster this worker joined, if any.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.inner.cluster.get()
+    }
+
+    /// Drops the local copies of functions whose published version is not
+    /// theirs (uploaded again elsewhere): the next call fetches the new one.
+    fn forget_changed(&self, published: &HashMap<String, String>) {
+        let stale: Vec<(String, String)> = self
+            .inner
+            .functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|((u, f), func)| {
+                published
+                    .get(&format!("{u}/{f}"))
+                    .is_some_and(|v| *v != func.version)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !stale.is_empty() {
+            let mut fs = self.functions_mut();
+            for k in stale {
+                tracing::info!(
+                    "{}/{}: uploaded again elsewhere; fetching on next call",
+                    k.0,
+                    k.1
+                );
+                fs.remove(&k);
+            }
+        }
+    }
+
     fn faaslet_config(&self, user: &str, function: &str) -> FaasletConfig {
         FaasletConfig {
             name: format!("{user}/{function}"),
@@ -501,11 +692,29 @@ impl Worker {
         self.functions_mut().insert(
             (user.to_string(), function.to_string()),
             Arc::new(Function {
+                version: version_of(wasm),
                 wasm: wasm.into(),
                 snapshot,
                 called: AtomicBool::new(false),
             }),
         );
+        if let Some(c) = self.inner.cluster.get() {
+            // Every worker of the cluster can call it now: the wasm, the
+            // Proto-Faaslet and the code compiled here.
+            let read = |p: &Path| std::fs::read(p).map_err(|e| io_err(p, e));
+            let snap_bytes = read(&snap)?;
+            let bin = binary(wasm);
+            let code_path = self.inner.cache.path_of(&self.inner.engine, &bin);
+            let code = std::fs::read(&code_path).ok();
+            let key = self.inner.engine.artifact_key(&bin).to_string();
+            c.publish(
+                &format!("{user}/{function}"),
+                wasm,
+                Some(&snap_bytes),
+                code.as_deref().map(|b| (key.as_str(), b)),
+            )
+            .map_err(WorkerError::Cluster)?;
+        }
         Ok(())
     }
 
@@ -513,7 +722,7 @@ impl Worker {
     /// Proto-Faaslet, under the deadline. Blocking: call it on an
     /// executor thread.
     pub fn call(&self, user: &str, function: &str, input: &[u8]) -> Result<CallReply, WorkerError> {
-        let f = self.function(user, function)?;
+        let f = self.function_or_fetch(user, function)?;
         let name = format!("{user}/{function}");
         let cold = !f.called.swap(true, Ordering::Relaxed);
         let start = Instant::now();
@@ -587,7 +796,7 @@ impl Worker {
         function: &str,
         input: Vec<u8>,
     ) -> Result<u64, WorkerError> {
-        self.function(user, function)?;
+        self.known(user, function)?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         self.set_status(id, CallStatus::Running);
         let w = self.clone();

@@ -68,6 +68,7 @@ impl From<WorkerError> for ApiError {
             WorkerError::Call { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "call_failed"),
             WorkerError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io"),
             WorkerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            WorkerError::Cluster(_) => (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable"),
         };
         let mut err = ApiError::new(status, kind, msg);
         match e {
@@ -187,10 +188,10 @@ async fn download(
     State(w): State<Worker>,
     Path((user, function)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let f = w.function(&user, &function)?;
+    let wasm = tokio::task::block_in_place(|| w.wasm(&user, &function))?;
     Ok((
         [(header::CONTENT_TYPE, "application/wasm")],
-        Body::from(Bytes::from(f.wasm.to_vec())),
+        Body::from(Bytes::from(wasm)),
     )
         .into_response())
 }
@@ -214,10 +215,12 @@ async fn call(
     asynchronous: bool,
 ) -> Result<Response, ApiError> {
     if asynchronous {
-        return Ok(accepted(w.call_async(&user, &function, input)?));
+        let id = tokio::task::block_in_place(|| w.call_async(&user, &function, input))?;
+        return Ok(accepted(id));
     }
-    // Fail fast (404, 400) before queueing.
-    w.function(&user, &function)?;
+    // Fail fast (404, 400) before queueing (a Redis round trip if the
+    // function is not held here but may be in the cluster).
+    tokio::task::block_in_place(|| w.known(&user, &function))?;
     let r = on_executor(&w, move |w| w.call(&user, &function, &input)).await?;
     Ok(reply(r))
 }

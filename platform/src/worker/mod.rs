@@ -6,7 +6,9 @@
 //! * [`core`]: the [`Worker`] (functions, Proto-Faaslets on disk,
 //!   deadlines, asynchronous results, per-user state).
 //! * [`http`]: the HTTP API; [`server`]: serving it.
+//! * [`cluster`]: membership and shared functions through Redis.
 
+pub mod cluster;
 pub mod core;
 pub mod http;
 pub mod metrics;

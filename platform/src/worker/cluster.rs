@@ -1,0 +1,323 @@
+//! [`Cluster`]: workers that find each other, and share their functions,
+//! through the Redis their global state tier lives in.
+//!
+//! A worker started with a Redis state tier joins the cluster: it
+//! registers itself (address, capacity) with a heartbeat, and every
+//! upload is published, so an upload to any worker makes the function
+//! callable on every worker without compiling it again where the
+//! configuration matches.
+//!
+//! # Key layout (all under `faaslet:`)
+//!
+//! | key | type | what |
+//! | --- | --- | --- |
+//! | `faaslet:workers` | set | ids of workers that registered |
+//! | `faaslet:worker:{id}` | string, expires | `{"addr":..,"capacity":..}`; refreshed every [`HEARTBEAT`], expires after [`MEMBER_TTL`] |
+//! | `faaslet:functions` | hash | `user/function` → SHA-256 (hex) of its wasm: the published version |
+//! | `faaslet:wasm:{user}/{function}` | string | the wasm |
+//! | `faaslet:snap:{user}/{function}` | string | its Proto-Faaslet file |
+//! | `faaslet:code:{key}` | string | a code-cache artefact (the key names the wasm *and* the engine configuration) |
+//!
+//! A worker that stops heartbeating drops out of [`Cluster::members`]
+//! within [`MEMBER_TTL`] (Redis expires its key; the set is pruned when
+//! read). A publish is one `MULTI`/`EXEC`: other workers see the old
+//! version or the new one, never a mix. Each worker compares its
+//! functions' versions with the published ones at every heartbeat and
+//! forgets those that changed, so the next call fetches the new upload.
+//!
+//! Artefacts and snapshots fetched from Redis go through the same checks
+//! as local files (key, format, checksums, the module fingerprint): a
+//! worker with another CPU or configuration, or a damaged entry, compiles
+//! (or snapshots) its own and publishes that too.
+
+use faaslet_state::{RedisTier, StateError};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How often a worker refreshes its registration and checks versions.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long a registration outlives the last heartbeat.
+pub const MEMBER_TTL: Duration = Duration::from_secs(4);
+
+/// One live worker, as registered.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Member {
+    /// Its id (unique per process start).
+    pub id: String,
+    /// Where its HTTP API listens.
+    pub addr: String,
+    /// How many calls it runs at once.
+    pub capacity: u32,
+}
+
+/// A function as published: its wasm and Proto-Faaslet file.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// SHA-256 (hex) of the wasm.
+    pub version: String,
+    /// The wasm.
+    pub wasm: Vec<u8>,
+    /// The Proto-Faaslet file, if one was published.
+    pub snapshot: Option<Vec<u8>>,
+}
+
+/// This worker's membership of the cluster.
+pub struct Cluster {
+    redis: Arc<RedisTier>,
+    me: Member,
+    stop: Arc<AtomicBool>,
+    /// The published versions seen at the last heartbeat.
+    versions: Mutex<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("me", &self.me).finish()
+    }
+}
+
+fn worker_key(id: &str) -> String {
+    format!("faaslet:worker:{id}")
+}
+
+/// SHA-256 of `wasm`, in hex: a function's version.
+pub fn version_of(wasm: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(wasm)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Cluster {
+    /// Registers this worker (at `addr`, running `capacity` calls at once)
+    /// in the Redis behind `redis`, once; [`heartbeat`](Self::heartbeat)
+    /// keeps the registration alive.
+    pub fn join(redis: Arc<RedisTier>, addr: &str, capacity: u32) -> Result<Cluster, StateError> {
+        let mut id = [0u8; 8];
+        // SAFETY: getrandom writes at most 8 bytes into `id`.
+        let n = unsafe { libc::getrandom(id.as_mut_ptr().cast(), id.len(), 0) };
+        if n != id.len() as isize {
+            return Err(StateError::Os("getrandom failed".into()));
+        }
+        let c = Cluster {
+            redis,
+            me: Member {
+                id: id.iter().map(|b| format!("{b:02x}")).collect(),
+                addr: addr.to_string(),
+                capacity,
+            },
+            stop: Arc::new(AtomicBool::new(false)),
+            versions: Mutex::new(HashMap::new()),
+        };
+        c.register()?;
+        Ok(c)
+    }
+
+    /// This worker's registration.
+    pub fn me(&self) -> &Member {
+        &self.me
+    }
+
+    fn register(&self) -> Result<(), StateError> {
+        let json = serde_json::to_string(&self.me).expect("a member serialises");
+        let key = worker_key(&self.me.id);
+        self.redis.with("register", |c| {
+            redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg(&key)
+                .arg(&json)
+                .arg("PX")
+                .arg(MEMBER_TTL.as_millis() as u64)
+                .ignore()
+                .cmd("SADD")
+                .arg("faaslet:workers")
+                .arg(&self.me.id)
+                .ignore()
+                .query::<()>(c)
+        })
+    }
+
+    /// Refreshes the registration and returns the published versions (to
+    /// compare with the functions this worker holds).
+    pub fn heartbeat(&self) -> Result<HashMap<String, String>, StateError> {
+        self.register()?;
+        let v: HashMap<String, String> = self.redis.with("heartbeat", |c| {
+            redis::cmd("HGETALL").arg("faaslet:functions").query(c)
+        })?;
+        *self.versions.lock().unwrap_or_else(|e| e.into_inner()) = v.clone();
+        Ok(v)
+    }
+
+    /// The workers whose registration has not expired (this one included).
+    pub fn members(&self) -> Result<Vec<Member>, StateError> {
+        let ids: Vec<String> = self.redis.with("members", |c| {
+            redis::cmd("SMEMBERS").arg("faaslet:workers").query(c)
+        })?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|i| worker_key(i)).collect();
+        let infos: Vec<Option<String>> = self
+            .redis
+            .with("members", |c| redis::cmd("MGET").arg(&keys).query(c))?;
+        let mut live = Vec::new();
+        let mut gone = Vec::new();
+        for (id, info) in ids.into_iter().zip(infos) {
+            match info.and_then(|j| serde_json::from_str::<Member>(&j).ok()) {
+                Some(m) => live.push(m),
+                None => gone.push(id),
+            }
+        }
+        if !gone.is_empty() {
+            // Expired registrations: forget them (a worker that comes
+            // back registers again).
+            let _ = self.redis.with("members", |c| {
+                redis::cmd("SREM")
+                    .arg("faaslet:workers")
+                    .arg(&gone)
+                    .query::<()>(c)
+            });
+        }
+        live.sort_by(|a, b| a.addr.cmp(&b.addr));
+        Ok(live)
+    }
+
+    /// Publishes `user/function`: its wasm, Proto-Faaslet file and code
+    /// artefact (under `code_key`), and its version, in one transaction.
+    pub fn publish(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        snapshot: Option<&[u8]>,
+        code: Option<(&str, &[u8])>,
+    ) -> Result<(), StateError> {
+        let version = version_of(wasm);
+        self.redis.with("publish", |c| {
+            let mut p = redis::pipe();
+            p.atomic()
+                .cmd("SET")
+                .arg(format!("faaslet:wasm:{name}"))
+                .arg(wasm)
+                .ignore();
+            match snapshot {
+                Some(s) => p.cmd("SET").arg(format!("faaslet:snap:{name}")).arg(s),
+                None => p.cmd("DEL").arg(format!("faaslet:snap:{name}")),
+            }
+            .ignore();
+            if let Some((key, bytes)) = code {
+                p.cmd("SET")
+                    .arg(format!("faaslet:code:{key}"))
+                    .arg(bytes)
+                    .ignore();
+            }
+            p.cmd("HSET")
+                .arg("faaslet:functions")
+                .arg(name)
+                .arg(&version)
+                .ignore();
+            p.query::<()>(c)
+        })?;
+        self.versions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), version);
+        Ok(())
+    }
+
+    /// Adds a code artefact (one this worker compiled for its own
+    /// configuration) to the shared store.
+    pub fn publish_code(&self, key: &str, bytes: &[u8]) -> Result<(), StateError> {
+        self.redis.with("publish", |c| {
+            redis::cmd("SET")
+                .arg(format!("faaslet:code:{key}"))
+                .arg(bytes)
+                .query::<()>(c)
+        })
+    }
+
+    /// Whether `user/function` is published (one round trip).
+    pub fn has(&self, name: &str) -> Result<bool, StateError> {
+        if self
+            .versions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(name)
+        {
+            return Ok(true);
+        }
+        self.redis.with("lookup", |c| {
+            redis::cmd("HEXISTS")
+                .arg("faaslet:functions")
+                .arg(name)
+                .query(c)
+        })
+    }
+
+    /// The published `user/function`, read in one transaction; `None` if
+    /// it was never published. A wasm whose hash is not the published
+    /// version (a damaged entry) is an error.
+    pub fn fetch(&self, name: &str) -> Result<Option<Published>, StateError> {
+        let (version, wasm, snapshot): (Option<String>, Option<Vec<u8>>, Option<Vec<u8>>) =
+            self.redis.with("fetch", |c| {
+                redis::pipe()
+                    .atomic()
+                    .cmd("HGET")
+                    .arg("faaslet:functions")
+                    .arg(name)
+                    .cmd("GET")
+                    .arg(format!("faaslet:wasm:{name}"))
+                    .cmd("GET")
+                    .arg(format!("faaslet:snap:{name}"))
+                    .query(c)
+            })?;
+        let (Some(version), Some(wasm)) = (version, wasm) else {
+            return Ok(None);
+        };
+        if version_of(&wasm) != version {
+            return Err(StateError::Global {
+                op: "fetch",
+                cause: format!("the published wasm of {name} does not match its version {version}"),
+            });
+        }
+        Ok(Some(Published {
+            version,
+            wasm,
+            snapshot,
+        }))
+    }
+
+    /// The code artefact published under `key`, if any.
+    pub fn fetch_code(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        self.redis.with("fetch", |c| {
+            redis::cmd("GET")
+                .arg(format!("faaslet:code:{key}"))
+                .query(c)
+        })
+    }
+
+    /// Removes this worker's registration (on a clean shutdown).
+    pub fn leave(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let key = worker_key(&self.me.id);
+        let _ = self.redis.with("leave", |c| {
+            redis::pipe()
+                .cmd("DEL")
+                .arg(&key)
+                .ignore()
+                .cmd("SREM")
+                .arg("faaslet:workers")
+                .arg(&self.me.id)
+                .ignore()
+                .query::<()>(c)
+        });
+    }
+
+    /// Whether [`leave`](Self::leave) was called.
+    pub fn left(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
