@@ -170,6 +170,11 @@ enum Command {
         /// may hold in this worker.
         #[arg(long = "state-quota", value_name = "BYTES", default_value_t = 1 << 30)]
         state_quota: u64,
+        /// The address other workers of the cluster reach this one at
+        /// (default: the address it listens on; set it when listening on
+        /// 0.0.0.0, e.g. to the pod's IP).
+        #[arg(long, value_name = "HOST:PORT")]
+        advertise: Option<String>,
     },
     /// Upload a function to a worker (`faaslet serve`).
     Upload {
@@ -317,6 +322,7 @@ fn main() -> ExitCode {
             max_output,
             state,
             state_quota,
+            advertise,
         } => state_tiers(state.as_deref(), state_quota).and_then(|(state, redis)| {
             serve(faaslet_cli::serve::ServeArgs {
                 listen,
@@ -328,6 +334,7 @@ fn main() -> ExitCode {
                 max_output,
                 state,
                 cluster: redis,
+                advertise,
             })
         }),
         Command::Upload {

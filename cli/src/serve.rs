@@ -29,6 +29,9 @@ pub struct ServeArgs {
     /// The Redis of the state tier, if any: the worker joins the cluster
     /// there once it listens.
     pub cluster: Option<std::sync::Arc<faaslet_state::RedisTier>>,
+    /// The address the cluster knows this worker by (default: the bound
+    /// address).
+    pub advertise: Option<String>,
 }
 
 /// Runs a worker until SIGINT or SIGTERM.
@@ -55,7 +58,10 @@ pub fn serve(engine: &faaslet::Engine, a: ServeArgs) -> Result<(), String> {
         // published to the cluster.
         if let Some(redis) = &a.cluster {
             joined = joining
-                .join_cluster(redis.clone(), &addr.to_string())
+                .join_cluster(
+                    redis.clone(),
+                    &a.advertise.clone().unwrap_or_else(|| addr.to_string()),
+                )
                 .map(|_| ());
             if let Err(e) = &joined {
                 tracing::error!("not in the cluster: {e}");
