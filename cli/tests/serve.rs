@@ -92,6 +92,18 @@ fn sigterm_lets_the_call_in_flight_finish() {
     // State through the worker's tier (Redis when given).
     let r = request(&addr, "PUT", "/s/demo/k", b"v").unwrap();
     assert_eq!(r.status, 204, "{}", r.text());
+    // The upload's job may still be counted as running for a moment after
+    // its reply: wait until the executor is idle, so "running 1" below is
+    // the call.
+    let idle = Instant::now() + Duration::from_secs(30);
+    while !request(&addr, "GET", "/metrics", b"")
+        .unwrap()
+        .text()
+        .contains("faaslet_executor_running 0")
+    {
+        assert!(Instant::now() < idle, "the executor never went idle");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let call = {
         let addr = addr.clone();
         std::thread::spawn(move || request(&addr, "POST", "/f/demo/sleeper", b"").unwrap())

@@ -28,6 +28,21 @@ fn echo(tag: char) -> String {
     )
 }
 
+/// Sleeps 300 ms in WASI `poll_oneoff`, then outputs "slept".
+const SLEEPER: &str = r#"(module
+  (import "wasi_snapshot_preview1" "poll_oneoff"
+    (func $poll (param i32 i32 i32 i32) (result i32)))
+  (import "env" "__faasm_write_output" (func $out (param i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 200) "slept")
+  (func (export "main") (result i32)
+    (i32.store8 (i32.const 8) (i32.const 0))
+    (i32.store (i32.const 16) (i32.const 1))
+    (i64.store (i32.const 24) (i64.const 300000000))
+    (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
+    (call $out (i32.const 200) (i32.const 5))
+    (i32.const 0)))"#;
+
 struct Node {
     worker: Worker,
     server: Server,
@@ -35,9 +50,18 @@ struct Node {
 
 impl Node {
     fn start(name: &str, redis: &Arc<RedisTier>) -> Node {
+        Node::start_with(name, redis, |_| {})
+    }
+
+    fn start_with(
+        name: &str,
+        redis: &Arc<RedisTier>,
+        tune: impl FnOnce(&mut WorkerConfig),
+    ) -> Node {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cluster-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
         let mut config = WorkerConfig::new(&dir);
+        tune(&mut config);
         config.state = Some(Arc::new(LocalStateStore::with_global(
             redis.clone(),
             StateLimits::default(),
@@ -161,4 +185,45 @@ fn an_upload_to_one_worker_is_callable_on_all() {
         || !live(&watcher).iter().any(|a| a == "127.0.0.1:9"),
     );
     watcher.leave();
+}
+
+/// A worker whose only thread is busy forwards calls to the workers with a
+/// free slot (one hop: they run it even when full), and queues the rest.
+#[test]
+fn a_busy_worker_forwards_to_free_ones() {
+    let redis_server = RedisServer::spawn();
+    let redis = Arc::new(RedisTier::connect(redis_server.url()).unwrap());
+    let nodes: Vec<Node> = ["fa", "fb", "fc"]
+        .iter()
+        .map(|n| Node::start_with(n, &redis, |c| c.threads = 1))
+        .collect();
+    let r = nodes[0].req("PUT", "/f/demo/sleeper", SLEEPER.as_bytes());
+    assert_eq!(r.status, 201, "{}", r.text());
+    // Every worker learns of the others at its next heartbeat.
+    std::thread::sleep(faaslet_platform::worker::cluster::HEARTBEAT + Duration::from_millis(500));
+    let addr = nodes[0].server.addr().to_string();
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || request(&addr, "POST", "/f/demo/sleeper", b"").unwrap())
+        })
+        .collect();
+    for c in calls {
+        let r = c.join().unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "slept"));
+    }
+    let ran = |n: &Node| {
+        n.metric("faaslet_calls_total{function=\"demo/sleeper\",outcome=\"success\"}")
+            .unwrap_or(0)
+    };
+    let counts: Vec<u64> = nodes.iter().map(ran).collect();
+    assert_eq!(counts.iter().sum::<u64>(), 6, "{counts:?}");
+    assert!(
+        counts.iter().all(|&n| n >= 1),
+        "every worker ran some: {counts:?}"
+    );
+    assert_eq!(
+        nodes[0].metric("faaslet_calls_forwarded_total"),
+        Some(counts[1] + counts[2])
+    );
 }

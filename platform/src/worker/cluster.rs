@@ -50,6 +50,9 @@ pub struct Member {
     pub addr: String,
     /// How many calls it runs at once.
     pub capacity: u32,
+    /// Calls running or queued there at its last heartbeat.
+    #[serde(default)]
+    pub load: u32,
 }
 
 /// A function as published: its wasm and Proto-Faaslet file.
@@ -70,6 +73,9 @@ pub struct Cluster {
     stop: Arc<AtomicBool>,
     /// The published versions seen at the last heartbeat.
     versions: Mutex<HashMap<String, String>>,
+    /// The other live workers at the last heartbeat, each with the calls
+    /// forwarded to it since (added to its reported load when choosing).
+    peers: Mutex<Vec<(Member, u32)>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -108,11 +114,14 @@ impl Cluster {
                 id: id.iter().map(|b| format!("{b:02x}")).collect(),
                 addr: addr.to_string(),
                 capacity,
+                load: 0,
             },
             stop: Arc::new(AtomicBool::new(false)),
             versions: Mutex::new(HashMap::new()),
+            peers: Mutex::new(Vec::new()),
         };
-        c.register()?;
+        c.register(0)?;
+        c.refresh_peers()?;
         Ok(c)
     }
 
@@ -121,8 +130,12 @@ impl Cluster {
         &self.me
     }
 
-    fn register(&self) -> Result<(), StateError> {
-        let json = serde_json::to_string(&self.me).expect("a member serialises");
+    fn register(&self, load: u32) -> Result<(), StateError> {
+        let me = Member {
+            load,
+            ..self.me.clone()
+        };
+        let json = serde_json::to_string(&me).expect("a member serialises");
         let key = worker_key(&self.me.id);
         self.redis.with("register", |c| {
             redis::pipe()
@@ -141,15 +154,51 @@ impl Cluster {
         })
     }
 
-    /// Refreshes the registration and returns the published versions (to
-    /// compare with the functions this worker holds).
-    pub fn heartbeat(&self) -> Result<HashMap<String, String>, StateError> {
-        self.register()?;
+    /// Refreshes the registration (with `load`, the calls running or queued
+    /// here) and the view of the other workers, and returns the published
+    /// versions (to compare with the functions this worker holds).
+    pub fn heartbeat(&self, load: u32) -> Result<HashMap<String, String>, StateError> {
+        self.register(load)?;
+        self.refresh_peers()?;
         let v: HashMap<String, String> = self.redis.with("heartbeat", |c| {
             redis::cmd("HGETALL").arg("faaslet:functions").query(c)
         })?;
         *self.versions.lock().unwrap_or_else(|e| e.into_inner()) = v.clone();
         Ok(v)
+    }
+
+    fn refresh_peers(&self) -> Result<(), StateError> {
+        let peers = self
+            .members()?
+            .into_iter()
+            .filter(|m| m.id != self.me.id)
+            .map(|m| (m, 0))
+            .collect();
+        *self.peers.lock().unwrap_or_else(|e| e.into_inner()) = peers;
+        Ok(())
+    }
+
+    /// The least loaded other worker with a free slot, by the last
+    /// heartbeat's figures plus the calls sent to it since (fullest-first
+    /// would pack, least-loaded spreads: a call waits least on the worker
+    /// with the most free slots); `None` if every one is full. The choice
+    /// counts as one more call there until the next heartbeat.
+    pub fn pick(&self) -> Option<Member> {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let (m, sent) = peers
+            .iter_mut()
+            .filter(|(m, sent)| m.load + *sent < m.capacity)
+            .min_by_key(|(m, sent)| (m.load + *sent, m.capacity))?;
+        *sent += 1;
+        Some(m.clone())
+    }
+
+    /// Forgets `id` until the next heartbeat (it could not be reached).
+    pub fn unreachable(&self, id: &str) {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(m, _)| m.id != id);
     }
 
     /// The workers whose registration has not expired (this one included).

@@ -595,7 +595,8 @@ impl Worker {
                 if c.left() {
                     return;
                 }
-                match c.heartbeat() {
+                let load = (inner.executor.running() + inner.executor.queued()) as u32;
+                match c.heartbeat(load) {
                     Ok(published) => Worker { inner }.forget_changed(&published),
                     Err(e) => tracing::warn!("cluster heartbeat failed: {e}"),
                 }
@@ -603,6 +604,20 @@ impl Worker {
             .map_err(|e| io_err(&self.inner.config.data, e))?;
         tracing::info!("joined the cluster as {} ({addr})", c.me().id);
         Ok(c)
+    }
+
+    /// Where to forward a call rather than run it here: another worker of
+    /// the cluster with a free slot, when every thread here is taken (see
+    /// [`Cluster::pick`]); `None` when this worker has a free slot, is not
+    /// in a cluster, or every other worker is full (the call then queues
+    /// here).
+    pub fn pick_remote(&self) -> Option<super::cluster::Member> {
+        let c = self.inner.cluster.get()?;
+        let ex = &self.inner.executor;
+        if ex.running() + ex.queued() < self.inner.config.threads {
+            return None;
+        }
+        c.pick()
     }
 
     /// The cluster this worker joined, if any.

@@ -14,10 +14,11 @@
 //! | `GET /ping`, `GET /metrics` | liveness; Prometheus metrics |
 
 use crate::worker::core::{check_name, CallReply, CallStatus, Worker, WorkerError};
+use crate::worker::forward::{forward, ForwardError, HOPS_HEADER};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -207,13 +208,51 @@ fn accepted(id: u64) -> Response {
     (StatusCode::ACCEPTED, axum::Json(json!({ "id": id }))).into_response()
 }
 
+/// How many times a request says it was forwarded (0 without the header).
+fn hops(headers: &HeaderMap) -> u32 {
+    headers
+        .get(HOPS_HEADER)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
 async fn call(
     w: Worker,
     user: String,
     function: String,
     input: Vec<u8>,
     asynchronous: bool,
+    hops: u32,
 ) -> Result<Response, ApiError> {
+    check_name("user", &user)?;
+    check_name("function", &function)?;
+    // Every thread here busy: another worker of the cluster with a free
+    // slot takes the call (at most one hop; one that cannot be reached is
+    // skipped, and with none left the call queues here).
+    if !asynchronous && hops == 0 {
+        let mut body: Option<Bytes> = None;
+        while let Some(peer) = w.pick_remote() {
+            let path = format!("/f/{user}/{function}");
+            let body = body
+                .get_or_insert_with(|| Bytes::from(input.clone()))
+                .clone();
+            match forward(&peer.addr, &path, body, hops + 1).await {
+                Ok(resp) => {
+                    w.metrics().forwarded();
+                    return Ok(resp);
+                }
+                Err(e @ ForwardError::NotDelivered { .. }) => {
+                    tracing::warn!("{e}; trying elsewhere");
+                    if let Some(c) = w.cluster() {
+                        c.unreachable(&peer.id);
+                    }
+                }
+                Err(e @ ForwardError::Lost { .. }) => {
+                    return Err(ApiError::new(StatusCode::BAD_GATEWAY, "worker_lost", e));
+                }
+            }
+        }
+    }
     if asynchronous {
         let id = tokio::task::block_in_place(|| w.call_async(&user, &function, input))?;
         return Ok(accepted(id));
@@ -229,6 +268,7 @@ async fn invoke(
     State(w): State<Worker>,
     Path((user, function)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
@@ -243,7 +283,15 @@ async fn invoke(
             ))
         }
     };
-    call(w, user, function, body.to_vec(), asynchronous).await
+    call(
+        w,
+        user,
+        function,
+        body.to_vec(),
+        asynchronous,
+        hops(&headers),
+    )
+    .await
 }
 
 /// Faasm's invocation message.
@@ -260,6 +308,7 @@ struct Message {
 
 async fn faasm_message(
     State(w): State<Worker>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
@@ -271,6 +320,7 @@ async fn faasm_message(
         m.function,
         m.input_data.into_bytes(),
         m.asynchronous,
+        hops(&headers),
     )
     .await
 }

@@ -21,6 +21,8 @@ struct Inner {
     cold: u64,
     warm: u64,
     rejected: u64,
+    /// Calls forwarded to other workers of the cluster.
+    forwarded: u64,
     /// Code cache lookups: hit, miss, rejected.
     cache: [u64; 3],
 }
@@ -73,6 +75,11 @@ impl Metrics {
             CacheOutcome::Rejected(_) => 2,
         };
         self.lock().cache[i] += 1;
+    }
+
+    /// Records a call forwarded to another worker.
+    pub fn forwarded(&self) {
+        self.lock().forwarded += 1;
     }
 
     /// Records a call refused because the executor queue was full.
@@ -131,6 +138,12 @@ impl Metrics {
         );
         let _ = writeln!(o, "# TYPE faaslet_calls_rejected_total counter");
         let _ = writeln!(o, "faaslet_calls_rejected_total {}", m.rejected);
+        let _ = writeln!(
+            o,
+            "# HELP faaslet_calls_forwarded_total Calls sent to another worker of the cluster (this one was full)."
+        );
+        let _ = writeln!(o, "# TYPE faaslet_calls_forwarded_total counter");
+        let _ = writeln!(o, "faaslet_calls_forwarded_total {}", m.forwarded);
         let _ = writeln!(
             o,
             "# HELP faaslet_code_cache_total Modules by how their code was obtained (hit: loaded without compiling; rejected: a corrupt or foreign entry, recompiled)."

@@ -10,6 +10,7 @@
 
 pub mod cluster;
 pub mod core;
+pub mod forward;
 pub mod http;
 pub mod metrics;
 pub mod server;

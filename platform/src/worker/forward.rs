@@ -1,0 +1,89 @@
+//! Forwarding a call to another worker of the cluster over HTTP (hyper's
+//! HTTP/1 client on a fresh connection), and relaying its answer as it is.
+//!
+//! A forwarded request carries [`HOPS_HEADER`]; a worker that receives a
+//! call with hops runs it itself (or queues it), so a call moves at most
+//! once and never bounces between busy workers.
+
+use axum::body::{Body, Bytes};
+use axum::response::Response;
+use http_body_util::BodyExt;
+use std::time::Duration;
+
+/// The header counting how many times a call was forwarded.
+pub const HOPS_HEADER: &str = "x-faaslet-hops";
+
+/// How long connecting to another worker may take before it is given up
+/// (and the call tried elsewhere, or run here).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why a forward failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The request never reached the other worker (no connection, no
+    /// handshake): the call did not start there and can run elsewhere.
+    #[error("could not reach worker {addr}: {why}")]
+    NotDelivered {
+        /// The worker it was sent to.
+        addr: String,
+        /// What failed.
+        why: String,
+    },
+    /// The request was sent but no complete answer came back: the call
+    /// may have run there, so it is not run again.
+    #[error("lost worker {addr} during the call: {why}")]
+    Lost {
+        /// The worker it was sent to.
+        addr: String,
+        /// What failed.
+        why: String,
+    },
+}
+
+/// Sends `POST path` with `body` to the worker at `addr`, with `hops`, and
+/// returns its response (status, headers and body as the worker sent
+/// them).
+pub async fn forward(
+    addr: &str,
+    path: &str,
+    body: Bytes,
+    hops: u32,
+) -> Result<Response, ForwardError> {
+    let fail = |why: String| ForwardError::NotDelivered {
+        addr: addr.to_string(),
+        why,
+    };
+    let lost = |why: String| ForwardError::Lost {
+        addr: addr.to_string(),
+        why,
+    };
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| fail(format!("no connection within {CONNECT_TIMEOUT:?}")))?
+        .map_err(|e| fail(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = hyper::Request::post(path)
+        .header(hyper::header::HOST, addr)
+        .header(HOPS_HEADER, hops)
+        .body(http_body_util::Full::new(body))
+        .map_err(|e| fail(e.to_string()))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| lost(e.to_string()))?;
+    let (parts, body) = resp.into_parts();
+    // The other worker has answered: from here a failure is its answer's.
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|e| lost(format!("reading the answer: {e}")))?;
+    Ok(Response::from_parts(parts, Body::from(bytes)))
+}
