@@ -67,9 +67,20 @@ pub fn parse_wrk(out: &str) -> Option<WrkFigures> {
 }
 
 fn wrk(url: &str, script: &Path, secs: u32, connections: u32) -> Result<WrkFigures, String> {
+    wrk_threads(url, script, secs, connections, 2)
+}
+
+/// `wrk` with `threads` threads (at most `connections`).
+pub(crate) fn wrk_threads(
+    url: &str,
+    script: &Path,
+    secs: u32,
+    connections: u32,
+    threads: u32,
+) -> Result<WrkFigures, String> {
     let out = Command::new("wrk")
         .args([
-            "-t2",
+            &format!("-t{}", threads.min(connections).max(1)),
             &format!("-c{connections}"),
             &format!("-d{secs}s"),
             "--latency",

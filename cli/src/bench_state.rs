@@ -214,7 +214,7 @@ impl Guest {
 }
 
 /// A `redis-server` of the run's own, killed on drop.
-struct OwnRedis(Child);
+pub(crate) struct OwnRedis(Child);
 
 impl Drop for OwnRedis {
     fn drop(&mut self) {
@@ -223,7 +223,8 @@ impl Drop for OwnRedis {
     }
 }
 
-fn start_redis() -> Result<(String, OwnRedis), String> {
+/// Starts a `redis-server` on a free loopback port; its URL and handle.
+pub(crate) fn start_redis() -> Result<(String, OwnRedis), String> {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?

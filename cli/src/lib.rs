@@ -11,6 +11,8 @@
 //!   bare server on the same HTTP stack).
 //! * [`bench_state`]: `faaslet bench state` (state mapped into N Faaslets
 //!   against copies; the tier against plain Redis GET/SET).
+//! * [`bench_cluster`]: `faaslet bench cluster` (the cost of a hop between
+//!   workers of a cluster).
 //! * [`bench_cache`]: `faaslet bench code-cache` (compiling against
 //!   loading cached code; worker upload and restart with and without it).
 //! * [`bench`](mod@bench): the cold-start measurements (`faaslet bench cold-start`),
@@ -27,6 +29,7 @@
 
 pub mod bench;
 pub mod bench_cache;
+pub mod bench_cluster;
 pub mod bench_serve;
 pub mod bench_state;
 pub mod client;

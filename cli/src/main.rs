@@ -215,6 +215,16 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// What a hop between workers of a cluster costs: a no-op called
+    /// directly on one worker and through a busy one that forwards it.
+    Cluster {
+        /// Print a JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Seconds per wrk run.
+        #[arg(long, default_value_t = 3)]
+        duration: u32,
+    },
     /// HTTP calls/s and p50/p99 of a worker calling a no-op function,
     /// with `wrk` over keep-alive, next to a bare server on the same
     /// HTTP stack, and their ratio.
@@ -384,6 +394,9 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
+        Command::Bench {
+            what: BenchCommand::Cluster { json, duration },
+        } => faaslet_cli::bench_cluster::bench_cluster(json, duration).map(|()| ExitCode::SUCCESS),
         Command::Bench {
             what:
                 BenchCommand::Serve {

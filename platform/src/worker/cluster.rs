@@ -74,7 +74,8 @@ pub struct Cluster {
     /// The published versions seen at the last heartbeat.
     versions: Mutex<HashMap<String, String>>,
     /// The other live workers at the last heartbeat, each with the calls
-    /// forwarded to it since (added to its reported load when choosing).
+    /// forwarded to it that have not answered yet (added to its reported
+    /// load when choosing).
     peers: Mutex<Vec<(Member, u32)>>,
 }
 
@@ -168,21 +169,28 @@ impl Cluster {
     }
 
     fn refresh_peers(&self) -> Result<(), StateError> {
-        let peers = self
-            .members()?
+        let members = self.members()?;
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        // Calls still out keep counting: the heartbeat's load was read
+        // before some of them arrived.
+        let out: HashMap<String, u32> = peers.iter().map(|(m, s)| (m.id.clone(), *s)).collect();
+        *peers = members
             .into_iter()
             .filter(|m| m.id != self.me.id)
-            .map(|m| (m, 0))
+            .map(|m| {
+                let sent = out.get(&m.id).copied().unwrap_or(0);
+                (m, sent)
+            })
             .collect();
-        *self.peers.lock().unwrap_or_else(|e| e.into_inner()) = peers;
         Ok(())
     }
 
     /// The least loaded other worker with a free slot, by the last
-    /// heartbeat's figures plus the calls sent to it since (fullest-first
-    /// would pack, least-loaded spreads: a call waits least on the worker
-    /// with the most free slots); `None` if every one is full. The choice
-    /// counts as one more call there until the next heartbeat.
+    /// heartbeat's figures plus the calls forwarded to it that are still
+    /// running (fullest-first would pack, least-loaded spreads: a call
+    /// waits least on the worker with the most free slots); `None` if every
+    /// one is full. The choice counts as one more call there until
+    /// [`done`](Self::done).
     pub fn pick(&self) -> Option<Member> {
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         let (m, sent) = peers
@@ -191,6 +199,19 @@ impl Cluster {
             .min_by_key(|(m, sent)| (m.load + *sent, m.capacity))?;
         *sent += 1;
         Some(m.clone())
+    }
+
+    /// A call forwarded to `id` (by [`pick`](Self::pick)) has answered.
+    pub fn done(&self, id: &str) {
+        if let Some((_, sent)) = self
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter_mut()
+            .find(|(m, _)| m.id == id)
+        {
+            *sent = sent.saturating_sub(1);
+        }
     }
 
     /// Forgets `id` until the next heartbeat (it could not be reached).

@@ -1,5 +1,6 @@
 //! Forwarding a call to another worker of the cluster over HTTP (hyper's
-//! HTTP/1 client on a fresh connection), and relaying its answer as it is.
+//! HTTP/1 client on a kept-alive connection), and relaying its answer as
+//! it is.
 //!
 //! A forwarded request carries [`HOPS_HEADER`]; a worker that receives a
 //! call with hops runs it itself (or queues it), so a call moves at most
@@ -40,9 +41,57 @@ pub enum ForwardError {
     },
 }
 
+type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>;
+
+/// Idle keep-alive connections to other workers, by address (at most
+/// [`IDLE_PER_PEER`] each): a forward reuses one instead of connecting.
+static IDLE: std::sync::Mutex<Vec<(String, Sender)>> = std::sync::Mutex::new(Vec::new());
+
+/// Idle connections kept per worker.
+pub const IDLE_PER_PEER: usize = 32;
+
+fn idle() -> std::sync::MutexGuard<'static, Vec<(String, Sender)>> {
+    IDLE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An idle connection to `addr` that can take a request, or a new one.
+async fn connection(addr: &str) -> Result<Sender, ForwardError> {
+    let fail = |why: String| ForwardError::NotDelivered {
+        addr: addr.to_string(),
+        why,
+    };
+    loop {
+        let found = {
+            let mut pool = idle();
+            pool.iter()
+                .rposition(|(a, _)| a == addr)
+                .map(|i| pool.swap_remove(i).1)
+        };
+        match found {
+            Some(s) if s.is_ready() => return Ok(s),
+            // Closed by the other side: drop it, try the next.
+            Some(_) => continue,
+            None => break,
+        }
+    }
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| fail(format!("no connection within {CONNECT_TIMEOUT:?}")))?
+        .map_err(|e| fail(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
 /// Sends `POST path` with `body` to the worker at `addr`, with `hops`, and
 /// returns its response (status, headers and body as the worker sent
-/// them).
+/// them). Keep-alive connections are reused.
 pub async fn forward(
     addr: &str,
     path: &str,
@@ -57,18 +106,7 @@ pub async fn forward(
         addr: addr.to_string(),
         why,
     };
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| fail(format!("no connection within {CONNECT_TIMEOUT:?}")))?
-        .map_err(|e| fail(e.to_string()))?;
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let mut sender = connection(addr).await?;
     let req = hyper::Request::post(path)
         .header(hyper::header::HOST, addr)
         .header(HOPS_HEADER, hops)
@@ -85,5 +123,11 @@ pub async fn forward(
         .await
         .map(|b| b.to_bytes())
         .map_err(|e| lost(format!("reading the answer: {e}")))?;
+    {
+        let mut pool = idle();
+        if pool.iter().filter(|(a, _)| a == addr).count() < IDLE_PER_PEER {
+            pool.push((addr.to_string(), sender));
+        }
+    }
     Ok(Response::from_parts(parts, Body::from(bytes)))
 }

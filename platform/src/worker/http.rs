@@ -236,7 +236,11 @@ async fn call(
             let body = body
                 .get_or_insert_with(|| Bytes::from(input.clone()))
                 .clone();
-            match forward(&peer.addr, &path, body, hops + 1).await {
+            let sent = forward(&peer.addr, &path, body, hops + 1).await;
+            if let Some(c) = w.cluster() {
+                c.done(&peer.id);
+            }
+            match sent {
                 Ok(resp) => {
                     w.metrics().forwarded();
                     return Ok(resp);
