@@ -73,7 +73,14 @@ pub fn bench_cluster(json: bool, secs: u32) -> Result<(), String> {
     // A's only thread is taken for the whole run.
     a.call_async("bench", "hold", Vec::new())
         .map_err(|e| e.to_string())?;
-    std::thread::sleep(HEARTBEAT + Duration::from_millis(500));
+    // A learns of B at its next heartbeat.
+    let known = std::time::Instant::now() + 5 * HEARTBEAT;
+    while a.cluster().is_none_or(|c| c.peers().is_empty()) {
+        if std::time::Instant::now() > known {
+            return Err("worker A never saw worker B in the cluster".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let script = base.join("post.lua");
     std::fs::write(&script, "wrk.method = \"POST\"\n").map_err(|e| e.to_string())?;
     let run = |addr: std::net::SocketAddr, c: u32| {
@@ -85,6 +92,8 @@ pub fn bench_cluster(json: bool, secs: u32) -> Result<(), String> {
     progress("8 connections: direct, then forwarded");
     let direct8 = run(b_server.addr(), 8)?;
     let hop8 = run(a_server.addr(), 8)?;
+    progress("heartbeat cost with 100 workers and 1,000 functions registered");
+    let (hb_ms, hb_bytes) = heartbeat_at_scale(&redis, 100, 1000)?;
     let forwarded = a
         .metrics()
         .render(0, 0, Default::default())
@@ -106,7 +115,7 @@ pub fn bench_cluster(json: bool, secs: u32) -> Result<(), String> {
             )
         };
         println!(
-            "{{\"seconds\": {secs}, \"direct_1\": {}, \"forwarded_1\": {}, \"direct_8\": {}, \"forwarded_8\": {}, \"hop_p50_us\": {added_us:.1}, \"forwarded_calls\": {forwarded}}}",
+            "{{\"seconds\": {secs}, \"direct_1\": {}, \"forwarded_1\": {}, \"direct_8\": {}, \"forwarded_8\": {}, \"hop_p50_us\": {added_us:.1}, \"forwarded_calls\": {forwarded}, \"heartbeat_ms_100_workers_1000_functions\": {hb_ms:.3}, \"heartbeat_reply_bytes\": {hb_bytes}}}",
             f(&direct1),
             f(&hop1),
             f(&direct8),
@@ -135,6 +144,66 @@ pub fn bench_cluster(json: bool, secs: u32) -> Result<(), String> {
             "a hop adds {added_us:.1}us at p50; forwarded throughput {:.2}x of direct; A forwarded {forwarded} calls",
             hop8.rps / direct8.rps
         );
+        println!(
+            "one heartbeat with 100 workers and 1,000 functions registered: {hb_ms:.3} ms, {hb_bytes} bytes read (every worker, every second)"
+        );
     }
     Ok(())
+}
+
+/// Registers `workers` members (that never heartbeat again) and
+/// `functions` published versions, then times a heartbeat of one more
+/// worker: milliseconds (median of 50) and the bytes its replies carry.
+fn heartbeat_at_scale(
+    redis: &Arc<RedisTier>,
+    workers: usize,
+    functions: usize,
+) -> Result<(f64, usize), String> {
+    use faaslet_platform::worker::cluster::Cluster;
+    let fakes: Vec<Cluster> = (0..workers)
+        .map(|i| {
+            Cluster::join(
+                redis.clone(),
+                &format!("10.0.{}.{}:8080", i / 250, i % 250),
+                4,
+            )
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    redis
+        .with("bench", |c| {
+            let mut p = redis::pipe();
+            for i in 0..functions {
+                p.cmd("HSET")
+                    .arg("faaslet:functions")
+                    .arg(format!("user{}/function{i}", i % 10))
+                    .arg(format!("{:064x}", i))
+                    .ignore();
+            }
+            p.query::<()>(c)
+        })
+        .map_err(|e| e.to_string())?;
+    let me = Cluster::join(redis.clone(), "10.1.0.1:8080", 4).map_err(|e| e.to_string())?;
+    let mut times = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..50 {
+        let t = std::time::Instant::now();
+        let versions = me.heartbeat(0).map_err(|e| e.to_string())?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        let members = me.members().map_err(|e| e.to_string())?;
+        bytes = versions
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+            + members
+                .iter()
+                .map(|m| serde_json::to_string(m).map_or(0, |s| s.len()))
+                .sum::<usize>();
+    }
+    for f in &fakes {
+        f.leave();
+    }
+    me.leave();
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], bytes))
 }

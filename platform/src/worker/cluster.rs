@@ -201,6 +201,16 @@ impl Cluster {
         Some(m.clone())
     }
 
+    /// The other workers known at the last heartbeat.
+    pub fn peers(&self) -> Vec<Member> {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(m, _)| m.clone())
+            .collect()
+    }
+
     /// A call forwarded to `id` (by [`pick`](Self::pick)) has answered.
     pub fn done(&self, id: &str) {
         if let Some((_, sent)) = self
