@@ -4,7 +4,9 @@
 //!   runs `.wast` spec scripts and prints one line per file, then
 //!   `N passed, M failed`; it exits with 1 if anything failed.
 //! * `faaslet compile FILE.wasm|FILE.wat` compiles a module and prints how
-//!   long that took and what it holds.
+//!   long that took and what it holds; with `--emit clif|opt-clif|asm
+//!   [--func INDEX|NAME]` it prints the generated code of each function
+//!   instead (Cranelift IR before or after optimisation, or machine code).
 //! * `faaslet run FILE.wasm [--input DATA|--input-file F] [--mount HOST:GUEST[:ro]]
 //!   [--functions DIR] [--conf FLAG=N] [-- ARGS]` runs a function in a
 //!   Faaslet, prints its output and exits with its return code (134 if it

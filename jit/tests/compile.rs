@@ -440,3 +440,37 @@ fn loop_invariant_runtime_loads_are_hoisted() {
     assert_eq!(atomics, 2, "epoch check: {body}");
     assert_eq!(loads, 1, "only the heap load stays in the loop: {body}");
 }
+
+/// `Compiler::emit` (behind `faaslet compile --emit`): each defined
+/// function under a `;; function INDEX NAME` line, filtered by index or
+/// name, as CLIF before and after optimisation and as machine code.
+#[test]
+fn emit_selects_functions_and_forms() {
+    let src = r#"(module
+      (import "env" "h" (func $h))
+      (func $a (export "a") (result i32) i32.const 1)
+      (func $b (result i32) i32.const 2))"#;
+    let compiler = Compiler::new(&CompileConfig::default()).unwrap();
+    let emit = |what, only| compiler.emit(&wat(src), what, only).unwrap();
+    let all = emit(faaslet_jit::Emit::Clif, None);
+    assert!(
+        all.contains(";; function 1 a\n") && all.contains(";; function 2 b\n"),
+        "{all}"
+    );
+    assert!(
+        !all.contains(";; function 0"),
+        "imports have no code: {all}"
+    );
+    let one = emit(faaslet_jit::Emit::Clif, Some("b"));
+    assert!(
+        one.contains(";; function 2 b") && !one.contains(";; function 1"),
+        "{one}"
+    );
+    assert_eq!(emit(faaslet_jit::Emit::Clif, Some("2")), one);
+    assert!(one.contains("iconst.i32 2"), "{one}");
+    let opt = emit(faaslet_jit::Emit::OptClif, Some("a"));
+    assert!(opt.contains("return"), "{opt}");
+    let asm = emit(faaslet_jit::Emit::Asm, Some("a"));
+    assert!(asm.contains("ret"), "{asm}");
+    assert!(emit(faaslet_jit::Emit::Asm, Some("nope")).is_empty());
+}
