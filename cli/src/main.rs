@@ -4,7 +4,9 @@
 //!   runs `.wast` spec scripts and prints one line per file, then
 //!   `N passed, M failed`; it exits with 1 if anything failed.
 //! * `faaslet compile FILE.wasm|FILE.wat` compiles a module and prints how
-//!   long that took and what it holds.
+//!   long that took and what it holds; with `--emit clif|opt-clif|asm
+//!   [--func INDEX|NAME]` it prints the generated code of each function
+//!   instead (Cranelift IR before or after optimisation, or machine code).
 //! * `faaslet run FILE.wasm [--input DATA|--input-file F] [--mount HOST:GUEST[:ro]]
 //!   [--functions DIR] [--conf FLAG=N] [-- ARGS]` runs a function in a
 //!   Faaslet, prints its output and exits with its return code (134 if it
@@ -71,7 +73,9 @@ enum Command {
         /// a fresh instance.
         #[arg(long, value_name = "SNAP")]
         from_snapshot: Option<PathBuf>,
-        /// Stop the call after this many seconds (epoch interruption).
+        /// Stop the call after this many seconds (epoch interruption: only
+        /// with this flag does the code check for interruption at every
+        /// function entry and loop header).
         #[arg(long, value_name = "SECS")]
         timeout: Option<f64>,
         /// Keep compiled code in DIR and load it from there next time
@@ -79,6 +83,10 @@ enum Command {
         /// by the wasm and every setting that changes the code).
         #[arg(long, value_name = "DIR")]
         code_cache: Option<PathBuf>,
+        /// Compile without the Spectre guards of explicit bounds and table
+        /// checks (they are on by default; for measuring their cost).
+        #[arg(long)]
+        no_spectre_guard: bool,
         /// Resource isolation (cgroups, network namespace).
         #[command(flatten)]
         isolation: IsolationArgs,
@@ -203,11 +211,23 @@ enum Command {
         #[arg(long = "async")]
         asynchronous: bool,
     },
-    /// Compile a `.wasm` (or `.wat`) module and report timing and size.
+    /// Compile a `.wasm` (or `.wat`) module and report timing and size,
+    /// or print its generated code (`--emit`).
     Compile {
         /// How memory accesses are bounds-checked.
         #[arg(long, value_enum, default_value_t = BoundsArg::Guard)]
         bounds: BoundsArg,
+        /// Print the code of each defined function instead of timing the
+        /// compile: `clif` (Cranelift IR as translated), `opt-clif` (after
+        /// Cranelift's optimisations) or `asm` (machine instructions).
+        #[arg(long, value_enum)]
+        emit: Option<EmitArg>,
+        /// With --emit: only the function of this index or name.
+        #[arg(long, value_name = "INDEX|NAME", requires = "emit")]
+        func: Option<String>,
+        /// Leave out the Spectre guards of explicit bounds and table checks.
+        #[arg(long)]
+        no_spectre_guard: bool,
         /// The module.
         file: PathBuf,
     },
@@ -294,6 +314,17 @@ enum BoundsArg {
     Explicit,
 }
 
+/// What `faaslet compile --emit` prints.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum EmitArg {
+    /// Cranelift IR as the translator wrote it.
+    Clif,
+    /// Cranelift IR after Cranelift's optimisations.
+    OptClif,
+    /// The machine instructions.
+    Asm,
+}
+
 fn engine(bounds: BoundsArg) -> Result<Engine, String> {
     engine_with(bounds, |_| {})
 }
@@ -321,7 +352,13 @@ fn main() -> ExitCode {
             through_cache,
             paths,
         } => wast(bounds, suite, multi_memory, through_cache, paths),
-        Command::Compile { bounds, file } => compile(bounds, file),
+        Command::Compile {
+            bounds,
+            emit,
+            func,
+            no_spectre_guard,
+            file,
+        } => compile(bounds, emit, func, no_spectre_guard, file),
         Command::Serve {
             listen,
             data,
@@ -424,6 +461,7 @@ fn main() -> ExitCode {
             from_snapshot,
             timeout,
             code_cache,
+            no_spectre_guard,
             isolation,
             state,
             file,
@@ -431,6 +469,7 @@ fn main() -> ExitCode {
         } => run(RunArgs {
             timeout,
             code_cache,
+            no_spectre_guard,
             state,
             bounds,
             input,
@@ -542,7 +581,13 @@ fn bundled_suite(name: &str) -> Option<Vec<(String, &'static str)>> {
     Some(files)
 }
 
-fn compile(bounds: BoundsArg, file: PathBuf) -> Result<ExitCode, String> {
+fn compile(
+    bounds: BoundsArg,
+    emit: Option<EmitArg>,
+    func: Option<String>,
+    no_spectre_guard: bool,
+    file: PathBuf,
+) -> Result<ExitCode, String> {
     let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     let bytes = if file.extension().is_some_and(|e| e == "wat" || e == "wast") {
         let text = String::from_utf8(bytes).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -550,7 +595,26 @@ fn compile(bounds: BoundsArg, file: PathBuf) -> Result<ExitCode, String> {
     } else {
         bytes
     };
-    let engine = engine(bounds)?;
+    let engine = engine_with(bounds, |c| c.spectre_guard = !no_spectre_guard)?;
+    if let Some(emit) = emit {
+        let what = match emit {
+            EmitArg::Clif => faaslet::Emit::Clif,
+            EmitArg::OptClif => faaslet::Emit::OptClif,
+            EmitArg::Asm => faaslet::Emit::Asm,
+        };
+        let text = engine
+            .emit(&bytes, what, func.as_deref())
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        if text.is_empty() {
+            return Err(format!(
+                "{}: no defined function {}",
+                file.display(),
+                func.as_deref().unwrap_or("")
+            ));
+        }
+        print!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let start = Instant::now();
     let module =
         Module::from_binary(&engine, &bytes).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -721,6 +785,7 @@ struct RunArgs {
     from_snapshot: Option<PathBuf>,
     timeout: Option<f64>,
     code_cache: Option<PathBuf>,
+    no_spectre_guard: bool,
     file: PathBuf,
     args: Vec<String>,
 }
@@ -787,7 +852,16 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
             .ok_or_else(|| format!("bad --env {e:?}: expected NAME=VALUE"))?;
         config.env.push((k.to_string(), v.to_string()));
     }
-    let engine = engine(a.bounds)?;
+    let engine = engine_with(a.bounds, |c| {
+        c.spectre_guard = !a.no_spectre_guard;
+        // Without --timeout nothing here ever interrupts the call (no
+        // ticker advances the epoch, no one holds an interrupt handle), so
+        // the epoch check at every function entry and loop header would be
+        // dead weight: on tight loops it cost up to 20% (issue 14; gemm
+        // 1.15x wasmtime with it, wasmtime runs without one by default
+        // too). With --timeout, and in the worker, the checks stay.
+        c.epoch_interruption = a.timeout.is_some();
+    })?;
     if let Some(secs) = a.timeout {
         config.deadline_ticks = Some(faaslet_cli::serve::start_ticker(&engine, secs)?);
     }

@@ -72,8 +72,8 @@ mod values;
 
 pub use engine::{Bounds, Config, Engine};
 pub use faaslet_jit::{
-    ArtifactError, ArtifactKey, CompileError, CompileErrorKind, FuncType, GlobalType, MemoryType,
-    RefType, TableType, ValType,
+    ArtifactError, ArtifactKey, CompileError, CompileErrorKind, Emit, FuncType, GlobalType,
+    MemoryType, RefType, TableType, ValType,
 };
 pub use func::{
     Caller, IntoFunc, TypedFunc, WasmParams, WasmResults, WasmRet, WasmTy, WrittenPages,

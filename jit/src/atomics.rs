@@ -35,7 +35,8 @@ impl<'m, 'b> Translator<'m, 'b> {
     /// Since the check became shared, the end is computed as
     /// `index + (offset + size)` rather than `(index + offset) + size`:
     /// the same value, as neither sum can overflow.
-    fn atomic_ea(&mut self, memarg: &MemArg, index: Value, size: u32) -> (Value, Value) {
+    /// Also returns the out-of-bounds condition, for the Spectre guard.
+    fn atomic_ea(&mut self, memarg: &MemArg, index: Value, size: u32) -> (Value, Value, Value) {
         let c = self.bounds_checked(memarg, index, size, BoundsCheck::Always, false);
         let ea = if memarg.offset == 0 {
             c.index
@@ -44,14 +45,17 @@ impl<'m, 'b> Translator<'m, 'b> {
             self.b.ins().iadd_imm_s(c.index, memarg.offset as i64)
         };
         self.check_aligned(ea, size);
-        (c.mem_ptr, ea)
+        let oob = c.oob.expect("BoundsCheck::Always emits the check");
+        (c.mem_ptr, ea, oob)
     }
 
-    /// Native address of a checked, aligned atomic access of `size` bytes.
+    /// Native address of a checked, aligned atomic access of `size` bytes
+    /// (Spectre-guarded like every explicitly checked access).
     fn atomic_addr(&mut self, memarg: &MemArg, index: Value, size: u32) -> Value {
-        let (mp, ea) = self.atomic_ea(memarg, index, size);
+        let (mp, ea, oob) = self.atomic_ea(memarg, index, size);
         let base = self.load_ro(mp, abi::MEMORY_BASE);
-        self.b.ins().iadd(base, ea)
+        let addr = self.b.ins().iadd(base, ea);
+        self.spectre_guard(Some(oob), addr)
     }
 
     fn check_aligned(&mut self, ea: Value, size: u32) {
@@ -124,7 +128,7 @@ impl<'m, 'b> Translator<'m, 'b> {
         let (index, expected, timeout) = self.pop3();
         let size = if wide { 8 } else { 4 };
         let mem = Self::memarg_memory(memarg);
-        let (_, ea) = self.atomic_ea(memarg, index, size);
+        let (_, ea, _) = self.atomic_ea(memarg, index, size);
         if !self.info().memories[mem as usize].shared {
             self.b.ins().trap(abi::TRAP_ATOMIC_WAIT_NON_SHARED);
             self.reachable = false;
@@ -158,7 +162,7 @@ impl<'m, 'b> Translator<'m, 'b> {
     fn atomic_notify(&mut self, memarg: &MemArg) {
         let (index, count) = self.pop2();
         let mem = Self::memarg_memory(memarg);
-        let (_, ea) = self.atomic_ea(memarg, index, 4);
+        let (_, ea, _) = self.atomic_ea(memarg, index, 4);
         let m = self.i32c(mem);
         let r = self
             .builtin(

@@ -19,6 +19,19 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, ModuleReloc};
 
+/// What [`Compiler::emit`] prints of each function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emit {
+    /// The Cranelift IR as the translator wrote it, before optimisation.
+    Clif,
+    /// The Cranelift IR after Cranelift's optimisations (GVN, LICM, alias
+    /// analysis): where a load was hoisted out of a loop or not shows here.
+    OptClif,
+    /// The machine instructions Cranelift emitted (its own disassembly of
+    /// the final code, before relocation).
+    Asm,
+}
+
 /// Compiles WebAssembly modules and host stubs to native code for the host.
 pub struct Compiler {
     isa: OwnedTargetIsa,
@@ -447,34 +460,7 @@ impl Compiler {
                            fctx: &mut FunctionBuilderContext|
          -> Result<Blob, CompileError> {
             let index = nimp + i as u32;
-            ctx.clear();
-            ctx.func.signature = sigs[i].clone();
-            ctx.func.name = UserFuncName::user(0, index);
-            let mut declare = |callee: u32, func: &mut cranelift_codegen::ir::Function| {
-                let k = callee - nimp;
-                let signature = func.import_signature(sigs[k as usize].clone());
-                let name = func.declare_imported_user_function(UserExternalName {
-                    namespace: 0,
-                    index: k,
-                });
-                func.import_function(ExtFuncData {
-                    name: ExternalName::user(name),
-                    signature,
-                    // Local linkage: the callee is in this same code object.
-                    colocated: true,
-                    patchable: false,
-                })
-            };
-            translate_function(
-                &env,
-                index,
-                &bodies[i],
-                &mut ctx.func,
-                fctx,
-                &mut declare,
-                self.isa.frontend_config(),
-            )
-            .map_err(|e| e.in_func(index).in_section("code"))?;
+            self.translate_into(&env, &sigs, &bodies[i], i, ctx, fctx)?;
             ctx.compile(&*self.isa, &mut ControlPlane::default())
                 .map_err(|e| {
                     codegen_err("compiling function", format!("{:?}", e.inner)).in_func(index)
@@ -554,6 +540,111 @@ impl Compiler {
             trampolines.push(blob_of(&ctx, t as u32, id));
         }
         Ok((funcs, trampolines))
+    }
+
+    /// Translates defined function `i` (`sigs` holds every defined
+    /// function's signature) into `ctx.func`, not yet compiled.
+    fn translate_into(
+        &self,
+        env: &ModuleEnv<'_>,
+        sigs: &[Signature],
+        body: &wasmparser::FunctionBody<'_>,
+        i: usize,
+        ctx: &mut Context,
+        fctx: &mut FunctionBuilderContext,
+    ) -> Result<(), CompileError> {
+        let nimp = env.info.num_imported_funcs;
+        let index = nimp + i as u32;
+        ctx.clear();
+        ctx.func.signature = sigs[i].clone();
+        ctx.func.name = UserFuncName::user(0, index);
+        let mut declare = |callee: u32, func: &mut cranelift_codegen::ir::Function| {
+            let k = callee - nimp;
+            let signature = func.import_signature(sigs[k as usize].clone());
+            let name = func.declare_imported_user_function(UserExternalName {
+                namespace: 0,
+                index: k,
+            });
+            func.import_function(ExtFuncData {
+                name: ExternalName::user(name),
+                signature,
+                // Local linkage: the callee is in this same code object.
+                colocated: true,
+                patchable: false,
+            })
+        };
+        translate_function(
+            env,
+            index,
+            body,
+            &mut ctx.func,
+            fctx,
+            &mut declare,
+            self.isa.frontend_config(),
+        )
+        .map_err(|e| e.in_func(index).in_section("code"))
+    }
+
+    /// The code of `wasm`'s defined functions as text, for reading what
+    /// the translator and Cranelift make of a hot loop (`faaslet compile
+    /// --emit`). `only` keeps the functions whose index (decimal) or name
+    /// (from the name section) equals it. Each function is preceded by a
+    /// `;; function INDEX NAME` line. Nothing is placed in memory.
+    pub fn emit(
+        &self,
+        wasm: &[u8],
+        what: Emit,
+        only: Option<&str>,
+    ) -> Result<String, CompileError> {
+        use std::fmt::Write;
+        let mut next = 0u32;
+        let parsed = parse_module(wasm, self.config.multi_memory, true, &mut |_| {
+            next += 1;
+            next
+        })?;
+        let info = &parsed.info;
+        let nimp = info.num_imported_funcs;
+        let env = ModuleEnv {
+            info,
+            config: &self.config,
+        };
+        let sigs: Vec<Signature> = (0..parsed.bodies.len() as u32)
+            .map(|i| wasm_signature(info.func_type(nimp + i)))
+            .collect();
+        let mut out = String::new();
+        let mut fctx = FunctionBuilderContext::new();
+        let mut ctx = Context::new();
+        for (i, body) in parsed.bodies.iter().enumerate() {
+            let index = nimp + i as u32;
+            let name = info.func_name(index);
+            if let Some(only) = only {
+                if only != index.to_string() && Some(only) != name {
+                    continue;
+                }
+            }
+            self.translate_into(&env, &sigs, body, i, &mut ctx, &mut fctx)?;
+            let _ = writeln!(out, ";; function {index} {}", name.unwrap_or(""));
+            match what {
+                Emit::Clif => {
+                    let _ = writeln!(out, "{}", ctx.func.display());
+                }
+                Emit::OptClif | Emit::Asm => {
+                    ctx.set_disasm(what == Emit::Asm);
+                    ctx.compile(&*self.isa, &mut ControlPlane::default())
+                        .map_err(|e| {
+                            codegen_err("compiling function", format!("{:?}", e.inner))
+                                .in_func(index)
+                        })?;
+                    if what == Emit::OptClif {
+                        let _ = writeln!(out, "{}", ctx.func.display());
+                    } else {
+                        let code = ctx.compiled_code().expect("function was compiled");
+                        let _ = writeln!(out, "{}", code.vcode.as_deref().unwrap_or(""));
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Places compiled (or loaded) blobs in a fresh JIT module, resolves

@@ -28,7 +28,7 @@ mod simd;
 mod translate;
 
 pub use artifact::{ArtifactError, ArtifactKey};
-pub use compile::{CompiledModule, CompiledStub, Compiler, TrapSite};
+pub use compile::{CompiledModule, CompiledStub, Compiler, Emit, TrapSite};
 pub use error::{CompileError, CompileErrorKind};
 pub use types::*;
 
@@ -70,6 +70,15 @@ pub struct CompileConfig {
     /// part of WebAssembly 3.0). Off by default: WebAssembly 2.0 requires
     /// rejecting them.
     pub multi_memory: bool,
+    /// Spectre v1 guard: every explicit bounds check of a linear-memory
+    /// access and every table-index check also selects the address it
+    /// guards with `select_spectre_guard` (a conditional move, which the
+    /// CPU does not predict), so that code executed speculatively past a
+    /// mispredicted check dereferences address 0 (never mapped) instead
+    /// of memory beyond the bounds. The conditional trap stays. Part of
+    /// the artefact key (the whole config is), so guarded and unguarded
+    /// code never mix in a code cache.
+    pub spectre_guard: bool,
 }
 
 impl Default for CompileConfig {
@@ -79,6 +88,7 @@ impl Default for CompileConfig {
             epoch_interruption: true,
             optimize: true,
             multi_memory: false,
+            spectre_guard: true,
         }
     }
 }

@@ -40,9 +40,10 @@ fn le() -> MemFlagsData {
     MemFlagsData::new().with_endianness(Endianness::Little)
 }
 
-/// Flags for linear-memory accesses: untrusted (may trap), little-endian.
+/// Flags for linear-memory accesses: untrusted (may trap), little-endian,
+/// in the heap's alias region (the scalar accesses' flags).
 fn heap() -> MemFlagsData {
-    MemFlagsData::new().with_endianness(Endianness::Little)
+    crate::translate::heap()
 }
 
 /// `v` as a vector of type `ty` (a no-op when it already is).

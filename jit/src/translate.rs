@@ -46,17 +46,93 @@ pub(crate) fn wasm_signature(ty: &FuncType) -> Signature {
     sig
 }
 
-/// Trusted flags for runtime structures that never change during a call.
+// ---- memory flags and alias regions ---------------------------------------
+//
+// Issue 14, the main cause of our code being up to 2.4x slower than
+// wasmtime's on loop kernels: Cranelift only moves or merges a load when
+// its flags say it may. Before, every linear-memory access reloaded the
+// `VMMemory` pointer from the vmctx and the memory's base from it (two
+// dependent loads per access), and none of them was hoisted out of loops:
+//
+// * the vmctx-derived pointers were `readonly` but not `can_move`, and
+//   Cranelift's egraph treats a load as pure (GVN, LICM) only with
+//   `readonly + notrap + can_move` (`is_pure_for_egraph`);
+// * every heap access had no alias region, and a store without a region is
+//   a fence for alias analysis: after each `i32.store`, the next access
+//   reloaded the base, the length (explicit mode), the global pointers...
+//
+// Now the immutable runtime words (see `ro`) are pure loads: GVN merges
+// them and LICM hoists them out of loops, so a hot loop keeps the memory
+// base in a register. Mutable runtime words and wasm-visible state are
+// split into disjoint alias regions, so a heap store no longer forces a
+// reload of a global, a table bound or the memory length.
+
+/// Alias region of linear-memory accesses (every memory of the module):
+/// only loads and stores of wasm linear memory are tagged with it.
+pub(crate) const REGION_HEAP: u32 = 0;
+/// Alias region of mutable runtime words that wasm code reads but never
+/// writes: `VMMemory.length`, `VMTable.{base,length}`, `VMFuncRef` fields.
+/// Only calls (fences) change them.
+const REGION_VMCTX: u32 = 1;
+/// Alias region of global variables' storage (`VMGlobal`).
+const REGION_GLOBALS: u32 = 2;
+/// Alias region of table elements.
+const REGION_TABLES: u32 = 3;
+
+/// Declares the alias regions of a function, in the order of the
+/// `REGION_*` constants, so that `AliasRegion::from_u32(REGION_X)` names
+/// region X in every function. Must be the first regions declared.
+fn declare_alias_regions(func: &mut Function) {
+    let names: [(u32, &'static str); 4] = [
+        (REGION_HEAP, "heap"),
+        (REGION_VMCTX, "vmctx"),
+        (REGION_GLOBALS, "globals"),
+        (REGION_TABLES, "tables"),
+    ];
+    for (id, name) in names {
+        let r = func.dfg.alias_regions.insert(ir::AliasRegionData {
+            user_id: id,
+            description: name.into(),
+        });
+        assert_eq!(r.as_u32(), id, "alias regions declared first, in order");
+    }
+}
+
+fn region(id: u32) -> Option<ir::AliasRegion> {
+    Some(ir::AliasRegion::from_u32(id))
+}
+
+/// Flags for runtime words that never change while the code runs and are
+/// always dereferenceable: the vmctx's pointers (store, builtins table,
+/// each memory's `VMMemory`, each table's `VMTable`, each global's
+/// storage, imported functions' code and vmctx), the store's epoch
+/// pointer, the builtins' addresses and a memory's base (memories grow in
+/// place: `VMMemory.base` never changes). `can_move` lets Cranelift
+/// merge and hoist these loads freely, even above a bounds check or a
+/// branch, which is safe only because none of them depends on a value
+/// the guest controls: each is a fixed offset from the vmctx or from
+/// another such pointer.
 fn ro() -> MemFlagsData {
-    MemFlagsData::trusted().with_readonly()
+    MemFlagsData::trusted().with_readonly().with_can_move()
 }
-/// Trusted flags for runtime structures that may change.
+/// Trusted flags for runtime words that may change (only through calls).
 fn rw() -> MemFlagsData {
-    MemFlagsData::trusted()
+    MemFlagsData::trusted().with_alias_region(region(REGION_VMCTX))
 }
-/// Flags for linear memory accesses: may trap (heap out of bounds).
-fn heap() -> MemFlagsData {
-    MemFlagsData::new().with_endianness(Endianness::Little)
+/// Trusted flags for global variables' storage.
+fn globals() -> MemFlagsData {
+    MemFlagsData::trusted().with_alias_region(region(REGION_GLOBALS))
+}
+/// Trusted flags for table elements (already bounds-checked).
+fn table_elems() -> MemFlagsData {
+    MemFlagsData::trusted().with_alias_region(region(REGION_TABLES))
+}
+/// Flags for linear memory accesses: may trap (heap out of bounds),
+/// little-endian, in the heap's own alias region.
+pub(crate) fn heap() -> MemFlagsData {
+    MemFlagsData::new()
+        .with_endianness(Endianness::Little)
+        .with_alias_region(region(REGION_HEAP))
 }
 
 fn args(vals: &[Value]) -> Vec<BlockArg> {
@@ -139,6 +215,7 @@ pub(crate) fn translate_function(
 ) -> Result<(), CompileError> {
     let info = env.info;
     let ty = info.func_type(func_index);
+    declare_alias_regions(func);
     let mut b = FunctionBuilder::new(func, fctx);
 
     // Stack limit: vmctx -> store -> stack_limit.
@@ -445,7 +522,10 @@ impl<'m, 'b> Translator<'m, 'b> {
             .icmp(IntCC::UnsignedGreaterThanOrEqual, idx, len);
         self.b.ins().trapnz(oob, code);
         let scaled = self.b.ins().ishl_imm_u(idx, 3);
-        self.b.ins().iadd(base, scaled)
+        let addr = self.b.ins().iadd(base, scaled);
+        // A speculated `call_indirect` past the check must not load a
+        // "funcref" from beyond the table and call through it.
+        self.spectre_guard(Some(oob), addr)
     }
 
     fn call_indirect(&mut self, type_index: u32, table: u32) -> Result<(), CompileError> {
@@ -477,7 +557,7 @@ impl<'m, 'b> Translator<'m, 'b> {
     /// each form emitted before they shared it.
     fn indirect_callee(&mut self, type_index: u32, table: u32, index: Value) -> (Value, Value) {
         let addr = self.table_elem_addr_or(table, index, abi::TRAP_INDIRECT_OOB);
-        let fr = self.b.ins().load(types::I64, rw(), addr, 0);
+        let fr = self.b.ins().load(types::I64, table_elems(), addr, 0);
         self.b.ins().trapz(fr, abi::TRAP_INDIRECT_NULL);
         let tid = self
             .b
@@ -603,16 +683,39 @@ impl<'m, 'b> Translator<'m, 'b> {
             }
             (BoundsCheck::Configured, BoundsChecks::Explicit) => true,
         };
-        if need_check {
+        let oob = need_check.then(|| {
             let len = self.b.ins().load(types::I64, rw(), mp, abi::MEMORY_LENGTH);
             let end = self.b.ins().iadd_imm_s(idx, end_off as i64);
             let oob = self.b.ins().icmp(IntCC::UnsignedGreaterThan, end, len);
             self.b.ins().trapnz(oob, abi::TRAP_MEMORY_OOB);
-        }
+            oob
+        });
         CheckedIndex {
             mem_ptr: mp,
             base,
             index: idx,
+            oob,
+        }
+    }
+
+    /// The Spectre v1 guard (issue 13, item 1): `addr` if `oob` is false,
+    /// else 0, by `select_spectre_guard`, a conditional move that the CPU
+    /// does not predict. The caller has already emitted the conditional
+    /// trap on `oob`; a mispredicted trap branch lets the following access
+    /// execute speculatively, and this makes that access read or write
+    /// address 0 (never mapped) instead of whatever lies past the bounds:
+    /// in explicit mode, a neighbouring tenant's memory. `addr` must be
+    /// the full address accessed (static offset included), or a large
+    /// offset would carry the speculative access away from 0 again.
+    /// Without `oob` (no check emitted) or with the guard configured off,
+    /// `addr` as it is.
+    fn spectre_guard(&mut self, oob: Option<Value>, addr: Value) -> Value {
+        match oob {
+            Some(oob) if self.env.config.spectre_guard => {
+                let null = self.b.ins().iconst(types::I64, 0);
+                self.b.ins().select_spectre_guard(oob, null, addr)
+            }
+            _ => addr,
         }
     }
 
@@ -622,7 +725,15 @@ impl<'m, 'b> Translator<'m, 'b> {
         let c = self.bounds_checked(memarg, index, size, BoundsCheck::Configured, true);
         let base = c.base.expect("base requested");
         let addr = self.b.ins().iadd(base, c.index);
-        if memarg.offset <= i32::MAX as u64 {
+        if c.oob.is_some() && self.env.config.spectre_guard {
+            // The guard selects the whole address, offset included.
+            let addr = if memarg.offset == 0 {
+                addr
+            } else {
+                self.b.ins().iadd_imm_s(addr, memarg.offset as i64)
+            };
+            (self.spectre_guard(c.oob, addr), 0)
+        } else if memarg.offset <= i32::MAX as u64 {
             (addr, memarg.offset as i32)
         } else {
             (self.b.ins().iadd_imm_s(addr, memarg.offset as i64), 0)
@@ -886,14 +997,14 @@ impl<'m, 'b> Translator<'m, 'b> {
                 let t = info.globals[global_index as usize].content;
                 let off = info.offsets.global(global_index);
                 let p = self.vmctx_ptr(off);
-                let v = self.b.ins().load(ir_type(t), rw(), p, 0);
+                let v = self.b.ins().load(ir_type(t), globals(), p, 0);
                 self.push(v);
             }
             O::GlobalSet { global_index } => {
                 let off = self.info().offsets.global(global_index);
                 let v = self.pop();
                 let p = self.vmctx_ptr(off);
-                self.b.ins().store(rw(), v, p, 0);
+                self.b.ins().store(globals(), v, p, 0);
             }
             O::I32Load { ref memarg } => self.load(memarg, I32, 4, LoadKind::Plain),
             O::I64Load { ref memarg } => self.load(memarg, I64, 8, LoadKind::Plain),
@@ -1050,13 +1161,13 @@ impl<'m, 'b> Translator<'m, 'b> {
             O::TableGet { table } => {
                 let i = self.pop();
                 let addr = self.table_elem_addr(table, i);
-                let v = self.b.ins().load(I64, rw(), addr, 0);
+                let v = self.b.ins().load(I64, table_elems(), addr, 0);
                 self.push(v);
             }
             O::TableSet { table } => {
                 let (i, v) = self.pop2();
                 let addr = self.table_elem_addr(table, i);
-                self.b.ins().store(rw(), v, addr, 0);
+                self.b.ins().store(table_elems(), v, addr, 0);
             }
             O::TableSize { table } => {
                 let (_, len) = self.table(table);
@@ -1239,6 +1350,9 @@ struct CheckedIndex {
     base: Option<Value>,
     /// The wasm index, zero-extended to i64.
     index: Value,
+    /// The out-of-bounds condition the access traps on, if a check was
+    /// emitted (for the Spectre guard).
+    oob: Option<Value>,
 }
 
 #[derive(Clone, Copy)]

@@ -30,6 +30,7 @@ fn compile(src: &str) -> faaslet_jit::CompiledModule {
             epoch_interruption: false,
             optimize: false,
             multi_memory: false,
+            spectre_guard: true,
         },
         src,
     );
@@ -277,6 +278,7 @@ fn spec_suite_compiles() {
             epoch_interruption: false,
             optimize: false,
             multi_memory: false,
+            spectre_guard: true,
         },
     ] {
         spec_suite_with(&config);
@@ -342,4 +344,133 @@ fn spec_suite_with(config: &CompileConfig) {
         println!("FAIL {f}");
     }
     assert!(failures.is_empty(), "{} failures", failures.len());
+}
+
+/// The optimised CLIF of `src`'s functions under `config`.
+fn opt_clif(config: &CompileConfig, src: &str) -> String {
+    Compiler::new(config)
+        .unwrap()
+        .emit(&wat(src), faaslet_jit::Emit::OptClif, None)
+        .unwrap()
+}
+
+/// Issue 13, item 1: with the Spectre guard on, every explicit bounds check
+/// (plain, SIMD and atomic accesses in explicit mode) and every table-index
+/// check (`call_indirect`, `table.get`/`set`) selects its address with
+/// `select_spectre_guard`, and it survives Cranelift's optimisations; with
+/// it off, none is emitted; accesses whose check is left to the guard pages
+/// need none.
+#[test]
+fn spectre_guard_in_emitted_code() {
+    let load = r#"(module (memory 1)
+        (func (param i32) (result i32) local.get 0 i32.load offset=16))"#;
+    let simd = r#"(module (memory 1)
+        (func (param i32) (result v128) local.get 0 v128.load))"#;
+    let atomic = r#"(module (memory 1 1 shared)
+        (func (param i32) (result i32) local.get 0 i32.atomic.load))"#;
+    let indirect = r#"(module (table 1 funcref) (type $t (func))
+        (func (param i32) local.get 0 call_indirect (type $t)))"#;
+    let table_get = r#"(module (table 1 funcref)
+        (func (param i32) (result funcref) local.get 0 table.get 0))"#;
+    let config = |bounds, spectre_guard| CompileConfig {
+        bounds,
+        spectre_guard,
+        ..CompileConfig::default()
+    };
+    let guarded = |c: &CompileConfig, src: &str| opt_clif(c, src).contains("select_spectre_guard");
+    let explicit = config(BoundsChecks::Explicit, true);
+    let explicit_off = config(BoundsChecks::Explicit, false);
+    let guard_pages = config(BoundsChecks::default(), true);
+    for src in [load, simd, atomic, indirect, table_get] {
+        assert!(guarded(&explicit, src), "no guard in {src}");
+        assert!(
+            !guarded(&explicit_off, src),
+            "guard with the switch off in {src}"
+        );
+    }
+    // Guard pages: the plain load has no explicit check to guard; atomics
+    // and table indices are always checked explicitly, so guarded.
+    assert!(!guarded(&guard_pages, load));
+    for src in [atomic, indirect, table_get] {
+        assert!(
+            guarded(&guard_pages, src),
+            "no guard in {src} (guard pages)"
+        );
+    }
+    // The guarded address is the one accessed: the static offset is folded
+    // into it (a speculative access at 0 + offset could reach mapped memory).
+    let clif = opt_clif(&explicit, load);
+    let line = clif
+        .lines()
+        .find(|l| l.contains(" load.i32 "))
+        .expect("the load");
+    assert!(
+        !line.contains("+16"),
+        "offset not folded into the guarded address: {line}"
+    );
+}
+
+/// Issue 14: the runtime words a loop needs (the memory's `VMMemory`
+/// pointer and base, the store and epoch pointers) are loaded once, not in
+/// the loop: after Cranelift's optimisations the loop block holds no load
+/// of them, only the heap accesses and the epoch check's two atomic loads.
+#[test]
+fn loop_invariant_runtime_loads_are_hoisted() {
+    // sum of mem[i*4] for i in 0..n, storing the running sum each time.
+    let src = r#"(module (memory 1)
+      (func (param $n i32) (result i32) (local $i i32) (local $s i32)
+        (loop $l
+          (local.set $s (i32.add (local.get $s) (i32.load (i32.shl (local.get $i) (i32.const 2)))))
+          (i32.store (i32.const 0) (local.get $s))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $l (i32.lt_u (local.get $i) (local.get $n))))
+        local.get $s))"#;
+    let clif = opt_clif(&CompileConfig::default(), src);
+    // The loop is the block that branches back to itself.
+    let blocks: Vec<&str> = clif.split("\n\n").map(str::trim).collect();
+    let body = blocks
+        .iter()
+        .find(|b| {
+            let name = b.split(['(', ':']).next().unwrap_or("");
+            name.starts_with("block") && b[name.len()..].contains(&format!("{name}("))
+        })
+        .unwrap_or_else(|| panic!("no loop found in {clif}"));
+    let loads = body.lines().filter(|l| l.contains(" = load.")).count();
+    let atomics = body.lines().filter(|l| l.contains("atomic_load")).count();
+    assert_eq!(atomics, 2, "epoch check: {body}");
+    assert_eq!(loads, 1, "only the heap load stays in the loop: {body}");
+}
+
+/// `Compiler::emit` (behind `faaslet compile --emit`): each defined
+/// function under a `;; function INDEX NAME` line, filtered by index or
+/// name, as CLIF before and after optimisation and as machine code.
+#[test]
+fn emit_selects_functions_and_forms() {
+    let src = r#"(module
+      (import "env" "h" (func $h))
+      (func $a (export "a") (result i32) i32.const 1)
+      (func $b (result i32) i32.const 2))"#;
+    let compiler = Compiler::new(&CompileConfig::default()).unwrap();
+    let emit = |what, only| compiler.emit(&wat(src), what, only).unwrap();
+    let all = emit(faaslet_jit::Emit::Clif, None);
+    assert!(
+        all.contains(";; function 1 a\n") && all.contains(";; function 2 b\n"),
+        "{all}"
+    );
+    assert!(
+        !all.contains(";; function 0"),
+        "imports have no code: {all}"
+    );
+    let one = emit(faaslet_jit::Emit::Clif, Some("b"));
+    assert!(
+        one.contains(";; function 2 b") && !one.contains(";; function 1"),
+        "{one}"
+    );
+    assert_eq!(emit(faaslet_jit::Emit::Clif, Some("2")), one);
+    assert!(one.contains("iconst.i32 2"), "{one}");
+    let opt = emit(faaslet_jit::Emit::OptClif, Some("a"));
+    assert!(opt.contains("return"), "{opt}");
+    let asm = emit(faaslet_jit::Emit::Asm, Some("a"));
+    assert!(asm.contains("ret"), "{asm}");
+    assert!(emit(faaslet_jit::Emit::Asm, Some("nope")).is_empty());
 }

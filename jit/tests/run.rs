@@ -186,6 +186,7 @@ fn run_explicit_unoptimized() {
         epoch_interruption: true,
         optimize: false,
         multi_memory: false,
+        spectre_guard: true,
     });
 }
 

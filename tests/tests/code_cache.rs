@@ -161,6 +161,11 @@ fn foreign_artefacts_are_refused() {
             wasm_multi_memory: true,
             ..Default::default()
         },
+        // Unguarded code (Spectre v1) must never load into a guarded engine.
+        Config {
+            spectre_guard: false,
+            ..Default::default()
+        },
     ];
     for config in &others {
         let other = Engine::new(config).unwrap();
