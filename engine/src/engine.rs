@@ -1,7 +1,7 @@
 //! [`Config`] and [`Engine`]: compilation settings, the type registry and
 //! the epoch counter shared by every store.
 
-use crate::trap::Error;
+use crate::trap::{ConfigError, Error};
 use faaslet_jit::{BoundsChecks, CompileConfig, CompiledStub, Compiler, FuncType};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +52,117 @@ pub struct Config {
     /// Accept modules with several memories (multi-memory, a WebAssembly
     /// 3.0 feature). Off by default, as WebAssembly 2.0 requires.
     pub wasm_multi_memory: bool,
+    /// The resource limits every new [`Store`](crate::Store) starts with
+    /// ([`Store::set_limits`](crate::Store::set_limits) changes one store's).
+    pub store_limits: StoreLimits,
+}
+
+/// Limits on what the guests of one [`Store`](crate::Store) can make the
+/// host allocate, in the spirit of wasmtime's `StoreLimits`.
+///
+/// They are checked when an instance, memory or table is created (an
+/// instantiation over a limit fails with [`Error::Limit`] naming it, before
+/// anything of the instance is allocated) and when a memory or table grows
+/// (`memory.grow` and `table.grow` then return -1, as the specification
+/// allows; [`Memory::grow`](crate::Memory::grow) and
+/// [`Table::grow`](crate::Table::grow) return [`Error::Limit`]).
+///
+/// Memory bytes count the current size of every memory the store created
+/// (and growth of shared memories it imported, charged to the store that
+/// grows them); table elements count every table's current length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Total bytes of linear memory (default 1 GiB).
+    pub memory_bytes: u64,
+    /// Total elements of all tables (default 10,000,000: 80 MB of entries).
+    pub table_elements: u64,
+    /// Number of memories (default 1,000).
+    pub memories: u32,
+    /// Number of tables (default 1,000).
+    pub tables: u32,
+    /// Number of instances (default 10,000).
+    pub instances: u32,
+}
+
+impl StoreLimits {
+    /// The default limit on a store's linear memory: 1 GiB.
+    pub const DEFAULT_MEMORY_BYTES: u64 = 1 << 30;
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            memory_bytes: Self::DEFAULT_MEMORY_BYTES,
+            table_elements: 10_000_000,
+            memories: 1_000,
+            tables: 1_000,
+            instances: 10_000,
+        }
+    }
+}
+
+/// The largest [`Bounds::GuardPages`] guard accepted: 8 GiB. A guard of
+/// 4 GiB + 16 bytes already covers every static offset (at most
+/// `u32::MAX`) plus the widest access (16 bytes), so a larger one removes
+/// no further bounds check; refusing more keeps `4 GiB + guard` far from
+/// wrapping and the reservation within the address space.
+pub const MAX_GUARD_SIZE: u64 = 8 << 30;
+
+/// The largest `max_wasm_stack` accepted: 1 GiB.
+pub const MAX_WASM_STACK: usize = 1 << 30;
+
+/// The smallest `max_wasm_stack` accepted: 16 KiB.
+pub const MIN_WASM_STACK: usize = 16 << 10;
+
+impl Config {
+    /// Checks every size and mode combination; [`Engine::new`] calls it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Bounds::GuardPages { guard_size } = self.bounds {
+            if guard_size > MAX_GUARD_SIZE {
+                return Err(ConfigError::GuardTooLarge {
+                    guard_size,
+                    max: MAX_GUARD_SIZE,
+                });
+            }
+            let page_size = faaslet_sfi::host_page_size() as u64;
+            if !guard_size.is_multiple_of(page_size) {
+                return Err(ConfigError::GuardUnaligned {
+                    guard_size,
+                    page_size,
+                });
+            }
+        }
+        let cap = self.explicit_reservation_cap;
+        if cap > 4 << 30 || !cap.is_multiple_of(faaslet_sfi::WASM_PAGE as u64) {
+            return Err(ConfigError::ReservationCap { cap });
+        }
+        if self.max_table_elements > u64::from(u32::MAX) {
+            return Err(ConfigError::TableElements {
+                n: self.max_table_elements,
+                max: u64::from(u32::MAX),
+            });
+        }
+        if !(MIN_WASM_STACK..=MAX_WASM_STACK).contains(&self.max_wasm_stack) {
+            return Err(ConfigError::WasmStack {
+                n: self.max_wasm_stack,
+                min: MIN_WASM_STACK,
+                max: MAX_WASM_STACK,
+            });
+        }
+        // A store's memories together: at most 1,000 full 4 GiB memories'
+        // worth (the sum stays far from u64 overflow); its tables: at most
+        // 1,000 full 32-bit tables.
+        let l = &self.store_limits;
+        for (field, value, max) in [
+            ("memory_bytes", l.memory_bytes, 1000u64 << 32),
+            ("table_elements", l.table_elements, 1000u64 << 32),
+        ] {
+            if value > max {
+                return Err(ConfigError::StoreLimit { field, value, max });
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -67,6 +178,7 @@ impl Default for Config {
             max_table_elements: 10_000_000,
             explicit_canaries: true,
             wasm_multi_memory: false,
+            store_limits: StoreLimits::default(),
         }
     }
 }
@@ -121,13 +233,12 @@ impl faaslet_sfi::CodeLookup for StubLookup {
 
 impl Engine {
     /// Builds an engine for this host's CPU.
+    ///
+    /// Refuses a configuration that could break the sandbox or cannot work
+    /// with [`Error::Config`] (see [`Config::validate`]).
     pub fn new(config: &Config) -> Result<Engine, Error> {
+        config.validate()?;
         faaslet_sfi::init_traps().map_err(|e| Error::Resource(e.to_string()))?;
-        if config.max_wasm_stack < 16 << 10 {
-            return Err(Error::Resource(
-                "max_wasm_stack must be at least 16 KiB".into(),
-            ));
-        }
         let compile = CompileConfig {
             bounds: match config.bounds {
                 Bounds::GuardPages { guard_size } => BoundsChecks::GuardPages { guard_size },
