@@ -13,6 +13,8 @@
 //!   against copies; the tier against plain Redis GET/SET).
 //! * [`bench_cache`]: `faaslet bench code-cache` (compiling against
 //!   loading cached code; worker upload and restart with and without it).
+//! * [`exit`]: what `faaslet run`'s exit status means (guest codes,
+//!   traps).
 //! * [`bench`](mod@bench): the cold-start measurements (`faaslet bench cold-start`),
 //!   also used by the `cold_start` criterion bench.
 //!
@@ -30,5 +32,6 @@ pub mod bench_cache;
 pub mod bench_serve;
 pub mod bench_state;
 pub mod client;
+pub mod exit;
 pub mod serve;
 pub mod wast;

@@ -22,6 +22,8 @@ pub struct ServeArgs {
     pub timeout: Duration,
     /// Largest request body, bytes.
     pub max_body: usize,
+    /// Bytes of linear memory each call may hold.
+    pub memory_limit: u64,
 }
 
 /// Runs a worker until SIGINT or SIGTERM.
@@ -38,6 +40,7 @@ pub fn serve(engine: &faaslet::Engine, a: ServeArgs) -> Result<(), String> {
     config.queue = a.queue;
     config.timeout = a.timeout;
     config.max_body = a.max_body;
+    config.memory_limit = a.memory_limit;
     let worker = Worker::new(engine, config).map_err(|e| e.to_string())?;
     serve_until_signal(worker, a.listen, |addr| {
         tracing::info!(

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 /// How often the ticker advances the engine's epoch: the granularity of
 /// call deadlines.
-pub const TICK: Duration = Duration::from_millis(10);
+pub const TICK: Duration = crate::faaslet::EPOCH_TICK;
 
 /// How a worker is set up.
 #[derive(Debug, Clone)]
@@ -42,12 +42,15 @@ pub struct WorkerConfig {
     pub max_output: usize,
     /// Asynchronous results kept for `/status` (oldest dropped first).
     pub results: usize,
+    /// Bytes of linear memory each call may hold (see
+    /// [`FaasletConfig::memory_limit`]); `memory.grow` past it returns -1.
+    pub memory_limit: u64,
 }
 
 impl WorkerConfig {
     /// Defaults over data directory `data`: one thread per core, a queue
     /// of 1,024, a 60 s deadline, 64 MiB bodies, 16 MiB outputs, 10,000
-    /// results kept.
+    /// results kept, 1 GiB of linear memory per call.
     pub fn new(data: impl Into<PathBuf>) -> WorkerConfig {
         WorkerConfig {
             data: data.into(),
@@ -57,6 +60,7 @@ impl WorkerConfig {
             max_body: 64 << 20,
             max_output: 16 << 20,
             results: 10_000,
+            memory_limit: faaslet::StoreLimits::DEFAULT_MEMORY_BYTES,
         }
     }
 }
@@ -419,6 +423,7 @@ impl Worker {
             state: self.inner.state.clone(),
             executor: Some(self.inner.executor.clone()),
             deadline_ticks: Some((timeout.as_millis() / TICK.as_millis()).max(1) as u64),
+            memory_limit: Some(self.inner.config.memory_limit),
             ..FaasletConfig::new(format!("{user}/{function}"))
         }
     }
