@@ -2,7 +2,7 @@
 //! the epoch counter shared by every store.
 
 use crate::trap::{ConfigError, Error};
-use faaslet_jit::{BoundsChecks, CompileConfig, CompiledStub, Compiler, FuncType};
+use faaslet_jit::{BoundsChecks, CompileConfig, CompiledStub, Compiler, FuncType, ValType};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -196,10 +196,68 @@ pub(crate) struct StubEntry {
     _registrations: Vec<faaslet_sfi::CodeRegistration>,
 }
 
+/// Canonical function type ids.
+///
+/// `call_indirect` checks a callee's type by comparing two ids, and the
+/// caller's id is an immediate in its machine code, so an id must mean one
+/// type for as long as code using it lives, and (for the code cache,
+/// which refuses code compiled under other ids) preferably the same type
+/// in every engine. Hence two kinds:
+///
+/// * A type of at most 8 values, at most 3 of them results, is *encoded*:
+///   its id is a pure function of the type (parameter count << 26 |
+///   result count << 24 | a 3-bit code per value), the same in every
+///   engine and process, needing no registry entry at all. Injective: the
+///   counts fix where each code sits, and every code is non-zero.
+/// * Any other type is *registered*: its id (bit 31 set, so never equal to
+///   an encoded one) is handed out by this registry and reference-counted;
+///   a module holds a reference per type it declares and returns them
+///   when dropped, so compiling and dropping modules does not grow it.
+///   Host function types (the embedder's, not a guest's) are held for the
+///   engine's life. A freed id is reused only when no code that holds it
+///   remains (every module using it has been dropped), lowest first (so
+///   types registered again in the same order get their old ids back),
+///   and artefacts carry the ids they were compiled with, so reuse cannot
+///   confuse them.
 #[derive(Default)]
 struct TypeRegistry {
-    ids: HashMap<FuncType, u32>,
-    types: Vec<FuncType>,
+    ids: HashMap<FuncType, (u32, usize)>,
+    by_id: HashMap<u32, FuncType>,
+    /// Freed ids, lowest reused first: types registered again in the same
+    /// order after their modules were dropped get the same ids again, so
+    /// an artefact made before still loads.
+    free: std::collections::BTreeSet<u32>,
+    next: u32,
+}
+
+/// Set in every registered (not encoded) type id.
+const REGISTERED: u32 = 1 << 31;
+
+/// Whether `id` was handed out by the registry (not encoded).
+pub(crate) fn is_registered_type(id: u32) -> bool {
+    id & REGISTERED != 0
+}
+
+/// The encoded id of a small type (see [`TypeRegistry`]).
+fn encoded_type_id(ty: &FuncType) -> Option<u32> {
+    let (np, nr) = (ty.params.len(), ty.results.len());
+    if nr > 3 || np + nr > 8 {
+        return None;
+    }
+    let code = |v: &ValType| match v {
+        ValType::I32 => 1u32,
+        ValType::I64 => 2,
+        ValType::F32 => 3,
+        ValType::F64 => 4,
+        ValType::V128 => 5,
+        ValType::FuncRef => 6,
+        ValType::ExternRef => 7,
+    };
+    let values = ty.params.iter().chain(ty.results.iter());
+    let codes = values
+        .enumerate()
+        .fold(0u32, |a, (i, v)| a | (code(v) << (3 * i)));
+    Some(((np as u32) << 26) | ((nr as u32) << 24) | codes)
 }
 
 /// Compiles modules and owns what all stores built from it share. Cheap to
@@ -287,16 +345,71 @@ impl Engine {
         self.inner.epoch.load(Ordering::SeqCst)
     }
 
-    /// The canonical id of a function type, shared by every module of this engine.
+    /// The canonical id of a host function type (see [`TypeRegistry`]),
+    /// held for the engine's life.
     pub(crate) fn type_id(&self, ty: &FuncType) -> u32 {
-        let mut reg = self.inner.types.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(&id) = reg.ids.get(ty) {
+        self.acquire_type(ty)
+    }
+
+    /// The canonical id of `ty`, taking a reference on it if it is
+    /// registered (give it back with [`release_types`](Self::release_types)).
+    pub(crate) fn acquire_type(&self, ty: &FuncType) -> u32 {
+        if let Some(id) = encoded_type_id(ty) {
             return id;
         }
-        let id = reg.types.len() as u32;
-        reg.types.push(ty.clone());
-        reg.ids.insert(ty.clone(), id);
+        let mut reg = self.inner.types.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((id, refs)) = reg.ids.get_mut(ty) {
+            *refs += 1;
+            return *id;
+        }
+        let id = match reg.free.pop_first() {
+            Some(id) => id,
+            None => {
+                // 2^31 registered types alive at once cannot happen (each
+                // is a declaration in some live module); saturate rather
+                // than wrap into the encoded range.
+                let id = REGISTERED | reg.next.min(u32::MAX >> 1);
+                reg.next = reg.next.saturating_add(1);
+                id
+            }
+        };
+        reg.ids.insert(ty.clone(), (id, 1));
+        reg.by_id.insert(id, ty.clone());
         id
+    }
+
+    /// Gives back one reference per id in `ids` (encoded ids are ignored);
+    /// a type whose last reference goes is forgotten and its id reused.
+    pub(crate) fn release_types(&self, ids: &[u32]) {
+        if !ids.iter().any(|id| id & REGISTERED != 0) {
+            return;
+        }
+        let mut reg = self.inner.types.lock().unwrap_or_else(|e| e.into_inner());
+        let reg = &mut *reg;
+        for &id in ids.iter().filter(|id| *id & REGISTERED != 0) {
+            let Some(ty) = reg.by_id.get(&id) else {
+                continue;
+            };
+            let Some(entry) = reg.ids.get_mut(ty) else {
+                continue;
+            };
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                let ty = reg.by_id.remove(&id).expect("present above");
+                reg.ids.remove(&ty);
+                reg.free.insert(id);
+            }
+        }
+    }
+
+    /// Registered (not encoded) function types alive in this engine.
+    pub fn registered_types(&self) -> usize {
+        self.inner
+            .types
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ids
+            .len()
     }
 
     /// The host stub and array trampoline for a function type, compiled once.

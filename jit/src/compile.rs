@@ -18,6 +18,7 @@ use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, ModuleReloc};
+use std::collections::HashMap;
 
 /// Compiles WebAssembly modules and host stubs to native code for the host.
 pub struct Compiler {
@@ -174,7 +175,10 @@ pub struct CompiledModule {
     module: Option<JITModule>,
     /// Entry of each defined function, by defined index.
     funcs: Vec<*const u8>,
+    /// One array trampoline per distinct function type.
     trampolines: Vec<ArrayTrampoline>,
+    /// For each type of [`ModuleInfo::types`], its trampoline's index.
+    trampoline_of: Vec<u32>,
     /// Defined functions sorted by address.
     entries: Vec<FuncEntry>,
 }
@@ -200,7 +204,7 @@ impl CompiledModule {
 
     /// The array trampoline of type `type_index` of [`ModuleInfo::types`].
     pub fn array_trampoline(&self, type_index: u32) -> ArrayTrampoline {
-        self.trampolines[type_index as usize]
+        self.trampolines[self.trampoline_of[type_index as usize] as usize]
     }
 
     /// `[start, end)` of each defined function's machine code.
@@ -282,6 +286,26 @@ impl CompiledStub {
         let e = find_entry(&self.entries, pc)?;
         e.trap((pc - e.start) as u32)
     }
+}
+
+/// The distinct function types among `types`: the index of each one's
+/// first declaration, and for every declared type the position of its
+/// distinct type in that list. Deterministic (first-seen order), so an
+/// artefact's trampolines line up with the types on loading.
+pub(crate) fn distinct_types(types: &[FuncType]) -> (Vec<u32>, Vec<u32>) {
+    let mut seen: HashMap<&FuncType, u32> = HashMap::new();
+    let mut distinct = Vec::new();
+    let of = types
+        .iter()
+        .enumerate()
+        .map(|(t, ty)| {
+            *seen.entry(ty).or_insert_with(|| {
+                distinct.push(t as u32);
+                distinct.len() as u32 - 1
+            })
+        })
+        .collect();
+    (distinct, of)
 }
 
 fn codegen_err(what: &str, e: impl std::fmt::Display) -> CompileError {
@@ -376,7 +400,12 @@ impl Compiler {
     ) -> Result<(CompiledModule, Result<Vec<u8>, ArtifactError>), CompileError> {
         let parsed = parse_module(wasm, self.config.multi_memory, true, type_id)?;
         let (funcs, trampolines) = self.compile_blobs(&parsed.info, &parsed.bodies)?;
-        let artifact = artifact::serialize(self.artifact_key(wasm), &funcs, &trampolines);
+        let artifact = artifact::serialize(
+            self.artifact_key(wasm),
+            &parsed.info.type_ids,
+            &funcs,
+            &trampolines,
+        );
         let module = self.place(parsed.info, wasm.len(), funcs, trampolines)?;
         Ok((module, artifact))
     }
@@ -406,8 +435,12 @@ impl Compiler {
         let payload = artifact::check_header(artifact, key)?;
         let parsed = parse_module(wasm, self.config.multi_memory, false, type_id)?;
         let info = parsed.info;
-        let (funcs, trampolines) =
-            artifact::decode(payload, parsed.bodies.len(), info.types.len())?;
+        let (funcs, trampolines) = artifact::decode(
+            payload,
+            &info.type_ids,
+            parsed.bodies.len(),
+            distinct_types(&info.types).0.len(),
+        )?;
         let nimp = info.num_imported_funcs;
         for (i, f) in funcs.iter().enumerate() {
             if f.func_index != nimp + i as u32 {
@@ -422,9 +455,10 @@ impl Compiler {
     }
 
     /// Translates and compiles every function body and the array
-    /// trampoline of every type, into blobs not yet placed in memory.
-    /// Function `nimp + i` gets id `i`, trampoline `t` id `bodies.len() +
-    /// t`: [`place`](Self::place) declares them in that order.
+    /// trampoline of every distinct type, into blobs not yet placed in
+    /// memory. Function `nimp + i` gets id `i`, the trampoline of the
+    /// `k`th distinct type (see [`distinct_types`]) id `bodies.len() + k`:
+    /// [`place`](Self::place) declares them in that order.
     fn compile_blobs(
         &self,
         info: &ModuleInfo,
@@ -545,13 +579,16 @@ impl Compiler {
             .collect::<Result<Vec<_>, _>>()?;
         let mut fctx = FunctionBuilderContext::new();
         let mut ctx = Context::new();
-        let mut trampolines = Vec::with_capacity(info.types.len());
-        for (t, ty) in info.types.iter().enumerate() {
-            self.build_trampoline(&mut ctx, &mut fctx, ty);
+        // One trampoline per distinct type, not per declared type: a
+        // module may declare the same type a million times.
+        let (distinct, _) = distinct_types(&info.types);
+        let mut trampolines = Vec::with_capacity(distinct.len());
+        for (k, &t) in distinct.iter().enumerate() {
+            self.build_trampoline(&mut ctx, &mut fctx, &info.types[t as usize]);
             ctx.compile(&*self.isa, &mut ControlPlane::default())
                 .map_err(|e| codegen_err("compiling trampoline", format!("{:?}", e.inner)))?;
-            let id = FuncId::from_u32((bodies.len() + t) as u32);
-            trampolines.push(blob_of(&ctx, t as u32, id));
+            let id = FuncId::from_u32((bodies.len() + k) as u32);
+            trampolines.push(blob_of(&ctx, t, id));
         }
         Ok((funcs, trampolines))
     }
@@ -578,6 +615,17 @@ impl Compiler {
             .max(code.saturating_mul(2))
             .saturating_add(4 << 20)
             .min(MAX_CODE_RESERVATION);
+        let (distinct, trampoline_of) = distinct_types(&info.types);
+        if trampolines.len() != distinct.len() {
+            return Err(codegen_err(
+                "placing trampolines",
+                format!(
+                    "{} trampolines for {} distinct types",
+                    trampolines.len(),
+                    distinct.len()
+                ),
+            ));
+        }
         let mut module = Some(self.new_module(reserve)?);
         match self.place_into(&info, funcs, trampolines, module.as_mut().unwrap()) {
             Ok((funcs, trampolines, entries)) => Ok(CompiledModule {
@@ -585,6 +633,7 @@ impl Compiler {
                 module,
                 funcs,
                 trampolines,
+                trampoline_of,
                 entries,
             }),
             Err(e) => {

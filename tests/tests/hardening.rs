@@ -388,3 +388,144 @@ fn counts_of_instances_tables_and_memories_are_bounded() {
     let e = limit_error(Instance::new(&mut store, &three_memories, &[]).unwrap_err());
     assert_eq!((e.limit, e.requested), (Limit::Memories, 3));
 }
+
+/// Compiled code compares `call_indirect` signatures with the engine's
+/// canonical type ids as immediates. An artefact made by one engine and
+/// loaded by another (a worker restarting on its code cache) must not run
+/// with ids the loading engine assigned differently: a function of type
+/// `(i32) -> ()` called as `() -> i32` would be a type confusion. Small
+/// types have the same ids everywhere, so their code loads; registered
+/// types may not, and then the artefact is refused.
+#[test]
+fn cached_code_never_runs_with_another_engines_type_ids() {
+    let confuse = |params: &str| {
+        faaslet::wat_to_wasm(&format!(
+            r#"(module
+              (type $v_i (func (param {params}) (result i32)))
+              (type $i_v (func (param i32 {params})))
+              (table 1 funcref)
+              (elem (i32.const 0) $f)
+              (func $f (type $i_v))
+              (func (export "confuse") (result i32)
+                {args} (call_indirect (type $v_i) (i32.const 0))))"#,
+            args = "i64.const 0 ".repeat(params.split_whitespace().count())
+        ))
+        .unwrap()
+    };
+    // Engine A sees other types first, so registered ids differ there.
+    let a = Engine::default();
+    let nine = "i64 i64 i64 i64 i64 i64 i64 i64 i64";
+    let _keep = Module::new(&a, format!("(module (func (param {nine} i32)))")).unwrap();
+    let b = Engine::default();
+    // Small types: the same ids in both engines; the code loads and the
+    // signature check still holds.
+    let wasm = confuse("");
+    let (_, artifact) = Module::from_binary_with_artifact(&a, &wasm).unwrap();
+    let module = Module::from_artifact(&b, &wasm, &artifact.unwrap()).unwrap();
+    let mut store = Store::new(&b, ());
+    let inst = Instance::new(&mut store, &module, &[]).unwrap();
+    let f = inst
+        .get_typed_func::<(), i32, _>(&mut store, "confuse")
+        .unwrap();
+    match f.call(&mut store, ()) {
+        Err(t) if t.kind == TrapKind::BadSignature => {}
+        other => panic!("type confusion: call_indirect returned {other:?}"),
+    }
+    // Registered types, given other ids by B: refused.
+    let wasm = confuse(nine);
+    let (_, artifact) = Module::from_binary_with_artifact(&a, &wasm).unwrap();
+    match Module::from_artifact(&b, &wasm, &artifact.unwrap()) {
+        Err(faaslet::ArtifactError::TypeIds { .. }) => {}
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("loaded code compiled under other type ids"),
+    }
+}
+
+/// The engine's type registry holds only types still declared by a live
+/// module (small types need no entry at all): an upload server compiling
+/// and dropping modules does not grow it.
+#[test]
+fn the_type_registry_does_not_grow_with_modules_compiled_and_dropped() {
+    let engine = Engine::default();
+    assert_eq!(engine.registered_types(), 0);
+    let big = |n: usize, t: &str| {
+        let params = vec![t; n].join(" ");
+        format!(
+            r#"(module (type (func (param {params}))) (type (func (param {params}))) (func (export "f") (type 0)))"#
+        )
+    };
+    let small = Module::new(
+        &engine,
+        "(module (func (param i32 i64) (result f32) f32.const 0))",
+    )
+    .unwrap();
+    assert_eq!(engine.registered_types(), 0, "small types are encoded");
+    let a = Module::new(&engine, big(9, "i32")).unwrap();
+    let b = Module::new(&engine, big(9, "i32")).unwrap();
+    let c = Module::new(&engine, big(20, "f64")).unwrap();
+    assert_eq!(engine.registered_types(), 2);
+    drop((a, c));
+    assert_eq!(engine.registered_types(), 1, "b still holds its type");
+    // Instances keep their module (and so its types) alive.
+    let mut store = Store::new(&engine, ());
+    Instance::new(&mut store, &b, &[]).unwrap();
+    drop(b);
+    assert_eq!(engine.registered_types(), 1);
+    drop(store);
+    assert_eq!(engine.registered_types(), 0);
+    for i in 0..1000 {
+        let m = Module::new(&engine, big(9 + i % 50, "i64")).unwrap();
+        let (m2, art) = Module::from_binary_with_artifact(
+            &engine,
+            &faaslet::wat_to_wasm(&big(9 + i % 50, "i64")).unwrap(),
+        )
+        .unwrap();
+        drop((m, m2, art));
+    }
+    // A module that fails to compile gives its references back too.
+    assert!(Module::new(
+        &engine,
+        format!(
+            "(module (type (func (param {}))) (func unreachable i32.add))",
+            ["i32"; 12].join(" ")
+        )
+    )
+    .is_err());
+    assert_eq!(engine.registered_types(), 0);
+    drop(small);
+}
+
+/// A module declaring the same `() -> ()` type 1,000,000 times (3 MB)
+/// gets one trampoline, not a million.
+#[test]
+fn a_million_identical_types_compile_quickly() {
+    let mut wasm = b"\0asm\x01\0\0\0".to_vec();
+    let n = 1_000_000u32;
+    let mut section = Vec::new();
+    leb(&mut section, n);
+    for _ in 0..n {
+        section.extend_from_slice(&[0x60, 0, 0]);
+    }
+    wasm.push(1);
+    leb(&mut wasm, section.len() as u32);
+    wasm.extend_from_slice(&section);
+    assert!(wasm.len() > 3_000_000);
+    let engine = Engine::default();
+    let t = Instant::now();
+    let module = Module::new(&engine, &wasm).unwrap();
+    let took = t.elapsed();
+    assert_eq!(module.info().types.len(), 1_000_000);
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+fn leb(out: &mut Vec<u8>, mut v: u32) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
