@@ -162,6 +162,9 @@ enum Command {
         /// Bytes of linear memory each call may hold (memory.grow past it returns -1).
         #[arg(long, value_name = "BYTES", default_value_t = faaslet::StoreLimits::DEFAULT_MEMORY_BYTES)]
         memory_limit: u64,
+        /// Longest an upload may compile, seconds; past it the module is refused.
+        #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+        compile_budget: f64,
     },
     /// Upload a function to a worker (`faaslet serve`).
     Upload {
@@ -307,6 +310,7 @@ fn main() -> ExitCode {
             timeout,
             max_body,
             memory_limit,
+            compile_budget,
         } => serve(faaslet_cli::serve::ServeArgs {
             listen,
             data,
@@ -315,6 +319,7 @@ fn main() -> ExitCode {
             timeout: std::time::Duration::from_secs_f64(timeout.max(0.01)),
             max_body,
             memory_limit,
+            compile_budget: std::time::Duration::from_secs_f64(compile_budget.clamp(0.001, 1e6)),
         }),
         Command::Upload {
             url,

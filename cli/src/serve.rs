@@ -24,6 +24,8 @@ pub struct ServeArgs {
     pub max_body: usize,
     /// Bytes of linear memory each call may hold.
     pub memory_limit: u64,
+    /// Longest an upload may compile.
+    pub compile_budget: Duration,
 }
 
 /// Runs a worker until SIGINT or SIGTERM.
@@ -41,6 +43,7 @@ pub fn serve(engine: &faaslet::Engine, a: ServeArgs) -> Result<(), String> {
     config.timeout = a.timeout;
     config.max_body = a.max_body;
     config.memory_limit = a.memory_limit;
+    config.compile_budget = a.compile_budget;
     let worker = Worker::new(engine, config).map_err(|e| e.to_string())?;
     serve_until_signal(worker, a.listen, |addr| {
         tracing::info!(

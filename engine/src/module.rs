@@ -146,6 +146,33 @@ impl Module {
         Ok((Module::wrap(engine, compiled, wasm, refs), artifact))
     }
 
+    /// [`Module::from_binary_with_artifact`] within a time budget: past
+    /// `budget`, compilation stops with a
+    /// [`CompileErrorKind::Budget`](faaslet_jit::CompileErrorKind) error
+    /// (checked before each function, so it may overshoot by one
+    /// function's compile time).
+    #[allow(clippy::type_complexity)]
+    pub fn from_binary_with_artifact_within(
+        engine: &Engine,
+        wasm: &[u8],
+        budget: std::time::Duration,
+    ) -> Result<(Module, Result<Vec<u8>, ArtifactError>), Error> {
+        let deadline = std::time::Instant::now().checked_add(budget);
+        let ((compiled, artifact), refs) = with_type_refs(engine, |ids| {
+            engine
+                .inner
+                .compiler
+                .compile_module_artifact_until(wasm, ids, deadline)
+        })
+        .map_err(|mut e| {
+            if e.kind == faaslet_jit::CompileErrorKind::Budget {
+                e.message = format!("compilation ran past its budget of {budget:?}");
+            }
+            e
+        })?;
+        Ok((Module::wrap(engine, compiled, wasm, refs), artifact))
+    }
+
     /// Loads a module from its wasm and the artefact
     /// [`Module::from_binary_with_artifact`] made of it, without compiling.
     /// The artefact must have been made from exactly `wasm` by an engine

@@ -383,7 +383,7 @@ impl Compiler {
         type_id: &mut dyn FnMut(&FuncType) -> u32,
     ) -> Result<CompiledModule, CompileError> {
         let parsed = parse_module(wasm, self.config.multi_memory, true, type_id)?;
-        let (funcs, trampolines) = self.compile_blobs(&parsed.info, &parsed.bodies)?;
+        let (funcs, trampolines) = self.compile_blobs(&parsed.info, &parsed.bodies, None)?;
         self.place(parsed.info, wasm.len(), funcs, trampolines)
     }
 
@@ -398,8 +398,23 @@ impl Compiler {
         wasm: &[u8],
         type_id: &mut dyn FnMut(&FuncType) -> u32,
     ) -> Result<(CompiledModule, Result<Vec<u8>, ArtifactError>), CompileError> {
+        self.compile_module_artifact_until(wasm, type_id, None)
+    }
+
+    /// [`compile_module_artifact`](Self::compile_module_artifact), giving
+    /// up with a [`CompileErrorKind::Budget`](crate::CompileErrorKind)
+    /// error once `deadline` has passed. The deadline is checked before
+    /// each function is translated and compiled (on every compile thread),
+    /// so the overshoot is at most one function's compile time.
+    #[allow(clippy::type_complexity)]
+    pub fn compile_module_artifact_until(
+        &self,
+        wasm: &[u8],
+        type_id: &mut dyn FnMut(&FuncType) -> u32,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<(CompiledModule, Result<Vec<u8>, ArtifactError>), CompileError> {
         let parsed = parse_module(wasm, self.config.multi_memory, true, type_id)?;
-        let (funcs, trampolines) = self.compile_blobs(&parsed.info, &parsed.bodies)?;
+        let (funcs, trampolines) = self.compile_blobs(&parsed.info, &parsed.bodies, deadline)?;
         let artifact = artifact::serialize(
             self.artifact_key(wasm),
             &parsed.info.type_ids,
@@ -463,6 +478,7 @@ impl Compiler {
         &self,
         info: &ModuleInfo,
         bodies: &[wasmparser::FunctionBody<'_>],
+        deadline: Option<std::time::Instant>,
     ) -> Result<(Vec<Blob>, Vec<Blob>), CompileError> {
         let nimp = info.num_imported_funcs;
         let env = ModuleEnv {
@@ -481,6 +497,13 @@ impl Compiler {
                            fctx: &mut FunctionBuilderContext|
          -> Result<Blob, CompileError> {
             let index = nimp + i as u32;
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Err(CompileError::new(
+                    crate::CompileErrorKind::Budget,
+                    "compilation ran past its time budget",
+                )
+                .in_func(index));
+            }
             ctx.clear();
             ctx.func.signature = sigs[i].clone();
             ctx.func.name = UserFuncName::user(0, index);

@@ -529,3 +529,41 @@ fn leb(out: &mut Vec<u8>, mut v: u32) {
         out.push(b | 0x80);
     }
 }
+
+/// A compile budget stops compilation between functions: 100,000
+/// functions within a millisecond fail naming the budget; within a minute
+/// they compile.
+#[test]
+fn compilation_stops_at_its_budget() {
+    let n = 100_000u32;
+    let mut wasm = b"\0asm\x01\0\0\0".to_vec();
+    let mut section = |id: u8, body: Vec<u8>| {
+        wasm.push(id);
+        leb(&mut wasm, body.len() as u32);
+        wasm.extend_from_slice(&body);
+    };
+    section(1, vec![1, 0x60, 0, 0]);
+    let mut funcs = Vec::new();
+    leb(&mut funcs, n);
+    funcs.extend(std::iter::repeat_n(0u8, n as usize));
+    section(3, funcs);
+    let mut code = Vec::new();
+    leb(&mut code, n);
+    for _ in 0..n {
+        code.extend_from_slice(&[2, 0, 0x0b]);
+    }
+    section(10, code);
+    let engine = Engine::default();
+    let t = Instant::now();
+    let e = match Module::from_binary_with_artifact_within(&engine, &wasm, Duration::from_millis(1))
+    {
+        Err(Error::Compile(e)) => e,
+        other => panic!("expected a compile error, got {:?}", other.map(|_| ())),
+    };
+    assert_eq!(e.kind, faaslet::CompileErrorKind::Budget);
+    assert!(e.to_string().contains("budget of 1ms"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let (module, _) =
+        Module::from_binary_with_artifact_within(&engine, &wasm, Duration::from_secs(60)).unwrap();
+    assert_eq!(module.info().funcs.len(), n as usize);
+}

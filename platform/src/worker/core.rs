@@ -45,12 +45,16 @@ pub struct WorkerConfig {
     /// Bytes of linear memory each call may hold (see
     /// [`FaasletConfig::memory_limit`]); `memory.grow` past it returns -1.
     pub memory_limit: u64,
+    /// Longest an upload (or a reload without cached code) may compile:
+    /// past it the module is refused as invalid, naming the budget
+    /// (checked between functions).
+    pub compile_budget: Duration,
 }
 
 impl WorkerConfig {
     /// Defaults over data directory `data`: one thread per core, a queue
     /// of 1,024, a 60 s deadline, 64 MiB bodies, 16 MiB outputs, 10,000
-    /// results kept, 1 GiB of linear memory per call.
+    /// results kept, 1 GiB of linear memory per call, 30 s to compile.
     pub fn new(data: impl Into<PathBuf>) -> WorkerConfig {
         WorkerConfig {
             data: data.into(),
@@ -61,6 +65,7 @@ impl WorkerConfig {
             max_output: 16 << 20,
             results: 10_000,
             memory_limit: faaslet::StoreLimits::DEFAULT_MEMORY_BYTES,
+            compile_budget: Duration::from_secs(30),
         }
     }
 }
@@ -323,7 +328,11 @@ impl Worker {
         let (module, outcome) = self
             .inner
             .cache
-            .module(&self.inner.engine, wasm)
+            .module_within(
+                &self.inner.engine,
+                wasm,
+                Some(self.inner.config.compile_budget),
+            )
             .map_err(WorkerError::Compile)?;
         let took = start.elapsed();
         self.inner.metrics.cache(&outcome);
