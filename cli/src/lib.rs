@@ -15,6 +15,8 @@
 //!   workers of a cluster).
 //! * [`bench_cache`]: `faaslet bench code-cache` (compiling against
 //!   loading cached code; worker upload and restart with and without it).
+//! * [`exit`]: what `faaslet run`'s exit status means (guest codes,
+//!   traps).
 //! * [`bench`](mod@bench): the cold-start measurements (`faaslet bench cold-start`),
 //!   also used by the `cold_start` criterion bench.
 //!
@@ -33,5 +35,6 @@ pub mod bench_cluster;
 pub mod bench_serve;
 pub mod bench_state;
 pub mod client;
+pub mod exit;
 pub mod serve;
 pub mod wast;

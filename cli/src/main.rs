@@ -183,6 +183,12 @@ enum Command {
         /// 0.0.0.0, e.g. to the pod's IP).
         #[arg(long, value_name = "HOST:PORT")]
         advertise: Option<String>,
+        /// Bytes of linear memory each call may hold (memory.grow past it returns -1).
+        #[arg(long, value_name = "BYTES", default_value_t = faaslet::StoreLimits::DEFAULT_MEMORY_BYTES)]
+        memory_limit: u64,
+        /// Longest an upload may compile, seconds; past it the module is refused.
+        #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+        compile_budget: f64,
     },
     /// Upload a function to a worker (`faaslet serve`).
     Upload {
@@ -370,6 +376,8 @@ fn main() -> ExitCode {
             state,
             state_quota,
             advertise,
+            memory_limit,
+            compile_budget,
         } => state_tiers(state.as_deref(), state_quota).and_then(|(state, redis)| {
             serve(faaslet_cli::serve::ServeArgs {
                 listen,
@@ -382,6 +390,10 @@ fn main() -> ExitCode {
                 state,
                 cluster: redis,
                 advertise,
+                memory_limit,
+                compile_budget: std::time::Duration::from_secs_f64(
+                    compile_budget.clamp(0.001, 1e6),
+                ),
             })
         }),
         Command::Upload {
@@ -397,7 +409,13 @@ fn main() -> ExitCode {
             input,
             asynchronous,
         } => faaslet_cli::serve::invoke(&url, &user, &function, input.as_bytes(), asynchronous)
-            .map(|rc| ExitCode::from(rc as u8)),
+            .map(|rc| {
+                let (status, note) = faaslet_cli::exit::guest_status(rc);
+                if let Some(note) = note {
+                    eprintln!("faaslet: {note}");
+                }
+                ExitCode::from(status)
+            }),
         Command::Bench {
             what: BenchCommand::ColdStart { json, iterations },
         } => bench_cold_start(json, iterations),
@@ -649,7 +667,8 @@ struct IsolationArgs {
     /// CPU bandwidth cap, as QUOTA_US/PERIOD_US (e.g. 50000/100000 for half a core).
     #[arg(long, value_name = "QUOTA/PERIOD")]
     cpu_max: Option<String>,
-    /// Memory limit in bytes (applies to processes; see faaslet-netns docs).
+    /// Bytes of linear memory the guest may hold (default 1 GiB; memory.grow
+    /// past it returns -1); with isolation, also the cgroup's memory limit.
     #[arg(long, value_name = "BYTES")]
     memory_limit: Option<u64>,
     /// Maximum number of tasks in the cgroup.
@@ -685,7 +704,12 @@ impl IsolationArgs {
             memory_max: self.memory_limit,
             pids_max: self.pids_max,
         };
-        let want_cgroups = limits != faaslet_netns::CgroupLimits::default();
+        // The memory limit bounds the guest's linear memory in any case
+        // (see `run`); alone it does not ask for a cgroup.
+        let want_cgroups = faaslet_netns::CgroupLimits {
+            memory_max: None,
+            ..limits.clone()
+        } != faaslet_netns::CgroupLimits::default();
         let want_net = self.net || self.net_rate.is_some();
         if !want_cgroups && !want_net && !self.isolation_strict {
             return Ok(None);
@@ -843,6 +867,7 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
     }
     config.conf_flags = std::sync::Arc::new(flags);
     config.isolation = a.isolation.build()?;
+    config.memory_limit = a.isolation.memory_limit;
     config.state = a.state.build()?;
     config.user = a.state.user.clone();
     for e in &a.env {
@@ -904,12 +929,20 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
                 .write_all(&out.output)
                 .and_then(|_| stdout.flush())
                 .map_err(|e| format!("writing output: {e}"))?;
-            Ok(ExitCode::from(out.return_code as u8))
+            let (status, note) = faaslet_cli::exit::guest_status(out.return_code);
+            if let Some(note) = note {
+                eprintln!("faaslet: {}: {note}", a.file.display());
+            }
+            Ok(ExitCode::from(status))
         }
         Err(faaslet_platform::FaasletError::Trap { trap, output }) => {
             let _ = std::io::stdout().write_all(&output);
-            eprintln!("faaslet: {}: trap: {trap}", a.file.display());
-            Ok(ExitCode::from(134))
+            eprintln!(
+                "faaslet: {}: trap: {trap} (exit status {})",
+                a.file.display(),
+                faaslet_cli::exit::TRAP_STATUS
+            );
+            Ok(ExitCode::from(faaslet_cli::exit::TRAP_STATUS))
         }
         Err(e) => Err(format!("{}: {e}", a.file.display())),
     }

@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// The address the cluster knows this worker by (default: the bound
     /// address).
     pub advertise: Option<String>,
+    /// Bytes of linear memory each call may hold.
+    pub memory_limit: u64,
+    /// Longest an upload may compile.
+    pub compile_budget: Duration,
 }
 
 /// Runs a worker until SIGINT or SIGTERM.
@@ -50,6 +54,8 @@ pub fn serve(engine: &faaslet::Engine, a: ServeArgs) -> Result<(), String> {
     config.max_body = a.max_body;
     config.max_output = a.max_output;
     config.state = Some(a.state.clone());
+    config.memory_limit = a.memory_limit;
+    config.compile_budget = a.compile_budget;
     let worker = Worker::new(engine, config).map_err(|e| e.to_string())?;
     let joining = worker.clone();
     let mut joined = Ok(());

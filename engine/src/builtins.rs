@@ -4,6 +4,7 @@
 //! signatures and order are fixed by `faaslet_jit::abi::builtins`.
 
 use crate::entries::{copy_into_memory, copy_into_table, InstanceEntry};
+use crate::store::StoreCore;
 use faaslet_jit::abi::{self, builtins, VMBuiltins};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -51,9 +52,33 @@ unsafe fn instance<'a>(vmctx: *mut u8) -> &'a mut InstanceEntry {
     unsafe { &mut **(vmctx.add(abi::VMCTX_INSTANCE as usize) as *mut *mut InstanceEntry) }
 }
 
+/// The store core behind an instance, for limit checks.
+///
+/// # Safety
+///
+/// `inst` must be a live instance entry; its store (which owns it) is then
+/// live too. Only shared references are made: builtins run while JIT code
+/// of the store runs, and no `&mut StoreCore` is in use meanwhile
+/// (`StoreCore::call_raw` re-derives its own after the guest returns).
+unsafe fn store_core(inst: &InstanceEntry) -> &StoreCore {
+    // SAFETY: per the contract; `core` was set at instantiation from the
+    // store's boxed core, whose address never changes.
+    unsafe { &*inst.core.cast::<StoreCore>() }
+}
+
 unsafe extern "C" fn memory_grow(vmctx: *mut u8, mem: u32, delta: u64) -> u64 {
     // SAFETY: called by JIT code with its vmctx; memory entries are live.
     let inst = unsafe { instance(vmctx) };
+    // The store's memory_bytes limit: over it, grow fails (-1), as the
+    // specification allows any grow to.
+    let bytes = delta.saturating_mul(faaslet_sfi::WASM_PAGE as u64);
+    // SAFETY: `inst` is live (above).
+    if unsafe { store_core(inst) }
+        .check_memory_growth(bytes)
+        .is_err()
+    {
+        return u64::MAX;
+    }
     match inst.memories.get(mem as usize) {
         // SAFETY: as above.
         Some(&m) => unsafe { (*m).grow(delta) }.unwrap_or(u64::MAX),
@@ -149,6 +174,13 @@ unsafe extern "C" fn table_grow(vmctx: *mut u8, table: u32, init: u64, delta: u3
     let Some(&t) = inst.tables.get(table as usize) else {
         return u32::MAX;
     };
+    // SAFETY: `inst` is live (above).
+    if unsafe { store_core(inst) }
+        .check_table_growth(u64::from(delta))
+        .is_err()
+    {
+        return u32::MAX;
+    }
     // SAFETY: live entry.
     match unsafe { (*t).grow(delta as u64, init) } {
         Some(old) if old <= u32::MAX as u64 => old as u32,

@@ -1,8 +1,8 @@
 //! [`Config`] and [`Engine`]: compilation settings, the type registry and
 //! the epoch counter shared by every store.
 
-use crate::trap::Error;
-use faaslet_jit::{BoundsChecks, CompileConfig, CompiledStub, Compiler, FuncType};
+use crate::trap::{ConfigError, Error};
+use faaslet_jit::{BoundsChecks, CompileConfig, CompiledStub, Compiler, FuncType, ValType};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -60,6 +60,117 @@ pub struct Config {
     /// it off saves a few instructions per explicit check; code compiled
     /// with and without it never shares a code-cache entry.
     pub spectre_guard: bool,
+    /// The resource limits every new [`Store`](crate::Store) starts with
+    /// ([`Store::set_limits`](crate::Store::set_limits) changes one store's).
+    pub store_limits: StoreLimits,
+}
+
+/// Limits on what the guests of one [`Store`](crate::Store) can make the
+/// host allocate, in the spirit of wasmtime's `StoreLimits`.
+///
+/// They are checked when an instance, memory or table is created (an
+/// instantiation over a limit fails with [`Error::Limit`] naming it, before
+/// anything of the instance is allocated) and when a memory or table grows
+/// (`memory.grow` and `table.grow` then return -1, as the specification
+/// allows; [`Memory::grow`](crate::Memory::grow) and
+/// [`Table::grow`](crate::Table::grow) return [`Error::Limit`]).
+///
+/// Memory bytes count the current size of every memory the store created
+/// (and growth of shared memories it imported, charged to the store that
+/// grows them); table elements count every table's current length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Total bytes of linear memory (default 1 GiB).
+    pub memory_bytes: u64,
+    /// Total elements of all tables (default 10,000,000: 80 MB of entries).
+    pub table_elements: u64,
+    /// Number of memories (default 1,000).
+    pub memories: u32,
+    /// Number of tables (default 1,000).
+    pub tables: u32,
+    /// Number of instances (default 10,000).
+    pub instances: u32,
+}
+
+impl StoreLimits {
+    /// The default limit on a store's linear memory: 1 GiB.
+    pub const DEFAULT_MEMORY_BYTES: u64 = 1 << 30;
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            memory_bytes: Self::DEFAULT_MEMORY_BYTES,
+            table_elements: 10_000_000,
+            memories: 1_000,
+            tables: 1_000,
+            instances: 10_000,
+        }
+    }
+}
+
+/// The largest [`Bounds::GuardPages`] guard accepted: 8 GiB. A guard of
+/// 4 GiB + 16 bytes already covers every static offset (at most
+/// `u32::MAX`) plus the widest access (16 bytes), so a larger one removes
+/// no further bounds check; refusing more keeps `4 GiB + guard` far from
+/// wrapping and the reservation within the address space.
+pub const MAX_GUARD_SIZE: u64 = 8 << 30;
+
+/// The largest `max_wasm_stack` accepted: 1 GiB.
+pub const MAX_WASM_STACK: usize = 1 << 30;
+
+/// The smallest `max_wasm_stack` accepted: 16 KiB.
+pub const MIN_WASM_STACK: usize = 16 << 10;
+
+impl Config {
+    /// Checks every size and mode combination; [`Engine::new`] calls it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Bounds::GuardPages { guard_size } = self.bounds {
+            if guard_size > MAX_GUARD_SIZE {
+                return Err(ConfigError::GuardTooLarge {
+                    guard_size,
+                    max: MAX_GUARD_SIZE,
+                });
+            }
+            let page_size = faaslet_sfi::host_page_size() as u64;
+            if !guard_size.is_multiple_of(page_size) {
+                return Err(ConfigError::GuardUnaligned {
+                    guard_size,
+                    page_size,
+                });
+            }
+        }
+        let cap = self.explicit_reservation_cap;
+        if cap > 4 << 30 || !cap.is_multiple_of(faaslet_sfi::WASM_PAGE as u64) {
+            return Err(ConfigError::ReservationCap { cap });
+        }
+        if self.max_table_elements > u64::from(u32::MAX) {
+            return Err(ConfigError::TableElements {
+                n: self.max_table_elements,
+                max: u64::from(u32::MAX),
+            });
+        }
+        if !(MIN_WASM_STACK..=MAX_WASM_STACK).contains(&self.max_wasm_stack) {
+            return Err(ConfigError::WasmStack {
+                n: self.max_wasm_stack,
+                min: MIN_WASM_STACK,
+                max: MAX_WASM_STACK,
+            });
+        }
+        // A store's memories together: at most 1,000 full 4 GiB memories'
+        // worth (the sum stays far from u64 overflow); its tables: at most
+        // 1,000 full 32-bit tables.
+        let l = &self.store_limits;
+        for (field, value, max) in [
+            ("memory_bytes", l.memory_bytes, 1000u64 << 32),
+            ("table_elements", l.table_elements, 1000u64 << 32),
+        ] {
+            if value > max {
+                return Err(ConfigError::StoreLimit { field, value, max });
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -76,6 +187,7 @@ impl Default for Config {
             explicit_canaries: true,
             wasm_multi_memory: false,
             spectre_guard: true,
+            store_limits: StoreLimits::default(),
         }
     }
 }
@@ -93,10 +205,68 @@ pub(crate) struct StubEntry {
     _registrations: Vec<faaslet_sfi::CodeRegistration>,
 }
 
+/// Canonical function type ids.
+///
+/// `call_indirect` checks a callee's type by comparing two ids, and the
+/// caller's id is an immediate in its machine code, so an id must mean one
+/// type for as long as code using it lives, and (for the code cache,
+/// which refuses code compiled under other ids) preferably the same type
+/// in every engine. Hence two kinds:
+///
+/// * A type of at most 8 values, at most 3 of them results, is *encoded*:
+///   its id is a pure function of the type (parameter count << 26 |
+///   result count << 24 | a 3-bit code per value), the same in every
+///   engine and process, needing no registry entry at all. Injective: the
+///   counts fix where each code sits, and every code is non-zero.
+/// * Any other type is *registered*: its id (bit 31 set, so never equal to
+///   an encoded one) is handed out by this registry and reference-counted;
+///   a module holds a reference per type it declares and returns them
+///   when dropped, so compiling and dropping modules does not grow it.
+///   Host function types (the embedder's, not a guest's) are held for the
+///   engine's life. A freed id is reused only when no code that holds it
+///   remains (every module using it has been dropped), lowest first (so
+///   types registered again in the same order get their old ids back),
+///   and artefacts carry the ids they were compiled with, so reuse cannot
+///   confuse them.
 #[derive(Default)]
 struct TypeRegistry {
-    ids: HashMap<FuncType, u32>,
-    types: Vec<FuncType>,
+    ids: HashMap<FuncType, (u32, usize)>,
+    by_id: HashMap<u32, FuncType>,
+    /// Freed ids, lowest reused first: types registered again in the same
+    /// order after their modules were dropped get the same ids again, so
+    /// an artefact made before still loads.
+    free: std::collections::BTreeSet<u32>,
+    next: u32,
+}
+
+/// Set in every registered (not encoded) type id.
+const REGISTERED: u32 = 1 << 31;
+
+/// Whether `id` was handed out by the registry (not encoded).
+pub(crate) fn is_registered_type(id: u32) -> bool {
+    id & REGISTERED != 0
+}
+
+/// The encoded id of a small type (see [`TypeRegistry`]).
+fn encoded_type_id(ty: &FuncType) -> Option<u32> {
+    let (np, nr) = (ty.params.len(), ty.results.len());
+    if nr > 3 || np + nr > 8 {
+        return None;
+    }
+    let code = |v: &ValType| match v {
+        ValType::I32 => 1u32,
+        ValType::I64 => 2,
+        ValType::F32 => 3,
+        ValType::F64 => 4,
+        ValType::V128 => 5,
+        ValType::FuncRef => 6,
+        ValType::ExternRef => 7,
+    };
+    let values = ty.params.iter().chain(ty.results.iter());
+    let codes = values
+        .enumerate()
+        .fold(0u32, |a, (i, v)| a | (code(v) << (3 * i)));
+    Some(((np as u32) << 26) | ((nr as u32) << 24) | codes)
 }
 
 /// Compiles modules and owns what all stores built from it share. Cheap to
@@ -130,13 +300,12 @@ impl faaslet_sfi::CodeLookup for StubLookup {
 
 impl Engine {
     /// Builds an engine for this host's CPU.
+    ///
+    /// Refuses a configuration that could break the sandbox or cannot work
+    /// with [`Error::Config`] (see [`Config::validate`]).
     pub fn new(config: &Config) -> Result<Engine, Error> {
+        config.validate()?;
         faaslet_sfi::init_traps().map_err(|e| Error::Resource(e.to_string()))?;
-        if config.max_wasm_stack < 16 << 10 {
-            return Err(Error::Resource(
-                "max_wasm_stack must be at least 16 KiB".into(),
-            ));
-        }
         let compile = CompileConfig {
             bounds: match config.bounds {
                 Bounds::GuardPages { guard_size } => BoundsChecks::GuardPages { guard_size },
@@ -200,16 +369,71 @@ impl Engine {
         self.inner.epoch.load(Ordering::SeqCst)
     }
 
-    /// The canonical id of a function type, shared by every module of this engine.
+    /// The canonical id of a host function type (see [`TypeRegistry`]),
+    /// held for the engine's life.
     pub(crate) fn type_id(&self, ty: &FuncType) -> u32 {
-        let mut reg = self.inner.types.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(&id) = reg.ids.get(ty) {
+        self.acquire_type(ty)
+    }
+
+    /// The canonical id of `ty`, taking a reference on it if it is
+    /// registered (give it back with [`release_types`](Self::release_types)).
+    pub(crate) fn acquire_type(&self, ty: &FuncType) -> u32 {
+        if let Some(id) = encoded_type_id(ty) {
             return id;
         }
-        let id = reg.types.len() as u32;
-        reg.types.push(ty.clone());
-        reg.ids.insert(ty.clone(), id);
+        let mut reg = self.inner.types.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((id, refs)) = reg.ids.get_mut(ty) {
+            *refs += 1;
+            return *id;
+        }
+        let id = match reg.free.pop_first() {
+            Some(id) => id,
+            None => {
+                // 2^31 registered types alive at once cannot happen (each
+                // is a declaration in some live module); saturate rather
+                // than wrap into the encoded range.
+                let id = REGISTERED | reg.next.min(u32::MAX >> 1);
+                reg.next = reg.next.saturating_add(1);
+                id
+            }
+        };
+        reg.ids.insert(ty.clone(), (id, 1));
+        reg.by_id.insert(id, ty.clone());
         id
+    }
+
+    /// Gives back one reference per id in `ids` (encoded ids are ignored);
+    /// a type whose last reference goes is forgotten and its id reused.
+    pub(crate) fn release_types(&self, ids: &[u32]) {
+        if !ids.iter().any(|id| id & REGISTERED != 0) {
+            return;
+        }
+        let mut reg = self.inner.types.lock().unwrap_or_else(|e| e.into_inner());
+        let reg = &mut *reg;
+        for &id in ids.iter().filter(|id| *id & REGISTERED != 0) {
+            let Some(ty) = reg.by_id.get(&id) else {
+                continue;
+            };
+            let Some(entry) = reg.ids.get_mut(ty) else {
+                continue;
+            };
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                let ty = reg.by_id.remove(&id).expect("present above");
+                reg.ids.remove(&ty);
+                reg.free.insert(id);
+            }
+        }
+    }
+
+    /// Registered (not encoded) function types alive in this engine.
+    pub fn registered_types(&self) -> usize {
+        self.inner
+            .types
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ids
+            .len()
     }
 
     /// The host stub and array trampoline for a function type, compiled once.

@@ -116,6 +116,35 @@ impl MemoryEntry {
     }
 }
 
+/// `n` table elements set to `init`, or `None` if the allocation fails.
+///
+/// Null references (`init == 0`, what instantiation and most growth
+/// use) come from a zeroed allocation: for large tables the allocator
+/// takes fresh anonymous pages from the kernel, which are zero until
+/// touched, so a declared-but-unused table costs address space, not
+/// resident memory (the store's `table_elements` limit bounds both).
+pub(crate) fn table_elems(n: usize, init: u64) -> Option<Vec<u64>> {
+    if n == 0 {
+        return Some(Vec::new());
+    }
+    if init != 0 {
+        let mut v = Vec::new();
+        v.try_reserve_exact(n).ok()?;
+        v.resize(n, init);
+        return Some(v);
+    }
+    let layout = std::alloc::Layout::array::<u64>(n).ok()?;
+    // SAFETY: `layout` has a non-zero size (n > 0, checked above).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<u64>();
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: `ptr` was allocated by the global allocator with the layout
+    // of `[u64; n]` (so capacity n, as `Vec` expects), and all n elements
+    // are initialised: zero bytes are a valid `u64`.
+    Some(unsafe { Vec::from_raw_parts(ptr, n, n) })
+}
+
 pub(crate) struct TableEntry {
     pub(crate) elems: Vec<u64>,
     pub(crate) vm: VMTable,
@@ -136,8 +165,16 @@ impl TableEntry {
         if new > self.limit {
             return None;
         }
-        self.elems.try_reserve(delta as usize).ok()?;
-        self.elems.resize(new as usize, init);
+        if init == 0 && self.elems.capacity() < new as usize {
+            // Null references into fresh zeroed memory: only the old
+            // elements are written (see `table_elems`).
+            let mut elems = table_elems(new as usize, 0)?;
+            elems[..old as usize].copy_from_slice(&self.elems);
+            self.elems = elems;
+        } else {
+            self.elems.try_reserve_exact(delta as usize).ok()?;
+            self.elems.resize(new as usize, init);
+        }
         self.sync();
         Some(old)
     }
@@ -179,6 +216,10 @@ pub(crate) struct FuncEntry {
 /// that of its vmctx) never changes; `vmctx[VMCTX_INSTANCE]` points here.
 pub(crate) struct InstanceEntry {
     pub(crate) module: Module,
+    /// The `StoreCore` of the store that owns this instance, for the
+    /// builtins' limit checks (its address is fixed: the store boxes it).
+    /// Type-erased because this module sits below `store`.
+    pub(crate) core: *const (),
     pub(crate) id: u32,
     /// The vmctx, 16-byte aligned.
     pub(crate) vmctx: Box<[u128]>,

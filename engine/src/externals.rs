@@ -88,7 +88,9 @@ impl Memory {
     /// Grows by `delta` pages, returning the old size. The memory never moves.
     pub fn grow<T>(&self, store: &mut Store<T>, delta: u64) -> Result<u64, Error> {
         self.check(store);
-        let e = &store.core().memories[self.index as usize];
+        let core = store.core();
+        core.check_memory_growth(delta.saturating_mul(faaslet_sfi::WASM_PAGE as u64))?;
+        let e = &core.memories[self.index as usize];
         e.grow(delta).ok_or_else(|| {
             Error::Resource(format!(
                 "cannot grow memory by {delta} pages (limit {} pages)",
@@ -214,6 +216,7 @@ impl Table {
         let core = store.core_mut();
         core.check(self.store)?;
         let raw = to_raw(core, &init)? as u64;
+        core.check_table_growth(delta)?;
         let e = &mut core.tables[self.index as usize];
         if ref_type_of(&init) != Some(e.ty.element) {
             return Err(Error::Type(format!(

@@ -242,6 +242,15 @@ impl InstanceImage {
         self.memories.iter().map(|m| m.len()).sum()
     }
 
+    /// Entry `index` of table `table` (the module's table index space) as
+    /// captured: `None` if there is no such table or entry, else whether
+    /// it holds a function (not null).
+    pub fn table_holds_func(&self, table: u32, index: u64) -> Option<bool> {
+        let items = self.tables.get(table as usize)?;
+        let item = items.get(usize::try_from(index).ok()?)?;
+        Some(*item != 0)
+    }
+
     /// Puts `instance` (started from, or captured as, this image) back to
     /// the image: memories drop the pages written since (one system call
     /// each, whatever their size; pages grown since are discarded),

@@ -68,11 +68,32 @@ impl Instance {
         for (imp, ext) in info.imports.iter().zip(imports) {
             check_import(core, info, imp, ext)?;
         }
+        // 2a. Limits, before anything is allocated: a module declaring
+        // 100 tables of 10,000,000 elements fails here, naming the limit.
+        let defined_memories = &info.memories[info.num_imported_memories as usize..];
+        let defined_tables = &info.tables[info.num_imported_tables as usize..];
+        let memory_pages = match snap {
+            // A restored memory is as long as its image.
+            Some(image) => image.memory_bytes() as u64 / faaslet_sfi::WASM_PAGE as u64,
+            None => defined_memories
+                .iter()
+                .fold(0u64, |a, m| a.saturating_add(m.minimum)),
+        };
+        core.check_instance(
+            defined_memories.len() as u64,
+            memory_pages,
+            defined_tables.len() as u64,
+            defined_tables
+                .iter()
+                .fold(0u64, |a, t| a.saturating_add(t.minimum)),
+        )?;
         core.modules.push(module.clone());
         let offsets = info.offsets;
         let id = core.instances.len() as u32;
+        let core_ptr = &*core as *const StoreCore as *const ();
         let mut entry = Box::new(InstanceEntry {
             module: module.clone(),
+            core: core_ptr,
             id,
             vmctx: vec![0u128; (offsets.size() as usize).div_ceil(16)].into_boxed_slice(),
             memories: Vec::new(),

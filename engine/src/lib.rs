@@ -70,10 +70,12 @@ mod store;
 mod trap;
 mod values;
 
-pub use engine::{Bounds, Config, Engine};
+pub use engine::{
+    Bounds, Config, Engine, StoreLimits, MAX_GUARD_SIZE, MAX_WASM_STACK, MIN_WASM_STACK,
+};
 pub use faaslet_jit::{
-    ArtifactError, ArtifactKey, CompileError, CompileErrorKind, Emit, FuncType, GlobalType,
-    MemoryType, RefType, TableType, ValType,
+    ArtifactError, ArtifactKey, CompileError, CompileErrorKind, ConstExpr, ConstOp, ElemMode,
+    ElemSegment, Emit, ExportIndex, FuncType, GlobalType, MemoryType, RefType, TableType, ValType,
 };
 pub use func::{
     Caller, IntoFunc, TypedFunc, WasmParams, WasmResults, WasmRet, WasmTy, WrittenPages,
@@ -84,7 +86,7 @@ pub use linker::Linker;
 pub use module::{checksum, wat_to_wasm, ExternType, Module};
 pub use shared_memory::{SharedMemory, WaitResult};
 pub use store::{InterruptHandle, Store};
-pub use trap::{Error, Trap, TrapKind};
+pub use trap::{ConfigError, Error, Limit, LimitError, Trap, TrapKind};
 pub use values::Val;
 
 /// The README's Rust examples, compiled and run as doctests.

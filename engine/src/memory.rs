@@ -97,18 +97,33 @@ impl MemoryData {
             return Err(Error::Type("a shared memory must have a maximum".into()));
         }
         let spec_max = ty.maximum.unwrap_or(65536).min(65536);
+        // Checked, although `Config::validate` bounds every input: the
+        // JIT elides bounds checks on the promise that this reservation
+        // really is 4 GiB + guard long, so a wrapped sum must never reach
+        // the mmap.
+        let too_large = || Error::Resource("memory reservation size overflows".into());
         let (reserve, limit_pages) = match config.bounds {
-            Bounds::GuardPages { guard_size } => ((4u64 << 30) + guard_size, spec_max),
+            Bounds::GuardPages { guard_size } => (
+                (4u64 << 30).checked_add(guard_size).ok_or_else(too_large)?,
+                spec_max,
+            ),
             Bounds::Explicit => {
+                // The cap bounds the declared minimum as well as growth.
                 let cap_pages = config.explicit_reservation_cap / page;
-                let pages = spec_max.min(cap_pages).max(ty.minimum);
-                (pages * page, pages)
+                let pages = spec_max.min(cap_pages);
+                (pages.checked_mul(page).ok_or_else(too_large)?, pages)
             }
         };
+        let reserve = usize::try_from(reserve).map_err(|_| too_large())?;
         if ty.minimum > limit_pages {
             return Err(Error::Resource(format!(
-                "memory of {} pages exceeds the limit of {limit_pages} pages",
-                ty.minimum
+                "memory of {} pages exceeds the limit of {limit_pages} pages{}",
+                ty.minimum,
+                if matches!(config.bounds, Bounds::Explicit) {
+                    " (explicit_reservation_cap)"
+                } else {
+                    ""
+                }
             )));
         }
         // Explicit bounds without canaries: every access is checked, so the
@@ -122,19 +137,17 @@ impl MemoryData {
         let unguarded = matches!(config.bounds, Bounds::Explicit) && !config.explicit_canaries;
         let max = Some((limit_pages * page) as usize);
         let mem = match image {
-            None if unguarded => faaslet_sfi::LinearMemory::new_unguarded(
-                (ty.minimum * page) as usize,
-                max,
-                reserve as usize,
-            )
-            .or_else(|_| {
-                faaslet_sfi::LinearMemory::new((ty.minimum * page) as usize, max, reserve as usize)
-            })
-            .map_err(|e| Error::Resource(format!("memory reservation failed: {e}")))?,
+            None if unguarded => {
+                faaslet_sfi::LinearMemory::new_unguarded((ty.minimum * page) as usize, max, reserve)
+                    .or_else(|_| {
+                        faaslet_sfi::LinearMemory::new((ty.minimum * page) as usize, max, reserve)
+                    })
+                    .map_err(|e| Error::Resource(format!("memory reservation failed: {e}")))?
+            }
             None => faaslet_sfi::LinearMemory::new(
                 (ty.minimum * page) as usize,
                 Some((limit_pages * page) as usize),
-                reserve as usize,
+                reserve,
             )
             .map_err(|e| Error::Resource(format!("memory reservation failed: {e}")))?,
             Some(image) => {
@@ -148,10 +161,9 @@ impl MemoryData {
                 // Unguarded: small images are copied in. Guarded: a warm
                 // slot of the image when one is parked (no system call; the
                 // memory parks there again when dropped).
-                let pooled =
-                    || faaslet_sfi::LinearMemory::from_image_pooled(image, reserve as usize, max);
+                let pooled = || faaslet_sfi::LinearMemory::from_image_pooled(image, reserve, max);
                 if unguarded {
-                    faaslet_sfi::LinearMemory::from_image_unguarded(image, reserve as usize, max)
+                    faaslet_sfi::LinearMemory::from_image_unguarded(image, reserve, max)
                         .or_else(|_| pooled())
                 } else {
                     pooled()
@@ -186,6 +198,13 @@ impl MemoryData {
     /// Current size in bytes.
     pub(crate) fn length(&self) -> u64 {
         self.length_atomic().load(Ordering::SeqCst)
+    }
+
+    /// The whole reservation, canary and guard included.
+    pub(crate) fn mapped_range(&self) -> std::ops::Range<usize> {
+        let _guard = lock(&self.grow_lock);
+        // SAFETY: `mem` is only touched under `grow_lock`, which we hold.
+        unsafe { &*self.mem.get() }.mapped_range()
     }
 
     /// Address of byte 0.

@@ -18,6 +18,41 @@ pub(crate) struct ModuleInner {
     _registrations: Vec<faaslet_sfi::CodeRegistration>,
     /// [`checksum`] of the wasm bytes: which module an image belongs to.
     pub(crate) fingerprint: u64,
+    /// The registered type ids the module holds a reference on (one per
+    /// declared type whose id is not encoded), given back when dropped.
+    type_refs: Vec<u32>,
+}
+
+impl Drop for ModuleInner {
+    fn drop(&mut self) {
+        // No code of this module remains callable: stores and images keep
+        // their modules alive, so the last `Module` going means the last
+        // funcref holding these ids has gone too.
+        self.engine.release_types(&self.type_refs);
+    }
+}
+
+/// Runs `f` with a canonical-type-id callback that takes a reference on
+/// each registered type it hands out; returns them with `f`'s result, or
+/// gives them back if `f` fails.
+fn with_type_refs<R, E>(
+    engine: &Engine,
+    f: impl FnOnce(&mut dyn FnMut(&faaslet_jit::FuncType) -> u32) -> Result<R, E>,
+) -> Result<(R, Vec<u32>), E> {
+    let mut held = Vec::new();
+    let r = f(&mut |ty| {
+        let id = engine.acquire_type(ty);
+        held.push(id);
+        id
+    });
+    held.retain(|&id| crate::engine::is_registered_type(id));
+    match r {
+        Ok(r) => Ok((r, held)),
+        Err(e) => {
+            engine.release_types(&held);
+            Err(e)
+        }
+    }
 }
 
 impl std::fmt::Debug for Module {
@@ -63,11 +98,10 @@ impl Module {
 
     /// Validates and compiles a wasm binary.
     pub fn from_binary(engine: &Engine, wasm: &[u8]) -> Result<Module, Error> {
-        let compiled = engine
-            .inner
-            .compiler
-            .compile_module(wasm, &mut |ty| engine.type_id(ty))?;
-        Ok(Module::wrap(engine, compiled, wasm))
+        let (compiled, refs) = with_type_refs(engine, |ids| {
+            engine.inner.compiler.compile_module(wasm, ids)
+        })?;
+        Ok(Module::wrap(engine, compiled, wasm, refs))
     }
 
     /// Validates and compiles a wasm binary, and also returns its machine
@@ -106,11 +140,37 @@ impl Module {
         engine: &Engine,
         wasm: &[u8],
     ) -> Result<(Module, Result<Vec<u8>, ArtifactError>), Error> {
-        let (compiled, artifact) = engine
-            .inner
-            .compiler
-            .compile_module_artifact(wasm, &mut |ty| engine.type_id(ty))?;
-        Ok((Module::wrap(engine, compiled, wasm), artifact))
+        let ((compiled, artifact), refs) = with_type_refs(engine, |ids| {
+            engine.inner.compiler.compile_module_artifact(wasm, ids)
+        })?;
+        Ok((Module::wrap(engine, compiled, wasm, refs), artifact))
+    }
+
+    /// [`Module::from_binary_with_artifact`] within a time budget: past
+    /// `budget`, compilation stops with a
+    /// [`CompileErrorKind::Budget`](faaslet_jit::CompileErrorKind) error
+    /// (checked before each function, so it may overshoot by one
+    /// function's compile time).
+    #[allow(clippy::type_complexity)]
+    pub fn from_binary_with_artifact_within(
+        engine: &Engine,
+        wasm: &[u8],
+        budget: std::time::Duration,
+    ) -> Result<(Module, Result<Vec<u8>, ArtifactError>), Error> {
+        let deadline = std::time::Instant::now().checked_add(budget);
+        let ((compiled, artifact), refs) = with_type_refs(engine, |ids| {
+            engine
+                .inner
+                .compiler
+                .compile_module_artifact_until(wasm, ids, deadline)
+        })
+        .map_err(|mut e| {
+            if e.kind == faaslet_jit::CompileErrorKind::Budget {
+                e.message = format!("compilation ran past its budget of {budget:?}");
+            }
+            e
+        })?;
+        Ok((Module::wrap(engine, compiled, wasm, refs), artifact))
     }
 
     /// Loads a module from its wasm and the artefact
@@ -124,11 +184,10 @@ impl Module {
         wasm: &[u8],
         artifact: &[u8],
     ) -> Result<Module, ArtifactError> {
-        let compiled = engine
-            .inner
-            .compiler
-            .load_module(wasm, artifact, &mut |ty| engine.type_id(ty))?;
-        Ok(Module::wrap(engine, compiled, wasm))
+        let (compiled, refs) = with_type_refs(engine, |ids| {
+            engine.inner.compiler.load_module(wasm, artifact, ids)
+        })?;
+        Ok(Module::wrap(engine, compiled, wasm, refs))
     }
 
     /// Registers `compiled`'s code with the trap handler: one range for
@@ -137,7 +196,7 @@ impl Module {
     /// function on its own made loading a module of n functions cost
     /// O(n × functions registered): 2,000 functions took 60 ms to load
     /// from the code cache, and 100,000 did not compile in a minute.
-    fn wrap(engine: &Engine, compiled: CompiledModule, wasm: &[u8]) -> Module {
+    fn wrap(engine: &Engine, compiled: CompiledModule, wasm: &[u8], type_refs: Vec<u32>) -> Module {
         let compiled = Arc::new(compiled);
         let lookup: Arc<dyn faaslet_sfi::CodeLookup> = Arc::new(ModuleLookup(compiled.clone()));
         let registrations = compiled
@@ -151,6 +210,7 @@ impl Module {
                 compiled,
                 _registrations: registrations,
                 fingerprint: checksum(wasm),
+                type_refs,
             }),
         }
     }

@@ -1,13 +1,13 @@
 //! [`Store`]: owns instances and everything they create, and runs calls.
 
-use crate::engine::Engine;
+use crate::engine::{Engine, StoreLimits};
 use crate::entries::{
     FuncEntry, FuncKind, GlobalEntry, HostFuncEntry, InstanceEntry, MemoryEntry, TableEntry,
 };
 use crate::handles::{Extern, ExternRef, Func, Global, Memory, StoreId, Table};
 use crate::memory::MemoryData;
 use crate::module::Module;
-use crate::trap::{Error, Trap, TrapKind};
+use crate::trap::{Error, Limit, LimitError, Trap, TrapKind};
 use faaslet_jit::abi::{VMGlobal, VMStoreContext, VMTable, ValRaw};
 use faaslet_jit::{ExportIndex, GlobalType, MemoryType, TableType};
 use std::any::Any;
@@ -101,6 +101,16 @@ pub(crate) struct StoreCore {
     pub(crate) pending_panic: Option<Box<dyn Any + Send>>,
     /// Nesting depth of host-to-wasm calls.
     pub(crate) depth: u32,
+    /// What the store's guests may make the host allocate.
+    pub(crate) limits: StoreLimits,
+    /// The reservations of the store's memories: the only addresses at
+    /// which the signal handler accepts a memory-access fault of this
+    /// store's code as a wasm trap (see `faaslet_sfi::FaultRegions`).
+    /// Behind an `Rc` so a call can hand the handler a pointer that no
+    /// `&mut StoreCore` made by host code during the call invalidates
+    /// (the store moves between threads only whole, with no clone of it
+    /// left behind: clones live for one call on the store's thread).
+    pub(crate) fault_regions: std::rc::Rc<faaslet_sfi::FaultRegions>,
 }
 
 /// A store: the instances, memories, tables, globals and functions of one
@@ -160,6 +170,8 @@ impl<T> Store<T> {
                     pending_trap: None,
                     pending_panic: None,
                     depth: 0,
+                    limits: engine.config().store_limits,
+                    fault_regions: std::rc::Rc::new(faaslet_sfi::FaultRegions::new()),
                 },
                 data,
             }),
@@ -179,6 +191,35 @@ impl<T> Store<T> {
     /// The host data, mutably.
     pub fn data_mut(&mut self) -> &mut T {
         &mut self.inner.data
+    }
+
+    /// Replaces this store's resource limits (initially the engine's
+    /// [`Config::store_limits`](crate::Config::store_limits)). Lowering a
+    /// limit below what the store already uses refuses further growth; it
+    /// frees nothing.
+    pub fn set_limits(&mut self, limits: StoreLimits) {
+        self.inner.core.limits = limits;
+    }
+
+    /// This store's resource limits.
+    pub fn limits(&self) -> StoreLimits {
+        self.inner.core.limits
+    }
+
+    /// Bytes of linear memory the store's memories hold now (the sum the
+    /// `memory_bytes` limit bounds).
+    pub fn memory_bytes(&self) -> u64 {
+        self.inner.core.memory_bytes()
+    }
+
+    /// Test hook: forgets where this store's memories are, so that the
+    /// next out-of-bounds access faulting in a guard region looks to the
+    /// signal handler like JIT code touching a foreign address (which it
+    /// must report as an engine crash, not as a trap). Only with the
+    /// `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
+    pub fn forget_fault_regions_for_test(&mut self) {
+        self.inner.core.fault_regions.clear();
     }
 
     /// Consumes the store, returning its data.
@@ -258,6 +299,93 @@ fn query_stack_low() -> Option<usize> {
             return None;
         }
         Some(addr as usize)
+    }
+}
+
+/// `Ok` if `used + delta` stays within `max`.
+fn within(limit: Limit, used: u64, delta: u64, max: u64) -> Result<(), LimitError> {
+    match used.checked_add(delta) {
+        Some(n) if n <= max => Ok(()),
+        n => Err(LimitError {
+            limit,
+            requested: n.unwrap_or(u64::MAX),
+            max,
+        }),
+    }
+}
+
+// Limits (see `StoreLimits`). Usage is summed when asked rather than
+// counted as it changes: memories and tables are few per store, and a
+// reset to a snapshot shrinks a memory behind the store's back, so a sum
+// is never stale. For a shared memory imported by several stores, each
+// counts its full size; two threads growing it at once can pass the check
+// together and overshoot by one growth.
+impl StoreCore {
+    /// Bytes of all the store's memories now.
+    pub(crate) fn memory_bytes(&self) -> u64 {
+        self.memories
+            .iter()
+            .fold(0u64, |a, m| a.saturating_add(m.length()))
+    }
+
+    /// Elements of all the store's tables now.
+    pub(crate) fn table_elements(&self) -> u64 {
+        self.tables
+            .iter()
+            .fold(0u64, |a, t| a.saturating_add(t.elems.len() as u64))
+    }
+
+    /// May the store's memories grow by `bytes` more?
+    pub(crate) fn check_memory_growth(&self, bytes: u64) -> Result<(), LimitError> {
+        within(
+            Limit::MemoryBytes,
+            self.memory_bytes(),
+            bytes,
+            self.limits.memory_bytes,
+        )
+    }
+
+    /// May the store's tables grow by `elements` more?
+    pub(crate) fn check_table_growth(&self, elements: u64) -> Result<(), LimitError> {
+        within(
+            Limit::TableElements,
+            self.table_elements(),
+            elements,
+            self.limits.table_elements,
+        )
+    }
+
+    /// May an instance defining `memories` memories of `memory_pages`
+    /// pages and `tables` tables of `table_elements` elements in all be
+    /// added? Checked before anything of it is allocated.
+    pub(crate) fn check_instance(
+        &self,
+        memories: u64,
+        memory_pages: u64,
+        tables: u64,
+        table_elements: u64,
+    ) -> Result<(), LimitError> {
+        let l = &self.limits;
+        within(
+            Limit::Instances,
+            self.instances.len() as u64,
+            1,
+            u64::from(l.instances),
+        )?;
+        within(
+            Limit::Memories,
+            self.memories.len() as u64,
+            memories,
+            u64::from(l.memories),
+        )?;
+        within(
+            Limit::Tables,
+            self.tables.len() as u64,
+            tables,
+            u64::from(l.tables),
+        )?;
+        self.check_memory_growth(memory_pages.saturating_mul(faaslet_sfi::WASM_PAGE as u64))?;
+        self.check_table_growth(table_elements)
     }
 }
 
@@ -359,6 +487,7 @@ impl StoreCore {
     }
 
     pub(crate) fn push_memory(&mut self, ty: MemoryType) -> Result<u32, Error> {
+        self.check_new_memory(ty.minimum.saturating_mul(faaslet_sfi::WASM_PAGE as u64))?;
         let data = MemoryData::new(self.engine.config(), ty)?;
         Ok(self.push_memory_data(Arc::new(data)))
     }
@@ -370,8 +499,20 @@ impl StoreCore {
         ty: MemoryType,
         image: &faaslet_sfi::MemoryImage,
     ) -> Result<u32, Error> {
+        self.check_new_memory(image.len() as u64)?;
         let data = MemoryData::from_image(self.engine.config(), ty, image)?;
         Ok(self.push_memory_data(Arc::new(data)))
+    }
+
+    /// May one more memory of `bytes` bytes be created?
+    fn check_new_memory(&self, bytes: u64) -> Result<(), LimitError> {
+        within(
+            Limit::Memories,
+            self.memories.len() as u64,
+            1,
+            u64::from(self.limits.memories),
+        )?;
+        self.check_memory_growth(bytes)
     }
 
     /// Enters `data` into this store; a shared memory already entered gets
@@ -387,6 +528,7 @@ impl StoreCore {
             }
         }
         let (ty, limit_pages) = (data.ty, data.limit_pages);
+        self.fault_regions.add(data.mapped_range());
         self.memories.push(Box::new(MemoryEntry {
             data,
             ty,
@@ -406,11 +548,15 @@ impl StoreCore {
                 ty.minimum
             )));
         }
-        let mut elems = Vec::new();
-        elems
-            .try_reserve(ty.minimum as usize)
-            .map_err(|_| Error::Resource("out of memory for table".into()))?;
-        elems.resize(ty.minimum as usize, init);
+        within(
+            Limit::Tables,
+            self.tables.len() as u64,
+            1,
+            u64::from(self.limits.tables),
+        )?;
+        self.check_table_growth(ty.minimum)?;
+        let elems = crate::entries::table_elems(ty.minimum as usize, init)
+            .ok_or_else(|| Error::Resource("out of memory for table".into()))?;
         let mut entry = Box::new(TableEntry {
             elems,
             vm: VMTable {
@@ -522,7 +668,8 @@ impl StoreCore {
         }
         c.depth += 1;
         let values_ptr = values.as_mut_ptr();
-        let result = faaslet_sfi::catch_traps(|| {
+        let regions = c.fault_regions.clone();
+        let result = faaslet_sfi::catch_traps_in(&regions, || {
             // SAFETY: the trampoline was compiled for this function's type,
             // `funcref` comes from a live instance or host function of this
             // store, and `values` has room for parameters and results. Traps

@@ -138,6 +138,108 @@ impl fmt::Display for Trap {
 
 impl std::error::Error for Trap {}
 
+/// A `Config` that `Engine::new` refuses, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `guard_size` above `MAX_GUARD_SIZE`.
+    #[error(
+        "guard_size of {guard_size:#x} bytes exceeds the largest supported guard ({max:#x} bytes)"
+    )]
+    GuardTooLarge {
+        /// The configured guard.
+        guard_size: u64,
+        /// `MAX_GUARD_SIZE`.
+        max: u64,
+    },
+    /// `guard_size` not a multiple of the host page size.
+    #[error("guard_size of {guard_size:#x} bytes is not a multiple of the host page size ({page_size} bytes)")]
+    GuardUnaligned {
+        /// The configured guard.
+        guard_size: u64,
+        /// The host page size.
+        page_size: u64,
+    },
+    /// `explicit_reservation_cap` above 4 GiB or not a whole number of
+    /// wasm pages.
+    #[error(
+        "explicit_reservation_cap of {cap:#x} bytes must be a multiple of 64 KiB and at most 4 GiB"
+    )]
+    ReservationCap {
+        /// The configured cap.
+        cap: u64,
+    },
+    /// `max_table_elements` above `u32::MAX` (table indices are 32-bit).
+    #[error("max_table_elements of {n} exceeds {max}")]
+    TableElements {
+        /// The configured value.
+        n: u64,
+        /// The largest accepted.
+        max: u64,
+    },
+    /// `max_wasm_stack` outside `MIN_WASM_STACK`..=`MAX_WASM_STACK`.
+    #[error("max_wasm_stack of {n} bytes is outside {min}..={max}")]
+    WasmStack {
+        /// The configured value.
+        n: usize,
+        /// `MIN_WASM_STACK`.
+        min: usize,
+        /// `MAX_WASM_STACK`.
+        max: usize,
+    },
+    /// A store limit too large to be meant: above a thousand full 32-bit
+    /// memories or tables (a unit mistake, and a sum that could overflow).
+    #[error("store_limits.{field} of {value} exceeds {max}")]
+    StoreLimit {
+        /// Which field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// The largest accepted.
+        max: u64,
+    },
+}
+
+/// Which [`StoreLimits`](crate::StoreLimits) field an [`Error::Limit`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Limit {
+    /// `memory_bytes`: total bytes of linear memory.
+    MemoryBytes,
+    /// `table_elements`: total elements of all tables.
+    TableElements,
+    /// `memories`: number of memories.
+    Memories,
+    /// `tables`: number of tables.
+    Tables,
+    /// `instances`: number of instances.
+    Instances,
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Limit::MemoryBytes => "memory_bytes",
+            Limit::TableElements => "table_elements",
+            Limit::Memories => "memories",
+            Limit::Tables => "tables",
+            Limit::Instances => "instances",
+        })
+    }
+}
+
+/// A store limit that an instantiation or a growth would exceed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("store limit {limit} exceeded: {requested} requested, limit is {max}")]
+pub struct LimitError {
+    /// The limit.
+    pub limit: Limit,
+    /// What the store would have reached (bytes, elements or a count).
+    pub requested: u64,
+    /// The limit's value.
+    pub max: u64,
+}
+
 /// Everything that can go wrong in the embedding API.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -157,6 +259,13 @@ pub enum Error {
     /// A value or object of the wrong type, or from another store.
     #[error("type mismatch: {0}")]
     Type(String),
+    /// The engine configuration is refused (`Engine::new`).
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// A store limit would be exceeded (instantiation, `Memory::grow`,
+    /// `Table::grow`).
+    #[error("{0}")]
+    Limit(#[from] LimitError),
 }
 
 impl Error {

@@ -7,6 +7,8 @@
 //!   every export's results and traps, plus final memories and globals.
 //! * [`sandbox`]: a tiny program of loads, stores, grows and bulk ops, its
 //!   wasm encoding, a Rust model of linear memory, and the canary checks.
+//! * [`hostcalls`]: every WASI and Faasm host call with arbitrary
+//!   arguments, through the platform's linking glue.
 //!
 //! ```no_run
 //! let cfg = faaslet_fuzz::smith_config(None);
@@ -15,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod differential;
+pub mod hostcalls;
 pub mod sandbox;
 
 use faaslet::{Bounds, Config, Engine};

@@ -25,6 +25,18 @@
 //! bounds-checked as it is decoded, so a damaged file is a typed
 //! [`ArtifactError`], never a panic.
 //!
+//! # Canonical type ids
+//!
+//! `call_indirect` compares the callee's canonical type id (assigned by
+//! the engine's type registry, in the order types are first seen) with
+//! the caller's, which the code holds as an immediate. Another engine, or
+//! the same one later, may have given the same types other ids: code
+//! compiled under one assignment and run under another would accept a
+//! function of the wrong type (a type confusion) or refuse the right one.
+//! So the artefact records the id of every declared type as compiled, and
+//! loading refuses it ([`ArtifactError::TypeIds`]) unless the loading
+//! engine gives every type the same id; the caller compiles instead.
+//!
 //! The key is not a signature: whoever can write the cache can make the
 //! host run any code, exactly as whoever can replace the binary can. Keep
 //! the cache directory as private as the binary.
@@ -33,8 +45,9 @@
 //!
 //! ```text
 //! header   magic "FSLTCODE" | format u32 | key [32] | payload length u64 | payload SHA-256 [32]
-//! payload  functions u32, then per function: a blob
-//!          trampolines u32, then per trampoline: a blob
+//! payload  type ids u32, then per declared type: its canonical id u32
+//!          functions u32, then per function: a blob
+//!          trampolines u32, then per distinct function type (first-seen order): a blob
 //! blob     func index u32 | align log2 u8 | code length u32 | code
 //!          | relocations u32 × (offset u32, kind u8, target, addend i64)
 //!          | traps u32 × (offset u32, code u8)
@@ -54,7 +67,7 @@ use std::num::NonZeroU8;
 /// The first eight bytes of every artefact.
 pub const MAGIC: &[u8; 8] = b"FSLTCODE";
 /// The artefact format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes before the payload.
 const HEADER_LEN: usize = 8 + 4 + 32 + 8 + 32;
 /// The largest alignment a function may ask for (log2): Cranelift asks
@@ -111,6 +124,18 @@ pub enum ArtifactError {
         found: ArtifactKey,
         /// The key of this wasm under this compiler.
         expected: ArtifactKey,
+    },
+    /// Compiled under canonical type ids that differ from the loading
+    /// engine's (see the [module docs](self)): its signature checks would
+    /// compare the wrong types.
+    #[error("artefact compiled with other canonical type ids (type {index}: id {found} there, {expected} here)")]
+    TypeIds {
+        /// The first declared type whose id differs.
+        index: u32,
+        /// Its id when compiled.
+        found: u32,
+        /// Its id in the loading engine.
+        expected: u32,
     },
     /// Decoded, but inconsistent with itself or with the wasm.
     #[error("artefact malformed: {0}")]
@@ -271,11 +296,17 @@ fn put_blob(out: &mut Vec<u8>, b: &Blob) -> Result<(), ArtifactError> {
 /// Writes the artefact of a module's compiled functions and trampolines.
 pub(crate) fn serialize(
     key: ArtifactKey,
+    type_ids: &[u32],
     funcs: &[Blob],
     trampolines: &[Blob],
 ) -> Result<Vec<u8>, ArtifactError> {
     let code: usize = funcs.iter().chain(trampolines).map(|b| b.bytes.len()).sum();
-    let mut payload = Vec::with_capacity(code + 64 * (funcs.len() + trampolines.len()) + 8);
+    let mut payload =
+        Vec::with_capacity(code + 64 * (funcs.len() + trampolines.len()) + 4 * type_ids.len() + 12);
+    put_u32(&mut payload, len_u32(type_ids.len(), "types")?);
+    for &id in type_ids {
+        put_u32(&mut payload, id);
+    }
     put_u32(&mut payload, len_u32(funcs.len(), "functions")?);
     for b in funcs {
         put_blob(&mut payload, b)?;
@@ -504,10 +535,12 @@ pub(crate) fn check_header(bytes: &[u8], expected: ArtifactKey) -> Result<&[u8],
     Ok(payload)
 }
 
-/// Decodes a payload [`check_header`] returned: `funcs` functions then
-/// `trampolines` trampolines.
+/// Decodes a payload [`check_header`] returned: the canonical ids of the
+/// module's `type_ids.len()` types, which must be `type_ids` (the loading
+/// engine's), then `funcs` functions and `trampolines` trampolines.
 pub(crate) fn decode(
     payload: &[u8],
+    type_ids: &[u32],
     funcs: usize,
     trampolines: usize,
 ) -> Result<(Vec<Blob>, Vec<Blob>), ArtifactError> {
@@ -517,6 +550,23 @@ pub(crate) fn decode(
         bytes: payload,
         pos: 0,
     };
+    let n = r.count(4, "types")?;
+    if n != type_ids.len() {
+        return Err(malformed(format!(
+            "{n} types, the module has {}",
+            type_ids.len()
+        )));
+    }
+    for (index, &expected) in type_ids.iter().enumerate() {
+        let found = r.u32("type id")?;
+        if found != expected {
+            return Err(ArtifactError::TypeIds {
+                index: index as u32,
+                found,
+                expected,
+            });
+        }
+    }
     let section = |r: &mut Reader<'_>, want: usize, what: &str| {
         let n = r.count(4 + 1 + 4 + 12, what)?;
         if n != want {

@@ -18,6 +18,7 @@ use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, ModuleReloc};
+use std::collections::HashMap;
 
 /// What [`Compiler::emit`] prints of each function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,7 +188,10 @@ pub struct CompiledModule {
     module: Option<JITModule>,
     /// Entry of each defined function, by defined index.
     funcs: Vec<*const u8>,
+    /// One array trampoline per distinct function type.
     trampolines: Vec<ArrayTrampoline>,
+    /// For each type of [`ModuleInfo::types`], its trampoline's index.
+    trampoline_of: Vec<u32>,
     /// Defined functions sorted by address.
     entries: Vec<FuncEntry>,
 }
@@ -213,7 +217,7 @@ impl CompiledModule {
 
     /// The array trampoline of type `type_index` of [`ModuleInfo::types`].
     pub fn array_trampoline(&self, type_index: u32) -> ArrayTrampoline {
-        self.trampolines[type_index as usize]
+        self.trampolines[self.trampoline_of[type_index as usize] as usize]
     }
 
     /// `[start, end)` of each defined function's machine code.
@@ -297,6 +301,26 @@ impl CompiledStub {
     }
 }
 
+/// The distinct function types among `types`: the index of each one's
+/// first declaration, and for every declared type the position of its
+/// distinct type in that list. Deterministic (first-seen order), so an
+/// artefact's trampolines line up with the types on loading.
+pub(crate) fn distinct_types(types: &[FuncType]) -> (Vec<u32>, Vec<u32>) {
+    let mut seen: HashMap<&FuncType, u32> = HashMap::new();
+    let mut distinct = Vec::new();
+    let of = types
+        .iter()
+        .enumerate()
+        .map(|(t, ty)| {
+            *seen.entry(ty).or_insert_with(|| {
+                distinct.push(t as u32);
+                distinct.len() as u32 - 1
+            })
+        })
+        .collect();
+    (distinct, of)
+}
+
 fn codegen_err(what: &str, e: impl std::fmt::Display) -> CompileError {
     CompileError::codegen(format!("{what}: {e}"))
 }
@@ -372,7 +396,7 @@ impl Compiler {
         type_id: &mut dyn FnMut(&FuncType) -> u32,
     ) -> Result<CompiledModule, CompileError> {
         let parsed = parse_module(wasm, self.config.multi_memory, true, type_id)?;
-        let (funcs, trampolines) = self.compile_blobs(&parsed.info, &parsed.bodies)?;
+        let (funcs, trampolines) = self.compile_blobs(&parsed.info, &parsed.bodies, None)?;
         self.place(parsed.info, wasm.len(), funcs, trampolines)
     }
 
@@ -387,9 +411,29 @@ impl Compiler {
         wasm: &[u8],
         type_id: &mut dyn FnMut(&FuncType) -> u32,
     ) -> Result<(CompiledModule, Result<Vec<u8>, ArtifactError>), CompileError> {
+        self.compile_module_artifact_until(wasm, type_id, None)
+    }
+
+    /// [`compile_module_artifact`](Self::compile_module_artifact), giving
+    /// up with a [`CompileErrorKind::Budget`](crate::CompileErrorKind)
+    /// error once `deadline` has passed. The deadline is checked before
+    /// each function is translated and compiled (on every compile thread),
+    /// so the overshoot is at most one function's compile time.
+    #[allow(clippy::type_complexity)]
+    pub fn compile_module_artifact_until(
+        &self,
+        wasm: &[u8],
+        type_id: &mut dyn FnMut(&FuncType) -> u32,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<(CompiledModule, Result<Vec<u8>, ArtifactError>), CompileError> {
         let parsed = parse_module(wasm, self.config.multi_memory, true, type_id)?;
-        let (funcs, trampolines) = self.compile_blobs(&parsed.info, &parsed.bodies)?;
-        let artifact = artifact::serialize(self.artifact_key(wasm), &funcs, &trampolines);
+        let (funcs, trampolines) = self.compile_blobs(&parsed.info, &parsed.bodies, deadline)?;
+        let artifact = artifact::serialize(
+            self.artifact_key(wasm),
+            &parsed.info.type_ids,
+            &funcs,
+            &trampolines,
+        );
         let module = self.place(parsed.info, wasm.len(), funcs, trampolines)?;
         Ok((module, artifact))
     }
@@ -419,8 +463,12 @@ impl Compiler {
         let payload = artifact::check_header(artifact, key)?;
         let parsed = parse_module(wasm, self.config.multi_memory, false, type_id)?;
         let info = parsed.info;
-        let (funcs, trampolines) =
-            artifact::decode(payload, parsed.bodies.len(), info.types.len())?;
+        let (funcs, trampolines) = artifact::decode(
+            payload,
+            &info.type_ids,
+            parsed.bodies.len(),
+            distinct_types(&info.types).0.len(),
+        )?;
         let nimp = info.num_imported_funcs;
         for (i, f) in funcs.iter().enumerate() {
             if f.func_index != nimp + i as u32 {
@@ -435,13 +483,15 @@ impl Compiler {
     }
 
     /// Translates and compiles every function body and the array
-    /// trampoline of every type, into blobs not yet placed in memory.
-    /// Function `nimp + i` gets id `i`, trampoline `t` id `bodies.len() +
-    /// t`: [`place`](Self::place) declares them in that order.
+    /// trampoline of every distinct type, into blobs not yet placed in
+    /// memory. Function `nimp + i` gets id `i`, the trampoline of the
+    /// `k`th distinct type (see [`distinct_types`]) id `bodies.len() + k`:
+    /// [`place`](Self::place) declares them in that order.
     fn compile_blobs(
         &self,
         info: &ModuleInfo,
         bodies: &[wasmparser::FunctionBody<'_>],
+        deadline: Option<std::time::Instant>,
     ) -> Result<(Vec<Blob>, Vec<Blob>), CompileError> {
         let nimp = info.num_imported_funcs;
         let env = ModuleEnv {
@@ -460,6 +510,13 @@ impl Compiler {
                            fctx: &mut FunctionBuilderContext|
          -> Result<Blob, CompileError> {
             let index = nimp + i as u32;
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Err(CompileError::new(
+                    crate::CompileErrorKind::Budget,
+                    "compilation ran past its time budget",
+                )
+                .in_func(index));
+            }
             self.translate_into(&env, &sigs, &bodies[i], i, ctx, fctx)?;
             ctx.compile(&*self.isa, &mut ControlPlane::default())
                 .map_err(|e| {
@@ -531,13 +588,16 @@ impl Compiler {
             .collect::<Result<Vec<_>, _>>()?;
         let mut fctx = FunctionBuilderContext::new();
         let mut ctx = Context::new();
-        let mut trampolines = Vec::with_capacity(info.types.len());
-        for (t, ty) in info.types.iter().enumerate() {
-            self.build_trampoline(&mut ctx, &mut fctx, ty);
+        // One trampoline per distinct type, not per declared type: a
+        // module may declare the same type a million times.
+        let (distinct, _) = distinct_types(&info.types);
+        let mut trampolines = Vec::with_capacity(distinct.len());
+        for (k, &t) in distinct.iter().enumerate() {
+            self.build_trampoline(&mut ctx, &mut fctx, &info.types[t as usize]);
             ctx.compile(&*self.isa, &mut ControlPlane::default())
                 .map_err(|e| codegen_err("compiling trampoline", format!("{:?}", e.inner)))?;
-            let id = FuncId::from_u32((bodies.len() + t) as u32);
-            trampolines.push(blob_of(&ctx, t as u32, id));
+            let id = FuncId::from_u32((bodies.len() + k) as u32);
+            trampolines.push(blob_of(&ctx, t, id));
         }
         Ok((funcs, trampolines))
     }
@@ -669,6 +729,17 @@ impl Compiler {
             .max(code.saturating_mul(2))
             .saturating_add(4 << 20)
             .min(MAX_CODE_RESERVATION);
+        let (distinct, trampoline_of) = distinct_types(&info.types);
+        if trampolines.len() != distinct.len() {
+            return Err(codegen_err(
+                "placing trampolines",
+                format!(
+                    "{} trampolines for {} distinct types",
+                    trampolines.len(),
+                    distinct.len()
+                ),
+            ));
+        }
         let mut module = Some(self.new_module(reserve)?);
         match self.place_into(&info, funcs, trampolines, module.as_mut().unwrap()) {
             Ok((funcs, trampolines, entries)) => Ok(CompiledModule {
@@ -676,6 +747,7 @@ impl Compiler {
                 module,
                 funcs,
                 trampolines,
+                trampoline_of,
                 entries,
             }),
             Err(e) => {

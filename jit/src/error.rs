@@ -13,6 +13,8 @@ pub enum CompileErrorKind {
     Unsupported,
     /// Cranelift failed to generate code.
     Codegen,
+    /// Compilation did not finish within its time budget.
+    Budget,
 }
 
 impl fmt::Display for CompileErrorKind {
@@ -22,6 +24,7 @@ impl fmt::Display for CompileErrorKind {
             CompileErrorKind::Invalid => "invalid module",
             CompileErrorKind::Unsupported => "unsupported feature",
             CompileErrorKind::Codegen => "code generation failed",
+            CompileErrorKind::Budget => "compile budget exceeded",
         })
     }
 }

@@ -129,6 +129,18 @@ impl CodeCache {
     /// the only error; cache trouble is reported through the outcome and
     /// logged.
     pub fn module(&self, engine: &Engine, wasm: &[u8]) -> Result<(Module, CacheOutcome), Error> {
+        self.module_within(engine, wasm, None)
+    }
+
+    /// [`module`](Self::module), compiling (on a miss) within `budget`:
+    /// past it the module is refused with a compile error of kind
+    /// [`Budget`](faaslet::CompileErrorKind::Budget).
+    pub fn module_within(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+        budget: Option<std::time::Duration>,
+    ) -> Result<(Module, CacheOutcome), Error> {
         if !wasm.starts_with(b"\0asm") {
             let text = std::str::from_utf8(wasm).map_err(|_| {
                 Error::Compile(faaslet::CompileError {
@@ -139,7 +151,7 @@ impl CodeCache {
                     offset: Some(0),
                 })
             })?;
-            return self.module(engine, &faaslet::wat_to_wasm(text)?);
+            return self.module_within(engine, &faaslet::wat_to_wasm(text)?, budget);
         }
         let path = self.path_of(engine, wasm);
         let outcome = match std::fs::read(&path) {
@@ -177,7 +189,10 @@ impl CodeCache {
             }
         };
         let start = Instant::now();
-        let (module, artifact) = Module::from_binary_with_artifact(engine, wasm)?;
+        let (module, artifact) = match budget {
+            Some(b) => Module::from_binary_with_artifact_within(engine, wasm, b)?,
+            None => Module::from_binary_with_artifact(engine, wasm)?,
+        };
         let took = start.elapsed();
         match artifact {
             Ok(bytes) => {

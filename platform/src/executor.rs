@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 /// Native stack of a pool thread: the wasm stack limit plus host frames.
 const WORKER_THREAD_STACK: usize = 8 << 20;
@@ -108,17 +109,37 @@ impl Executor {
     /// become true through a job of this executor (a job's end wakes
     /// waiters), e.g. a chained call's result being stored.
     pub fn run_until(&self, done: impl Fn() -> bool) {
+        self.run_until_deadline(done, None);
+    }
+
+    /// [`run_until`](Self::run_until), giving up at `deadline` (waiting
+    /// stops then; a job already running here runs to its end): whether
+    /// `done()` held.
+    pub fn run_until_deadline(&self, done: impl Fn() -> bool, deadline: Option<Instant>) -> bool {
         loop {
             let job = {
                 let mut q = self.shared.lock();
                 loop {
                     if done() {
-                        return;
+                        return true;
                     }
                     if let Some(job) = q.jobs.pop_front() {
                         break job;
                     }
-                    q = self.shared.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+                    q = match deadline {
+                        None => self.shared.ready.wait(q).unwrap_or_else(|e| e.into_inner()),
+                        Some(d) => {
+                            let now = Instant::now();
+                            if now >= d {
+                                return false;
+                            }
+                            self.shared
+                                .ready
+                                .wait_timeout(q, d - now)
+                                .unwrap_or_else(|e| e.into_inner())
+                                .0
+                        }
+                    };
                 }
             };
             run(&self.shared, job);

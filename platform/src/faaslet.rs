@@ -36,9 +36,10 @@ use faaslet_snapshot::Snapshot;
 use faaslet_state::{LocalStateStore, StateStore};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Native stack of a chained call's thread: the wasm stack limit plus room
 /// for host frames.
@@ -96,6 +97,13 @@ pub struct FaasletConfig {
     /// calls); `None`: each Faaslet links its own, which costs a few
     /// hundred allocations, more than the rest of a warm call.
     pub host: Option<HostLinker>,
+    /// Bytes of linear memory each call's store may hold (its
+    /// [`StoreLimits::memory_bytes`](faaslet::StoreLimits::memory_bytes):
+    /// `memory.grow` past it returns -1, an instantiation or restore
+    /// needing more fails naming the limit). `None`: the engine's
+    /// [`Config::store_limits`](faaslet::Config::store_limits) (1 GiB by
+    /// default). Chained calls inherit it.
+    pub memory_limit: Option<u64>,
 }
 
 /// WASI and the Faasm API linked once, for any number of Faaslets of one
@@ -129,6 +137,11 @@ fn host_linker(
         None => Ok(HostLinker::new(engine)?.linker),
     }
 }
+
+/// How long one epoch tick lasts where faaslet advances the epoch (the
+/// worker's ticker, `faaslet run --timeout`):
+/// [`FaasletConfig::deadline_ticks`] are this long.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// How deep chained calls may nest.
 pub const MAX_CHAIN_DEPTH: u32 = 16;
@@ -177,6 +190,7 @@ impl FaasletConfig {
             executor: None,
             chain_depth: 0,
             host: None,
+            memory_limit: None,
         }
     }
 
@@ -231,6 +245,15 @@ enum Entry {
     Ptr(u32),
 }
 
+/// An instantiation, made ahead of a call.
+enum Ready {
+    /// An instance to call.
+    Instance(Store<FaasletData>, Instance),
+    /// The start function called `proc_exit` with this code: the call is
+    /// over before it began, as a normal exit (not an instantiation error).
+    Exited(Store<FaasletData>, i32),
+}
+
 /// One function's sandbox. Each [`call`](Faaslet::call) runs in a fresh
 /// instance with fresh memory, so nothing leaks from one call to the next.
 /// A Faaslet made with [`from_snapshot`](Faaslet::from_snapshot) starts
@@ -244,7 +267,7 @@ pub struct Faaslet {
     config: FaasletConfig,
     linker: Linker<FaasletData>,
     /// An instance made ahead of the next call.
-    ready: Option<(Store<FaasletData>, Instance)>,
+    ready: Option<Ready>,
     /// This Faaslet's cgroup, when isolation is configured.
     cgroup: Option<faaslet_netns::FunctionCgroup>,
 }
@@ -369,19 +392,26 @@ impl Faaslet {
         &self.config
     }
 
-    fn instantiate(
-        &mut self,
-        input: Vec<u8>,
-    ) -> Result<(Store<FaasletData>, Instance), FaasletError> {
+    fn instantiate(&mut self, input: Vec<u8>) -> Result<Ready, FaasletError> {
         let mut store = self.new_store(input)?;
         let instance = match &self.snapshot {
             Some(snap) => {
                 let imports = resolve_imports(&mut self.linker, &mut store, &self.module)?;
                 snap.restore(&mut store, &imports)?
             }
-            None => self.linker.instantiate(&mut store, &self.module)?,
+            None => match self.linker.instantiate(&mut store, &self.module) {
+                Ok(instance) => instance,
+                // `proc_exit` in the start function ends the program there.
+                Err(Error::Trap(trap)) => {
+                    return match crate::wasi::exit_code(&trap) {
+                        Some(code) => Ok(Ready::Exited(store, code)),
+                        None => Err(Error::Trap(trap).into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            },
         };
-        Ok((store, instance))
+        Ok(Ready::Instance(store, instance))
     }
 
     /// A store holding a fresh WASI and Faasm context for one call.
@@ -414,11 +444,20 @@ impl Faaslet {
             snapshot: self.snapshot.clone(),
             config: c.clone(),
             calls: HashMap::new(),
+            names: HashMap::new(),
+            deadline: None,
         };
         let faasm = FaasmCtx::new(input, c.state.clone(), Box::new(chainer))
             .with_conf_flags(c.conf_flags.clone())
             .with_user(&c.user);
-        Ok(Store::new(&self.engine, FaasletData { wasi, faasm }))
+        let mut store = Store::new(&self.engine, FaasletData { wasi, faasm });
+        if let Some(bytes) = c.memory_limit {
+            store.set_limits(faaslet::StoreLimits {
+                memory_bytes: bytes,
+                ..store.limits()
+            });
+        }
+        Ok(store)
     }
 
     /// Runs the function's entry point (`_start`, or `main` returning the
@@ -436,13 +475,33 @@ impl Faaslet {
     }
 
     fn run(&mut self, entry: Entry, input: &[u8]) -> Result<CallOutput, FaasletError> {
-        let (mut store, instance) = match self.ready.take() {
+        let ready = match self.ready.take() {
             Some(r) => r,
             None => self.instantiate(Vec::new())?,
+        };
+        let (mut store, instance) = match ready {
+            Ready::Instance(store, instance) => (store, instance),
+            Ready::Exited(mut store, return_code) => {
+                let data = store.data_mut();
+                return Ok(CallOutput {
+                    output: data.faasm.take_output(),
+                    return_code,
+                    stdout: data.wasi.take_stdout(),
+                    stderr: data.wasi.take_stderr(),
+                });
+            }
         };
         if let Some(ticks) = self.config.deadline_ticks {
             store.set_epoch_deadline(ticks);
         }
+        // Host-side waits (state locks, awaits of chained calls) end at
+        // the same deadline, as an Instant.
+        // (A deadline too far to represent is none.)
+        let deadline = self.config.deadline_ticks.and_then(|ticks| {
+            let after = EPOCH_TICK.saturating_mul(u32::try_from(ticks).unwrap_or(u32::MAX));
+            Instant::now().checked_add(after)
+        });
+        store.data_mut().faasm.set_deadline(deadline);
         store.data_mut().faasm.set_input(input.to_vec());
         // A WASI program reads the call's input as its standard input.
         store
@@ -574,6 +633,10 @@ struct FaasletChainer {
     snapshot: Option<Snapshot>,
     config: FaasletConfig,
     calls: HashMap<u32, Slot>,
+    /// The function each call runs, for errors.
+    names: HashMap<u32, String>,
+    /// The calling function's deadline: awaits give up then.
+    deadline: Option<Instant>,
 }
 
 /// The return code of a chained call that failed to run or trapped.
@@ -612,6 +675,78 @@ fn run_chained(
     }
 }
 
+/// Chained calls that were given a thread or an executor job, since the
+/// process started (a call refused up front is not counted).
+static CHAINED_STARTED: AtomicU64 = AtomicU64::new(0);
+
+/// How many chained calls this process has started (given a thread or an
+/// executor job); calls refused before that, like a call by a function
+/// pointer that is not in the table, are not counted.
+pub fn chained_calls_started() -> u64 {
+    CHAINED_STARTED.load(Ordering::Relaxed)
+}
+
+/// Why a call by pointer to `func` must fail, if that is known without
+/// making an instance: what [`invoke`] would find in the callee's table.
+/// A module exporting `__faasm_call_ptr` decides for itself. The table a
+/// callee starts with is its snapshot's, or else the module's declared
+/// one (exact when no start function can grow it first).
+fn bad_func_ptr(module: &Module, snapshot: Option<&Snapshot>, func: u32) -> Option<&'static str> {
+    let info = module.info();
+    let mut table = None;
+    for e in &info.exports {
+        match e.index {
+            _ if e.name == "__faasm_call_ptr" => return None,
+            faaslet::ExportIndex::Table(t) if table.is_none() => table = Some(t),
+            _ => {}
+        }
+    }
+    let Some(t) = table else {
+        return Some("module exports neither `__faasm_call_ptr` nor a table");
+    };
+    if let Some(snap) = snapshot {
+        return match snap.image().table_holds_func(t, u64::from(func)) {
+            None => Some("index out of the table"),
+            Some(false) => Some("null or non-function entry"),
+            Some(true) => None,
+        };
+    }
+    let ty = info.tables.get(t as usize)?;
+    if info.start.is_some() {
+        // The start function may grow or fill the table first.
+        return (u64::from(func) >= ty.maximum.unwrap_or(u64::MAX))
+            .then_some("index out of the table");
+    }
+    if u64::from(func) >= ty.minimum {
+        return Some("index out of the table");
+    }
+    // The entry after the active segments (later ones overwrite earlier
+    // ones); any offset or item that is not a constant: unknown.
+    use faaslet::ConstOp;
+    let mut holds_func = false;
+    for seg in &info.elements {
+        let faaslet::ElemMode::Active { table, offset } = &seg.mode else {
+            continue;
+        };
+        if *table != t {
+            continue;
+        }
+        let [ConstOp::I32Const(at)] = offset.ops[..] else {
+            return None;
+        };
+        let Some(i) = func.checked_sub(at as u32).map(|i| i as usize) else {
+            continue;
+        };
+        match seg.items.get(i).map(|e| &e.ops[..]) {
+            None => {}
+            Some([ConstOp::RefFunc(_)]) => holds_func = true,
+            Some([ConstOp::RefNull(_)]) => holds_func = false,
+            Some(_) => return None,
+        }
+    }
+    (!holds_func).then_some("null or non-function entry")
+}
+
 impl FaasletChainer {
     fn spawn(
         &mut self,
@@ -630,6 +765,23 @@ impl FaasletChainer {
         if id == 0 {
             id = NEXT_CALL_ID.fetch_add(1, Ordering::Relaxed);
         }
+        self.names.insert(id, name.to_string());
+        if let Entry::Ptr(func) = entry {
+            // Fails before a thread and an instance are made for it.
+            if let Some(why) = bad_func_ptr(&module, snapshot.as_ref(), func) {
+                eprintln!(
+                    "faaslet: chained call to {name} failed: {}",
+                    FaasletError::BadFuncPtr(func, why.to_string())
+                );
+                let failed = CallResult {
+                    return_code: FAILED_CALL,
+                    output: Arc::from(&[][..]),
+                };
+                self.calls.insert(id, Slot::Done(failed));
+                return Ok(id);
+            }
+        }
+        CHAINED_STARTED.fetch_add(1, Ordering::Relaxed);
         let engine = self.engine.clone();
         let config = self.config.for_chained(name);
         let input = input.to_vec();
@@ -695,7 +847,22 @@ impl Chainer for FaasletChainer {
         )
     }
 
+    fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
     fn await_call(&mut self, id: u32) -> Result<CallResult, FaasmError> {
+        // Every await ends by the caller's deadline, whatever the child
+        // does (it may be blocked on a lock this caller holds: without a
+        // bound the two would wait for each other forever). The child runs
+        // on, to its own deadline; awaiting it again waits again.
+        let deadline = self.deadline;
+        let timed_out = |names: &HashMap<u32, String>| {
+            FaasmError::Chain(format!(
+                "await of chained call {id} ({}) did not end before the caller's deadline",
+                names.get(&id).map_or("?", String::as_str)
+            ))
+        };
         let slot = self.calls.get_mut(&id).ok_or(FaasmError::UnknownCall(id))?;
         if let Slot::Done(r) = slot {
             return Ok(r.clone());
@@ -712,7 +879,13 @@ impl Chainer for FaasletChainer {
                         .executor
                         .clone()
                         .ok_or(FaasmError::UnknownCall(id))?;
-                    exec.run_until(|| cell.lock().unwrap_or_else(|e| e.into_inner()).is_some());
+                    let done = exec.run_until_deadline(
+                        || cell.lock().unwrap_or_else(|e| e.into_inner()).is_some(),
+                        deadline,
+                    );
+                    if !done {
+                        return Err(timed_out(&self.names));
+                    }
                     taken(&cell).unwrap_or(CallResult {
                         return_code: FAILED_CALL,
                         output: Arc::from(&[][..]),
@@ -725,6 +898,17 @@ impl Chainer for FaasletChainer {
         let Some(Slot::Running(handle)) = self.calls.remove(&id) else {
             unreachable!("slot checked above");
         };
+        if let Some(deadline) = deadline {
+            // No join with a timeout in std: poll.
+            while !handle.is_finished() {
+                let now = Instant::now();
+                if now >= deadline {
+                    self.calls.insert(id, Slot::Running(handle));
+                    return Err(timed_out(&self.names));
+                }
+                std::thread::sleep((deadline - now).min(Duration::from_millis(2)));
+            }
+        }
         let result = handle.join().unwrap_or(CallResult {
             return_code: FAILED_CALL,
             output: Arc::from(&[][..]),

@@ -42,7 +42,10 @@ pub mod wasi;
 pub mod worker;
 
 pub use error::FaasletError;
-pub use faaslet::{CallOutput, Faaslet, FaasletConfig, FaasletData, FaasletIsolation, FAILED_CALL};
+pub use faaslet::{
+    chained_calls_started, CallOutput, Faaslet, FaasletConfig, FaasletData, FaasletIsolation,
+    EPOCH_TICK, FAILED_CALL,
+};
 pub use faaslet_hostapi::wasi::{MountMode, Output};
 pub use faaslet_state::{LocalStateStore, StateStore, StateValue};
 pub use registry::{valid_function_name, FunctionRegistry};

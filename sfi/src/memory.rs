@@ -396,6 +396,14 @@ impl LinearMemory {
         self.reservation.len()
     }
 
+    /// The address range of the whole reservation, canary and guard
+    /// included (see [`Reservation::mapped_range`]): what a store declares
+    /// to [`catch_traps_in`](crate::traps::catch_traps_in) as a region where
+    /// its code may fault.
+    pub fn mapped_range(&self) -> std::ops::Range<usize> {
+        self.reservation.mapped_range()
+    }
+
     /// The effective maximum size: the declared maximum clamped to the
     /// reservation.
     pub fn limit(&self) -> usize {

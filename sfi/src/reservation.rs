@@ -320,6 +320,14 @@ impl Reservation {
         self.len
     }
 
+    /// The whole mapping: the canary page (if any) and the usable bytes,
+    /// guard regions included. A memory-access fault of code running in
+    /// this reservation's memory has its address here.
+    pub fn mapped_range(&self) -> std::ops::Range<usize> {
+        let start = self.mapping as usize;
+        start..start + self.mapping_len
+    }
+
     /// Always false: a reservation has at least one page.
     pub fn is_empty(&self) -> bool {
         false

@@ -121,6 +121,69 @@ thread_local! {
 
     /// The fault the handler recorded before jumping back to `catch_traps`.
     static FAULT: Cell<Option<Fault>> = const { Cell::new(None) };
+
+    /// The [`FaultRegions`] of the innermost active `catch_traps_in` scope
+    /// (null: none declared, as under plain [`catch_traps`]). Same signal
+    /// safety as `ACTIVE_JMPBUF`.
+    static ACTIVE_REGIONS: Cell<*const FaultRegions> = const { Cell::new(std::ptr::null()) };
+}
+
+// ---------------------------------------------------------------------------
+// Fault regions
+// ---------------------------------------------------------------------------
+
+/// The address ranges where a memory-access fault of the running code is
+/// legitimate: the reservations (canary, accessible part and guard) of the
+/// memories of the store whose code runs.
+///
+/// A SIGSEGV or SIGBUS at a recorded trap site is what an out-of-bounds
+/// wasm access looks like, but only if the faulting address lies in one of
+/// those reservations. Anywhere else, the generated code computed an
+/// address it never should have (a JIT bug: a wrong base, a dropped bounds
+/// check, a stale pointer), and the fault may be the first sign of a
+/// sandbox escape that other executions of the same code would not notice;
+/// reporting it as a tidy wasm trap would hide it. So under
+/// [`catch_traps_in`] the handler catches such a fault only if its
+/// `si_addr` is in these regions, and otherwise reports it on stderr
+/// (signal, PC and address) and passes it to the previously installed
+/// handler, which by default terminates the process with a core dump.
+///
+/// Ranges are only added, by the thread that owns them, in ordinary code;
+/// the handler reads them on the same thread, and only when the PC is a
+/// trap site in JIT code, so never in the middle of an `add`. That is why
+/// this type is neither `Sync` nor meant to be shared between threads.
+#[derive(Debug, Default)]
+pub struct FaultRegions {
+    ranges: std::cell::UnsafeCell<Vec<std::ops::Range<usize>>>,
+}
+
+impl FaultRegions {
+    /// No regions: every memory-access fault is foreign.
+    pub fn new() -> FaultRegions {
+        FaultRegions::default()
+    }
+
+    /// Declares `range` a region where faults are expected.
+    pub fn add(&self, range: std::ops::Range<usize>) {
+        // SAFETY: see the type's docs: no reference into `ranges` is live
+        // (`contains` and `clear` hold none across calls), and the handler
+        // cannot run in the middle of this on this thread (it reads only
+        // for faults at JIT trap sites), nor on another (not `Sync`).
+        unsafe { (*self.ranges.get()).push(range) }
+    }
+
+    /// Forgets every region (then any memory-access fault is foreign).
+    pub fn clear(&self) {
+        // SAFETY: as in `add`.
+        unsafe { (*self.ranges.get()).clear() }
+    }
+
+    /// Whether `addr` lies in a declared region. Async-signal-safe (reads
+    /// only).
+    pub fn contains(&self, addr: usize) -> bool {
+        // SAFETY: as in `add`: nothing mutates `ranges` while this runs.
+        unsafe { (*self.ranges.get()).iter().any(|r| r.contains(&addr)) }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -146,6 +209,9 @@ struct Payload<F> {
     /// The jump buffer that was active before this scope, restored when the
     /// body finishes.
     prev: *mut c_void,
+    /// This scope's fault regions, and the ones active before it.
+    regions: *const FaultRegions,
+    prev_regions: *const FaultRegions,
     /// A panic raised by `f`, to be resumed once we are out of the C frame.
     panic: Option<Box<dyn std::any::Any + Send + 'static>>,
 }
@@ -166,6 +232,7 @@ unsafe extern "C" fn trampoline<F: FnOnce()>(data: *mut c_void, jmpbuf: *mut c_v
         .expect("catch_traps trampoline called twice");
 
     // From here on, a trap at a trap site on this thread jumps to `jmpbuf`.
+    ACTIVE_REGIONS.with(|c| c.set(payload.regions));
     ACTIVE_JMPBUF.with(|c| c.set(jmpbuf));
 
     // Unwinding out of an `extern "C"` function aborts, and unwinding
@@ -179,6 +246,7 @@ unsafe extern "C" fn trampoline<F: FnOnce()>(data: *mut c_void, jmpbuf: *mut c_v
     // target of a jump. (Nothing can trap between here and the return, but
     // keeping the window closed costs nothing.)
     ACTIVE_JMPBUF.with(|c| c.set(payload.prev));
+    ACTIVE_REGIONS.with(|c| c.set(payload.prev_regions));
 
     if let Err(p) = result {
         payload.panic = Some(p);
@@ -217,6 +285,21 @@ unsafe extern "C" fn trampoline<F: FnOnce()>(data: *mut c_void, jmpbuf: *mut c_v
 /// If the signal handlers or this thread's alternate signal stack cannot be
 /// set up (see [`init_traps`]).
 pub fn catch_traps<F: FnOnce()>(f: F) -> Result<(), Fault> {
+    catch_traps_impl(std::ptr::null(), f)
+}
+
+/// [`catch_traps`], accepting a SIGSEGV or SIGBUS at a trap site only if
+/// its faulting address lies in `regions` (see [`FaultRegions`]); any other
+/// is reported on stderr as a crash of the engine and passed to the
+/// previously installed handler. SIGILL and SIGFPE (explicit traps, whose
+/// address is the instruction's) are caught as under `catch_traps`. The
+/// engine runs every call into wasm this way, with the reservations of the
+/// store's memories as the regions.
+pub fn catch_traps_in<F: FnOnce()>(regions: &FaultRegions, f: F) -> Result<(), Fault> {
+    catch_traps_impl(regions, f)
+}
+
+fn catch_traps_impl<F: FnOnce()>(regions: *const FaultRegions, f: F) -> Result<(), Fault> {
     if let Err(e) = init_traps() {
         panic!("faaslet-sfi: cannot install trap handlers: {e}");
     }
@@ -225,9 +308,12 @@ pub fn catch_traps<F: FnOnce()>(f: F) -> Result<(), Fault> {
     }
 
     let prev = ACTIVE_JMPBUF.with(Cell::get);
+    let prev_regions = ACTIVE_REGIONS.with(Cell::get);
     let mut payload = Payload {
         f: Some(f),
         prev,
+        regions,
+        prev_regions,
         panic: None,
     };
 
@@ -258,6 +344,7 @@ pub fn catch_traps<F: FnOnce()>(f: F) -> Result<(), Fault> {
         // never got to restore the previous jump buffer, so do it now: an
         // enclosing `catch_traps` becomes the innermost again.
         ACTIVE_JMPBUF.with(|c| c.set(prev));
+        ACTIVE_REGIONS.with(|c| c.set(prev_regions));
         let fault = FAULT
             .with(Cell::take)
             .expect("faaslet-sfi: jumped back without recording a fault");
@@ -619,7 +706,10 @@ unsafe fn pc_from_context(ctx: *mut c_void) -> usize {
 /// A trap is caught only if all of these hold:
 /// 1. this thread is inside `catch_traps` (a jump buffer is active);
 /// 2. the PC lies in a registered code range;
-/// 3. that range's `CodeLookup` says the PC is a trap site.
+/// 3. that range's `CodeLookup` says the PC is a trap site;
+/// 4. for SIGSEGV and SIGBUS inside [`catch_traps_in`], the faulting
+///    address lies in that scope's [`FaultRegions`] (otherwise the fault is
+///    reported on stderr as an engine crash and chained like any other).
 ///
 /// Checking (1) first means threads that never enter `catch_traps` never
 /// even look at the registry.
@@ -636,6 +726,22 @@ unsafe extern "C" fn trap_handler(
             // SAFETY: `info` is the kernel-provided siginfo for this signal;
             // for the four signals we handle `si_addr` is the valid field.
             let fault_addr = unsafe { (*info).si_addr() } as usize;
+            // A memory-access fault must hit the running store's memory
+            // (see `FaultRegions`); one anywhere else is the engine's own
+            // bug, never to be reported as a wasm trap.
+            let regions = ACTIVE_REGIONS.with(Cell::get);
+            if (signal == libc::SIGSEGV || signal == libc::SIGBUS)
+                && !regions.is_null()
+                // SAFETY: a non-null `ACTIVE_REGIONS` points at the
+                // `FaultRegions` borrowed by a `catch_traps_in` frame still
+                // on this thread's stack (reset before that frame returns).
+                && !unsafe { &*regions }.contains(fault_addr)
+            {
+                report_foreign_fault(signal, pc, fault_addr);
+                // SAFETY: forwarding the handler's own arguments.
+                unsafe { chain_to_previous(signal, info, ctx) };
+                return;
+            }
             FAULT.with(|f| {
                 f.set(Some(Fault {
                     signal,
@@ -661,6 +767,57 @@ unsafe extern "C" fn trap_handler(
     }
     // SAFETY: forwarding the handler's own arguments.
     unsafe { chain_to_previous(signal, info, ctx) };
+}
+
+/// Writes "faaslet-sfi: engine crash: SIGSEGV at trap site pc 0x…,
+/// address 0x… outside the running store's memory" to stderr, with
+/// `write(2)` and no allocation (async-signal-safe).
+fn report_foreign_fault(signal: libc::c_int, pc: usize, addr: usize) {
+    struct Buf {
+        b: [u8; 256],
+        n: usize,
+    }
+    impl Buf {
+        fn put(&mut self, s: &[u8]) {
+            for &c in s {
+                if self.n < self.b.len() {
+                    self.b[self.n] = c;
+                    self.n += 1;
+                }
+            }
+        }
+        fn hex(&mut self, v: usize) {
+            self.put(b"0x");
+            let mut digits = [0u8; 16];
+            let mut i = digits.len();
+            let mut v = v;
+            loop {
+                i -= 1;
+                digits[i] = b"0123456789abcdef"[v & 15];
+                v >>= 4;
+                if v == 0 {
+                    break;
+                }
+            }
+            let d = digits;
+            self.put(&d[i..]);
+        }
+    }
+    let mut buf = Buf { b: [0; 256], n: 0 };
+    buf.put(b"faaslet-sfi: engine crash: ");
+    buf.put(if signal == libc::SIGBUS {
+        b"SIGBUS"
+    } else {
+        b"SIGSEGV"
+    });
+    buf.put(b" at trap site pc ");
+    buf.hex(pc);
+    buf.put(b", address ");
+    buf.hex(addr);
+    buf.put(b" outside the running store's memory; not a wasm trap\n");
+    // SAFETY: writing our own initialised stack buffer to fd 2; `write`
+    // is async-signal-safe. A short or failed write loses only the report.
+    unsafe { libc::write(2, buf.b.as_ptr().cast(), buf.n) };
 }
 
 /// Passes a signal we do not want to the handler that was installed before

@@ -3,9 +3,10 @@
 
 mod common;
 
-use common::{in_child, Code, NoTrapSites, DIV, LOAD, UD2};
+use common::{in_child, in_child_stderr, Code, NoTrapSites, DIV, LOAD, UD2};
 use faaslet_sfi::{
-    approximate_stack_pointer, catch_traps, init_traps, register_code, Reservation, WASM_PAGE,
+    approximate_stack_pointer, catch_traps, catch_traps_in, init_traps, register_code,
+    FaultRegions, Reservation, WASM_PAGE,
 };
 use std::sync::Arc;
 
@@ -86,6 +87,74 @@ fn load_from_guard_is_sigsegv_with_address() {
     let mut v = 0;
     assert!(catch_traps(|| v = code.load(addr)).is_ok());
     assert_eq!(v, 99);
+}
+
+/// A SIGSEGV at a trap site is a wasm trap only if its address lies in the
+/// running store's reservations; anywhere else it is the engine's bug and
+/// must crash loudly, naming the PC and the address.
+#[test]
+fn fault_outside_the_declared_regions_is_an_engine_crash() {
+    let code = Code::new();
+    let _reg = code.register_all();
+    let mine = Reservation::new(WASM_PAGE).unwrap();
+    let foreign = Reservation::new(WASM_PAGE).unwrap();
+    let regions = FaultRegions::new();
+    regions.add(mine.mapped_range());
+    // The canary page in front and the guard are part of the region.
+    for addr in [
+        mine.mapped_range().start,
+        mine.base() as usize + 123,
+        mine.mapped_range().end - 1,
+    ] {
+        let fault = catch_traps_in(&regions, || {
+            code.load(addr as *const u8);
+        })
+        .unwrap_err();
+        assert_eq!((fault.signal, fault.fault_addr), (libc::SIGSEGV, addr));
+    }
+    // Elsewhere (another reservation, PROT_NONE just like a guard): crash.
+    let addr = foreign.base() as usize + 8;
+    let (status, stderr) = in_child_stderr(|| {
+        let r = catch_traps_in(&regions, || {
+            code.load(addr as *const u8);
+        });
+        eprintln!("caught as a trap: {r:?}");
+    });
+    assert_eq!(status, Err(libc::SIGSEGV), "stderr: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "engine crash: SIGSEGV at trap site pc {:#x}, address {addr:#x}",
+            code.start() + LOAD
+        )),
+        "stderr: {stderr}"
+    );
+    assert!(!stderr.contains("caught as a trap"), "stderr: {stderr}");
+    // Nested scopes: the innermost's regions apply, and the outer ones are
+    // back afterwards (also after a trap jumped out of the inner scope).
+    let none = FaultRegions::new();
+    let inner_fault = catch_traps_in(&regions, || {
+        let r = catch_traps_in(&regions, || {
+            code.ud2();
+        });
+        assert_eq!(r.unwrap_err().signal, libc::SIGILL);
+        code.load(mine.base());
+    });
+    assert_eq!(inner_fault.unwrap_err().fault_addr, mine.base() as usize);
+    let (status, _) = in_child_stderr(|| {
+        let _ = catch_traps_in(&regions, || {
+            let _ = catch_traps_in(&none, || {});
+            // `none` is no longer active, `regions` is: caught.
+            let _ = catch_traps_in(&none, || {
+                code.load(mine.base());
+            });
+        });
+    });
+    assert_eq!(status, Err(libc::SIGSEGV), "the inner, empty regions apply");
+    // Plain catch_traps declares no regions and keeps the old behaviour.
+    assert!(catch_traps(|| {
+        code.load(addr as *const u8);
+    })
+    .is_err());
 }
 
 #[test]

@@ -99,6 +99,16 @@ pub enum StateError {
         /// `read` or `write`.
         kind: &'static str,
     },
+    /// A local lock was not granted before the call's deadline (another
+    /// call holds it; one that awaits this call while holding it never
+    /// lets go: a deadlock, ended here).
+    #[error("local {kind} lock on {key:?} not granted before the call's deadline (held by another call, perhaps one awaiting this one)")]
+    LocalLockTimeout {
+        /// The key.
+        key: String,
+        /// `read` or `write`.
+        kind: &'static str,
+    },
     /// A system call on the value's shared memory failed.
     #[error("state memory: {0}")]
     Os(String),

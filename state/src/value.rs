@@ -6,6 +6,7 @@ use crate::limits::{Quota, MAX_VALUE_LEN};
 use crate::segment::Segment;
 use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 /// Most dirty runs remembered per value; past it they merge into one
 /// covering run (pushing more than changed is still correct).
@@ -49,6 +50,37 @@ impl ExplicitRwLock {
             s = self.cond.wait(s).unwrap_or_else(|e| e.into_inner());
         }
         s.1 = true;
+    }
+    /// [`lock_read`](Self::lock_read), giving up at `deadline`: false if
+    /// a writer still held the lock then (nothing is taken).
+    pub fn lock_read_until(&self, deadline: Instant) -> bool {
+        self.take_until(deadline, |s| !s.1, |s| s.0 += 1)
+    }
+    /// [`lock_write`](Self::lock_write), giving up at `deadline`: false
+    /// if anybody still held the lock then (nothing is taken).
+    pub fn lock_write_until(&self, deadline: Instant) -> bool {
+        self.take_until(deadline, |s| !s.1 && s.0 == 0, |s| s.1 = true)
+    }
+    fn take_until(
+        &self,
+        deadline: Instant,
+        free: impl Fn(&(u32, bool)) -> bool,
+        take: impl FnOnce(&mut (u32, bool)),
+    ) -> bool {
+        let mut s = lock(&self.state);
+        while !free(&s) {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            s = self
+                .cond
+                .wait_timeout(s, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        take(&mut s);
+        true
     }
     /// Releases the exclusive hold.
     pub fn unlock_write(&self) {

@@ -221,7 +221,7 @@ fn damaged_artefacts_are_typed_errors() {
         load(&v),
         Err(ArtifactError::Version {
             found: 99,
-            expected: 1
+            expected: 2
         })
     ));
     // Every truncation is refused, none panics.
@@ -257,8 +257,31 @@ fn damaged_artefacts_are_typed_errors() {
         v[52..84].copy_from_slice(&sum);
         v
     };
+    // The payload starts with the canonical type ids it was compiled with
+    // (count, then one u32 each); the functions follow at `f`.
+    let types = u32::from_le_bytes(artifact[HEADER..HEADER + 4].try_into().unwrap()) as usize;
+    assert!(types > 0);
+    let f = HEADER + 4 + 4 * types;
     let mut v = artifact.clone();
     v[HEADER] = v[HEADER].wrapping_add(1);
+    assert!(
+        matches!(
+            load(&reseal(v)),
+            Err(ArtifactError::Malformed(_) | ArtifactError::Truncated(_))
+        ),
+        "type count"
+    );
+    let mut v = artifact.clone();
+    v[HEADER + 4] ^= 0x40;
+    assert!(
+        matches!(
+            load(&reseal(v)),
+            Err(ArtifactError::TypeIds { index: 0, .. })
+        ),
+        "type id"
+    );
+    let mut v = artifact.clone();
+    v[f] = v[f].wrapping_add(1);
     assert!(
         matches!(
             load(&reseal(v)),
@@ -268,15 +291,15 @@ fn damaged_artefacts_are_typed_errors() {
     );
     // The first function's code length (after count 4, index 4, align 1).
     let mut v = artifact.clone();
-    v[HEADER + 9..HEADER + 13].copy_from_slice(&u32::MAX.to_le_bytes());
+    v[f + 9..f + 13].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(matches!(load(&reseal(v)), Err(ArtifactError::Truncated(_))));
     // Its function index.
     let mut v = artifact.clone();
-    v[HEADER + 4] ^= 0x40;
+    v[f + 4] ^= 0x40;
     assert!(matches!(load(&reseal(v)), Err(ArtifactError::Malformed(_))));
     // Its alignment.
     let mut v = artifact.clone();
-    v[HEADER + 8] = 200;
+    v[f + 8] = 200;
     assert!(matches!(load(&reseal(v)), Err(ArtifactError::Malformed(_))));
     // The wasm beside the artefact must still parse.
     assert!(matches!(

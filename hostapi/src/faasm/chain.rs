@@ -27,6 +27,9 @@ pub trait Chainer: Send {
     /// Blocks until call `id` has finished and returns its result (again on
     /// later awaits of the same id).
     fn await_call(&mut self, id: u32) -> Result<CallResult, FaasmError>;
+    /// The calling function's deadline: an await still waiting then gives
+    /// up with an error naming the call (default: ignored).
+    fn set_deadline(&mut self, _deadline: Option<std::time::Instant>) {}
 }
 
 /// A [`Chainer`] that refuses every call, for Faaslets without a host.

@@ -156,6 +156,7 @@ impl FaasmCtx {
     /// Sets the deadline global lock waits give up at.
     pub fn set_deadline(&mut self, deadline: Option<std::time::Instant>) {
         self.deadline = deadline;
+        self.chainer.set_deadline(deadline);
     }
 
     /// Replaces the call's input.
@@ -830,10 +831,19 @@ pub fn lock_state(
     }
     let global = match tier {
         LockTier::Local => {
-            if write {
-                v.local_lock().lock_write()
+            // Bounded like every host-side wait: by the call's deadline.
+            let until = ctx
+                .deadline
+                .unwrap_or_else(|| std::time::Instant::now() + faaslet_state::DEFAULT_LOCK_WAIT);
+            let l = v.local_lock();
+            if !(if write {
+                l.lock_write_until(until)
             } else {
-                v.local_lock().lock_read()
+                l.lock_read_until(until)
+            }) {
+                let kind = if write { "write" } else { "read" };
+                let key = key.to_string();
+                return Err(faaslet_state::StateError::LocalLockTimeout { key, kind }.into());
             }
             None
         }

@@ -177,6 +177,24 @@ pub(crate) struct SocketFd {
 /// Default for [`WasiCtxBuilder::capture_limit`].
 pub const DEFAULT_CAPTURE_LIMIT: usize = 64 << 20;
 
+/// The most descriptors one guest may hold by default: 1,024, or a quarter
+/// of the process's soft `RLIMIT_NOFILE` if that is less (at least 16), so
+/// that one guest cannot take the descriptors every other Faaslet of the
+/// process (and the host itself) needs. A guest opening more gets `EMFILE`.
+pub fn default_max_open_fds() -> usize {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the `rlimit` we own.
+    let cur = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0 {
+        usize::try_from(rl.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        usize::MAX
+    };
+    (cur / 4).clamp(16, 1024)
+}
+
 /// Builds a [`WasiCtx`].
 #[derive(Debug)]
 pub struct WasiCtxBuilder {
@@ -189,6 +207,7 @@ pub struct WasiCtxBuilder {
     stdout: Output,
     stderr: Output,
     capture_limit: usize,
+    max_open_fds: Option<usize>,
 }
 
 /// The WASI state of one guest.
@@ -206,6 +225,9 @@ pub struct WasiCtx {
     pub(crate) stderr_buf: Vec<u8>,
     /// Most bytes kept per captured stream.
     pub(crate) capture_limit: usize,
+    /// Most entries the descriptor table may have (see
+    /// [`WasiCtxBuilder::max_open_fds`]).
+    max_fds: usize,
     /// Reused for readv/writev so calls do not allocate.
     pub(crate) iov_scratch: Vec<libc::iovec>,
     scratch_dir: Option<(PathBuf, bool)>,
@@ -242,6 +264,7 @@ impl Default for WasiCtxBuilder {
             stdout: Output::Inherit,
             stderr: Output::Inherit,
             capture_limit: DEFAULT_CAPTURE_LIMIT,
+            max_open_fds: None,
         }
     }
 }
@@ -325,6 +348,14 @@ impl WasiCtxBuilder {
         self
     }
 
+    /// The most descriptors the guest may hold, stdio, listeners and
+    /// mounts included (default [`default_max_open_fds`]); opening more
+    /// fails with `EMFILE`.
+    pub fn max_open_fds(mut self, n: usize) -> Self {
+        self.max_open_fds = Some(n);
+        self
+    }
+
     /// Opens the mounts and creates the scratch directory.
     pub fn build(self) -> Result<WasiCtx, WasiSetupError> {
         let mut args = Vec::new();
@@ -391,6 +422,7 @@ impl WasiCtxBuilder {
             stdout_buf: Vec::new(),
             stderr_buf: Vec::new(),
             capture_limit: self.capture_limit,
+            max_fds: self.max_open_fds.unwrap_or_else(default_max_open_fds),
             iov_scratch: Vec::with_capacity(16),
             scratch_dir,
             exit_code: None,
@@ -495,12 +527,13 @@ impl WasiCtx {
 
     /// Enters a table entry.
     pub(crate) fn insert_slot(&mut self, fd: Slot) -> Result<u32, Errno> {
-        const MAX_FDS: usize = 1 << 16;
+        // Free entries are reused first, so the table's length is the most
+        // descriptors ever open at once: capping it caps them.
         if let Some(i) = self.fds.iter().position(|f| f.is_none()) {
             self.fds[i] = Some(fd);
             return Ok(i as u32);
         }
-        if self.fds.len() >= MAX_FDS {
+        if self.fds.len() >= self.max_fds {
             return Err(Errno::Mfile);
         }
         self.fds.push(Some(fd));

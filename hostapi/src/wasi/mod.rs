@@ -28,8 +28,8 @@ mod types;
 
 pub use calls::*;
 pub use ctx::{
-    Input, InterruptProbe, MountMode, Output, WasiCtx, WasiCtxBuilder, WasiSetupError, WasiTrap,
-    DEFAULT_CAPTURE_LIMIT,
+    default_max_open_fds, Input, InterruptProbe, MountMode, Output, WasiCtx, WasiCtxBuilder,
+    WasiSetupError, WasiTrap, DEFAULT_CAPTURE_LIMIT,
 };
 pub use fs::force_manual_resolution;
 pub use types::{clockid, fdflags, filetype, fstflags, oflags, rights, Errno};

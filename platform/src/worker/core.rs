@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 /// How often the ticker advances the engine's epoch: the granularity of
 /// call deadlines.
-pub const TICK: Duration = Duration::from_millis(10);
+pub const TICK: Duration = crate::faaslet::EPOCH_TICK;
 
 /// How a worker is set up.
 #[derive(Clone)]
@@ -47,6 +47,13 @@ pub struct WorkerConfig {
     /// in-process); `None`: a local tier over an in-process global tier,
     /// with default limits.
     pub state: Option<Arc<dyn StateStore>>,
+    /// Bytes of linear memory each call may hold (see
+    /// [`FaasletConfig::memory_limit`]); `memory.grow` past it returns -1.
+    pub memory_limit: u64,
+    /// Longest an upload (or a reload without cached code) may compile:
+    /// past it the module is refused as invalid, naming the budget
+    /// (checked between functions).
+    pub compile_budget: Duration,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -59,6 +66,8 @@ impl std::fmt::Debug for WorkerConfig {
             .field("max_body", &self.max_body)
             .field("max_output", &self.max_output)
             .field("results", &self.results)
+            .field("memory_limit", &self.memory_limit)
+            .field("compile_budget", &self.compile_budget)
             .field("state", &self.state.as_ref().map(|_| "custom"))
             .finish()
     }
@@ -67,7 +76,7 @@ impl std::fmt::Debug for WorkerConfig {
 impl WorkerConfig {
     /// Defaults over data directory `data`: one thread per core, a queue
     /// of 1,024, a 60 s deadline, 64 MiB bodies, 16 MiB outputs, 10,000
-    /// results kept.
+    /// results kept, 1 GiB of linear memory per call, 30 s to compile.
     pub fn new(data: impl Into<PathBuf>) -> WorkerConfig {
         WorkerConfig {
             data: data.into(),
@@ -78,6 +87,8 @@ impl WorkerConfig {
             max_output: 16 << 20,
             results: 10_000,
             state: None,
+            memory_limit: faaslet::StoreLimits::DEFAULT_MEMORY_BYTES,
+            compile_budget: Duration::from_secs(30),
         }
     }
 }
@@ -324,6 +335,7 @@ impl Worker {
             executor: Some(executor.clone()),
             deadline_ticks: Some((timeout.as_millis() / TICK.as_millis()).max(1) as u64),
             host: Some(HostLinker::new(engine).map_err(WorkerError::Init)?),
+            memory_limit: Some(config.memory_limit),
             ..FaasletConfig::new("")
         };
         let worker = Worker {
@@ -383,7 +395,11 @@ impl Worker {
         let (module, outcome) = self
             .inner
             .cache
-            .module(&self.inner.engine, wasm)
+            .module_within(
+                &self.inner.engine,
+                wasm,
+                Some(self.inner.config.compile_budget),
+            )
             .map_err(WorkerError::Compile)?;
         let took = start.elapsed();
         self.inner.metrics.cache(&outcome);

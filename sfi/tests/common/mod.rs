@@ -134,3 +134,36 @@ pub fn in_child(f: impl FnOnce()) -> Result<i32, i32> {
         }
     }
 }
+
+/// [`in_child`], with the child's stderr captured: (how it ended, what it
+/// wrote to stderr).
+#[allow(dead_code)]
+pub fn in_child_stderr(f: impl FnOnce()) -> (Result<i32, i32>, String) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let status = in_child(|| {
+        // SAFETY: in the child: stderr becomes the pipe's write end.
+        unsafe {
+            libc::close(fds[0]);
+            libc::dup2(fds[1], 2);
+        }
+        f();
+    });
+    let mut out = Vec::new();
+    // SAFETY: closing our copy of the write end, then reading what the
+    // (now exited) child wrote into our own buffer.
+    unsafe {
+        libc::close(fds[1]);
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len());
+            if n <= 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n as usize]);
+        }
+        libc::close(fds[0]);
+    }
+    (status, String::from_utf8_lossy(&out).into_owned())
+}
