@@ -32,7 +32,8 @@
 # the Spectre guard covers every memory access). The table
 # (benches/polybench_table.py) gives the minimum of the RUNS runs of each.
 #
-# Env: FAASLET (default target/release/faaslet, built if missing),
+# Env: FAASLET (default: target/release/faaslet, built or brought up to date
+#      by cargo first),
 #      FAASLET_BASE (optional second binary), DATASET (MINI, SMALL, MEDIUM,
 #      LARGE (default), EXTRALARGE), CHECK_DATASET (default SMALL),
 #      RUNS (default 3), KERNELS (names, default all), BOUNDS (guard|explicit),
@@ -48,6 +49,7 @@ DATASET="${DATASET:-LARGE}"
 CHECK_DATASET="${CHECK_DATASET:-SMALL}"
 RUNS="${RUNS:-3}"
 BOUNDS="${BOUNDS:-guard}"
+FAASLET_GIVEN="${FAASLET:-}"
 FAASLET="${FAASLET:-$ROOT/target/release/faaslet}"
 FAASLET_BASE="${FAASLET_BASE:-}"
 WASMTIME_PY_VERSION=50.0.1
@@ -57,8 +59,9 @@ die() { echo "polybench: $*" >&2; exit 2; }
 command -v clang >/dev/null || die "clang is needed (with wasm32-wasi support: wasi-libc, lld)"
 
 # --- the engines -------------------------------------------------------------
-if [ ! -x "$FAASLET" ]; then
-    (cd "$ROOT" && cargo build --release -p faaslet-cli) || die "cannot build faaslet"
+if [ -z "$FAASLET_GIVEN" ]; then
+    # Always through cargo, so a stale binary is never measured.
+    (cd "$ROOT" && cargo build --quiet --release -p faaslet-cli) || die "cannot build faaslet"
 fi
 PYLIB="$OUT/pylib"
 export PYTHONPATH="$PYLIB${PYTHONPATH:+:$PYTHONPATH}"

@@ -234,6 +234,11 @@ enum Command {
         /// Leave out the Spectre guards of explicit bounds and table checks.
         #[arg(long)]
         no_spectre_guard: bool,
+        /// Leave out the interruption (epoch) checks at function entries
+        /// and loop headers, as `faaslet run` without `--timeout` does (the
+        /// worker always has them).
+        #[arg(long)]
+        no_epoch_checks: bool,
         /// The module.
         file: PathBuf,
     },
@@ -363,8 +368,9 @@ fn main() -> ExitCode {
             emit,
             func,
             no_spectre_guard,
+            no_epoch_checks,
             file,
-        } => compile(bounds, emit, func, no_spectre_guard, file),
+        } => compile(bounds, emit, func, no_spectre_guard, no_epoch_checks, file),
         Command::Serve {
             listen,
             data,
@@ -604,6 +610,7 @@ fn compile(
     emit: Option<EmitArg>,
     func: Option<String>,
     no_spectre_guard: bool,
+    no_epoch_checks: bool,
     file: PathBuf,
 ) -> Result<ExitCode, String> {
     let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -613,7 +620,10 @@ fn compile(
     } else {
         bytes
     };
-    let engine = engine_with(bounds, |c| c.spectre_guard = !no_spectre_guard)?;
+    let engine = engine_with(bounds, |c| {
+        c.spectre_guard = !no_spectre_guard;
+        c.epoch_interruption = !no_epoch_checks;
+    })?;
     if let Some(emit) = emit {
         let what = match emit {
             EmitArg::Clif => faaslet::Emit::Clif,

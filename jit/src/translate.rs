@@ -183,6 +183,8 @@ struct Translator<'m, 'b> {
     sig_refs: HashMap<u32, SigRef>,
     builtin_sigs: HashMap<usize, SigRef>,
     declare: &'m mut dyn FnMut(u32, &mut Function) -> FuncRef,
+    /// Each memory's length as last loaded (see `refresh_memory_lengths`).
+    mem_lens: Vec<Variable>,
 }
 
 fn block_type(info: &ModuleInfo, bt: BlockType) -> Result<(Vec<Type>, Vec<Type>), CompileError> {
@@ -293,7 +295,13 @@ pub(crate) fn translate_function(
         sig_refs: HashMap::new(),
         builtin_sigs: HashMap::new(),
         declare,
+        mem_lens: Vec::new(),
     };
+    for _ in 0..info.memories.len() {
+        let v = tr.b.declare_var(types::I64);
+        tr.mem_lens.push(v);
+    }
+    tr.refresh_memory_lengths();
     tr.epoch_check();
 
     let mut ops = body
@@ -457,6 +465,33 @@ impl<'m, 'b> Translator<'m, 'b> {
     fn call_results(&mut self, inst: ir::Inst) {
         let r = self.b.inst_results(inst).to_vec();
         self.stack.extend(r);
+        // The callee may have grown any memory (memory.grow, a host
+        // function mapping state).
+        self.refresh_memory_lengths();
+    }
+
+    /// Loads every memory's current length into its variable, which the
+    /// explicit bounds checks read (issue 14, explicit mode: the length
+    /// used to be reloaded from the `VMMemory` at every access, and
+    /// Cranelift cannot hoist that load out of a loop, as the length is
+    /// not immutable). Called at function entry, after every call (the
+    /// only way this thread's memories grow: `memory.grow` and the host
+    /// are calls) and after every atomic operation (the only way to
+    /// synchronise with another thread that grew a shared memory). In
+    /// between, the SSA variable keeps the length in a register, and
+    /// loops that do not call anything check against it without a load.
+    ///
+    /// Sound because a memory never shrinks while code runs: a length
+    /// read earlier is at most the current one, so a check against it
+    /// never lets an access through that the current length would refuse.
+    /// Loads nobody reads are removed by Cranelift.
+    fn refresh_memory_lengths(&mut self) {
+        for mem in 0..self.mem_lens.len() {
+            let mp = self.memory_ptr(mem as u32);
+            let len = self.b.ins().load(types::I64, rw(), mp, abi::MEMORY_LENGTH);
+            let var = self.mem_lens[mem];
+            self.b.def_var(var, len);
+        }
     }
 
     fn sig_ref(&mut self, type_index: u32) -> SigRef {
@@ -604,7 +639,9 @@ impl<'m, 'b> Translator<'m, 'b> {
         let mut all = vec![self.vmctx];
         all.extend_from_slice(a);
         let inst = self.b.ins().call_indirect(sig, f, &all);
-        self.b.inst_results(inst).first().copied()
+        let r = self.b.inst_results(inst).first().copied();
+        self.refresh_memory_lengths();
+        r
     }
 
     fn i32c(&mut self, v: u32) -> Value {
@@ -684,7 +721,14 @@ impl<'m, 'b> Translator<'m, 'b> {
             (BoundsCheck::Configured, BoundsChecks::Explicit) => true,
         };
         let oob = need_check.then(|| {
-            let len = self.b.ins().load(types::I64, rw(), mp, abi::MEMORY_LENGTH);
+            let len = match check {
+                // Atomics read the length afresh (and refresh it after).
+                BoundsCheck::Always => self.b.ins().load(types::I64, rw(), mp, abi::MEMORY_LENGTH),
+                BoundsCheck::Configured => {
+                    let var = self.mem_lens[Self::memarg_memory(memarg) as usize];
+                    self.b.use_var(var)
+                }
+            };
             let end = self.b.ins().iadd_imm_s(idx, end_off as i64);
             let oob = self.b.ins().icmp(IntCC::UnsignedGreaterThan, end, len);
             self.b.ins().trapnz(oob, abi::TRAP_MEMORY_OOB);
@@ -1304,6 +1348,10 @@ impl<'m, 'b> Translator<'m, 'b> {
             } => self.return_call_indirect(type_index, table_index)?,
             ref other => {
                 if self.atomic_op(other)? {
+                    // (A wait on an unshared memory ends in a trap.)
+                    if self.reachable {
+                        self.refresh_memory_lengths();
+                    }
                     return Ok(());
                 }
                 if crate::simd::translate(self, other)? {

@@ -413,7 +413,8 @@ fn spectre_guard_in_emitted_code() {
 /// Issue 14: the runtime words a loop needs (the memory's `VMMemory`
 /// pointer and base, the store and epoch pointers) are loaded once, not in
 /// the loop: after Cranelift's optimisations the loop block holds no load
-/// of them, only the heap accesses and the epoch check's two atomic loads.
+/// of them (nor of the memory's length in explicit mode), only the heap
+/// accesses and the epoch check's two atomic loads.
 #[test]
 fn loop_invariant_runtime_loads_are_hoisted() {
     // sum of mem[i*4] for i in 0..n, storing the running sum each time.
@@ -425,20 +426,33 @@ fn loop_invariant_runtime_loads_are_hoisted() {
           (local.set $i (i32.add (local.get $i) (i32.const 1)))
           (br_if $l (i32.lt_u (local.get $i) (local.get $n))))
         local.get $s))"#;
-    let clif = opt_clif(&CompileConfig::default(), src);
-    // The loop is the block that branches back to itself.
-    let blocks: Vec<&str> = clif.split("\n\n").map(str::trim).collect();
-    let body = blocks
-        .iter()
-        .find(|b| {
-            let name = b.split(['(', ':']).next().unwrap_or("");
-            name.starts_with("block") && b[name.len()..].contains(&format!("{name}("))
-        })
-        .unwrap_or_else(|| panic!("no loop found in {clif}"));
-    let loads = body.lines().filter(|l| l.contains(" = load.")).count();
-    let atomics = body.lines().filter(|l| l.contains("atomic_load")).count();
-    assert_eq!(atomics, 2, "epoch check: {body}");
-    assert_eq!(loads, 1, "only the heap load stays in the loop: {body}");
+    // Explicit mode too: the memory's length is checked from a register,
+    // not reloaded in the loop (no call or atomic in it can grow memory).
+    for bounds in [BoundsChecks::default(), BoundsChecks::Explicit] {
+        let clif = opt_clif(
+            &CompileConfig {
+                bounds,
+                ..CompileConfig::default()
+            },
+            src,
+        );
+        // The loop is the block that branches back to itself.
+        let blocks: Vec<&str> = clif.split("\n\n").map(str::trim).collect();
+        let body = blocks
+            .iter()
+            .find(|b| {
+                let name = b.split(['(', ':']).next().unwrap_or("");
+                name.starts_with("block") && b[name.len()..].contains(&format!("{name}("))
+            })
+            .unwrap_or_else(|| panic!("no loop found in {clif}"));
+        let loads = body.lines().filter(|l| l.contains(" = load.")).count();
+        let atomics = body.lines().filter(|l| l.contains("atomic_load")).count();
+        assert_eq!(atomics, 2, "{bounds:?}: epoch check: {body}");
+        assert_eq!(
+            loads, 1,
+            "{bounds:?}: only the heap load stays in the loop: {body}"
+        );
+    }
 }
 
 /// `Compiler::emit` (behind `faaslet compile --emit`): each defined

@@ -420,3 +420,53 @@ fn typed_host_functions_reach_data_and_memory() {
     );
     assert_eq!(run.call(&mut store, ()).unwrap(), 10);
 }
+
+/// Issue 14: explicit bounds checks compare against each memory's length
+/// kept in a register (reloaded after calls and atomics, not at every
+/// access). Growing the memory inside a loop, directly or in a callee,
+/// must make the new pages accessible at once, and the byte past the end
+/// must still trap, in both bounds modes.
+#[test]
+fn memory_grown_in_a_loop_is_usable_at_once() {
+    let wat = r#"(module (memory 1 12)
+      (func $grow_one (result i32) i32.const 1 memory.grow)
+      (func $last (result i32)
+        (i32.sub (i32.mul (memory.size) (i32.const 65536)) (i32.const 1)))
+      (func (export "direct") (param $n i32) (result i32) (local $i i32)
+        (loop $l
+          (drop (memory.grow (i32.const 1)))
+          (i32.store8 (call $last) (i32.const 7))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $l (i32.lt_u (local.get $i) (local.get $n))))
+        (i32.load8_u (call $last)))
+      (func (export "via_call") (param $n i32) (result i32) (local $i i32) (local $end i32)
+        (local.set $end (i32.mul (memory.size) (i32.const 65536)))
+        (loop $l
+          (drop (call $grow_one))
+          (local.set $end (i32.add (local.get $end) (i32.const 65536)))
+          (i32.store8 (i32.sub (local.get $end) (i32.const 1)) (i32.const 9))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $l (i32.lt_u (local.get $i) (local.get $n))))
+        (i32.load8_u (i32.sub (local.get $end) (i32.const 1))))
+      (func (export "past_end") (result i32) (i32.load8_u (i32.add (call $last) (i32.const 1)))))"#;
+    for (mode, engine) in engines() {
+        let module = Module::new(&engine, wat).unwrap();
+        let mut store = Store::new(&engine, ());
+        let inst = Instance::new(&mut store, &module, &[]).unwrap();
+        let direct = inst
+            .get_typed_func::<i32, i32, _>(&mut store, "direct")
+            .unwrap();
+        assert_eq!(direct.call(&mut store, 5).unwrap(), 7, "{mode}");
+        let via_call = inst
+            .get_typed_func::<i32, i32, _>(&mut store, "via_call")
+            .unwrap();
+        assert_eq!(via_call.call(&mut store, 5).unwrap(), 9, "{mode}");
+        let past_end = inst
+            .get_typed_func::<(), i32, _>(&mut store, "past_end")
+            .unwrap();
+        match past_end.call(&mut store, ()) {
+            Err(t) => assert_eq!(t.kind, TrapKind::MemoryOutOfBounds, "{mode}"),
+            Ok(v) => panic!("{mode}: read {v} past the end of memory"),
+        }
+    }
+}
