@@ -24,6 +24,7 @@ pub mod types;
 mod compile;
 mod environ;
 mod error;
+mod flags;
 mod simd;
 mod translate;
 

@@ -43,7 +43,7 @@ fn le() -> MemFlagsData {
 /// Flags for linear-memory accesses: untrusted (may trap), little-endian,
 /// in the heap's alias region (the scalar accesses' flags).
 fn heap() -> MemFlagsData {
-    crate::translate::heap()
+    crate::flags::heap()
 }
 
 /// `v` as a vector of type `ty` (a no-op when it already is).

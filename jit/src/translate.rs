@@ -7,9 +7,8 @@ use crate::types::{FuncType, ModuleInfo, ValType};
 use crate::{BoundsChecks, CompileConfig};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
-    self, types, AbiParam, ArgumentPurpose, Block, BlockArg, Endianness, FuncRef, Function,
-    GlobalValueData, InstBuilder, JumpTableData, MemFlagsData, SigRef, Signature, SourceLoc,
-    TrapCode, Type, Value,
+    self, types, AbiParam, ArgumentPurpose, Block, BlockArg, FuncRef, Function, GlobalValueData,
+    InstBuilder, JumpTableData, MemFlagsData, SigRef, Signature, SourceLoc, TrapCode, Type, Value,
 };
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
@@ -67,73 +66,9 @@ pub(crate) fn wasm_signature(ty: &FuncType) -> Signature {
 // split into disjoint alias regions, so a heap store no longer forces a
 // reload of a global, a table bound or the memory length.
 
-/// Alias region of linear-memory accesses (every memory of the module):
-/// only loads and stores of wasm linear memory are tagged with it.
-pub(crate) const REGION_HEAP: u32 = 0;
-/// Alias region of mutable runtime words that wasm code reads but never
-/// writes: `VMMemory.length`, `VMTable.{base,length}`, `VMFuncRef` fields.
-/// Only calls (fences) change them.
-const REGION_VMCTX: u32 = 1;
-/// Alias region of global variables' storage (`VMGlobal`).
-const REGION_GLOBALS: u32 = 2;
-/// Alias region of table elements.
-const REGION_TABLES: u32 = 3;
-
-/// Declares the alias regions of a function, in the order of the
-/// `REGION_*` constants, so that `AliasRegion::from_u32(REGION_X)` names
-/// region X in every function. Must be the first regions declared.
-fn declare_alias_regions(func: &mut Function) {
-    let names: [(u32, &'static str); 4] = [
-        (REGION_HEAP, "heap"),
-        (REGION_VMCTX, "vmctx"),
-        (REGION_GLOBALS, "globals"),
-        (REGION_TABLES, "tables"),
-    ];
-    for (id, name) in names {
-        let r = func.dfg.alias_regions.insert(ir::AliasRegionData {
-            user_id: id,
-            description: name.into(),
-        });
-        assert_eq!(r.as_u32(), id, "alias regions declared first, in order");
-    }
-}
-
-fn region(id: u32) -> Option<ir::AliasRegion> {
-    Some(ir::AliasRegion::from_u32(id))
-}
-
-/// Flags for runtime words that never change while the code runs and are
-/// always dereferenceable: the vmctx's pointers (store, builtins table,
-/// each memory's `VMMemory`, each table's `VMTable`, each global's
-/// storage, imported functions' code and vmctx), the store's epoch
-/// pointer, the builtins' addresses and a memory's base (memories grow in
-/// place: `VMMemory.base` never changes). `can_move` lets Cranelift
-/// merge and hoist these loads freely, even above a bounds check or a
-/// branch, which is safe only because none of them depends on a value
-/// the guest controls: each is a fixed offset from the vmctx or from
-/// another such pointer.
-fn ro() -> MemFlagsData {
-    MemFlagsData::trusted().with_readonly().with_can_move()
-}
-/// Trusted flags for runtime words that may change (only through calls).
-fn rw() -> MemFlagsData {
-    MemFlagsData::trusted().with_alias_region(region(REGION_VMCTX))
-}
-/// Trusted flags for global variables' storage.
-fn globals() -> MemFlagsData {
-    MemFlagsData::trusted().with_alias_region(region(REGION_GLOBALS))
-}
-/// Trusted flags for table elements (already bounds-checked).
-fn table_elems() -> MemFlagsData {
-    MemFlagsData::trusted().with_alias_region(region(REGION_TABLES))
-}
-/// Flags for linear memory accesses: may trap (heap out of bounds),
-/// little-endian, in the heap's own alias region.
-pub(crate) fn heap() -> MemFlagsData {
-    MemFlagsData::new()
-        .with_endianness(Endianness::Little)
-        .with_alias_region(region(REGION_HEAP))
-}
+// The flags and alias regions themselves live in `crate::flags`, below
+// both this module and `simd`.
+use crate::flags::{declare_alias_regions, globals, heap, ro, rw, table_elems};
 
 fn args(vals: &[Value]) -> Vec<BlockArg> {
     vals.iter().map(|v| BlockArg::Value(*v)).collect()
