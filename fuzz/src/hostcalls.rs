@@ -226,7 +226,7 @@ fn run_with(hs: &mut [Harness; 2], data: &[u8]) -> Result<()> {
         for _ in 0..u.int_in_range(1..=MAX_CALLS)? {
             let i = u.choose_index(h.imports.len())?;
             let ty = &h.imports[i].2;
-            let mem_len = mem.data(&store).len() as u32;
+            let mem_len = mem.data_size(&store) as u32;
             let mut args = Vec::with_capacity(ty.params.len());
             for p in ty.params.iter() {
                 args.push(match p {
