@@ -105,6 +105,10 @@ impl<T> Caller<'_, T> {
         if mem.store != self.inner.core.id {
             return None;
         }
+        // Host-driven growth counts against the store's memory limit as
+        // `memory.grow` does.
+        let bytes = delta.checked_mul(faaslet_sfi::WASM_PAGE as u64)?;
+        self.inner.core.check_memory_growth(bytes).ok()?;
         self.inner.core.memories[mem.index as usize].grow(delta)
     }
 
@@ -134,6 +138,15 @@ impl<T> Caller<'_, T> {
         if mem.store != self.inner.core.id {
             return Err(Error::Resource("memory belongs to another store".into()));
         }
+        // The pages grown for the mapping count against the store's memory
+        // limit, as `memory.grow` does (the mapped value is charged to its
+        // user's state quota as well: it is the same bytes, seen twice).
+        let page = faaslet_sfi::WASM_PAGE as u64;
+        let bytes = (len as u64).div_ceil(page).max(1) * page;
+        self.inner
+            .core
+            .check_memory_growth(bytes)
+            .map_err(Error::Limit)?;
         // SAFETY: forwarded contract.
         unsafe {
             self.inner.core.memories[mem.index as usize]

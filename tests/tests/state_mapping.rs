@@ -468,3 +468,30 @@ fn a_partial_push_collects_writes_of_running_faaslets() {
         assert_eq!(v.copy_range(8192..8193).unwrap(), b"A", "{bounds}");
     }
 }
+
+/// Pages grown for a state mapping count against the store's memory limit
+/// (found by the `hostcalls` fuzz target): a value larger than what is
+/// left is refused with an error naming the limit, and the store stays
+/// within it.
+#[test]
+fn state_mappings_count_against_the_memory_limit() {
+    let body = r#"
+      (func (export "main") (result i32)
+        (drop (call $ptr (i32.const 0) (i32.const 2097152)))
+        (i32.const 0))
+    "#;
+    for (bounds, engine) in engines() {
+        let m = module(&engine, body);
+        let state: Arc<dyn StateStore> = Arc::new(LocalStateStore::new());
+        let config = FaasletConfig {
+            memory_limit: Some(1 << 20),
+            ..config(&state)
+        };
+        let err = Faaslet::new(&engine, &m, config)
+            .unwrap()
+            .call(b"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("memory_bytes"), "{bounds}: {err}");
+    }
+}
