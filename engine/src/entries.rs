@@ -57,20 +57,24 @@ impl MemoryEntry {
 
     /// The accessible bytes, if the memory [is private](Self::is_private).
     pub(crate) fn bytes(&self) -> Option<&[u8]> {
+        if !self.is_private() {
+            return None;
+        }
         // SAFETY: [base, base + length) is mapped read-write for as long as
         // the data lives (memories only grow), `self` keeps it alive, and a
         // private memory is written only by the thread holding the store,
         // which this shared borrow keeps from running wasm.
-        self.is_private()
-            .then(|| unsafe { std::slice::from_raw_parts(self.base(), self.length() as usize) })
+        Some(unsafe { std::slice::from_raw_parts(self.base(), self.length() as usize) })
     }
 
     /// The accessible bytes, mutably (see [`Self::bytes`]).
     pub(crate) fn bytes_mut(&mut self) -> Option<&mut [u8]> {
+        if !self.is_private() {
+            return None;
+        }
         // SAFETY: as in `bytes`; `&mut self` excludes other borrows through
         // this store, and nobody else writes a private memory.
-        self.is_private()
-            .then(|| unsafe { std::slice::from_raw_parts_mut(self.base(), self.length() as usize) })
+        Some(unsafe { std::slice::from_raw_parts_mut(self.base(), self.length() as usize) })
     }
 
     /// The host address of `offset .. offset + len`, if inside the memory.
