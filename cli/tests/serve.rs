@@ -33,9 +33,20 @@ fn data_dir(name: &str) -> PathBuf {
     d
 }
 
+/// A `faaslet serve` child, killed on drop if a failed assertion leaves it
+/// running.
+struct Serving(Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `faaslet serve` with `args`; returns the child, its address and
 /// a channel of its stderr lines.
-fn serve(args: &[&str]) -> (Child, String, mpsc::Receiver<String>) {
+fn serve(args: &[&str]) -> (Serving, String, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_faaslet"))
         .arg("serve")
         .args(["--listen", "127.0.0.1:0"])
@@ -58,7 +69,7 @@ fn serve(args: &[&str]) -> (Child, String, mpsc::Receiver<String>) {
             .unwrap_or_else(|_| panic!("no 'listening' line; exit: {:?}", child.try_wait()));
         if let Some(rest) = line.split("listening on http://").nth(1) {
             let addr = rest.split_whitespace().next().unwrap().to_string();
-            return (child, addr, rx);
+            return (Serving(child), addr, rx);
         }
     }
 }
@@ -86,7 +97,8 @@ fn sigterm_lets_the_call_in_flight_finish() {
     if let Some(url) = &redis {
         args.extend(["--state", url.as_str()]);
     }
-    let (mut child, addr, stderr) = serve(&args);
+    let (mut serving, addr, stderr) = serve(&args);
+    let child = &mut serving.0;
     let r = request(&addr, "PUT", "/f/demo/sleeper", SLEEPER.as_bytes()).unwrap();
     assert_eq!(r.status, 201, "{}", r.text());
     // State through the worker's tier (Redis when given).
@@ -122,7 +134,7 @@ fn sigterm_lets_the_call_in_flight_finish() {
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     let r = call.join().unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "slept"));
-    let status = wait_exit(&mut child, Duration::from_secs(20));
+    let status = wait_exit(child, Duration::from_secs(20));
     assert!(status.success(), "{status}");
     let log: Vec<String> = stderr.try_iter().collect();
     assert!(log.iter().any(|l| l.contains("shutting down")), "{log:?}");
