@@ -47,6 +47,15 @@ pub enum FaasletError {
         /// The directory searched.
         dir: String,
     },
+    /// A function chained by name could not be looked up (the store it
+    /// is published in failed, or its files did not load).
+    #[error("looking up function {name:?}: {message}")]
+    Lookup {
+        /// The name.
+        name: String,
+        /// What failed.
+        message: String,
+    },
     /// Reading a function's file failed.
     #[error("{path}: {message}")]
     Io {

@@ -93,21 +93,40 @@ impl Executor {
 
     /// Queues `job`, or refuses it if the queue is full or shut down.
     pub fn submit(&self, job: impl FnOnce() + Send + 'static) -> Result<(), QueueFull> {
+        self.try_submit(Box::new(job)).map_err(|_| QueueFull {
+            capacity: self.shared.capacity,
+        })
+    }
+
+    /// Queues a boxed `job`, or hands it back if the queue is full or shut
+    /// down (for a caller that then runs it itself).
+    pub fn try_submit(
+        &self,
+        job: Box<dyn FnOnce() + Send + 'static>,
+    ) -> Result<(), Box<dyn FnOnce() + Send + 'static>> {
         let mut q = self.shared.lock();
         if q.closed || q.jobs.len() >= self.shared.capacity {
-            return Err(QueueFull {
-                capacity: self.shared.capacity,
-            });
+            return Err(job);
         }
-        q.jobs.push_back(Box::new(job));
+        q.jobs.push_back(job);
         drop(q);
         self.shared.ready.notify_one();
         Ok(())
     }
 
+    /// Wakes every thread waiting in [`run_until`](Self::run_until) to
+    /// check its condition again: for a condition made true outside this
+    /// executor (a result that came from another host).
+    pub fn wake_waiters(&self) {
+        // Taking the lock orders this after their check: no lost wake-up.
+        drop(self.shared.lock());
+        self.shared.ready.notify_all();
+    }
+
     /// Runs queued jobs on this thread until `done()` holds. `done` must
     /// become true through a job of this executor (a job's end wakes
-    /// waiters), e.g. a chained call's result being stored.
+    /// waiters), e.g. a chained call's result being stored, or be followed
+    /// by [`wake_waiters`](Self::wake_waiters).
     pub fn run_until(&self, done: impl Fn() -> bool) {
         self.run_until_deadline(done, None);
     }

@@ -28,6 +28,7 @@ use crate::error::FaasletError;
 use crate::executor::Executor;
 use crate::faasm::FaasmView;
 use crate::registry::FunctionRegistry;
+use crate::scheduler::{ChainEntry, ChainScheduler, ChainedCall, Complete, RunHere};
 use crate::wasi::WasiView;
 use faaslet::{Engine, Error, Extern, Func, Instance, Linker, Module, Store, Val, ValType};
 use faaslet_hostapi::faasm::{CallResult, Chainer, FaasmCtx, FaasmError};
@@ -104,6 +105,11 @@ pub struct FaasletConfig {
     /// [`Config::store_limits`](faaslet::Config::store_limits) (1 GiB by
     /// default). Chained calls inherit it.
     pub memory_limit: Option<u64>,
+    /// Where chained calls run and how functions chained by name are
+    /// found, when [`functions`](Self::functions) is `None` (the worker's
+    /// cluster scheduler); `None`: every chained call runs on this host.
+    /// Only consulted with an [`executor`](Self::executor).
+    pub scheduler: Option<Arc<dyn ChainScheduler>>,
 }
 
 /// WASI and the Faasm API linked once, for any number of Faaslets of one
@@ -191,6 +197,7 @@ impl FaasletConfig {
             chain_depth: 0,
             host: None,
             memory_limit: None,
+            scheduler: None,
         }
     }
 
@@ -234,15 +241,6 @@ impl FaasmView for FaasletData {
     fn faasm(&mut self) -> &mut FaasmCtx {
         &mut self.faasm
     }
-}
-
-/// What a call enters.
-#[derive(Clone, Copy)]
-enum Entry {
-    /// The module's entry point.
-    Main,
-    /// The function at this index of the module's table.
-    Ptr(u32),
 }
 
 /// An instantiation, made ahead of a call.
@@ -463,7 +461,7 @@ impl Faaslet {
     /// Runs the function's entry point (`_start`, or `main` returning the
     /// return code) with `input`.
     pub fn call(&mut self, input: &[u8]) -> Result<CallOutput, FaasletError> {
-        self.run(Entry::Main, input)
+        self.run(ChainEntry::Main, input)
     }
 
     /// Runs the function at index `func` of the module's function table
@@ -471,10 +469,10 @@ impl Faaslet {
     /// `__faasm_call_ptr(i32) -> i32` (the C SDK defines it) or else its
     /// exported table. The function's result is the return code.
     pub fn call_ptr(&mut self, func: u32, input: &[u8]) -> Result<CallOutput, FaasletError> {
-        self.run(Entry::Ptr(func), input)
+        self.run(ChainEntry::Ptr(func), input)
     }
 
-    fn run(&mut self, entry: Entry, input: &[u8]) -> Result<CallOutput, FaasletError> {
+    fn run(&mut self, entry: ChainEntry, input: &[u8]) -> Result<CallOutput, FaasletError> {
         let ready = match self.ready.take() {
             Some(r) => r,
             None => self.instantiate(Vec::new())?,
@@ -562,10 +560,10 @@ fn resolve_imports(
 fn invoke(
     store: &mut Store<FaasletData>,
     instance: Instance,
-    entry: Entry,
+    entry: ChainEntry,
 ) -> Result<i32, FaasletError> {
     match entry {
-        Entry::Main => {
+        ChainEntry::Main => {
             if let Some(f) = instance.get_func(store, "_start") {
                 let f = f.typed::<(), (), _>(store)?;
                 f.call(store, ()).map_err(Error::Trap)?;
@@ -577,7 +575,7 @@ fn invoke(
                 Err(FaasletError::NoEntry)
             }
         }
-        Entry::Ptr(index) => {
+        ChainEntry::Ptr(index) => {
             if let Some(f) = instance.get_func(store, "__faasm_call_ptr") {
                 let f = f.typed::<i32, i32, _>(store)?;
                 return Ok(f.call(store, index as i32).map_err(Error::Trap)?);
@@ -647,15 +645,15 @@ fn run_chained(
     module: Module,
     snapshot: Option<Snapshot>,
     config: FaasletConfig,
-    entry: Entry,
-    input: Vec<u8>,
+    entry: ChainEntry,
+    input: &[u8],
 ) -> CallResult {
     let name = config.name.clone();
     let faaslet = match &snapshot {
         Some(snap) => Faaslet::from_snapshot(&engine, snap, config),
         None => Faaslet::new(&engine, &module, config),
     };
-    let result = faaslet.and_then(|mut f| f.run(entry, &input));
+    let result = faaslet.and_then(|mut f| f.run(entry, input));
     match result {
         Ok(out) => CallResult {
             return_code: out.return_code,
@@ -753,7 +751,7 @@ impl FaasletChainer {
         module: Module,
         snapshot: Option<Snapshot>,
         name: &str,
-        entry: Entry,
+        entry: ChainEntry,
         input: &[u8],
     ) -> Result<u32, FaasmError> {
         if self.config.chain_depth >= MAX_CHAIN_DEPTH {
@@ -766,7 +764,7 @@ impl FaasletChainer {
             id = NEXT_CALL_ID.fetch_add(1, Ordering::Relaxed);
         }
         self.names.insert(id, name.to_string());
-        if let Entry::Ptr(func) = entry {
+        if let ChainEntry::Ptr(func) = entry {
             // Fails before a thread and an instance are made for it.
             if let Some(why) = bad_func_ptr(&module, snapshot.as_ref(), func) {
                 eprintln!(
@@ -784,35 +782,54 @@ impl FaasletChainer {
         CHAINED_STARTED.fetch_add(1, Ordering::Relaxed);
         let engine = self.engine.clone();
         let config = self.config.for_chained(name);
-        let input = input.to_vec();
         if let Some(exec) = self.config.executor.clone() {
             let slot = Arc::new(Mutex::new(None));
             let out = slot.clone();
-            let job = move || {
-                let r = run_chained(engine, module, snapshot, config, entry, input);
+            let depth = config.chain_depth;
+            let input: Arc<[u8]> = input.into();
+            let job_input = input.clone();
+            let job: RunHere = Box::new(move || {
+                let r = run_chained(engine, module, snapshot, config, entry, &job_input);
                 *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
-            };
-            // A full queue runs the child here and now: slower, never lost.
-            let job: Box<dyn FnOnce() + Send> = Box::new(job);
-            let pending = Arc::new(Mutex::new(Some(job)));
-            let queued = pending.clone();
-            let submitted = exec.submit(move || {
-                if let Some(job) = queued.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                    job();
-                }
             });
-            if submitted.is_err() {
-                if let Some(job) = pending.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            // The scheduler may place the call on another host; its result
+            // lands in the same slot, and the executor's waiters (a parent
+            // awaiting in `run_until_deadline`) are woken to see it.
+            let job = match &self.config.scheduler {
+                Some(scheduler) => {
+                    let prefix = format!("{}/", self.config.user);
+                    let call = ChainedCall {
+                        user: self.config.user.clone(),
+                        function: name.strip_prefix(&prefix).unwrap_or(name).to_string(),
+                        entry,
+                        input,
+                        depth,
+                    };
+                    let out = slot.clone();
+                    let waiters = exec.clone();
+                    let complete: Complete = Box::new(move |r| {
+                        *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                        waiters.wake_waiters();
+                    });
+                    // Handed back: it runs here.
+                    scheduler.offload(call, complete, job).err()
+                }
+                None => Some(job),
+            };
+            if let Some(job) = job {
+                // A full queue runs the child here and now: slower, never lost.
+                if let Err(job) = exec.try_submit(job) {
                     job();
                 }
             }
             self.calls.insert(id, Slot::Pooled(slot));
             return Ok(id);
         }
+        let input = input.to_vec();
         let handle = std::thread::Builder::new()
             .name(format!("faaslet-{name}-{id}"))
             .stack_size(CHAINED_THREAD_STACK)
-            .spawn(move || run_chained(engine, module, snapshot, config, entry, input))
+            .spawn(move || run_chained(engine, module, snapshot, config, entry, &input))
             .map_err(|e| FaasmError::Chain(format!("cannot start a thread: {e}")))?;
         self.calls.insert(id, Slot::Running(handle));
         Ok(id)
@@ -821,18 +838,20 @@ impl FaasletChainer {
 
 impl Chainer for FaasletChainer {
     fn chain_name(&mut self, name: &str, input: &[u8]) -> Result<u32, FaasmError> {
-        let registry = self
-            .config
-            .functions
-            .as_ref()
-            .ok_or_else(|| FaasmError::UnknownFunction(name.to_string()))?;
-        let module = registry.get(name).map_err(|e| match e {
+        let unknown = |e: FaasletError| match e {
             FaasletError::BadName(_) | FaasletError::NoSuchFunction { .. } => {
                 FaasmError::UnknownFunction(name.to_string())
             }
             other => FaasmError::Chain(other.to_string()),
-        })?;
-        self.spawn(module, None, name, Entry::Main, input)
+        };
+        let (module, snapshot) = match (&self.config.functions, &self.config.scheduler) {
+            (Some(registry), _) => (registry.get(name).map_err(unknown)?, None),
+            (None, Some(scheduler)) => scheduler
+                .function(&self.config.user, name)
+                .map_err(unknown)?,
+            (None, None) => return Err(FaasmError::UnknownFunction(name.to_string())),
+        };
+        self.spawn(module, snapshot, name, ChainEntry::Main, input)
     }
 
     fn chain_ptr(&mut self, func: u32, input: &[u8]) -> Result<u32, FaasmError> {
@@ -842,7 +861,7 @@ impl Chainer for FaasletChainer {
             self.module.clone(),
             snapshot,
             &name,
-            Entry::Ptr(func),
+            ChainEntry::Ptr(func),
             input,
         )
     }

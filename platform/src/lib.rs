@@ -6,6 +6,8 @@
 //!   threads and optional resource isolation around each call.
 //! * [`FunctionRegistry`] ([`registry`]): the functions chained calls may
 //!   name, each compiled once.
+//! * [`scheduler`]: where chained calls run (the worker's places them on
+//!   other hosts of its cluster).
 //! * [`wasi`] and [`faasm`]: the glue that registers the engine-independent
 //!   host interfaces of `faaslet-hostapi` with a [`Linker`](::faaslet::Linker).
 //!
@@ -38,6 +40,7 @@ pub mod executor;
 pub mod faaslet;
 pub mod faasm;
 pub mod registry;
+pub mod scheduler;
 pub mod wasi;
 pub mod worker;
 

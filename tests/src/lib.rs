@@ -1,6 +1,6 @@
 //! Integration tests for faaslet live in `tests/`; this library holds only
 //! what several of them share: [`RedisServer`], the Redis the state tests
-//! talk to.
+//! talk to, and [`sdk_wasm`], the C SDK's examples built for wasm.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -108,4 +108,44 @@ pub fn unique_user(tag: &str) -> String {
         .unwrap()
         .as_nanos();
     format!("{tag}-{}-{n}", std::process::id())
+}
+
+/// The C SDK example `sdk/examples/NAME.c` built with clang for
+/// wasm32-wasi (`-O2`, with the SDK's wrappers); `None`, with a line on
+/// stderr, where clang cannot build it, unless `FAASLET_REQUIRE_CLANG` is
+/// set (CI sets it), which makes that a failure.
+pub fn sdk_wasm(name: &str) -> Option<Vec<u8>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let sdk = root.join("sdk");
+    let out = std::env::temp_dir().join(format!(
+        "faaslet-sdk-{name}-{}-{:?}.wasm",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let res = Command::new("clang")
+        .args(["--target=wasm32-wasi", "-O2", "-I"])
+        .arg(sdk.join("include"))
+        .arg(sdk.join("src/faasm.c"))
+        .arg(sdk.join(format!("examples/{name}.c")))
+        .arg("-o")
+        .arg(&out)
+        .output();
+    let built = match res {
+        Ok(r) if r.status.success() => std::fs::read(&out).ok(),
+        _ => None,
+    };
+    let _ = std::fs::remove_file(&out);
+    match built {
+        Some(wasm) => Some(wasm),
+        None if std::env::var_os("FAASLET_REQUIRE_CLANG").is_some() => {
+            panic!("FAASLET_REQUIRE_CLANG is set but {name}.c does not build")
+        }
+        None => {
+            eprintln!("skipping: clang cannot build the SDK examples here");
+            None
+        }
+    }
 }

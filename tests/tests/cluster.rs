@@ -1,14 +1,16 @@
 //! Workers in a cluster through one Redis (a private `redis-server`): they
 //! see each other, an upload to one is callable on every other without
 //! compiling it again, a new upload replaces the old everywhere, and a
-//! worker that stops heartbeating drops out.
+//! worker that stops heartbeating drops out. Chained calls spread over
+//! the cluster; the global lock holds across workers; a Redis outage fails
+//! calls fast and the cluster recovers when it returns.
 
 use faaslet::Engine;
 use faaslet_cli::client::{request, Response};
 use faaslet_platform::worker::cluster::{Cluster, MEMBER_TTL};
 use faaslet_platform::worker::{Server, Worker, WorkerConfig};
 use faaslet_state::{LocalStateStore, RedisTier, StateLimits};
-use faaslet_tests::RedisServer;
+use faaslet_tests::{sdk_wasm, RedisServer};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -226,4 +228,199 @@ fn a_busy_worker_forwards_to_free_ones() {
         nodes[0].metric("faaslet_calls_forwarded_total"),
         Some(counts[1] + counts[2])
     );
+}
+
+fn peers(n: &Node) -> usize {
+    n.worker.cluster().map_or(0, |c| c.peers().len())
+}
+
+/// A fan-out of 300 chained calls started on one worker (two threads,
+/// like its peers) runs on all three: the first child here, then the
+/// free slots elsewhere, then queued evenly. The parent awaits children
+/// on other workers as it awaits its own, outputs included.
+#[test]
+fn a_fan_out_of_300_chained_calls_spreads_over_three_workers() {
+    let (Some(fanout), Some(echo)) = (sdk_wasm("fanout"), sdk_wasm("echo")) else {
+        return;
+    };
+    let redis_server = RedisServer::spawn();
+    let redis = Arc::new(RedisTier::connect(redis_server.url()).unwrap());
+    let nodes: Vec<Node> = ["xa", "xb", "xc"]
+        .iter()
+        .map(|n| {
+            Node::start_with(n, &redis, |c| {
+                c.threads = 2;
+                c.queue = 4096;
+            })
+        })
+        .collect();
+    for (name, wasm) in [("fanout", &fanout), ("echo", &echo)] {
+        let r = nodes[0].req("PUT", &format!("/f/demo/{name}"), wasm);
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    wait_until("a sees b and c", Duration::from_secs(10), || {
+        peers(&nodes[0]) == 2
+    });
+
+    // By pointer: each child squares its input.
+    let r = nodes[0].req("POST", "/f/demo/fanout", b"300");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text().trim(), "8955050", "0^2 + ... + 299^2");
+    assert_eq!(r.header("x-faaslet-return-code"), Some("0"));
+    let chained = |n: &Node, placed: &str| {
+        n.metric(&format!(
+            "faaslet_chained_calls_total{{placed=\"{placed}\"}}"
+        ))
+        .unwrap_or(0)
+    };
+    let ran = |n: &Node, f: &str| {
+        n.metric(&format!(
+            "faaslet_calls_total{{function=\"demo/{f}\",outcome=\"success\"}}"
+        ))
+        .unwrap_or(0)
+    };
+    let (here, sent) = (chained(&nodes[0], "here"), chained(&nodes[0], "forwarded"));
+    let (b, c) = (ran(&nodes[1], "fanout"), ran(&nodes[2], "fanout"));
+    eprintln!("300 chained calls by pointer: {here} on a, {b} on b, {c} on c");
+    assert_eq!(here + sent, 300);
+    assert!(here > 0 && b > 0 && c > 0, "here {here}, b {b}, c {c}");
+    assert_eq!(b + c, sent, "every forwarded call ran once");
+
+    // By name: the children are `echo`, which b and c fetch from the
+    // cluster on their first call.
+    let r = nodes[0].req("POST", "/f/demo/fanout", b"300 echo");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text().trim(), "44850", "0 + ... + 299");
+    let (b, c) = (ran(&nodes[1], "echo"), ran(&nodes[2], "echo"));
+    assert!(b > 0 && c > 0, "b {b}, c {c}");
+    assert_eq!(
+        chained(&nodes[0], "here") + chained(&nodes[0], "forwarded"),
+        600
+    );
+}
+
+/// Increments the 4-byte state value "counter" under the global write
+/// lock (pull, +1, push) and outputs the new count (4 bytes, little
+/// endian).
+const COUNTER: &str = r#"(module
+  (import "env" "__faasm_read_state" (func $read (param i32 i32 i32) (result i32)))
+  (import "env" "__faasm_write_state" (func $write (param i32 i32 i32)))
+  (import "env" "__faasm_push_state" (func $push (param i32)))
+  (import "env" "__faasm_pull_state" (func $pull (param i32 i32)))
+  (import "env" "__faasm_lock_state_global_write" (func $lock (param i32)))
+  (import "env" "__faasm_unlock_state_global_write" (func $unlock (param i32)))
+  (import "env" "__faasm_write_output" (func $out (param i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "counter\00")
+  (func (export "main") (result i32)
+    (call $lock (i32.const 0))
+    (call $pull (i32.const 0) (i32.const 4))
+    (drop (call $read (i32.const 0) (i32.const 16) (i32.const 4)))
+    (i32.store (i32.const 16) (i32.add (i32.load (i32.const 16)) (i32.const 1)))
+    (call $write (i32.const 0) (i32.const 16) (i32.const 4))
+    (call $push (i32.const 0))
+    (call $unlock (i32.const 0))
+    (call $out (i32.const 16) (i32.const 4))
+    (i32.const 0)))"#;
+
+fn count_of(r: &Response) -> u32 {
+    assert_eq!(r.status, 200, "{}", r.text());
+    u32::from_le_bytes(r.body[..4].try_into().unwrap())
+}
+
+/// The shared counter, counted by four callers spread over three workers:
+/// the global lock serialises them across hosts, so every call sees a
+/// distinct count and none is lost.
+#[test]
+fn four_callers_count_on_three_workers_under_the_global_lock() {
+    let redis_server = RedisServer::spawn();
+    let redis = Arc::new(RedisTier::connect(redis_server.url()).unwrap());
+    let nodes: Vec<Node> = ["ca", "cb", "cc"]
+        .iter()
+        .map(|n| Node::start(n, &redis))
+        .collect();
+    let r = nodes[0].req("PUT", "/f/shared/counter", COUNTER.as_bytes());
+    assert_eq!(r.status, 201, "{}", r.text());
+    let addrs: Vec<String> = nodes.iter().map(|n| n.server.addr().to_string()).collect();
+    let callers: Vec<_> = (0..4)
+        .map(|i| {
+            let addrs = addrs.clone();
+            std::thread::spawn(move || {
+                (0..25)
+                    .map(|j| {
+                        let addr = &addrs[(i + j) % 3];
+                        count_of(&request(addr, "POST", "/f/shared/counter", b"").unwrap())
+                    })
+                    .collect::<Vec<u32>>()
+            })
+        })
+        .collect();
+    let mut seen: Vec<u32> = callers
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=100).collect::<Vec<u32>>());
+    for n in &nodes {
+        let calls = n
+            .metric("faaslet_calls_total{function=\"shared/counter\",outcome=\"success\"}")
+            .unwrap_or(0);
+        assert!(calls > 0, "every worker counted");
+    }
+}
+
+/// Redis goes away: calls that need it fail at once with an error naming
+/// it, uploads are refused, calls of functions held here still run; when
+/// Redis is back the cluster works again without restarting a worker.
+#[test]
+fn a_redis_outage_fails_fast_and_the_cluster_recovers() {
+    let mut redis_server = RedisServer::spawn();
+    let redis = Arc::new(RedisTier::connect(redis_server.url()).unwrap());
+    let nodes: Vec<Node> = ["oa", "ob"]
+        .iter()
+        .map(|n| Node::start(n, &redis))
+        .collect();
+    let r = nodes[0].req("PUT", "/f/alice/counter", COUNTER.as_bytes());
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = nodes[0].req("PUT", "/f/alice/echo", echo('A').as_bytes());
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(count_of(&nodes[1].req("POST", "/f/alice/counter", b"")), 1);
+
+    redis_server.stop();
+    let t = Instant::now();
+    let r = nodes[0].req("POST", "/f/alice/counter", b"");
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("global state tier"), "{}", r.text());
+    let r = nodes[0].req("PUT", "/f/alice/other", echo('B').as_bytes());
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("cluster_unavailable"), "{}", r.text());
+    // b never called `echo`: looking it up needs Redis.
+    let r = nodes[1].req("POST", "/f/alice/echo", b"x");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "failing took {:?}",
+        t.elapsed()
+    );
+    // Held here: runs without Redis.
+    let r = nodes[0].req("POST", "/f/alice/echo", b"x");
+    assert_eq!((r.status, r.text().as_str()), (200, "Ax"));
+
+    redis_server.restart();
+    // The connections come back on their own: uploads are published again,
+    // heartbeats register the workers again, and the other worker fetches.
+    wait_until("uploads work again", Duration::from_secs(15), || {
+        nodes[0]
+            .req("PUT", "/f/alice/other", echo('B').as_bytes())
+            .status
+            == 201
+    });
+    let r = nodes[1].req("POST", "/f/alice/other", b"y");
+    assert_eq!((r.status, r.text().as_str()), (200, "By"));
+    wait_until("both registered again", Duration::from_secs(10), || {
+        nodes[0].worker.cluster().unwrap().members().unwrap().len() == 2
+    });
+    // Redis lost the count (no persistence): counting starts again.
+    assert_eq!(count_of(&nodes[0].req("POST", "/f/alice/counter", b"")), 1);
+    assert_eq!(count_of(&nodes[1].req("POST", "/f/alice/counter", b"")), 2);
 }

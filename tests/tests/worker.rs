@@ -5,8 +5,8 @@
 use faaslet::Engine;
 use faaslet_cli::client::{request, Response};
 use faaslet_platform::worker::{Server, Worker, WorkerConfig};
+use faaslet_tests::sdk_wasm;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 /// Echoes its input and returns 3.
@@ -376,31 +376,6 @@ fn upload_then_corrupt(dir: &Path) {
     upload(&s, "alice", "echo", ECHO.as_bytes());
     s.stop().unwrap();
     std::fs::write(dir.join("functions/alice/echo.snap"), b"not a snapshot").unwrap();
-}
-
-/// The SDK's C examples (built with clang for wasm32-wasi), if clang can.
-fn sdk_wasm(name: &str) -> Option<Vec<u8>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let sdk = root.join("sdk");
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("worker-sdk-{name}.wasm"));
-    let res = Command::new("clang")
-        .args(["--target=wasm32-wasi", "-O2", "-I"])
-        .arg(sdk.join("include"))
-        .arg(sdk.join("src/faasm.c"))
-        .arg(sdk.join(format!("examples/{name}.c")))
-        .arg("-o")
-        .arg(&out)
-        .output();
-    match res {
-        Ok(r) if r.status.success() => Some(std::fs::read(&out).unwrap()),
-        _ if std::env::var_os("FAASLET_REQUIRE_CLANG").is_some() => {
-            panic!("FAASLET_REQUIRE_CLANG is set but {name}.c does not build")
-        }
-        _ => {
-            eprintln!("skipping: clang cannot build the SDK examples here");
-            None
-        }
-    }
 }
 
 #[test]

@@ -185,18 +185,50 @@ impl Cluster {
         Ok(())
     }
 
-    /// The least loaded other worker with a free slot, by the last
-    /// heartbeat's figures plus the calls forwarded to it that are still
-    /// running (fullest-first would pack, least-loaded spreads: a call
-    /// waits least on the worker with the most free slots); `None` if every
-    /// one is full. The choice counts as one more call there until
-    /// [`done`](Self::done).
-    pub fn pick(&self) -> Option<Member> {
+    /// Where a call that this worker would queue should run instead, given
+    /// this worker's `load` (calls running or queued here) and `capacity`;
+    /// `None`: here. The rule, for calls from clients and chained calls
+    /// alike:
+    ///
+    /// 1. a free slot here: here (no hop, and the Proto-Faaslet is warm);
+    /// 2. else the least loaded other worker with a free slot;
+    /// 3. else, every worker full, the one whose queue is shortest for its
+    ///    capacity, if shorter than here (ties stay here): so a fan-out far
+    ///    wider than the cluster queues evenly over it instead of piling up
+    ///    on the worker that started it.
+    ///
+    /// Loads are the last heartbeat's figures plus the calls forwarded
+    /// there that have not answered (a heartbeat that counted some of
+    /// those counts them twice: the error is on the side of spreading).
+    /// The choice counts as one more call there until [`done`](Self::done).
+    pub fn place(&self, load: u32, capacity: u32) -> Option<Member> {
+        if load < capacity {
+            return None;
+        }
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        let (m, sent) = peers
-            .iter_mut()
-            .filter(|(m, sent)| m.load + *sent < m.capacity)
-            .min_by_key(|(m, sent)| (m.load + *sent, m.capacity))?;
+        let busy = |m: &Member, sent: u32| m.load.saturating_add(sent);
+        let free = peers
+            .iter()
+            .enumerate()
+            .filter(|(_, (m, sent))| busy(m, *sent) < m.capacity)
+            .min_by_key(|(_, (m, sent))| (busy(m, *sent), u32::MAX - m.capacity))
+            .map(|(i, _)| i);
+        // Compared as fractions busy/capacity, by cross-multiplying.
+        let shorter = |a: (u32, u32), b: (u32, u32)| {
+            u64::from(a.0) * u64::from(b.1.max(1)) < u64::from(b.0) * u64::from(a.1.max(1))
+        };
+        let chosen = free.or_else(|| {
+            let mut best: Option<(usize, (u32, u32))> = None;
+            for (i, (m, sent)) in peers.iter().enumerate() {
+                let q = (busy(m, *sent), m.capacity);
+                if best.is_none_or(|(_, b)| shorter(q, b)) {
+                    best = Some((i, q));
+                }
+            }
+            best.filter(|(_, q)| shorter(*q, (load, capacity)))
+                .map(|(i, _)| i)
+        })?;
+        let (m, sent) = &mut peers[chosen];
         *sent += 1;
         Some(m.clone())
     }
@@ -211,7 +243,7 @@ impl Cluster {
             .collect()
     }
 
-    /// A call forwarded to `id` (by [`pick`](Self::pick)) has answered.
+    /// A call forwarded to `id` (by [`place`](Self::place)) has answered.
     pub fn done(&self, id: &str) {
         if let Some((_, sent)) = self
             .peers

@@ -8,6 +8,8 @@ use crate::error::FaasletError;
 use crate::executor::{Executor, QueueFull};
 use crate::faaslet::{Faaslet, FaasletConfig, HostLinker};
 use crate::registry::valid_function_name;
+use crate::scheduler::ChainEntry;
+use crate::worker::chain::{ChainHost, WorkerScheduler};
 use crate::worker::cluster::{version_of, Cluster};
 use crate::worker::metrics::Metrics;
 use faaslet::{Engine, Error, Module, TrapKind};
@@ -23,6 +25,10 @@ use std::time::{Duration, Instant};
 /// How often the ticker advances the engine's epoch: the granularity of
 /// call deadlines.
 pub const TICK: Duration = crate::faaslet::EPOCH_TICK;
+
+/// How much longer than the call's deadline a worker waits for another
+/// worker's answer to a forwarded call before taking it for lost.
+pub const FORWARD_GRACE: Duration = Duration::from_secs(5);
 
 /// How a worker is set up.
 #[derive(Clone)]
@@ -247,7 +253,7 @@ struct Results {
     capacity: usize,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     engine: Engine,
     config: WorkerConfig,
     functions: RwLock<HashMap<(String, String), Arc<Function>>>,
@@ -260,6 +266,11 @@ struct Inner {
     stop_ticker: Arc<AtomicBool>,
     /// The cluster this worker joined ([`Worker::join_cluster`]).
     cluster: std::sync::OnceLock<Arc<Cluster>>,
+    /// The runtime chained calls are forwarded on (made on joining a
+    /// cluster): one thread, which only waits on sockets.
+    forwarder: std::sync::OnceLock<tokio::runtime::Runtime>,
+    /// Held while a function is fetched from the cluster.
+    fetching: Mutex<()>,
     /// What every call's Faaslet is configured with but its name and user
     /// (the host interface linked once, the state store, the executor, the
     /// deadline): cloned per call, which allocates next to nothing.
@@ -269,7 +280,7 @@ struct Inner {
 /// A worker: cheap to clone, shared by every request handler.
 #[derive(Clone)]
 pub struct Worker {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -285,6 +296,12 @@ impl Drop for Inner {
         self.stop_ticker.store(true, Ordering::Relaxed);
         if let Some(c) = self.cluster.get() {
             c.leave();
+        }
+        // Dropping a runtime blocks, which is not allowed if the last
+        // reference goes away on a thread of another runtime (an HTTP
+        // handler's): let it wind down in the background.
+        if let Some(rt) = self.forwarder.take() {
+            rt.shutdown_background();
         }
     }
 }
@@ -339,7 +356,7 @@ impl Worker {
             ..FaasletConfig::new("")
         };
         let worker = Worker {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|inner| Inner {
                 engine: engine.clone(),
                 config,
                 functions: RwLock::new(HashMap::new()),
@@ -350,8 +367,17 @@ impl Worker {
                 metrics: Metrics::default(),
                 cache,
                 stop_ticker,
-                template,
+                template: FaasletConfig {
+                    // Chained calls by name find this worker's functions,
+                    // and every chained call is placed by the cluster's rule.
+                    scheduler: Some(Arc::new(WorkerScheduler {
+                        host: inner.clone() as std::sync::Weak<dyn ChainHost>,
+                    })),
+                    ..template
+                },
                 cluster: std::sync::OnceLock::new(),
+                forwarder: std::sync::OnceLock::new(),
+                fetching: Mutex::new(()),
             }),
         };
         worker.reload(&dir);
@@ -507,6 +533,17 @@ impl Worker {
         if local.is_ok() {
             return local;
         }
+        // One fetch at a time: calls arriving together for a function not
+        // held here (a fan-out's first calls) fetch and load it once, and
+        // never write its files over each other.
+        let _fetching = self
+            .inner
+            .fetching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Ok(f) = self.function(user, function) {
+            return Ok(f);
+        }
         let name = format!("{user}/{function}");
         let Some(p) = cluster.fetch(&name).map_err(WorkerError::Cluster)? else {
             return local;
@@ -593,6 +630,13 @@ impl Worker {
     ) -> Result<Arc<Cluster>, WorkerError> {
         let capacity = self.inner.config.threads as u32;
         let c = Arc::new(Cluster::join(redis, addr, capacity).map_err(WorkerError::Cluster)?);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("faaslet-forward")
+            .enable_all()
+            .build()
+            .map_err(|e| io_err(&self.inner.config.data, e))?;
+        let _ = self.inner.forwarder.set(rt);
         if self.inner.cluster.set(c.clone()).is_err() {
             c.leave();
             return Err(WorkerError::Cluster(faaslet_state::StateError::Os(
@@ -622,18 +666,18 @@ impl Worker {
         Ok(c)
     }
 
-    /// Where to forward a call rather than run it here: another worker of
-    /// the cluster with a free slot, when every thread here is taken (see
-    /// [`Cluster::pick`]); `None` when this worker has a free slot, is not
-    /// in a cluster, or every other worker is full (the call then queues
+    /// Where to forward a call rather than run it here, by the rule of
+    /// [`Cluster::place`]: `None` when this worker has a free slot, is not
+    /// in a cluster, or no other worker is less busy (the call then queues
     /// here).
     pub fn pick_remote(&self) -> Option<super::cluster::Member> {
-        let c = self.inner.cluster.get()?;
-        let ex = &self.inner.executor;
-        if ex.running() + ex.queued() < self.inner.config.threads {
-            return None;
-        }
-        c.pick()
+        self.inner.place().map(|(peer, _, _)| peer)
+    }
+
+    /// How long a forwarded call may take before the worker it went to
+    /// is taken for lost: the call's deadline there, plus 5 s.
+    pub fn forward_timeout(&self) -> Duration {
+        self.inner.config.timeout + FORWARD_GRACE
     }
 
     /// The cluster this worker joined, if any.
@@ -753,11 +797,25 @@ impl Worker {
     /// Proto-Faaslet, under the deadline. Blocking: call it on an
     /// executor thread.
     pub fn call(&self, user: &str, function: &str, input: &[u8]) -> Result<CallReply, WorkerError> {
+        self.call_chained(user, function, ChainEntry::Main, 0, input)
+    }
+
+    /// [`call`](Self::call) for a chained call that another worker placed
+    /// here: entering `entry`, at `depth` in its chain (deeper chains are
+    /// refused).
+    pub fn call_chained(
+        &self,
+        user: &str,
+        function: &str,
+        entry: ChainEntry,
+        depth: u32,
+        input: &[u8],
+    ) -> Result<CallReply, WorkerError> {
         let f = self.function_or_fetch(user, function)?;
         let name = format!("{user}/{function}");
         let cold = !f.called.swap(true, Ordering::Relaxed);
         let start = Instant::now();
-        let result = self.run(&f, &name, input);
+        let result = self.run(&f, &name, entry, depth, input);
         let outcome = match &result {
             Ok(r) if r.return_code == 0 => "success",
             Ok(_) => "failed",
@@ -771,9 +829,19 @@ impl Worker {
         result
     }
 
-    fn run(&self, f: &Function, name: &str, input: &[u8]) -> Result<CallReply, WorkerError> {
+    fn run(
+        &self,
+        f: &Function,
+        name: &str,
+        entry: ChainEntry,
+        depth: u32,
+        input: &[u8],
+    ) -> Result<CallReply, WorkerError> {
         let (user, function) = name.split_once('/').unwrap_or((name, name));
-        let config = self.faaslet_config(user, function);
+        let config = FaasletConfig {
+            chain_depth: depth,
+            ..self.faaslet_config(user, function)
+        };
         let call_err = |error| WorkerError::Call {
             function: name.to_string(),
             error,
@@ -782,7 +850,11 @@ impl Worker {
         // deadline is never reused.
         let mut faaslet =
             Faaslet::from_snapshot(&self.inner.engine, &f.snapshot, config).map_err(call_err)?;
-        let out = match faaslet.call(input) {
+        let called = match entry {
+            ChainEntry::Main => faaslet.call(input),
+            ChainEntry::Ptr(func) => faaslet.call_ptr(func, input),
+        };
+        let out = match called {
             Ok(out) => out,
             Err(FaasletError::Trap { trap, output }) => {
                 if trap.kind == TrapKind::Interrupted {
@@ -867,5 +939,46 @@ impl Worker {
     /// The status of asynchronous call `id`, if it is still kept.
     pub fn status(&self, id: u64) -> Option<CallStatus> {
         self.results().map.get(&id).cloned()
+    }
+}
+
+impl ChainHost for Inner {
+    fn lookup(
+        self: Arc<Self>,
+        user: &str,
+        name: &str,
+    ) -> Result<(Module, Option<Snapshot>), FaasletError> {
+        match (Worker { inner: self }).function_or_fetch(user, name) {
+            Ok(f) => Ok((f.snapshot.module().clone(), Some(f.snapshot.clone()))),
+            Err(WorkerError::NoSuchFunction { .. }) => Err(FaasletError::NoSuchFunction {
+                name: name.to_string(),
+                dir: format!("the functions of user {user}"),
+            }),
+            Err(e) => Err(FaasletError::Lookup {
+                name: name.to_string(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    fn place(&self) -> Option<(super::cluster::Member, Arc<Cluster>, tokio::runtime::Handle)> {
+        let cluster = self.cluster.get()?;
+        let rt = self.forwarder.get()?.handle().clone();
+        let load =
+            u32::try_from(self.executor.running() + self.executor.queued()).unwrap_or(u32::MAX);
+        let peer = cluster.place(load, self.config.threads as u32)?;
+        Some((peer, cluster.clone(), rt))
+    }
+
+    fn record(&self, forwarded: bool) {
+        self.metrics.chained(forwarded);
+    }
+
+    fn executor(&self) -> &Arc<Executor> {
+        &self.executor
+    }
+
+    fn forward_timeout(&self) -> Duration {
+        self.config.timeout + FORWARD_GRACE
     }
 }

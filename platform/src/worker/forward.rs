@@ -6,6 +6,7 @@
 //! call with hops runs it itself (or queues it), so a call moves at most
 //! once and never bounces between busy workers.
 
+use crate::scheduler::ChainEntry;
 use axum::body::{Body, Bytes};
 use axum::response::Response;
 use http_body_util::BodyExt;
@@ -89,14 +90,38 @@ async fn connection(addr: &str) -> Result<Sender, ForwardError> {
     Ok(sender)
 }
 
-/// Sends `POST path` with `body` to the worker at `addr`, with `hops`, and
-/// returns its response (status, headers and body as the worker sent
-/// them). Keep-alive connections are reused.
+/// The header carrying a call's return code.
+pub const RETURN_CODE_HEADER: &str = "x-faaslet-return-code";
+
+/// The headers of a call forwarded with `hops`, entering `entry` at `depth`.
+pub fn forwarded_headers(hops: u32, entry: ChainEntry, depth: u32) -> Vec<(&'static str, String)> {
+    let mut h = vec![
+        (HOPS_HEADER, hops.to_string()),
+        (CHAIN_DEPTH_HEADER, depth.to_string()),
+    ];
+    if let ChainEntry::Ptr(func) = entry {
+        h.push((FUNC_PTR_HEADER, func.to_string()));
+    }
+    h
+}
+
+/// The header naming the table index a forwarded chained call by pointer
+/// enters (absent: the function's entry point).
+pub const FUNC_PTR_HEADER: &str = "x-faaslet-func-ptr";
+
+/// The header carrying a forwarded chained call's depth in its chain.
+pub const CHAIN_DEPTH_HEADER: &str = "x-faaslet-chain-depth";
+
+/// Sends `POST path` with `body` and `headers` to the worker at `addr`,
+/// and returns its response (status, headers and body as the worker sent
+/// them). Keep-alive connections are reused. No complete answer within
+/// `timeout` is [`ForwardError::Lost`].
 pub async fn forward(
     addr: &str,
     path: &str,
     body: Bytes,
-    hops: u32,
+    headers: &[(&'static str, String)],
+    timeout: Duration,
 ) -> Result<Response, ForwardError> {
     let fail = |why: String| ForwardError::NotDelivered {
         addr: addr.to_string(),
@@ -107,22 +132,30 @@ pub async fn forward(
         why,
     };
     let mut sender = connection(addr).await?;
-    let req = hyper::Request::post(path)
-        .header(hyper::header::HOST, addr)
-        .header(HOPS_HEADER, hops)
+    let mut req = hyper::Request::post(path).header(hyper::header::HOST, addr);
+    for (name, value) in headers {
+        req = req.header(*name, value);
+    }
+    let req = req
         .body(http_body_util::Full::new(body))
         .map_err(|e| fail(e.to_string()))?;
-    let resp = sender
-        .send_request(req)
+    let exchange = async {
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| lost(e.to_string()))?;
+        let (parts, body) = resp.into_parts();
+        // The other worker has answered: from here a failure is its answer's.
+        let bytes = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .map_err(|e| lost(format!("reading the answer: {e}")))?;
+        Ok::<_, ForwardError>((parts, bytes))
+    };
+    let (parts, bytes) = tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|e| lost(e.to_string()))?;
-    let (parts, body) = resp.into_parts();
-    // The other worker has answered: from here a failure is its answer's.
-    let bytes = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .map_err(|e| lost(format!("reading the answer: {e}")))?;
+        .map_err(|_| lost(format!("no answer within {timeout:?}")))??;
     {
         let mut pool = idle();
         if pool.iter().filter(|(a, _)| a == addr).count() < IDLE_PER_PEER {

@@ -13,8 +13,12 @@
 //! | `PUT/GET /s/{user}/{key}` | a state value (PUT sets it here and pushes it to the global tier; GET returns this worker's copy, pulled first if the worker holds none) |
 //! | `GET /ping`, `GET /metrics` | liveness; Prometheus metrics |
 
+use crate::faaslet::MAX_CHAIN_DEPTH;
+use crate::scheduler::ChainEntry;
 use crate::worker::core::{check_name, CallReply, CallStatus, Worker, WorkerError};
-use crate::worker::forward::{forward, ForwardError, HOPS_HEADER};
+use crate::worker::forward::{
+    forward, forwarded_headers, ForwardError, CHAIN_DEPTH_HEADER, FUNC_PTR_HEADER, HOPS_HEADER,
+};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
@@ -27,8 +31,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::time::Instant;
 
-/// The header carrying a call's return code.
-pub const RETURN_CODE_HEADER: &str = "x-faaslet-return-code";
+pub use crate::worker::forward::RETURN_CODE_HEADER;
 
 /// An error answer: a status and a JSON body naming what is wrong.
 #[derive(Debug)]
@@ -221,6 +224,38 @@ fn blocking_unless_local<R>(w: &Worker, user: &str, function: &str, f: impl FnOn
     }
 }
 
+/// What a forwarded chained call enters, and its depth in its chain
+/// (the entry point at depth 0 for a call from a client).
+fn chained(headers: &HeaderMap) -> Result<(ChainEntry, u32), ApiError> {
+    let num = |name: &str| -> Result<Option<u32>, ApiError> {
+        match headers.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_header",
+                        format!("{name} must be a number"),
+                    )
+                }),
+        }
+    };
+    let entry = num(FUNC_PTR_HEADER)?.map_or(ChainEntry::Main, ChainEntry::Ptr);
+    let depth = num(CHAIN_DEPTH_HEADER)?.unwrap_or(0);
+    if depth > MAX_CHAIN_DEPTH {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "chain_too_deep",
+            format!("chain depth {depth} is past the limit of {MAX_CHAIN_DEPTH}"),
+        ));
+    }
+    Ok((entry, depth))
+}
+
 /// How many times a request says it was forwarded (0 without the header).
 fn hops(headers: &HeaderMap) -> u32 {
     headers
@@ -236,12 +271,14 @@ async fn call(
     input: Vec<u8>,
     asynchronous: bool,
     hops: u32,
+    (entry, depth): (ChainEntry, u32),
 ) -> Result<Response, ApiError> {
     check_name("user", &user)?;
     check_name("function", &function)?;
-    // Every thread here busy: another worker of the cluster with a free
-    // slot takes the call (at most one hop; one that cannot be reached is
-    // skipped, and with none left the call queues here).
+    // Every thread here busy: another worker of the cluster takes the
+    // call, by the rule of `Cluster::place` (at most one hop; one that
+    // cannot be reached is skipped, and with none left the call queues
+    // here).
     if !asynchronous && hops == 0 {
         let mut body: Option<Bytes> = None;
         while let Some(peer) = w.pick_remote() {
@@ -249,7 +286,14 @@ async fn call(
             let body = body
                 .get_or_insert_with(|| Bytes::from(input.clone()))
                 .clone();
-            let sent = forward(&peer.addr, &path, body, hops + 1).await;
+            let sent = forward(
+                &peer.addr,
+                &path,
+                body,
+                &forwarded_headers(hops + 1, entry, depth),
+                w.forward_timeout(),
+            )
+            .await;
             if let Some(c) = w.cluster() {
                 c.done(&peer.id);
             }
@@ -279,7 +323,10 @@ async fn call(
     // Fail fast (404, 400) before queueing (a Redis round trip if the
     // function is not held here but may be in the cluster).
     blocking_unless_local(&w, &user, &function, || w.known(&user, &function))?;
-    let r = on_executor(&w, move |w| w.call(&user, &function, &input)).await?;
+    let r = on_executor(&w, move |w| {
+        w.call_chained(&user, &function, entry, depth, &input)
+    })
+    .await?;
     Ok(reply(r))
 }
 
@@ -309,6 +356,7 @@ async fn invoke(
         body.to_vec(),
         asynchronous,
         hops(&headers),
+        chained(&headers)?,
     )
     .await
 }
@@ -340,6 +388,7 @@ async fn faasm_message(
         m.input_data.into_bytes(),
         m.asynchronous,
         hops(&headers),
+        (ChainEntry::Main, 0),
     )
     .await
 }

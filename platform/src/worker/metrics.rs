@@ -23,6 +23,9 @@ struct Inner {
     rejected: u64,
     /// Calls forwarded to other workers of the cluster.
     forwarded: u64,
+    /// Chained calls started by this worker's Faaslets: run here, placed
+    /// on another worker.
+    chained: [u64; 2],
     /// Code cache lookups: hit, miss, rejected.
     cache: [u64; 3],
 }
@@ -80,6 +83,12 @@ impl Metrics {
     /// Records a call forwarded to another worker.
     pub fn forwarded(&self) {
         self.lock().forwarded += 1;
+    }
+
+    /// Records a chained call started here: placed on another worker
+    /// (`forwarded`), or run here.
+    pub fn chained(&self, forwarded: bool) {
+        self.lock().chained[usize::from(forwarded)] += 1;
     }
 
     /// Records a call refused because the executor queue was full.
@@ -144,6 +153,18 @@ impl Metrics {
         );
         let _ = writeln!(o, "# TYPE faaslet_calls_forwarded_total counter");
         let _ = writeln!(o, "faaslet_calls_forwarded_total {}", m.forwarded);
+        let _ = writeln!(
+            o,
+            "# HELP faaslet_chained_calls_total Chained calls started by this worker's Faaslets, by where they were placed."
+        );
+        let _ = writeln!(o, "# TYPE faaslet_chained_calls_total counter");
+        for (i, placed) in ["here", "forwarded"].iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "faaslet_chained_calls_total{{placed=\"{placed}\"}} {}",
+                m.chained[i]
+            );
+        }
         let _ = writeln!(
             o,
             "# HELP faaslet_code_cache_total Modules by how their code was obtained (hit: loaded without compiling; rejected: a corrupt or foreign entry, recompiled)."

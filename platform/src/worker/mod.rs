@@ -6,8 +6,11 @@
 //! * [`core`]: the [`Worker`] (functions, Proto-Faaslets on disk,
 //!   deadlines, asynchronous results, per-user state).
 //! * [`http`]: the HTTP API; [`server`]: serving it.
-//! * [`cluster`]: membership and shared functions through Redis.
+//! * [`cluster`]: membership and shared functions through Redis;
+//!   [`forward`]: calls sent to other workers; [`chain`]: chained calls
+//!   placed over the cluster.
 
+pub mod chain;
 pub mod cluster;
 pub mod core;
 pub mod forward;
