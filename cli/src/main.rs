@@ -200,6 +200,11 @@ enum Command {
         function: String,
         /// The module (`.wasm` or `.wat`).
         file: PathBuf,
+        /// Mark it idempotent: a call of it that was sent to another
+        /// worker which died before answering runs again instead of
+        /// failing.
+        #[arg(long)]
+        idempotent: bool,
     },
     /// Call a function on a worker; prints its output, exits with its
     /// return code.
@@ -407,7 +412,9 @@ fn main() -> ExitCode {
             user,
             function,
             file,
-        } => faaslet_cli::serve::upload(&url, &user, &function, &file).map(|()| ExitCode::SUCCESS),
+            idempotent,
+        } => faaslet_cli::serve::upload(&url, &user, &function, &file, idempotent)
+            .map(|()| ExitCode::SUCCESS),
         Command::Invoke {
             url,
             user,

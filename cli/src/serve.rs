@@ -85,14 +85,21 @@ pub fn serve(engine: &faaslet::Engine, a: ServeArgs) -> Result<(), String> {
     joined.map_err(|e| e.to_string())
 }
 
-/// `faaslet upload URL USER FUNC FILE`.
-pub fn upload(url: &str, user: &str, function: &str, file: &PathBuf) -> Result<(), String> {
+/// `faaslet upload URL USER FUNC FILE [--idempotent]`.
+pub fn upload(
+    url: &str,
+    user: &str,
+    function: &str,
+    file: &PathBuf,
+    idempotent: bool,
+) -> Result<(), String> {
     let wasm = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let (host, prefix) = split_url(url)?;
+    let query = if idempotent { "?idempotent=1" } else { "" };
     let r = request(
         &host,
         "PUT",
-        &format!("{prefix}/f/{user}/{function}"),
+        &format!("{prefix}/f/{user}/{function}{query}"),
         &wasm,
     )?;
     if r.status / 100 != 2 {

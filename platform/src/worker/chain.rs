@@ -16,7 +16,7 @@
 //! | what | the call |
 //! |---|---|
 //! | no connection, or 429 / 503 (queue full, shutting down) | never started there: runs here |
-//! | sent, then the worker died or did not answer within the deadline | failed (return code [`FAILED_CALL`]), logged naming the lost worker; not run again, since it may have run there |
+//! | sent, then the worker died or did not answer within the deadline | failed (return code [`FAILED_CALL`]), logged naming the lost worker; not run again, since it may have run there, unless the function was uploaded as idempotent: then it runs again here |
 //! | the worker answered with an error (trap, timeout, no such function) | failed, logged with the worker's message |
 //!
 //! [`Cluster::place`]: super::cluster::Cluster::place
@@ -54,6 +54,8 @@ pub(crate) trait ChainHost: Send + Sync {
     fn place(&self) -> Option<(Member, Arc<Cluster>, tokio::runtime::Handle)>;
     /// Counts a chained call placed here or forwarded.
     fn record(&self, forwarded: bool);
+    /// Whether `user/function` is marked idempotent.
+    fn idempotent(&self, user: &str, function: &str) -> bool;
     /// The executor calls run on.
     fn executor(&self) -> &Arc<Executor>;
     /// How long a forwarded call may take (see `Worker::forward_timeout`).
@@ -109,6 +111,10 @@ impl ChainScheduler for WorkerScheduler {
                     return run_here(host.executor(), here);
                 }
                 Err(e @ ForwardError::Lost { .. }) => {
+                    if host.idempotent(&call.user, &call.function) {
+                        tracing::warn!("{what}: {e}; idempotent, so running it again here");
+                        return run_here(host.executor(), here);
+                    }
                     tracing::error!("{what} failed: {e}");
                     return complete(failed());
                 }

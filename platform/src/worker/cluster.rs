@@ -13,7 +13,7 @@
 //! | --- | --- | --- |
 //! | `faaslet:workers` | set | ids of workers that registered |
 //! | `faaslet:worker:{id}` | string, expires | `{"addr":..,"capacity":..}`; refreshed every [`HEARTBEAT`], expires after [`MEMBER_TTL`] |
-//! | `faaslet:functions` | hash | `user/function` → SHA-256 (hex) of its wasm: the published version |
+//! | `faaslet:functions` | hash | `user/function` → SHA-256 (hex) of its wasm, plus `+idempotent` if marked so: the published version |
 //! | `faaslet:wasm:{user}/{function}` | string | the wasm |
 //! | `faaslet:snap:{user}/{function}` | string | its Proto-Faaslet file |
 //! | `faaslet:code:{key}` | string | a code-cache artefact (the key names the wasm *and* the engine configuration) |
@@ -58,8 +58,11 @@ pub struct Member {
 /// A function as published: its wasm and Proto-Faaslet file.
 #[derive(Debug, Clone)]
 pub struct Published {
-    /// SHA-256 (hex) of the wasm.
+    /// Its version ([`version_of`]).
     pub version: String,
+    /// Whether it is marked idempotent (a call lost with a worker may run
+    /// again).
+    pub idempotent: bool,
     /// The wasm.
     pub wasm: Vec<u8>,
     /// The Proto-Faaslet file, if one was published.
@@ -89,14 +92,23 @@ fn worker_key(id: &str) -> String {
     format!("faaslet:worker:{id}")
 }
 
-/// SHA-256 of `wasm`, in hex: a function's version.
-pub fn version_of(wasm: &[u8]) -> String {
+/// SHA-256 of `wasm`, in hex, followed by [`IDEMPOTENT_SUFFIX`] if the
+/// function is marked idempotent: a function's version (so changing only
+/// the mark is a new version too).
+pub fn version_of(wasm: &[u8], idempotent: bool) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(wasm)
+    let mut v: String = sha2::Sha256::digest(wasm)
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect()
+        .collect();
+    if idempotent {
+        v.push_str(IDEMPOTENT_SUFFIX);
+    }
+    v
 }
+
+/// The end of the version of a function marked idempotent.
+pub const IDEMPOTENT_SUFFIX: &str = "+idempotent";
 
 impl Cluster {
     /// Registers this worker (at `addr`, running `capacity` calls at once)
@@ -299,15 +311,17 @@ impl Cluster {
     }
 
     /// Publishes `user/function`: its wasm, Proto-Faaslet file and code
-    /// artefact (under `code_key`), and its version, in one transaction.
+    /// artefact (under `code_key`), and its version (which carries the
+    /// idempotent mark), in one transaction.
     pub fn publish(
         &self,
         name: &str,
         wasm: &[u8],
+        idempotent: bool,
         snapshot: Option<&[u8]>,
         code: Option<(&str, &[u8])>,
     ) -> Result<(), StateError> {
-        let version = version_of(wasm);
+        let version = version_of(wasm, idempotent);
         self.redis.with("publish", |c| {
             let mut p = redis::pipe();
             p.atomic()
@@ -389,7 +403,8 @@ impl Cluster {
         let (Some(version), Some(wasm)) = (version, wasm) else {
             return Ok(None);
         };
-        if version_of(&wasm) != version {
+        let idempotent = version.ends_with(IDEMPOTENT_SUFFIX);
+        if version_of(&wasm, idempotent) != version {
             return Err(StateError::Global {
                 op: "fetch",
                 cause: format!("the published wasm of {name} does not match its version {version}"),
@@ -397,6 +412,7 @@ impl Cluster {
         }
         Ok(Some(Published {
             version,
+            idempotent,
             wasm,
             snapshot,
         }))

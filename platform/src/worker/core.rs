@@ -201,6 +201,23 @@ fn binary(wasm: &[u8]) -> std::borrow::Cow<'_, [u8]> {
         .map_or(std::borrow::Cow::Borrowed(wasm), std::borrow::Cow::Owned)
 }
 
+/// The extension of the (empty) file beside `FUNCTION.wasm` that marks
+/// the function idempotent.
+const IDEMPOTENT_MARK: &str = "idempotent";
+
+/// Marks the function stored at `wasm_path` idempotent, or removes the mark.
+fn mark_idempotent(wasm_path: &Path, idempotent: bool) -> Result<(), WorkerError> {
+    let mark = wasm_path.with_extension(IDEMPOTENT_MARK);
+    if idempotent {
+        std::fs::write(&mark, b"").map_err(|e| io_err(&mark, e))
+    } else {
+        match std::fs::remove_file(&mark) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&mark, e)),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Checks a user, function or key name (see [`valid_function_name`]).
 pub fn check_name(what: &'static str, name: &str) -> Result<(), WorkerError> {
     if valid_function_name(name) {
@@ -221,9 +238,12 @@ pub struct Function {
     pub snapshot: Snapshot,
     /// Set once the function has been called in this process.
     called: AtomicBool,
-    /// SHA-256 (hex) of `wasm`: compared with the version a cluster
+    /// Its version ([`version_of`]): compared with the version a cluster
     /// publishes.
     version: String,
+    /// Marked idempotent at upload: a call of it lost with another
+    /// worker runs again here instead of failing.
+    pub idempotent: bool,
 }
 
 /// The result of a call that ran.
@@ -458,8 +478,10 @@ impl Worker {
                 s
             }
         };
+        let idempotent = wasm_path.with_extension(IDEMPOTENT_MARK).exists();
         Ok(Function {
-            version: version_of(&wasm),
+            version: version_of(&wasm, idempotent),
+            idempotent,
             wasm: wasm.into(),
             snapshot,
             called: AtomicBool::new(false),
@@ -572,6 +594,7 @@ impl Worker {
                 let _ = std::fs::remove_file(dir.join(format!("{function}.snap")));
             }
         }
+        mark_idempotent(&wasm_path, p.idempotent)?;
         write(&wasm_path, &p.wasm)?;
         let f = Arc::new(self.load(user, function, &wasm_path)?);
         tracing::info!(
@@ -680,6 +703,11 @@ impl Worker {
         self.inner.config.timeout + FORWARD_GRACE
     }
 
+    /// Whether `user/function` is held here and marked idempotent.
+    pub fn idempotent(&self, user: &str, function: &str) -> bool {
+        ChainHost::idempotent(&*self.inner, user, function)
+    }
+
     /// The cluster this worker joined, if any.
     pub fn cluster(&self) -> Option<&Arc<Cluster>> {
         self.inner.cluster.get()
@@ -745,6 +773,20 @@ impl Worker {
     /// (replacing an earlier upload). Blocking: it runs guest code (the
     /// initialisation), so call it on an executor thread.
     pub fn upload(&self, user: &str, function: &str, wasm: &[u8]) -> Result<(), WorkerError> {
+        self.upload_with(user, function, wasm, false)
+    }
+
+    /// [`upload`](Self::upload), marking the function `idempotent` or not:
+    /// a call of an idempotent function that was sent to another worker
+    /// which died before answering runs again here; any other such call
+    /// fails (it may have run there).
+    pub fn upload_with(
+        &self,
+        user: &str,
+        function: &str,
+        wasm: &[u8],
+        idempotent: bool,
+    ) -> Result<(), WorkerError> {
         check_name("user", user)?;
         check_name("function", function)?;
         let module = self.module(&format!("{user}/{function}"), wasm)?;
@@ -763,11 +805,13 @@ impl Worker {
         let snap = dir.join(format!("{function}.snap"));
         let wasm_path = dir.join(format!("{function}.wasm"));
         std::fs::rename(&tmp_snap, &snap).map_err(|e| io_err(&snap, e))?;
+        mark_idempotent(&wasm_path, idempotent)?;
         std::fs::rename(&tmp_wasm, &wasm_path).map_err(|e| io_err(&wasm_path, e))?;
         self.functions_mut().insert(
             (user.to_string(), function.to_string()),
             Arc::new(Function {
-                version: version_of(wasm),
+                version: version_of(wasm, idempotent),
+                idempotent,
                 wasm: wasm.into(),
                 snapshot,
                 called: AtomicBool::new(false),
@@ -785,6 +829,7 @@ impl Worker {
             c.publish(
                 &format!("{user}/{function}"),
                 wasm,
+                idempotent,
                 Some(&snap_bytes),
                 code.as_deref().map(|b| (key.as_str(), b)),
             )
@@ -972,6 +1017,14 @@ impl ChainHost for Inner {
 
     fn record(&self, forwarded: bool) {
         self.metrics.chained(forwarded);
+    }
+
+    fn idempotent(&self, user: &str, function: &str) -> bool {
+        self.functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(user.to_string(), function.to_string()))
+            .is_some_and(|f| f.idempotent)
     }
 
     fn executor(&self) -> &Arc<Executor> {

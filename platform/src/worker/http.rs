@@ -5,7 +5,7 @@
 //!
 //! | method and path | what |
 //! |---|---|
-//! | `PUT /f/{user}/{function}` | upload wasm (compiled, Proto-Faaslet made, stored) |
+//! | `PUT /f/{user}/{function}[?idempotent=1]` | upload wasm (compiled, Proto-Faaslet made, stored); idempotent: a call lost with another worker may run again |
 //! | `GET /f/{user}/{function}` | the uploaded wasm |
 //! | `POST /f/{user}/{function}[?async=1]` | call: body = input, response = output |
 //! | `POST /` | Faasm's JSON message (`user`, `function`, `input_data`, `async`) |
@@ -174,18 +174,33 @@ async fn metrics(State(w): State<Worker>) -> Response {
 async fn upload(
     State(w): State<Worker>,
     Path((user, function)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
     check_name("user", &user)?;
     check_name("function", &function)?;
+    let idempotent = flag(&q, "idempotent")?;
     let (u, f) = (user.clone(), function.clone());
-    on_executor(&w, move |w| w.upload(&u, &f, &body)).await?;
+    on_executor(&w, move |w| w.upload_with(&u, &f, &body, idempotent)).await?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(json!({ "user": user, "function": function })),
+        axum::Json(json!({ "user": user, "function": function, "idempotent": idempotent })),
     )
         .into_response())
+}
+
+/// A boolean query parameter: absent, `0` or `false`; `1`, `true` or empty.
+fn flag(q: &HashMap<String, String>, name: &str) -> Result<bool, ApiError> {
+    match q.get(name).map(String::as_str) {
+        None | Some("0") | Some("false") => Ok(false),
+        Some("1") | Some("true") | Some("") => Ok(true),
+        Some(other) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!("{name} must be 0, 1, true or false, not {other:?}"),
+        )),
+    }
 }
 
 async fn download(
@@ -309,7 +324,13 @@ async fn call(
                     }
                 }
                 Err(e @ ForwardError::Lost { .. }) => {
-                    return Err(ApiError::new(StatusCode::BAD_GATEWAY, "worker_lost", e));
+                    // Sent, so it may have run there: run again only what
+                    // its uploader said may run twice.
+                    if !w.idempotent(&user, &function) {
+                        return Err(ApiError::new(StatusCode::BAD_GATEWAY, "worker_lost", e));
+                    }
+                    tracing::warn!("{e}; {user}/{function} is idempotent: running it here");
+                    break;
                 }
             }
         }
@@ -338,17 +359,7 @@ async fn invoke(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
-    let asynchronous = match q.get("async").map(String::as_str) {
-        None | Some("0") | Some("false") => false,
-        Some("1") | Some("true") | Some("") => true,
-        Some(other) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_query",
-                format!("async must be 0, 1, true or false, not {other:?}"),
-            ))
-        }
-    };
+    let asynchronous = flag(&q, "async")?;
     call(
         w,
         user,
