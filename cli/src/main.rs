@@ -189,6 +189,11 @@ enum Command {
         /// Longest an upload may compile, seconds; past it the module is refused.
         #[arg(long, value_name = "SECS", default_value_t = 30.0)]
         compile_budget: f64,
+        /// In a cluster, send a call to another worker only if it would
+        /// wait longer than this here (microseconds; 0: whenever every
+        /// thread is busy).
+        #[arg(long, value_name = "MICROS", default_value_t = 250)]
+        forward_after_us: u64,
     },
     /// Upload a function to a worker (`faaslet serve`).
     Upload {
@@ -389,6 +394,7 @@ fn main() -> ExitCode {
             advertise,
             memory_limit,
             compile_budget,
+            forward_after_us,
         } => state_tiers(state.as_deref(), state_quota).and_then(|(state, redis)| {
             serve(faaslet_cli::serve::ServeArgs {
                 listen,
@@ -405,6 +411,7 @@ fn main() -> ExitCode {
                 compile_budget: std::time::Duration::from_secs_f64(
                     compile_budget.clamp(0.001, 1e6),
                 ),
+                forward_after: std::time::Duration::from_micros(forward_after_us),
             })
         }),
         Command::Upload {

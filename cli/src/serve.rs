@@ -36,6 +36,8 @@ pub struct ServeArgs {
     pub memory_limit: u64,
     /// Longest an upload may compile.
     pub compile_budget: Duration,
+    /// See [`WorkerConfig::forward_after`].
+    pub forward_after: Duration,
 }
 
 /// Runs a worker until SIGINT or SIGTERM.
@@ -56,6 +58,7 @@ pub fn serve(engine: &faaslet::Engine, a: ServeArgs) -> Result<(), String> {
     config.state = Some(a.state.clone());
     config.memory_limit = a.memory_limit;
     config.compile_budget = a.compile_budget;
+    config.forward_after = a.forward_after;
     let worker = Worker::new(engine, config).map_err(|e| e.to_string())?;
     let joining = worker.clone();
     let mut joined = Ok(());

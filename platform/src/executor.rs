@@ -9,10 +9,10 @@
 //! pool completes on the pool's threads without deadlock.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Native stack of a pool thread: the wasm stack limit plus host frames.
 const WORKER_THREAD_STACK: usize = 8 << 20;
@@ -37,6 +37,16 @@ struct Shared {
     ready: Condvar,
     capacity: usize,
     running: AtomicUsize,
+    /// Moving average of how long a job holds its thread, nanoseconds
+    /// (see [`Executor::mean_job`]).
+    mean_job_ns: AtomicU64,
+}
+
+thread_local! {
+    /// Nanoseconds this thread spent in jobs run inside the job it is
+    /// running (an awaiting parent runs queued jobs itself): taken off
+    /// that job's own time.
+    static NESTED_NS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 impl Shared {
@@ -51,6 +61,8 @@ impl Shared {
 pub struct Executor {
     shared: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// How many threads it started with.
+    width: usize,
 }
 
 impl std::fmt::Debug for Executor {
@@ -74,6 +86,7 @@ impl Executor {
             ready: Condvar::new(),
             capacity,
             running: AtomicUsize::new(0),
+            mean_job_ns: AtomicU64::new(0),
         });
         let mut handles = Vec::new();
         for i in 0..threads.max(1) {
@@ -87,6 +100,7 @@ impl Executor {
         }
         Ok(Executor {
             shared,
+            width: handles.len(),
             threads: Mutex::new(handles),
         })
     }
@@ -145,6 +159,9 @@ impl Executor {
                     if let Some(job) = q.jobs.pop_front() {
                         break job;
                     }
+                    // Time spent blocked here is not the enclosing job's
+                    // work: it is taken off its own time, as nested jobs are.
+                    let blocked = Instant::now();
                     q = match deadline {
                         None => self.shared.ready.wait(q).unwrap_or_else(|e| e.into_inner()),
                         Some(d) => {
@@ -159,6 +176,8 @@ impl Executor {
                                 .0
                         }
                     };
+                    let ns = u64::try_from(blocked.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    NESTED_NS.with(|n| n.set(n.get().saturating_add(ns)));
                 }
             };
             run(&self.shared, job);
@@ -168,6 +187,23 @@ impl Executor {
     /// Jobs waiting for a thread.
     pub fn queued(&self) -> usize {
         self.shared.lock().jobs.len()
+    }
+
+    /// How long a job has held its thread lately: a moving average (each
+    /// job weighs 1/16) of each job's own time, which leaves out the jobs
+    /// it ran and the time it slept while awaiting others ([`run_until`](Self::run_until)).
+    /// Zero before any job ran.
+    pub fn mean_job(&self) -> Duration {
+        Duration::from_nanos(self.shared.mean_job_ns.load(Ordering::Relaxed))
+    }
+
+    /// How long a job queued now would wait for a thread, by
+    /// [`mean_job`](Self::mean_job): every queued job ahead of it, spread
+    /// over the threads.
+    pub fn expected_wait(&self) -> Duration {
+        self.mean_job()
+            .saturating_mul(u32::try_from(self.queued()).unwrap_or(u32::MAX))
+            / u32::try_from(self.width.max(1)).unwrap_or(u32::MAX)
     }
 
     /// Jobs running now.
@@ -216,11 +252,70 @@ fn work(shared: &Shared) {
 
 fn run(shared: &Shared, job: Job) {
     shared.running.fetch_add(1, Ordering::Relaxed);
+    let outer = NESTED_NS.with(|n| n.replace(0));
+    let start = Instant::now();
     // A panicking job must not take the pool thread with it.
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+    let took = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let nested = NESTED_NS.with(|n| n.replace(outer.saturating_add(took)));
+    let own = took.saturating_sub(nested);
+    // Racy read-modify-write: a lost update only delays the average.
+    let mean = shared.mean_job_ns.load(Ordering::Relaxed);
+    let next = if mean == 0 {
+        own
+    } else {
+        mean - mean / 16 + own / 16
+    };
+    shared.mean_job_ns.store(next, Ordering::Relaxed);
     shared.running.fetch_sub(1, Ordering::Relaxed);
     // Wake threads in `run_until` to check their condition. Taking the
     // lock first orders this after their check: no lost wake-up.
     drop(shared.lock());
     shared.ready.notify_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_job_is_each_jobs_own_time() {
+        let ex = Arc::new(Executor::new(1, 64).unwrap());
+        assert_eq!(ex.mean_job(), Duration::ZERO);
+        let done = Arc::new(AtomicUsize::new(0));
+        for _ in 0..8 {
+            let d = done.clone();
+            ex.submit(move || {
+                std::thread::sleep(Duration::from_millis(5));
+                d.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        }
+        ex.run_until(|| done.load(Ordering::SeqCst) == 8);
+        let mean = ex.mean_job();
+        assert!(mean >= Duration::from_millis(5), "{mean:?}");
+        // A parent that runs 8 queued 5 ms jobs while it awaits them: its
+        // own time leaves theirs out, so the mean stays near 5 ms, not 40.
+        let inner = ex.clone();
+        let done2 = done.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        ex.submit(move || {
+            for _ in 0..8 {
+                let d = done2.clone();
+                inner
+                    .submit(move || {
+                        std::thread::sleep(Duration::from_millis(5));
+                        d.fetch_add(1, Ordering::SeqCst);
+                    })
+                    .unwrap();
+            }
+            inner.run_until(|| done2.load(Ordering::SeqCst) == 16);
+            tx.send(()).unwrap();
+        })
+        .unwrap();
+        rx.recv().unwrap();
+        let mean = ex.mean_job();
+        assert!(mean < Duration::from_millis(30), "{mean:?}");
+        assert_eq!(ex.expected_wait(), Duration::ZERO, "nothing queued");
+    }
 }

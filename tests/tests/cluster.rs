@@ -251,6 +251,9 @@ fn a_fan_out_of_300_chained_calls_spreads_over_three_workers() {
             Node::start_with(n, &redis, |c| {
                 c.threads = 2;
                 c.queue = 4096;
+                // Spread whenever every thread is busy, however short
+                // the calls (by default a short wait here beats a hop).
+                c.forward_after = Duration::ZERO;
             })
         })
         .collect();

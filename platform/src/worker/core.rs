@@ -30,6 +30,9 @@ pub const TICK: Duration = crate::faaslet::EPOCH_TICK;
 /// worker's answer to a forwarded call before taking it for lost.
 pub const FORWARD_GRACE: Duration = Duration::from_secs(5);
 
+/// The default [`WorkerConfig::forward_after`].
+pub const DEFAULT_FORWARD_AFTER: Duration = Duration::from_micros(250);
+
 /// How a worker is set up.
 #[derive(Clone)]
 pub struct WorkerConfig {
@@ -60,6 +63,12 @@ pub struct WorkerConfig {
     /// past it the module is refused as invalid, naming the budget
     /// (checked between functions).
     pub compile_budget: Duration,
+    /// In a cluster, a call this worker has no free thread for goes to
+    /// another worker only if it would wait here longer than this (its
+    /// [`Executor::expected_wait`]): a hop costs tens of microseconds of
+    /// latency and CPU on both sides, more than a short queue of short
+    /// calls. Zero: whenever every thread is busy.
+    pub forward_after: Duration,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -74,6 +83,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("results", &self.results)
             .field("memory_limit", &self.memory_limit)
             .field("compile_budget", &self.compile_budget)
+            .field("forward_after", &self.forward_after)
             .field("state", &self.state.as_ref().map(|_| "custom"))
             .finish()
     }
@@ -82,7 +92,8 @@ impl std::fmt::Debug for WorkerConfig {
 impl WorkerConfig {
     /// Defaults over data directory `data`: one thread per core, a queue
     /// of 1,024, a 60 s deadline, 64 MiB bodies, 16 MiB outputs, 10,000
-    /// results kept, 1 GiB of linear memory per call, 30 s to compile.
+    /// results kept, 1 GiB of linear memory per call, 30 s to compile,
+    /// forwarding past an expected wait of 250 µs.
     pub fn new(data: impl Into<PathBuf>) -> WorkerConfig {
         WorkerConfig {
             data: data.into(),
@@ -95,6 +106,7 @@ impl WorkerConfig {
             state: None,
             memory_limit: faaslet::StoreLimits::DEFAULT_MEMORY_BYTES,
             compile_budget: Duration::from_secs(30),
+            forward_after: DEFAULT_FORWARD_AFTER,
         }
     }
 }
@@ -691,8 +703,9 @@ impl Worker {
 
     /// Where to forward a call rather than run it here, by the rule of
     /// [`Cluster::place`]: `None` when this worker has a free slot, is not
-    /// in a cluster, or no other worker is less busy (the call then queues
-    /// here).
+    /// in a cluster, would run the call within
+    /// [`WorkerConfig::forward_after`], or no other worker is less busy
+    /// (the call then queues here).
     pub fn pick_remote(&self) -> Option<super::cluster::Member> {
         self.inner.place().map(|(peer, _, _)| peer)
     }
