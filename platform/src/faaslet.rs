@@ -70,8 +70,9 @@ pub struct FaasletConfig {
     pub stderr: Output,
     /// The flags `__faasm_conf_flag` reports.
     pub conf_flags: Arc<HashMap<String, u32>>,
-    /// Where chained calls find functions by name (none: chaining by name
-    /// returns call id 0).
+    /// Where chained calls find functions by name (none: the
+    /// [`scheduler`](Self::scheduler) finds them, and without one chaining
+    /// by name returns call id 0).
     pub functions: Option<FunctionRegistry>,
     /// The state store (the local tier, in front of the global one).
     pub state: Arc<dyn StateStore>,
