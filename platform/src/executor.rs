@@ -198,12 +198,15 @@ impl Executor {
     }
 
     /// How long a job queued now would wait for a thread, by
-    /// [`mean_job`](Self::mean_job): every queued job ahead of it, spread
-    /// over the threads.
+    /// [`mean_job`](Self::mean_job): nothing while a thread is free, else
+    /// the queued jobs ahead of it and one running job, spread over the
+    /// threads.
     pub fn expected_wait(&self) -> Duration {
-        self.mean_job()
-            .saturating_mul(u32::try_from(self.queued()).unwrap_or(u32::MAX))
-            / u32::try_from(self.width.max(1)).unwrap_or(u32::MAX)
+        if self.running() < self.width {
+            return Duration::ZERO;
+        }
+        let ahead = u32::try_from(self.queued().saturating_add(1)).unwrap_or(u32::MAX);
+        self.mean_job().saturating_mul(ahead) / u32::try_from(self.width.max(1)).unwrap_or(u32::MAX)
     }
 
     /// Jobs running now.

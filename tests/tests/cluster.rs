@@ -197,12 +197,19 @@ fn a_busy_worker_forwards_to_free_ones() {
     let redis = Arc::new(RedisTier::connect(redis_server.url()).unwrap());
     let nodes: Vec<Node> = ["fa", "fb", "fc"]
         .iter()
-        .map(|n| Node::start_with(n, &redis, |c| c.threads = 1))
+        .map(|n| {
+            Node::start_with(n, &redis, |c| {
+                c.threads = 1;
+                c.forward_after = Duration::ZERO;
+            })
+        })
         .collect();
     let r = nodes[0].req("PUT", "/f/demo/sleeper", SLEEPER.as_bytes());
     assert_eq!(r.status, 201, "{}", r.text());
-    // Every worker learns of the others at its next heartbeat.
-    std::thread::sleep(faaslet_platform::worker::cluster::HEARTBEAT + Duration::from_millis(500));
+    // a learns of the others at its next heartbeat.
+    wait_until("a sees b and c", Duration::from_secs(10), || {
+        peers(&nodes[0]) == 2
+    });
     let addr = nodes[0].server.addr().to_string();
     let calls: Vec<_> = (0..6)
         .map(|_| {
@@ -426,4 +433,53 @@ fn a_redis_outage_fails_fast_and_the_cluster_recovers() {
     // Redis lost the count (no persistence): counting starts again.
     assert_eq!(count_of(&nodes[0].req("POST", "/f/alice/counter", b"")), 1);
     assert_eq!(count_of(&nodes[1].req("POST", "/f/alice/counter", b"")), 2);
+}
+
+/// A worker with no free thread forwards to a worker that already holds
+/// the function (its warm set: no fetch there) over a less loaded one
+/// that would have to fetch it.
+#[test]
+fn forwarded_calls_prefer_the_warm_set() {
+    let redis_server = RedisServer::spawn();
+    let redis = Arc::new(RedisTier::connect(redis_server.url()).unwrap());
+    let tune = |threads: usize| {
+        move |c: &mut WorkerConfig| {
+            c.threads = threads;
+            c.forward_after = Duration::ZERO;
+        }
+    };
+    let a = Node::start_with("wa", &redis, tune(1));
+    // b: one thread, will hold `echo`; c: two threads (preferred when both
+    // are idle and neither is warm), never holds it.
+    let b = Node::start_with("wb", &redis, tune(1));
+    let c = Node::start_with("wc", &redis, tune(2));
+    let long = SLEEPER.replace("300000000", "5000000000");
+    for (f, wasm) in [("hold", long), ("echo", echo('A'))] {
+        let r = a.req("PUT", &format!("/f/alice/{f}"), wasm.as_bytes());
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let r = b.req("POST", "/f/alice/echo", b"warm");
+    assert_eq!((r.status, r.text().as_str()), (200, "Awarm"));
+    wait_until("a sees b and c", Duration::from_secs(10), || peers(&a) == 2);
+    let cluster = a.worker.cluster().unwrap();
+    // Without a warm set, a free worker is chosen by load, then capacity:
+    // c. Asking marks `echo` wanted, so a's next heartbeat reads its warm
+    // set.
+    let first = cluster.place("alice/echo", 1, 1).unwrap();
+    cluster.done(&first.id);
+    assert_eq!(first.addr, c.server.addr().to_string());
+    std::thread::sleep(faaslet_platform::worker::cluster::HEARTBEAT + Duration::from_millis(300));
+    // a's only thread is busy for 5 s: every call below is forwarded, to b.
+    assert_eq!(a.req("POST", "/f/alice/hold?async=1", b"").status, 202);
+    std::thread::sleep(Duration::from_millis(100));
+    for i in 0..5 {
+        let input = format!("{i}");
+        let r = a.req("POST", "/f/alice/echo", input.as_bytes());
+        assert_eq!((r.status, r.text()), (200, format!("A{i}")));
+    }
+    let ran = |n: &Node| {
+        n.metric("faaslet_calls_total{function=\"alice/echo\",outcome=\"success\"}")
+            .unwrap_or(0)
+    };
+    assert_eq!((ran(&b), ran(&c)), (6, 0), "b: 1 to warm it + 5 forwarded");
 }

@@ -51,7 +51,11 @@ pub(crate) trait ChainHost: Send + Sync {
     ) -> Result<(Module, Option<Snapshot>), FaasletError>;
     /// Where a call that would run here goes instead, if anywhere, with
     /// the cluster and the runtime to send it on.
-    fn place(&self) -> Option<(Member, Arc<Cluster>, tokio::runtime::Handle)>;
+    fn place(
+        &self,
+        user: &str,
+        function: &str,
+    ) -> Option<(Member, Arc<Cluster>, tokio::runtime::Handle)>;
     /// Counts a chained call placed here or forwarded.
     fn record(&self, forwarded: bool);
     /// Whether `user/function` is marked idempotent.
@@ -90,7 +94,7 @@ impl ChainScheduler for WorkerScheduler {
         let Some(host) = self.host.upgrade() else {
             return Err(here);
         };
-        let Some((peer, cluster, rt)) = host.place() else {
+        let Some((peer, cluster, rt)) = host.place(&call.user, &call.function) else {
             host.record(false);
             return Err(here);
         };

@@ -17,6 +17,7 @@
 //! | `faaslet:wasm:{user}/{function}` | string | the wasm |
 //! | `faaslet:snap:{user}/{function}` | string | its Proto-Faaslet file |
 //! | `faaslet:code:{key}` | string | a code-cache artefact (the key names the wasm *and* the engine configuration) |
+//! | `faaslet:warm:{user}/{function}` | set | ids of the workers holding the function loaded, Proto-Faaslet ready: its warm set |
 //!
 //! A worker that stops heartbeating drops out of [`Cluster::members`]
 //! within [`MEMBER_TTL`] (Redis expires its key; the set is pruned when
@@ -31,7 +32,7 @@
 //! (or snapshots) its own and publishes that too.
 
 use faaslet_state::{RedisTier, StateError};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -80,6 +81,26 @@ pub struct Cluster {
     /// forwarded to it that have not answered yet (added to its reported
     /// load when choosing).
     peers: Mutex<Vec<(Member, u32)>>,
+    /// The functions this worker holds (it is in their warm sets).
+    held: Mutex<HashSet<String>>,
+    /// The warm sets (worker ids) of the functions forwarded in the last
+    /// heartbeat interval, as read at the last heartbeat.
+    warm: Mutex<HashMap<String, HashSet<String>>>,
+    /// Functions forwarded since the last heartbeat: their warm sets are
+    /// read at the next.
+    wanted: Mutex<HashSet<String>>,
+}
+
+/// At most this many warm sets are read per heartbeat (the functions
+/// forwarded most recently win; the rest are placed without one).
+pub const WARM_SETS_PER_HEARTBEAT: usize = 256;
+
+fn warm_key(name: &str) -> String {
+    format!("faaslet:warm:{name}")
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl std::fmt::Debug for Cluster {
@@ -132,6 +153,9 @@ impl Cluster {
             stop: Arc::new(AtomicBool::new(false)),
             versions: Mutex::new(HashMap::new()),
             peers: Mutex::new(Vec::new()),
+            held: Mutex::new(HashSet::new()),
+            warm: Mutex::new(HashMap::new()),
+            wanted: Mutex::new(HashSet::new()),
         };
         c.register(0)?;
         c.refresh_peers()?;
@@ -143,6 +167,9 @@ impl Cluster {
         &self.me
     }
 
+    /// Registers (or refreshes) this worker; if its registration had
+    /// gone (Redis restarted, or an outage outlasted [`MEMBER_TTL`]), the
+    /// functions it holds are put back in their warm sets.
     fn register(&self, load: u32) -> Result<(), StateError> {
         let me = Member {
             load,
@@ -150,7 +177,7 @@ impl Cluster {
         };
         let json = serde_json::to_string(&me).expect("a member serialises");
         let key = worker_key(&self.me.id);
-        self.redis.with("register", |c| {
+        let (old,): (Option<String>,) = self.redis.with("register", |c| {
             redis::pipe()
                 .atomic()
                 .cmd("SET")
@@ -158,25 +185,112 @@ impl Cluster {
                 .arg(&json)
                 .arg("PX")
                 .arg(MEMBER_TTL.as_millis() as u64)
-                .ignore()
+                .arg("GET")
                 .cmd("SADD")
                 .arg("faaslet:workers")
                 .arg(&self.me.id)
                 .ignore()
+                .query(c)
+        })?;
+        if old.is_none() {
+            let held: Vec<String> = locked(&self.held).iter().cloned().collect();
+            self.advertise(&held)?;
+        }
+        Ok(())
+    }
+
+    fn advertise(&self, names: &[String]) -> Result<(), StateError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        self.redis.with("warm", |c| {
+            let mut p = redis::pipe();
+            for n in names {
+                p.cmd("SADD").arg(warm_key(n)).arg(&self.me.id).ignore();
+            }
+            p.query::<()>(c)
+        })
+    }
+
+    /// This worker now holds the functions `names` (`user/function`:
+    /// loaded, Proto-Faaslets ready): it joins their warm sets.
+    pub fn hold(&self, names: &[String]) -> Result<(), StateError> {
+        locked(&self.held).extend(names.iter().cloned());
+        self.advertise(names)
+    }
+
+    /// This worker no longer holds `name`: it leaves the warm set.
+    pub fn release(&self, name: &str) -> Result<(), StateError> {
+        locked(&self.held).remove(name);
+        self.redis.with("warm", |c| {
+            redis::cmd("SREM")
+                .arg(warm_key(name))
+                .arg(&self.me.id)
                 .query::<()>(c)
         })
     }
 
+    /// Reads the warm sets of the functions forwarded since the last
+    /// heartbeat (at most [`WARM_SETS_PER_HEARTBEAT`]).
+    fn refresh_warm(&self) -> Result<(), StateError> {
+        let names: Vec<String> = locked(&self.wanted)
+            .drain()
+            .take(WARM_SETS_PER_HEARTBEAT)
+            .collect();
+        if names.is_empty() {
+            locked(&self.warm).clear();
+            return Ok(());
+        }
+        let sets: Vec<HashSet<String>> = self.redis.with("warm", |c| {
+            let mut p = redis::pipe();
+            for n in &names {
+                p.cmd("SMEMBERS").arg(warm_key(n));
+            }
+            p.query(c)
+        })?;
+        // Workers that died without leaving linger in warm sets: prune
+        // them (place() only ever picks live workers anyway).
+        let live: HashSet<String> = locked(&self.peers)
+            .iter()
+            .map(|(m, _)| m.id.clone())
+            .chain([self.me.id.clone()])
+            .collect();
+        let stale: Vec<(String, Vec<String>)> = names
+            .iter()
+            .zip(&sets)
+            .map(|(n, set)| {
+                (
+                    n.clone(),
+                    set.difference(&live).cloned().collect::<Vec<_>>(),
+                )
+            })
+            .filter(|(_, ids)| !ids.is_empty())
+            .collect();
+        if !stale.is_empty() {
+            self.redis.with("warm", |c| {
+                let mut p = redis::pipe();
+                for (n, ids) in &stale {
+                    p.cmd("SREM").arg(warm_key(n)).arg(ids).ignore();
+                }
+                p.query::<()>(c)
+            })?;
+        }
+        *locked(&self.warm) = names.into_iter().zip(sets).collect();
+        Ok(())
+    }
+
     /// Refreshes the registration (with `load`, the calls running or queued
-    /// here) and the view of the other workers, and returns the published
-    /// versions (to compare with the functions this worker holds).
+    /// here), the view of the other workers and the warm sets wanted, and
+    /// returns the published versions (to compare with the functions this
+    /// worker holds).
     pub fn heartbeat(&self, load: u32) -> Result<HashMap<String, String>, StateError> {
         self.register(load)?;
         self.refresh_peers()?;
+        self.refresh_warm()?;
         let v: HashMap<String, String> = self.redis.with("heartbeat", |c| {
             redis::cmd("HGETALL").arg("faaslet:functions").query(c)
         })?;
-        *self.versions.lock().unwrap_or_else(|e| e.into_inner()) = v.clone();
+        *locked(&self.versions) = v.clone();
         Ok(v)
     }
 
@@ -197,13 +311,15 @@ impl Cluster {
         Ok(())
     }
 
-    /// Where a call that this worker would queue should run instead, given
-    /// this worker's `load` (calls running or queued here) and `capacity`;
-    /// `None`: here. The rule, for calls from clients and chained calls
-    /// alike:
+    /// Where a call of `function` (`user/function`) that this worker would
+    /// queue should run instead, given this worker's `load` (calls running
+    /// or queued here) and `capacity`; `None`: here. The rule, for calls
+    /// from clients and chained calls alike:
     ///
     /// 1. a free slot here: here (no hop, and the Proto-Faaslet is warm);
-    /// 2. else the least loaded other worker with a free slot;
+    /// 2. else the least loaded other worker with a free slot in the
+    ///    function's warm set (it holds the function: no fetch), else the
+    ///    least loaded other worker with a free slot;
     /// 3. else, every worker full, the one whose queue is shortest for its
     ///    capacity, if shorter than here (ties stay here): so a fan-out far
     ///    wider than the cluster queues evenly over it instead of piling up
@@ -212,19 +328,31 @@ impl Cluster {
     /// Loads are the last heartbeat's figures plus the calls forwarded
     /// there that have not answered (a heartbeat that counted some of
     /// those counts them twice: the error is on the side of spreading).
-    /// The choice counts as one more call there until [`done`](Self::done).
-    pub fn place(&self, load: u32, capacity: u32) -> Option<Member> {
+    /// Warm sets are read at each heartbeat for the functions forwarded in
+    /// the interval before, so the first forwards of a function choose
+    /// without one. The choice counts as one more call there until
+    /// [`done`](Self::done).
+    pub fn place(&self, function: &str, load: u32, capacity: u32) -> Option<Member> {
         if load < capacity {
             return None;
         }
-        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if !locked(&self.wanted).contains(function) {
+            locked(&self.wanted).insert(function.to_string());
+        }
+        let warm = locked(&self.warm);
+        let warm_set = warm.get(function);
+        let mut peers = locked(&self.peers);
         let busy = |m: &Member, sent: u32| m.load.saturating_add(sent);
-        let free = peers
-            .iter()
-            .enumerate()
-            .filter(|(_, (m, sent))| busy(m, *sent) < m.capacity)
-            .min_by_key(|(_, (m, sent))| (busy(m, *sent), u32::MAX - m.capacity))
-            .map(|(i, _)| i);
+        let free = |only_warm: bool| {
+            peers
+                .iter()
+                .enumerate()
+                .filter(|(_, (m, sent))| busy(m, *sent) < m.capacity)
+                .filter(|(_, (m, _))| !only_warm || warm_set.is_some_and(|w| w.contains(&m.id)))
+                .min_by_key(|(_, (m, sent))| (busy(m, *sent), u32::MAX - m.capacity))
+                .map(|(i, _)| i)
+        };
+        let free = free(true).or_else(|| free(false));
         // Compared as fractions busy/capacity, by cross-multiplying.
         let shorter = |a: (u32, u32), b: (u32, u32)| {
             u64::from(a.0) * u64::from(b.1.max(1)) < u64::from(b.0) * u64::from(a.1.max(1))
@@ -431,9 +559,13 @@ impl Cluster {
     pub fn leave(&self) {
         self.stop.store(true, Ordering::Relaxed);
         let key = worker_key(&self.me.id);
+        let held: Vec<String> = locked(&self.held).drain().collect();
         let _ = self.redis.with("leave", |c| {
-            redis::pipe()
-                .cmd("DEL")
+            let mut p = redis::pipe();
+            for n in &held {
+                p.cmd("SREM").arg(warm_key(n)).arg(&self.me.id).ignore();
+            }
+            p.cmd("DEL")
                 .arg(&key)
                 .ignore()
                 .cmd("SREM")

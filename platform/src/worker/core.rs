@@ -615,6 +615,9 @@ impl Worker {
         );
         self.functions_mut()
             .insert((user.to_string(), function.to_string()), f.clone());
+        if let Err(e) = cluster.hold(std::slice::from_ref(&name)) {
+            tracing::warn!("{name}: not added to its warm set: {e}");
+        }
         Ok(f)
     }
 
@@ -678,6 +681,15 @@ impl Worker {
                 "this worker is already in a cluster".into(),
             )));
         }
+        let held: Vec<String> = self
+            .inner
+            .functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .map(|(u, f)| format!("{u}/{f}"))
+            .collect();
+        c.hold(&held).map_err(WorkerError::Cluster)?;
         let weak = Arc::downgrade(&self.inner);
         std::thread::Builder::new()
             .name("faaslet-heartbeat".into())
@@ -706,8 +718,8 @@ impl Worker {
     /// in a cluster, would run the call within
     /// [`WorkerConfig::forward_after`], or no other worker is less busy
     /// (the call then queues here).
-    pub fn pick_remote(&self) -> Option<super::cluster::Member> {
-        self.inner.place().map(|(peer, _, _)| peer)
+    pub fn pick_remote(&self, user: &str, function: &str) -> Option<super::cluster::Member> {
+        self.inner.place(user, function).map(|(peer, _, _)| peer)
     }
 
     /// How long a forwarded call may take before the worker it went to
@@ -744,13 +756,19 @@ impl Worker {
             .collect();
         if !stale.is_empty() {
             let mut fs = self.functions_mut();
-            for k in stale {
+            for k in &stale {
                 tracing::info!(
                     "{}/{}: uploaded again elsewhere; fetching on next call",
                     k.0,
                     k.1
                 );
-                fs.remove(&k);
+                fs.remove(k);
+            }
+            drop(fs);
+            if let Some(c) = self.inner.cluster.get() {
+                for (u, f) in stale {
+                    let _ = c.release(&format!("{u}/{f}"));
+                }
             }
         }
     }
@@ -847,6 +865,10 @@ impl Worker {
                 code.as_deref().map(|b| (key.as_str(), b)),
             )
             .map_err(WorkerError::Cluster)?;
+            let name = format!("{user}/{function}");
+            if let Err(e) = c.hold(std::slice::from_ref(&name)) {
+                tracing::warn!("{name}: not added to its warm set: {e}");
+            }
         }
         Ok(())
     }
@@ -1019,12 +1041,21 @@ impl ChainHost for Inner {
         }
     }
 
-    fn place(&self) -> Option<(super::cluster::Member, Arc<Cluster>, tokio::runtime::Handle)> {
+    fn place(
+        &self,
+        user: &str,
+        function: &str,
+    ) -> Option<(super::cluster::Member, Arc<Cluster>, tokio::runtime::Handle)> {
         let cluster = self.cluster.get()?;
         let rt = self.forwarder.get()?.handle().clone();
         let load =
             u32::try_from(self.executor.running() + self.executor.queued()).unwrap_or(u32::MAX);
-        let peer = cluster.place(load, self.config.threads as u32)?;
+        let threads = self.config.threads as u32;
+        // A short wait here beats a hop.
+        if load >= threads && self.executor.expected_wait() < self.config.forward_after {
+            return None;
+        }
+        let peer = cluster.place(&format!("{user}/{function}"), load, threads)?;
         Some((peer, cluster.clone(), rt))
     }
 

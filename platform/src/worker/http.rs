@@ -296,7 +296,7 @@ async fn call(
     // here).
     if !asynchronous && hops == 0 {
         let mut body: Option<Bytes> = None;
-        while let Some(peer) = w.pick_remote() {
+        while let Some(peer) = w.pick_remote(&user, &function) {
             let path = format!("/f/{user}/{function}");
             let body = body
                 .get_or_insert_with(|| Bytes::from(input.clone()))
