@@ -200,13 +200,19 @@ impl Executor {
     /// How long a job queued now would wait for a thread, by
     /// [`mean_job`](Self::mean_job): nothing while a thread is free, else
     /// the queued jobs ahead of it and one running job, spread over the
-    /// threads.
+    /// threads ([`Duration::MAX`] before any job has finished: unknown).
     pub fn expected_wait(&self) -> Duration {
         if self.running() < self.width {
             return Duration::ZERO;
         }
+        let mean = self.shared.mean_job_ns.load(Ordering::Relaxed);
+        if mean == 0 {
+            // No job has finished yet: how long one takes is unknown.
+            return Duration::MAX;
+        }
         let ahead = u32::try_from(self.queued().saturating_add(1)).unwrap_or(u32::MAX);
-        self.mean_job().saturating_mul(ahead) / u32::try_from(self.width.max(1)).unwrap_or(u32::MAX)
+        Duration::from_nanos(mean).saturating_mul(ahead)
+            / u32::try_from(self.width.max(1)).unwrap_or(u32::MAX)
     }
 
     /// Jobs running now.
