@@ -152,7 +152,7 @@ pub fn bench_cluster(json: bool, secs: u32) -> Result<(), String> {
     let direct8 = run(b_server.addr(), 8)?;
     let hop8 = run(a_server.addr(), 8)?;
     progress("heartbeat cost with 100 workers and 1,000 functions registered");
-    let (hb_ms, hb_bytes) = heartbeat_at_scale(&redis, 100, 1000)?;
+    let hb = heartbeat_at_scale(&redis, 100, 1000)?;
     let forwarded_by_a = metric(&a, "faaslet_calls_forwarded_total ");
     // A and B leave: the cluster below is three other workers.
     for w in [&a, &b] {
@@ -259,11 +259,15 @@ pub fn bench_cluster(json: bool, secs: u32) -> Result<(), String> {
             )
         };
         println!(
-            "{{\"seconds\": {secs}, \"direct_1\": {}, \"forwarded_1\": {}, \"direct_8\": {}, \"forwarded_8\": {}, \"hop_p50_us\": {added_us:.1}, \"forwarded_calls\": {forwarded}, \"heartbeat_ms_100_workers_1000_functions\": {hb_ms:.3}, \"heartbeat_reply_bytes\": {hb_bytes}, \"one_worker_8\": {}, \"cluster_of_3_8\": {}, \"cluster_of_3_8_forwarded\": {cluster8_forwarded}, \"fan_out_300_ms_one_worker\": {lone_fan:.1}, \"fan_out_300_ms_cluster_of_3\": {cluster_fan:.1}, \"fan_out_calls_per_worker\": {spread:?}, \"new_worker_first_call_ms\": {took_load:.0}}}",
+            "{{\"seconds\": {secs}, \"direct_1\": {}, \"forwarded_1\": {}, \"direct_8\": {}, \"forwarded_8\": {}, \"hop_p50_us\": {added_us:.1}, \"forwarded_calls\": {forwarded}, \"heartbeat_ms_100_workers_1000_functions\": {:.3}, \"heartbeat_reply_bytes\": {}, \"heartbeat_after_publish_ms\": {:.3}, \"heartbeat_after_publish_bytes\": {}, \"one_worker_8\": {}, \"cluster_of_3_8\": {}, \"cluster_of_3_8_forwarded\": {cluster8_forwarded}, \"fan_out_300_ms_one_worker\": {lone_fan:.1}, \"fan_out_300_ms_cluster_of_3\": {cluster_fan:.1}, \"fan_out_calls_per_worker\": {spread:?}, \"new_worker_first_call_ms\": {took_load:.0}}}",
             f(&direct1),
             f(&hop1),
             f(&direct8),
             f(&hop8),
+            hb.steady_ms,
+            hb.steady_bytes,
+            hb.after_publish_ms,
+            hb.after_publish_bytes,
             f(&lone8),
             f(&cluster8)
         );
@@ -291,7 +295,8 @@ pub fn bench_cluster(json: bool, secs: u32) -> Result<(), String> {
             hop8.rps / direct8.rps
         );
         println!(
-            "one heartbeat with 100 workers and 1,000 functions registered: {hb_ms:.3} ms, {hb_bytes} bytes read (every worker, every second)"
+            "one heartbeat with 100 workers and 1,000 functions registered: {:.3} ms, {} bytes read (every worker, every second); the first after an upload: {:.3} ms, {} bytes",
+            hb.steady_ms, hb.steady_bytes, hb.after_publish_ms, hb.after_publish_bytes
         );
         println!();
         println!("one worker against a cluster of three on the same cores (two threads each), 8 connections, {secs} s");
@@ -321,13 +326,13 @@ pub fn bench_cluster(json: bool, secs: u32) -> Result<(), String> {
 }
 
 /// Registers `workers` members (that never heartbeat again) and
-/// `functions` published versions, then times a heartbeat of one more
-/// worker: milliseconds (median of 50) and the bytes its replies carry.
+/// `functions` published versions, then times heartbeats of one more
+/// worker, with and without a publish before each.
 fn heartbeat_at_scale(
     redis: &Arc<RedisTier>,
     workers: usize,
     functions: usize,
-) -> Result<(f64, usize), String> {
+) -> Result<Heartbeat, String> {
     use faaslet_platform::worker::cluster::Cluster;
     let fakes: Vec<Cluster> = (0..workers)
         .map(|i| {
@@ -353,26 +358,65 @@ fn heartbeat_at_scale(
         })
         .map_err(|e| e.to_string())?;
     let me = Cluster::join(redis.clone(), "10.1.0.1:8080", 4).map_err(|e| e.to_string())?;
-    let mut times = Vec::new();
-    let mut bytes = 0;
-    for _ in 0..50 {
+    let members_bytes = |me: &Cluster| -> Result<usize, String> {
+        Ok(me
+            .members()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|m| serde_json::to_string(m).map_or(0, |s| s.len()))
+            .sum())
+    };
+    // Every heartbeat right after a publish reads the whole version map;
+    // the others only the epoch.
+    let mut steady = (Vec::new(), 0);
+    let mut after = (Vec::new(), 0);
+    for i in 0..60 {
+        let publish = i % 3 == 0;
+        if publish {
+            redis
+                .with("bench", |c| {
+                    redis::cmd("INCR")
+                        .arg("faaslet:functions:epoch")
+                        .query::<()>(c)
+                })
+                .map_err(|e| e.to_string())?;
+        }
         let t = std::time::Instant::now();
         let versions = me.heartbeat(0).map_err(|e| e.to_string())?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-        let members = me.members().map_err(|e| e.to_string())?;
-        bytes = versions
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let map_bytes: usize = versions
             .iter()
+            .flatten()
             .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>()
-            + members
-                .iter()
-                .map(|m| serde_json::to_string(m).map_or(0, |s| s.len()))
-                .sum::<usize>();
+            .sum();
+        let slot = if publish { &mut after } else { &mut steady };
+        slot.0.push(ms);
+        slot.1 = map_bytes + members_bytes(&me)?;
     }
     for f in &fakes {
         f.leave();
     }
     me.leave();
-    times.sort_by(f64::total_cmp);
-    Ok((times[times.len() / 2], bytes))
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok(Heartbeat {
+        steady_ms: median(steady.0),
+        steady_bytes: steady.1,
+        after_publish_ms: median(after.0),
+        after_publish_bytes: after.1,
+    })
+}
+
+/// What a heartbeat costs at scale.
+struct Heartbeat {
+    /// Median time, no publish since the last heartbeat, ms.
+    steady_ms: f64,
+    /// Bytes its replies carry then (the member list).
+    steady_bytes: usize,
+    /// Median time of the first heartbeat after a publish, ms.
+    after_publish_ms: f64,
+    /// Bytes its replies carry (the member list and the version map).
+    after_publish_bytes: usize,
 }

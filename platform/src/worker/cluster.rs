@@ -13,6 +13,7 @@
 //! | --- | --- | --- |
 //! | `faaslet:workers` | set | ids of workers that registered |
 //! | `faaslet:worker:{id}` | string, expires | `{"addr":..,"capacity":..}`; refreshed every [`HEARTBEAT`], expires after [`MEMBER_TTL`] |
+//! | `faaslet:functions:epoch` | integer | bumped by every publish: heartbeats read `faaslet:functions` only when it moved |
 //! | `faaslet:functions` | hash | `user/function` → SHA-256 (hex) of its wasm, plus `+idempotent` if marked so: the published version |
 //! | `faaslet:wasm:{user}/{function}` | string | the wasm |
 //! | `faaslet:snap:{user}/{function}` | string | its Proto-Faaslet file |
@@ -23,8 +24,9 @@
 //! within [`MEMBER_TTL`] (Redis expires its key; the set is pruned when
 //! read). A publish is one `MULTI`/`EXEC`: other workers see the old
 //! version or the new one, never a mix. Each worker compares its
-//! functions' versions with the published ones at every heartbeat and
-//! forgets those that changed, so the next call fetches the new upload.
+//! functions' versions with the published ones at the first heartbeat
+//! after a publish (the epoch moved) and forgets those that changed, so
+//! the next call fetches the new upload.
 //!
 //! Artefacts and snapshots fetched from Redis go through the same checks
 //! as local files (key, format, checksums, the module fingerprint): a
@@ -77,6 +79,8 @@ pub struct Cluster {
     stop: Arc<AtomicBool>,
     /// The published versions seen at the last heartbeat.
     versions: Mutex<HashMap<String, String>>,
+    /// The publish epoch those versions were read at (`None`: never read).
+    epoch: Mutex<Option<Option<u64>>>,
     /// The other live workers at the last heartbeat, each with the calls
     /// forwarded to it that have not answered yet (added to its reported
     /// load when choosing).
@@ -94,6 +98,10 @@ pub struct Cluster {
 /// At most this many warm sets are read per heartbeat (the functions
 /// forwarded most recently win; the rest are placed without one).
 pub const WARM_SETS_PER_HEARTBEAT: usize = 256;
+
+/// Bumped by every publish: a heartbeat reads the version map only when
+/// it moved.
+const EPOCH_KEY: &str = "faaslet:functions:epoch";
 
 fn warm_key(name: &str) -> String {
     format!("faaslet:warm:{name}")
@@ -152,6 +160,7 @@ impl Cluster {
             },
             stop: Arc::new(AtomicBool::new(false)),
             versions: Mutex::new(HashMap::new()),
+            epoch: Mutex::new(None),
             peers: Mutex::new(Vec::new()),
             held: Mutex::new(HashSet::new()),
             warm: Mutex::new(HashMap::new()),
@@ -282,16 +291,35 @@ impl Cluster {
     /// Refreshes the registration (with `load`, the calls running or queued
     /// here), the view of the other workers and the warm sets wanted, and
     /// returns the published versions (to compare with the functions this
-    /// worker holds).
-    pub fn heartbeat(&self, load: u32) -> Result<HashMap<String, String>, StateError> {
+    /// worker holds) if they changed since the last heartbeat: every
+    /// publish bumps `faaslet:functions:epoch`, so a heartbeat reads the
+    /// whole version map only after an upload somewhere.
+    pub fn heartbeat(&self, load: u32) -> Result<Option<HashMap<String, String>>, StateError> {
         self.register(load)?;
         self.refresh_peers()?;
         self.refresh_warm()?;
-        let v: HashMap<String, String> = self.redis.with("heartbeat", |c| {
-            redis::cmd("HGETALL").arg("faaslet:functions").query(c)
-        })?;
+        let epoch: Option<u64> = self
+            .redis
+            .with("heartbeat", |c| redis::cmd("GET").arg(EPOCH_KEY).query(c))?;
+        let mut seen = locked(&self.epoch);
+        if *seen == Some(epoch) {
+            return Ok(None);
+        }
+        // Read the epoch again with the map, in one transaction: a
+        // publish in between is then seen at the next heartbeat.
+        let (epoch, v): (Option<u64>, HashMap<String, String>) =
+            self.redis.with("heartbeat", |c| {
+                redis::pipe()
+                    .atomic()
+                    .cmd("GET")
+                    .arg(EPOCH_KEY)
+                    .cmd("HGETALL")
+                    .arg("faaslet:functions")
+                    .query(c)
+            })?;
+        *seen = Some(epoch);
         *locked(&self.versions) = v.clone();
-        Ok(v)
+        Ok(Some(v))
     }
 
     fn refresh_peers(&self) -> Result<(), StateError> {
@@ -473,6 +501,7 @@ impl Cluster {
                 .arg(name)
                 .arg(&version)
                 .ignore();
+            p.cmd("INCR").arg(EPOCH_KEY).ignore();
             p.query::<()>(c)
         })?;
         self.versions

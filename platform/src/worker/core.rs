@@ -704,7 +704,8 @@ impl Worker {
                 }
                 let load = (inner.executor.running() + inner.executor.queued()) as u32;
                 match c.heartbeat(load) {
-                    Ok(published) => Worker { inner }.forget_changed(&published),
+                    Ok(Some(published)) => Worker { inner }.forget_changed(&published),
+                    Ok(None) => {}
                     Err(e) => tracing::warn!("cluster heartbeat failed: {e}"),
                 }
             })
