@@ -36,6 +36,20 @@ impl<T> Caller<'_, T> {
         self.inner.core.export(inst, name)
     }
 
+    /// Calls `func` (a function of this store, for example an export of
+    /// the calling instance) from inside this host call: the guest frames
+    /// below stay where they are, and a trap in `func` comes back here as
+    /// `Err`, the host call then deciding what to do with it. Nested calls
+    /// share the stack limit and the deadline of the outermost call.
+    pub fn call(&mut self, func: Func, params: &[Val], results: &mut [Val]) -> Result<(), Error> {
+        let inner: *mut StoreInner<T> = &mut *self.inner;
+        // SAFETY: `self.inner` is the store's live inner part and this
+        // Caller holds its only mutable borrow while `func` runs; the
+        // guest frames below this host call touch the store only through
+        // host calls, which run inside `func` on this thread.
+        unsafe { func.call_in(inner, params, results) }
+    }
+
     /// A handle to interrupt this store's calls, or to ask whether the
     /// running call has reached its deadline (for host functions that
     /// block).
@@ -357,7 +371,28 @@ impl Func {
         params: &[Val],
         results: &mut [Val],
     ) -> Result<(), Error> {
-        let core = store.core();
+        let inner = store.inner_ptr();
+        // SAFETY: `inner` is this store's live inner part, and `store`
+        // stays mutably borrowed for the whole call.
+        unsafe { self.call_in(inner, params, results) }
+    }
+
+    /// Calls the function in the store behind `inner`, checking the
+    /// function's store and the parameters' count and types.
+    ///
+    /// # Safety
+    ///
+    /// `inner` must point at a live store's inner part that nothing else
+    /// accesses for the duration of the call (the caller holds the only
+    /// mutable borrow of the store, or of the [`Caller`] over it).
+    unsafe fn call_in<T>(
+        &self,
+        inner: *mut StoreInner<T>,
+        params: &[Val],
+        results: &mut [Val],
+    ) -> Result<(), Error> {
+        // SAFETY: the caller guarantees `inner` is live and unaliased.
+        let core = unsafe { &(*inner).core };
         core.check(self.store)?;
         let ty = core.funcs[self.index as usize].ty.clone();
         if params.len() != ty.params.len() || results.len() != ty.results.len() {
@@ -377,10 +412,8 @@ impl Func {
             }
             raw[i] = to_raw(core, p)?;
         }
-        let inner = store.inner_ptr();
-        // SAFETY: `inner` is this store's live inner part and `raw` is sized
-        // and typed for the function (checked above); `store` stays
-        // mutably borrowed, so nothing else touches it during the call.
+        // SAFETY: `inner` is live and unaliased (see above) and `raw` is
+        // sized and typed for the function (checked above).
         unsafe {
             StoreCore::call_raw(
                 inner as *mut u8,
@@ -389,7 +422,8 @@ impl Func {
                 &mut raw,
             )?
         };
-        let core = store.core_mut();
+        // SAFETY: guest code has returned; the borrow is ours again.
+        let core = unsafe { &mut (*inner).core };
         for (i, t) in ty.results.iter().enumerate() {
             results[i] = from_raw(core, *t, raw[i]);
         }

@@ -470,3 +470,69 @@ fn memory_grown_in_a_loop_is_usable_at_once() {
         }
     }
 }
+
+/// A host function calls back into the instance that called it
+/// (`Caller::call`): the nested call sees and changes the same memory and
+/// globals, a trap in it comes back to the host function as `Err` (the
+/// guest frames below survive it), and the outer call goes on.
+#[test]
+fn a_host_function_calls_back_into_wasm() {
+    for (mode, engine) in engines() {
+        let module = Module::new(
+            &engine,
+            r#"(module
+                 (import "h" "call_back" (func $cb (param i32) (result i32)))
+                 (global $g (export "g") (mut i32) (i32.const 0))
+                 (func (export "bump") (param i32) (result i32)
+                   (global.set $g (i32.add (global.get $g) (local.get 0)))
+                   (global.get $g))
+                 (func (export "boom") unreachable)
+                 (func (export "run") (result i32)
+                   (drop (call $cb (i32.const 5)))
+                   (drop (call $cb (i32.const -1)))
+                   (i32.add (global.get $g) (call $cb (i32.const 10)))))"#,
+        )
+        .unwrap();
+        let mut linker = Linker::<Vec<String>>::new(&engine);
+        linker
+            .func_wrap(
+                "h",
+                "call_back",
+                |mut caller: faaslet::Caller<'_, Vec<String>>, n: i32| -> Result<i32, Trap> {
+                    if n < 0 {
+                        let boom = caller
+                            .get_export("boom")
+                            .and_then(|e| e.into_func())
+                            .unwrap();
+                        let err = caller.call(boom, &[], &mut []).unwrap_err();
+                        caller.data_mut().push(err.to_string());
+                        return Ok(0);
+                    }
+                    let bump = caller
+                        .get_export("bump")
+                        .and_then(|e| e.into_func())
+                        .unwrap();
+                    let mut out = [Val::I32(0)];
+                    caller
+                        .call(bump, &[Val::I32(n)], &mut out)
+                        .map_err(|e| Trap::host(e.to_string()))?;
+                    let Val::I32(v) = out[0] else { unreachable!() };
+                    Ok(v)
+                },
+            )
+            .unwrap();
+        let mut store = Store::new(&engine, Vec::new());
+        let inst = linker.instantiate(&mut store, &module).unwrap();
+        let run = inst
+            .get_typed_func::<(), i32, _>(&mut store, "run")
+            .unwrap();
+        // g is 5 when read (before the last call-back), then 15: 5 + 15.
+        assert_eq!(run.call(&mut store, ()).unwrap(), 20, "{mode}");
+        assert_eq!(store.data().len(), 1, "{mode}");
+        assert!(
+            store.data()[0].contains("unreachable"),
+            "{mode}: {:?}",
+            store.data()
+        );
+    }
+}
