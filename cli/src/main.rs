@@ -194,6 +194,12 @@ enum Command {
         /// thread is busy).
         #[arg(long, value_name = "MICROS", default_value_t = 250)]
         forward_after_us: u64,
+        /// A WASI build of CPython (e.g. python-3.12.0.wasm): Python
+        /// scripts uploaded with PUT /p/USER/FUNCTION run on it. Prepared
+        /// (asyncify, needs binaryen's wasm-opt; compile) once, in the
+        /// background from startup, and kept in the data directory.
+        #[arg(long, value_name = "WASM")]
+        python: Option<PathBuf>,
     },
     /// Upload a function to a worker (`faaslet serve`).
     Upload {
@@ -395,6 +401,7 @@ fn main() -> ExitCode {
             memory_limit,
             compile_budget,
             forward_after_us,
+            python,
         } => state_tiers(state.as_deref(), state_quota).and_then(|(state, redis)| {
             serve(faaslet_cli::serve::ServeArgs {
                 listen,
@@ -412,6 +419,7 @@ fn main() -> ExitCode {
                     compile_budget.clamp(0.001, 1e6),
                 ),
                 forward_after: std::time::Duration::from_micros(forward_after_us),
+                python,
             })
         }),
         Command::Upload {

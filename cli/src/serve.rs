@@ -38,6 +38,8 @@ pub struct ServeArgs {
     pub compile_budget: Duration,
     /// See [`WorkerConfig::forward_after`].
     pub forward_after: Duration,
+    /// See [`WorkerConfig::python`].
+    pub python: Option<PathBuf>,
 }
 
 /// Runs a worker until SIGINT or SIGTERM.
@@ -59,7 +61,19 @@ pub fn serve(engine: &faaslet::Engine, a: ServeArgs) -> Result<(), String> {
     config.memory_limit = a.memory_limit;
     config.compile_budget = a.compile_budget;
     config.forward_after = a.forward_after;
+    config.python = a.python.clone();
     let worker = Worker::new(engine, config).map_err(|e| e.to_string())?;
+    if a.python.is_some() {
+        // Prepared in the background: the first Python upload waits for it.
+        let w = worker.clone();
+        std::thread::Builder::new()
+            .name("faaslet-python".into())
+            .spawn(move || match w.python_runtime() {
+                Ok(_) => tracing::info!("Python functions ready"),
+                Err(e) => tracing::error!("Python functions unavailable: {e}"),
+            })
+            .map_err(|e| format!("cannot start a thread: {e}"))?;
+    }
     let joining = worker.clone();
     let mut joined = Ok(());
     serve_until_signal(worker, a.listen, |addr| {

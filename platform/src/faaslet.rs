@@ -24,6 +24,7 @@
 //! println!("{} (exit {})", String::from_utf8_lossy(&out.output), out.return_code);
 //! ```
 
+use crate::at_input::{AtInput, AtInputError, InputPoint};
 use crate::error::FaasletError;
 use crate::executor::Executor;
 use crate::faasm::FaasmView;
@@ -111,6 +112,11 @@ pub struct FaasletConfig {
     /// cluster scheduler); `None`: every chained call runs on this host.
     /// Only consulted with an [`executor`](Self::executor).
     pub scheduler: Option<Arc<dyn ChainScheduler>>,
+    /// Calls resume the program where its Proto-Faaslet was captured, at
+    /// its first read of input ([`Faaslet::snapshot_at_input`]), instead
+    /// of entering `_start` afresh. Only for Faaslets made from that
+    /// snapshot; chained calls do not inherit it.
+    pub resume: Option<Arc<InputPoint>>,
 }
 
 /// WASI and the Faasm API linked once, for any number of Faaslets of one
@@ -199,6 +205,7 @@ impl FaasletConfig {
             host: None,
             memory_limit: None,
             scheduler: None,
+            resume: None,
         }
     }
 
@@ -207,6 +214,7 @@ impl FaasletConfig {
             name: name.to_string(),
             args: Vec::new(),
             tcp_listeners: Vec::new(),
+            resume: None,
             chain_depth: self.chain_depth + 1,
             ..self.clone()
         }
@@ -230,11 +238,16 @@ pub struct CallOutput {
 pub struct FaasletData {
     wasi: WasiCtx,
     faasm: FaasmCtx,
+    at_input: AtInput,
 }
 
 impl WasiView for FaasletData {
     fn wasi(&mut self) -> &mut WasiCtx {
         &mut self.wasi
+    }
+
+    fn at_input(&mut self) -> Option<&mut AtInput> {
+        Some(&mut self.at_input)
     }
 }
 
@@ -381,6 +394,92 @@ impl Faaslet {
         Ok(Snapshot::create(&mut store, module, &imports, init)?)
     }
 
+    /// Makes a Proto-Faaslet of an unmodified program at its first read of
+    /// input: runs `module` (transformed by
+    /// [`at_input::asyncify`](crate::at_input::asyncify)) from `_start`
+    /// with an empty stdin until it first reads descriptor 0, and captures
+    /// it there. Calls of a Faaslet made from the snapshot with
+    /// [`FaasletConfig::resume`] set to the returned point resume there,
+    /// each with its own input, and behave as a fresh run with that input
+    /// (see [`at_input`](crate::at_input) for what is not replayed).
+    pub fn snapshot_at_input(
+        engine: &Engine,
+        module: &Module,
+        config: FaasletConfig,
+    ) -> Result<(Snapshot, InputPoint), AtInputError> {
+        let reads_input = module
+            .info()
+            .imports
+            .iter()
+            .any(|i| i.module == crate::wasi::MODULE && i.name == "fd_read");
+        if !reads_input {
+            return Err(AtInputError::NoInputImport);
+        }
+        let linker = host_linker(engine, &config)?;
+        let f = Faaslet {
+            engine: engine.clone(),
+            module: module.clone(),
+            snapshot: None,
+            config: FaasletConfig {
+                stdout: Output::Capture,
+                stderr: Output::Capture,
+                ..config
+            },
+            linker,
+            ready: None,
+            cgroup: None,
+        };
+        let mut store = f.new_store(Vec::new())?;
+        store.data_mut().at_input = AtInput::Capture(None);
+        store
+            .data_mut()
+            .wasi
+            .set_stdin(faaslet_hostapi::wasi::Input::Bytes(Vec::new()));
+        let mut linker = f.linker;
+        let instance = linker
+            .instantiate(&mut store, module)
+            .map_err(FaasletError::from)?;
+        let start = instance
+            .get_func(&mut store, "_start")
+            .ok_or(FaasletError::NoEntry)?;
+        let ran = start.call(&mut store, &[], &mut []);
+        let buffer = match (&store.data().at_input, ran) {
+            (AtInput::Capture(Some(buffer)), Ok(())) => *buffer,
+            (_, Err(Error::Trap(trap))) => {
+                return Err(match crate::wasi::exit_code(&trap) {
+                    Some(code) => AtInputError::EndedFirst(code),
+                    None => FaasletError::Trap {
+                        trap,
+                        output: Vec::new(),
+                    }
+                    .into(),
+                })
+            }
+            (_, Err(e)) => return Err(FaasletError::from(e).into()),
+            (_, Ok(())) => return Err(AtInputError::EndedFirst(0)),
+        };
+        let stop = instance
+            .get_func(&mut store, "asyncify_stop_unwind")
+            .ok_or_else(|| {
+                FaasletError::from(Error::Link(
+                    "the module does not export asyncify_stop_unwind (not asyncified?)".into(),
+                ))
+            })?;
+        stop.call(&mut store, &[], &mut [])
+            .map_err(FaasletError::from)?;
+        store.data_mut().at_input = AtInput::Off;
+        let snapshot = Snapshot::capture(&mut store, instance).map_err(FaasletError::from)?;
+        let data = store.data_mut();
+        Ok((
+            snapshot,
+            InputPoint {
+                buffer,
+                stdout: data.wasi.take_stdout(),
+                stderr: data.wasi.take_stderr(),
+            },
+        ))
+    }
+
     /// The Proto-Faaslet calls start from, if any.
     pub fn snapshot_of(&self) -> Option<&Snapshot> {
         self.snapshot.as_ref()
@@ -449,7 +548,14 @@ impl Faaslet {
         let faasm = FaasmCtx::new(input, c.state.clone(), Box::new(chainer))
             .with_conf_flags(c.conf_flags.clone())
             .with_user(&c.user);
-        let mut store = Store::new(&self.engine, FaasletData { wasi, faasm });
+        let mut store = Store::new(
+            &self.engine,
+            FaasletData {
+                wasi,
+                faasm,
+                at_input: AtInput::Off,
+            },
+        );
         if let Some(bytes) = c.memory_limit {
             store.set_limits(faaslet::StoreLimits {
                 memory_bytes: bytes,
@@ -493,6 +599,10 @@ impl Faaslet {
         if let Some(ticks) = self.config.deadline_ticks {
             store.set_epoch_deadline(ticks);
         }
+        let resume = match (&self.config.resume, entry) {
+            (Some(point), ChainEntry::Main) => Some(point.clone()),
+            _ => None,
+        };
         // Host-side waits (state locks, awaits of chained calls) end at
         // the same deadline, as an Instant.
         // (A deadline too far to represent is none.)
@@ -513,15 +623,44 @@ impl Faaslet {
             Some(iso) => Some(iso.isolation.enter(self.cgroup.as_ref())?),
             None => None,
         };
-        let result = invoke(&mut store, instance, entry);
+        let result = match &resume {
+            // Rewind to the first input read, then continue `_start` from
+            // there (the read ends the rewind: `at_input`).
+            Some(point) => {
+                if self.config.stdout == Output::Inherit {
+                    use std::io::Write;
+                    let _ = std::io::stdout().write_all(&point.stdout);
+                }
+                if self.config.stderr == Output::Inherit {
+                    use std::io::Write;
+                    let _ = std::io::stderr().write_all(&point.stderr);
+                }
+                store.data_mut().at_input = AtInput::Resume;
+                match instance.get_func(&mut store, "asyncify_start_rewind") {
+                    Some(rewind) => rewind
+                        .call(&mut store, &[Val::I32(point.buffer as i32)], &mut [])
+                        .map_err(FaasletError::from)
+                        .and_then(|()| invoke(&mut store, instance, entry)),
+                    None => Err(FaasletError::from(Error::Link(
+                        "the snapshot's module does not export asyncify_start_rewind".into(),
+                    ))),
+                }
+            }
+            None => invoke(&mut store, instance, entry),
+        };
         drop(guard);
         crate::faasm::harvest_writes(&mut store, instance);
         let data = store.data_mut();
         data.faasm.release_locks();
         let output = data.faasm.take_output();
         let exit = data.wasi.exit_code();
-        let stdout = data.wasi.take_stdout();
-        let stderr = data.wasi.take_stderr();
+        let mut stdout = data.wasi.take_stdout();
+        let mut stderr = data.wasi.take_stderr();
+        if let Some(point) = &resume {
+            // What a fresh run writes before its first read.
+            stdout.splice(0..0, point.stdout.iter().copied());
+            stderr.splice(0..0, point.stderr.iter().copied());
+        }
         let return_code = match result {
             Ok(rc) => rc,
             Err(FaasletError::Engine(Error::Trap(trap))) => {

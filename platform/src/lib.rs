@@ -11,6 +11,8 @@
 //! * [`wasi`] and [`faasm`]: the glue that registers the engine-independent
 //!   host interfaces of `faaslet-hostapi` with a [`Linker`](::faaslet::Linker).
 //!
+//! * [`at_input`]: Proto-Faaslets of unmodified programs (CPython),
+//!   captured at their first read of input and resumed there.
 //! * [`code_cache`]: compiled code kept on disk, keyed by the wasm and the
 //!   engine configuration, so nothing compiles twice.
 //! * [`worker`]: the worker behind `faaslet serve`: uploads, the executor,
@@ -34,6 +36,7 @@
 //! assert_eq!(out.return_code, 0);
 //! ```
 
+pub mod at_input;
 pub mod code_cache;
 pub mod error;
 pub mod executor;

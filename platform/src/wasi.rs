@@ -46,6 +46,12 @@ use faaslet_hostapi::wasi::{Errno, WasiTrap};
 pub trait WasiView {
     /// The WASI context of this store.
     fn wasi(&mut self) -> &mut WasiCtx;
+
+    /// What the host does at the store's first read of stdin (see
+    /// [`at_input`](crate::at_input)); `None`: nothing special.
+    fn at_input(&mut self) -> Option<&mut crate::at_input::AtInput> {
+        None
+    }
 }
 
 /// The module name of WASI preview1.
@@ -107,6 +113,38 @@ pub(crate) fn guest_memory<'a>(raw: Option<(*mut u8, usize)>) -> GuestMemory<'a>
     }
 }
 
+/// `fd_read`, where a program is captured at its first read of stdin, or
+/// resumed there (see [`at_input`](crate::at_input)).
+fn fd_read<T: WasiView>(
+    mut c: Caller<'_, T>,
+    fd: u32,
+    iovs: u32,
+    n: u32,
+    nread: u32,
+) -> Result<i32, Trap> {
+    use crate::at_input::{self, AtInput};
+    if fd == 0 {
+        match c.data_mut().at_input().map(|a| a.clone()) {
+            Some(AtInput::Capture(None)) => {
+                let buffer = at_input::start_unwind(&mut c)?;
+                if let Some(a) = c.data_mut().at_input() {
+                    *a = AtInput::Capture(Some(buffer));
+                }
+                // Ignored: the code is unwinding.
+                return Ok(0);
+            }
+            Some(AtInput::Resume) => {
+                at_input::stop_rewind(&mut c)?;
+                if let Some(a) = c.data_mut().at_input() {
+                    *a = AtInput::Off;
+                }
+            }
+            _ => {}
+        }
+    }
+    with(&mut c, |ctx, mem| w::fd_read(ctx, mem, fd, iovs, n, nread))
+}
+
 /// `poll_oneoff` may block: it asks the store's deadline every few
 /// milliseconds, so epoch timeouts and interrupt handles end a sleeping
 /// guest too.
@@ -138,6 +176,7 @@ macro_rules! link {
 /// Defines every `wasi_snapshot_preview1` function in `linker`.
 pub fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>) -> Result<(), Error> {
     linker.func_wrap(MODULE, "poll_oneoff", poll_oneoff::<T>)?;
+    linker.func_wrap(MODULE, "fd_read", fd_read::<T>)?;
     link!(linker;
         args_get(a: u32, b: u32);
         args_sizes_get(a: u32, b: u32);
@@ -159,7 +198,6 @@ pub fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>) -> Result<()
         fd_prestat_get(a: u32, b: u32);
         fd_prestat_dir_name(a: u32, b: u32, c: u32);
         fd_pwrite(a: u32, b: u32, c: u32, d: u64, e: u32);
-        fd_read(a: u32, b: u32, c: u32, d: u32);
         fd_readdir(a: u32, b: u32, c: u32, d: u64, e: u32);
         fd_renumber(a: u32, b: u32);
         fd_seek(a: u32, b: i64, c: u32, d: u32);

@@ -63,6 +63,10 @@ pub struct WorkerConfig {
     /// past it the module is refused as invalid, naming the budget
     /// (checked between functions).
     pub compile_budget: Duration,
+    /// The CPython interpreter (a WASI build, e.g. `python-3.12.0.wasm`)
+    /// Python functions (`PUT /p/...`) run on; `None`: Python functions
+    /// are refused.
+    pub python: Option<PathBuf>,
     /// In a cluster, a call this worker has no free thread for goes to
     /// another worker only if it would wait here longer than this (its
     /// [`Executor::expected_wait`]): a hop costs tens of microseconds of
@@ -84,6 +88,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("memory_limit", &self.memory_limit)
             .field("compile_budget", &self.compile_budget)
             .field("forward_after", &self.forward_after)
+            .field("python", &self.python)
             .field("state", &self.state.as_ref().map(|_| "custom"))
             .finish()
     }
@@ -107,6 +112,7 @@ impl WorkerConfig {
             memory_limit: faaslet::StoreLimits::DEFAULT_MEMORY_BYTES,
             compile_budget: Duration::from_secs(30),
             forward_after: DEFAULT_FORWARD_AFTER,
+            python: None,
         }
     }
 }
@@ -192,9 +198,26 @@ pub enum WorkerError {
     /// The cluster's shared store (Redis) failed.
     #[error("cluster: {0}")]
     Cluster(faaslet_state::StateError),
+    /// A script function (Python) ended with a nonzero exit code: an
+    /// uncaught exception, its traceback on stderr.
+    #[error("{function} failed with exit code {code}: {stderr}")]
+    Exception {
+        /// `user/function`.
+        function: String,
+        /// The exit code.
+        code: i32,
+        /// What it wrote to stderr (the traceback), lossily decoded.
+        stderr: String,
+        /// What it wrote to stdout.
+        output: Vec<u8>,
+    },
+    /// Python functions cannot be made here (no interpreter configured,
+    /// or preparing it failed).
+    #[error("python: {0}")]
+    Python(String),
 }
 
-fn io_err(path: &Path, e: std::io::Error) -> WorkerError {
+pub(crate) fn io_err(path: &Path, e: std::io::Error) -> WorkerError {
     WorkerError::Io {
         path: path.display().to_string(),
         message: e.to_string(),
@@ -249,13 +272,21 @@ pub struct Function {
     /// Its Proto-Faaslet (module included): every call starts from it.
     pub snapshot: Snapshot,
     /// Set once the function has been called in this process.
-    called: AtomicBool,
+    pub(crate) called: AtomicBool,
     /// Its version ([`version_of`]): compared with the version a cluster
     /// publishes.
-    version: String,
+    pub(crate) version: String,
     /// Marked idempotent at upload: a call of it lost with another
     /// worker runs again here instead of failing.
     pub idempotent: bool,
+    /// Arguments after `argv[0]` (a Python function's `-c SCRIPT`).
+    pub(crate) args: Vec<String>,
+    /// Where its calls resume (a program captured at its first read of
+    /// input), if that is how its Proto-Faaslet was made.
+    pub(crate) resume: Option<Arc<crate::at_input::InputPoint>>,
+    /// A script function (Python): a nonzero exit is a failed call whose
+    /// error carries the program's stderr (the traceback).
+    pub(crate) script: bool,
 }
 
 /// The result of a call that ran.
@@ -303,6 +334,9 @@ pub(crate) struct Inner {
     forwarder: std::sync::OnceLock<tokio::runtime::Runtime>,
     /// Held while a function is fetched from the cluster.
     fetching: Mutex<()>,
+    /// The interpreter Python functions run on, asyncified and compiled
+    /// once (see `worker::python`).
+    pub(crate) python: Mutex<Option<Module>>,
     /// What every call's Faaslet is configured with but its name and user
     /// (the host interface linked once, the state store, the executor, the
     /// deadline): cloned per call, which allocates next to nothing.
@@ -410,6 +444,7 @@ impl Worker {
                 cluster: std::sync::OnceLock::new(),
                 forwarder: std::sync::OnceLock::new(),
                 fetching: Mutex::new(()),
+                python: Mutex::new(None),
             }),
         };
         worker.reload(&dir);
@@ -427,7 +462,8 @@ impl Worker {
             };
             for file in files.flatten() {
                 let path = file.path();
-                if path.extension().is_none_or(|e| e != "wasm") {
+                let python = path.extension().is_some_and(|e| e == "py");
+                if !python && path.extension().is_none_or(|e| e != "wasm") {
                     continue;
                 }
                 let Some(fname) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
@@ -436,7 +472,12 @@ impl Worker {
                 if check_name("user", &uname).is_err() || check_name("function", &fname).is_err() {
                     continue;
                 }
-                match self.load(&uname, &fname, &path) {
+                let loaded = if python {
+                    self.load_python(&uname, &fname, &path)
+                } else {
+                    self.load(&uname, &fname, &path)
+                };
+                match loaded {
                     Ok(f) => {
                         self.functions_mut()
                             .insert((uname.clone(), fname), Arc::new(f));
@@ -448,7 +489,7 @@ impl Worker {
     }
 
     /// `wasm` compiled: from the code cache, or compiled and cached.
-    fn module(&self, what: &str, wasm: &[u8]) -> Result<Module, WorkerError> {
+    pub(crate) fn module(&self, what: &str, wasm: &[u8]) -> Result<Module, WorkerError> {
         let start = Instant::now();
         let (module, outcome) = self
             .inner
@@ -494,6 +535,9 @@ impl Worker {
         Ok(Function {
             version: version_of(&wasm, idempotent),
             idempotent,
+            args: Vec::new(),
+            resume: None,
+            script: false,
             wasm: wasm.into(),
             snapshot,
             called: AtomicBool::new(false),
@@ -774,7 +818,7 @@ impl Worker {
         }
     }
 
-    fn faaslet_config(&self, user: &str, function: &str) -> FaasletConfig {
+    pub(crate) fn faaslet_config(&self, user: &str, function: &str) -> FaasletConfig {
         FaasletConfig {
             name: format!("{user}/{function}"),
             // Keys are namespaced by user in the store itself.
@@ -844,6 +888,9 @@ impl Worker {
             Arc::new(Function {
                 version: version_of(wasm, idempotent),
                 idempotent,
+                args: Vec::new(),
+                resume: None,
+                script: false,
                 wasm: wasm.into(),
                 snapshot,
                 called: AtomicBool::new(false),
@@ -872,6 +919,12 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// Makes `f` the function `user/function` (replacing any other).
+    pub(crate) fn insert_function(&self, user: &str, function: &str, f: Function) {
+        self.functions_mut()
+            .insert((user.to_string(), function.to_string()), Arc::new(f));
     }
 
     /// Calls `user/function` with `input` on this thread, from its
@@ -921,6 +974,8 @@ impl Worker {
         let (user, function) = name.split_once('/').unwrap_or((name, name));
         let config = FaasletConfig {
             chain_depth: depth,
+            args: f.args.clone(),
+            resume: f.resume.clone(),
             ..self.faaslet_config(user, function)
         };
         let call_err = |error| WorkerError::Call {
@@ -953,6 +1008,14 @@ impl Worker {
             }
             Err(e) => return Err(call_err(e)),
         };
+        if f.script && out.return_code != 0 {
+            return Err(WorkerError::Exception {
+                function: name.to_string(),
+                code: out.return_code,
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                output: out.stdout,
+            });
+        }
         let output = if out.output.is_empty() {
             out.stdout
         } else {

@@ -9,6 +9,7 @@
 //! | `GET /f/{user}/{function}` | the uploaded wasm |
 //! | `POST /f/{user}/{function}[?async=1]` | call: body = input, response = output |
 //! | `POST /` | Faasm's JSON message (`user`, `function`, `input_data`, `async`) |
+//! | `PUT /p/{user}/{function}` | upload a Python script (run by CPython, resumed where it first reads stdin); `POST` calls it as `/f/` does: input = stdin, output = stdout, an exception = 500 `exception` with the traceback |
 //! | `GET /status/{id}` | an asynchronous call's status and output |
 //! | `PUT/GET /s/{user}/{key}` | a state value (PUT sets it here and pushes it to the global tier; GET returns this worker's copy, pulled first if the worker holds none) |
 //! | `GET /ping`, `GET /metrics` | liveness; Prometheus metrics |
@@ -73,6 +74,8 @@ impl From<WorkerError> for ApiError {
             WorkerError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io"),
             WorkerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             WorkerError::Cluster(_) => (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable"),
+            WorkerError::Exception { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "exception"),
+            WorkerError::Python(_) => (StatusCode::BAD_REQUEST, "python_unavailable"),
         };
         let mut err = ApiError::new(status, kind, msg);
         match e {
@@ -93,6 +96,17 @@ impl From<WorkerError> for ApiError {
             WorkerError::BadName { what, name } => {
                 err.body["field"] = json!(what);
                 err.body["value"] = json!(name);
+            }
+            WorkerError::Exception {
+                function,
+                code,
+                stderr,
+                output,
+            } => {
+                err.body["function"] = json!(function);
+                err.body["exit_code"] = json!(code);
+                err.body["traceback"] = json!(stderr);
+                err.body["output"] = json!(String::from_utf8_lossy(&output));
             }
             _ => {}
         }
@@ -120,6 +134,7 @@ pub fn router(worker: Worker) -> Router {
             "/f/{user}/{function}",
             put(upload).get(download).post(invoke),
         )
+        .route("/p/{user}/{function}", put(upload_python).post(invoke))
         .route("/status/{id}", get(status))
         .route("/s/{user}/{key}", put(state_put).get(state_get))
         .fallback(|| async {
@@ -186,6 +201,23 @@ async fn upload(
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({ "user": user, "function": function, "idempotent": idempotent })),
+    )
+        .into_response())
+}
+
+async fn upload_python(
+    State(w): State<Worker>,
+    Path((user, function)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(body_error)?;
+    check_name("user", &user)?;
+    check_name("function", &function)?;
+    let (u, f) = (user.clone(), function.clone());
+    on_executor(&w, move |w| w.upload_python(&u, &f, &body)).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({ "user": user, "function": function, "language": "python" })),
     )
         .into_response())
 }

@@ -6,6 +6,7 @@
 //! * [`core`]: the [`Worker`] (functions, Proto-Faaslets on disk,
 //!   deadlines, asynchronous results, per-user state).
 //! * [`http`]: the HTTP API; [`server`]: serving it.
+//! * [`python`]: Python functions, resumed where the script reads stdin.
 //! * [`cluster`]: membership and shared functions through Redis;
 //!   [`forward`]: calls sent to other workers; [`chain`]: chained calls
 //!   placed over the cluster.
@@ -16,6 +17,7 @@ pub mod core;
 pub mod forward;
 pub mod http;
 pub mod metrics;
+pub mod python;
 pub mod server;
 
 pub use self::core::{CallReply, CallStatus, Worker, WorkerConfig, WorkerError};
