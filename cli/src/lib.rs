@@ -13,6 +13,8 @@
 //!   against copies; the tier against plain Redis GET/SET).
 //! * [`bench_cluster`]: `faaslet bench cluster` (the cost of a hop between
 //!   workers of a cluster).
+//! * [`bench_python`]: `faaslet bench cold-start --python WASM` (a Python
+//!   call from its Proto-Faaslet against a cold start and native Python).
 //! * [`bench_cache`]: `faaslet bench code-cache` (compiling against
 //!   loading cached code; worker upload and restart with and without it).
 //! * [`exit`]: what `faaslet run`'s exit status means (guest codes,
@@ -32,6 +34,7 @@
 pub mod bench;
 pub mod bench_cache;
 pub mod bench_cluster;
+pub mod bench_python;
 pub mod bench_serve;
 pub mod bench_state;
 pub mod client;

@@ -216,6 +216,10 @@ enum Command {
         /// failing.
         #[arg(long)]
         idempotent: bool,
+        /// FILE is a Python script (uploaded to /p/: run by the worker's
+        /// CPython, see `serve --python`).
+        #[arg(long, conflicts_with = "idempotent")]
+        python: bool,
     },
     /// Call a function on a worker; prints its output, exits with its
     /// return code.
@@ -295,6 +299,11 @@ enum BenchCommand {
         /// Timed runs per start figure.
         #[arg(long, default_value_t = 20_000)]
         iterations: usize,
+        /// Instead: Python functions on this WASI build of CPython (a
+        /// no-op call from its Proto-Faaslet, a cold start, native
+        /// `python3 -c pass`, memory per idle Faaslet).
+        #[arg(long, value_name = "WASM")]
+        python: Option<PathBuf>,
     },
     /// The code cache: compiling against loading the artefact, upload with
     /// and without a cache hit, worker restart to the end of the first call
@@ -428,7 +437,8 @@ fn main() -> ExitCode {
             function,
             file,
             idempotent,
-        } => faaslet_cli::serve::upload(&url, &user, &function, &file, idempotent)
+            python,
+        } => faaslet_cli::serve::upload(&url, &user, &function, &file, idempotent, python)
             .map(|()| ExitCode::SUCCESS),
         Command::Invoke {
             url,
@@ -445,7 +455,21 @@ fn main() -> ExitCode {
                 ExitCode::from(status)
             }),
         Command::Bench {
-            what: BenchCommand::ColdStart { json, iterations },
+            what:
+                BenchCommand::ColdStart {
+                    json,
+                    iterations,
+                    python: Some(python),
+                },
+        } => faaslet_cli::bench_python::bench_python(&python, json, iterations.min(2000))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Bench {
+            what:
+                BenchCommand::ColdStart {
+                    json,
+                    iterations,
+                    python: None,
+                },
         } => bench_cold_start(json, iterations),
         Command::Bench {
             what:

@@ -102,21 +102,23 @@ pub fn serve(engine: &faaslet::Engine, a: ServeArgs) -> Result<(), String> {
     joined.map_err(|e| e.to_string())
 }
 
-/// `faaslet upload URL USER FUNC FILE [--idempotent]`.
+/// `faaslet upload URL USER FUNC FILE [--idempotent | --python]`.
 pub fn upload(
     url: &str,
     user: &str,
     function: &str,
     file: &PathBuf,
     idempotent: bool,
+    python: bool,
 ) -> Result<(), String> {
     let wasm = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let (host, prefix) = split_url(url)?;
     let query = if idempotent { "?idempotent=1" } else { "" };
+    let kind = if python { "p" } else { "f" };
     let r = request(
         &host,
         "PUT",
-        &format!("{prefix}/f/{user}/{function}{query}"),
+        &format!("{prefix}/{kind}/{user}/{function}{query}"),
         &wasm,
     )?;
     if r.status / 100 != 2 {

@@ -206,6 +206,60 @@ print("done")'
     fi
 }
 worker_python
+# Python functions: a script uploaded to `faaslet serve --python` (PUT /p/),
+# captured at its first stdin read (asyncify, needs binaryen's wasm-opt),
+# called three times with different inputs; each reply must be what a
+# fresh CPython under wasmtime prints for `python -c SCRIPT` with that
+# stdin, and an exception must be a 500 carrying the traceback.
+worker_python_fn() {
+    local dir="$RUNS/worker-python-fn" script='import sys, json
+data = sys.stdin.read()
+obj = json.loads(data)
+print(json.dumps({"sum": sum(obj["xs"]), "n": len(obj["xs"])}, sort_keys=True))
+if obj.get("fail"):
+    raise ValueError("asked to fail")'
+    if ! command -v wasm-opt >/dev/null; then
+        fail=$((fail + 1)); echo "FAIL worker-python-fn: wasm-opt missing (apt-get install binaryen)"; return
+    fi
+    rm -rf "$dir" && mkdir -p "$dir/data" && printf '%s' "$script" >"$dir/fn.py"
+    "$FAASLET" serve --listen 127.0.0.1:0 --data "$dir/data" --python "$PYTHON" 2>"$dir/serve.log" &
+    local pid=$! addr="" i why=() t0 up
+    for i in $(seq 600); do
+        addr=$(sed -n 's/.*listening on http:\/\/\([0-9.:]*\).*/\1/p' "$dir/serve.log" | head -1)
+        [ -n "$addr" ] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ -z "$addr" ]; then
+        fail=$((fail + 1)); echo "FAIL worker-python-fn: the worker did not start"; sed 's/^/    /' "$dir/serve.log"
+        kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; return
+    fi
+    t0=$(date +%s)
+    "$FAASLET" upload --python "http://$addr" demo fn "$dir/fn.py" >"$dir/upload.out" 2>&1 || why+=("upload: $(cat "$dir/upload.out")")
+    up=$(($(date +%s) - t0))
+    local k=0 input
+    for input in '{"xs": [1, 2, 3]}' '{"xs": []}' '{"xs": [5, 7], "fail": 1}'; do
+        k=$((k + 1))
+        "$FAASLET" invoke "http://$addr" demo fn --input "$input" >"$dir/out.$k" 2>"$dir/err.$k"
+        echo $? >"$dir/rc.$k"
+        python3 "$HERE/wasmtime_run.py" "$PYTHON" --input "$input" -- -c "$script" >"$dir/expected.$k" 2>"$dir/expected-err.$k"
+        echo $? >"$dir/expected-rc.$k"
+    done
+    kill -TERM "$pid"; wait "$pid" || why+=("worker exit $?")
+    for k in 1 2; do
+        cmp -s "$dir/out.$k" "$dir/expected.$k" || why+=("stdout of call $k")
+        [ "$(cat "$dir/rc.$k")" = 0 ] || why+=("call $k failed: $(cat "$dir/err.$k")")
+    done
+    grep -q 'ValueError: asked to fail' "$dir/err.3" || why+=("no traceback in the failed call: $(head -c 300 "$dir/err.3")")
+    grep -q 'ValueError: asked to fail' "$dir/expected-err.3" || why+=("wasmtime run did not fail as expected")
+    if [ ${#why[@]} -eq 0 ]; then
+        pass=$((pass + 1)); echo "PASS worker-python-fn (prepare + upload $up s; 3 calls resumed at the first stdin read)"
+    else
+        fail=$((fail + 1)); echo "FAIL worker-python-fn: ${why[*]}"
+        sed 's/^/    /' "$dir/serve.log" | tail -20
+    fi
+}
+worker_python_fn
 if [ "${WASI_PROGRAMS_SLOW:-0}" = 1 ]; then
     # GCC 15's C compiler proper for AVR (about 1-2 minutes under faaslet)
     check avr-cc1 "$AVR/cc1.wasm" --mount "$DATA:/src:ro" --mount "@W@:/out" -- -quiet -mmcu=avr5 -Os /src/fib.c -o /out/fib.s

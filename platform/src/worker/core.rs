@@ -489,16 +489,23 @@ impl Worker {
     }
 
     /// `wasm` compiled: from the code cache, or compiled and cached.
-    pub(crate) fn module(&self, what: &str, wasm: &[u8]) -> Result<Module, WorkerError> {
+    fn module(&self, what: &str, wasm: &[u8]) -> Result<Module, WorkerError> {
+        self.module_within(what, wasm, Some(self.inner.config.compile_budget))
+    }
+
+    /// [`module`](Self::module) within `budget` (`None`: unbounded, for
+    /// the runtimes the operator configures, as opposed to uploads).
+    pub(crate) fn module_within(
+        &self,
+        what: &str,
+        wasm: &[u8],
+        budget: Option<Duration>,
+    ) -> Result<Module, WorkerError> {
         let start = Instant::now();
         let (module, outcome) = self
             .inner
             .cache
-            .module_within(
-                &self.inner.engine,
-                wasm,
-                Some(self.inner.config.compile_budget),
-            )
+            .module_within(&self.inner.engine, wasm, budget)
             .map_err(WorkerError::Compile)?;
         let took = start.elapsed();
         self.inner.metrics.cache(&outcome);
@@ -919,6 +926,24 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// An idle Faaslet of `user/function`, made as a call makes it (from
+    /// its Proto-Faaslet, resuming where it was captured): for benchmarks
+    /// and for holding instances ready.
+    pub fn faaslet(&self, user: &str, function: &str) -> Result<Faaslet, WorkerError> {
+        let f = self.function(user, function)?;
+        let config = FaasletConfig {
+            args: f.args.clone(),
+            resume: f.resume.clone(),
+            ..self.faaslet_config(user, function)
+        };
+        Faaslet::from_snapshot(&self.inner.engine, &f.snapshot, config).map_err(|error| {
+            WorkerError::Call {
+                function: format!("{user}/{function}"),
+                error,
+            }
+        })
     }
 
     /// Makes `f` the function `user/function` (replacing any other).

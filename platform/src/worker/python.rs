@@ -106,7 +106,8 @@ impl Worker {
                 b
             }
         };
-        let module = self.module("python runtime", &bytes)?;
+        // The operator's interpreter, not an upload: no compile budget.
+        let module = self.module_within("python runtime", &bytes, None)?;
         *slot = Some(module.clone());
         Ok(module)
     }

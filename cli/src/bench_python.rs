@@ -1,0 +1,154 @@
+//! `faaslet bench cold-start --python WASM`: a Python no-op call from its
+//! Proto-Faaslet (the interpreter captured where the script first reads
+//! stdin: `faaslet_platform::at_input`) against a cold CPython start in
+//! faaslet (a fresh instance of the same interpreter running the same
+//! script) and against `python3 -c pass` natively, in one run, and the
+//! memory an idle Python Faaslet costs.
+//!
+//! The worker's data directory is kept in the system's temporary
+//! directory (`faaslet-bench-python`), so the interpreter is asyncified
+//! (about 90 s) and compiled only on the first run.
+
+use crate::bench::{measure, per_idle, Stat};
+use faaslet_platform::worker::{Worker, WorkerConfig};
+use faaslet_platform::{Faaslet, FaasletConfig, Output};
+use std::path::Path;
+use std::time::Instant;
+
+/// The no-op function: reads its input, writes nothing.
+const NOOP: &str = "import sys\nsys.stdin.read()\n";
+
+fn progress(what: &str) {
+    eprintln!("bench cold-start --python: {what}");
+}
+
+fn ms(ns: f64) -> String {
+    format!("{:.3} ms", ns / 1e6)
+}
+
+/// Median of `runs` timings of `f`, nanoseconds.
+fn median_of(runs: usize, mut f: impl FnMut() -> Result<(), String>) -> Result<f64, String> {
+    let mut v = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        f()?;
+        v.push(t.elapsed().as_nanos() as f64);
+    }
+    v.sort_by(f64::total_cmp);
+    Ok(v[v.len() / 2])
+}
+
+/// Runs the measurement and prints a table (or JSON).
+pub fn bench_python(python: &Path, json: bool, iterations: usize) -> Result<(), String> {
+    let data = std::env::temp_dir().join("faaslet-bench-python");
+    let mut config = WorkerConfig::new(&data);
+    config.python = Some(python.to_path_buf());
+    config.threads = 1;
+    let engine = faaslet::Engine::default();
+    let worker = Worker::new(&engine, config).map_err(|e| e.to_string())?;
+    progress(
+        "preparing the interpreter (asyncify and compile: minutes the first time, then cached)",
+    );
+    let t = Instant::now();
+    let runtime = worker.python_runtime().map_err(|e| e.to_string())?;
+    let prepare_s = t.elapsed().as_secs_f64();
+    progress("capturing the no-op function at its first stdin read");
+    let t = Instant::now();
+    worker
+        .upload_python("bench", "noop", NOOP.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let upload_ms = t.elapsed().as_secs_f64() * 1e3;
+
+    progress("calls from the Proto-Faaslet");
+    let mut failed = None;
+    let warm: Stat = measure(iterations, || {
+        if let Err(e) = worker.call("bench", "noop", b"") {
+            failed = Some(e.to_string());
+        }
+    });
+    if let Some(e) = failed {
+        return Err(format!("a call failed: {e}"));
+    }
+    progress("cold starts in faaslet (a fresh instance per call)");
+    let plain = {
+        let wasm = std::fs::read(python).map_err(|e| format!("{}: {e}", python.display()))?;
+        let cache = faaslet_platform::code_cache::CodeCache::new(data.join("code"))
+            .map_err(|e| e.to_string())?;
+        cache
+            .module_within(&engine, &wasm, None)
+            .map_err(|e| e.to_string())?
+            .0
+    };
+    let cold_config = FaasletConfig {
+        args: vec!["-c".into(), NOOP.into()],
+        stdout: Output::Capture,
+        stderr: Output::Capture,
+        ..FaasletConfig::new("python")
+    };
+    let cold = median_of(5, || {
+        let out = Faaslet::new(&engine, &plain, cold_config.clone())
+            .and_then(|mut f| f.call(b""))
+            .map_err(|e| e.to_string())?;
+        match out.return_code {
+            0 => Ok(()),
+            rc => Err(format!("cold start exited {rc}")),
+        }
+    })?;
+    progress("python3 -c pass, natively");
+    let native = median_of(10, || {
+        let s = std::process::Command::new("python3")
+            .args(["-c", "pass"])
+            .status()
+            .map_err(|e| format!("python3: {e}"))?;
+        s.success()
+            .then_some(())
+            .ok_or_else(|| "python3 -c pass failed".to_string())
+    })
+    .ok();
+    progress("memory per idle Python Faaslet");
+    let mut idle_failed = None;
+    let (pss, rss) = per_idle(20, || {
+        worker
+            .faaslet("bench", "noop")
+            .map_err(|e| idle_failed = Some(e.to_string()))
+            .ok()
+    });
+    if let Some(e) = idle_failed {
+        return Err(format!("an idle Faaslet could not be made: {e}"));
+    }
+    drop(runtime);
+    let native_s = native.map_or("n/a (no python3)".to_string(), ms);
+    if json {
+        println!(
+            "{{\"proto_faaslet_call_ns\": {{\"median\": {:.0}, \"p99\": {:.0}}}, \"cold_start_ns\": {cold:.0}, \"native_python3_ns\": {}, \"idle_faaslet_pss_kib\": {pss:.0}, \"idle_faaslet_rss_kib\": {rss:.0}, \"capture_ms\": {upload_ms:.1}, \"prepare_s\": {prepare_s:.1}}}",
+            warm.median_ns,
+            warm.p99_ns,
+            native.map_or("null".to_string(), |n| format!("{n:.0}"))
+        );
+    } else {
+        println!(
+            "Python no-op function (CPython 3.12, WASI), {iterations} calls from the Proto-Faaslet"
+        );
+        println!("{:<46} {:>12} {:>12}", "", "median", "p99");
+        println!(
+            "{:<46} {:>12} {:>12}",
+            "call from its Proto-Faaslet (worker, no HTTP)",
+            ms(warm.median_ns),
+            ms(warm.p99_ns)
+        );
+        println!(
+            "{:<46} {:>12}",
+            "cold start in faaslet (fresh instance)",
+            ms(cold)
+        );
+        println!(
+            "{:<46} {:>12}",
+            "python3 -c pass (native process)", native_s
+        );
+        println!(
+            "cold / Proto-Faaslet: {:.0}x; idle Python Faaslet: PSS {pss:.0} KiB, RSS {rss:.0} KiB; capture at upload {upload_ms:.0} ms; interpreter prepared in {prepare_s:.1} s",
+            cold / warm.median_ns
+        );
+    }
+    Ok(())
+}
