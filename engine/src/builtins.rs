@@ -148,23 +148,25 @@ unsafe extern "C" fn memory_init(
 ) -> u32 {
     // SAFETY: as in memory_grow.
     let inst = unsafe { instance(vmctx) };
-    let bytes = match inst.data.get(data as usize) {
-        Some(Some(b)) => b.clone(),
-        Some(None) => Arc::from(&[][..]),
+    // A dropped segment is empty; its bytes live in the module.
+    let module = inst.module.clone();
+    let bytes: &[u8] = match inst.data_dropped.get(data as usize) {
+        Some(false) => &module.info().data[data as usize].bytes,
+        Some(true) => &[],
         None => return 1,
     };
     let Some(&m) = inst.memories.get(mem as usize) else {
         return 1;
     };
     // SAFETY: live entry.
-    copy_into_memory(unsafe { &mut *m }, dst, &bytes, src as u64, len as u64).map_or(1, |_| 0)
+    copy_into_memory(unsafe { &mut *m }, dst, bytes, src as u64, len as u64).map_or(1, |_| 0)
 }
 
 unsafe extern "C" fn data_drop(vmctx: *mut u8, data: u32) {
     // SAFETY: as in memory_grow.
     let inst = unsafe { instance(vmctx) };
-    if let Some(d) = inst.data.get_mut(data as usize) {
-        *d = None;
+    if let Some(d) = inst.data_dropped.get_mut(data as usize) {
+        *d = true;
     }
 }
 

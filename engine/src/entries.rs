@@ -236,8 +236,12 @@ pub(crate) struct InstanceEntry {
     pub(crate) imported_funcs: Vec<Func>,
     /// Element segments as raw references; `None` once dropped.
     pub(crate) elements: Vec<Option<Arc<[u64]>>>,
-    /// Data segments; `None` once dropped.
-    pub(crate) data: Vec<Option<Arc<[u8]>>>,
+    /// Which data segments were dropped (`data.drop`, or active ones
+    /// after instantiation); the bytes of the others are the module's.
+    /// A flag each rather than a reference to the bytes: a module may
+    /// have tens of thousands of segments (CPython: 24,171), and an
+    /// instance is made and restored for every call.
+    pub(crate) data_dropped: Vec<bool>,
 }
 
 impl InstanceEntry {

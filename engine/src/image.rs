@@ -226,7 +226,7 @@ impl InstanceImage {
             memories,
             globals,
             tables,
-            data_dropped: entry.data.iter().map(Option::is_none).collect(),
+            data_dropped: entry.data_dropped.clone(),
             elem_dropped: entry.elements.iter().map(Option::is_none).collect(),
             module,
         })
@@ -415,33 +415,22 @@ impl InstanceImage {
     ) -> Result<(), Error> {
         let entry = &mut core.instances[id as usize];
         for (k, items) in self.tables.iter().enumerate() {
-            let t = entry.tables[k];
-            let refs: Vec<u64> = items
-                .iter()
-                .map(|&e| {
-                    if e == 0 {
-                        0
-                    } else {
-                        entry.funcref_ptr(e - 1) as u64
-                    }
-                })
-                .collect();
             // SAFETY: table pointers of an instance are live store entries,
             // and no wasm code runs while we hold `&mut StoreCore`.
-            let t = unsafe { &mut *t };
+            let t = unsafe { &mut *entry.tables[k] };
             t.elems.clear();
-            t.elems.extend_from_slice(&refs);
+            t.elems.extend(items.iter().map(|&e| {
+                if e == 0 {
+                    0
+                } else {
+                    entry.funcref_ptr(e - 1) as u64
+                }
+            }));
             t.sync();
         }
         let module = entry.module.clone();
         let info = module.info();
-        for (i, &dropped) in self.data_dropped.iter().enumerate() {
-            entry.data[i] = if dropped {
-                None
-            } else {
-                Some(info.data[i].bytes.clone())
-            };
-        }
+        entry.data_dropped.copy_from_slice(&self.data_dropped);
         for (i, &dropped) in self.elem_dropped.iter().enumerate() {
             if dropped {
                 entry.elements[i] = None;

@@ -103,7 +103,7 @@ impl Instance {
             global_ids: Vec::new(),
             imported_funcs: Vec::new(),
             elements: Vec::new(),
-            data: info.data.iter().map(|d| Some(d.bytes.clone())).collect(),
+            data_dropped: vec![false; info.data.len()],
         });
         let vmctx = entry.vmctx_ptr();
         let entry_ptr: *mut InstanceEntry = &mut *entry;
@@ -250,7 +250,7 @@ impl Instance {
                 let m = unsafe { &mut *entry.memories[*memory as usize] };
                 copy_into_memory(m, dst, &seg.bytes, 0, seg.bytes.len() as u64)
                     .map_err(|_| Trap::new(TrapKind::MemoryOutOfBounds))?;
-                entry.data[i] = None;
+                entry.data_dropped[i] = true;
             }
         }
         if let Some(start) = info.start {
