@@ -69,6 +69,10 @@ pub fn bench_python(python: &Path, json: bool, iterations: usize) -> Result<(), 
     if let Some(e) = failed {
         return Err(format!("a call failed: {e}"));
     }
+    // The part of a call that is making the instance (restore).
+    let restore: Stat = measure(iterations, || {
+        std::hint::black_box(worker.faaslet("bench", "noop").ok());
+    });
     progress("cold starts in faaslet (a fresh instance per call)");
     let plain = {
         let wasm = std::fs::read(python).map_err(|e| format!("{}: {e}", python.display()))?;
@@ -120,9 +124,10 @@ pub fn bench_python(python: &Path, json: bool, iterations: usize) -> Result<(), 
     let native_s = native.map_or("n/a (no python3)".to_string(), ms);
     if json {
         println!(
-            "{{\"proto_faaslet_call_ns\": {{\"median\": {:.0}, \"p99\": {:.0}}}, \"cold_start_ns\": {cold:.0}, \"native_python3_ns\": {}, \"idle_faaslet_pss_kib\": {pss:.0}, \"idle_faaslet_rss_kib\": {rss:.0}, \"capture_ms\": {upload_ms:.1}, \"prepare_s\": {prepare_s:.1}}}",
+            "{{\"proto_faaslet_call_ns\": {{\"median\": {:.0}, \"p99\": {:.0}}}, \"restore_ns\": {:.0}, \"cold_start_ns\": {cold:.0}, \"native_python3_ns\": {}, \"idle_faaslet_pss_kib\": {pss:.0}, \"idle_faaslet_rss_kib\": {rss:.0}, \"capture_ms\": {upload_ms:.1}, \"prepare_s\": {prepare_s:.1}}}",
             warm.median_ns,
             warm.p99_ns,
+            restore.median_ns,
             native.map_or("null".to_string(), |n| format!("{n:.0}"))
         );
     } else {
@@ -135,6 +140,12 @@ pub fn bench_python(python: &Path, json: bool, iterations: usize) -> Result<(), 
             "call from its Proto-Faaslet (worker, no HTTP)",
             ms(warm.median_ns),
             ms(warm.p99_ns)
+        );
+        println!(
+            "{:<46} {:>12} {:>12}",
+            "  of which: restoring the instance",
+            ms(restore.median_ns),
+            ms(restore.p99_ns)
         );
         println!(
             "{:<46} {:>12}",

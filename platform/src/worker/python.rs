@@ -36,7 +36,7 @@ use std::sync::Arc;
 /// interpreter's finalisation (tearing down every module and object),
 /// which nothing outside can observe and which cost 9 of a no-op call's
 /// 12 ms.
-const DRIVER: &str = r#"import sys as _s, os as _o
+const DRIVER: &str = r#"import sys as _s, os as _o, atexit as _a
 _src = _s.argv.pop(1)
 def _run():
     g = {"__name__": "__main__", "__builtins__": __builtins__}
@@ -56,7 +56,6 @@ def _run():
         traceback.print_exception(type(e), e, e.__traceback__.tb_next)
         return 1
 _c = _run()
-import atexit as _a
 _a._run_exitfuncs()
 for _f in (_s.stdout, _s.stderr):
     try:
