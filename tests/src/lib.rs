@@ -149,3 +149,45 @@ pub fn sdk_wasm(name: &str) -> Option<Vec<u8>> {
         }
     }
 }
+
+/// The C program `src` built with clang for wasm32-wasi (`-O2`) under
+/// `dir`; `None`, with a line on stderr, where clang cannot build it,
+/// unless `FAASLET_REQUIRE_CLANG` is set (CI sets it), which makes that a
+/// failure.
+pub fn c_wasm(dir: &std::path::Path, name: &str, src: &str) -> Option<Vec<u8>> {
+    std::fs::create_dir_all(dir).ok()?;
+    let c = dir.join(format!("{name}.c"));
+    let out = dir.join(format!("{name}.wasm"));
+    std::fs::write(&c, src).ok()?;
+    let ok = Command::new("clang")
+        .args(["--target=wasm32-wasi", "-O2"])
+        .arg(&c)
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        if std::env::var_os("FAASLET_REQUIRE_CLANG").is_some() {
+            panic!("FAASLET_REQUIRE_CLANG is set but {name}.c does not build");
+        }
+        eprintln!("skipping: clang cannot build {name}.c here");
+        return None;
+    }
+    std::fs::read(&out).ok()
+}
+
+/// Whether binaryen's `wasm-opt` runs here; if not, a line on stderr, and
+/// a failure if `FAASLET_REQUIRE_CLANG` is set (CI installs both).
+pub fn have_wasm_opt() -> bool {
+    let ok = Command::new("wasm-opt")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        if std::env::var_os("FAASLET_REQUIRE_CLANG").is_some() {
+            panic!("FAASLET_REQUIRE_CLANG is set but wasm-opt (binaryen) is missing");
+        }
+        eprintln!("skipping: wasm-opt (binaryen) is missing");
+    }
+    ok
+}

@@ -10,8 +10,8 @@
 use faaslet::{Engine, Module};
 use faaslet_platform::at_input::{asyncify, AtInputError};
 use faaslet_platform::{Faaslet, FaasletConfig, Output};
+use faaslet_tests::{c_wasm, have_wasm_opt};
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 
 const PROGRAM: &str = r#"
@@ -42,32 +42,12 @@ const NO_READ: &str = r#"
 int main(void) { puts("never reads"); return 3; }
 "#;
 
-fn tool_missing(what: &str) -> bool {
-    if std::env::var_os("FAASLET_REQUIRE_CLANG").is_some() {
-        panic!("FAASLET_REQUIRE_CLANG is set but {what} is missing");
-    }
-    eprintln!("skipping: {what} is missing");
-    true
-}
-
 fn build(name: &str, src: &str) -> Option<Vec<u8>> {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("at-input");
-    std::fs::create_dir_all(&dir).unwrap();
-    let c = dir.join(format!("{name}.c"));
-    let out = dir.join(format!("{name}.wasm"));
-    std::fs::write(&c, src).unwrap();
-    let ok = Command::new("clang")
-        .args(["--target=wasm32-wasi", "-O2"])
-        .arg(&c)
-        .arg("-o")
-        .arg(&out)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        tool_missing("clang for wasm32-wasi");
-        return None;
-    }
-    Some(std::fs::read(&out).unwrap())
+    c_wasm(
+        &PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("at-input"),
+        name,
+        src,
+    )
 }
 
 fn config() -> FaasletConfig {
@@ -83,14 +63,11 @@ fn resumed_calls_behave_as_fresh_runs() {
     let Some(wasm) = build("prog", PROGRAM) else {
         return;
     };
+    if !have_wasm_opt() {
+        return;
+    }
     let scratch = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("at-input");
-    let transformed = match asyncify(&wasm, &scratch) {
-        Ok(w) => w,
-        Err(e) => {
-            tool_missing(&format!("binaryen's wasm-opt ({e})"));
-            return;
-        }
-    };
+    let transformed = asyncify(&wasm, &scratch).unwrap();
     let engine = Engine::default();
     let plain = Module::new(&engine, &wasm).unwrap();
     let resumable = Module::new(&engine, &transformed).unwrap();
@@ -129,11 +106,11 @@ fn a_program_that_never_reads_input_is_refused_with_a_reason() {
     let Some(wasm) = build("noread", NO_READ) else {
         return;
     };
-    let scratch = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("at-input");
-    let Ok(transformed) = asyncify(&wasm, &scratch) else {
-        tool_missing("binaryen's wasm-opt");
+    if !have_wasm_opt() {
         return;
-    };
+    }
+    let scratch = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("at-input");
+    let transformed = asyncify(&wasm, &scratch).unwrap();
     let engine = Engine::default();
     let m = Module::new(&engine, &transformed).unwrap();
     match Faaslet::snapshot_at_input(&engine, &m, config()) {

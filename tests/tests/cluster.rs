@@ -10,7 +10,7 @@ use faaslet_cli::client::{request, Response};
 use faaslet_platform::worker::cluster::{Cluster, MEMBER_TTL};
 use faaslet_platform::worker::{Server, Worker, WorkerConfig};
 use faaslet_state::{LocalStateStore, RedisTier, StateLimits};
-use faaslet_tests::{sdk_wasm, RedisServer};
+use faaslet_tests::{c_wasm, have_wasm_opt, sdk_wasm, RedisServer};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -482,4 +482,50 @@ fn forwarded_calls_prefer_the_warm_set() {
             .unwrap_or(0)
     };
     assert_eq!((ran(&b), ran(&c)), (6, 0), "b: 1 to warm it + 5 forwarded");
+}
+
+/// Stands in for CPython (a Python function runs `python -c DRIVER
+/// SCRIPT`): prints the script (argv[3]) applied to its stdin.
+const FAKE_PYTHON: &str = r#"
+#include <stdio.h>
+int main(int argc, char **argv) {
+    const char *script = argc > 3 ? argv[3] : "?";
+    char buf[256];
+    size_t n = fread(buf, 1, sizeof buf - 1, stdin);
+    buf[n] = 0;
+    printf("%s(%s)\n", script, buf);
+    return 0;
+}
+"#;
+
+/// A Python function uploaded to one worker is callable on another, which
+/// captures its own Proto-Faaslet from the published script; uploaded
+/// again, the other worker serves the new script.
+#[test]
+fn a_python_function_uploaded_to_one_worker_runs_on_another() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cluster-python");
+    let Some(interp) = c_wasm(&dir, "fake-python", FAKE_PYTHON) else {
+        return;
+    };
+    if !have_wasm_opt() {
+        return;
+    }
+    let interp_path = dir.join("fake-python.wasm");
+    std::fs::write(&interp_path, interp).unwrap();
+    let redis_server = RedisServer::spawn();
+    let redis = Arc::new(RedisTier::connect(redis_server.url()).unwrap());
+    let with_python = |c: &mut WorkerConfig| c.python = Some(interp_path.clone());
+    let a = Node::start_with("pa", &redis, with_python);
+    let b = Node::start_with("pb", &redis, with_python);
+    let r = a.req("PUT", "/p/alice/greet", b"hello");
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = a.req("POST", "/p/alice/greet", b"a");
+    assert_eq!((r.status, r.text().as_str()), (200, "hello(a)\n"));
+    let r = b.req("POST", "/p/alice/greet", b"b");
+    assert_eq!((r.status, r.text().as_str()), (200, "hello(b)\n"));
+    let r = b.req("PUT", "/p/alice/greet", b"bye");
+    assert_eq!(r.status, 201, "{}", r.text());
+    wait_until("a serves the new script", Duration::from_secs(10), || {
+        a.req("POST", "/p/alice/greet", b"c").text() == "bye(c)\n"
+    });
 }

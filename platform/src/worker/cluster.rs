@@ -15,7 +15,7 @@
 //! | `faaslet:worker:{id}` | string, expires | `{"addr":..,"capacity":..}`; refreshed every [`HEARTBEAT`], expires after [`MEMBER_TTL`] |
 //! | `faaslet:functions:epoch` | integer | bumped by every publish: heartbeats read `faaslet:functions` only when it moved |
 //! | `faaslet:functions` | hash | `user/function` → SHA-256 (hex) of its wasm, plus `+idempotent` if marked so: the published version |
-//! | `faaslet:wasm:{user}/{function}` | string | the wasm |
+//! | `faaslet:wasm:{user}/{function}` | string | the wasm (a Python function's script: its version ends `+python`) |
 //! | `faaslet:snap:{user}/{function}` | string | its Proto-Faaslet file |
 //! | `faaslet:code:{key}` | string | a code-cache artefact (the key names the wasm *and* the engine configuration) |
 //! | `faaslet:warm:{user}/{function}` | set | ids of the workers holding the function loaded, Proto-Faaslet ready: its warm set |
@@ -66,6 +66,9 @@ pub struct Published {
     /// Whether it is marked idempotent (a call lost with a worker may run
     /// again).
     pub idempotent: bool,
+    /// Whether it is a Python function: `wasm` is then the script, which
+    /// each worker captures on its own interpreter.
+    pub python: bool,
     /// The wasm.
     pub wasm: Vec<u8>,
     /// The Proto-Faaslet file, if one was published.
@@ -138,6 +141,9 @@ pub fn version_of(wasm: &[u8], idempotent: bool) -> String {
 
 /// The end of the version of a function marked idempotent.
 pub const IDEMPOTENT_SUFFIX: &str = "+idempotent";
+
+/// The end of the version of a Python function (its "wasm" is the script).
+pub const PYTHON_SUFFIX: &str = "+python";
 
 impl Cluster {
     /// Registers this worker (at `addr`, running `capacity` calls at once)
@@ -511,6 +517,34 @@ impl Cluster {
         Ok(())
     }
 
+    /// Publishes the Python function `user/function` (its script; each
+    /// worker captures its own Proto-Faaslet from it), in one transaction.
+    pub fn publish_python(&self, name: &str, script: &[u8]) -> Result<(), StateError> {
+        let version = format!("{}{PYTHON_SUFFIX}", version_of(script, false));
+        self.redis.with("publish", |c| {
+            redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg(format!("faaslet:wasm:{name}"))
+                .arg(script)
+                .ignore()
+                .cmd("DEL")
+                .arg(format!("faaslet:snap:{name}"))
+                .ignore()
+                .cmd("HSET")
+                .arg("faaslet:functions")
+                .arg(name)
+                .arg(&version)
+                .ignore()
+                .cmd("INCR")
+                .arg(EPOCH_KEY)
+                .ignore()
+                .query::<()>(c)
+        })?;
+        locked(&self.versions).insert(name.to_string(), version);
+        Ok(())
+    }
+
     /// Adds a code artefact (one this worker compiled for its own
     /// configuration) to the shared store.
     pub fn publish_code(&self, key: &str, bytes: &[u8]) -> Result<(), StateError> {
@@ -560,8 +594,13 @@ impl Cluster {
         let (Some(version), Some(wasm)) = (version, wasm) else {
             return Ok(None);
         };
+        let python = version.ends_with(PYTHON_SUFFIX);
         let idempotent = version.ends_with(IDEMPOTENT_SUFFIX);
-        if version_of(&wasm, idempotent) != version {
+        let expected = match python {
+            true => format!("{}{PYTHON_SUFFIX}", version_of(&wasm, false)),
+            false => version_of(&wasm, idempotent),
+        };
+        if expected != version {
             return Err(StateError::Global {
                 op: "fetch",
                 cause: format!("the published wasm of {name} does not match its version {version}"),
@@ -570,6 +609,7 @@ impl Cluster {
         Ok(Some(Published {
             version,
             idempotent,
+            python,
             wasm,
             snapshot,
         }))

@@ -633,6 +633,12 @@ impl Worker {
         let Some(p) = cluster.fetch(&name).map_err(WorkerError::Cluster)? else {
             return local;
         };
+        if p.python {
+            // A script: captured here, on this worker's interpreter.
+            self.install_python(user, function, &p.wasm, false)?;
+            tracing::info!("{name}: Python function fetched from the cluster and captured");
+            return self.function(user, function);
+        }
         let dir = self.inner.config.data.join("functions").join(user);
         std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
         let write = |path: &Path, bytes: &[u8]| -> Result<(), WorkerError> {

@@ -19,7 +19,7 @@
 //! [`WorkerConfig::python`]: super::WorkerConfig::python
 
 use crate::at_input::{asyncify, AtInputError, InputPoint};
-use crate::worker::cluster::version_of;
+use crate::worker::cluster::{version_of, PYTHON_SUFFIX};
 use crate::worker::core::{check_name, io_err, Function, Worker, WorkerError};
 use crate::Faaslet;
 use faaslet::Module;
@@ -121,6 +121,19 @@ impl Worker {
         function: &str,
         script: &[u8],
     ) -> Result<(), WorkerError> {
+        self.install_python(user, function, script, true)
+    }
+
+    /// [`upload_python`](Self::upload_python), publishing it to the
+    /// cluster only if `publish` (a function fetched from the cluster is
+    /// not published again: that could overwrite a newer upload).
+    pub(crate) fn install_python(
+        &self,
+        user: &str,
+        function: &str,
+        script: &[u8],
+        publish: bool,
+    ) -> Result<(), WorkerError> {
         check_name("user", user)?;
         check_name("function", function)?;
         let text = std::str::from_utf8(script)
@@ -155,6 +168,18 @@ impl Worker {
         // A wasm function of the same name is replaced.
         let _ = std::fs::remove_file(dir.join(format!("{function}.wasm")));
         self.insert_function(user, function, f);
+        if let Some(c) = self.cluster() {
+            // Every worker of the cluster can call it now: each captures
+            // its own Proto-Faaslet from the script on its first call.
+            let name = format!("{user}/{function}");
+            if publish {
+                c.publish_python(&name, script)
+                    .map_err(WorkerError::Cluster)?;
+            }
+            if let Err(e) = c.hold(std::slice::from_ref(&name)) {
+                tracing::warn!("{name}: not added to its warm set: {e}");
+            }
+        }
         Ok(())
     }
 
@@ -193,7 +218,7 @@ impl Worker {
             Err(e) => return Err(WorkerError::Python(e.to_string())),
         };
         Ok(Function {
-            version: version_of(script.as_bytes(), false),
+            version: format!("{}{PYTHON_SUFFIX}", version_of(script.as_bytes(), false)),
             idempotent: false,
             args,
             resume,
@@ -231,7 +256,7 @@ impl Worker {
                     })?))
                 };
                 Ok(Function {
-                    version: version_of(text.as_bytes(), false),
+                    version: format!("{}{PYTHON_SUFFIX}", version_of(text.as_bytes(), false)),
                     idempotent: false,
                     args: python_args(&text),
                     resume,
