@@ -38,7 +38,7 @@ use faaslet_snapshot::Snapshot;
 use faaslet_state::{LocalStateStore, StateStore};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -117,6 +117,13 @@ pub struct FaasletConfig {
     /// of entering `_start` afresh. Only for Faaslets made from that
     /// snapshot; chained calls do not inherit it.
     pub resume: Option<Arc<InputPoint>>,
+    /// The most bytes of chained calls' outputs one call holds at once
+    /// (results are kept until the call ends, so a parent may await them
+    /// in any order, more than once). A child whose output would pass it
+    /// fails ([`FAILED_CALL`], no output) instead: without a bound, a guest
+    /// chaining many calls with large outputs makes the host allocate
+    /// without limit. Default [`CHAINED_OUTPUT_LIMIT`].
+    pub chained_output_limit: usize,
 }
 
 /// WASI and the Faasm API linked once, for any number of Faaslets of one
@@ -206,6 +213,7 @@ impl FaasletConfig {
             memory_limit: None,
             scheduler: None,
             resume: None,
+            chained_output_limit: CHAINED_OUTPUT_LIMIT,
         }
     }
 
@@ -544,6 +552,7 @@ impl Faaslet {
             calls: HashMap::new(),
             names: HashMap::new(),
             deadline: None,
+            held: Arc::new(AtomicUsize::new(0)),
         };
         let faasm = FaasmCtx::new(input, c.state.clone(), Box::new(chainer))
             .with_conf_flags(c.conf_flags.clone())
@@ -775,10 +784,34 @@ struct FaasletChainer {
     names: HashMap<u32, String>,
     /// The calling function's deadline: awaits give up then.
     deadline: Option<Instant>,
+    /// Bytes of chained calls' outputs this Faaslet holds (see
+    /// [`FaasletConfig::chained_output_limit`]).
+    held: Arc<AtomicUsize>,
 }
 
 /// The return code of a chained call that failed to run or trapped.
 pub const FAILED_CALL: i32 = -1;
+
+/// The default [`FaasletConfig::chained_output_limit`]: 256 MiB.
+pub const CHAINED_OUTPUT_LIMIT: usize = 256 << 20;
+
+/// `r`, if its output fits in what `held` may still take under `limit`;
+/// else a failed result (logged), its output dropped.
+fn admit(held: &AtomicUsize, limit: usize, name: &str, r: CallResult) -> CallResult {
+    let len = r.output.len();
+    let before = held.fetch_add(len, Ordering::Relaxed);
+    if before.saturating_add(len) <= limit {
+        return r;
+    }
+    held.fetch_sub(len, Ordering::Relaxed);
+    eprintln!(
+        "faaslet: chained call to {name} failed: its output ({len} bytes) is past what its caller may hold ({limit} bytes of results at once)"
+    );
+    CallResult {
+        return_code: FAILED_CALL,
+        output: Arc::from(&[][..]),
+    }
+}
 
 fn run_chained(
     engine: Engine,
@@ -928,8 +961,12 @@ impl FaasletChainer {
             let depth = config.chain_depth;
             let input: Arc<[u8]> = input.into();
             let job_input = input.clone();
+            let held = self.held.clone();
+            let limit = self.config.chained_output_limit;
+            let job_name = name.to_string();
             let job: RunHere = Box::new(move || {
                 let r = run_chained(engine, module, snapshot, config, entry, &job_input);
+                let r = admit(&held, limit, &job_name, r);
                 *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
             });
             // The scheduler may place the call on another host; its result
@@ -947,7 +984,11 @@ impl FaasletChainer {
                     };
                     let out = slot.clone();
                     let waiters = exec.clone();
+                    let held = self.held.clone();
+                    let limit = self.config.chained_output_limit;
+                    let remote_name = name.to_string();
                     let complete: Complete = Box::new(move |r| {
+                        let r = admit(&held, limit, &remote_name, r);
                         *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
                         waiters.wake_waiters();
                     });
@@ -1072,6 +1113,8 @@ impl Chainer for FaasletChainer {
             return_code: FAILED_CALL,
             output: Arc::from(&[][..]),
         });
+        let name = self.names.get(&id).map_or("?", String::as_str);
+        let result = admit(&self.held, self.config.chained_output_limit, name, result);
         self.calls.insert(id, Slot::Done(result.clone()));
         Ok(result)
     }

@@ -606,6 +606,52 @@ fn a_faaslet_is_fresh_for_every_call() {
     assert_eq!(f.call(b"").unwrap().return_code, 2);
 }
 
+/// A parent holds its children's outputs until its call ends; what it may
+/// hold is bounded (`FaasletConfig::chained_output_limit`): past it a
+/// child fails instead of its output being kept.
+#[test]
+fn chained_outputs_a_caller_holds_are_bounded() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("faasm-wat-big-outputs");
+    std::fs::create_dir_all(&dir).unwrap();
+    // 40,000 bytes of output each.
+    std::fs::write(
+        dir.join("big.wat"),
+        wat(r#"(func (export "main") (result i32)
+                 (call $write_output (i32.const 0) (i32.const 40000)) (i32.const 0))"#),
+    )
+    .unwrap();
+    // Chains 10, awaits them all, returns how many succeeded.
+    let m = wat(r#"
+      (data (i32.const 300) "big\00")
+      (func (export "main") (result i32)
+        (local $i i32) (local $ok i32)
+        (loop $start
+          (i32.store (i32.add (i32.const 1000) (i32.shl (local.get $i) (i32.const 2)))
+            (call $chain_name (i32.const 300) (i32.const 64) (i32.const 0)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $start (i32.lt_u (local.get $i) (i32.const 10))))
+        (local.set $i (i32.const 0))
+        (loop $wait
+          (if (i32.eqz (call $await (i32.load (i32.add (i32.const 1000) (i32.shl (local.get $i) (i32.const 2))))))
+            (then (local.set $ok (i32.add (local.get $ok) (i32.const 1)))))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $wait (i32.lt_u (local.get $i) (i32.const 10))))
+        local.get $ok)
+    "#);
+    let config = FaasletConfig {
+        functions: Some(FunctionRegistry::new(engine(), &dir)),
+        chained_output_limit: 100_000,
+        ..fresh()
+    };
+    // Two outputs fit in 100,000 bytes; the other eight fail.
+    assert_eq!(run_wat(&m, b"", config).unwrap().return_code, 2);
+    let unbounded = FaasletConfig {
+        functions: Some(FunctionRegistry::new(engine(), &dir)),
+        ..fresh()
+    };
+    assert_eq!(run_wat(&m, b"", unbounded).unwrap().return_code, 10);
+}
+
 #[test]
 fn chained_fanout_of_100_wat_calls() {
     // A WAT fan-out through the registry: 100 calls of "leaf", each
