@@ -189,6 +189,11 @@ enum Command {
         /// Longest an upload may compile, seconds; past it the module is refused.
         #[arg(long, value_name = "SECS", default_value_t = 30.0)]
         compile_budget: f64,
+        /// Start every call as a fresh instance of the module (data segments and start
+        /// function run again) instead of from its Proto-Faaslet: to measure what
+        /// Proto-Faaslets buy (benches/paper).
+        #[arg(long)]
+        no_proto_faaslets: bool,
     },
     /// Upload a function to a worker (`faaslet serve`).
     Upload {
@@ -384,6 +389,7 @@ fn main() -> ExitCode {
             advertise,
             memory_limit,
             compile_budget,
+            no_proto_faaslets,
         } => state_tiers(state.as_deref(), state_quota).and_then(|(state, redis)| {
             serve(faaslet_cli::serve::ServeArgs {
                 listen,
@@ -400,6 +406,7 @@ fn main() -> ExitCode {
                 compile_budget: std::time::Duration::from_secs_f64(
                     compile_budget.clamp(0.001, 1e6),
                 ),
+                proto_faaslets: !no_proto_faaslets,
             })
         }),
         Command::Upload {

@@ -36,6 +36,9 @@ pub struct ServeArgs {
     pub memory_limit: u64,
     /// Longest an upload may compile.
     pub compile_budget: Duration,
+    /// Whether calls start from Proto-Faaslets (see
+    /// [`WorkerConfig::proto_faaslets`]).
+    pub proto_faaslets: bool,
 }
 
 /// Runs a worker until SIGINT or SIGTERM.
@@ -56,6 +59,7 @@ pub fn serve(engine: &faaslet::Engine, a: ServeArgs) -> Result<(), String> {
     config.state = Some(a.state.clone());
     config.memory_limit = a.memory_limit;
     config.compile_budget = a.compile_budget;
+    config.proto_faaslets = a.proto_faaslets;
     let worker = Worker::new(engine, config).map_err(|e| e.to_string())?;
     let joining = worker.clone();
     let mut joined = Ok(());

@@ -54,6 +54,15 @@ pub struct WorkerConfig {
     /// past it the module is refused as invalid, naming the budget
     /// (checked between functions).
     pub compile_budget: Duration,
+    /// Whether calls start from the function's Proto-Faaslet (the
+    /// default). `false` makes every call, chained calls included, a fresh
+    /// instance of the module that runs its data segments, start function
+    /// and initialisation export again (see [`FaasletConfig::init_fresh`]),
+    /// as a Faaslet without Proto-Faaslets would: for
+    /// measuring what Proto-Faaslets buy (`faaslet serve
+    /// --no-proto-faaslets`, `benches/paper/`). Uploads still make and
+    /// keep the snapshot.
+    pub proto_faaslets: bool,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -68,6 +77,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("results", &self.results)
             .field("memory_limit", &self.memory_limit)
             .field("compile_budget", &self.compile_budget)
+            .field("proto_faaslets", &self.proto_faaslets)
             .field("state", &self.state.as_ref().map(|_| "custom"))
             .finish()
     }
@@ -89,6 +99,7 @@ impl WorkerConfig {
             state: None,
             memory_limit: faaslet::StoreLimits::DEFAULT_MEMORY_BYTES,
             compile_budget: Duration::from_secs(30),
+            proto_faaslets: true,
         }
     }
 }
@@ -336,6 +347,7 @@ impl Worker {
             deadline_ticks: Some((timeout.as_millis() / TICK.as_millis()).max(1) as u64),
             host: Some(HostLinker::new(engine).map_err(WorkerError::Init)?),
             memory_limit: Some(config.memory_limit),
+            init_fresh: !config.proto_faaslets,
             ..FaasletConfig::new("")
         };
         let worker = Worker {
@@ -780,8 +792,12 @@ impl Worker {
         };
         // Dropped after the call whatever happened: a Faaslet that hit its
         // deadline is never reused.
-        let mut faaslet =
-            Faaslet::from_snapshot(&self.inner.engine, &f.snapshot, config).map_err(call_err)?;
+        let mut faaslet = if self.inner.config.proto_faaslets {
+            Faaslet::from_snapshot(&self.inner.engine, &f.snapshot, config)
+        } else {
+            Faaslet::new(&self.inner.engine, f.snapshot.module(), config)
+        }
+        .map_err(call_err)?;
         let out = match faaslet.call(input) {
             Ok(out) => out,
             Err(FaasletError::Trap { trap, output }) => {
