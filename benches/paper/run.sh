@@ -10,7 +10,8 @@
 #   bash benches/paper/run.sh --smoke    # faaslet only, tiny: builds everything, one short training
 #                                        # and a few inference calls (CI)
 # Extra arguments after `--` go to paper.py (e.g. -- --rate 10 --ns 2,16).
-# FAASLET=path/to/faaslet skips the release build (the smoke check uses the debug binary).
+# FAASLET=path/to/faaslet skips the build (the smoke check builds and uses the debug binary;
+# its results go to target/paper/smoke/).
 #
 # Installs what it lacks (apt-get), builds into target/paper/build, writes
 # the tables, results.json and the plots to target/paper/. Starts its own
@@ -19,10 +20,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-OUT=$ROOT/target/paper
-B=$OUT/build
-WORK=$OUT/work
-mkdir -p "$B" "$WORK"
 
 MODE=full
 EXTRA=()
@@ -35,6 +32,12 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+
+OUT=$ROOT/target/paper
+[ "$MODE" = smoke ] && OUT=$ROOT/target/paper/smoke   # never over a full run's results
+B=$ROOT/target/paper/build
+WORK=$OUT/work
+mkdir -p "$B" "$WORK"
 
 # Anything started by paper.py is stopped by it; this is the backstop if
 # it dies: the process groups it recorded, and leftover containers.
@@ -56,8 +59,10 @@ cleanup
 
 # ---- what it needs (Debian packages)
 need=()
-pkgs=(clang lld wasi-libc libclang-rt-dev-wasm32 redis-server python3-numpy python3-matplotlib)
-[ "$MODE" = smoke ] || pkgs+=(runc util-linux)
+# (The smoke check needs neither numpy, nor matplotlib, nor runc: faaslet
+# only, its loss judged in plain Python, no plots.)
+pkgs=(clang lld wasi-libc libclang-rt-dev-wasm32 redis-server)
+[ "$MODE" = smoke ] || pkgs+=(runc util-linux python3-numpy python3-matplotlib)
 for pkg in "${pkgs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
@@ -71,8 +76,13 @@ PY=/usr/bin/python3   # Debian's, which has python3-numpy and python3-matplotlib
 
 # ---- faaslet
 if [ -z "${FAASLET:-}" ]; then
-  cargo build --release -p faaslet-cli
-  FAASLET=$ROOT/target/release/faaslet
+  if [ "$MODE" = smoke ]; then
+    cargo build -p faaslet-cli   # CI has just built it for the tests
+    FAASLET=$ROOT/target/debug/faaslet
+  else
+    cargo build --release -p faaslet-cli
+    FAASLET=$ROOT/target/release/faaslet
+  fi
 fi
 
 # ---- the functions: wasm for faaslet, static native for the baselines
@@ -115,6 +125,7 @@ ARGS=(--faaslet "$FAASLET" --sgd-wasm "$B/sgd.wasm" --sgd-copy-wasm "$B/sgd_copy
       --out "$OUT")
 case $MODE in
   quick) ARGS+=(--duration 10) ;;
-  smoke) ARGS+=(--systems faaslet --ns 2 --target 0.6 --max-epochs 5 --rate 20 --duration 0.5 --shares 0,100) ;;
+  smoke) ARGS+=(--systems faaslet --ns 2 --repeats 1 --target 0.6 --max-epochs 5 --rate 20 --duration 0.5
+                --shares 0,100) ;;
 esac
 "$PY" "$P/paper.py" "${ARGS[@]}" ${EXTRA[@]+"${EXTRA[@]}"}
