@@ -743,6 +743,9 @@ def main():
     ap.add_argument("--warm", type=int, default=2, help="warm processes/containers of a baseline")
     ap.add_argument("--skip", default="", help="training and/or inference")
     a = ap.parse_args()
+    for k in ("faaslet", "sgd_wasm", "sgd_copy_wasm", "mlp_wasm", "mlp_copy_wasm", "sgd_native",
+              "mlp_native", "rootfs", "data", "mlp_weights", "out"):
+        setattr(a, k, os.path.abspath(getattr(a, k)))  # bundles and the worker have other cwds
     a.ns = [int(x) for x in a.ns.split(",")]
     a.shares = [int(x) for x in a.shares.split(",")]
 
