@@ -55,6 +55,9 @@ cleanup() {
   rm -rf "$WORK/bundles"
 }
 trap cleanup EXIT
+# A previous run's leftovers: its containers (in our own runc root, so ours)
+# go; its pid list is dropped, not acted on (those ids may be reused by now).
+rm -f "$WORK/pids"
 cleanup
 
 # ---- what it needs (Debian packages)
