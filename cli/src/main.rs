@@ -200,6 +200,11 @@ enum Command {
         /// background from startup, and kept in the data directory.
         #[arg(long, value_name = "WASM")]
         python: Option<PathBuf>,
+        /// Start every call as a fresh instance of the module (data segments and start
+        /// function run again) instead of from its Proto-Faaslet: to measure what
+        /// Proto-Faaslets buy (benches/paper).
+        #[arg(long)]
+        no_proto_faaslets: bool,
     },
     /// Upload a function to a worker (`faaslet serve`).
     Upload {
@@ -411,6 +416,7 @@ fn main() -> ExitCode {
             compile_budget,
             forward_after_us,
             python,
+            no_proto_faaslets,
         } => state_tiers(state.as_deref(), state_quota).and_then(|(state, redis)| {
             serve(faaslet_cli::serve::ServeArgs {
                 listen,
@@ -429,6 +435,7 @@ fn main() -> ExitCode {
                 ),
                 forward_after: std::time::Duration::from_micros(forward_after_us),
                 python,
+                proto_faaslets: !no_proto_faaslets,
             })
         }),
         Command::Upload {

@@ -124,6 +124,17 @@ pub struct FaasletConfig {
     /// chaining many calls with large outputs makes the host allocate
     /// without limit. Default [`CHAINED_OUTPUT_LIMIT`].
     pub chained_output_limit: usize,
+    /// Whether a fresh instance (a Faaslet without a snapshot, and its
+    /// chained calls) runs the module's initialisation export, the first
+    /// of [`DEFAULT_INIT_EXPORTS`](faaslet_snapshot::DEFAULT_INIT_EXPORTS)
+    /// it has, before each call, as a Proto-Faaslet would have run it once
+    /// before its snapshot. Default `false` (a fresh instance runs only its
+    /// start function). The worker sets it when it runs without
+    /// Proto-Faaslets ([`WorkerConfig::proto_faaslets`]), so a function
+    /// behaves the same either way.
+    ///
+    /// [`WorkerConfig::proto_faaslets`]: crate::worker::WorkerConfig::proto_faaslets
+    pub init_fresh: bool,
 }
 
 /// WASI and the Faasm API linked once, for any number of Faaslets of one
@@ -214,6 +225,7 @@ impl FaasletConfig {
             scheduler: None,
             resume: None,
             chained_output_limit: CHAINED_OUTPUT_LIMIT,
+            init_fresh: false,
         }
     }
 
@@ -506,6 +518,22 @@ impl Faaslet {
                 snap.restore(&mut store, &imports)?
             }
             None => match self.linker.instantiate(&mut store, &self.module) {
+                Ok(instance) if self.config.init_fresh => {
+                    // Under the call's deadline, as the call will be.
+                    if let Some(ticks) = self.config.deadline_ticks {
+                        store.set_epoch_deadline(ticks);
+                    }
+                    match run_init_export(&mut store, instance) {
+                        Ok(()) => instance,
+                        Err(Error::Trap(trap)) => {
+                            return match crate::wasi::exit_code(&trap) {
+                                Some(code) => Ok(Ready::Exited(store, code)),
+                                None => Err(Error::Trap(trap).into()),
+                            }
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
                 Ok(instance) => instance,
                 // `proc_exit` in the start function ends the program there.
                 Err(Error::Trap(trap)) => {
@@ -687,6 +715,26 @@ impl Faaslet {
             stderr,
         })
     }
+}
+
+/// Runs `instance`'s initialisation export (the first of
+/// [`DEFAULT_INIT_EXPORTS`](faaslet_snapshot::DEFAULT_INIT_EXPORTS) it has,
+/// as [`Snapshot::create`] does), if it has one.
+fn run_init_export(store: &mut Store<FaasletData>, instance: Instance) -> Result<(), Error> {
+    let Some(f) = faaslet_snapshot::DEFAULT_INIT_EXPORTS
+        .into_iter()
+        .find_map(|n| instance.get_func(&mut *store, n))
+    else {
+        return Ok(());
+    };
+    let ty = f.ty(&*store);
+    if !ty.params.is_empty() {
+        return Err(Error::Type(
+            "the initialisation export takes parameters".into(),
+        ));
+    }
+    let mut results = vec![Val::I32(0); ty.results.len()];
+    f.call(&mut *store, &[], &mut results)
 }
 
 /// `module`'s imports, resolved by `linker` as externs of `store`.

@@ -421,3 +421,45 @@ fn chained_fan_out_runs_on_the_pool() {
     assert_eq!((r.text().trim(), r2.text().trim()), ("8955050", "8955050"));
     s.stop().unwrap();
 }
+
+/// Counts its initialisations: `_initialize` increments the one-byte
+/// state value "n"; a call outputs it as a digit.
+const INIT_COUNT: &str = r#"(module
+  (import "env" "__faasm_write_output" (func $out (param i32 i32)))
+  (import "env" "__faasm_read_state" (func $rs (param i32 i32 i32) (result i32)))
+  (import "env" "__faasm_write_state" (func $ws (param i32 i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "n\00")
+  (func (export "_initialize")
+    (drop (call $rs (i32.const 0) (i32.const 16) (i32.const 1)))
+    (i32.store8 (i32.const 16) (i32.add (i32.load8_u (i32.const 16)) (i32.const 1)))
+    (call $ws (i32.const 0) (i32.const 16) (i32.const 1)))
+  (func (export "main") (result i32)
+    (drop (call $rs (i32.const 0) (i32.const 16) (i32.const 1)))
+    (i32.store8 (i32.const 16) (i32.add (i32.load8_u (i32.const 16)) (i32.const 0x30)))
+    (call $out (i32.const 16) (i32.const 1))
+    (i32.const 0)))"#;
+
+#[test]
+fn without_proto_faaslets_every_call_is_a_fresh_initialised_instance() {
+    // With Proto-Faaslets `_initialize` ran once, at upload; without, it
+    // runs again in every call's fresh instance, so calls see what it set
+    // either way.
+    for proto in [true, false] {
+        let mut c = WorkerConfig::new(tmpdir(&format!("proto-{proto}")));
+        c.proto_faaslets = proto;
+        let s = start(c);
+        upload(&s, "alice", "init", INIT.as_bytes());
+        upload(&s, "alice", "count", INIT_COUNT.as_bytes());
+        for i in 0..3 {
+            assert_eq!(req(&s, "POST", "/f/alice/init", b"").text(), "I");
+            let inits = if proto { 1 } else { 2 + i };
+            assert_eq!(
+                req(&s, "POST", "/f/alice/count", b"").text(),
+                inits.to_string(),
+                "proto_faaslets = {proto}, call {i}"
+            );
+        }
+        s.stop().unwrap();
+    }
+}

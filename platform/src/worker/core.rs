@@ -73,6 +73,15 @@ pub struct WorkerConfig {
     /// latency and CPU on both sides, more than a short queue of short
     /// calls. Zero: whenever every thread is busy.
     pub forward_after: Duration,
+    /// Whether calls start from the function's Proto-Faaslet (the
+    /// default). `false` makes every call, chained calls included, a fresh
+    /// instance of the module that runs its data segments, start function
+    /// and initialisation export again (see [`FaasletConfig::init_fresh`]),
+    /// as a Faaslet without Proto-Faaslets would: for
+    /// measuring what Proto-Faaslets buy (`faaslet serve
+    /// --no-proto-faaslets`, `benches/paper/`). Uploads still make and
+    /// keep the snapshot.
+    pub proto_faaslets: bool,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -89,6 +98,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("compile_budget", &self.compile_budget)
             .field("forward_after", &self.forward_after)
             .field("python", &self.python)
+            .field("proto_faaslets", &self.proto_faaslets)
             .field("state", &self.state.as_ref().map(|_| "custom"))
             .finish()
     }
@@ -113,6 +123,7 @@ impl WorkerConfig {
             compile_budget: Duration::from_secs(30),
             forward_after: DEFAULT_FORWARD_AFTER,
             python: None,
+            proto_faaslets: true,
         }
     }
 }
@@ -419,6 +430,7 @@ impl Worker {
             deadline_ticks: Some((timeout.as_millis() / TICK.as_millis()).max(1) as u64),
             host: Some(HostLinker::new(engine).map_err(WorkerError::Init)?),
             memory_limit: Some(config.memory_limit),
+            init_fresh: !config.proto_faaslets,
             ..FaasletConfig::new("")
         };
         let worker = Worker {
@@ -1015,8 +1027,17 @@ impl Worker {
         };
         // Dropped after the call whatever happened: a Faaslet that hit its
         // deadline is never reused.
-        let mut faaslet =
-            Faaslet::from_snapshot(&self.inner.engine, &f.snapshot, config).map_err(call_err)?;
+        let mut faaslet = if self.inner.config.proto_faaslets {
+            Faaslet::from_snapshot(&self.inner.engine, &f.snapshot, config)
+        } else {
+            // A fresh instance starts from `_start`: nothing to resume.
+            let config = FaasletConfig {
+                resume: None,
+                ..config
+            };
+            Faaslet::new(&self.inner.engine, f.snapshot.module(), config)
+        }
+        .map_err(call_err)?;
         let called = match entry {
             ChainEntry::Main => faaslet.call(input),
             ChainEntry::Ptr(func) => faaslet.call_ptr(func, input),
