@@ -124,6 +124,10 @@ pub struct FaasletConfig {
     /// chaining many calls with large outputs makes the host allocate
     /// without limit. Default [`CHAINED_OUTPUT_LIMIT`].
     pub chained_output_limit: usize,
+    /// The most bytes a call may write with `__faasm_write_output` (more
+    /// is a trap naming the limit, before the host copies anything);
+    /// `None`: no cap beyond the guest's memory. Chained calls inherit it.
+    pub max_output: Option<usize>,
     /// Whether a fresh instance (a Faaslet without a snapshot, and its
     /// chained calls) runs the module's initialisation export, the first
     /// of [`DEFAULT_INIT_EXPORTS`](faaslet_snapshot::DEFAULT_INIT_EXPORTS)
@@ -225,6 +229,7 @@ impl FaasletConfig {
             scheduler: None,
             resume: None,
             chained_output_limit: CHAINED_OUTPUT_LIMIT,
+            max_output: None,
             init_fresh: false,
         }
     }
@@ -582,9 +587,12 @@ impl Faaslet {
             deadline: None,
             held: Arc::new(AtomicUsize::new(0)),
         };
-        let faasm = FaasmCtx::new(input, c.state.clone(), Box::new(chainer))
+        let mut faasm = FaasmCtx::new(input, c.state.clone(), Box::new(chainer))
             .with_conf_flags(c.conf_flags.clone())
             .with_user(&c.user);
+        if let Some(limit) = c.max_output {
+            faasm = faasm.with_max_output(limit);
+        }
         let mut store = Store::new(
             &self.engine,
             FaasletData {
@@ -852,9 +860,9 @@ fn admit(held: &AtomicUsize, limit: usize, name: &str, r: CallResult) -> CallRes
         return r;
     }
     held.fetch_sub(len, Ordering::Relaxed);
-    eprintln!(
-        "faaslet: chained call to {name} failed: its output ({len} bytes) is past what its caller may hold ({limit} bytes of results at once)"
-    );
+    crate::guest_log::line(format_args!(
+        "chained call to {name} failed: its output ({len} bytes) is past what its caller may hold ({limit} bytes of results at once)"
+    ));
     CallResult {
         return_code: FAILED_CALL,
         output: Arc::from(&[][..]),
@@ -881,7 +889,7 @@ fn run_chained(
             output: out.output.into(),
         },
         Err(e) => {
-            eprintln!("faaslet: chained call to {name} failed: {e}");
+            crate::guest_log::line(format_args!("chained call to {name} failed: {e}"));
             let output = match e {
                 FaasletError::Trap { output, .. } => output,
                 _ => Vec::new(),
@@ -988,10 +996,10 @@ impl FaasletChainer {
         if let ChainEntry::Ptr(func) = entry {
             // Fails before a thread and an instance are made for it.
             if let Some(why) = bad_func_ptr(&module, snapshot.as_ref(), func) {
-                eprintln!(
-                    "faaslet: chained call to {name} failed: {}",
+                crate::guest_log::line(format_args!(
+                    "chained call to {name} failed: {}",
                     FaasletError::BadFuncPtr(func, why.to_string())
-                );
+                ));
                 let failed = CallResult {
                     return_code: FAILED_CALL,
                     output: Arc::from(&[][..]),

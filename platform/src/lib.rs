@@ -13,6 +13,7 @@
 //!
 //! * [`at_input`]: Proto-Faaslets of unmodified programs (CPython),
 //!   captured at their first read of input and resumed there.
+//! * [`guest_log`]: the host log lines guests cause, rate-limited.
 //! * [`code_cache`]: compiled code kept on disk, keyed by the wasm and the
 //!   engine configuration, so nothing compiles twice.
 //! * [`worker`]: the worker behind `faaslet serve`: uploads, the executor,
@@ -42,6 +43,7 @@ pub mod error;
 pub mod executor;
 pub mod faaslet;
 pub mod faasm;
+pub mod guest_log;
 pub mod registry;
 pub mod scheduler;
 pub mod wasi;

@@ -463,3 +463,44 @@ fn without_proto_faaslets_every_call_is_a_fresh_initialised_instance() {
         s.stop().unwrap();
     }
 }
+
+/// Output past `WorkerConfig::max_output` fails the call: written with
+/// `__faasm_write_output`, before the host copies it (a trap naming the
+/// limit); written to stdout, when the call ends (`output_too_large`).
+#[test]
+fn output_past_the_limit_fails_the_call() {
+    let mut c = WorkerConfig::new(tmpdir("max-output"));
+    c.max_output = 1000;
+    let s = start(c);
+    let by_output = |n: u32| {
+        format!(
+            r#"(module
+  (import "env" "__faasm_write_output" (func $out (param i32 i32)))
+  (memory (export "memory") 1)
+  (func (export "main") (result i32) (call $out (i32.const 0) (i32.const {n})) (i32.const 0)))"#
+        )
+    };
+    upload(&s, "demo", "small", by_output(1000).as_bytes());
+    upload(&s, "demo", "big", by_output(2000).as_bytes());
+    let r = req(&s, "POST", "/f/demo/small", b"");
+    assert_eq!((r.status, r.body.len()), (200, 1000));
+    let r = req(&s, "POST", "/f/demo/big", b"");
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(
+        r.text().contains("more than the limit of 1000"),
+        "{}",
+        r.text()
+    );
+    let stdout = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 100))
+    (i32.store (i32.const 4) (i32.const 3000))
+    (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+    upload(&s, "demo", "chatty", stdout.as_bytes());
+    let r = req(&s, "POST", "/f/demo/chatty", b"");
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("output_too_large"), "{}", r.text());
+    s.stop().unwrap();
+}

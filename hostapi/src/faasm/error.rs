@@ -21,6 +21,14 @@ pub enum FaasmError {
         /// The length.
         len: u64,
     },
+    /// `__faasm_write_output` was given more bytes than the call may write.
+    #[error("write_output: {len} bytes of output, more than the limit of {limit}")]
+    OutputTooLarge {
+        /// Bytes given.
+        len: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// The host could not allocate a copy of guest bytes.
     #[error("{what}: no host memory for a copy of {len} bytes")]
     NoHostMemory {

@@ -105,6 +105,8 @@ pub struct FaasmCtx {
     deadline: Option<std::time::Instant>,
     /// Free space in host-grown pages: `arena.start..arena.end`.
     arena: Range<u64>,
+    /// The most bytes `__faasm_write_output` may write.
+    max_output: usize,
 }
 
 impl std::fmt::Debug for FaasmCtx {
@@ -132,7 +134,16 @@ impl FaasmCtx {
             user: "default".to_string(),
             deadline: None,
             arena: 0..0,
+            max_output: usize::MAX,
         }
+    }
+
+    /// Caps what `__faasm_write_output` may write (default: no cap beyond
+    /// the guest's memory): past it the call fails naming the limit, before
+    /// the host copies anything.
+    pub fn with_max_output(mut self, bytes: usize) -> FaasmCtx {
+        self.max_output = bytes;
+        self
     }
 
     /// Sets the flags `__faasm_conf_flag` reports (absent flags are 0).
@@ -322,6 +333,12 @@ pub fn write_output(env: &mut impl FaasmEnv, ptr: u32, len: i32) -> Result<(), F
     let len = mem::len(len, "write_output len")?;
     let (ctx, m) = env.parts();
     mem::check(&m, ptr, len, "write_output buffer")?;
+    if len as usize > ctx.max_output {
+        return Err(FaasmError::OutputTooLarge {
+            len: len as u64,
+            limit: ctx.max_output as u64,
+        });
+    }
     ctx.output.clear();
     m.extend_vec(ptr, len, &mut ctx.output)
         .map_err(|_| FaasmError::NoHostMemory {

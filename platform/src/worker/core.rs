@@ -430,6 +430,7 @@ impl Worker {
             deadline_ticks: Some((timeout.as_millis() / TICK.as_millis()).max(1) as u64),
             host: Some(HostLinker::new(engine).map_err(WorkerError::Init)?),
             memory_limit: Some(config.memory_limit),
+            max_output: Some(config.max_output),
             init_fresh: !config.proto_faaslets,
             ..FaasletConfig::new("")
         };
