@@ -69,7 +69,7 @@ pub fn bench_python(python: &Path, json: bool, iterations: usize) -> Result<(), 
     if let Some(e) = failed {
         return Err(format!("a call failed: {e}"));
     }
-    // The part of a call that is making the instance (restore).
+    // What making an instance costs (the pool does it ahead of a call).
     let restore: Stat = measure(iterations, || {
         std::hint::black_box(worker.faaslet("bench", "noop").ok());
     });
@@ -143,7 +143,7 @@ pub fn bench_python(python: &Path, json: bool, iterations: usize) -> Result<(), 
         );
         println!(
             "{:<46} {:>12} {:>12}",
-            "  of which: restoring the instance",
+            "restoring an instance (ahead of the call: pooled)",
             ms(restore.median_ns),
             ms(restore.p99_ns)
         );

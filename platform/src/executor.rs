@@ -198,11 +198,16 @@ impl Executor {
     }
 
     /// How long a job queued now would wait for a thread, by
-    /// [`mean_job`](Self::mean_job): nothing while a thread is free, else
-    /// the queued jobs ahead of it and one running job, spread over the
-    /// threads ([`Duration::MAX`] before any job has finished: unknown).
+    /// [`mean_job`](Self::mean_job): nothing while a thread is free (more
+    /// threads than jobs running or queued), else the mean job times the
+    /// jobs that must end before it gets a thread, over the threads
+    /// ([`Duration::MAX`] before any job has finished: unknown).
     pub fn expected_wait(&self) -> Duration {
-        if self.running() < self.width {
+        // Jobs queued count even while a thread is idle: it may not have
+        // woken up to take them yet (a parent queues a whole fan-out in
+        // microseconds).
+        let busy = self.running() + self.queued();
+        if busy < self.width {
             return Duration::ZERO;
         }
         let mean = self.shared.mean_job_ns.load(Ordering::Relaxed);
@@ -210,7 +215,8 @@ impl Executor {
             // No job has finished yet: how long one takes is unknown.
             return Duration::MAX;
         }
-        let ahead = u32::try_from(self.queued().saturating_add(1)).unwrap_or(u32::MAX);
+        // The jobs that must end before this one gets a thread.
+        let ahead = u32::try_from(busy + 1 - self.width).unwrap_or(u32::MAX);
         Duration::from_nanos(mean).saturating_mul(ahead)
             / u32::try_from(self.width.max(1)).unwrap_or(u32::MAX)
     }

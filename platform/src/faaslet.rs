@@ -505,6 +505,18 @@ impl Faaslet {
         ))
     }
 
+    /// Makes the instance the next call runs in now, if it is not made
+    /// yet (a call consumes its instance; the next makes a new one, fresh
+    /// or restored from the Proto-Faaslet). For pools of idle Faaslets:
+    /// prepare one off the critical path, and the call that takes it only
+    /// runs.
+    pub fn prepare(&mut self) -> Result<(), FaasletError> {
+        if self.ready.is_none() {
+            self.ready = Some(self.instantiate(Vec::new())?);
+        }
+        Ok(())
+    }
+
     /// The Proto-Faaslet calls start from, if any.
     pub fn snapshot_of(&self) -> Option<&Snapshot> {
         self.snapshot.as_ref()

@@ -504,3 +504,36 @@ fn output_past_the_limit_fails_the_call() {
     assert!(r.text().contains("output_too_large"), "{}", r.text());
     s.stop().unwrap();
 }
+
+/// With a pool, calls take Faaslets prepared ahead (the metrics count the
+/// hits), and an upload replaces them: no call after it runs the old code.
+#[test]
+fn pooled_faaslets_serve_calls_and_never_outlive_an_upload() {
+    let mut c = WorkerConfig::new(tmpdir("pool"));
+    c.pool_after = Duration::ZERO;
+    c.threads = 1;
+    let s = start(c);
+    let answer =
+        |n: i32| format!(r#"(module (func (export "main") (result i32) (i32.const {n})))"#);
+    upload(&s, "demo", "f", answer(1).as_bytes());
+    for _ in 0..20 {
+        let r = req(&s, "POST", "/f/demo/f", b"");
+        assert_eq!(r.header("x-faaslet-return-code"), Some("1"));
+    }
+    let metrics = req(&s, "GET", "/metrics", b"").text();
+    let hits: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("faaslet_pool_total{outcome=\"hit\"} ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    assert!(hits > 0, "{metrics}");
+    upload(&s, "demo", "f", answer(2).as_bytes());
+    for _ in 0..20 {
+        let r = req(&s, "POST", "/f/demo/f", b"");
+        assert_eq!(r.header("x-faaslet-return-code"), Some("2"));
+    }
+    s.stop().unwrap();
+}

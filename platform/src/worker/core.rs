@@ -30,6 +30,18 @@ pub const TICK: Duration = crate::faaslet::EPOCH_TICK;
 /// worker's answer to a forwarded call before taking it for lost.
 pub const FORWARD_GRACE: Duration = Duration::from_secs(5);
 
+/// A function whose Proto-Faaslet takes longer than this to restore has
+/// prepared Faaslets kept in a pool ([`WorkerConfig::pool`]); below it
+/// the pool's extra job per call costs more than it saves (a no-op wasm
+/// function restores in a few microseconds, CPython in 200).
+pub const POOL_AFTER: Duration = Duration::from_micros(20);
+
+/// About what forwarding a call costs the sending worker's CPU (a request
+/// and its answer through hyper: `faaslet bench cluster` forwards at about
+/// half the rate it runs no-op calls itself): calls whose mean job is
+/// shorter stay here. Unknown (no job finished yet) counts as long.
+pub const HOP_COST: Duration = Duration::from_micros(30);
+
 /// The default [`WorkerConfig::forward_after`].
 pub const DEFAULT_FORWARD_AFTER: Duration = Duration::from_micros(250);
 
@@ -71,7 +83,8 @@ pub struct WorkerConfig {
     /// another worker only if it would wait here longer than this (its
     /// [`Executor::expected_wait`]): a hop costs tens of microseconds of
     /// latency and CPU on both sides, more than a short queue of short
-    /// calls. Zero: whenever every thread is busy.
+    /// calls; and calls whose mean job is shorter than [`HOP_COST`] stay
+    /// here too. Zero: whenever every thread is busy, however short.
     pub forward_after: Duration,
     /// Whether calls start from the function's Proto-Faaslet (the
     /// default). `false` makes every call, chained calls included, a fresh
@@ -82,6 +95,15 @@ pub struct WorkerConfig {
     /// --no-proto-faaslets`, `benches/paper/`). Uploads still make and
     /// keep the snapshot.
     pub proto_faaslets: bool,
+    /// Idle Faaslets kept ready per function whose restore is slow (past
+    /// [`POOL_AFTER`]): their next instance already restored, so a call
+    /// skips the restore, and its Faaslet is prepared again after it. 0:
+    /// none, every call restores its own. Each costs about the pages its
+    /// instance has touched (tens of KiB for a Python function).
+    pub pool: usize,
+    /// Functions are pooled once restoring one takes this long (default
+    /// [`POOL_AFTER`]; zero: every function).
+    pub pool_after: Duration,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -99,6 +121,8 @@ impl std::fmt::Debug for WorkerConfig {
             .field("forward_after", &self.forward_after)
             .field("python", &self.python)
             .field("proto_faaslets", &self.proto_faaslets)
+            .field("pool", &self.pool)
+            .field("pool_after", &self.pool_after)
             .field("state", &self.state.as_ref().map(|_| "custom"))
             .finish()
     }
@@ -124,6 +148,8 @@ impl WorkerConfig {
             forward_after: DEFAULT_FORWARD_AFTER,
             python: None,
             proto_faaslets: true,
+            pool: 2,
+            pool_after: POOL_AFTER,
         }
     }
 }
@@ -298,6 +324,9 @@ pub struct Function {
     /// A script function (Python): a nonzero exit is a failed call whose
     /// error carries the program's stderr (the traceback).
     pub(crate) script: bool,
+    /// How long the last restore of its Proto-Faaslet took, nanoseconds
+    /// (0: not measured yet): it is pooled past [`POOL_AFTER`].
+    pub(crate) restore_ns: AtomicU64,
 }
 
 /// The result of a call that ran.
@@ -345,6 +374,11 @@ pub(crate) struct Inner {
     forwarder: std::sync::OnceLock<tokio::runtime::Runtime>,
     /// Held while a function is fetched from the cluster.
     fetching: Mutex<()>,
+    /// Idle Faaslets, their next instance already restored, by function:
+    /// a call takes one instead of restoring on its critical path, and its
+    /// Faaslet is prepared again and put back after the call, as a job of
+    /// its own. Each entry remembers the upload it was made from.
+    pool: Mutex<HashMap<(String, String), Vec<Pooled>>>,
     /// The interpreter Python functions run on, asyncified and compiled
     /// once (see `worker::python`).
     pub(crate) python: Mutex<Option<Module>>,
@@ -353,6 +387,9 @@ pub(crate) struct Inner {
     /// deadline): cloned per call, which allocates next to nothing.
     template: FaasletConfig,
 }
+
+/// An idle Faaslet in the pool, with the upload it was made from.
+type Pooled = (Arc<Function>, Faaslet);
 
 /// A worker: cheap to clone, shared by every request handler.
 #[derive(Clone)]
@@ -457,6 +494,7 @@ impl Worker {
                 cluster: std::sync::OnceLock::new(),
                 forwarder: std::sync::OnceLock::new(),
                 fetching: Mutex::new(()),
+                pool: Mutex::new(HashMap::new()),
                 python: Mutex::new(None),
             }),
         };
@@ -558,6 +596,7 @@ impl Worker {
             args: Vec::new(),
             resume: None,
             script: false,
+            restore_ns: AtomicU64::new(0),
             wasm: wasm.into(),
             snapshot,
             called: AtomicBool::new(false),
@@ -917,6 +956,7 @@ impl Worker {
                 args: Vec::new(),
                 resume: None,
                 script: false,
+                restore_ns: AtomicU64::new(0),
                 wasm: wasm.into(),
                 snapshot,
                 called: AtomicBool::new(false),
@@ -965,6 +1005,43 @@ impl Worker {
         })
     }
 
+    /// An idle, prepared Faaslet of `user/function` made from upload `f`
+    /// (entries of an earlier upload are dropped).
+    fn take_pooled(&self, user: &str, function: &str, f: &Arc<Function>) -> Option<Faaslet> {
+        let mut pool = self.inner.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let idle = pool.get_mut(&(user.to_string(), function.to_string()))?;
+        while let Some((made_from, faaslet)) = idle.pop() {
+            if Arc::ptr_eq(&made_from, f) {
+                return Some(faaslet);
+            }
+        }
+        None
+    }
+
+    /// Prepares `faaslet` for its next call and puts it in the pool, as a
+    /// job of its own after the call (dropped if the queue is full, the
+    /// pool has enough, or preparing fails).
+    fn give_back(&self, user: &str, function: &str, f: &Arc<Function>, mut faaslet: Faaslet) {
+        let w = self.clone();
+        let key = (user.to_string(), function.to_string());
+        let f = f.clone();
+        let _ = self.inner.executor.try_submit(Box::new(move || {
+            let t = Instant::now();
+            if faaslet.prepare().is_err() {
+                return;
+            }
+            f.restore_ns
+                .store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            let cap = w.inner.config.pool;
+            let mut pool = w.inner.pool.lock().unwrap_or_else(|e| e.into_inner());
+            let idle = pool.entry(key).or_default();
+            idle.retain(|(made_from, _)| Arc::ptr_eq(made_from, &f));
+            if idle.len() < cap {
+                idle.push((f, faaslet));
+            }
+        }));
+    }
+
     /// Makes `f` the function `user/function` (replacing any other).
     pub(crate) fn insert_function(&self, user: &str, function: &str, f: Function) {
         self.functions_mut()
@@ -1009,7 +1086,7 @@ impl Worker {
 
     fn run(
         &self,
-        f: &Function,
+        f: &Arc<Function>,
         name: &str,
         entry: ChainEntry,
         depth: u32,
@@ -1026,10 +1103,32 @@ impl Worker {
             function: name.to_string(),
             error,
         };
-        // Dropped after the call whatever happened: a Faaslet that hit its
-        // deadline is never reused.
-        let mut faaslet = if self.inner.config.proto_faaslets {
-            Faaslet::from_snapshot(&self.inner.engine, &f.snapshot, config)
+        // Pooled Faaslets are the plain configuration (depth 0): a chained
+        // call placed here from another worker makes its own.
+        // Only functions whose restore costs more than the pool's own
+        // bookkeeping (a job per call) are pooled.
+        let pooled = self.inner.config.proto_faaslets
+            && depth == 0
+            && self.inner.config.pool > 0
+            && f.restore_ns.load(Ordering::Relaxed)
+                >= self.inner.config.pool_after.as_nanos() as u64;
+        let from_pool = if pooled {
+            self.take_pooled(user, function, f)
+        } else {
+            None
+        };
+        if pooled {
+            self.inner.metrics.pool(from_pool.is_some());
+        }
+        // A Faaslet that hit its deadline is dropped, never reused.
+        let mut faaslet = if let Some(f) = from_pool {
+            Ok(f)
+        } else if self.inner.config.proto_faaslets {
+            let t = Instant::now();
+            let made = Faaslet::from_snapshot(&self.inner.engine, &f.snapshot, config);
+            f.restore_ns
+                .store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            made
         } else {
             // A fresh instance starts from `_start`: nothing to resume.
             let config = FaasletConfig {
@@ -1043,6 +1142,10 @@ impl Worker {
             ChainEntry::Main => faaslet.call(input),
             ChainEntry::Ptr(func) => faaslet.call_ptr(func, input),
         };
+        let timed_out = matches!(&called, Err(FaasletError::Trap { trap, .. }) if trap.kind == TrapKind::Interrupted);
+        if pooled && !timed_out {
+            self.give_back(user, function, f, faaslet);
+        }
         let out = match called {
             Ok(out) => out,
             Err(FaasletError::Trap { trap, output }) => {
@@ -1168,8 +1271,15 @@ impl ChainHost for Inner {
         let load =
             u32::try_from(self.executor.running() + self.executor.queued()).unwrap_or(u32::MAX);
         let threads = self.config.threads as u32;
-        // A short wait here beats a hop.
-        if load >= threads && self.executor.expected_wait() < self.config.forward_after {
+        // A short wait here beats a hop; and a call shorter than what
+        // sending it costs this worker is never worth sending (a fan-out
+        // of no-op children ran 3x slower spread over three workers).
+        let mean = self.executor.mean_job();
+        let after = self.config.forward_after;
+        if load >= threads
+            && after > Duration::ZERO
+            && (self.executor.expected_wait() < after || (mean > Duration::ZERO && mean < HOP_COST))
+        {
             return None;
         }
         let peer = cluster.place(&format!("{user}/{function}"), load, threads)?;

@@ -26,6 +26,8 @@ struct Inner {
     /// Chained calls started by this worker's Faaslets: run here, placed
     /// on another worker.
     chained: [u64; 2],
+    /// Calls that found a prepared Faaslet in the pool, and that did not.
+    pool: [u64; 2],
     /// Code cache lookups: hit, miss, rejected.
     cache: [u64; 3],
 }
@@ -91,6 +93,11 @@ impl Metrics {
         self.lock().chained[usize::from(forwarded)] += 1;
     }
 
+    /// Records whether a call found a prepared Faaslet in the pool.
+    pub fn pool(&self, hit: bool) {
+        self.lock().pool[usize::from(hit)] += 1;
+    }
+
     /// Records a call refused because the executor queue was full.
     pub fn rejected(&self) {
         self.lock().rejected += 1;
@@ -153,6 +160,14 @@ impl Metrics {
         );
         let _ = writeln!(o, "# TYPE faaslet_calls_forwarded_total counter");
         let _ = writeln!(o, "faaslet_calls_forwarded_total {}", m.forwarded);
+        let _ = writeln!(
+            o,
+            "# HELP faaslet_pool_total Calls by whether a prepared Faaslet was waiting in the pool (miss: the call restored its own)."
+        );
+        let _ = writeln!(o, "# TYPE faaslet_pool_total counter");
+        for (i, what) in ["miss", "hit"].iter().enumerate() {
+            let _ = writeln!(o, "faaslet_pool_total{{outcome=\"{what}\"}} {}", m.pool[i]);
+        }
         let _ = writeln!(
             o,
             "# HELP faaslet_chained_calls_total Chained calls started by this worker's Faaslets, by where they were placed."

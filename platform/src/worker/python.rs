@@ -25,7 +25,7 @@ use crate::Faaslet;
 use faaslet::Module;
 use faaslet_snapshot::Snapshot;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
 /// The program CPython runs (`python -c DRIVER SCRIPT`): it runs the
@@ -223,6 +223,7 @@ impl Worker {
             args,
             resume,
             script: true,
+            restore_ns: AtomicU64::new(0),
             wasm: script.as_bytes().into(),
             snapshot,
             called: AtomicBool::new(false),
@@ -261,6 +262,7 @@ impl Worker {
                     args: python_args(&text),
                     resume,
                     script: true,
+                    restore_ns: AtomicU64::new(0),
                     wasm: text.as_bytes().into(),
                     snapshot,
                     called: AtomicBool::new(false),
