@@ -60,6 +60,12 @@ pub struct Config {
     /// it off saves a few instructions per explicit check; code compiled
     /// with and without it never shares a code-cache entry.
     pub spectre_guard: bool,
+    /// Accept the relaxed SIMD operators (a WebAssembly 3.0 feature). Each
+    /// is lowered to one of the results the specification allows, the
+    /// same on every host (the non-relaxed operator where there is one,
+    /// fused multiply-add, signed dot products), so a snapshot taken on
+    /// one host computes the same bits on another. On by default.
+    pub wasm_relaxed_simd: bool,
     /// The resource limits every new [`Store`](crate::Store) starts with
     /// ([`Store::set_limits`](crate::Store::set_limits) changes one store's).
     pub store_limits: StoreLimits,
@@ -187,6 +193,7 @@ impl Default for Config {
             explicit_canaries: true,
             wasm_multi_memory: false,
             spectre_guard: true,
+            wasm_relaxed_simd: true,
             store_limits: StoreLimits::default(),
         }
     }
@@ -315,6 +322,7 @@ impl Engine {
             optimize: config.optimize,
             multi_memory: config.wasm_multi_memory,
             spectre_guard: config.spectre_guard,
+            relaxed_simd: config.wasm_relaxed_simd,
         };
         let compiler = Compiler::new(&compile)?;
         Ok(Engine {

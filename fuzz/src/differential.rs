@@ -192,7 +192,7 @@ fn wasmi_config() -> wasmi::Config {
         .wasm_multi_memory(false)
         .wasm_tail_call(true)
         .wasm_simd(true)
-        .wasm_relaxed_simd(false)
+        .wasm_relaxed_simd(true)
         .wasm_custom_page_sizes(false)
         .wasm_wide_arithmetic(false)
         .floats(true);

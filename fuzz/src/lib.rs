@@ -58,13 +58,16 @@ pub fn engines() -> &'static [Engine; 2] {
 /// The `wasm-smith` configuration for faaslet's feature set.
 ///
 /// faaslet accepts (see `jit/src/environ.rs::features()`, which at the time
-/// of writing is `WASM2 | EXTENDED_CONST | TAIL_CALL | THREADS`):
+/// of writing is `WASM2 | EXTENDED_CONST | TAIL_CALL | THREADS`, plus the
+/// WebAssembly 3.0 features `Config` switches on by default):
 /// WebAssembly 2.0 (mutable globals, sign extension, saturating
 /// float-to-int, multi-value, bulk memory, reference types with multiple
-/// tables, SIMD), extended constant expressions, tail calls and threads.
-/// Everything but threads is enabled here. Threads (shared memories,
-/// atomics) stay off because wasmi, the reference this configuration feeds,
-/// cannot run them. Off as in faaslet: relaxed SIMD, GC/function
+/// tables, SIMD), extended constant expressions, tail calls, threads and
+/// relaxed SIMD. Everything but threads is enabled here. Threads (shared
+/// memories, atomics) stay off because wasmi, the reference this
+/// configuration feeds, cannot run them. Relaxed SIMD is compared exactly:
+/// faaslet's lowering picks, for every relaxed operator, the result wasmi
+/// computes (see `jit/src/simd.rs`). Off as in faaslet: GC/function
 /// references, exceptions, memory64, multi-memory, custom page sizes, wide
 /// arithmetic, compact imports.
 ///
@@ -83,7 +86,7 @@ pub fn smith_config(max_memory_pages: Option<u64>) -> wasm_smith::Config {
         sign_extension_ops_enabled: true,
         extended_const_enabled: true,
         simd_enabled: true,
-        relaxed_simd_enabled: false,
+        relaxed_simd_enabled: true,
         tail_call_enabled: true,
         // Not in wasmi: see above.
         threads_enabled: false,

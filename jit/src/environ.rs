@@ -26,6 +26,19 @@ pub(crate) fn features() -> WasmFeatures {
         .union(WasmFeatures::THREADS)
 }
 
+/// The features a compiler with `config` accepts: [`features`] plus the
+/// WebAssembly 3.0 proposals the configuration switches on.
+pub(crate) fn config_features(config: &crate::CompileConfig) -> WasmFeatures {
+    let mut features = features();
+    if config.multi_memory {
+        features |= WasmFeatures::MULTI_MEMORY;
+    }
+    if config.relaxed_simd {
+        features |= WasmFeatures::RELAXED_SIMD;
+    }
+    features
+}
+
 pub(crate) fn val_type(t: wasmparser::ValType) -> Result<ValType, CompileError> {
     Ok(match t {
         wasmparser::ValType::I32 => ValType::I32,
@@ -437,16 +450,13 @@ fn classify(e: BinaryReaderError) -> CompileError {
 /// is being loaded instead.
 pub(crate) fn parse_module<'a>(
     wasm: &'a [u8],
-    multi_memory: bool,
+    config: &crate::CompileConfig,
     validate_bodies: bool,
     type_id: &mut dyn FnMut(&FuncType) -> u32,
 ) -> Result<ParsedModule<'a>, CompileError> {
     let mut info = ModuleInfo::default();
     let mut bodies = Vec::new();
-    let mut features = features();
-    if multi_memory {
-        features |= WasmFeatures::MULTI_MEMORY;
-    }
+    let features = config_features(config);
     let mut validator = Validator::new_with_features(features);
     let mut allocs = wasmparser::FuncValidatorAllocations::default();
     let mut last_section = None;

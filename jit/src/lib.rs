@@ -80,6 +80,10 @@ pub struct CompileConfig {
     /// the artefact key (the whole config is), so guarded and unguarded
     /// code never mix in a code cache.
     pub spectre_guard: bool,
+    /// Accept the relaxed SIMD operators (WebAssembly 3.0), lowered to
+    /// results that are the same on every host (see the `simd` module's
+    /// table). On by default.
+    pub relaxed_simd: bool,
 }
 
 impl Default for CompileConfig {
@@ -90,6 +94,7 @@ impl Default for CompileConfig {
             optimize: true,
             multi_memory: false,
             spectre_guard: true,
+            relaxed_simd: true,
         }
     }
 }

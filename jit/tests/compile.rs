@@ -31,6 +31,7 @@ fn compile(src: &str) -> faaslet_jit::CompiledModule {
             optimize: false,
             multi_memory: false,
             spectre_guard: true,
+            relaxed_simd: true,
         },
         src,
     );
@@ -279,6 +280,7 @@ fn spec_suite_compiles() {
             optimize: false,
             multi_memory: false,
             spectre_guard: true,
+            relaxed_simd: true,
         },
     ] {
         spec_suite_with(&config);

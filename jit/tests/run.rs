@@ -187,6 +187,7 @@ fn run_explicit_unoptimized() {
         optimize: false,
         multi_memory: false,
         spectre_guard: true,
+        relaxed_simd: true,
     });
 }
 

