@@ -66,6 +66,15 @@ pub struct Config {
     /// fused multiply-add, signed dot products), so a snapshot taken on
     /// one host computes the same bits on another. On by default.
     pub wasm_relaxed_simd: bool,
+    /// Accept typed function references (a WebAssembly 3.0 feature):
+    /// `call_ref`, `return_call_ref`, `ref.as_non_null`, `br_on_null`,
+    /// `br_on_non_null`, non-nullable and concrete reference types, tables
+    /// with initialisers. Whatever the static types say, `call_ref` checks
+    /// at run time that its reference is not null and has the expected
+    /// type id, as `call_indirect` does, so neither a bug in validation nor
+    /// a host passing null for a non-nullable parameter can make JIT code
+    /// jump through a null or mistyped reference. On by default.
+    pub wasm_function_references: bool,
     /// The resource limits every new [`Store`](crate::Store) starts with
     /// ([`Store::set_limits`](crate::Store::set_limits) changes one store's).
     pub store_limits: StoreLimits,
@@ -194,6 +203,7 @@ impl Default for Config {
             wasm_multi_memory: false,
             spectre_guard: true,
             wasm_relaxed_simd: true,
+            wasm_function_references: true,
             store_limits: StoreLimits::default(),
         }
     }
@@ -257,7 +267,9 @@ pub(crate) fn is_registered_type(id: u32) -> bool {
 /// The encoded id of a small type (see [`TypeRegistry`]).
 fn encoded_type_id(ty: &FuncType) -> Option<u32> {
     let (np, nr) = (ty.params.len(), ty.results.len());
-    if nr > 3 || np + nr > 8 {
+    // Types with typed references are told apart by their `ref_key`,
+    // which the 3-bit codes cannot hold.
+    if nr > 3 || np + nr > 8 || ty.ref_key.is_some() {
         return None;
     }
     let code = |v: &ValType| match v {
@@ -323,6 +335,7 @@ impl Engine {
             multi_memory: config.wasm_multi_memory,
             spectre_guard: config.spectre_guard,
             relaxed_simd: config.wasm_relaxed_simd,
+            function_references: config.wasm_function_references,
         };
         let compiler = Compiler::new(&compile)?;
         Ok(Engine {

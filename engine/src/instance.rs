@@ -200,6 +200,17 @@ impl Instance {
             let g = &mut core.globals[*id as usize].vm as *mut abi::VMGlobal;
             write_ptr(offsets.global(i as u32), g as *const u8);
         }
+        // 5b. Tables with an initialiser (typed function references): every
+        // element gets its value (the initialiser may read imported globals
+        // and take function references, both in place now). Filling the
+        // existing elements in place keeps the `VMTable` base valid.
+        for (i, init) in info.table_inits.iter().enumerate() {
+            if let Some(init) = init {
+                let value = eval_const(&core.globals, &entry, init) as u64;
+                let t = &mut core.tables[entry.table_ids[i] as usize];
+                t.elems.fill(value);
+            }
+        }
         // 6. Element segments evaluated to raw references.
         entry.elements = info
             .elements
@@ -385,7 +396,13 @@ fn check_import(
         }
         (EntityType::Table(want), Extern::Table(t)) => {
             let e = &core.tables[t.index as usize];
+            let typed = |t: &faaslet_jit::TableType| {
+                t.ref_type
+                    .unwrap_or_else(|| faaslet_jit::TypedRef::plain(t.element))
+            };
+            // Tables are mutable: element types must be equal.
             if e.ty.element != want.element
+                || typed(&e.ty) != typed(want)
                 || !limits_ok(
                     e.elems.len() as u64,
                     e.ty.maximum,
@@ -397,11 +414,38 @@ fn check_import(
             }
         }
         (EntityType::Global(want), Extern::Global(g)) => {
-            if core.globals[g.index as usize].ty != *want {
+            if !global_matches(&core.globals[g.index as usize].ty, want) {
                 return Err(Error::Link(format!("{}: incompatible global type", what())));
             }
         }
         _ => return Err(Error::Link(format!("{}: wrong kind of import", what()))),
     }
     Ok(())
+}
+
+/// Whether a global of type `have` may be imported as `want`: the same
+/// mutability and value type, and for a reference global the same precise
+/// type if mutable (it can be written through either side) or a subtype
+/// if immutable.
+fn global_matches(have: &faaslet_jit::GlobalType, want: &faaslet_jit::GlobalType) -> bool {
+    if have.mutable != want.mutable || have.content != want.content {
+        return false;
+    }
+    if !have.content.is_ref() {
+        return true;
+    }
+    let typed = |t: &faaslet_jit::GlobalType| {
+        t.ref_type.unwrap_or_else(|| {
+            faaslet_jit::TypedRef::plain(match t.content {
+                faaslet_jit::ValType::ExternRef => faaslet_jit::RefType::Extern,
+                _ => faaslet_jit::RefType::Func,
+            })
+        })
+    };
+    let (h, w) = (typed(have), typed(want));
+    if have.mutable {
+        h == w
+    } else {
+        h.is_subtype_of(w)
+    }
 }

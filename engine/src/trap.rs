@@ -37,6 +37,10 @@ pub enum TrapKind {
     UnalignedAtomic,
     /// `memory.atomic.wait32/64` on a memory that is not shared.
     AtomicWaitNonShared,
+    /// `call_ref` or `return_call_ref` through a null reference.
+    NullFunctionReference,
+    /// `ref.as_non_null` of a null reference.
+    NullReference,
 }
 
 impl TrapKind {
@@ -57,6 +61,8 @@ impl TrapKind {
             TrapKind::Host => "host function error",
             TrapKind::UnalignedAtomic => "unaligned atomic",
             TrapKind::AtomicWaitNonShared => "expected shared memory",
+            TrapKind::NullFunctionReference => "null function reference",
+            TrapKind::NullReference => "null reference",
         }
     }
 
@@ -76,6 +82,8 @@ impl TrapKind {
             c if c == abi::TRAP_HOST => TrapKind::Host,
             c if c == abi::TRAP_UNALIGNED_ATOMIC => TrapKind::UnalignedAtomic,
             c if c == abi::TRAP_ATOMIC_WAIT_NON_SHARED => TrapKind::AtomicWaitNonShared,
+            c if c == abi::TRAP_NULL_FUNC_REF => TrapKind::NullFunctionReference,
+            c if c == abi::TRAP_NULL_REFERENCE => TrapKind::NullReference,
             _ => return None,
         })
     }

@@ -398,3 +398,7 @@ pub const WAIT_INTERRUPTED: u32 = 3;
 pub const TRAP_UNALIGNED_ATOMIC: TrapCode = TrapCode::unwrap_user(7);
 /// `memory.atomic.wait32/64` on a memory that is not shared.
 pub const TRAP_ATOMIC_WAIT_NON_SHARED: TrapCode = TrapCode::unwrap_user(9);
+/// `call_ref` / `return_call_ref` through a null reference.
+pub const TRAP_NULL_FUNC_REF: TrapCode = TrapCode::unwrap_user(10);
+/// `ref.as_non_null` of a null reference.
+pub const TRAP_NULL_REFERENCE: TrapCode = TrapCode::unwrap_user(11);

@@ -36,6 +36,9 @@ pub(crate) fn config_features(config: &crate::CompileConfig) -> WasmFeatures {
     if config.relaxed_simd {
         features |= WasmFeatures::RELAXED_SIMD;
     }
+    if config.function_references {
+        features |= WasmFeatures::FUNCTION_REFERENCES;
+    }
     features
 }
 
@@ -51,15 +54,12 @@ pub(crate) fn val_type(t: wasmparser::ValType) -> Result<ValType, CompileError> 
 }
 
 pub(crate) fn ref_type(r: wasmparser::RefType) -> Result<RefType, CompileError> {
-    if r == wasmparser::RefType::FUNCREF {
-        Ok(RefType::Func)
-    } else if r == wasmparser::RefType::EXTERNREF {
-        Ok(RefType::Extern)
-    } else {
-        Err(CompileError::unsupported(format!(
-            "reference type {r} is not supported"
-        )))
-    }
+    // Every reference to a function (`funcref`, `(ref $t)`, `nofunc`,
+    // nullable or not) is a `VMFuncRef` pointer at run time, 0 for null;
+    // every external reference a host handle. Nullability and concrete
+    // types matter only to validation (wasmparser's) and to function type
+    // identity (`FuncType::ref_key`).
+    heap_ref_type(r.heap_type())
 }
 
 pub(crate) fn heap_ref_type(h: wasmparser::HeapType) -> Result<RefType, CompileError> {
@@ -73,13 +73,174 @@ pub(crate) fn heap_ref_type(h: wasmparser::HeapType) -> Result<RefType, CompileE
             shared: false,
             ty: AbstractHeapType::Extern | AbstractHeapType::NoExtern,
         } => Ok(RefType::Extern),
+        // Only function types are accepted in the type section (GC's
+        // struct and array types are refused there), so a concrete heap
+        // type is a function type.
+        HeapType::Concrete(_) => Ok(RefType::Func),
         other => Err(CompileError::unsupported(format!(
             "heap type {other:?} is not supported"
         ))),
     }
 }
 
-fn table_type(t: &wasmparser::TableType) -> Result<TableType, CompileError> {
+/// Appends the `FuncType::ref_key` code of value type `t` to `out`. The
+/// recursion group being keyed starts at module type index `group_start`
+/// and holds `group_len` types; `type_ids` are the engine-wide ids of the
+/// module's earlier types.
+fn key_val_type(
+    t: wasmparser::ValType,
+    group_start: u32,
+    group_len: u32,
+    type_ids: &[u32],
+    out: &mut Vec<u32>,
+) -> Result<(), CompileError> {
+    use wasmparser::{AbstractHeapType as A, HeapType, UnpackedIndex};
+    let code = match t {
+        wasmparser::ValType::I32 => 1,
+        wasmparser::ValType::I64 => 2,
+        wasmparser::ValType::F32 => 3,
+        wasmparser::ValType::F64 => 4,
+        wasmparser::ValType::V128 => 5,
+        wasmparser::ValType::Ref(_) => 0,
+    };
+    let r = match t {
+        wasmparser::ValType::Ref(r) => r,
+        _ => {
+            out.push(code);
+            return Ok(());
+        }
+    };
+    let nullable = u32::from(r.is_nullable()) << 8;
+    let concrete = |idx: UnpackedIndex, out: &mut Vec<u32>| -> Result<(), CompileError> {
+        let in_group = |i: u32| i.checked_sub(group_start).filter(|r| *r < group_len);
+        match idx {
+            UnpackedIndex::RecGroup(i) => out.extend([0x2000 | nullable, i]),
+            UnpackedIndex::Module(i) => match in_group(i) {
+                Some(rel) => out.extend([0x2000 | nullable, rel]),
+                None => {
+                    // A forward reference out of the group is invalid:
+                    // the validator, which sees this section next,
+                    // reports it.
+                    let id = type_ids.get(i as usize).copied().ok_or_else(|| {
+                        CompileError::new(CompileErrorKind::Invalid, "unknown type")
+                    })?;
+                    out.extend([0x3000 | nullable, id]);
+                }
+            },
+            _ => return Err(CompileError::unsupported("type identifiers")),
+        }
+        Ok(())
+    };
+    match r.heap_type() {
+        HeapType::Abstract { shared: false, ty } => {
+            let code = match ty {
+                A::Func => 1,
+                A::Extern => 2,
+                A::NoFunc => 3,
+                A::NoExtern => 4,
+                A::Exn => 5,
+                A::NoExn => 6,
+                other => {
+                    return Err(CompileError::unsupported(format!(
+                        "heap type {other:?} is not supported"
+                    )))
+                }
+            };
+            out.push(0x1000 | nullable | code);
+        }
+        HeapType::Concrete(idx) => concrete(idx, out)?,
+        other => {
+            return Err(CompileError::unsupported(format!(
+                "heap type {other:?} is not supported"
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// Whether `t` is a WebAssembly 2.0 value type (no typed reference).
+fn is_plain(t: &wasmparser::ValType) -> bool {
+    match t {
+        wasmparser::ValType::Ref(r) => {
+            *r == wasmparser::RefType::FUNCREF || *r == wasmparser::RefType::EXTERNREF
+        }
+        _ => true,
+    }
+}
+
+/// The `FuncType::ref_key` of each type of recursion group `group`, whose
+/// first type has module index `group_start`: `None` for every type of a
+/// group of one plain type, else the whole group's structure followed by
+/// the type's position in it.
+fn rec_group_keys(
+    group: &wasmparser::RecGroup,
+    group_start: u32,
+    type_ids: &[u32],
+) -> Result<Vec<Option<Arc<[u32]>>>, CompileError> {
+    let n = group.types().len() as u32;
+    let funcs: Vec<&wasmparser::FuncType> = group
+        .types()
+        .filter_map(|t| match &t.composite_type.inner {
+            wasmparser::CompositeInnerType::Func(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    // `(rec (type $t ...))` is the same group as `(type $t ...)`.
+    let plain = n == 1
+        && funcs
+            .iter()
+            .all(|f| f.params().iter().chain(f.results()).all(is_plain));
+    if plain {
+        return Ok(vec![None; n as usize]);
+    }
+    let mut structure = vec![n];
+    for f in &funcs {
+        structure.push(f.params().len() as u32);
+        structure.push(f.results().len() as u32);
+        for t in f.params().iter().chain(f.results()) {
+            key_val_type(*t, group_start, n, type_ids, &mut structure)?;
+        }
+    }
+    Ok((0..n)
+        .map(|k| {
+            let mut key = structure.clone();
+            key.push(k);
+            Some(Arc::from(key))
+        })
+        .collect())
+}
+
+/// The [`TypedRef`] of `r` if it is not plain `funcref` / `externref`.
+/// `type_ids` are the engine-wide ids of the module's types; an index
+/// beyond them is invalid, and the validator (which sees the section
+/// next) reports it.
+fn typed_ref(r: wasmparser::RefType, type_ids: &[u32]) -> Result<Option<TypedRef>, CompileError> {
+    use wasmparser::{AbstractHeapType as A, HeapType};
+    let plain = TypedRef::plain(ref_type(r)?);
+    let heap = match r.heap_type() {
+        HeapType::Abstract { ty: A::Func, .. } => HeapKind::Func,
+        HeapType::Abstract { ty: A::NoFunc, .. } => HeapKind::NoFunc,
+        HeapType::Abstract { ty: A::Extern, .. } => HeapKind::Extern,
+        HeapType::Abstract {
+            ty: A::NoExtern, ..
+        } => HeapKind::NoExtern,
+        HeapType::Concrete(i) => {
+            let id = i
+                .as_module_index()
+                .and_then(|i| type_ids.get(i as usize).copied())
+                .ok_or_else(|| CompileError::new(CompileErrorKind::Invalid, "unknown type"))?;
+            HeapKind::Concrete(id)
+        }
+        _ => return Ok(None),
+    };
+    let t = TypedRef {
+        nullable: r.is_nullable(),
+        heap,
+    };
+    Ok((t != plain).then_some(t))
+}
+
+fn table_type(t: &wasmparser::TableType, type_ids: &[u32]) -> Result<TableType, CompileError> {
     if t.table64 || t.shared {
         return Err(CompileError::unsupported("64-bit or shared tables"));
     }
@@ -87,6 +248,7 @@ fn table_type(t: &wasmparser::TableType) -> Result<TableType, CompileError> {
         element: ref_type(t.element_type)?,
         minimum: t.initial,
         maximum: t.maximum,
+        ref_type: typed_ref(t.element_type, type_ids)?,
     })
 }
 
@@ -105,13 +267,17 @@ fn memory_type(t: &wasmparser::MemoryType) -> Result<MemoryType, CompileError> {
     })
 }
 
-fn global_type(t: &wasmparser::GlobalType) -> Result<GlobalType, CompileError> {
+fn global_type(t: &wasmparser::GlobalType, type_ids: &[u32]) -> Result<GlobalType, CompileError> {
     if t.shared {
         return Err(CompileError::unsupported("shared globals"));
     }
     Ok(GlobalType {
         content: val_type(t.content_type)?,
         mutable: t.mutable,
+        ref_type: match t.content_type {
+            wasmparser::ValType::Ref(r) => typed_ref(r, type_ids)?,
+            _ => None,
+        },
     })
 }
 
@@ -168,10 +334,11 @@ fn parse_payload<'a>(
         Payload::TypeSection(reader) => {
             for group in reader.clone() {
                 let group = group.map_err(m)?;
-                for sub in group.into_types() {
+                let keys = rec_group_keys(&group, info.types.len() as u32, &info.type_ids)?;
+                for (sub, ref_key) in group.into_types().zip(keys) {
                     match &sub.composite_type.inner {
                         wasmparser::CompositeInnerType::Func(ft) => {
-                            let ty = FuncType::new(
+                            let mut ty = FuncType::new(
                                 ft.params()
                                     .iter()
                                     .map(|t| val_type(*t))
@@ -181,6 +348,7 @@ fn parse_payload<'a>(
                                     .map(|t| val_type(*t))
                                     .collect::<Result<Vec<_>, _>>()?,
                             );
+                            ty.ref_key = ref_key;
                             info.type_ids.push(type_id(&ty));
                             info.types.push(ty);
                         }
@@ -199,7 +367,7 @@ fn parse_payload<'a>(
                         EntityType::Func(t)
                     }
                     TypeRef::Table(t) => {
-                        let t = table_type(&t)?;
+                        let t = table_type(&t, &info.type_ids)?;
                         info.tables.push(t);
                         info.num_imported_tables += 1;
                         EntityType::Table(t)
@@ -211,7 +379,7 @@ fn parse_payload<'a>(
                         EntityType::Memory(t)
                     }
                     TypeRef::Global(t) => {
-                        let t = global_type(&t)?;
+                        let t = global_type(&t, &info.type_ids)?;
                         info.globals.push(t);
                         info.num_imported_globals += 1;
                         EntityType::Global(t)
@@ -237,12 +405,11 @@ fn parse_payload<'a>(
         Payload::TableSection(reader) => {
             for t in reader.clone() {
                 let t = t.map_err(m)?;
-                if !matches!(t.init, wasmparser::TableInit::RefNull) {
-                    return Err(CompileError::unsupported(
-                        "table initialiser expressions (function references)",
-                    ));
-                }
-                info.tables.push(table_type(&t.ty)?);
+                info.table_inits.push(match &t.init {
+                    wasmparser::TableInit::RefNull => None,
+                    wasmparser::TableInit::Expr(e) => Some(const_expr(e)?),
+                });
+                info.tables.push(table_type(&t.ty, &info.type_ids)?);
             }
         }
         Payload::MemorySection(reader) => {
@@ -264,7 +431,7 @@ fn parse_payload<'a>(
         Payload::GlobalSection(reader) => {
             for g in reader.clone() {
                 let g = g.map_err(m)?;
-                info.globals.push(global_type(&g.ty)?);
+                info.globals.push(global_type(&g.ty, &info.type_ids)?);
                 info.global_inits.push(const_expr(&g.init_expr)?);
             }
         }

@@ -84,6 +84,11 @@ pub struct CompileConfig {
     /// results that are the same on every host (see the `simd` module's
     /// table). On by default.
     pub relaxed_simd: bool,
+    /// Accept typed function references (WebAssembly 3.0): `call_ref`,
+    /// `return_call_ref`, `ref.as_non_null`, `br_on_null`,
+    /// `br_on_non_null`, non-nullable and concrete reference types, and
+    /// tables with initialiser expressions.
+    pub function_references: bool,
 }
 
 impl Default for CompileConfig {
@@ -95,6 +100,7 @@ impl Default for CompileConfig {
             multi_memory: false,
             spectre_guard: true,
             relaxed_simd: true,
+            function_references: true,
         }
     }
 }

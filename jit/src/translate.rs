@@ -528,7 +528,29 @@ impl<'m, 'b> Translator<'m, 'b> {
     fn indirect_callee(&mut self, type_index: u32, table: u32, index: Value) -> (Value, Value) {
         let addr = self.table_elem_addr_or(table, index, abi::TRAP_INDIRECT_OOB);
         let fr = self.b.ins().load(types::I64, table_elems(), addr, 0);
-        self.b.ins().trapz(fr, abi::TRAP_INDIRECT_NULL);
+        self.funcref_callee(type_index, fr, abi::TRAP_INDIRECT_NULL)
+    }
+
+    /// The checks every call through a function reference makes, the one
+    /// copy of them (`call_indirect`, `return_call_indirect`, `call_ref`,
+    /// `return_call_ref`): `fr` must be non-null (else trap with
+    /// `null_code`) and point at a [`abi::VMFuncRef`] whose type id is that
+    /// of `type_index` ([`abi::TRAP_BAD_SIGNATURE`]). Returns the callee's
+    /// code pointer and vmctx.
+    ///
+    /// For `call_ref` both checks are also implied by validation (the
+    /// operand has type `(ref null $t)`); they are made anyway, so that
+    /// nothing the static types might get wrong (a validator bug, a host
+    /// passing null for a non-nullable parameter, a table imported with a
+    /// coarser element type) can make this code jump through a null or
+    /// mistyped reference: the sandbox does not rest on the type system.
+    fn funcref_callee(
+        &mut self,
+        type_index: u32,
+        fr: Value,
+        null_code: TrapCode,
+    ) -> (Value, Value) {
+        self.b.ins().trapz(fr, null_code);
         let tid = self
             .b
             .ins()
@@ -545,6 +567,21 @@ impl<'m, 'b> Translator<'m, 'b> {
             .load(types::I64, rw(), fr, abi::FUNCREF_FUNC_PTR);
         let callee = self.b.ins().load(types::I64, rw(), fr, abi::FUNCREF_VMCTX);
         (fptr, callee)
+    }
+
+    /// `call_ref $t`: the reference on top of the stack, checked by
+    /// [`Self::funcref_callee`], called with the arguments below it.
+    fn call_ref(&mut self, type_index: u32) -> Result<(), CompileError> {
+        let n = self.info().types[type_index as usize].params.len();
+        let fr = self.pop();
+        let call_args = self.popn(n);
+        let (fptr, callee) = self.funcref_callee(type_index, fr, abi::TRAP_NULL_FUNC_REF);
+        let mut a = vec![callee, self.vmctx];
+        a.extend(call_args);
+        let sig = self.sig_ref(type_index);
+        let inst = self.b.ins().call_indirect(sig, fptr, &a);
+        self.call_results(inst);
+        Ok(())
     }
 
     /// Calls builtin `idx` with SystemV ABI; `params` excludes the vmctx.
@@ -1277,6 +1314,36 @@ impl<'m, 'b> Translator<'m, 'b> {
             O::I64Extend16S => self.sext(types::I16, I64),
             O::I64Extend32S => self.sext(I32, I64),
             O::ReturnCall { function_index } => self.return_call(function_index)?,
+            O::CallRef { type_index } => self.call_ref(type_index)?,
+            O::ReturnCallRef { type_index } => self.return_call_ref(type_index)?,
+            O::RefAsNonNull => {
+                let v = *self.stack.last().expect("validated: operand");
+                self.b.ins().trapz(v, abi::TRAP_NULL_REFERENCE);
+            }
+            O::BrOnNull { relative_depth } => {
+                // Null: branch with the values below the reference.
+                // Otherwise continue with the reference on the stack.
+                let r = self.pop();
+                let (target, n) = self.branch_target(relative_depth);
+                let vals = self.peekn(n);
+                let next = self.b.create_block();
+                self.b.ins().brif(r, next, &[], target, &args(&vals));
+                self.b.switch_to_block(next);
+                self.b.seal_block(next);
+                self.push(r);
+            }
+            O::BrOnNonNull { relative_depth } => {
+                // Non-null: branch with the reference as the last value.
+                // Otherwise drop it and continue.
+                let r = self.pop();
+                let (target, n) = self.branch_target(relative_depth);
+                let mut vals = self.peekn(n - 1);
+                vals.push(r);
+                let next = self.b.create_block();
+                self.b.ins().brif(r, target, &args(&vals), next, &[]);
+                self.b.switch_to_block(next);
+                self.b.seal_block(next);
+            }
             O::ReturnCallIndirect {
                 type_index,
                 table_index,

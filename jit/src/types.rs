@@ -63,6 +63,60 @@ impl From<RefType> for ValType {
     }
 }
 
+/// A reference type with everything WebAssembly 3.0 says about it
+/// (nullability, concrete heap type), for matching the imports of globals
+/// and tables. [`GlobalType::ref_type`] and [`TableType::ref_type`] hold
+/// one only when it differs from the plain `funcref` / `externref` its
+/// [`RefType`] already says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TypedRef {
+    /// Whether null is a value of the type.
+    pub nullable: bool,
+    /// The heap type.
+    pub heap: HeapKind,
+}
+
+/// The heap type of a [`TypedRef`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HeapKind {
+    /// `func`: any function.
+    Func,
+    /// `nofunc`: no function (only null).
+    NoFunc,
+    /// `extern`: any host reference.
+    Extern,
+    /// `noextern`: no host reference (only null).
+    NoExtern,
+    /// A function type, by its engine-wide canonical id.
+    Concrete(u32),
+}
+
+impl TypedRef {
+    /// The plain, nullable reference type `r` (`funcref` or `externref`).
+    pub fn plain(r: RefType) -> TypedRef {
+        TypedRef {
+            nullable: true,
+            heap: match r {
+                RefType::Func => HeapKind::Func,
+                RefType::Extern => HeapKind::Extern,
+            },
+        }
+    }
+
+    /// Whether every value of `self` is a value of `other` (WebAssembly
+    /// 3.0 subtyping, without GC's declared subtypes: a concrete function
+    /// type is a subtype only of itself and `func`).
+    pub fn is_subtype_of(self, other: TypedRef) -> bool {
+        use HeapKind::*;
+        let heap = match (self.heap, other.heap) {
+            (a, b) if a == b => true,
+            (NoFunc | Concrete(_), Func) | (NoFunc, Concrete(_)) | (NoExtern, Extern) => true,
+            _ => false,
+        };
+        heap && (other.nullable || !self.nullable)
+    }
+}
+
 /// A function type.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct FuncType {
@@ -70,6 +124,15 @@ pub struct FuncType {
     pub params: Box<[ValType]>,
     /// Result types.
     pub results: Box<[ValType]>,
+    /// What `params` and `results` cannot say about a type using typed
+    /// function references (WebAssembly 3.0): nullability, concrete heap
+    /// types (by the engine-wide id of the referenced type, or by position
+    /// within the type's own recursion group) and the recursion group
+    /// itself, so that two types are equal exactly when the specification
+    /// calls them equivalent (iso-recursive canonicalisation). `None` for
+    /// every type that only uses `funcref` and `externref` and is alone in
+    /// its recursion group: all of WebAssembly 2.0, and host functions.
+    pub ref_key: Option<Arc<[u32]>>,
 }
 
 impl FuncType {
@@ -81,6 +144,7 @@ impl FuncType {
         FuncType {
             params: params.into_iter().collect(),
             results: results.into_iter().collect(),
+            ref_key: None,
         }
     }
 }
@@ -98,7 +162,11 @@ impl fmt::Display for FuncType {
             "(func (param {}) (result {}))",
             list(&self.params),
             list(&self.results)
-        )
+        )?;
+        if let Some(key) = &self.ref_key {
+            write!(f, " with typed references {key:?}")?;
+        }
+        Ok(())
     }
 }
 
@@ -111,6 +179,9 @@ pub struct TableType {
     pub minimum: u64,
     /// Maximum number of elements, if bounded.
     pub maximum: Option<u64>,
+    /// The precise element type, when it is not the plain nullable
+    /// `element` (typed function references).
+    pub ref_type: Option<TypedRef>,
 }
 
 /// A memory type. Sizes are in 64 KiB pages.
@@ -133,6 +204,20 @@ pub struct GlobalType {
     pub content: ValType,
     /// Whether `global.set` may change it.
     pub mutable: bool,
+    /// The precise reference type of a reference global, when it is not
+    /// the plain nullable `content` (typed function references).
+    pub ref_type: Option<TypedRef>,
+}
+
+impl GlobalType {
+    /// A global of type `content`, plain (no typed reference).
+    pub fn new(content: ValType, mutable: bool) -> GlobalType {
+        GlobalType {
+            content,
+            mutable,
+            ref_type: None,
+        }
+    }
 }
 
 /// What an import or export refers to, with its type.
@@ -301,6 +386,10 @@ pub struct ModuleInfo {
     pub num_imported_globals: u32,
     /// Initialisers of the defined globals (`globals[num_imported_globals..]`).
     pub global_inits: Vec<ConstExpr>,
+    /// Initialisers of the defined tables (`tables[num_imported_tables..]`):
+    /// `None` fills a table with null, `Some` with the expression's value
+    /// (typed function references).
+    pub table_inits: Vec<Option<ConstExpr>>,
     /// Imports in order.
     pub imports: Vec<Import>,
     /// Exports in order.

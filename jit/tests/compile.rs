@@ -32,6 +32,7 @@ fn compile(src: &str) -> faaslet_jit::CompiledModule {
             multi_memory: false,
             spectre_guard: true,
             relaxed_simd: true,
+            function_references: true,
         },
         src,
     );
@@ -281,6 +282,7 @@ fn spec_suite_compiles() {
             multi_memory: false,
             spectre_guard: true,
             relaxed_simd: true,
+            function_references: true,
         },
     ] {
         spec_suite_with(&config);

@@ -188,6 +188,7 @@ fn run_explicit_unoptimized() {
         multi_memory: false,
         spectre_guard: true,
         relaxed_simd: true,
+        function_references: true,
     });
 }
 

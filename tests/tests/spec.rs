@@ -379,3 +379,80 @@ fn relaxed_simd_choices_are_fixed() {
     let err = faaslet::Module::from_binary(&engine, &wasm).unwrap_err();
     assert!(err.to_string().contains("relaxed SIMD"), "{err}");
 }
+
+/// Typed function references (a WebAssembly 3.0 feature, on by default):
+/// every assertion of the proposal's 26 files passes in both bounds modes.
+/// (With multi-memory also on, 8 `assert_malformed "zero byte expected"`
+/// of its `binary.wast`, which predate multi-memory, are skipped.)
+#[test]
+fn spec_function_references_both_modes() {
+    for bounds in [Config::default().bounds, Bounds::Explicit] {
+        let t = run_proposal_files(Proposal::FunctionReferences, bounds);
+        assert_eq!((t.files, t.passed, t.skipped), (26, 1649, 0));
+    }
+}
+
+/// `call_ref` checks its reference at run time whatever its static type
+/// says: a host passing null, or a function of another type, for a
+/// non-nullable `(ref $t)` parameter gets a trap, not a jump through it.
+#[test]
+fn call_ref_checks_null_and_type_at_run_time() {
+    use faaslet::{Linker, Module, Store, TrapKind, Val};
+    let engine = Engine::default();
+    let wasm = faaslet::wat_to_wasm(
+        r#"(module
+          (type $t (func (result i32)))
+          (type $u (func (param i32)))
+          (func $f (type $t) (i32.const 7))
+          (func $g (export "g") (type $u))
+          (elem declare func $f)
+          (func (export "nullable") (param (ref null $t)) (result i32)
+            (call_ref $t (local.get 0)))
+          (func (export "non_null") (param (ref $t)) (result i32)
+            (call_ref $t (local.get 0)))
+          (func (export "as_non_null") (param (ref null $t)) (result (ref $t))
+            (ref.as_non_null (local.get 0)))
+          (func (export "f") (result (ref $t)) (ref.func $f)))"#,
+    )
+    .unwrap();
+    let module = Module::from_binary(&engine, &wasm).unwrap();
+    let mut store = Store::new(&engine, ());
+    let instance = Linker::new(&engine)
+        .instantiate(&mut store, &module)
+        .unwrap();
+    let func = |store: &mut Store<()>, name: &str| instance.get_func(store, name).unwrap();
+    let trap = |store: &mut Store<()>, name: &str, arg: Val| {
+        let f = func(store, name);
+        let mut out = [Val::I32(0)];
+        match f.call(store, &[arg], &mut out) {
+            Err(faaslet::Error::Trap(t)) => t.kind,
+            other => panic!("{name}: expected a trap, got {other:?} {out:?}"),
+        }
+    };
+    assert_eq!(
+        trap(&mut store, "nullable", Val::FuncRef(None)),
+        TrapKind::NullFunctionReference
+    );
+    assert_eq!(
+        trap(&mut store, "non_null", Val::FuncRef(None)),
+        TrapKind::NullFunctionReference
+    );
+    assert_eq!(
+        trap(&mut store, "as_non_null", Val::FuncRef(None)),
+        TrapKind::NullReference
+    );
+    let g = func(&mut store, "g");
+    assert_eq!(
+        trap(&mut store, "non_null", Val::FuncRef(Some(g))),
+        TrapKind::BadSignature
+    );
+    // And the right function is called.
+    let f = func(&mut store, "f");
+    let mut r = [Val::FuncRef(None)];
+    f.call(&mut store, &[], &mut r).unwrap();
+    let mut out = [Val::I32(0)];
+    func(&mut store, "non_null")
+        .call(&mut store, &[r[0].clone()], &mut out)
+        .unwrap();
+    assert!(matches!(out[0], Val::I32(7)), "{out:?}");
+}
