@@ -75,6 +75,15 @@ pub struct Config {
     /// a host passing null for a non-nullable parameter can make JIT code
     /// jump through a null or mistyped reference. On by default.
     pub wasm_function_references: bool,
+    /// Accept 64-bit memories (memory64, a WebAssembly 3.0 feature). Every
+    /// access to one is bounds-checked explicitly in both bounds modes
+    /// (guard pages cannot cover a 64-bit index), the 64-bit `index +
+    /// offset` trapping on overflow, with the Spectre guard of
+    /// [`Config::spectre_guard`]. A 64-bit memory is reserved like a 32-bit
+    /// one, so it holds at most 4 GiB (guard pages) or
+    /// [`Config::explicit_reservation_cap`] (explicit): `memory.grow` past
+    /// that returns -1. On by default.
+    pub wasm_memory64: bool,
     /// The resource limits every new [`Store`](crate::Store) starts with
     /// ([`Store::set_limits`](crate::Store::set_limits) changes one store's).
     pub store_limits: StoreLimits,
@@ -204,6 +213,7 @@ impl Default for Config {
             spectre_guard: true,
             wasm_relaxed_simd: true,
             wasm_function_references: true,
+            wasm_memory64: true,
             store_limits: StoreLimits::default(),
         }
     }
@@ -336,6 +346,7 @@ impl Engine {
             spectre_guard: config.spectre_guard,
             relaxed_simd: config.wasm_relaxed_simd,
             function_references: config.wasm_function_references,
+            memory64: config.wasm_memory64,
         };
         let compiler = Compiler::new(&compile)?;
         Ok(Engine {

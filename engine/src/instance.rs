@@ -256,7 +256,12 @@ impl Instance {
         }
         for (i, seg) in info.data.iter().enumerate() {
             if let DataMode::Active { memory, offset } = &seg.mode {
-                let dst = eval_const_entry(entry, offset) as u32 as u64;
+                // A 32-bit memory's offset is an i32, a 64-bit one's an i64.
+                let dst = if info.memories[*memory as usize].memory64 {
+                    eval_const_entry(entry, offset) as u64
+                } else {
+                    eval_const_entry(entry, offset) as u32 as u64
+                };
                 // SAFETY: memory pointers are live store entries.
                 let m = unsafe { &mut *entry.memories[*memory as usize] };
                 copy_into_memory(m, dst, &seg.bytes, 0, seg.bytes.len() as u64)
@@ -387,6 +392,7 @@ fn check_import(
             let cur = e.length() / faaslet_sfi::WASM_PAGE as u64;
             if !limits_ok(cur, e.ty.maximum, want.minimum, want.maximum)
                 || want.shared != e.ty.shared
+                || want.memory64 != e.ty.memory64
             {
                 return Err(Error::Link(format!(
                     "{}: incompatible memory limits",

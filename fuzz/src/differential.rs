@@ -193,6 +193,7 @@ fn wasmi_config() -> wasmi::Config {
         .wasm_tail_call(true)
         .wasm_simd(true)
         .wasm_relaxed_simd(true)
+        .wasm_memory64(true)
         .wasm_custom_page_sizes(false)
         .wasm_wide_arithmetic(false)
         .floats(true);

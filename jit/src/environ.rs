@@ -39,6 +39,9 @@ pub(crate) fn config_features(config: &crate::CompileConfig) -> WasmFeatures {
     if config.function_references {
         features |= WasmFeatures::FUNCTION_REFERENCES;
     }
+    if config.memory64 {
+        features |= WasmFeatures::MEMORY64;
+    }
     features
 }
 
@@ -253,9 +256,6 @@ fn table_type(t: &wasmparser::TableType, type_ids: &[u32]) -> Result<TableType, 
 }
 
 fn memory_type(t: &wasmparser::MemoryType) -> Result<MemoryType, CompileError> {
-    if t.memory64 {
-        return Err(CompileError::unsupported("64-bit memories (memory64)"));
-    }
     if t.page_size_log2.is_some_and(|p| p != 16) {
         return Err(CompileError::unsupported("custom page sizes"));
     }

@@ -89,6 +89,11 @@ pub struct CompileConfig {
     /// `br_on_non_null`, non-nullable and concrete reference types, and
     /// tables with initialiser expressions.
     pub function_references: bool,
+    /// Accept 64-bit memories (memory64, WebAssembly 3.0). Their accesses
+    /// are always checked explicitly (with the Spectre guard if
+    /// configured), in both bounds modes: no guard region covers a 64-bit
+    /// index, and `index + offset` traps on its carry.
+    pub memory64: bool,
 }
 
 impl Default for CompileConfig {
@@ -101,6 +106,7 @@ impl Default for CompileConfig {
             spectre_guard: true,
             relaxed_simd: true,
             function_references: true,
+            memory64: true,
         }
     }
 }

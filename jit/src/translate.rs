@@ -630,6 +630,20 @@ impl<'m, 'b> Translator<'m, 'b> {
         self.vmctx_ptr(off)
     }
 
+    /// Whether memory `mem` is indexed by i64 (memory64).
+    fn is_memory64(&self, mem: u32) -> bool {
+        self.info().memories[mem as usize].memory64
+    }
+
+    /// `v`, an index or length operand of memory `mem`, as an i64.
+    fn mem_index64(&mut self, mem: u32, v: Value) -> Value {
+        if self.is_memory64(mem) {
+            v
+        } else {
+            self.zext64(v)
+        }
+    }
+
     /// Memory index of an access.
     fn memarg_memory(memarg: &MemArg) -> u32 {
         match memarg.target {
@@ -651,12 +665,17 @@ impl<'m, 'b> Translator<'m, 'b> {
     /// a sandbox escape, so the decisions that make an access safe live
     /// here only: which memory (`memarg.target`, for both the length
     /// checked and the base returned), the end computation
-    /// (`index + offset + size`, which cannot overflow in 64 bits: the
-    /// index is a zero-extended i32 and validation limits 32-bit memories'
-    /// offsets to below 2^32; memory64 is rejected), the comparison
+    /// (`index + offset + size`, which cannot overflow in 64 bits for a
+    /// 32-bit memory: the index is a zero-extended i32 and validation
+    /// limits 32-bit memories' offsets to below 2^32; for a 64-bit memory
+    /// it can, so the carry counts as out of bounds and the offset sum
+    /// saturates), the comparison
     /// against the current length (`end > length` traps), the trap code
     /// ([`abi::TRAP_MEMORY_OOB`]), and when the check may be left to the
     /// guard pages.
+    ///
+    /// A 64-bit memory (memory64) is always checked explicitly, whatever
+    /// the bounds mode: no guard region covers a 64-bit index.
     ///
     /// That last one is the one difference between callers, `check`:
     /// ordinary accesses may skip the check under
@@ -681,11 +700,18 @@ impl<'m, 'b> Translator<'m, 'b> {
         check: BoundsCheck,
         load_base: bool,
     ) -> CheckedIndex {
-        let mp = self.memory_ptr(Self::memarg_memory(memarg));
+        let mem = Self::memarg_memory(memarg);
+        let is64 = self.is_memory64(mem);
+        let mp = self.memory_ptr(mem);
         let base = load_base.then(|| self.load_ro(mp, abi::MEMORY_BASE));
-        let idx = self.zext64(index);
-        let end_off = memarg.offset + u64::from(size);
+        let idx = if is64 { index } else { self.zext64(index) };
+        // At most 2^32 - 1 + 16 for a 32-bit memory. A 64-bit memory's
+        // offset may be anything: saturated, the sum still exceeds every
+        // length, so the check below traps.
+        let end_off = memarg.offset.saturating_add(u64::from(size));
         let need_check = match (check, self.env.config.bounds) {
+            // The guard region covers a 32-bit index only.
+            _ if is64 => true,
             (BoundsCheck::Always, _) => true,
             (BoundsCheck::Configured, BoundsChecks::GuardPages { guard_size }) => {
                 end_off > guard_size
@@ -701,8 +727,20 @@ impl<'m, 'b> Translator<'m, 'b> {
                     self.b.use_var(var)
                 }
             };
-            let end = self.b.ins().iadd_imm_s(idx, end_off as i64);
-            let oob = self.b.ins().icmp(IntCC::UnsignedGreaterThan, end, len);
+            let oob = if is64 {
+                // A 64-bit index plus the offset may wrap around 2^64 and
+                // come out small: the carry is out of bounds too. It is
+                // part of the one condition both the trap and the Spectre
+                // guard test, so a speculated access past a wrapped sum is
+                // sent to address 0 as well.
+                let off = self.b.ins().iconst(types::I64, end_off as i64);
+                let (end, carry) = self.b.ins().uadd_overflow(idx, off);
+                let beyond = self.b.ins().icmp(IntCC::UnsignedGreaterThan, end, len);
+                self.b.ins().bor(beyond, carry)
+            } else {
+                let end = self.b.ins().iadd_imm_s(idx, end_off as i64);
+                self.b.ins().icmp(IntCC::UnsignedGreaterThan, end, len)
+            };
             self.b.ins().trapnz(oob, abi::TRAP_MEMORY_OOB);
             oob
         });
@@ -1049,26 +1087,40 @@ impl<'m, 'b> Translator<'m, 'b> {
                 let mp = self.memory_ptr(mem);
                 let len = self.b.ins().load(I64, rw(), mp, abi::MEMORY_LENGTH);
                 let pages = self.b.ins().ushr_imm_u(len, 16);
-                let v = self.b.ins().ireduce(I32, pages);
+                let v = if self.is_memory64(mem) {
+                    pages
+                } else {
+                    self.b.ins().ireduce(I32, pages)
+                };
                 self.push(v);
             }
             O::MemoryGrow { mem } => {
                 let delta = self.pop();
                 let m = self.i32c(mem);
-                let d = self.zext64(delta);
+                let d = self.mem_index64(mem, delta);
                 let r = self
                     .builtin(abi::builtins::MEMORY_GROW, &[I32, I64], Some(I64), &[m, d])
                     .unwrap();
-                let v = self.b.ins().ireduce(I32, r);
+                // The builtin returns the old size or u64::MAX (-1).
+                let v = if self.is_memory64(mem) {
+                    r
+                } else {
+                    self.b.ins().ireduce(I32, r)
+                };
                 self.push(v);
             }
             O::MemoryCopy { dst_mem, src_mem } => {
                 let (d, s, n) = self.pop3();
                 let dm = self.i32c(dst_mem);
                 let sm = self.i32c(src_mem);
-                let d = self.zext64(d);
-                let s = self.zext64(s);
-                let n = self.zext64(n);
+                let d = self.mem_index64(dst_mem, d);
+                let s = self.mem_index64(src_mem, s);
+                // The length is i64 only if both memories are 64-bit.
+                let n = if self.is_memory64(dst_mem) && self.is_memory64(src_mem) {
+                    n
+                } else {
+                    self.zext64(n)
+                };
                 let r = self
                     .builtin(
                         abi::builtins::MEMORY_COPY,
@@ -1082,8 +1134,8 @@ impl<'m, 'b> Translator<'m, 'b> {
             O::MemoryFill { mem } => {
                 let (d, val, n) = self.pop3();
                 let m = self.i32c(mem);
-                let d = self.zext64(d);
-                let n = self.zext64(n);
+                let d = self.mem_index64(mem, d);
+                let n = self.mem_index64(mem, n);
                 let r = self
                     .builtin(
                         abi::builtins::MEMORY_FILL,
@@ -1098,7 +1150,7 @@ impl<'m, 'b> Translator<'m, 'b> {
                 let (d, s, n) = self.pop3();
                 let m = self.i32c(mem);
                 let di = self.i32c(data_index);
-                let d = self.zext64(d);
+                let d = self.mem_index64(mem, d);
                 let r = self
                     .builtin(
                         abi::builtins::MEMORY_INIT,

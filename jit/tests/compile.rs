@@ -33,6 +33,7 @@ fn compile(src: &str) -> faaslet_jit::CompiledModule {
             spectre_guard: true,
             relaxed_simd: true,
             function_references: true,
+            memory64: true,
         },
         src,
     );
@@ -283,6 +284,7 @@ fn spec_suite_compiles() {
             spectre_guard: true,
             relaxed_simd: true,
             function_references: true,
+            memory64: true,
         },
     ] {
         spec_suite_with(&config);

@@ -189,6 +189,7 @@ fn run_explicit_unoptimized() {
         spectre_guard: true,
         relaxed_simd: true,
         function_references: true,
+        memory64: true,
     });
 }
 

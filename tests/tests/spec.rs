@@ -456,3 +456,80 @@ fn call_ref_checks_null_and_type_at_run_time() {
         .unwrap();
     assert!(matches!(out[0], Val::I32(7)), "{out:?}");
 }
+
+/// memory64 (a WebAssembly 3.0 feature, on by default): every assertion of
+/// the proposal's 14 files passes in both bounds modes.
+#[test]
+fn spec_memory64_both_modes() {
+    for bounds in [Config::default().bounds, Bounds::Explicit] {
+        let t = run_proposal_files(Proposal::Memory64, bounds);
+        assert_eq!((t.files, t.passed, t.skipped), (14, 1438, 0));
+    }
+}
+
+/// 64-bit indices never wrap the bounds check: `index + offset` past 2^64
+/// traps (it would otherwise come out small and pass), in both bounds
+/// modes, with and without the Spectre guard.
+const MEMORY64_EDGES: &str = r#"
+(module
+  (memory i64 1)
+  (func (export "load") (param i64) (result i32) (i32.load offset=8 (local.get 0)))
+  (func (export "load_far") (param i64) (result i32)
+    (i32.load offset=0xffff_ffff_ffff_fff0 (local.get 0)))
+  (func (export "store") (param i64) (i64.store offset=4 (local.get 0) (i64.const -1)))
+  (func (export "v128") (param i64) (result v128) (v128.load offset=1 (local.get 0)))
+  (func (export "fill") (param i64 i64) (memory.fill (local.get 0) (i32.const 1) (local.get 1)))
+  (func (export "size") (result i64) (memory.size))
+  (func (export "grow") (param i64) (result i64) (memory.grow (local.get 0))))
+(assert_return (invoke "load" (i64.const 65524)) (i32.const 0))
+(assert_trap (invoke "load" (i64.const 65525)) "out of bounds memory access")
+(assert_trap (invoke "load" (i64.const -8)) "out of bounds memory access")
+(assert_trap (invoke "load" (i64.const -12)) "out of bounds memory access")
+(assert_trap (invoke "load" (i64.const -1)) "out of bounds memory access")
+(assert_trap (invoke "load" (i64.const 0x1_0000_0000)) "out of bounds memory access")
+(assert_trap (invoke "load" (i64.const 0x1_0000_0000_0000)) "out of bounds memory access")
+(assert_trap (invoke "load_far" (i64.const 0x10)) "out of bounds memory access")
+(assert_trap (invoke "load_far" (i64.const 0x14)) "out of bounds memory access")
+(assert_trap (invoke "load_far" (i64.const 0)) "out of bounds memory access")
+(assert_trap (invoke "store" (i64.const -4)) "out of bounds memory access")
+(assert_trap (invoke "store" (i64.const 65532)) "out of bounds memory access")
+(assert_trap (invoke "v128" (i64.const -1)) "out of bounds memory access")
+(assert_trap (invoke "v128" (i64.const 65520)) "out of bounds memory access")
+(assert_trap (invoke "fill" (i64.const -1) (i64.const 2)) "out of bounds memory access")
+(assert_trap (invoke "fill" (i64.const 1) (i64.const -1)) "out of bounds memory access")
+(assert_return (invoke "size") (i64.const 1))
+(assert_return (invoke "grow" (i64.const 0x1_0000_0000_0000)) (i64.const -1))
+(assert_return (invoke "grow" (i64.const -1)) (i64.const -1))
+(assert_return (invoke "grow" (i64.const 1)) (i64.const 1))
+(assert_return (invoke "load" (i64.const 131060)) (i32.const 0))
+(assert_trap (invoke "load" (i64.const 131061)) "out of bounds memory access")
+"#;
+
+#[test]
+fn memory64_indices_never_wrap_the_bounds_check() {
+    for bounds in [Config::default().bounds, Bounds::Explicit] {
+        for spectre_guard in [true, false] {
+            let engine = Engine::new(&Config {
+                bounds,
+                spectre_guard,
+                ..Config::default()
+            })
+            .expect("engine");
+            let r = run_with_big_stack(move || {
+                WastRunner::new(engine).run_file("memory64-edges.wast", MEMORY64_EDGES)
+            });
+            assert!(r.ok() && r.passed == 22, "{bounds:?} {spectre_guard}: {r}");
+        }
+    }
+    // Guard-page mode too checks a 64-bit access explicitly, carry
+    // included, and guards the address it checked.
+    let engine = Engine::default();
+    let wasm = faaslet::wat_to_wasm(
+        "(module (memory i64 1) (func (param i64) (result i32) (i32.load (local.get 0))))",
+    )
+    .unwrap();
+    let clif = engine.emit(&wasm, faaslet::Emit::Clif, None).unwrap();
+    for needle in ["uadd_overflow", "select_spectre_guard", "trapnz"] {
+        assert!(clif.contains(needle), "{needle} missing:\n{clif}");
+    }
+}
