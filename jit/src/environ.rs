@@ -37,7 +37,15 @@ pub(crate) fn config_features(config: &crate::CompileConfig) -> WasmFeatures {
         features |= WasmFeatures::RELAXED_SIMD;
     }
     if config.function_references {
-        features |= WasmFeatures::FUNCTION_REFERENCES;
+        // Also wasmparser's GC feature, for the parts of WebAssembly 3.0's
+        // type system that typed function references use: explicit
+        // recursion groups, `sub final` declarations, and `global.get` of
+        // an immutable defined global in constant expressions. What GC
+        // adds beyond that is refused when the module is parsed or
+        // translated, as unsupported: struct and array types, declared
+        // subtypes, heap types other than func/extern (`any`, `eq`, `i31`,
+        // ...), and the GC instructions.
+        features |= WasmFeatures::FUNCTION_REFERENCES | WasmFeatures::GC;
     }
     if config.memory64 {
         features |= WasmFeatures::MEMORY64;
@@ -181,6 +189,11 @@ fn rec_group_keys(
     type_ids: &[u32],
 ) -> Result<Vec<Option<Arc<[u32]>>>, CompileError> {
     let n = group.types().len() as u32;
+    if group.types().any(|t| !t.supertype_idxs.is_empty()) {
+        return Err(CompileError::unsupported(
+            "declared subtypes of function types (GC)",
+        ));
+    }
     let funcs: Vec<&wasmparser::FuncType> = group
         .types()
         .filter_map(|t| match &t.composite_type.inner {
@@ -190,6 +203,7 @@ fn rec_group_keys(
         .collect();
     // `(rec (type $t ...))` is the same group as `(type $t ...)`.
     let plain = n == 1
+        && group.types().all(|t| t.is_final)
         && funcs
             .iter()
             .all(|f| f.params().iter().chain(f.results()).all(is_plain));
@@ -197,7 +211,8 @@ fn rec_group_keys(
         return Ok(vec![None; n as usize]);
     }
     let mut structure = vec![n];
-    for f in &funcs {
+    for (f, sub) in funcs.iter().zip(group.types()) {
+        structure.push(u32::from(sub.is_final));
         structure.push(f.params().len() as u32);
         structure.push(f.results().len() as u32);
         for t in f.params().iter().chain(f.results()) {
