@@ -357,11 +357,11 @@ fn classify(d: &WastDirective<'_>) -> Class {
         | D::AssertTrap { .. }
         | D::AssertReturn { .. }
         | D::AssertExhaustion { .. }
-        | D::AssertUnlinkable { .. } => Class::Assertion,
+        | D::AssertUnlinkable { .. }
+        | D::AssertException { .. } => Class::Assertion,
         D::AssertInvalidCustom { .. } | D::AssertMalformedCustom { .. } => {
             Class::Unsupported("custom-section assertions (annotations proposal)")
         }
-        D::AssertException { .. } => Class::Unsupported("exception handling"),
         D::AssertSuspension { .. } => Class::Unsupported("stack switching"),
         D::Thread(_) | D::Wait { .. } => Class::Unsupported("threads"),
     }
@@ -660,9 +660,16 @@ impl<'c> FileRun<'c> {
                     Err(e) => fail(format!("expected unlinkable ({message:?}), got: {e}")),
                 }
             }
+            D::AssertException { exec, .. } => match self.execute_exec(exec)? {
+                Ok(vals) => fail(format!(
+                    "expected an uncaught exception, got {}",
+                    show_vals(&vals)
+                )),
+                Err(Error::Trap(t)) if t.kind == TrapKind::UncaughtException => Ok(()),
+                Err(e) => fail(format!("expected an uncaught exception, got: {e}")),
+            },
             D::AssertInvalidCustom { .. }
             | D::AssertMalformedCustom { .. }
-            | D::AssertException { .. }
             | D::AssertSuspension { .. }
             | D::Thread(_)
             | D::Wait { .. } => Err(Outcome::Skip("unsupported directive".into())),
@@ -787,6 +794,11 @@ impl<'c> FileRun<'c> {
                 ty: AbstractHeapType::Extern | AbstractHeapType::NoExtern,
                 ..
             }) => Val::ExternRef(None),
+            WastArgCore::RefNull(HeapType::Abstract {
+                ty: AbstractHeapType::Exn | AbstractHeapType::NoExn,
+                ..
+            }) => Val::ExnRef(None),
+            WastArgCore::RefNull(HeapType::Concrete(_)) => Val::FuncRef(None),
             WastArgCore::RefNull(h) => {
                 return Err(Outcome::Skip(format!("unsupported null reference {h:?}")))
             }
@@ -831,8 +843,19 @@ impl<'c> FileRun<'c> {
                 r.is_none()
                     && matches!(
                         h,
+                        None | Some(HeapType::Concrete(_))
+                            | Some(HeapType::Abstract {
+                                ty: AbstractHeapType::Func | AbstractHeapType::NoFunc,
+                                ..
+                            })
+                    )
+            }
+            (WastRetCore::RefNull(h), Val::ExnRef(r)) => {
+                r.is_none()
+                    && matches!(
+                        h,
                         None | Some(HeapType::Abstract {
-                            ty: AbstractHeapType::Func | AbstractHeapType::NoFunc,
+                            ty: AbstractHeapType::Exn | AbstractHeapType::NoExn,
                             ..
                         })
                     )
@@ -932,6 +955,8 @@ fn show_val(v: &Val) -> String {
         Val::FuncRef(Some(_)) => "ref.func".into(),
         Val::ExternRef(None) => "ref.null extern".into(),
         Val::ExternRef(Some(_)) => "ref.extern".into(),
+        Val::ExnRef(None) => "ref.null exn".into(),
+        Val::ExnRef(Some(_)) => "ref.exn".into(),
     }
 }
 

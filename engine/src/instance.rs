@@ -101,6 +101,7 @@ impl Instance {
             memory_ids: Vec::new(),
             table_ids: Vec::new(),
             global_ids: Vec::new(),
+            tag_ids: Vec::new(),
             imported_funcs: Vec::new(),
             elements: Vec::new(),
             data: info.data.iter().map(|d| Some(d.bytes.clone())).collect(),
@@ -133,7 +134,20 @@ impl Instance {
                 Extern::Memory(m) => entry.memory_ids.push(m.index),
                 Extern::Table(t) => entry.table_ids.push(t.index),
                 Extern::Global(g) => entry.global_ids.push(g.index),
+                Extern::Tag(t) => entry.tag_ids.push(t.index),
             }
+        }
+        // Defined tags: each a new identity.
+        for &ty in &info.tags[info.num_imported_tags as usize..] {
+            core.tags.push(Box::new(abi::VMTag {
+                type_id: info.type_ids[ty as usize],
+                _pad: 0,
+            }));
+            entry.tag_ids.push(core.tags.len() as u32 - 1);
+        }
+        for (i, id) in entry.tag_ids.iter().enumerate() {
+            let tag: *const abi::VMTag = &*core.tags[*id as usize];
+            write_ptr(offsets.tag(i as u32), tag as *const u8);
         }
         // 3. Defined memories, tables, globals.
         for (k, ty) in info.memories[info.num_imported_memories as usize..]
@@ -207,7 +221,8 @@ impl Instance {
         for (i, init) in info.table_inits.iter().enumerate() {
             if let Some(init) = init {
                 let value = eval_const(&core.globals, &entry, init) as u64;
-                let t = &mut core.tables[entry.table_ids[i] as usize];
+                let id = entry.table_ids[info.num_imported_tables as usize + i];
+                let t = &mut core.tables[id as usize];
                 t.elems.fill(value);
             }
         }
@@ -365,6 +380,7 @@ fn check_import(
         Extern::Memory(m) => m.store,
         Extern::Table(t) => t.store,
         Extern::Global(g) => g.store,
+        Extern::Tag(t) => t.store,
     };
     core.check(id)
         .map_err(|_| Error::Link(format!("{}: value from another store", what())))?;
@@ -422,6 +438,12 @@ fn check_import(
         (EntityType::Global(want), Extern::Global(g)) => {
             if !global_matches(&core.globals[g.index as usize].ty, want) {
                 return Err(Error::Link(format!("{}: incompatible global type", what())));
+            }
+        }
+        (EntityType::Tag(want), Extern::Tag(t)) => {
+            // Tag types are function types: equal ids, equal types.
+            if core.tags[t.index as usize].type_id != info.type_ids[*want as usize] {
+                return Err(Error::Link(format!("{}: incompatible tag type", what())));
             }
         }
         _ => return Err(Error::Link(format!("{}: wrong kind of import", what()))),

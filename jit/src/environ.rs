@@ -50,6 +50,9 @@ pub(crate) fn config_features(config: &crate::CompileConfig) -> WasmFeatures {
     if config.memory64 {
         features |= WasmFeatures::MEMORY64;
     }
+    if config.exceptions {
+        features |= WasmFeatures::EXCEPTIONS;
+    }
     features
 }
 
@@ -84,6 +87,10 @@ pub(crate) fn heap_ref_type(h: wasmparser::HeapType) -> Result<RefType, CompileE
             shared: false,
             ty: AbstractHeapType::Extern | AbstractHeapType::NoExtern,
         } => Ok(RefType::Extern),
+        HeapType::Abstract {
+            shared: false,
+            ty: AbstractHeapType::Exn | AbstractHeapType::NoExn,
+        } => Ok(RefType::Exn),
         // Only function types are accepted in the type section (GC's
         // struct and array types are refused there), so a concrete heap
         // type is a function type.
@@ -242,6 +249,8 @@ fn typed_ref(r: wasmparser::RefType, type_ids: &[u32]) -> Result<Option<TypedRef
         HeapType::Abstract {
             ty: A::NoExtern, ..
         } => HeapKind::NoExtern,
+        HeapType::Abstract { ty: A::Exn, .. } => HeapKind::Exn,
+        HeapType::Abstract { ty: A::NoExn, .. } => HeapKind::NoExn,
         HeapType::Concrete(i) => {
             let id = i
                 .as_module_index()
@@ -393,6 +402,11 @@ fn parse_payload<'a>(
                         info.num_imported_memories += 1;
                         EntityType::Memory(t)
                     }
+                    TypeRef::Tag(t) => {
+                        info.tags.push(t.func_type_idx);
+                        info.num_imported_tags += 1;
+                        EntityType::Tag(t.func_type_idx)
+                    }
                     TypeRef::Global(t) => {
                         let t = global_type(&t, &info.type_ids)?;
                         info.globals.push(t);
@@ -440,8 +454,10 @@ fn parse_payload<'a>(
             )
             .at(range.start as usize));
         }
-        Payload::TagSection(_) => {
-            return Err(CompileError::unsupported("exception handling (tags)"));
+        Payload::TagSection(reader) => {
+            for t in reader.clone() {
+                info.tags.push(t.map_err(m)?.func_type_idx);
+            }
         }
         Payload::GlobalSection(reader) => {
             for g in reader.clone() {
@@ -458,6 +474,7 @@ fn parse_payload<'a>(
                     ExternalKind::Table => ExportIndex::Table(e.index),
                     ExternalKind::Memory => ExportIndex::Memory(e.index),
                     ExternalKind::Global => ExportIndex::Global(e.index),
+                    ExternalKind::Tag => ExportIndex::Tag(e.index),
                     other => {
                         return Err(CompileError::unsupported(format!(
                             "export of kind {other:?}"
@@ -709,6 +726,7 @@ pub(crate) fn parse_module<'a>(
         num_tables: info.tables.len() as u32,
         num_globals: info.globals.len() as u32,
         num_funcs: info.funcs.len() as u32,
+        num_tags: info.tags.len() as u32,
     };
     Ok(ParsedModule { info, bodies })
 }

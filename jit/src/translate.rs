@@ -17,6 +17,8 @@ use wasmparser::{BlockType, FunctionBody, MemArg, Operator};
 
 #[path = "atomics.rs"]
 mod atomics;
+#[path = "exceptions.rs"]
+mod exceptions;
 #[path = "tail_call.rs"]
 mod tail_call;
 
@@ -28,7 +30,7 @@ pub(crate) fn ir_type(t: ValType) -> Type {
         ValType::F32 => types::F32,
         ValType::F64 => types::F64,
         ValType::V128 => types::I8X16,
-        ValType::FuncRef | ValType::ExternRef => types::I64,
+        ValType::FuncRef | ValType::ExternRef | ValType::ExnRef => types::I64,
     }
 }
 
@@ -98,6 +100,8 @@ struct Frame {
     dest_used: bool,
     /// Frame was opened while unreachable: only nesting bookkeeping.
     dead: bool,
+    /// For a live `try_table`: its handlers (see `exceptions.rs`).
+    try_table: Option<exceptions::TryTable>,
 }
 
 /// Static context for translating the functions of one module.
@@ -120,6 +124,11 @@ struct Translator<'m, 'b> {
     declare: &'m mut dyn FnMut(u32, &mut Function) -> FuncRef,
     /// Each memory's length as last loaded (see `refresh_memory_lengths`).
     mem_lens: Vec<Variable>,
+    /// The function's result types.
+    func_results: Vec<Type>,
+    /// The block that returns with an exception pending (zero results),
+    /// once something needs it (see `exceptions.rs`).
+    propagate: Option<Block>,
 }
 
 fn block_type(info: &ModuleInfo, bt: BlockType) -> Result<(Vec<Type>, Vec<Type>), CompileError> {
@@ -220,10 +229,11 @@ pub(crate) fn translate_function(
             header: None,
             else_block: None,
             params: vec![],
-            results,
+            results: results.clone(),
             height: 0,
             dest_used: false,
             dead: false,
+            try_table: None,
         }],
         reachable: true,
         func_refs: HashMap::new(),
@@ -231,6 +241,8 @@ pub(crate) fn translate_function(
         builtin_sigs: HashMap::new(),
         declare,
         mem_lens: Vec::new(),
+        propagate: None,
+        func_results: results,
     };
     for _ in 0..info.memories.len() {
         let v = tr.b.declare_var(types::I64);
@@ -253,6 +265,7 @@ pub(crate) fn translate_function(
         let vals = tr.stack[..n].to_vec();
         tr.b.ins().return_(&vals);
     }
+    tr.finish_propagate();
     tr.b.finalize(frontend);
     Ok(())
 }
@@ -337,6 +350,7 @@ impl<'m, 'b> Translator<'m, 'b> {
             height,
             dest_used: false,
             dead: false,
+            try_table: None,
         })
     }
 
@@ -352,6 +366,7 @@ impl<'m, 'b> Translator<'m, 'b> {
             height: self.stack.len(),
             dest_used: false,
             dead: true,
+            try_table: None,
         });
     }
 
@@ -403,6 +418,8 @@ impl<'m, 'b> Translator<'m, 'b> {
         // The callee may have grown any memory (memory.grow, a host
         // function mapping state).
         self.refresh_memory_lengths();
+        // Or thrown.
+        self.check_pending_exception();
     }
 
     /// Loads every memory's current length into its variable, which the
@@ -871,7 +888,7 @@ impl<'m, 'b> Translator<'m, 'b> {
         use Operator as O;
         if !self.reachable {
             match op {
-                O::Block { .. } | O::Loop { .. } | O::If { .. } => {
+                O::Block { .. } | O::Loop { .. } | O::If { .. } | O::TryTable { .. } => {
                     self.dead_frame();
                     return Ok(());
                 }
@@ -891,7 +908,7 @@ impl<'m, 'b> Translator<'m, 'b> {
                     return Ok(());
                 }
                 O::End => {
-                    self.end_frame();
+                    self.end();
                     return Ok(());
                 }
                 _ => return Ok(()),
@@ -953,7 +970,10 @@ impl<'m, 'b> Translator<'m, 'b> {
                 let vals = self.b.block_params(else_block).to_vec();
                 self.stack.extend(vals);
             }
-            O::End => self.end_frame(),
+            O::End => self.end(),
+            O::TryTable { ref try_table } => self.try_table(try_table)?,
+            O::Throw { tag_index } => self.throw(tag_index),
+            O::ThrowRef => self.throw_ref(),
             O::Br { relative_depth } => {
                 let (target, n) = self.branch_target(relative_depth);
                 let vals = self.peekn(n);

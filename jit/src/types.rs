@@ -22,12 +22,17 @@ pub enum ValType {
     FuncRef,
     /// Nullable external (host) reference.
     ExternRef,
+    /// Nullable exception reference (exception handling, WebAssembly 3.0).
+    ExnRef,
 }
 
 impl ValType {
     /// Whether this is a reference type.
     pub fn is_ref(self) -> bool {
-        matches!(self, ValType::FuncRef | ValType::ExternRef)
+        matches!(
+            self,
+            ValType::FuncRef | ValType::ExternRef | ValType::ExnRef
+        )
     }
 }
 
@@ -41,6 +46,7 @@ impl fmt::Display for ValType {
             ValType::V128 => "v128",
             ValType::FuncRef => "funcref",
             ValType::ExternRef => "externref",
+            ValType::ExnRef => "exnref",
         })
     }
 }
@@ -52,6 +58,8 @@ pub enum RefType {
     Func,
     /// `externref`.
     Extern,
+    /// `exnref`.
+    Exn,
 }
 
 impl From<RefType> for ValType {
@@ -59,6 +67,7 @@ impl From<RefType> for ValType {
         match r {
             RefType::Func => ValType::FuncRef,
             RefType::Extern => ValType::ExternRef,
+            RefType::Exn => ValType::ExnRef,
         }
     }
 }
@@ -87,6 +96,10 @@ pub enum HeapKind {
     Extern,
     /// `noextern`: no host reference (only null).
     NoExtern,
+    /// `exn`: any exception.
+    Exn,
+    /// `noexn`: no exception (only null).
+    NoExn,
     /// A function type, by its engine-wide canonical id.
     Concrete(u32),
 }
@@ -99,6 +112,7 @@ impl TypedRef {
             heap: match r {
                 RefType::Func => HeapKind::Func,
                 RefType::Extern => HeapKind::Extern,
+                RefType::Exn => HeapKind::Exn,
             },
         }
     }
@@ -110,7 +124,10 @@ impl TypedRef {
         use HeapKind::*;
         let heap = match (self.heap, other.heap) {
             (a, b) if a == b => true,
-            (NoFunc | Concrete(_), Func) | (NoFunc, Concrete(_)) | (NoExtern, Extern) => true,
+            (NoFunc | Concrete(_), Func)
+            | (NoFunc, Concrete(_))
+            | (NoExtern, Extern)
+            | (NoExn, Exn) => true,
             _ => false,
         };
         heap && (other.nullable || !self.nullable)
@@ -231,6 +248,9 @@ pub enum EntityType {
     Memory(MemoryType),
     /// A global.
     Global(GlobalType),
+    /// An exception tag, by the index into [`ModuleInfo::types`] of the
+    /// function type of its payload (its params; no results).
+    Tag(u32),
 }
 
 /// One import.
@@ -255,6 +275,8 @@ pub enum ExportIndex {
     Memory(u32),
     /// Global index.
     Global(u32),
+    /// Tag index.
+    Tag(u32),
 }
 
 /// One export.
@@ -384,6 +406,11 @@ pub struct ModuleInfo {
     pub globals: Vec<GlobalType>,
     /// How many of `globals` are imported.
     pub num_imported_globals: u32,
+    /// Every exception tag (imported first), as the index into `types` of
+    /// its payload's function type.
+    pub tags: Vec<u32>,
+    /// How many of `tags` are imported.
+    pub num_imported_tags: u32,
     /// Initialisers of the defined globals (`globals[num_imported_globals..]`).
     pub global_inits: Vec<ConstExpr>,
     /// Initialisers of the defined tables (`tables[num_imported_tables..]`):

@@ -34,6 +34,7 @@ fn compile(src: &str) -> faaslet_jit::CompiledModule {
             relaxed_simd: true,
             function_references: true,
             memory64: true,
+            exceptions: true,
         },
         src,
     );
@@ -285,6 +286,7 @@ fn spec_suite_compiles() {
             relaxed_simd: true,
             function_references: true,
             memory64: true,
+            exceptions: true,
         },
     ] {
         spec_suite_with(&config);

@@ -533,3 +533,80 @@ fn memory64_indices_never_wrap_the_bounds_check() {
         assert!(clif.contains(needle), "{needle} missing:\n{clif}");
     }
 }
+
+/// Exception handling (a WebAssembly 3.0 feature, on by default): every
+/// assertion of the proposal's 4 files passes in both bounds modes.
+#[test]
+fn spec_exceptions_both_modes() {
+    for bounds in [Config::default().bounds, Bounds::Explicit] {
+        let t = run_proposal_files(Proposal::ExceptionHandling, bounds);
+        assert_eq!((t.files, t.passed, t.skipped), (4, 90, 0));
+    }
+}
+
+/// What a guest can do with exceptions is bounded and checked: throwing
+/// in a loop ends in a trap at the store's limit (exception objects live
+/// as long as the store), an uncaught exception reaches the host as a
+/// trap, a null `throw_ref` traps, and an exnref from another store is
+/// refused before it reaches wasm code (which dereferences it).
+#[test]
+fn exceptions_are_bounded_and_checked() {
+    use faaslet::{Linker, Module, Store, TrapKind, Val};
+    let engine = Engine::default();
+    let wasm = faaslet::wat_to_wasm(
+        r#"(module
+          (tag $e (param i64))
+          (func (export "throw_forever")
+            (loop $l
+              (block $h (result exnref)
+                (try_table (catch_all_ref $h) (throw $e (i64.const 7)))
+                (unreachable))
+              (drop)
+              (br $l)))
+          (func (export "uncaught") (throw $e (i64.const 1)))
+          (func (export "catch") (result exnref)
+            (block $h (result exnref)
+              (try_table (catch_all_ref $h) (throw $e (i64.const 9)))
+              (ref.null exn)))
+          (func (export "rethrow") (param exnref) (throw_ref (local.get 0))))"#,
+    )
+    .unwrap();
+    let module = Module::from_binary(&engine, &wasm).unwrap();
+    let run = |store: &mut Store<()>, name: &str, args: &[Val], n: usize| {
+        let i = Linker::new(&engine).instantiate(store, &module).unwrap();
+        let f = i.get_func(&mut *store, name).unwrap();
+        let mut out = vec![Val::I32(0); n];
+        f.call(store, args, &mut out).map(|_| out)
+    };
+    let kind = |r: Result<Vec<Val>, faaslet::Error>| match r {
+        Err(faaslet::Error::Trap(t)) => t.kind,
+        other => panic!("expected a trap, got {other:?}"),
+    };
+    let mut store = Store::new(&engine, ());
+    assert_eq!(
+        kind(run(&mut store, "throw_forever", &[], 0)),
+        TrapKind::ExceptionLimit
+    );
+    let mut store = Store::new(&engine, ());
+    assert_eq!(
+        kind(run(&mut store, "uncaught", &[], 0)),
+        TrapKind::UncaughtException
+    );
+    // The store is usable after an uncaught exception: nothing is left
+    // pending.
+    let exn = run(&mut store, "catch", &[], 1).unwrap();
+    assert!(matches!(exn[0], Val::ExnRef(Some(_))), "{exn:?}");
+    assert_eq!(
+        kind(run(&mut store, "rethrow", &[exn[0].clone()], 0)),
+        TrapKind::UncaughtException
+    );
+    assert_eq!(
+        kind(run(&mut store, "rethrow", &[Val::ExnRef(None)], 0)),
+        TrapKind::NullExceptionReference
+    );
+    let mut other = Store::new(&engine, ());
+    match run(&mut other, "rethrow", &[exn[0].clone()], 0) {
+        Err(faaslet::Error::Type(_)) => {}
+        r => panic!("an exnref of another store reached wasm: {r:?}"),
+    }
+}
