@@ -1045,6 +1045,7 @@ fn define_spectest(store: &mut Store<()>, linker: &mut Linker<()>) -> Result<(),
             minimum: 10,
             maximum: Some(20),
             ref_type: None,
+            table64: false,
         },
         Val::FuncRef(None),
     )?;

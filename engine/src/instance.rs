@@ -258,7 +258,14 @@ impl Instance {
                     let items = entry.elements[i]
                         .clone()
                         .unwrap_or_else(|| Arc::from(vec![]));
-                    let dst = eval_const_entry(entry, offset) as u32;
+                    // A 64-bit table's offset is an i64: one past u32 is out
+                    // of bounds of any table.
+                    let dst = if info.tables[*table as usize].table64 {
+                        u32::try_from(eval_const_entry(entry, offset) as u64)
+                            .map_err(|_| Trap::new(TrapKind::TableOutOfBounds))?
+                    } else {
+                        eval_const_entry(entry, offset) as u32
+                    };
                     // SAFETY: table pointers are live store entries.
                     let t = unsafe { &mut *entry.tables[*table as usize] };
                     copy_into_table(t, dst, &items, 0, items.len() as u32)
@@ -424,6 +431,7 @@ fn check_import(
             };
             // Tables are mutable: element types must be equal.
             if e.ty.element != want.element
+                || e.ty.table64 != want.table64
                 || typed(&e.ty) != typed(want)
                 || !limits_ok(
                     e.elems.len() as u64,

@@ -268,14 +268,15 @@ fn typed_ref(r: wasmparser::RefType, type_ids: &[u32]) -> Result<Option<TypedRef
 }
 
 fn table_type(t: &wasmparser::TableType, type_ids: &[u32]) -> Result<TableType, CompileError> {
-    if t.table64 || t.shared {
-        return Err(CompileError::unsupported("64-bit or shared tables"));
+    if t.shared {
+        return Err(CompileError::unsupported("shared tables"));
     }
     Ok(TableType {
         element: ref_type(t.element_type)?,
         minimum: t.initial,
         maximum: t.maximum,
         ref_type: typed_ref(t.element_type, type_ids)?,
+        table64: t.table64,
     })
 }
 

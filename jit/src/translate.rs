@@ -502,7 +502,13 @@ impl<'m, 'b> Translator<'m, 'b> {
     /// As [`Self::table_elem_addr`], trapping with `code` when out of bounds.
     fn table_elem_addr_or(&mut self, t: u32, index: Value, code: TrapCode) -> Value {
         let (base, len) = self.table(t);
-        let idx = self.b.ins().uextend(types::I64, index);
+        // A 64-bit table's index is already an i64 (table64, part of
+        // memory64): compared whole with the length, it cannot wrap.
+        let idx = if self.b.func.dfg.value_type(index) == types::I64 {
+            index
+        } else {
+            self.b.ins().uextend(types::I64, index)
+        };
         let oob = self
             .b
             .ins()
@@ -599,6 +605,62 @@ impl<'m, 'b> Translator<'m, 'b> {
         let inst = self.b.ins().call_indirect(sig, fptr, &a);
         self.call_results(inst);
         Ok(())
+    }
+
+    /// A table index or length operand as the i32 the table builtins take.
+    /// An i64 operand (of a 64-bit table) of 2^32 or more traps as out of
+    /// bounds: tables never hold that many elements
+    /// (`Config::max_table_elements` is at most `u32::MAX`), so every
+    /// operation it takes part in (`table.fill`, `copy`, `init`) is out of
+    /// bounds anyway.
+    fn table_operand32(&mut self, v: Value) -> Value {
+        if self.b.func.dfg.value_type(v) != types::I64 {
+            return v;
+        }
+        let big = self
+            .b
+            .ins()
+            .icmp_imm_u(IntCC::UnsignedGreaterThan, v, i64::from(u32::MAX));
+        self.b.ins().trapnz(big, abi::TRAP_TABLE_OOB);
+        self.b.ins().ireduce(types::I32, v)
+    }
+
+    /// `table.grow` of a 64-bit table: a delta of 2^32 or more fails (-1)
+    /// without calling the builtin, which takes an i32; otherwise the
+    /// builtin's i32 result, -1 kept as -1.
+    fn table64_grow(&mut self, table: u32, init: Value, delta: Value) {
+        let big = self
+            .b
+            .ins()
+            .icmp_imm_u(IntCC::UnsignedGreaterThan, delta, i64::from(u32::MAX));
+        let grow = self.b.create_block();
+        let join = self.b.create_block();
+        self.b.append_block_param(join, types::I64);
+        let minus_one = self.b.ins().iconst(types::I64, -1);
+        self.b
+            .ins()
+            .brif(big, join, &[BlockArg::Value(minus_one)], grow, &[]);
+        self.b.switch_to_block(grow);
+        self.b.seal_block(grow);
+        let t = self.i32c(table);
+        let d = self.b.ins().ireduce(types::I32, delta);
+        let r = self
+            .builtin(
+                abi::builtins::TABLE_GROW,
+                &[types::I32, types::I64, types::I32],
+                Some(types::I32),
+                &[t, init, d],
+            )
+            .expect("TABLE_GROW returns a size");
+        let failed = self.b.ins().icmp_imm_s(IntCC::Equal, r, -1);
+        let wide = self.b.ins().uextend(types::I64, r);
+        let minus_one = self.b.ins().iconst(types::I64, -1);
+        let v = self.b.ins().select(failed, minus_one, wide);
+        self.b.ins().jump(join, &[BlockArg::Value(v)]);
+        self.b.switch_to_block(join);
+        self.b.seal_block(join);
+        let v = self.b.block_params(join)[0];
+        self.push(v);
     }
 
     /// Calls builtin `idx` with SystemV ABI; `params` excludes the vmctx.
@@ -1187,6 +1249,7 @@ impl<'m, 'b> Translator<'m, 'b> {
             }
             O::TableInit { elem_index, table } => {
                 let (d, s, n) = self.pop3();
+                let d = self.table_operand32(d);
                 let t = self.i32c(table);
                 let e = self.i32c(elem_index);
                 let r = self
@@ -1208,6 +1271,11 @@ impl<'m, 'b> Translator<'m, 'b> {
                 src_table,
             } => {
                 let (d, s, n) = self.pop3();
+                let (d, s, n) = (
+                    self.table_operand32(d),
+                    self.table_operand32(s),
+                    self.table_operand32(n),
+                );
                 let dt = self.i32c(dst_table);
                 let st = self.i32c(src_table);
                 let r = self
@@ -1222,6 +1290,7 @@ impl<'m, 'b> Translator<'m, 'b> {
             }
             O::TableFill { table } => {
                 let (d, val, n) = self.pop3();
+                let (d, n) = (self.table_operand32(d), self.table_operand32(n));
                 let t = self.i32c(table);
                 let r = self
                     .builtin(
@@ -1235,16 +1304,20 @@ impl<'m, 'b> Translator<'m, 'b> {
             }
             O::TableGrow { table } => {
                 let (init, delta) = self.pop2();
-                let t = self.i32c(table);
-                let r = self
-                    .builtin(
-                        abi::builtins::TABLE_GROW,
-                        &[I32, I64, I32],
-                        Some(I32),
-                        &[t, init, delta],
-                    )
-                    .unwrap();
-                self.push(r);
+                if self.info().tables[table as usize].table64 {
+                    self.table64_grow(table, init, delta);
+                } else {
+                    let t = self.i32c(table);
+                    let r = self
+                        .builtin(
+                            abi::builtins::TABLE_GROW,
+                            &[I32, I64, I32],
+                            Some(I32),
+                            &[t, init, delta],
+                        )
+                        .unwrap();
+                    self.push(r);
+                }
             }
             O::TableGet { table } => {
                 let i = self.pop();
@@ -1259,7 +1332,11 @@ impl<'m, 'b> Translator<'m, 'b> {
             }
             O::TableSize { table } => {
                 let (_, len) = self.table(table);
-                let v = self.b.ins().ireduce(I32, len);
+                let v = if self.info().tables[table as usize].table64 {
+                    len
+                } else {
+                    self.b.ins().ireduce(I32, len)
+                };
                 self.push(v);
             }
             O::RefNull { .. } => {

@@ -199,6 +199,8 @@ pub struct TableType {
     /// The precise element type, when it is not the plain nullable
     /// `element` (typed function references).
     pub ref_type: Option<TypedRef>,
+    /// Whether the table is indexed by i64 (table64, part of memory64).
+    pub table64: bool,
 }
 
 /// A memory type. Sizes are in 64 KiB pages.
