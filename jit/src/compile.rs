@@ -636,7 +636,7 @@ impl Compiler {
                 patchable: false,
             })
         };
-        translate_function(
+        let r = translate_function(
             env,
             index,
             body,
@@ -644,8 +644,17 @@ impl Compiler {
             fctx,
             &mut declare,
             self.isa.frontend_config(),
-        )
-        .map_err(|e| e.in_func(index).in_section("code"))
+        );
+        if r.is_err() {
+            // A translation that stopped half-way (an operator faaslet
+            // does not implement, such as GC's, which validation accepts)
+            // leaves its state in the builder context, and the next
+            // function translated with it would trip cranelift-frontend's
+            // assertion that it starts empty: a guest-triggered panic.
+            // Start the next one afresh.
+            *fctx = FunctionBuilderContext::new();
+        }
+        r.map_err(|e| e.in_func(index).in_section("code"))
     }
 
     /// The code of `wasm`'s defined functions as text, for reading what

@@ -332,12 +332,14 @@ fn const_expr(e: &wasmparser::ConstExpr<'_>) -> Result<ConstExpr, CompileError> 
             O::I64Add => ConstOp::I64Add,
             O::I64Sub => ConstOp::I64Sub,
             O::I64Mul => ConstOp::I64Mul,
-            // Not constant: leave it to the validator, which rejects it.
-            _ => {
-                return Err(CompileError::new(
-                    CompileErrorKind::Invalid,
-                    "constant expression required",
-                )
+            // Not constant: the validator, which sees the section next,
+            // rejects it (its error is the one reported). If it accepts
+            // it, it is a constant operator of a proposal faaslet does not
+            // implement (GC's `ref.i31`, `struct.new`, ...).
+            other => {
+                return Err(CompileError::unsupported(format!(
+                    "constant expression operator {other:?}"
+                ))
                 .at(offset as usize));
             }
         };
