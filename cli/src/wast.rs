@@ -11,7 +11,8 @@
 //! Every `assert_*` directive is one assertion (`assert_return`,
 //! `assert_trap` — also on a module —, `assert_exhaustion`,
 //! `assert_invalid`, `assert_malformed`, `assert_unlinkable`,
-//! `assert_uninstantiable`, and the unsupported `assert_exception`,
+//! `assert_uninstantiable`, `assert_exception` — an uncaught wasm
+//! exception, `TrapKind::UncaughtException` —, and the unsupported
 //! `assert_suspension`, `assert_*_custom`). Directives the runner does not
 //! support at all (`thread`, `wait`, component modules) count as one
 //! assertion each too, and are always reported as skipped. `module`,
