@@ -75,11 +75,13 @@ pub struct Config {
     /// a host passing null for a non-nullable parameter can make JIT code
     /// jump through a null or mistyped reference. On by default.
     pub wasm_function_references: bool,
-    /// Accept 64-bit memories (memory64, a WebAssembly 3.0 feature). Every
-    /// access to one is bounds-checked explicitly in both bounds modes
-    /// (guard pages cannot cover a 64-bit index), the 64-bit `index +
-    /// offset` trapping on overflow, with the Spectre guard of
-    /// [`Config::spectre_guard`]. A 64-bit memory is reserved like a 32-bit
+    /// Accept 64-bit memories and tables (memory64, a WebAssembly 3.0
+    /// feature). Every access to a 64-bit memory is bounds-checked
+    /// explicitly in both bounds modes (guard pages cannot cover a 64-bit
+    /// index), with the Spectre guard of [`Config::spectre_guard`]: with
+    /// guard pages, that the index fits in 32 bits (the guard then covers
+    /// the access as for a 32-bit memory); in explicit mode, against the
+    /// length, the 64-bit `index + offset` trapping on overflow. A 64-bit memory is reserved like a 32-bit
     /// one, so it holds at most 4 GiB (guard pages) or
     /// [`Config::explicit_reservation_cap`] (explicit): `memory.grow` past
     /// that returns -1. On by default.

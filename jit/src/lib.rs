@@ -89,10 +89,13 @@ pub struct CompileConfig {
     /// `br_on_non_null`, non-nullable and concrete reference types, and
     /// tables with initialiser expressions.
     pub function_references: bool,
-    /// Accept 64-bit memories (memory64, WebAssembly 3.0). Their accesses
-    /// are always checked explicitly (with the Spectre guard if
-    /// configured), in both bounds modes: no guard region covers a 64-bit
-    /// index, and `index + offset` traps on its carry.
+    /// Accept 64-bit memories and tables (memory64, WebAssembly 3.0).
+    /// Their accesses are always checked explicitly (with the Spectre
+    /// guard if configured), in both bounds modes, since no guard region
+    /// covers a 64-bit index: with guard pages, that the index fits in 32
+    /// bits (the rest is a 32-bit memory's access); in explicit mode,
+    /// against the length, with the carry of `index + offset` out of
+    /// bounds.
     pub memory64: bool,
     /// Accept exception handling (WebAssembly 3.0): tags, `throw`,
     /// `throw_ref`, `try_table`, `exnref`. Exceptions unwind by checked

@@ -754,7 +754,11 @@ impl<'m, 'b> Translator<'m, 'b> {
     /// guard pages.
     ///
     /// A 64-bit memory (memory64) is always checked explicitly, whatever
-    /// the bounds mode: no guard region covers a 64-bit index.
+    /// the bounds mode: no guard region covers a 64-bit index. With guard
+    /// pages, an access the guard covers checks only that the index fits
+    /// in 32 bits (the memory is reserved, and capped, as a 32-bit one);
+    /// otherwise, and always in explicit mode and for atomics, against the
+    /// length, the carry of `index + offset` counting as out of bounds.
     ///
     /// That last one is the one difference between callers, `check`:
     /// ordinary accesses may skip the check under
@@ -788,6 +792,31 @@ impl<'m, 'b> Translator<'m, 'b> {
         // offset may be anything: saturated, the sum still exceeds every
         // length, so the check below traps.
         let end_off = memarg.offset.saturating_add(u64::from(size));
+        if let (true, BoundsCheck::Configured, BoundsChecks::GuardPages { guard_size }) =
+            (is64, check, self.env.config.bounds)
+        {
+            if end_off <= guard_size {
+                // A 64-bit memory is reserved as a 32-bit one (4 GiB +
+                // guard, inaccessible beyond its length, which never
+                // exceeds 4 GiB), so once the index is known to fit in 32
+                // bits the access is exactly a 32-bit memory's and the
+                // guard region covers it. The one explicit check: the
+                // index's high half is zero. It also feeds the Spectre
+                // guard, so a speculated access with a huge index goes to
+                // address 0.
+                let oob =
+                    self.b
+                        .ins()
+                        .icmp_imm_u(IntCC::UnsignedGreaterThan, idx, i64::from(u32::MAX));
+                self.b.ins().trapnz(oob, abi::TRAP_MEMORY_OOB);
+                return CheckedIndex {
+                    mem_ptr: mp,
+                    base,
+                    index: idx,
+                    oob: Some(oob),
+                };
+            }
+        }
         let need_check = match (check, self.env.config.bounds) {
             // The guard region covers a 32-bit index only.
             _ if is64 => true,

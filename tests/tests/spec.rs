@@ -521,16 +521,36 @@ fn memory64_indices_never_wrap_the_bounds_check() {
             assert!(r.ok() && r.passed == 22, "{bounds:?} {spectre_guard}: {r}");
         }
     }
-    // Guard-page mode too checks a 64-bit access explicitly, carry
-    // included, and guards the address it checked.
-    let engine = Engine::default();
-    let wasm = faaslet::wat_to_wasm(
-        "(module (memory i64 1) (func (param i64) (result i32) (i32.load (local.get 0))))",
-    )
-    .unwrap();
-    let clif = engine.emit(&wasm, faaslet::Emit::Clif, None).unwrap();
-    for needle in ["uadd_overflow", "select_spectre_guard", "trapnz"] {
-        assert!(clif.contains(needle), "{needle} missing:\n{clif}");
+    // Both modes check a 64-bit access explicitly and guard the address
+    // they checked: guard pages, that the index fits in 32 bits (the guard
+    // covers the rest); explicit, the end against the length, carry
+    // included. An offset beyond the guard takes the full check in both.
+    let wasm = |offset: u64| {
+        faaslet::wat_to_wasm(&format!(
+            "(module (memory i64 1) (func (param i64) (result i32) (i32.load offset={offset} (local.get 0))))"
+        ))
+        .unwrap()
+    };
+    let emit = |bounds: Bounds, wasm: &[u8]| {
+        let engine = Engine::new(&Config {
+            bounds,
+            ..Config::default()
+        })
+        .unwrap();
+        engine.emit(wasm, faaslet::Emit::Clif, None).unwrap()
+    };
+    let guard = emit(Config::default().bounds, &wasm(0));
+    for needle in ["icmp ugt", "0xffff_ffff", "select_spectre_guard", "trapnz"] {
+        assert!(guard.contains(needle), "{needle} missing:\n{guard}");
+    }
+    assert!(!guard.contains("uadd_overflow"), "{guard}");
+    for clif in [
+        emit(Bounds::Explicit, &wasm(0)),
+        emit(Config::default().bounds, &wasm(3 << 30)),
+    ] {
+        for needle in ["uadd_overflow", "select_spectre_guard", "trapnz"] {
+            assert!(clif.contains(needle), "{needle} missing:\n{clif}");
+        }
     }
 }
 
