@@ -113,18 +113,18 @@ fn key_val_type(
     out: &mut Vec<u32>,
 ) -> Result<(), CompileError> {
     use wasmparser::{AbstractHeapType as A, HeapType, UnpackedIndex};
-    let code = match t {
-        wasmparser::ValType::I32 => 1,
-        wasmparser::ValType::I64 => 2,
-        wasmparser::ValType::F32 => 3,
-        wasmparser::ValType::F64 => 4,
-        wasmparser::ValType::V128 => 5,
-        wasmparser::ValType::Ref(_) => 0,
+    let number = match t {
+        wasmparser::ValType::I32 => Some(1),
+        wasmparser::ValType::I64 => Some(2),
+        wasmparser::ValType::F32 => Some(3),
+        wasmparser::ValType::F64 => Some(4),
+        wasmparser::ValType::V128 => Some(5),
+        wasmparser::ValType::Ref(_) => None,
     };
-    let r = match t {
-        wasmparser::ValType::Ref(r) => r,
-        _ => {
-            out.push(code);
+    let r = match (t, number) {
+        (wasmparser::ValType::Ref(r), _) => r,
+        (_, code) => {
+            out.extend(code);
             return Ok(());
         }
     };
