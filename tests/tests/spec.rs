@@ -728,3 +728,30 @@ fn table64_indices_are_checked_whole() {
         assert!(r.ok() && r.passed == 19, "{bounds:?}: {r}");
     }
 }
+
+/// A table initialiser (typed function references) fills the module's own
+/// table, not an imported one: the defined tables' store ids follow the
+/// imported ones (an early version filled the import).
+const TABLE_INIT_WITH_IMPORTED_TABLE: &str = r#"
+(module $exp (table (export "t") 2 funcref))
+(register "exp" $exp)
+(module
+  (type $f (func (result i32)))
+  (import "exp" "t" (table $imp 2 funcref))
+  (func $seven (type $f) (i32.const 7))
+  (table $own 3 (ref null $f) (ref.func $seven))
+  (func (export "own") (param i32) (result i32) (call_indirect $own (type $f) (local.get 0)))
+  (func (export "imp_null") (param i32) (result i32) (ref.is_null (table.get $imp (local.get 0)))))
+(assert_return (invoke "own" (i32.const 2)) (i32.const 7))
+(assert_return (invoke "imp_null" (i32.const 0)) (i32.const 1))
+(assert_return (invoke "imp_null" (i32.const 1)) (i32.const 1))
+"#;
+
+#[test]
+fn table_initialiser_fills_the_defined_table() {
+    let r = run_with_big_stack(|| {
+        WastRunner::new(Engine::default())
+            .run_file("table-init.wast", TABLE_INIT_WITH_IMPORTED_TABLE)
+    });
+    assert!(r.ok() && r.passed == 3, "{r}");
+}
