@@ -25,6 +25,7 @@ pub(crate) static BUILTINS: BuiltinTable = BuiltinTable(VMBuiltins {
         memory_atomic_notify as *const u8,
         memory_atomic_wait32 as *const u8,
         memory_atomic_wait64 as *const u8,
+        throw as *const u8,
     ],
 });
 
@@ -32,7 +33,38 @@ pub(crate) struct BuiltinTable(pub(crate) VMBuiltins);
 // SAFETY: the table holds immutable function pointers.
 unsafe impl Sync for BuiltinTable {}
 
-const _: () = assert!(builtins::COUNT == 13);
+const _: () = assert!(builtins::COUNT == 14);
+
+/// `throw`: a new exception of `tag` with the `count` payload values at
+/// `values`, made pending in the store context. Returns 1 (the code traps)
+/// past the store's exception limit.
+unsafe extern "C" fn throw(
+    vmctx: *mut u8,
+    tag: *const abi::VMTag,
+    values: *const abi::ValRaw,
+    count: u32,
+) -> u32 {
+    // SAFETY: as in memory_grow.
+    let inst = unsafe { instance(vmctx) };
+    // SAFETY: `inst` is live (above).
+    let core = unsafe { store_core(inst) };
+    // SAFETY: JIT code passes a 16-byte aligned stack array of `count`
+    // slots (at least one slot's worth of bytes when `count` is 0).
+    let payload: Box<[abi::ValRaw]> =
+        unsafe { std::slice::from_raw_parts(values, count as usize) }.into();
+    let Ok(mut heap) = core.exceptions.try_borrow_mut() else {
+        return 1;
+    };
+    match heap.alloc(tag, payload) {
+        Some(exn) => {
+            // SAFETY: the store's context is live while its code runs, and
+            // only this thread writes `pending_exception`.
+            unsafe { (*core.ctx.ptr()).pending_exception = exn };
+            0
+        }
+        None => 1,
+    }
+}
 
 // ---------------------------------------------------------------------------
 // Builtins. Called by JIT code with its own vmctx; the signatures are fixed

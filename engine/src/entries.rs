@@ -232,6 +232,8 @@ pub(crate) struct InstanceEntry {
     pub(crate) memory_ids: Vec<u32>,
     pub(crate) table_ids: Vec<u32>,
     pub(crate) global_ids: Vec<u32>,
+    /// Store indices of the instance's tags (imported first).
+    pub(crate) tag_ids: Vec<u32>,
     /// Imported functions, in import order.
     pub(crate) imported_funcs: Vec<Func>,
     /// Element segments as raw references; `None` once dropped.

@@ -140,6 +140,7 @@ fn ref_type_of(v: &Val) -> Option<RefType> {
     match v {
         Val::FuncRef(_) => Some(RefType::Func),
         Val::ExternRef(_) => Some(RefType::Extern),
+        Val::ExnRef(_) => Some(RefType::Exn),
         _ => None,
     }
 }

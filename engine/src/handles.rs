@@ -58,6 +58,24 @@ pub struct ExternRef {
     pub(crate) raw: u64,
 }
 
+/// An exception tag (exception handling): its identity is what `catch`
+/// compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tag {
+    pub(crate) store: StoreId,
+    pub(crate) index: u32,
+}
+
+/// A reference to an exception thrown in a store (an `exnref`), as the
+/// host sees it. The host can pass it back to wasm code of the same store
+/// (it is checked to be one of the store's exceptions), not make one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExnRef {
+    pub(crate) store: StoreId,
+    /// The `*const VMException`, non-zero.
+    pub(crate) raw: u64,
+}
+
 /// Anything an instance can import or export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Extern {
@@ -69,6 +87,8 @@ pub enum Extern {
     Memory(Memory),
     /// A global.
     Global(Global),
+    /// An exception tag.
+    Tag(Tag),
 }
 
 impl Extern {

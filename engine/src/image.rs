@@ -204,6 +204,9 @@ impl InstanceImage {
                         "a global holds an externref".into(),
                     ))
                 }
+                ValType::ExnRef if bits != 0 => {
+                    return Err(ImageError::Unsupported("a global holds an exnref".into()))
+                }
                 _ => bits,
             });
         }
@@ -217,7 +220,10 @@ impl InstanceImage {
                     RefType::Extern if e != 0 => {
                         return Err(ImageError::Unsupported("a table holds an externref".into()))
                     }
-                    RefType::Extern => 0,
+                    RefType::Exn if e != 0 => {
+                        return Err(ImageError::Unsupported("a table holds an exnref".into()))
+                    }
+                    RefType::Extern | RefType::Exn => 0,
                 });
             }
             tables.push(items);
@@ -362,7 +368,7 @@ impl InstanceImage {
                 )));
             }
             if t.iter().any(|&e| e as u64 > num_funcs)
-                || (ty.element == RefType::Extern && t.iter().any(|&e| e != 0))
+                || (ty.element != RefType::Func && t.iter().any(|&e| e != 0))
             {
                 return Err(bad("table element out of range".into()));
             }

@@ -101,6 +101,7 @@ impl Instance {
             memory_ids: Vec::new(),
             table_ids: Vec::new(),
             global_ids: Vec::new(),
+            tag_ids: Vec::new(),
             imported_funcs: Vec::new(),
             elements: Vec::new(),
             data_dropped: vec![false; info.data.len()],
@@ -133,7 +134,20 @@ impl Instance {
                 Extern::Memory(m) => entry.memory_ids.push(m.index),
                 Extern::Table(t) => entry.table_ids.push(t.index),
                 Extern::Global(g) => entry.global_ids.push(g.index),
+                Extern::Tag(t) => entry.tag_ids.push(t.index),
             }
+        }
+        // Defined tags: each a new identity.
+        for &ty in &info.tags[info.num_imported_tags as usize..] {
+            core.tags.push(Box::new(abi::VMTag {
+                type_id: info.type_ids[ty as usize],
+                _pad: 0,
+            }));
+            entry.tag_ids.push(core.tags.len() as u32 - 1);
+        }
+        for (i, id) in entry.tag_ids.iter().enumerate() {
+            let tag: *const abi::VMTag = &*core.tags[*id as usize];
+            write_ptr(offsets.tag(i as u32), tag as *const u8);
         }
         // 3. Defined memories, tables, globals.
         for (k, ty) in info.memories[info.num_imported_memories as usize..]
@@ -200,6 +214,18 @@ impl Instance {
             let g = &mut core.globals[*id as usize].vm as *mut abi::VMGlobal;
             write_ptr(offsets.global(i as u32), g as *const u8);
         }
+        // 5b. Tables with an initialiser (typed function references): every
+        // element gets its value (the initialiser may read imported globals
+        // and take function references, both in place now). Filling the
+        // existing elements in place keeps the `VMTable` base valid.
+        for (i, init) in info.table_inits.iter().enumerate() {
+            if let Some(init) = init {
+                let value = eval_const(&core.globals, &entry, init) as u64;
+                let id = entry.table_ids[info.num_imported_tables as usize + i];
+                let t = &mut core.tables[id as usize];
+                t.elems.fill(value);
+            }
+        }
         // 6. Element segments evaluated to raw references.
         entry.elements = info
             .elements
@@ -232,7 +258,14 @@ impl Instance {
                     let items = entry.elements[i]
                         .clone()
                         .unwrap_or_else(|| Arc::from(vec![]));
-                    let dst = eval_const_entry(entry, offset) as u32;
+                    // A 64-bit table's offset is an i64: one past u32 is out
+                    // of bounds of any table.
+                    let dst = if info.tables[*table as usize].table64 {
+                        u32::try_from(eval_const_entry(entry, offset) as u64)
+                            .map_err(|_| Trap::new(TrapKind::TableOutOfBounds))?
+                    } else {
+                        eval_const_entry(entry, offset) as u32
+                    };
                     // SAFETY: table pointers are live store entries.
                     let t = unsafe { &mut *entry.tables[*table as usize] };
                     copy_into_table(t, dst, &items, 0, items.len() as u32)
@@ -245,7 +278,12 @@ impl Instance {
         }
         for (i, seg) in info.data.iter().enumerate() {
             if let DataMode::Active { memory, offset } = &seg.mode {
-                let dst = eval_const_entry(entry, offset) as u32 as u64;
+                // A 32-bit memory's offset is an i32, a 64-bit one's an i64.
+                let dst = if info.memories[*memory as usize].memory64 {
+                    eval_const_entry(entry, offset) as u64
+                } else {
+                    eval_const_entry(entry, offset) as u32 as u64
+                };
                 // SAFETY: memory pointers are live store entries.
                 let m = unsafe { &mut *entry.memories[*memory as usize] };
                 copy_into_memory(m, dst, &seg.bytes, 0, seg.bytes.len() as u64)
@@ -349,6 +387,7 @@ fn check_import(
         Extern::Memory(m) => m.store,
         Extern::Table(t) => t.store,
         Extern::Global(g) => g.store,
+        Extern::Tag(t) => t.store,
     };
     core.check(id)
         .map_err(|_| Error::Link(format!("{}: value from another store", what())))?;
@@ -376,6 +415,7 @@ fn check_import(
             let cur = e.length() / faaslet_sfi::WASM_PAGE as u64;
             if !limits_ok(cur, e.ty.maximum, want.minimum, want.maximum)
                 || want.shared != e.ty.shared
+                || want.memory64 != e.ty.memory64
             {
                 return Err(Error::Link(format!(
                     "{}: incompatible memory limits",
@@ -385,7 +425,14 @@ fn check_import(
         }
         (EntityType::Table(want), Extern::Table(t)) => {
             let e = &core.tables[t.index as usize];
+            let typed = |t: &faaslet_jit::TableType| {
+                t.ref_type
+                    .unwrap_or_else(|| faaslet_jit::TypedRef::plain(t.element))
+            };
+            // Tables are mutable: element types must be equal.
             if e.ty.element != want.element
+                || e.ty.table64 != want.table64
+                || typed(&e.ty) != typed(want)
                 || !limits_ok(
                     e.elems.len() as u64,
                     e.ty.maximum,
@@ -397,11 +444,44 @@ fn check_import(
             }
         }
         (EntityType::Global(want), Extern::Global(g)) => {
-            if core.globals[g.index as usize].ty != *want {
+            if !global_matches(&core.globals[g.index as usize].ty, want) {
                 return Err(Error::Link(format!("{}: incompatible global type", what())));
+            }
+        }
+        (EntityType::Tag(want), Extern::Tag(t)) => {
+            // Tag types are function types: equal ids, equal types.
+            if core.tags[t.index as usize].type_id != info.type_ids[*want as usize] {
+                return Err(Error::Link(format!("{}: incompatible tag type", what())));
             }
         }
         _ => return Err(Error::Link(format!("{}: wrong kind of import", what()))),
     }
     Ok(())
+}
+
+/// Whether a global of type `have` may be imported as `want`: the same
+/// mutability and value type, and for a reference global the same precise
+/// type if mutable (it can be written through either side) or a subtype
+/// if immutable.
+fn global_matches(have: &faaslet_jit::GlobalType, want: &faaslet_jit::GlobalType) -> bool {
+    if have.mutable != want.mutable || have.content != want.content {
+        return false;
+    }
+    if !have.content.is_ref() {
+        return true;
+    }
+    let typed = |t: &faaslet_jit::GlobalType| {
+        t.ref_type.unwrap_or_else(|| {
+            faaslet_jit::TypedRef::plain(match t.content {
+                faaslet_jit::ValType::ExternRef => faaslet_jit::RefType::Extern,
+                _ => faaslet_jit::RefType::Func,
+            })
+        })
+    };
+    let (h, w) = (typed(have), typed(want));
+    if have.mutable {
+        h == w
+    } else {
+        h.is_subtype_of(w)
+    }
 }

@@ -80,12 +80,12 @@ pub use faaslet_jit::{
 pub use func::{
     Caller, IntoFunc, TypedFunc, WasmParams, WasmResults, WasmRet, WasmTy, WrittenPages,
 };
-pub use handles::{Extern, ExternRef, Func, Global, Instance, Memory, Table};
+pub use handles::{ExnRef, Extern, ExternRef, Func, Global, Instance, Memory, Table, Tag};
 pub use image::{ImageError, ImageParts, InstanceImage, Source};
 pub use linker::Linker;
 pub use module::{checksum, wat_to_wasm, ExternType, Module};
 pub use shared_memory::{SharedMemory, WaitResult};
-pub use store::{InterruptHandle, Store};
+pub use store::{InterruptHandle, Store, MAX_EXCEPTION_BYTES};
 pub use trap::{ConfigError, Error, Limit, LimitError, Trap, TrapKind};
 pub use values::Val;
 

@@ -90,12 +90,13 @@ impl MemoryData {
         image: Option<&faaslet_sfi::MemoryImage>,
     ) -> Result<MemoryData, Error> {
         let page = faaslet_sfi::WASM_PAGE as u64;
-        if ty.memory64 {
-            return Err(Error::Resource("64-bit memories are not supported".into()));
-        }
         if ty.shared && ty.maximum.is_none() {
             return Err(Error::Type("a shared memory must have a maximum".into()));
         }
+        // A 64-bit memory too is held to 4 GiB (65,536 pages): its
+        // reservation is a 32-bit memory's, and every access to it is
+        // checked against its length (the JIT never leaves a 64-bit index
+        // to the guard pages).
         let spec_max = ty.maximum.unwrap_or(65536).min(65536);
         // Checked, although `Config::validate` bounds every input: the
         // JIT elides bounds checks on the promise that this reservation

@@ -249,6 +249,7 @@ impl Module {
                 ExportIndex::Table(i) => EntityType::Table(info.tables[i as usize]),
                 ExportIndex::Memory(i) => EntityType::Memory(info.memories[i as usize]),
                 ExportIndex::Global(i) => EntityType::Global(info.globals[i as usize]),
+                ExportIndex::Tag(i) => EntityType::Tag(info.tags[i as usize]),
             };
             (e.name.as_str(), ty)
         })

@@ -4,11 +4,11 @@ use crate::engine::{Engine, StoreLimits};
 use crate::entries::{
     FuncEntry, FuncKind, GlobalEntry, HostFuncEntry, InstanceEntry, MemoryEntry, TableEntry,
 };
-use crate::handles::{Extern, ExternRef, Func, Global, Memory, StoreId, Table};
+use crate::handles::{Extern, ExternRef, Func, Global, Memory, StoreId, Table, Tag};
 use crate::memory::MemoryData;
 use crate::module::Module;
 use crate::trap::{Error, Limit, LimitError, Trap, TrapKind};
-use faaslet_jit::abi::{VMGlobal, VMStoreContext, VMTable, ValRaw};
+use faaslet_jit::abi::{self, VMGlobal, VMStoreContext, VMTable, ValRaw};
 use faaslet_jit::{ExportIndex, GlobalType, MemoryType, TableType};
 use std::any::Any;
 use std::cell::Cell;
@@ -111,6 +111,56 @@ pub(crate) struct StoreCore {
     /// (the store moves between threads only whole, with no clone of it
     /// left behind: clones live for one call on the store's thread).
     pub(crate) fault_regions: std::rc::Rc<faaslet_sfi::FaultRegions>,
+    /// Every exception tag of the store's instances, boxed: a tag's
+    /// identity is its address.
+    pub(crate) tags: Vec<Box<abi::VMTag>>,
+    /// The exceptions thrown in this store (a `RefCell`: the `THROW`
+    /// builtin reaches the store through a shared reference).
+    pub(crate) exceptions: std::cell::RefCell<ExceptionHeap>,
+}
+
+/// The most bytes of exception objects (32 bytes plus 16 per payload
+/// value each) one store may hold: 64 MiB. Exceptions live as long as
+/// their store (an `exnref` may be kept anywhere), so a guest throwing in
+/// a loop would otherwise grow the host without bound; a `throw` past the
+/// limit traps ([`TrapKind::ExceptionLimit`]).
+pub const MAX_EXCEPTION_BYTES: u64 = 64 << 20;
+
+/// The exception objects of one store.
+#[derive(Default)]
+pub(crate) struct ExceptionHeap {
+    /// Each exception and its payload; the `VMException` points into the
+    /// payload's heap allocation, which never moves.
+    objects: Vec<(Box<abi::VMException>, Box<[ValRaw]>)>,
+    /// The addresses of `objects`' exceptions, to check an exnref the host
+    /// passes in.
+    live: std::collections::HashSet<u64>,
+    bytes: u64,
+}
+
+impl ExceptionHeap {
+    /// A new exception of `tag` with `payload`; its address (the exnref),
+    /// or `None` past [`MAX_EXCEPTION_BYTES`].
+    pub(crate) fn alloc(&mut self, tag: *const abi::VMTag, payload: Box<[ValRaw]>) -> Option<u64> {
+        let cost = 32 + 16 * payload.len() as u64;
+        if self.bytes.saturating_add(cost) > MAX_EXCEPTION_BYTES {
+            return None;
+        }
+        self.bytes += cost;
+        let exn = Box::new(abi::VMException {
+            tag,
+            values: payload.as_ptr(),
+        });
+        let raw = &*exn as *const abi::VMException as u64;
+        self.objects.push((exn, payload));
+        self.live.insert(raw);
+        Some(raw)
+    }
+
+    /// Whether `raw` is one of these exceptions.
+    pub(crate) fn contains(&self, raw: u64) -> bool {
+        self.live.contains(&raw)
+    }
 }
 
 /// A store: the instances, memories, tables, globals and functions of one
@@ -149,6 +199,7 @@ impl<T> Store<T> {
                 stack_limit: usize::MAX,
                 epoch_ptr: engine.inner.epoch.as_ptr() as *const u64,
                 epoch_deadline: u64::MAX,
+                pending_exception: 0,
             }),
         });
         Store {
@@ -172,6 +223,8 @@ impl<T> Store<T> {
                     depth: 0,
                     limits: engine.config().store_limits,
                     fault_regions: std::rc::Rc::new(faaslet_sfi::FaultRegions::new()),
+                    tags: Vec::new(),
+                    exceptions: Default::default(),
                 },
                 data,
             }),
@@ -414,6 +467,10 @@ impl StoreCore {
             ExportIndex::Global(i) => Extern::Global(Global {
                 store: self.id,
                 index: entry.global_ids[i as usize],
+            }),
+            ExportIndex::Tag(i) => Extern::Tag(Tag {
+                store: self.id,
+                index: entry.tag_ids[i as usize],
             }),
         })
     }
@@ -679,6 +736,11 @@ impl StoreCore {
         // SAFETY: guest code has returned; we are the only user again.
         let c = unsafe { &mut *core };
         c.depth -= 1;
+        // An exception still pending here was thrown and not caught (after
+        // a trap, it is stale): clear it either way, for the next call.
+        // SAFETY: ctx is this store's live context; only this thread
+        // writes pending_exception.
+        let uncaught = unsafe { std::mem::take(&mut (*ctx).pending_exception) } != 0;
         if let Some(p) = c.pending_panic.take() {
             if outermost {
                 std::panic::resume_unwind(p);
@@ -687,6 +749,7 @@ impl StoreCore {
             c.pending_panic = Some(p);
         }
         match result {
+            Ok(()) if uncaught => Err(Trap::new(TrapKind::UncaughtException)),
             Ok(()) => Ok(()),
             Err(fault) => {
                 let trap = c.resolve_fault(fault);

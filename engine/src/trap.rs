@@ -37,6 +37,17 @@ pub enum TrapKind {
     UnalignedAtomic,
     /// `memory.atomic.wait32/64` on a memory that is not shared.
     AtomicWaitNonShared,
+    /// `call_ref` or `return_call_ref` through a null reference.
+    NullFunctionReference,
+    /// `ref.as_non_null` of a null reference.
+    NullReference,
+    /// `throw_ref` of a null reference.
+    NullExceptionReference,
+    /// A `throw` past the store's limit on exception objects
+    /// ([`MAX_EXCEPTION_BYTES`](crate::MAX_EXCEPTION_BYTES)).
+    ExceptionLimit,
+    /// A wasm exception reached the host without being caught.
+    UncaughtException,
 }
 
 impl TrapKind {
@@ -57,6 +68,11 @@ impl TrapKind {
             TrapKind::Host => "host function error",
             TrapKind::UnalignedAtomic => "unaligned atomic",
             TrapKind::AtomicWaitNonShared => "expected shared memory",
+            TrapKind::NullFunctionReference => "null function reference",
+            TrapKind::NullReference => "null reference",
+            TrapKind::NullExceptionReference => "null exception reference",
+            TrapKind::ExceptionLimit => "too many exceptions",
+            TrapKind::UncaughtException => "uncaught exception",
         }
     }
 
@@ -76,6 +92,11 @@ impl TrapKind {
             c if c == abi::TRAP_HOST => TrapKind::Host,
             c if c == abi::TRAP_UNALIGNED_ATOMIC => TrapKind::UnalignedAtomic,
             c if c == abi::TRAP_ATOMIC_WAIT_NON_SHARED => TrapKind::AtomicWaitNonShared,
+            c if c == abi::TRAP_NULL_FUNC_REF => TrapKind::NullFunctionReference,
+            c if c == abi::TRAP_NULL_REFERENCE => TrapKind::NullReference,
+            c if c == abi::TRAP_NULL_EXNREF => TrapKind::NullExceptionReference,
+            c if c == abi::TRAP_EXCEPTION_LIMIT => TrapKind::ExceptionLimit,
+            c if c == abi::TRAP_UNCAUGHT_EXCEPTION => TrapKind::UncaughtException,
             _ => return None,
         })
     }

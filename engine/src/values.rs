@@ -1,6 +1,6 @@
 //! Values that cross between the host and wasm.
 
-use crate::handles::{ExternRef, Func};
+use crate::handles::{ExnRef, ExternRef, Func};
 use crate::store::{Store, StoreCore};
 use faaslet_jit::abi::ValRaw;
 use faaslet_jit::ValType;
@@ -23,6 +23,8 @@ pub enum Val {
     FuncRef(Option<Func>),
     /// A nullable host reference.
     ExternRef(Option<ExternRef>),
+    /// A nullable exception reference.
+    ExnRef(Option<ExnRef>),
 }
 
 impl Val {
@@ -36,6 +38,7 @@ impl Val {
             Val::V128(_) => ValType::V128,
             Val::FuncRef(_) => ValType::FuncRef,
             Val::ExternRef(_) => ValType::ExternRef,
+            Val::ExnRef(_) => ValType::ExnRef,
         }
     }
 
@@ -49,6 +52,7 @@ impl Val {
             ValType::V128 => Val::V128(0),
             ValType::FuncRef => Val::FuncRef(None),
             ValType::ExternRef => Val::ExternRef(None),
+            ValType::ExnRef => Val::ExnRef(None),
         }
     }
 
@@ -136,7 +140,18 @@ pub(crate) fn to_raw(core: &StoreCore, v: &Val) -> Result<ValRaw, crate::trap::E
         Val::F32(x) => *x as ValRaw,
         Val::F64(x) => *x as ValRaw,
         Val::V128(x) => *x,
-        Val::FuncRef(None) | Val::ExternRef(None) => 0,
+        Val::FuncRef(None) | Val::ExternRef(None) | Val::ExnRef(None) => 0,
+        Val::ExnRef(Some(r)) => {
+            core.check(r.store)?;
+            // Only an exception of this store's, never a made-up pointer:
+            // wasm code dereferences it.
+            if !core.exceptions.borrow().contains(r.raw) {
+                return Err(crate::trap::Error::Type(
+                    "exnref is not an exception of this store".into(),
+                ));
+            }
+            r.raw as ValRaw
+        }
         Val::FuncRef(Some(f)) => {
             core.check(f.store)?;
             core.funcs[f.index as usize].funcref as usize as ValRaw
@@ -160,6 +175,13 @@ pub(crate) fn from_raw(core: &mut StoreCore, ty: ValType, raw: ValRaw) -> Val {
         ValType::ExternRef => Val::ExternRef(match raw as u64 {
             0 => None,
             r => Some(ExternRef {
+                store: core.id,
+                raw: r,
+            }),
+        }),
+        ValType::ExnRef => Val::ExnRef(match raw as u64 {
+            0 => None,
+            r => Some(ExnRef {
                 store: core.id,
                 raw: r,
             }),

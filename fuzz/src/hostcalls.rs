@@ -99,6 +99,7 @@ fn wat_type(ty: &ValType) -> &'static str {
         ValType::V128 => "v128",
         ValType::FuncRef => "funcref",
         ValType::ExternRef => "externref",
+        ValType::ExnRef => "exnref",
     }
 }
 

@@ -58,15 +58,18 @@ pub fn engines() -> &'static [Engine; 2] {
 /// The `wasm-smith` configuration for faaslet's feature set.
 ///
 /// faaslet accepts (see `jit/src/environ.rs::features()`, which at the time
-/// of writing is `WASM2 | EXTENDED_CONST | TAIL_CALL | THREADS`):
+/// of writing is `WASM2 | EXTENDED_CONST | TAIL_CALL | THREADS`, plus the
+/// WebAssembly 3.0 features `Config` switches on by default):
 /// WebAssembly 2.0 (mutable globals, sign extension, saturating
 /// float-to-int, multi-value, bulk memory, reference types with multiple
-/// tables, SIMD), extended constant expressions, tail calls and threads.
-/// Everything but threads is enabled here. Threads (shared memories,
-/// atomics) stay off because wasmi, the reference this configuration feeds,
-/// cannot run them. Off as in faaslet: relaxed SIMD, GC/function
-/// references, exceptions, memory64, multi-memory, custom page sizes, wide
-/// arithmetic, compact imports.
+/// tables, SIMD), extended constant expressions, tail calls, threads,
+/// relaxed SIMD and memory64. Everything but threads is enabled here. Threads (shared
+/// memories, atomics) stay off because wasmi, the reference this
+/// configuration feeds, cannot run them. Relaxed SIMD is compared exactly:
+/// faaslet's lowering picks, for every relaxed operator, the result wasmi
+/// computes (see `jit/src/simd.rs`). Off: typed function references
+/// (wasmi has none), and as in faaslet: GC, exceptions, multi-memory,
+/// custom page sizes, wide arithmetic, compact imports.
 ///
 /// The generated modules are made deterministic for differential testing:
 /// NaNs are canonicalised (scalar and SIMD), there are no imports,
@@ -83,14 +86,14 @@ pub fn smith_config(max_memory_pages: Option<u64>) -> wasm_smith::Config {
         sign_extension_ops_enabled: true,
         extended_const_enabled: true,
         simd_enabled: true,
-        relaxed_simd_enabled: false,
+        relaxed_simd_enabled: true,
         tail_call_enabled: true,
         // Not in wasmi: see above.
         threads_enabled: false,
         shared_everything_threads_enabled: false,
         gc_enabled: false,
         exceptions_enabled: false,
-        memory64_enabled: false,
+        memory64_enabled: true,
         custom_page_sizes_enabled: false,
         wide_arithmetic_enabled: false,
         compact_imports_enabled: false,
@@ -106,6 +109,7 @@ pub fn smith_config(max_memory_pages: Option<u64>) -> wasm_smith::Config {
         export_everything: true,
         memory_max_size_required: true,
         max_memory32_bytes: max_memory_pages.unwrap_or(16) * 65536,
+        max_memory64_bytes: u128::from(max_memory_pages.unwrap_or(16) * 65536),
         table_max_size_required: true,
         max_table_elements: 1000,
         max_funcs: 20,

@@ -137,7 +137,43 @@ pub struct VMStoreContext {
     /// The call is interrupted once `*epoch_ptr >= epoch_deadline`. Written
     /// by other threads (atomically) to interrupt a running call.
     pub epoch_deadline: u64,
+    /// The exception being thrown (a `*const VMException`, the exnref), or
+    /// 0. Exception handling unwinds by checked returns: `throw` and
+    /// `throw_ref` set it and branch to the innermost enclosing
+    /// `try_table`'s dispatch, or return; after every call, code compiled
+    /// with exceptions checks it and does the same; a catching handler
+    /// clears it. The runtime clears it when a call from the host returns
+    /// and turns a non-zero value into an uncaught-exception error.
+    pub pending_exception: u64,
 }
+
+/// An exception tag: its identity is its address. `throw` records the
+/// address in the exception, and a `catch` compares it with the address of
+/// the tag it names (imported tags are the exporter's `VMTag`).
+#[repr(C)]
+#[derive(Debug)]
+pub struct VMTag {
+    /// The engine-wide canonical id of the payload's function type.
+    pub type_id: u32,
+    /// Padding, always 0.
+    pub _pad: u32,
+}
+
+/// An exception object: what an `exnref` points at. Owned by the store
+/// that created it, alive as long as the store.
+#[repr(C)]
+#[derive(Debug)]
+pub struct VMException {
+    /// The tag it was thrown with.
+    pub tag: *const VMTag,
+    /// Its payload: one [`ValRaw`] per parameter of the tag's type.
+    pub values: *const ValRaw,
+}
+
+/// Offset of [`VMException::tag`].
+pub const EXN_TAG: i32 = 0;
+/// Offset of [`VMException::values`].
+pub const EXN_VALUES: i32 = 8;
 
 /// Offset of [`VMStoreContext::stack_limit`].
 pub const STORE_STACK_LIMIT: i32 = 0;
@@ -145,6 +181,8 @@ pub const STORE_STACK_LIMIT: i32 = 0;
 pub const STORE_EPOCH_PTR: i32 = 8;
 /// Offset of [`VMStoreContext::epoch_deadline`].
 pub const STORE_EPOCH_DEADLINE: i32 = 16;
+/// Offset of [`VMStoreContext::pending_exception`].
+pub const STORE_PENDING_EXCEPTION: i32 = 24;
 
 /// Builtin functions the code calls through the table at
 /// [`VMCTX_BUILTINS`]. All are `extern "C"` (SystemV) and take the caller's
@@ -167,6 +205,7 @@ pub const STORE_EPOCH_DEADLINE: i32 = 16;
 /// | `MEMORY_ATOMIC_NOTIFY` | `(vmctx, mem: u32, addr: u64, count: u32) -> u32` | waiters woken |
 /// | `MEMORY_ATOMIC_WAIT32` | `(vmctx, mem: u32, addr: u64, expected: u32, timeout_ns: i64) -> u32` | 0 woken, 1 not equal, 2 timed out |
 /// | `MEMORY_ATOMIC_WAIT64` | `(vmctx, mem: u32, addr: u64, expected: u64, timeout_ns: i64) -> u32` | as `WAIT32` |
+/// | `THROW` | `(vmctx, tag: *const VMTag, values: *const ValRaw, count: u32) -> u32` | 0 (the exception is pending), or 1 if the store's exception limit is reached |
 ///
 /// For the atomic builtins the code has already checked `addr` (the
 /// effective address) against the memory's bounds and alignment, and only
@@ -204,8 +243,10 @@ pub mod builtins {
     pub const MEMORY_ATOMIC_WAIT32: usize = 11;
     /// `memory.atomic.wait64`.
     pub const MEMORY_ATOMIC_WAIT64: usize = 12;
+    /// `throw`: allocates the exception and makes it pending.
+    pub const THROW: usize = 13;
     /// Number of builtins.
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
 }
 
 /// The table of builtin function pointers, indexed by [`builtins`].
@@ -228,6 +269,7 @@ pub struct VMBuiltins {
 //   32  memories: [*mut VMMemory; num_memories]       (imported first)
 //       tables:   [*mut VMTable; num_tables]          (imported first)
 //       globals:  [*mut VMGlobal; num_globals]        (imported first)
+//       tags:     [*const VMTag; num_tags]            (imported first)
 //       funcrefs: [VMFuncRef; num_funcs]              (imported first)
 //
 // Every memory, table and global, imported or defined, is reached through a
@@ -272,6 +314,8 @@ pub struct VMOffsets {
     pub num_globals: u32,
     /// Number of functions (imported and defined).
     pub num_funcs: u32,
+    /// Number of exception tags (imported and defined).
+    pub num_tags: u32,
 }
 
 impl VMOffsets {
@@ -290,13 +334,19 @@ impl VMOffsets {
         debug_assert!(index < self.num_globals);
         VMCTX_HEADER_SIZE + 8 * (self.num_memories + self.num_tables + index)
     }
+    /// Offset of the pointer to tag `index`.
+    pub fn tag(&self, index: u32) -> u32 {
+        debug_assert!(index < self.num_tags);
+        VMCTX_HEADER_SIZE + 8 * (self.num_memories + self.num_tables + self.num_globals + index)
+    }
     /// Offset of the [`VMFuncRef`] of function `index`.
     pub fn funcref(&self, index: u32) -> u32 {
         debug_assert!(index < self.num_funcs);
         self.funcrefs_start() + FUNCREF_SIZE * index
     }
     fn funcrefs_start(&self) -> u32 {
-        VMCTX_HEADER_SIZE + 8 * (self.num_memories + self.num_tables + self.num_globals)
+        VMCTX_HEADER_SIZE
+            + 8 * (self.num_memories + self.num_tables + self.num_globals + self.num_tags)
     }
     /// Total size of the vmctx in bytes.
     pub fn size(&self) -> u32 {
@@ -398,3 +448,18 @@ pub const WAIT_INTERRUPTED: u32 = 3;
 pub const TRAP_UNALIGNED_ATOMIC: TrapCode = TrapCode::unwrap_user(7);
 /// `memory.atomic.wait32/64` on a memory that is not shared.
 pub const TRAP_ATOMIC_WAIT_NON_SHARED: TrapCode = TrapCode::unwrap_user(9);
+/// `call_ref` / `return_call_ref` through a null reference.
+pub const TRAP_NULL_FUNC_REF: TrapCode = TrapCode::unwrap_user(10);
+/// `ref.as_non_null` of a null reference.
+pub const TRAP_NULL_REFERENCE: TrapCode = TrapCode::unwrap_user(11);
+/// `throw_ref` of a null reference.
+pub const TRAP_NULL_EXNREF: TrapCode = TrapCode::unwrap_user(12);
+/// `throw` past the store's limit on exception objects.
+pub const TRAP_EXCEPTION_LIMIT: TrapCode = TrapCode::unwrap_user(13);
+/// An exception reached the host uncaught (the runtime raises it; no code
+/// site traps with it).
+pub const TRAP_UNCAUGHT_EXCEPTION: TrapCode = TrapCode::unwrap_user(14);
+
+const _: () = assert!(offset_i32!(VMStoreContext, pending_exception) == STORE_PENDING_EXCEPTION);
+const _: () = assert!(offset_i32!(VMException, tag) == EXN_TAG);
+const _: () = assert!(offset_i32!(VMException, values) == EXN_VALUES);

@@ -381,6 +381,9 @@ impl Compiler {
     fn new_module(&self, reserve: usize) -> Result<JITModule, CompileError> {
         let mut builder =
             JITBuilder::with_isa(self.isa.clone(), cranelift_module::default_libcall_names());
+        for (name, ptr) in libcalls::ALL {
+            builder.symbol(*name, *ptr);
+        }
         let arena = cranelift_jit::ArenaMemoryProvider::new_with_size(reserve)
             .map_err(|e| codegen_err("reserving code memory", e))?;
         builder.memory_provider(Box::new(arena));
@@ -395,7 +398,7 @@ impl Compiler {
         wasm: &[u8],
         type_id: &mut dyn FnMut(&FuncType) -> u32,
     ) -> Result<CompiledModule, CompileError> {
-        let parsed = parse_module(wasm, self.config.multi_memory, true, type_id)?;
+        let parsed = parse_module(wasm, &self.config, true, type_id)?;
         let (funcs, trampolines) = self.compile_blobs(&parsed.info, &parsed.bodies, None)?;
         self.place(parsed.info, wasm.len(), funcs, trampolines)
     }
@@ -426,7 +429,7 @@ impl Compiler {
         type_id: &mut dyn FnMut(&FuncType) -> u32,
         deadline: Option<std::time::Instant>,
     ) -> Result<(CompiledModule, Result<Vec<u8>, ArtifactError>), CompileError> {
-        let parsed = parse_module(wasm, self.config.multi_memory, true, type_id)?;
+        let parsed = parse_module(wasm, &self.config, true, type_id)?;
         let (funcs, trampolines) = self.compile_blobs(&parsed.info, &parsed.bodies, deadline)?;
         let artifact = artifact::serialize(
             self.artifact_key(wasm),
@@ -461,7 +464,7 @@ impl Compiler {
         // The header first: a foreign or damaged file is refused before
         // the wasm is even parsed.
         let payload = artifact::check_header(artifact, key)?;
-        let parsed = parse_module(wasm, self.config.multi_memory, false, type_id)?;
+        let parsed = parse_module(wasm, &self.config, false, type_id)?;
         let info = parsed.info;
         let (funcs, trampolines) = artifact::decode(
             payload,
@@ -633,7 +636,7 @@ impl Compiler {
                 patchable: false,
             })
         };
-        translate_function(
+        let r = translate_function(
             env,
             index,
             body,
@@ -641,8 +644,17 @@ impl Compiler {
             fctx,
             &mut declare,
             self.isa.frontend_config(),
-        )
-        .map_err(|e| e.in_func(index).in_section("code"))
+        );
+        if r.is_err() {
+            // A translation that stopped half-way (an operator faaslet
+            // does not implement, such as GC's, which validation accepts)
+            // leaves its state in the builder context, and the next
+            // function translated with it would trip cranelift-frontend's
+            // assertion that it starts empty: a guest-triggered panic.
+            // Start the next one afresh.
+            *fctx = FunctionBuilderContext::new();
+        }
+        r.map_err(|e| e.in_func(index).in_section("code"))
     }
 
     /// The code of `wasm`'s defined functions as text, for reading what
@@ -658,7 +670,7 @@ impl Compiler {
     ) -> Result<String, CompileError> {
         use std::fmt::Write;
         let mut next = 0u32;
-        let parsed = parse_module(wasm, self.config.multi_memory, true, &mut |_| {
+        let parsed = parse_module(wasm, &self.config, true, &mut |_| {
             next += 1;
             next
         })?;
@@ -1008,4 +1020,78 @@ fn store_val(
         b.ins().store(MemFlagsData::trusted(), z32, base, off + 4);
     }
     b.ins().store(MemFlagsData::trusted(), v, base, off);
+}
+
+/// The pure functions Cranelift calls in place of an instruction the host
+/// CPU lacks (its "libcalls": fused multiply-add without FMA, which relaxed
+/// SIMD's `madd` needs; rounding without SSE4.1), resolved to these Rust
+/// implementations by name. Left to the dynamic linker, a libcall may not
+/// resolve at all (libm need not be loaded into the process), and
+/// cranelift-jit panics on an unresolved one: a guest module could then
+/// crash the host on a CPU without FMA. Each computes exactly what the
+/// instruction would (`mul_add` is correctly rounded, one rounding), so
+/// results do not depend on the host's CPU.
+mod libcalls {
+    // Rounding a NaN must give a quiet NaN (wasm's arithmetic NaN), which
+    // the software fallbacks of `ceil` and friends do not promise for a
+    // signalling one.
+    fn quiet32(r: f32) -> f32 {
+        if r.is_nan() {
+            f32::from_bits(r.to_bits() | 0x0040_0000)
+        } else {
+            r
+        }
+    }
+    fn quiet64(r: f64) -> f64 {
+        if r.is_nan() {
+            f64::from_bits(r.to_bits() | 0x0008_0000_0000_0000)
+        } else {
+            r
+        }
+    }
+    extern "C" fn fmaf(a: f32, b: f32, c: f32) -> f32 {
+        quiet32(a.mul_add(b, c))
+    }
+    extern "C" fn fma(a: f64, b: f64, c: f64) -> f64 {
+        quiet64(a.mul_add(b, c))
+    }
+    extern "C" fn ceilf(a: f32) -> f32 {
+        quiet32(a.ceil())
+    }
+    extern "C" fn ceil(a: f64) -> f64 {
+        quiet64(a.ceil())
+    }
+    extern "C" fn floorf(a: f32) -> f32 {
+        quiet32(a.floor())
+    }
+    extern "C" fn floor(a: f64) -> f64 {
+        quiet64(a.floor())
+    }
+    extern "C" fn truncf(a: f32) -> f32 {
+        quiet32(a.trunc())
+    }
+    extern "C" fn trunc(a: f64) -> f64 {
+        quiet64(a.trunc())
+    }
+    extern "C" fn nearbyintf(a: f32) -> f32 {
+        quiet32(a.round_ties_even())
+    }
+    extern "C" fn nearbyint(a: f64) -> f64 {
+        quiet64(a.round_ties_even())
+    }
+
+    /// `(name, address)` of each, under the names of
+    /// `cranelift_module::default_libcall_names`.
+    pub(super) const ALL: &[(&str, *const u8)] = &[
+        ("fmaf", fmaf as *const u8),
+        ("fma", fma as *const u8),
+        ("ceilf", ceilf as *const u8),
+        ("ceil", ceil as *const u8),
+        ("floorf", floorf as *const u8),
+        ("floor", floor as *const u8),
+        ("truncf", truncf as *const u8),
+        ("trunc", trunc as *const u8),
+        ("nearbyintf", nearbyintf as *const u8),
+        ("nearbyint", nearbyint as *const u8),
+    ];
 }

@@ -26,6 +26,36 @@ pub(crate) fn features() -> WasmFeatures {
         .union(WasmFeatures::THREADS)
 }
 
+/// The features a compiler with `config` accepts: [`features`] plus the
+/// WebAssembly 3.0 proposals the configuration switches on.
+pub(crate) fn config_features(config: &crate::CompileConfig) -> WasmFeatures {
+    let mut features = features();
+    if config.multi_memory {
+        features |= WasmFeatures::MULTI_MEMORY;
+    }
+    if config.relaxed_simd {
+        features |= WasmFeatures::RELAXED_SIMD;
+    }
+    if config.function_references {
+        // Also wasmparser's GC feature, for the parts of WebAssembly 3.0's
+        // type system that typed function references use: explicit
+        // recursion groups, `sub final` declarations, and `global.get` of
+        // an immutable defined global in constant expressions. What GC
+        // adds beyond that is refused when the module is parsed or
+        // translated, as unsupported: struct and array types, declared
+        // subtypes, heap types other than func/extern (`any`, `eq`, `i31`,
+        // ...), and the GC instructions.
+        features |= WasmFeatures::FUNCTION_REFERENCES | WasmFeatures::GC;
+    }
+    if config.memory64 {
+        features |= WasmFeatures::MEMORY64;
+    }
+    if config.exceptions {
+        features |= WasmFeatures::EXCEPTIONS;
+    }
+    features
+}
+
 pub(crate) fn val_type(t: wasmparser::ValType) -> Result<ValType, CompileError> {
     Ok(match t {
         wasmparser::ValType::I32 => ValType::I32,
@@ -38,15 +68,12 @@ pub(crate) fn val_type(t: wasmparser::ValType) -> Result<ValType, CompileError> 
 }
 
 pub(crate) fn ref_type(r: wasmparser::RefType) -> Result<RefType, CompileError> {
-    if r == wasmparser::RefType::FUNCREF {
-        Ok(RefType::Func)
-    } else if r == wasmparser::RefType::EXTERNREF {
-        Ok(RefType::Extern)
-    } else {
-        Err(CompileError::unsupported(format!(
-            "reference type {r} is not supported"
-        )))
-    }
+    // Every reference to a function (`funcref`, `(ref $t)`, `nofunc`,
+    // nullable or not) is a `VMFuncRef` pointer at run time, 0 for null;
+    // every external reference a host handle. Nullability and concrete
+    // types matter only to validation (wasmparser's) and to function type
+    // identity (`FuncType::ref_key`).
+    heap_ref_type(r.heap_type())
 }
 
 pub(crate) fn heap_ref_type(h: wasmparser::HeapType) -> Result<RefType, CompileError> {
@@ -60,27 +87,200 @@ pub(crate) fn heap_ref_type(h: wasmparser::HeapType) -> Result<RefType, CompileE
             shared: false,
             ty: AbstractHeapType::Extern | AbstractHeapType::NoExtern,
         } => Ok(RefType::Extern),
+        HeapType::Abstract {
+            shared: false,
+            ty: AbstractHeapType::Exn | AbstractHeapType::NoExn,
+        } => Ok(RefType::Exn),
+        // Only function types are accepted in the type section (GC's
+        // struct and array types are refused there), so a concrete heap
+        // type is a function type.
+        HeapType::Concrete(_) => Ok(RefType::Func),
         other => Err(CompileError::unsupported(format!(
             "heap type {other:?} is not supported"
         ))),
     }
 }
 
-fn table_type(t: &wasmparser::TableType) -> Result<TableType, CompileError> {
-    if t.table64 || t.shared {
-        return Err(CompileError::unsupported("64-bit or shared tables"));
+/// Appends the `FuncType::ref_key` code of value type `t` to `out`. The
+/// recursion group being keyed starts at module type index `group_start`
+/// and holds `group_len` types; `type_ids` are the engine-wide ids of the
+/// module's earlier types.
+fn key_val_type(
+    t: wasmparser::ValType,
+    group_start: u32,
+    group_len: u32,
+    type_ids: &[u32],
+    out: &mut Vec<u32>,
+) -> Result<(), CompileError> {
+    use wasmparser::{AbstractHeapType as A, HeapType, UnpackedIndex};
+    let number = match t {
+        wasmparser::ValType::I32 => Some(1),
+        wasmparser::ValType::I64 => Some(2),
+        wasmparser::ValType::F32 => Some(3),
+        wasmparser::ValType::F64 => Some(4),
+        wasmparser::ValType::V128 => Some(5),
+        wasmparser::ValType::Ref(_) => None,
+    };
+    let r = match (t, number) {
+        (wasmparser::ValType::Ref(r), _) => r,
+        (_, code) => {
+            out.extend(code);
+            return Ok(());
+        }
+    };
+    let nullable = u32::from(r.is_nullable()) << 8;
+    let concrete = |idx: UnpackedIndex, out: &mut Vec<u32>| -> Result<(), CompileError> {
+        let in_group = |i: u32| i.checked_sub(group_start).filter(|r| *r < group_len);
+        match idx {
+            UnpackedIndex::RecGroup(i) => out.extend([0x2000 | nullable, i]),
+            UnpackedIndex::Module(i) => match in_group(i) {
+                Some(rel) => out.extend([0x2000 | nullable, rel]),
+                None => {
+                    // A forward reference out of the group is invalid:
+                    // the validator, which sees this section next,
+                    // reports it.
+                    let id = type_ids.get(i as usize).copied().ok_or_else(|| {
+                        CompileError::new(CompileErrorKind::Invalid, "unknown type")
+                    })?;
+                    out.extend([0x3000 | nullable, id]);
+                }
+            },
+            _ => return Err(CompileError::unsupported("type identifiers")),
+        }
+        Ok(())
+    };
+    match r.heap_type() {
+        HeapType::Abstract { shared: false, ty } => {
+            let code = match ty {
+                A::Func => 1,
+                A::Extern => 2,
+                A::NoFunc => 3,
+                A::NoExtern => 4,
+                A::Exn => 5,
+                A::NoExn => 6,
+                other => {
+                    return Err(CompileError::unsupported(format!(
+                        "heap type {other:?} is not supported"
+                    )))
+                }
+            };
+            out.push(0x1000 | nullable | code);
+        }
+        HeapType::Concrete(idx) => concrete(idx, out)?,
+        other => {
+            return Err(CompileError::unsupported(format!(
+                "heap type {other:?} is not supported"
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// Whether `t` is a WebAssembly 2.0 value type (no typed reference).
+fn is_plain(t: &wasmparser::ValType) -> bool {
+    match t {
+        wasmparser::ValType::Ref(r) => {
+            *r == wasmparser::RefType::FUNCREF || *r == wasmparser::RefType::EXTERNREF
+        }
+        _ => true,
+    }
+}
+
+/// The `FuncType::ref_key` of each type of recursion group `group`, whose
+/// first type has module index `group_start`: `None` for every type of a
+/// group of one plain type, else the whole group's structure followed by
+/// the type's position in it.
+fn rec_group_keys(
+    group: &wasmparser::RecGroup,
+    group_start: u32,
+    type_ids: &[u32],
+) -> Result<Vec<Option<Arc<[u32]>>>, CompileError> {
+    let n = group.types().len() as u32;
+    if group.types().any(|t| !t.supertype_idxs.is_empty()) {
+        return Err(CompileError::unsupported(
+            "declared subtypes of function types (GC)",
+        ));
+    }
+    let funcs: Vec<&wasmparser::FuncType> = group
+        .types()
+        .filter_map(|t| match &t.composite_type.inner {
+            wasmparser::CompositeInnerType::Func(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    // `(rec (type $t ...))` is the same group as `(type $t ...)`.
+    let plain = n == 1
+        && group.types().all(|t| t.is_final)
+        && funcs
+            .iter()
+            .all(|f| f.params().iter().chain(f.results()).all(is_plain));
+    if plain {
+        return Ok(vec![None; n as usize]);
+    }
+    let mut structure = vec![n];
+    for (f, sub) in funcs.iter().zip(group.types()) {
+        structure.push(u32::from(sub.is_final));
+        structure.push(f.params().len() as u32);
+        structure.push(f.results().len() as u32);
+        for t in f.params().iter().chain(f.results()) {
+            key_val_type(*t, group_start, n, type_ids, &mut structure)?;
+        }
+    }
+    Ok((0..n)
+        .map(|k| {
+            let mut key = structure.clone();
+            key.push(k);
+            Some(Arc::from(key))
+        })
+        .collect())
+}
+
+/// The [`TypedRef`] of `r` if it is not plain `funcref` / `externref`.
+/// `type_ids` are the engine-wide ids of the module's types; an index
+/// beyond them is invalid, and the validator (which sees the section
+/// next) reports it.
+fn typed_ref(r: wasmparser::RefType, type_ids: &[u32]) -> Result<Option<TypedRef>, CompileError> {
+    use wasmparser::{AbstractHeapType as A, HeapType};
+    let plain = TypedRef::plain(ref_type(r)?);
+    let heap = match r.heap_type() {
+        HeapType::Abstract { ty: A::Func, .. } => HeapKind::Func,
+        HeapType::Abstract { ty: A::NoFunc, .. } => HeapKind::NoFunc,
+        HeapType::Abstract { ty: A::Extern, .. } => HeapKind::Extern,
+        HeapType::Abstract {
+            ty: A::NoExtern, ..
+        } => HeapKind::NoExtern,
+        HeapType::Abstract { ty: A::Exn, .. } => HeapKind::Exn,
+        HeapType::Abstract { ty: A::NoExn, .. } => HeapKind::NoExn,
+        HeapType::Concrete(i) => {
+            let id = i
+                .as_module_index()
+                .and_then(|i| type_ids.get(i as usize).copied())
+                .ok_or_else(|| CompileError::new(CompileErrorKind::Invalid, "unknown type"))?;
+            HeapKind::Concrete(id)
+        }
+        _ => return Ok(None),
+    };
+    let t = TypedRef {
+        nullable: r.is_nullable(),
+        heap,
+    };
+    Ok((t != plain).then_some(t))
+}
+
+fn table_type(t: &wasmparser::TableType, type_ids: &[u32]) -> Result<TableType, CompileError> {
+    if t.shared {
+        return Err(CompileError::unsupported("shared tables"));
     }
     Ok(TableType {
         element: ref_type(t.element_type)?,
         minimum: t.initial,
         maximum: t.maximum,
+        ref_type: typed_ref(t.element_type, type_ids)?,
+        table64: t.table64,
     })
 }
 
 fn memory_type(t: &wasmparser::MemoryType) -> Result<MemoryType, CompileError> {
-    if t.memory64 {
-        return Err(CompileError::unsupported("64-bit memories (memory64)"));
-    }
     if t.page_size_log2.is_some_and(|p| p != 16) {
         return Err(CompileError::unsupported("custom page sizes"));
     }
@@ -92,13 +292,17 @@ fn memory_type(t: &wasmparser::MemoryType) -> Result<MemoryType, CompileError> {
     })
 }
 
-fn global_type(t: &wasmparser::GlobalType) -> Result<GlobalType, CompileError> {
+fn global_type(t: &wasmparser::GlobalType, type_ids: &[u32]) -> Result<GlobalType, CompileError> {
     if t.shared {
         return Err(CompileError::unsupported("shared globals"));
     }
     Ok(GlobalType {
         content: val_type(t.content_type)?,
         mutable: t.mutable,
+        ref_type: match t.content_type {
+            wasmparser::ValType::Ref(r) => typed_ref(r, type_ids)?,
+            _ => None,
+        },
     })
 }
 
@@ -128,12 +332,14 @@ fn const_expr(e: &wasmparser::ConstExpr<'_>) -> Result<ConstExpr, CompileError> 
             O::I64Add => ConstOp::I64Add,
             O::I64Sub => ConstOp::I64Sub,
             O::I64Mul => ConstOp::I64Mul,
-            // Not constant: leave it to the validator, which rejects it.
-            _ => {
-                return Err(CompileError::new(
-                    CompileErrorKind::Invalid,
-                    "constant expression required",
-                )
+            // Not constant: the validator, which sees the section next,
+            // rejects it (its error is the one reported). If it accepts
+            // it, it is a constant operator of a proposal faaslet does not
+            // implement (GC's `ref.i31`, `struct.new`, ...).
+            other => {
+                return Err(CompileError::unsupported(format!(
+                    "constant expression operator {other:?}"
+                ))
                 .at(offset as usize));
             }
         };
@@ -155,10 +361,11 @@ fn parse_payload<'a>(
         Payload::TypeSection(reader) => {
             for group in reader.clone() {
                 let group = group.map_err(m)?;
-                for sub in group.into_types() {
+                let keys = rec_group_keys(&group, info.types.len() as u32, &info.type_ids)?;
+                for (sub, ref_key) in group.into_types().zip(keys) {
                     match &sub.composite_type.inner {
                         wasmparser::CompositeInnerType::Func(ft) => {
-                            let ty = FuncType::new(
+                            let mut ty = FuncType::new(
                                 ft.params()
                                     .iter()
                                     .map(|t| val_type(*t))
@@ -168,6 +375,7 @@ fn parse_payload<'a>(
                                     .map(|t| val_type(*t))
                                     .collect::<Result<Vec<_>, _>>()?,
                             );
+                            ty.ref_key = ref_key;
                             info.type_ids.push(type_id(&ty));
                             info.types.push(ty);
                         }
@@ -186,7 +394,7 @@ fn parse_payload<'a>(
                         EntityType::Func(t)
                     }
                     TypeRef::Table(t) => {
-                        let t = table_type(&t)?;
+                        let t = table_type(&t, &info.type_ids)?;
                         info.tables.push(t);
                         info.num_imported_tables += 1;
                         EntityType::Table(t)
@@ -197,8 +405,13 @@ fn parse_payload<'a>(
                         info.num_imported_memories += 1;
                         EntityType::Memory(t)
                     }
+                    TypeRef::Tag(t) => {
+                        info.tags.push(t.func_type_idx);
+                        info.num_imported_tags += 1;
+                        EntityType::Tag(t.func_type_idx)
+                    }
                     TypeRef::Global(t) => {
-                        let t = global_type(&t)?;
+                        let t = global_type(&t, &info.type_ids)?;
                         info.globals.push(t);
                         info.num_imported_globals += 1;
                         EntityType::Global(t)
@@ -224,12 +437,11 @@ fn parse_payload<'a>(
         Payload::TableSection(reader) => {
             for t in reader.clone() {
                 let t = t.map_err(m)?;
-                if !matches!(t.init, wasmparser::TableInit::RefNull) {
-                    return Err(CompileError::unsupported(
-                        "table initialiser expressions (function references)",
-                    ));
-                }
-                info.tables.push(table_type(&t.ty)?);
+                info.table_inits.push(match &t.init {
+                    wasmparser::TableInit::RefNull => None,
+                    wasmparser::TableInit::Expr(e) => Some(const_expr(e)?),
+                });
+                info.tables.push(table_type(&t.ty, &info.type_ids)?);
             }
         }
         Payload::MemorySection(reader) => {
@@ -245,13 +457,15 @@ fn parse_payload<'a>(
             )
             .at(range.start as usize));
         }
-        Payload::TagSection(_) => {
-            return Err(CompileError::unsupported("exception handling (tags)"));
+        Payload::TagSection(reader) => {
+            for t in reader.clone() {
+                info.tags.push(t.map_err(m)?.func_type_idx);
+            }
         }
         Payload::GlobalSection(reader) => {
             for g in reader.clone() {
                 let g = g.map_err(m)?;
-                info.globals.push(global_type(&g.ty)?);
+                info.globals.push(global_type(&g.ty, &info.type_ids)?);
                 info.global_inits.push(const_expr(&g.init_expr)?);
             }
         }
@@ -263,6 +477,7 @@ fn parse_payload<'a>(
                     ExternalKind::Table => ExportIndex::Table(e.index),
                     ExternalKind::Memory => ExportIndex::Memory(e.index),
                     ExternalKind::Global => ExportIndex::Global(e.index),
+                    ExternalKind::Tag => ExportIndex::Tag(e.index),
                     other => {
                         return Err(CompileError::unsupported(format!(
                             "export of kind {other:?}"
@@ -437,16 +652,13 @@ fn classify(e: BinaryReaderError) -> CompileError {
 /// is being loaded instead.
 pub(crate) fn parse_module<'a>(
     wasm: &'a [u8],
-    multi_memory: bool,
+    config: &crate::CompileConfig,
     validate_bodies: bool,
     type_id: &mut dyn FnMut(&FuncType) -> u32,
 ) -> Result<ParsedModule<'a>, CompileError> {
     let mut info = ModuleInfo::default();
     let mut bodies = Vec::new();
-    let mut features = features();
-    if multi_memory {
-        features |= WasmFeatures::MULTI_MEMORY;
-    }
+    let features = config_features(config);
     let mut validator = Validator::new_with_features(features);
     let mut allocs = wasmparser::FuncValidatorAllocations::default();
     let mut last_section = None;
@@ -517,6 +729,7 @@ pub(crate) fn parse_module<'a>(
         num_tables: info.tables.len() as u32,
         num_globals: info.globals.len() as u32,
         num_funcs: info.funcs.len() as u32,
+        num_tags: info.tags.len() as u32,
     };
     Ok(ParsedModule { info, bodies })
 }

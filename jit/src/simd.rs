@@ -14,6 +14,28 @@
 //! same semantics; the exceptions (`pmin`/`pmax`, dot products, extended
 //! multiplies, pairwise additions and the `_zero` conversions) are short
 //! sequences of them.
+//!
+//! # Relaxed SIMD
+//!
+//! The relaxed SIMD operators (WebAssembly 3.0) are lowered each to one
+//! fixed result among those the specification permits, identical on every
+//! host (`CompileConfig::relaxed_simd` accepts them).
+//!
+//! | operator | lowering | relaxed freedom given up |
+//! |---|---|---|
+//! | `i8x16.relaxed_swizzle` | `i8x16.swizzle` (index ≥ 16 gives 0) | x86 `pshufb` without the saturating add |
+//! | `i32x4.relaxed_trunc_*` | the `trunc_sat` operators | x86 `cvttps2dq` without the NaN/overflow fix-up |
+//! | `f32x4/f64x2.relaxed_madd`, `nmadd` | fused multiply-add, one rounding (`nmadd` negates `a`): `vfmadd`/`vfnmadd` with FMA, `fmla` on aarch64, else Cranelift's libcall to libm's correctly rounded `fma` | the unfused result (two roundings) |
+//! | `*.relaxed_laneselect` | `v128.bitselect` (bitwise) | x86 `blendv` (top bit of each lane) |
+//! | `f32x4/f64x2.relaxed_min/max` | `f32x4.min` etc. (NaN-propagating, -0 < +0) | x86 `minps`/`maxps` |
+//! | `i16x8.relaxed_q15mulr_s` | `i16x8.q15mulr_sat_s` | x86 `pmulhrsw` without the overflow fix-up |
+//! | `i16x8.relaxed_dot_i8x16_i7x16_s` | signed × signed products, wrapping pairwise sum (aarch64 `sdot` semantics) | x86 `pmaddubsw` (unsigned × signed, saturating) |
+//! | `i32x4.relaxed_dot_i8x16_i7x16_add_s` | the i16x8 dot above, sign-extended pairwise sum, plus the accumulator | as above |
+//!
+//! Every row but multiply-add and the dot products is exactly the
+//! non-relaxed operator, so relaxed code is never slower than its portable
+//! spelling; multiply-add is one instruction on every FMA host. The
+//! choices are those of wasmi, the differential fuzzer's reference.
 
 use crate::error::CompileError;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -619,9 +641,77 @@ pub(crate) fn translate<'b>(
             b.ins().uunarrow(c, z)
         }),
 
+        // ---- relaxed SIMD (WebAssembly 3.0) ----------------------------
+        //
+        // Every relaxed operator is lowered to one fixed choice among the
+        // results the specification allows, the same on every host: the
+        // non-relaxed operator where there is one, fused multiply-add, and
+        // signed-by-signed dot products. So a module computes the
+        // same bits on x86-64 and aarch64, with or without FMA, which a
+        // Proto-Faaslet snapshot restored on another host and the
+        // differential fuzzer both rely on. See the module docs for the
+        // per-operator table.
+        O::I8x16RelaxedSwizzle => return translate(e, &O::I8x16Swizzle),
+        O::I32x4RelaxedTruncF32x4S => return translate(e, &O::I32x4TruncSatF32x4S),
+        O::I32x4RelaxedTruncF32x4U => return translate(e, &O::I32x4TruncSatF32x4U),
+        O::I32x4RelaxedTruncF64x2SZero => return translate(e, &O::I32x4TruncSatF64x2SZero),
+        O::I32x4RelaxedTruncF64x2UZero => return translate(e, &O::I32x4TruncSatF64x2UZero),
+        O::F32x4RelaxedMadd => madd(e, F32X4, false),
+        O::F32x4RelaxedNmadd => madd(e, F32X4, true),
+        O::F64x2RelaxedMadd => madd(e, F64X2, false),
+        O::F64x2RelaxedNmadd => madd(e, F64X2, true),
+        O::I8x16RelaxedLaneselect
+        | O::I16x8RelaxedLaneselect
+        | O::I32x4RelaxedLaneselect
+        | O::I64x2RelaxedLaneselect => return translate(e, &O::V128Bitselect),
+        O::F32x4RelaxedMin => return translate(e, &O::F32x4Min),
+        O::F32x4RelaxedMax => return translate(e, &O::F32x4Max),
+        O::F64x2RelaxedMin => return translate(e, &O::F64x2Min),
+        O::F64x2RelaxedMax => return translate(e, &O::F64x2Max),
+        O::I16x8RelaxedQ15mulrS => return translate(e, &O::I16x8Q15MulrSatS),
+        O::I16x8RelaxedDotI8x16I7x16S => binary(e, I8X16, dot_i8x16_s),
+        O::I32x4RelaxedDotI8x16I7x16AddS => {
+            let acc = pop(e, I32X4);
+            let y = pop(e, I8X16);
+            let x = pop(e, I8X16);
+            let b = e.builder();
+            let d = dot_i8x16_s(b, x, y);
+            let lo = b.ins().swiden_low(d);
+            let hi = b.ins().swiden_high(d);
+            let sum = b.ins().iadd_pairwise(lo, hi);
+            let r = b.ins().iadd(sum, acc);
+            push(e, r);
+        }
+
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+/// `a * b + c` (`negate`: `-a * b + c`), fused: one rounding, the same
+/// bits on every host (a native FMA instruction where the CPU has one,
+/// else libm's correctly rounded `fma` through a Cranelift libcall).
+fn madd<'b>(e: &mut impl SimdEnv<'b>, ty: Type, negate: bool) {
+    let c = pop(e, ty);
+    let y = pop(e, ty);
+    let x = pop(e, ty);
+    let b = e.builder();
+    let x = if negate { b.ins().fneg(x) } else { x };
+    let r = b.ins().fma(x, y, c);
+    push(e, r);
+}
+
+/// The `i16x8` dot product of two `i8x16`s, both read as signed: lane `i`
+/// is `x[2i]*y[2i] + x[2i+1]*y[2i+1]`, wrapping (only reachable when
+/// `y` is outside the `i7` range the operator promises).
+fn dot_i8x16_s(b: &mut FunctionBuilder<'_>, x: Value, y: Value) -> Value {
+    let xl = b.ins().swiden_low(x);
+    let yl = b.ins().swiden_low(y);
+    let lo = b.ins().imul(xl, yl);
+    let xh = b.ins().swiden_high(x);
+    let yh = b.ins().swiden_high(y);
+    let hi = b.ins().imul(xh, yh);
+    b.ins().iadd_pairwise(lo, hi)
 }
 
 fn extract<'b>(e: &mut impl SimdEnv<'b>, ty: Type, lane: u8, signed: Option<bool>) {

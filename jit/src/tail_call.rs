@@ -1,5 +1,6 @@
 //! Translation of the tail-call proposal's `return_call` and
-//! `return_call_indirect`. Wasm functions use Cranelift's `Tail` calling
+//! `return_call_indirect`, and of typed function references'
+//! `return_call_ref`. Wasm functions use Cranelift's `Tail` calling
 //! convention, so these map onto Cranelift's `return_call` and
 //! `return_call_indirect`; calls to imported functions go through
 //! `return_call_indirect` with the funcref's code pointer and vmctx.
@@ -57,6 +58,20 @@ impl<'m, 'b> Translator<'m, 'b> {
         let n = ty.params.len();
         let call_args = self.popn(n);
         let (fptr, callee) = self.indirect_callee(type_index, table, index);
+        let mut a = vec![callee, self.vmctx];
+        a.extend(call_args);
+        let sig = self.sig_ref(type_index);
+        self.b.ins().return_call_indirect(sig, fptr, &a);
+        self.reachable = false;
+        Ok(())
+    }
+
+    /// `return_call_ref $t`: the checks of `call_ref`, then a tail call.
+    pub(super) fn return_call_ref(&mut self, type_index: u32) -> Result<(), CompileError> {
+        let n = self.info().types[type_index as usize].params.len();
+        let fr = self.pop();
+        let call_args = self.popn(n);
+        let (fptr, callee) = self.funcref_callee(type_index, fr, abi::TRAP_NULL_FUNC_REF);
         let mut a = vec![callee, self.vmctx];
         a.extend(call_args);
         let sig = self.sig_ref(type_index);

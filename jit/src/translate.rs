@@ -17,6 +17,8 @@ use wasmparser::{BlockType, FunctionBody, MemArg, Operator};
 
 #[path = "atomics.rs"]
 mod atomics;
+#[path = "exceptions.rs"]
+mod exceptions;
 #[path = "tail_call.rs"]
 mod tail_call;
 
@@ -28,7 +30,7 @@ pub(crate) fn ir_type(t: ValType) -> Type {
         ValType::F32 => types::F32,
         ValType::F64 => types::F64,
         ValType::V128 => types::I8X16,
-        ValType::FuncRef | ValType::ExternRef => types::I64,
+        ValType::FuncRef | ValType::ExternRef | ValType::ExnRef => types::I64,
     }
 }
 
@@ -98,6 +100,8 @@ struct Frame {
     dest_used: bool,
     /// Frame was opened while unreachable: only nesting bookkeeping.
     dead: bool,
+    /// For a live `try_table`: its handlers (see `exceptions.rs`).
+    try_table: Option<exceptions::TryTable>,
 }
 
 /// Static context for translating the functions of one module.
@@ -120,6 +124,11 @@ struct Translator<'m, 'b> {
     declare: &'m mut dyn FnMut(u32, &mut Function) -> FuncRef,
     /// Each memory's length as last loaded (see `refresh_memory_lengths`).
     mem_lens: Vec<Variable>,
+    /// The function's result types.
+    func_results: Vec<Type>,
+    /// The block that returns with an exception pending (zero results),
+    /// once something needs it (see `exceptions.rs`).
+    propagate: Option<Block>,
 }
 
 fn block_type(info: &ModuleInfo, bt: BlockType) -> Result<(Vec<Type>, Vec<Type>), CompileError> {
@@ -220,10 +229,11 @@ pub(crate) fn translate_function(
             header: None,
             else_block: None,
             params: vec![],
-            results,
+            results: results.clone(),
             height: 0,
             dest_used: false,
             dead: false,
+            try_table: None,
         }],
         reachable: true,
         func_refs: HashMap::new(),
@@ -231,6 +241,8 @@ pub(crate) fn translate_function(
         builtin_sigs: HashMap::new(),
         declare,
         mem_lens: Vec::new(),
+        propagate: None,
+        func_results: results,
     };
     for _ in 0..info.memories.len() {
         let v = tr.b.declare_var(types::I64);
@@ -253,6 +265,7 @@ pub(crate) fn translate_function(
         let vals = tr.stack[..n].to_vec();
         tr.b.ins().return_(&vals);
     }
+    tr.finish_propagate();
     tr.b.finalize(frontend);
     Ok(())
 }
@@ -337,6 +350,7 @@ impl<'m, 'b> Translator<'m, 'b> {
             height,
             dest_used: false,
             dead: false,
+            try_table: None,
         })
     }
 
@@ -352,6 +366,7 @@ impl<'m, 'b> Translator<'m, 'b> {
             height: self.stack.len(),
             dest_used: false,
             dead: true,
+            try_table: None,
         });
     }
 
@@ -403,6 +418,8 @@ impl<'m, 'b> Translator<'m, 'b> {
         // The callee may have grown any memory (memory.grow, a host
         // function mapping state).
         self.refresh_memory_lengths();
+        // Or thrown.
+        self.check_pending_exception();
     }
 
     /// Loads every memory's current length into its variable, which the
@@ -485,7 +502,13 @@ impl<'m, 'b> Translator<'m, 'b> {
     /// As [`Self::table_elem_addr`], trapping with `code` when out of bounds.
     fn table_elem_addr_or(&mut self, t: u32, index: Value, code: TrapCode) -> Value {
         let (base, len) = self.table(t);
-        let idx = self.b.ins().uextend(types::I64, index);
+        // A 64-bit table's index is already an i64 (table64, part of
+        // memory64): compared whole with the length, it cannot wrap.
+        let idx = if self.b.func.dfg.value_type(index) == types::I64 {
+            index
+        } else {
+            self.b.ins().uextend(types::I64, index)
+        };
         let oob = self
             .b
             .ins()
@@ -528,7 +551,29 @@ impl<'m, 'b> Translator<'m, 'b> {
     fn indirect_callee(&mut self, type_index: u32, table: u32, index: Value) -> (Value, Value) {
         let addr = self.table_elem_addr_or(table, index, abi::TRAP_INDIRECT_OOB);
         let fr = self.b.ins().load(types::I64, table_elems(), addr, 0);
-        self.b.ins().trapz(fr, abi::TRAP_INDIRECT_NULL);
+        self.funcref_callee(type_index, fr, abi::TRAP_INDIRECT_NULL)
+    }
+
+    /// The checks every call through a function reference makes, the one
+    /// copy of them (`call_indirect`, `return_call_indirect`, `call_ref`,
+    /// `return_call_ref`): `fr` must be non-null (else trap with
+    /// `null_code`) and point at a [`abi::VMFuncRef`] whose type id is that
+    /// of `type_index` ([`abi::TRAP_BAD_SIGNATURE`]). Returns the callee's
+    /// code pointer and vmctx.
+    ///
+    /// For `call_ref` both checks are also implied by validation (the
+    /// operand has type `(ref null $t)`); they are made anyway, so that
+    /// nothing the static types might get wrong (a validator bug, a host
+    /// passing null for a non-nullable parameter, a table imported with a
+    /// coarser element type) can make this code jump through a null or
+    /// mistyped reference: the sandbox does not rest on the type system.
+    fn funcref_callee(
+        &mut self,
+        type_index: u32,
+        fr: Value,
+        null_code: TrapCode,
+    ) -> (Value, Value) {
+        self.b.ins().trapz(fr, null_code);
         let tid = self
             .b
             .ins()
@@ -545,6 +590,77 @@ impl<'m, 'b> Translator<'m, 'b> {
             .load(types::I64, rw(), fr, abi::FUNCREF_FUNC_PTR);
         let callee = self.b.ins().load(types::I64, rw(), fr, abi::FUNCREF_VMCTX);
         (fptr, callee)
+    }
+
+    /// `call_ref $t`: the reference on top of the stack, checked by
+    /// [`Self::funcref_callee`], called with the arguments below it.
+    fn call_ref(&mut self, type_index: u32) -> Result<(), CompileError> {
+        let n = self.info().types[type_index as usize].params.len();
+        let fr = self.pop();
+        let call_args = self.popn(n);
+        let (fptr, callee) = self.funcref_callee(type_index, fr, abi::TRAP_NULL_FUNC_REF);
+        let mut a = vec![callee, self.vmctx];
+        a.extend(call_args);
+        let sig = self.sig_ref(type_index);
+        let inst = self.b.ins().call_indirect(sig, fptr, &a);
+        self.call_results(inst);
+        Ok(())
+    }
+
+    /// A table index or length operand as the i32 the table builtins take.
+    /// An i64 operand (of a 64-bit table) of 2^32 or more traps as out of
+    /// bounds: tables never hold that many elements
+    /// (`Config::max_table_elements` is at most `u32::MAX`), so every
+    /// operation it takes part in (`table.fill`, `copy`, `init`) is out of
+    /// bounds anyway.
+    fn table_operand32(&mut self, v: Value) -> Value {
+        if self.b.func.dfg.value_type(v) != types::I64 {
+            return v;
+        }
+        let big = self
+            .b
+            .ins()
+            .icmp_imm_u(IntCC::UnsignedGreaterThan, v, i64::from(u32::MAX));
+        self.b.ins().trapnz(big, abi::TRAP_TABLE_OOB);
+        self.b.ins().ireduce(types::I32, v)
+    }
+
+    /// `table.grow` of a 64-bit table: a delta of 2^32 or more fails (-1)
+    /// without calling the builtin, which takes an i32; otherwise the
+    /// builtin's i32 result, -1 kept as -1.
+    fn table64_grow(&mut self, table: u32, init: Value, delta: Value) {
+        let big = self
+            .b
+            .ins()
+            .icmp_imm_u(IntCC::UnsignedGreaterThan, delta, i64::from(u32::MAX));
+        let grow = self.b.create_block();
+        let join = self.b.create_block();
+        self.b.append_block_param(join, types::I64);
+        let minus_one = self.b.ins().iconst(types::I64, -1);
+        self.b
+            .ins()
+            .brif(big, join, &[BlockArg::Value(minus_one)], grow, &[]);
+        self.b.switch_to_block(grow);
+        self.b.seal_block(grow);
+        let t = self.i32c(table);
+        let d = self.b.ins().ireduce(types::I32, delta);
+        let r = self
+            .builtin(
+                abi::builtins::TABLE_GROW,
+                &[types::I32, types::I64, types::I32],
+                Some(types::I32),
+                &[t, init, d],
+            )
+            .expect("TABLE_GROW returns a size");
+        let failed = self.b.ins().icmp_imm_s(IntCC::Equal, r, -1);
+        let wide = self.b.ins().uextend(types::I64, r);
+        let minus_one = self.b.ins().iconst(types::I64, -1);
+        let v = self.b.ins().select(failed, minus_one, wide);
+        self.b.ins().jump(join, &[BlockArg::Value(v)]);
+        self.b.switch_to_block(join);
+        self.b.seal_block(join);
+        let v = self.b.block_params(join)[0];
+        self.push(v);
     }
 
     /// Calls builtin `idx` with SystemV ABI; `params` excludes the vmctx.
@@ -593,6 +709,20 @@ impl<'m, 'b> Translator<'m, 'b> {
         self.vmctx_ptr(off)
     }
 
+    /// Whether memory `mem` is indexed by i64 (memory64).
+    fn is_memory64(&self, mem: u32) -> bool {
+        self.info().memories[mem as usize].memory64
+    }
+
+    /// `v`, an index or length operand of memory `mem`, as an i64.
+    fn mem_index64(&mut self, mem: u32, v: Value) -> Value {
+        if self.is_memory64(mem) {
+            v
+        } else {
+            self.zext64(v)
+        }
+    }
+
     /// Memory index of an access.
     fn memarg_memory(memarg: &MemArg) -> u32 {
         match memarg.target {
@@ -614,12 +744,21 @@ impl<'m, 'b> Translator<'m, 'b> {
     /// a sandbox escape, so the decisions that make an access safe live
     /// here only: which memory (`memarg.target`, for both the length
     /// checked and the base returned), the end computation
-    /// (`index + offset + size`, which cannot overflow in 64 bits: the
-    /// index is a zero-extended i32 and validation limits 32-bit memories'
-    /// offsets to below 2^32; memory64 is rejected), the comparison
+    /// (`index + offset + size`, which cannot overflow in 64 bits for a
+    /// 32-bit memory: the index is a zero-extended i32 and validation
+    /// limits 32-bit memories' offsets to below 2^32; for a 64-bit memory
+    /// it can, so the carry counts as out of bounds and the offset sum
+    /// saturates), the comparison
     /// against the current length (`end > length` traps), the trap code
     /// ([`abi::TRAP_MEMORY_OOB`]), and when the check may be left to the
     /// guard pages.
+    ///
+    /// A 64-bit memory (memory64) is always checked explicitly, whatever
+    /// the bounds mode: no guard region covers a 64-bit index. With guard
+    /// pages, an access the guard covers checks only that the index fits
+    /// in 32 bits (the memory is reserved, and capped, as a 32-bit one);
+    /// otherwise, and always in explicit mode and for atomics, against the
+    /// length, the carry of `index + offset` counting as out of bounds.
     ///
     /// That last one is the one difference between callers, `check`:
     /// ordinary accesses may skip the check under
@@ -644,11 +783,43 @@ impl<'m, 'b> Translator<'m, 'b> {
         check: BoundsCheck,
         load_base: bool,
     ) -> CheckedIndex {
-        let mp = self.memory_ptr(Self::memarg_memory(memarg));
+        let mem = Self::memarg_memory(memarg);
+        let is64 = self.is_memory64(mem);
+        let mp = self.memory_ptr(mem);
         let base = load_base.then(|| self.load_ro(mp, abi::MEMORY_BASE));
-        let idx = self.zext64(index);
-        let end_off = memarg.offset + u64::from(size);
+        let idx = if is64 { index } else { self.zext64(index) };
+        // At most 2^32 - 1 + 16 for a 32-bit memory. A 64-bit memory's
+        // offset may be anything: saturated, the sum still exceeds every
+        // length, so the check below traps.
+        let end_off = memarg.offset.saturating_add(u64::from(size));
+        if let (true, BoundsCheck::Configured, BoundsChecks::GuardPages { guard_size }) =
+            (is64, check, self.env.config.bounds)
+        {
+            if end_off <= guard_size {
+                // A 64-bit memory is reserved as a 32-bit one (4 GiB +
+                // guard, inaccessible beyond its length, which never
+                // exceeds 4 GiB), so once the index is known to fit in 32
+                // bits the access is exactly a 32-bit memory's and the
+                // guard region covers it. The one explicit check: the
+                // index's high half is zero. It also feeds the Spectre
+                // guard, so a speculated access with a huge index goes to
+                // address 0.
+                let oob =
+                    self.b
+                        .ins()
+                        .icmp_imm_u(IntCC::UnsignedGreaterThan, idx, i64::from(u32::MAX));
+                self.b.ins().trapnz(oob, abi::TRAP_MEMORY_OOB);
+                return CheckedIndex {
+                    mem_ptr: mp,
+                    base,
+                    index: idx,
+                    oob: Some(oob),
+                };
+            }
+        }
         let need_check = match (check, self.env.config.bounds) {
+            // The guard region covers a 32-bit index only.
+            _ if is64 => true,
             (BoundsCheck::Always, _) => true,
             (BoundsCheck::Configured, BoundsChecks::GuardPages { guard_size }) => {
                 end_off > guard_size
@@ -664,8 +835,20 @@ impl<'m, 'b> Translator<'m, 'b> {
                     self.b.use_var(var)
                 }
             };
-            let end = self.b.ins().iadd_imm_s(idx, end_off as i64);
-            let oob = self.b.ins().icmp(IntCC::UnsignedGreaterThan, end, len);
+            let oob = if is64 {
+                // A 64-bit index plus the offset may wrap around 2^64 and
+                // come out small: the carry is out of bounds too. It is
+                // part of the one condition both the trap and the Spectre
+                // guard test, so a speculated access past a wrapped sum is
+                // sent to address 0 as well.
+                let off = self.b.ins().iconst(types::I64, end_off as i64);
+                let (end, carry) = self.b.ins().uadd_overflow(idx, off);
+                let beyond = self.b.ins().icmp(IntCC::UnsignedGreaterThan, end, len);
+                self.b.ins().bor(beyond, carry)
+            } else {
+                let end = self.b.ins().iadd_imm_s(idx, end_off as i64);
+                self.b.ins().icmp(IntCC::UnsignedGreaterThan, end, len)
+            };
             self.b.ins().trapnz(oob, abi::TRAP_MEMORY_OOB);
             oob
         });
@@ -796,7 +979,7 @@ impl<'m, 'b> Translator<'m, 'b> {
         use Operator as O;
         if !self.reachable {
             match op {
-                O::Block { .. } | O::Loop { .. } | O::If { .. } => {
+                O::Block { .. } | O::Loop { .. } | O::If { .. } | O::TryTable { .. } => {
                     self.dead_frame();
                     return Ok(());
                 }
@@ -816,7 +999,7 @@ impl<'m, 'b> Translator<'m, 'b> {
                     return Ok(());
                 }
                 O::End => {
-                    self.end_frame();
+                    self.end();
                     return Ok(());
                 }
                 _ => return Ok(()),
@@ -878,7 +1061,10 @@ impl<'m, 'b> Translator<'m, 'b> {
                 let vals = self.b.block_params(else_block).to_vec();
                 self.stack.extend(vals);
             }
-            O::End => self.end_frame(),
+            O::End => self.end(),
+            O::TryTable { ref try_table } => self.try_table(try_table)?,
+            O::Throw { tag_index } => self.throw(tag_index),
+            O::ThrowRef => self.throw_ref(),
             O::Br { relative_depth } => {
                 let (target, n) = self.branch_target(relative_depth);
                 let vals = self.peekn(n);
@@ -1012,26 +1198,40 @@ impl<'m, 'b> Translator<'m, 'b> {
                 let mp = self.memory_ptr(mem);
                 let len = self.b.ins().load(I64, rw(), mp, abi::MEMORY_LENGTH);
                 let pages = self.b.ins().ushr_imm_u(len, 16);
-                let v = self.b.ins().ireduce(I32, pages);
+                let v = if self.is_memory64(mem) {
+                    pages
+                } else {
+                    self.b.ins().ireduce(I32, pages)
+                };
                 self.push(v);
             }
             O::MemoryGrow { mem } => {
                 let delta = self.pop();
                 let m = self.i32c(mem);
-                let d = self.zext64(delta);
+                let d = self.mem_index64(mem, delta);
                 let r = self
                     .builtin(abi::builtins::MEMORY_GROW, &[I32, I64], Some(I64), &[m, d])
                     .unwrap();
-                let v = self.b.ins().ireduce(I32, r);
+                // The builtin returns the old size or u64::MAX (-1).
+                let v = if self.is_memory64(mem) {
+                    r
+                } else {
+                    self.b.ins().ireduce(I32, r)
+                };
                 self.push(v);
             }
             O::MemoryCopy { dst_mem, src_mem } => {
                 let (d, s, n) = self.pop3();
                 let dm = self.i32c(dst_mem);
                 let sm = self.i32c(src_mem);
-                let d = self.zext64(d);
-                let s = self.zext64(s);
-                let n = self.zext64(n);
+                let d = self.mem_index64(dst_mem, d);
+                let s = self.mem_index64(src_mem, s);
+                // The length is i64 only if both memories are 64-bit.
+                let n = if self.is_memory64(dst_mem) && self.is_memory64(src_mem) {
+                    n
+                } else {
+                    self.zext64(n)
+                };
                 let r = self
                     .builtin(
                         abi::builtins::MEMORY_COPY,
@@ -1045,8 +1245,8 @@ impl<'m, 'b> Translator<'m, 'b> {
             O::MemoryFill { mem } => {
                 let (d, val, n) = self.pop3();
                 let m = self.i32c(mem);
-                let d = self.zext64(d);
-                let n = self.zext64(n);
+                let d = self.mem_index64(mem, d);
+                let n = self.mem_index64(mem, n);
                 let r = self
                     .builtin(
                         abi::builtins::MEMORY_FILL,
@@ -1061,7 +1261,7 @@ impl<'m, 'b> Translator<'m, 'b> {
                 let (d, s, n) = self.pop3();
                 let m = self.i32c(mem);
                 let di = self.i32c(data_index);
-                let d = self.zext64(d);
+                let d = self.mem_index64(mem, d);
                 let r = self
                     .builtin(
                         abi::builtins::MEMORY_INIT,
@@ -1078,6 +1278,7 @@ impl<'m, 'b> Translator<'m, 'b> {
             }
             O::TableInit { elem_index, table } => {
                 let (d, s, n) = self.pop3();
+                let d = self.table_operand32(d);
                 let t = self.i32c(table);
                 let e = self.i32c(elem_index);
                 let r = self
@@ -1099,6 +1300,11 @@ impl<'m, 'b> Translator<'m, 'b> {
                 src_table,
             } => {
                 let (d, s, n) = self.pop3();
+                let (d, s, n) = (
+                    self.table_operand32(d),
+                    self.table_operand32(s),
+                    self.table_operand32(n),
+                );
                 let dt = self.i32c(dst_table);
                 let st = self.i32c(src_table);
                 let r = self
@@ -1113,6 +1319,7 @@ impl<'m, 'b> Translator<'m, 'b> {
             }
             O::TableFill { table } => {
                 let (d, val, n) = self.pop3();
+                let (d, n) = (self.table_operand32(d), self.table_operand32(n));
                 let t = self.i32c(table);
                 let r = self
                     .builtin(
@@ -1126,16 +1333,20 @@ impl<'m, 'b> Translator<'m, 'b> {
             }
             O::TableGrow { table } => {
                 let (init, delta) = self.pop2();
-                let t = self.i32c(table);
-                let r = self
-                    .builtin(
-                        abi::builtins::TABLE_GROW,
-                        &[I32, I64, I32],
-                        Some(I32),
-                        &[t, init, delta],
-                    )
-                    .unwrap();
-                self.push(r);
+                if self.info().tables[table as usize].table64 {
+                    self.table64_grow(table, init, delta);
+                } else {
+                    let t = self.i32c(table);
+                    let r = self
+                        .builtin(
+                            abi::builtins::TABLE_GROW,
+                            &[I32, I64, I32],
+                            Some(I32),
+                            &[t, init, delta],
+                        )
+                        .unwrap();
+                    self.push(r);
+                }
             }
             O::TableGet { table } => {
                 let i = self.pop();
@@ -1150,7 +1361,11 @@ impl<'m, 'b> Translator<'m, 'b> {
             }
             O::TableSize { table } => {
                 let (_, len) = self.table(table);
-                let v = self.b.ins().ireduce(I32, len);
+                let v = if self.info().tables[table as usize].table64 {
+                    len
+                } else {
+                    self.b.ins().ireduce(I32, len)
+                };
                 self.push(v);
             }
             O::RefNull { .. } => {
@@ -1277,6 +1492,36 @@ impl<'m, 'b> Translator<'m, 'b> {
             O::I64Extend16S => self.sext(types::I16, I64),
             O::I64Extend32S => self.sext(I32, I64),
             O::ReturnCall { function_index } => self.return_call(function_index)?,
+            O::CallRef { type_index } => self.call_ref(type_index)?,
+            O::ReturnCallRef { type_index } => self.return_call_ref(type_index)?,
+            O::RefAsNonNull => {
+                let v = *self.stack.last().expect("validated: operand");
+                self.b.ins().trapz(v, abi::TRAP_NULL_REFERENCE);
+            }
+            O::BrOnNull { relative_depth } => {
+                // Null: branch with the values below the reference.
+                // Otherwise continue with the reference on the stack.
+                let r = self.pop();
+                let (target, n) = self.branch_target(relative_depth);
+                let vals = self.peekn(n);
+                let next = self.b.create_block();
+                self.b.ins().brif(r, next, &[], target, &args(&vals));
+                self.b.switch_to_block(next);
+                self.b.seal_block(next);
+                self.push(r);
+            }
+            O::BrOnNonNull { relative_depth } => {
+                // Non-null: branch with the reference as the last value.
+                // Otherwise drop it and continue.
+                let r = self.pop();
+                let (target, n) = self.branch_target(relative_depth);
+                let mut vals = self.peekn(n - 1);
+                vals.push(r);
+                let next = self.b.create_block();
+                self.b.ins().brif(r, target, &args(&vals), next, &[]);
+                self.b.switch_to_block(next);
+                self.b.seal_block(next);
+            }
             O::ReturnCallIndirect {
                 type_index,
                 table_index,

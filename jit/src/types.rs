@@ -22,12 +22,17 @@ pub enum ValType {
     FuncRef,
     /// Nullable external (host) reference.
     ExternRef,
+    /// Nullable exception reference (exception handling, WebAssembly 3.0).
+    ExnRef,
 }
 
 impl ValType {
     /// Whether this is a reference type.
     pub fn is_ref(self) -> bool {
-        matches!(self, ValType::FuncRef | ValType::ExternRef)
+        matches!(
+            self,
+            ValType::FuncRef | ValType::ExternRef | ValType::ExnRef
+        )
     }
 }
 
@@ -41,6 +46,7 @@ impl fmt::Display for ValType {
             ValType::V128 => "v128",
             ValType::FuncRef => "funcref",
             ValType::ExternRef => "externref",
+            ValType::ExnRef => "exnref",
         })
     }
 }
@@ -52,6 +58,8 @@ pub enum RefType {
     Func,
     /// `externref`.
     Extern,
+    /// `exnref`.
+    Exn,
 }
 
 impl From<RefType> for ValType {
@@ -59,7 +67,70 @@ impl From<RefType> for ValType {
         match r {
             RefType::Func => ValType::FuncRef,
             RefType::Extern => ValType::ExternRef,
+            RefType::Exn => ValType::ExnRef,
         }
+    }
+}
+
+/// A reference type with everything WebAssembly 3.0 says about it
+/// (nullability, concrete heap type), for matching the imports of globals
+/// and tables. [`GlobalType::ref_type`] and [`TableType::ref_type`] hold
+/// one only when it differs from the plain `funcref` / `externref` its
+/// [`RefType`] already says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TypedRef {
+    /// Whether null is a value of the type.
+    pub nullable: bool,
+    /// The heap type.
+    pub heap: HeapKind,
+}
+
+/// The heap type of a [`TypedRef`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HeapKind {
+    /// `func`: any function.
+    Func,
+    /// `nofunc`: no function (only null).
+    NoFunc,
+    /// `extern`: any host reference.
+    Extern,
+    /// `noextern`: no host reference (only null).
+    NoExtern,
+    /// `exn`: any exception.
+    Exn,
+    /// `noexn`: no exception (only null).
+    NoExn,
+    /// A function type, by its engine-wide canonical id.
+    Concrete(u32),
+}
+
+impl TypedRef {
+    /// The plain, nullable reference type `r` (`funcref` or `externref`).
+    pub fn plain(r: RefType) -> TypedRef {
+        TypedRef {
+            nullable: true,
+            heap: match r {
+                RefType::Func => HeapKind::Func,
+                RefType::Extern => HeapKind::Extern,
+                RefType::Exn => HeapKind::Exn,
+            },
+        }
+    }
+
+    /// Whether every value of `self` is a value of `other` (WebAssembly
+    /// 3.0 subtyping, without GC's declared subtypes: a concrete function
+    /// type is a subtype only of itself and `func`).
+    pub fn is_subtype_of(self, other: TypedRef) -> bool {
+        use HeapKind::*;
+        let heap = match (self.heap, other.heap) {
+            (a, b) if a == b => true,
+            (NoFunc | Concrete(_), Func)
+            | (NoFunc, Concrete(_))
+            | (NoExtern, Extern)
+            | (NoExn, Exn) => true,
+            _ => false,
+        };
+        heap && (other.nullable || !self.nullable)
     }
 }
 
@@ -70,6 +141,15 @@ pub struct FuncType {
     pub params: Box<[ValType]>,
     /// Result types.
     pub results: Box<[ValType]>,
+    /// What `params` and `results` cannot say about a type using typed
+    /// function references (WebAssembly 3.0): nullability, concrete heap
+    /// types (by the engine-wide id of the referenced type, or by position
+    /// within the type's own recursion group) and the recursion group
+    /// itself, so that two types are equal exactly when the specification
+    /// calls them equivalent (iso-recursive canonicalisation). `None` for
+    /// every type that only uses `funcref` and `externref` and is alone in
+    /// its recursion group: all of WebAssembly 2.0, and host functions.
+    pub ref_key: Option<Arc<[u32]>>,
 }
 
 impl FuncType {
@@ -81,6 +161,7 @@ impl FuncType {
         FuncType {
             params: params.into_iter().collect(),
             results: results.into_iter().collect(),
+            ref_key: None,
         }
     }
 }
@@ -98,7 +179,11 @@ impl fmt::Display for FuncType {
             "(func (param {}) (result {}))",
             list(&self.params),
             list(&self.results)
-        )
+        )?;
+        if let Some(key) = &self.ref_key {
+            write!(f, " with typed references {key:?}")?;
+        }
+        Ok(())
     }
 }
 
@@ -111,6 +196,11 @@ pub struct TableType {
     pub minimum: u64,
     /// Maximum number of elements, if bounded.
     pub maximum: Option<u64>,
+    /// The precise element type, when it is not the plain nullable
+    /// `element` (typed function references).
+    pub ref_type: Option<TypedRef>,
+    /// Whether the table is indexed by i64 (table64, part of memory64).
+    pub table64: bool,
 }
 
 /// A memory type. Sizes are in 64 KiB pages.
@@ -133,6 +223,20 @@ pub struct GlobalType {
     pub content: ValType,
     /// Whether `global.set` may change it.
     pub mutable: bool,
+    /// The precise reference type of a reference global, when it is not
+    /// the plain nullable `content` (typed function references).
+    pub ref_type: Option<TypedRef>,
+}
+
+impl GlobalType {
+    /// A global of type `content`, plain (no typed reference).
+    pub fn new(content: ValType, mutable: bool) -> GlobalType {
+        GlobalType {
+            content,
+            mutable,
+            ref_type: None,
+        }
+    }
 }
 
 /// What an import or export refers to, with its type.
@@ -146,6 +250,9 @@ pub enum EntityType {
     Memory(MemoryType),
     /// A global.
     Global(GlobalType),
+    /// An exception tag, by the index into [`ModuleInfo::types`] of the
+    /// function type of its payload (its params; no results).
+    Tag(u32),
 }
 
 /// One import.
@@ -170,6 +277,8 @@ pub enum ExportIndex {
     Memory(u32),
     /// Global index.
     Global(u32),
+    /// Tag index.
+    Tag(u32),
 }
 
 /// One export.
@@ -299,8 +408,17 @@ pub struct ModuleInfo {
     pub globals: Vec<GlobalType>,
     /// How many of `globals` are imported.
     pub num_imported_globals: u32,
+    /// Every exception tag (imported first), as the index into `types` of
+    /// its payload's function type.
+    pub tags: Vec<u32>,
+    /// How many of `tags` are imported.
+    pub num_imported_tags: u32,
     /// Initialisers of the defined globals (`globals[num_imported_globals..]`).
     pub global_inits: Vec<ConstExpr>,
+    /// Initialisers of the defined tables (`tables[num_imported_tables..]`):
+    /// `None` fills a table with null, `Some` with the expression's value
+    /// (typed function references).
+    pub table_inits: Vec<Option<ConstExpr>>,
     /// Imports in order.
     pub imports: Vec<Import>,
     /// Exports in order.

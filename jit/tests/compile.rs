@@ -31,6 +31,10 @@ fn compile(src: &str) -> faaslet_jit::CompiledModule {
             optimize: false,
             multi_memory: false,
             spectre_guard: true,
+            relaxed_simd: true,
+            function_references: true,
+            memory64: true,
+            exceptions: true,
         },
         src,
     );
@@ -279,6 +283,10 @@ fn spec_suite_compiles() {
             optimize: false,
             multi_memory: false,
             spectre_guard: true,
+            relaxed_simd: true,
+            function_references: true,
+            memory64: true,
+            exceptions: true,
         },
     ] {
         spec_suite_with(&config);

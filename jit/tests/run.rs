@@ -39,6 +39,7 @@ impl Instance {
             stack_limit: 0,
             epoch_ptr: &*epoch,
             epoch_deadline: u64::MAX,
+            pending_exception: 0,
         });
         let mut bytes = vec![0u8; 65536];
         let mut mem = Box::new(VMMemory {
@@ -187,6 +188,10 @@ fn run_explicit_unoptimized() {
         optimize: false,
         multi_memory: false,
         spectre_guard: true,
+        relaxed_simd: true,
+        function_references: true,
+        memory64: true,
+        exceptions: true,
     });
 }
 

@@ -1,8 +1,9 @@
 //! Inputs found by the cargo-fuzz targets in `fuzz/`, kept as tests.
 //!
-//! No engine bug has been found so far; these pin down the cases the
-//! fuzzers flagged while their harnesses were being tuned, so the engine's
-//! behaviour there stays as the spec (and wasmi) require.
+//! Most pin down the cases the fuzzers flagged while their harnesses were
+//! being tuned, so the engine's behaviour there stays as the spec (and
+//! wasmi) require; the last two were engine bugs of the WebAssembly 3.0
+//! work (issue 16).
 
 use faaslet::{Bounds, Config, Engine, Error, Instance, Module, Store, TrapKind, Val};
 
@@ -122,6 +123,43 @@ fn zero_page_memory_traps_on_every_access() {
                 Some(TrapKind::MemoryOutOfBounds),
                 "{addr}"
             );
+        }
+    }
+}
+
+/// wasm-smith with GC on (a local harness over every WebAssembly 3.0
+/// feature): a function using a GC instruction, which validation accepts
+/// and faaslet refuses as unsupported, left the shared Cranelift builder
+/// context half-used, and translating the next function panicked
+/// (`assertion failed: func_ctx.is_empty()`). It must be a typed error.
+#[test]
+fn unsupported_operator_mid_module_is_an_error_not_a_panic() {
+    let wat = r#"(module
+        (func (drop (ref.i31 (i32.const 1))))
+        (func (result i32) (i32.const 2))
+        (func (result i32) (i32.const 3)))"#;
+    for engine in engines() {
+        match Module::new(&engine, wat) {
+            Err(Error::Compile(e)) => assert!(e.to_string().contains("not supported"), "{e}"),
+            other => panic!("expected an unsupported-feature error, got {other:?}"),
+        }
+    }
+}
+
+/// wasm-smith with GC on: a table initialiser using a GC constant operator
+/// was reported as an invalid module; it is a valid one faaslet does not
+/// support.
+#[test]
+fn gc_constant_expression_is_unsupported_not_invalid() {
+    let wat = r#"(module
+        (table 1 externref (extern.convert_any (ref.i31 (i32.const 1)))))"#;
+    for engine in engines() {
+        match Module::new(&engine, wat) {
+            Err(Error::Compile(e)) => {
+                assert_eq!(e.kind, faaslet::CompileErrorKind::Unsupported, "{e}");
+                assert!(e.to_string().contains("constant expression"), "{e}");
+            }
+            other => panic!("expected an unsupported-feature error, got {other:?}"),
         }
     }
 }

