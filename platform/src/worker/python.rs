@@ -183,11 +183,10 @@ impl Worker {
         Ok(())
     }
 
-    /// The function for `script`: its Proto-Faaslet at the first input
-    /// read, or (a script that never reads stdin) after the interpreter
-    /// has started and before the script runs... which an unmodified
-    /// interpreter offers no point for, so such a script runs from the
-    /// start at every call.
+    /// The function for `script`: the interpreter captured at the
+    /// script's first read of stdin. A script that ends without reading
+    /// stdin has no such point; its snapshot is then the interpreter
+    /// before it starts, and every call runs it from the start.
     fn make_python(
         &self,
         user: &str,
