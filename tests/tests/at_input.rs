@@ -42,12 +42,16 @@ const NO_READ: &str = r#"
 int main(void) { puts("never reads"); return 3; }
 "#;
 
-fn build(name: &str, src: &str) -> Option<Vec<u8>> {
-    c_wasm(
-        &PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("at-input"),
-        name,
-        src,
-    )
+/// The C program `src` built for wasm32-wasi, and the same asyncified;
+/// `None` (skipped) without clang or wasm-opt.
+fn build(name: &str, src: &str) -> Option<(Vec<u8>, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("at-input");
+    let wasm = c_wasm(&dir, name, src)?;
+    if !have_wasm_opt() {
+        return None;
+    }
+    let transformed = asyncify(&wasm, &dir).unwrap();
+    Some((wasm, transformed))
 }
 
 fn config() -> FaasletConfig {
@@ -60,14 +64,9 @@ fn config() -> FaasletConfig {
 
 #[test]
 fn resumed_calls_behave_as_fresh_runs() {
-    let Some(wasm) = build("prog", PROGRAM) else {
+    let Some((wasm, transformed)) = build("prog", PROGRAM) else {
         return;
     };
-    if !have_wasm_opt() {
-        return;
-    }
-    let scratch = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("at-input");
-    let transformed = asyncify(&wasm, &scratch).unwrap();
     let engine = Engine::default();
     let plain = Module::new(&engine, &wasm).unwrap();
     let resumable = Module::new(&engine, &transformed).unwrap();
@@ -103,14 +102,9 @@ fn resumed_calls_behave_as_fresh_runs() {
 
 #[test]
 fn a_program_that_never_reads_input_is_refused_with_a_reason() {
-    let Some(wasm) = build("noread", NO_READ) else {
+    let Some((_, transformed)) = build("noread", NO_READ) else {
         return;
     };
-    if !have_wasm_opt() {
-        return;
-    }
-    let scratch = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("at-input");
-    let transformed = asyncify(&wasm, &scratch).unwrap();
     let engine = Engine::default();
     let m = Module::new(&engine, &transformed).unwrap();
     match Faaslet::snapshot_at_input(&engine, &m, config()) {

@@ -183,6 +183,19 @@ else
 fi
 # The worker: unmodified CPython uploaded to `faaslet serve` with the CLI
 # client and called over HTTP, its script as the request body (stdin); the
+# listening_addr LOG PID: the address a `faaslet serve` (PID, logging to
+# LOG) says it listens on, once it does (empty if it exits, or after 60 s).
+listening_addr() {
+    local i addr=""
+    for i in $(seq 600); do
+        addr=$(sed -n 's/.*listening on http:\/\/\([0-9.:]*\).*/\1/p' "$1" | head -1)
+        [ -n "$addr" ] && break
+        kill -0 "$2" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "$addr"
+}
+
 # reply must be what wasmtime prints for the same stdin.
 worker_python() {
     local dir="$RUNS/worker-python" script='import sys
@@ -192,12 +205,7 @@ print("done")'
     rm -rf "$dir" && mkdir -p "$dir/data"
     "$FAASLET" serve --listen 127.0.0.1:0 --data "$dir/data" 2>"$dir/serve.log" &
     local pid=$! addr="" i
-    for i in $(seq 600); do
-        addr=$(sed -n 's/.*listening on http:\/\/\([0-9.:]*\).*/\1/p' "$dir/serve.log" | head -1)
-        [ -n "$addr" ] && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
+    addr=$(listening_addr "$dir/serve.log" "$pid")
     if [ -z "$addr" ]; then
         fail=$((fail + 1)); echo "FAIL worker-python: the worker did not start"; sed 's/^/    /' "$dir/serve.log"
         kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; return
@@ -235,12 +243,7 @@ if obj.get("fail"):
     fi
     printf '%s' "$script" >"$dir/fn.py"
     local pid=$PYFN_PID addr="" i why=() t0 up
-    for i in $(seq 600); do
-        addr=$(sed -n 's/.*listening on http:\/\/\([0-9.:]*\).*/\1/p' "$dir/serve.log" | head -1)
-        [ -n "$addr" ] && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
+    addr=$(listening_addr "$dir/serve.log" "$pid")
     if [ -z "$addr" ]; then
         fail=$((fail + 1)); echo "FAIL worker-python-fn: the worker did not start"; sed 's/^/    /' "$dir/serve.log"
         kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; return
