@@ -70,7 +70,8 @@ enum Command {
         env: Vec<String>,
         /// Start every call from this snapshot of FILE (a Proto-Faaslet
         /// made by `faaslet snapshot`, with the same `--bounds`) instead of
-        /// a fresh instance.
+        /// a fresh instance; one made with `--at-input` resumes at the
+        /// program's first read of stdin.
         #[arg(long, value_name = "SNAP")]
         from_snapshot: Option<PathBuf>,
         /// Stop the call after this many seconds (epoch interruption: only
@@ -135,8 +136,20 @@ enum Command {
         /// Where to write the snapshot.
         #[arg(short, long)]
         output: PathBuf,
+        /// Capture an unmodified program (a WASI command, e.g. CPython)
+        /// where it first reads stdin, instead of after an init export:
+        /// the module is asyncified (binaryen's wasm-opt) and run from
+        /// `_start` with the ARGS until that read. Writes OUTPUT.wasm and
+        /// OUTPUT.atinput beside the snapshot; `faaslet run FILE
+        /// --from-snapshot OUTPUT` then resumes at the read, with its input.
+        #[arg(long, conflicts_with = "init")]
+        at_input: bool,
         /// The module (`.wasm` or `.wat`).
         file: PathBuf,
+        /// Arguments (`argv[1..]`) of the run that is captured (with
+        /// --at-input; a resumed call keeps them).
+        #[arg(last = true)]
+        args: Vec<String>,
     },
     /// Measure the engine (no peer runtime; `cargo bench -p
     /// faaslet-benches` compares with wasmtime).
@@ -524,8 +537,13 @@ fn main() -> ExitCode {
             bounds,
             init,
             output,
+            at_input,
             file,
-        } => snapshot(bounds, init, output, file),
+            args,
+        } => match at_input {
+            true => snapshot_at_input(bounds, output, file, args),
+            false => snapshot(bounds, init, output, file),
+        },
         Command::Run {
             bounds,
             input,
@@ -961,7 +979,16 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
             .unwrap_or_else(|| PathBuf::from("."))
     });
     config.functions = Some(FunctionRegistry::new(&engine, dir));
-    let bytes = std::fs::read(&a.file).map_err(|e| format!("{}: {e}", a.file.display()))?;
+    let mut bytes = std::fs::read(&a.file).map_err(|e| format!("{}: {e}", a.file.display()))?;
+    // A snapshot taken at the first input read belongs to the asyncified
+    // module saved beside it, and calls resume at the read.
+    if let Some(snap) = &a.from_snapshot {
+        if let Some((asyncified, point)) = faaslet_platform::at_input::load_sidecars(snap, &bytes)?
+        {
+            bytes = asyncified;
+            config.resume = Some(std::sync::Arc::new(point));
+        }
+    }
     let module = match &a.code_cache {
         None => Module::new(&engine, &bytes),
         Some(dir) => {
@@ -1022,6 +1049,50 @@ fn bench_cold_start(json: bool, iterations: usize) -> Result<ExitCode, String> {
     } else {
         print!("{}", report.table());
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `faaslet snapshot --at-input`: see the flag's help.
+fn snapshot_at_input(
+    bounds: BoundsArg,
+    output: PathBuf,
+    file: PathBuf,
+    args: Vec<String>,
+) -> Result<ExitCode, String> {
+    use faaslet_platform::at_input;
+    let original = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let scratch = std::env::temp_dir().join("faaslet-at-input");
+    let start = Instant::now();
+    let transformed = at_input::asyncify(&original, &scratch).map_err(|e| e.to_string())?;
+    let asyncified = start.elapsed();
+    let engine = engine(bounds)?;
+    let module =
+        Module::new(&engine, &transformed).map_err(|e| format!("{}: {e}", file.display()))?;
+    let name = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "function".into());
+    let config = faaslet_platform::FaasletConfig {
+        args,
+        ..faaslet_platform::FaasletConfig::new(name)
+    };
+    let start = Instant::now();
+    let (snap, point) = run_with_big_stack(move || {
+        faaslet_platform::Faaslet::snapshot_at_input(&engine, &module, config)
+    })
+    .map_err(|e| format!("{}: {e}", file.display()))?;
+    let took = start.elapsed();
+    snap.save(&output).map_err(|e| e.to_string())?;
+    at_input::save_sidecars(&output, &original, &transformed, &point)
+        .map_err(|e| format!("{}: {e}", output.display()))?;
+    println!(
+        "snapshot of {} at its first read of stdin ({} bytes of memory; asyncified in {:.1} s, ran to the read in {:.3} ms) written to {} (and .wasm, .atinput beside it)",
+        file.display(),
+        snap.memory_bytes(),
+        asyncified.as_secs_f64(),
+        took.as_secs_f64() * 1e3,
+        output.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

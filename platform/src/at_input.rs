@@ -114,6 +114,77 @@ impl InputPoint {
     }
 }
 
+/// The files of an at-input snapshot saved beside `snap` (the snapshot
+/// itself, written with [`Snapshot::save`](faaslet_snapshot::Snapshot::save)):
+/// `SNAP.wasm`, the asyncified module the snapshot belongs to, and
+/// `SNAP.atinput`, the SHA-256 (hex) of the module it was made from, a
+/// newline, then the [`InputPoint`] bytes.
+pub fn sidecar_paths(snap: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let with = |ext: &str| {
+        let mut name = snap.as_os_str().to_owned();
+        name.push(ext);
+        std::path::PathBuf::from(name)
+    };
+    (with(".wasm"), with(".atinput"))
+}
+
+/// Writes the sidecar files of an at-input snapshot (see
+/// [`sidecar_paths`]): `transformed` is the asyncified module, `original`
+/// the module it was made from.
+pub fn save_sidecars(
+    snap: &Path,
+    original: &[u8],
+    transformed: &[u8],
+    point: &InputPoint,
+) -> std::io::Result<()> {
+    let (wasm, meta) = sidecar_paths(snap);
+    std::fs::write(&wasm, transformed)?;
+    let mut m = sha256_hex(original).into_bytes();
+    m.push(b'\n');
+    m.extend_from_slice(&point.to_bytes());
+    std::fs::write(meta, m)
+}
+
+/// Reads the sidecars of the at-input snapshot `snap`, if it is one:
+/// `Ok(None)` for a plain snapshot; the asyncified module's bytes and the
+/// point otherwise. `original` must be the module the snapshot was made
+/// from (its hash is checked).
+pub fn load_sidecars(
+    snap: &Path,
+    original: &[u8],
+) -> Result<Option<(Vec<u8>, InputPoint)>, String> {
+    let (wasm, meta) = sidecar_paths(snap);
+    let m = match std::fs::read(&meta) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", meta.display())),
+    };
+    let bad = || {
+        format!(
+            "{}: damaged (not an at-input snapshot's sidecar)",
+            meta.display()
+        )
+    };
+    let nl = m.iter().position(|&b| b == b'\n').ok_or_else(bad)?;
+    if m[..nl] != *sha256_hex(original).as_bytes() {
+        return Err(format!(
+            "{} was taken from another module than the one given",
+            snap.display()
+        ));
+    }
+    let point = InputPoint::from_bytes(&m[nl + 1..]).ok_or_else(bad)?;
+    let module = std::fs::read(&wasm).map_err(|e| format!("{}: {e}", wasm.display()))?;
+    Ok(Some((module, point)))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// What the host does at a store's first read of stdin.
 #[derive(Debug, Clone, Default)]
 pub enum AtInput {
