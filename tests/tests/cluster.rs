@@ -529,3 +529,50 @@ fn a_python_function_uploaded_to_one_worker_runs_on_another() {
         a.req("POST", "/p/alice/greet", b"c").text() == "bye(c)\n"
     });
 }
+
+/// An asynchronous call to a worker with no free thread is accepted by
+/// another one; its status, asked where it was sent, comes from there
+/// (output included), and names that worker; once that worker is gone the
+/// status says so instead of waiting.
+#[test]
+fn asynchronous_calls_are_forwarded_and_their_status_follows_them() {
+    let redis_server = RedisServer::spawn();
+    let redis = Arc::new(RedisTier::connect(redis_server.url()).unwrap());
+    let tune = |c: &mut WorkerConfig| {
+        c.threads = 1;
+        c.forward_after = Duration::ZERO;
+    };
+    let a = Node::start_with("aa", &redis, tune);
+    let b = Node::start_with("ab", &redis, tune);
+    let long = SLEEPER.replace("300000000", "5000000000");
+    for (f, wasm) in [("hold", long), ("echo", echo('A'))] {
+        let r = a.req("PUT", &format!("/f/alice/{f}"), wasm.as_bytes());
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    wait_until("a sees b", Duration::from_secs(10), || peers(&a) == 1);
+    // a's only thread: busy for 5 s.
+    assert_eq!(a.req("POST", "/f/alice/hold?async=1", b"").status, 202);
+    std::thread::sleep(Duration::from_millis(100));
+    let r = a.req("POST", "/f/alice/echo?async=1", b"x");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let id = v["id"].as_u64().unwrap();
+    let b_addr = b.server.addr().to_string();
+    let mut last = serde_json::Value::Null;
+    wait_until("the forwarded call ends", Duration::from_secs(10), || {
+        last = serde_json::from_slice(&a.req("GET", &format!("/status/{id}"), b"").body).unwrap();
+        last["status"] != "running"
+    });
+    assert_eq!(last["status"], "success", "{last}");
+    assert_eq!(last["output"], "Ax", "{last}");
+    assert_eq!(last["id"], id, "{last}");
+    assert_eq!(last["worker"], b_addr.as_str(), "{last}");
+    // b stops: its calls' status is no longer known, and says why.
+    let Node { worker, server } = b;
+    server.stop().unwrap();
+    drop(worker);
+    let v: serde_json::Value =
+        serde_json::from_slice(&a.req("GET", &format!("/status/{id}"), b"").body).unwrap();
+    assert_eq!(v["status"], "failed", "{v}");
+    assert!(v["message"].as_str().unwrap().contains(&b_addr), "{v}");
+}

@@ -348,6 +348,14 @@ pub enum CallStatus {
     Success(CallReply),
     /// Finished with a non-zero return code, or failed (the message).
     Failed(String, Vec<u8>),
+    /// Sent to another worker of the cluster, which runs it as its call
+    /// `id`: its status is asked there.
+    Remote {
+        /// The worker's address.
+        addr: String,
+        /// The call's id there.
+        id: u64,
+    },
 }
 
 struct Results {
@@ -1234,6 +1242,20 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Records an asynchronous call that another worker (at `addr`)
+    /// accepted as its call `remote`; returns this worker's id for it.
+    pub fn remote_call(&self, addr: &str, remote: u64) -> u64 {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        self.set_status(
+            id,
+            CallStatus::Remote {
+                addr: addr.to_string(),
+                id: remote,
+            },
+        );
+        id
     }
 
     /// The status of asynchronous call `id`, if it is still kept.

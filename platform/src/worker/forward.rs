@@ -123,6 +123,22 @@ pub async fn forward(
     headers: &[(&'static str, String)],
     timeout: Duration,
 ) -> Result<Response, ForwardError> {
+    send(addr, hyper::Method::POST, path, body, headers, timeout).await
+}
+
+/// `GET path` from the worker at `addr` (as [`forward`] sends a `POST`).
+pub async fn get(addr: &str, path: &str, timeout: Duration) -> Result<Response, ForwardError> {
+    send(addr, hyper::Method::GET, path, Bytes::new(), &[], timeout).await
+}
+
+async fn send(
+    addr: &str,
+    method: hyper::Method,
+    path: &str,
+    body: Bytes,
+    headers: &[(&'static str, String)],
+    timeout: Duration,
+) -> Result<Response, ForwardError> {
     let fail = |why: String| ForwardError::NotDelivered {
         addr: addr.to_string(),
         why,
@@ -132,7 +148,10 @@ pub async fn forward(
         why,
     };
     let mut sender = connection(addr).await?;
-    let mut req = hyper::Request::post(path).header(hyper::header::HOST, addr);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, addr);
     for (name, value) in headers {
         req = req.header(*name, value);
     }

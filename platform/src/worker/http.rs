@@ -10,7 +10,7 @@
 //! | `POST /f/{user}/{function}[?async=1]` | call: body = input, response = output |
 //! | `POST /` | Faasm's JSON message (`user`, `function`, `input_data`, `async`) |
 //! | `PUT /p/{user}/{function}` | upload a Python script (run by CPython, resumed where it first reads stdin); `POST` calls it as `/f/` does: input = stdin, output = stdout, an exception = 500 `exception` with the traceback |
-//! | `GET /status/{id}` | an asynchronous call's status and output |
+//! | `GET /status/{id}` | an asynchronous call's status and output (asked of the worker that took it, if another) |
 //! | `PUT/GET /s/{user}/{key}` | a state value (PUT sets it here and pushes it to the global tier; GET returns this worker's copy, pulled first if the worker holds none) |
 //! | `GET /ping`, `GET /metrics` | liveness; Prometheus metrics |
 
@@ -326,10 +326,13 @@ async fn call(
     // call, by the rule of `Cluster::place` (at most one hop; one that
     // cannot be reached is skipped, and with none left the call queues
     // here).
-    if !asynchronous && hops == 0 {
+    if hops == 0 {
         let mut body: Option<Bytes> = None;
         while let Some(peer) = w.pick_remote(&user, &function) {
-            let path = format!("/f/{user}/{function}");
+            let path = match asynchronous {
+                true => format!("/f/{user}/{function}?async=1"),
+                false => format!("/f/{user}/{function}"),
+            };
             let body = body
                 .get_or_insert_with(|| Bytes::from(input.clone()))
                 .clone();
@@ -345,6 +348,25 @@ async fn call(
                 c.done(&peer.id);
             }
             match sent {
+                Ok(resp) if asynchronous && resp.status() == StatusCode::ACCEPTED => {
+                    // Accepted there: its status is asked there, through
+                    // an id of this worker's.
+                    w.metrics().forwarded();
+                    let body = axum::body::to_bytes(resp.into_body(), 4096)
+                        .await
+                        .unwrap_or_default();
+                    let remote = serde_json::from_slice::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v["id"].as_u64())
+                        .ok_or_else(|| {
+                            ApiError::new(
+                                StatusCode::BAD_GATEWAY,
+                                "bad_gateway",
+                                format!("worker {} accepted the call without an id", peer.addr),
+                            )
+                        })?;
+                    return Ok(accepted(w.remote_call(&peer.addr, remote)));
+                }
                 Ok(resp) => {
                     w.metrics().forwarded();
                     return Ok(resp);
@@ -461,8 +483,46 @@ async fn status(State(w): State<Worker>, Path(id): Path<String>) -> Result<Respo
             "id": id, "status": "failed", "message": msg,
             "output": String::from_utf8_lossy(&out),
         }),
+        CallStatus::Remote { addr, id: remote } => {
+            return remote_status(&w, id, &addr, remote).await;
+        }
     };
     Ok(axum::Json(body).into_response())
+}
+
+/// The status of this worker's call `id`, which worker `addr` runs as its
+/// call `remote`: asked there, and answered with this worker's id.
+async fn remote_status(w: &Worker, id: u64, addr: &str, remote: u64) -> Result<Response, ApiError> {
+    let lost = |why: String| {
+        axum::Json(json!({
+            "id": id, "status": "failed", "worker": addr,
+            "message": format!("worker {addr}, which took the call, cannot tell its status: {why}"),
+            "output": "",
+        }))
+        .into_response()
+    };
+    let path = format!("/status/{remote}");
+    let asked = crate::worker::forward::get(addr, &path, w.forward_timeout());
+    let resp = match asked.await {
+        Ok(r) => r,
+        Err(e) => return Ok(lost(e.to_string())),
+    };
+    let status = resp.status();
+    let body = axum::body::to_bytes(resp.into_body(), w.config().max_output + 4096)
+        .await
+        .unwrap_or_default();
+    let mut v: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) if status == StatusCode::OK => v,
+        _ => {
+            return Ok(lost(format!(
+                "{status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            )))
+        }
+    };
+    v["id"] = json!(id);
+    v["worker"] = json!(addr);
+    Ok(axum::Json(v).into_response())
 }
 
 async fn state_put(
