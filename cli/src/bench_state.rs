@@ -214,7 +214,7 @@ impl Guest {
 }
 
 /// A `redis-server` of the run's own, killed on drop.
-pub(crate) struct OwnRedis(Child);
+pub struct OwnRedis(Child);
 
 impl Drop for OwnRedis {
     fn drop(&mut self) {
@@ -223,8 +223,10 @@ impl Drop for OwnRedis {
     }
 }
 
-/// Starts a `redis-server` on a free loopback port; its URL and handle.
-pub(crate) fn start_redis() -> Result<(String, OwnRedis), String> {
+/// Starts a `redis-server` on a free loopback port (no persistence) and
+/// waits until it answers; its URL and handle (the benches and the CLI's
+/// process tests use it).
+pub fn start_redis() -> Result<(String, OwnRedis), String> {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?

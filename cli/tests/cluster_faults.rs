@@ -12,7 +12,6 @@
 
 use faaslet_cli::client::request;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -46,27 +45,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn redis() -> (Proc, String) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server (apt-get install redis-server)");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (Proc(child), format!("redis://127.0.0.1:{port}"))
 }
 
 /// A worker process and what it has written to stderr so far.
@@ -129,7 +107,7 @@ fn metric(addr: &str, name: &str) -> u64 {
 
 #[test]
 fn a_worker_killed_mid_call_fails_the_call_naming_it() {
-    let (_redis, url) = redis();
+    let (url, _redis) = faaslet_cli::bench_state::start_redis().unwrap();
     let a_worker = worker("a", &url, 1);
     let a = a_worker.addr.clone();
     let Worker {
@@ -210,7 +188,7 @@ fn succeeded(r: &faaslet_cli::client::Response) -> u32 {
 
 #[test]
 fn a_worker_killed_mid_fan_out_fails_only_its_calls() {
-    let (_redis, url) = redis();
+    let (url, _redis) = faaslet_cli::bench_state::start_redis().unwrap();
     let a = worker("fa", &url, 2);
     let b = worker("fb", &url, 2);
     let mut c = worker("fc", &url, 2);
