@@ -202,6 +202,11 @@ enum Command {
         /// Longest an upload may compile, seconds; past it the module is refused.
         #[arg(long, value_name = "SECS", default_value_t = 30.0)]
         compile_budget: f64,
+        /// Most memory one upload's compilation may use, MiB: uploads
+        /// compile in a child process limited to it, and a module needing
+        /// more is refused.
+        #[arg(long, value_name = "MIB", default_value_t = 1024)]
+        compile_memory: u64,
         /// In a cluster, send a call to another worker only if it would
         /// wait longer than this here (microseconds; 0: whenever every
         /// thread is busy).
@@ -397,6 +402,14 @@ fn engine_with(bounds: BoundsArg, tweak: impl FnOnce(&mut Config)) -> Result<Eng
 }
 
 fn main() -> ExitCode {
+    // A worker compiles uploads by running itself as a child process (see
+    // faaslet_platform::compile_child); not a subcommand users type.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some(faaslet_platform::compile_child::CHILD_ARG.as_ref()) {
+        let rest: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+        let rc = faaslet_platform::compile_child::child_main(&rest);
+        return ExitCode::from(u8::try_from(rc).unwrap_or(1));
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Wast {
@@ -427,6 +440,7 @@ fn main() -> ExitCode {
             advertise,
             memory_limit,
             compile_budget,
+            compile_memory,
             forward_after_us,
             python,
             no_proto_faaslets,
@@ -446,6 +460,7 @@ fn main() -> ExitCode {
                 compile_budget: std::time::Duration::from_secs_f64(
                     compile_budget.clamp(0.001, 1e6),
                 ),
+                compile_memory: compile_memory.clamp(16, 1 << 30) << 20,
                 forward_after: std::time::Duration::from_micros(forward_after_us),
                 python,
                 proto_faaslets: !no_proto_faaslets,

@@ -36,6 +36,9 @@ pub struct ServeArgs {
     pub memory_limit: u64,
     /// Longest an upload may compile.
     pub compile_budget: Duration,
+    /// Most bytes one upload's compilation may use (in a child process
+    /// running this very program: see [`WorkerConfig::compile_program`]).
+    pub compile_memory: u64,
     /// See [`WorkerConfig::forward_after`].
     pub forward_after: Duration,
     /// See [`WorkerConfig::python`].
@@ -82,6 +85,9 @@ pub fn serve(engine: &faaslet::Engine, a: ServeArgs) -> Result<(), String> {
     config.state = Some(a.state.clone());
     config.memory_limit = a.memory_limit;
     config.compile_budget = a.compile_budget;
+    config.compile_memory = a.compile_memory;
+    config.compile_program =
+        Some(std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?);
     config.forward_after = a.forward_after;
     config.python = a.python.clone();
     config.proto_faaslets = a.proto_faaslets;

@@ -4,6 +4,7 @@
 //! the state store and the metrics.
 
 use crate::code_cache::{CacheOutcome, CodeCache};
+use crate::compile_child::CompileChild;
 use crate::error::FaasletError;
 use crate::executor::{Executor, QueueFull};
 use crate::faaslet::{Faaslet, FaasletConfig, HostLinker};
@@ -29,6 +30,10 @@ pub const TICK: Duration = crate::faaslet::EPOCH_TICK;
 /// How much longer than the call's deadline a worker waits for another
 /// worker's answer to a forwarded call before taking it for lost.
 pub const FORWARD_GRACE: Duration = Duration::from_secs(5);
+
+/// Default of [`WorkerConfig::compile_memory`]: 1 GiB. CPython (26 MB of
+/// wasm, 11,448 functions) compiles within 400 MiB but not within 200.
+pub const DEFAULT_COMPILE_MEMORY: u64 = 1 << 30;
 
 /// A function whose Proto-Faaslet takes longer than this to restore has
 /// prepared Faaslets kept in a pool ([`WorkerConfig::pool`]); below it
@@ -75,6 +80,18 @@ pub struct WorkerConfig {
     /// past it the module is refused as invalid, naming the budget
     /// (checked between functions).
     pub compile_budget: Duration,
+    /// Most bytes of memory one compilation may hold (see
+    /// [`compile_program`](Self::compile_program); without a program only
+    /// the time budget applies).
+    pub compile_memory: u64,
+    /// The program uploads are compiled in, as a child process stopped at
+    /// [`compile_budget`](Self::compile_budget) and limited to
+    /// [`compile_memory`](Self::compile_memory) (see
+    /// [`compile_child`](crate::compile_child); `faaslet serve` sets its own
+    /// executable). `None`: uploads compile on the worker's thread, bounded
+    /// in time between functions only, and not in memory: a worker that
+    /// takes modules from untrusted users must set it.
+    pub compile_program: Option<PathBuf>,
     /// The CPython interpreter (a WASI build, e.g. `python-3.12.0.wasm`)
     /// Python functions (`PUT /p/...`) run on; `None`: Python functions
     /// are refused.
@@ -118,6 +135,8 @@ impl std::fmt::Debug for WorkerConfig {
             .field("results", &self.results)
             .field("memory_limit", &self.memory_limit)
             .field("compile_budget", &self.compile_budget)
+            .field("compile_memory", &self.compile_memory)
+            .field("compile_program", &self.compile_program)
             .field("forward_after", &self.forward_after)
             .field("python", &self.python)
             .field("proto_faaslets", &self.proto_faaslets)
@@ -131,7 +150,8 @@ impl std::fmt::Debug for WorkerConfig {
 impl WorkerConfig {
     /// Defaults over data directory `data`: one thread per core, a queue
     /// of 1,024, a 60 s deadline, 64 MiB bodies, 16 MiB outputs, 10,000
-    /// results kept, 1 GiB of linear memory per call, 30 s to compile,
+    /// results kept, 1 GiB of linear memory per call, 30 s and (with a
+    /// compile program) 1 GiB to compile,
     /// forwarding past an expected wait of 250 µs.
     pub fn new(data: impl Into<PathBuf>) -> WorkerConfig {
         WorkerConfig {
@@ -145,6 +165,8 @@ impl WorkerConfig {
             state: None,
             memory_limit: faaslet::StoreLimits::DEFAULT_MEMORY_BYTES,
             compile_budget: Duration::from_secs(30),
+            compile_memory: DEFAULT_COMPILE_MEMORY,
+            compile_program: None,
             forward_after: DEFAULT_FORWARD_AFTER,
             python: None,
             proto_faaslets: true,
@@ -547,9 +569,22 @@ impl Worker {
         }
     }
 
-    /// `wasm` compiled: from the code cache, or compiled and cached.
+    /// `wasm` compiled: from the code cache, or compiled (in a child
+    /// process, if [`WorkerConfig::compile_program`] is set) and cached.
     fn module(&self, what: &str, wasm: &[u8]) -> Result<Module, WorkerError> {
-        self.module_within(what, wasm, Some(self.inner.config.compile_budget))
+        let c = &self.inner.config;
+        match &c.compile_program {
+            Some(program) => {
+                let child = CompileChild::new(program, c.compile_budget, c.compile_memory);
+                let start = Instant::now();
+                let got = self
+                    .inner
+                    .cache
+                    .module_in_child(&self.inner.engine, wasm, &child);
+                self.log_compile(what, got, start)
+            }
+            None => self.module_within(what, wasm, Some(c.compile_budget)),
+        }
     }
 
     /// [`module`](Self::module) within `budget` (`None`: unbounded, for
@@ -561,11 +596,20 @@ impl Worker {
         budget: Option<Duration>,
     ) -> Result<Module, WorkerError> {
         let start = Instant::now();
-        let (module, outcome) = self
+        let got = self
             .inner
             .cache
-            .module_within(&self.inner.engine, wasm, budget)
-            .map_err(WorkerError::Compile)?;
+            .module_within(&self.inner.engine, wasm, budget);
+        self.log_compile(what, got, start)
+    }
+
+    fn log_compile(
+        &self,
+        what: &str,
+        got: Result<(Module, CacheOutcome), faaslet::Error>,
+        start: Instant,
+    ) -> Result<Module, WorkerError> {
+        let (module, outcome) = got.map_err(WorkerError::Compile)?;
         let took = start.elapsed();
         self.inner.metrics.cache(&outcome);
         match outcome {

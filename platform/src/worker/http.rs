@@ -62,6 +62,18 @@ impl From<WorkerError> for ApiError {
         let (status, kind) = match &e {
             WorkerError::BadName { .. } => (StatusCode::BAD_REQUEST, "bad_name"),
             WorkerError::NoSuchFunction { .. } => (StatusCode::NOT_FOUND, "no_such_function"),
+            // Past a compile budget the module may well be valid: too
+            // costly to compile here is not the same answer as invalid.
+            WorkerError::Compile(faaslet::Error::Compile(c))
+                if c.kind == faaslet::CompileErrorKind::Budget =>
+            {
+                (StatusCode::UNPROCESSABLE_ENTITY, "compile_budget")
+            }
+            // The compile process could not be started or died of
+            // something other than its budgets: the worker's fault.
+            WorkerError::Compile(faaslet::Error::Resource(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "compile_failed")
+            }
             WorkerError::Compile(_) => (StatusCode::BAD_REQUEST, "invalid_module"),
             WorkerError::Init(_) => (StatusCode::BAD_REQUEST, "init_failed"),
             WorkerError::Busy(_) => (StatusCode::TOO_MANY_REQUESTS, "busy"),
