@@ -137,10 +137,12 @@ impl CompileChild {
         let err = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
         let status = match status {
             Ok(Some(s)) => s,
-            Ok(None) => return Err(budget_error(format!(
+            Ok(None) => {
+                return Err(budget_error(format!(
                 "compilation ran past its time budget of {:?} (the compile process was stopped)",
                 self.time
-            ))),
+            )))
+            }
             Err(e) => return Err(Error::Resource(format!("compile process: {e}"))),
         };
         if status.success() {
