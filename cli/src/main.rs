@@ -74,11 +74,13 @@ enum Command {
         /// program's first read of stdin.
         #[arg(long, value_name = "SNAP")]
         from_snapshot: Option<PathBuf>,
-        /// Stop the call after this many seconds (epoch interruption: only
-        /// with this flag does the code check for interruption at every
-        /// function entry and loop header).
+        /// Stop the call after this many seconds (without it the call is
+        /// never interrupted, and the code has no means to be).
         #[arg(long, value_name = "SECS")]
         timeout: Option<f64>,
+        /// How a call is stopped at its --timeout.
+        #[arg(long, value_enum, default_value_t = InterruptArg::Signals)]
+        interrupt: InterruptArg,
         /// Keep compiled code in DIR and load it from there next time
         /// instead of compiling (the worker's code cache; entries are keyed
         /// by the wasm and every setting that changes the code).
@@ -223,6 +225,9 @@ enum Command {
         /// Proto-Faaslets buy (benches/paper).
         #[arg(long)]
         no_proto_faaslets: bool,
+        /// How a call is stopped at its deadline (--timeout).
+        #[arg(long, value_enum, default_value_t = InterruptArg::Signals)]
+        interrupt: InterruptArg,
     },
     /// Upload a function to a worker (`faaslet serve`).
     Upload {
@@ -365,6 +370,16 @@ enum BenchCommand {
     },
 }
 
+/// How calls are interrupted at their deadline.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum InterruptArg {
+    /// Signal the thread of a call past its deadline; the code has no
+    /// checks (Config::signal_interruption).
+    Signals,
+    /// An epoch check compiled into every function entry and loop header.
+    Checks,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum BoundsArg {
     /// Guard pages: reserve 4 GiB + guard, no explicit checks.
@@ -444,27 +459,31 @@ fn main() -> ExitCode {
             forward_after_us,
             python,
             no_proto_faaslets,
+            interrupt,
         } => state_tiers(state.as_deref(), state_quota).and_then(|(state, redis)| {
-            serve(faaslet_cli::serve::ServeArgs {
-                listen,
-                data,
-                threads,
-                queue,
-                timeout: std::time::Duration::from_secs_f64(timeout.max(0.01)),
-                max_body,
-                max_output,
-                state,
-                cluster: redis,
-                advertise,
-                memory_limit,
-                compile_budget: std::time::Duration::from_secs_f64(
-                    compile_budget.clamp(0.001, 1e6),
-                ),
-                compile_memory: compile_memory.clamp(16, 1 << 30) << 20,
-                forward_after: std::time::Duration::from_micros(forward_after_us),
-                python,
-                proto_faaslets: !no_proto_faaslets,
-            })
+            serve(
+                faaslet_cli::serve::ServeArgs {
+                    listen,
+                    data,
+                    threads,
+                    queue,
+                    timeout: std::time::Duration::from_secs_f64(timeout.max(0.01)),
+                    max_body,
+                    max_output,
+                    state,
+                    cluster: redis,
+                    advertise,
+                    memory_limit,
+                    compile_budget: std::time::Duration::from_secs_f64(
+                        compile_budget.clamp(0.001, 1e6),
+                    ),
+                    compile_memory: compile_memory.clamp(16, 1 << 30) << 20,
+                    forward_after: std::time::Duration::from_micros(forward_after_us),
+                    python,
+                    proto_faaslets: !no_proto_faaslets,
+                },
+                interrupt,
+            )
         }),
         Command::Upload {
             url,
@@ -570,6 +589,7 @@ fn main() -> ExitCode {
             env,
             from_snapshot,
             timeout,
+            interrupt,
             code_cache,
             no_spectre_guard,
             isolation,
@@ -578,6 +598,7 @@ fn main() -> ExitCode {
             args,
         } => run(RunArgs {
             timeout,
+            interrupt,
             code_cache,
             no_spectre_guard,
             state,
@@ -604,8 +625,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(a: faaslet_cli::serve::ServeArgs) -> Result<ExitCode, String> {
-    faaslet_cli::serve::serve(&engine(BoundsArg::Guard)?, a)?;
+fn serve(a: faaslet_cli::serve::ServeArgs, interrupt: InterruptArg) -> Result<ExitCode, String> {
+    let engine = engine_with(BoundsArg::Guard, |c| {
+        c.signal_interruption = interrupt == InterruptArg::Signals;
+    })?;
+    faaslet_cli::serve::serve(&engine, a)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -904,6 +928,7 @@ struct RunArgs {
     env: Vec<String>,
     from_snapshot: Option<PathBuf>,
     timeout: Option<f64>,
+    interrupt: InterruptArg,
     code_cache: Option<PathBuf>,
     no_spectre_guard: bool,
     file: PathBuf,
@@ -980,8 +1005,10 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
         // the epoch check at every function entry and loop header would be
         // dead weight: on tight loops it cost up to 20% (issue 14; gemm
         // 1.15x wasmtime with it, wasmtime runs without one by default
-        // too). With --timeout, and in the worker, the checks stay.
+        // too). With --timeout the call is stopped by a signal (no checks
+        // in the code either), or with `--interrupt checks` by the checks.
         c.epoch_interruption = a.timeout.is_some();
+        c.signal_interruption = a.timeout.is_some() && a.interrupt == InterruptArg::Signals;
     })?;
     if let Some(secs) = a.timeout {
         config.deadline_ticks = Some(faaslet_cli::serve::start_ticker(&engine, secs)?);

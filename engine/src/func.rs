@@ -229,6 +229,13 @@ unsafe extern "C" fn dispatch(
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         call(store, instance, values)
     })) {
+        // An interrupt signal that landed while the host function ran (see
+        // `faaslet_sfi::interrupt`) ends the call now, before wasm resumes.
+        Ok(Ok(())) if faaslet_sfi::take_interrupt_pending() => {
+            // SAFETY: as below.
+            unsafe { core_of(store).pending_trap = Some(Trap::new(crate::TrapKind::Interrupted)) };
+            1
+        }
         Ok(Ok(())) => 0,
         Ok(Err(trap)) => {
             // SAFETY: `store` is the live store inner part of this host

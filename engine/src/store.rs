@@ -21,6 +21,9 @@ static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
 /// The store context, shared with [`InterruptHandle`]s on other threads.
 pub(crate) struct SharedCtx {
     ctx: std::cell::UnsafeCell<VMStoreContext>,
+    /// The kernel thread id of the thread running a call in the store (0:
+    /// none), for [`InterruptHandle::interrupt`] under signal interruption.
+    running_tid: std::sync::atomic::AtomicI32,
 }
 
 // SAFETY: the only field touched from other threads is `epoch_deadline`, and
@@ -63,6 +66,16 @@ impl InterruptHandle {
     /// Needs [`Config::epoch_interruption`](crate::Config::epoch_interruption).
     pub fn interrupt(&self) {
         self.ctx.deadline().store(0, Ordering::SeqCst);
+        if self.engine.config().signal_interruption {
+            // The handler re-checks the deadline of whatever that thread
+            // runs when the signal lands, so a call that ended meanwhile is
+            // not harmed, and the next call of the store still starts with
+            // the deadline at 0 (as with epoch checks).
+            let tid = self.ctx.running_tid.load(Ordering::SeqCst);
+            if tid != 0 {
+                faaslet_sfi::signal_thread(tid);
+            }
+        }
     }
 
     /// Whether a call in the store would now trap as interrupted: the
@@ -201,7 +214,18 @@ impl<T> Store<T> {
                 epoch_deadline: u64::MAX,
                 pending_exception: 0,
             }),
+            running_tid: std::sync::atomic::AtomicI32::new(0),
         });
+        let fault_regions = std::rc::Rc::new(faaslet_sfi::FaultRegions::new());
+        if engine.config().signal_interruption {
+            // SAFETY: the epoch counter lives in the engine and the deadline
+            // in `ctx`, both kept alive by the store (its core holds the
+            // engine and the context) as long as its fault regions, which
+            // only the store's calls use.
+            unsafe {
+                fault_regions.set_deadline_words(&engine.inner.epoch, ctx.deadline());
+            }
+        }
         Store {
             inner: Box::new(StoreInner {
                 core: StoreCore {
@@ -222,7 +246,7 @@ impl<T> Store<T> {
                     pending_panic: None,
                     depth: 0,
                     limits: engine.config().store_limits,
-                    fault_regions: std::rc::Rc::new(faaslet_sfi::FaultRegions::new()),
+                    fault_regions,
                     tags: Vec::new(),
                     exceptions: Default::default(),
                 },
@@ -294,6 +318,11 @@ impl<T> Store<T> {
         let d = self.inner.core.engine.current_epoch().saturating_add(ticks);
         self.inner.core.deadline = d;
         self.inner.core.ctx.deadline().store(d, Ordering::SeqCst);
+        if self.inner.core.depth > 0 && self.inner.core.engine.config().signal_interruption {
+            // Called from a host function during a call: the published
+            // deadline of this thread's call changes too.
+            faaslet_sfi::CallSlot::set_deadline(d);
+        }
     }
 
     pub(crate) fn core(&self) -> &StoreCore {
@@ -307,6 +336,15 @@ impl<T> Store<T> {
     /// Raw pointer to the store's inner part, as host functions receive it.
     pub(crate) fn inner_ptr(&mut self) -> *mut StoreInner<T> {
         &mut *self.inner
+    }
+}
+
+/// Clears the store's running thread when an outermost call ends.
+struct RunningTid(Arc<SharedCtx>);
+
+impl Drop for RunningTid {
+    fn drop(&mut self) {
+        self.0.running_tid.store(0, Ordering::SeqCst);
     }
 }
 
@@ -639,6 +677,20 @@ impl StoreCore {
     /// Turns a fault caught by the trap guard into a [`Trap`].
     fn resolve_fault(&mut self, fault: faaslet_sfi::Fault) -> Trap {
         let pc = fault.pc;
+        if fault.signal == faaslet_sfi::interrupt_signal() {
+            // Signal interruption: stopped at any instruction of JIT code,
+            // named if it is a function's (not a trampoline's).
+            let mut trap = Trap::new(TrapKind::Interrupted);
+            for m in &self.modules {
+                if let Some((func, offset)) = m.inner.compiled.lookup_func(pc) {
+                    trap.func_index = Some(func);
+                    trap.func_name = m.info().func_name(func).map(str::to_owned);
+                    trap.wasm_offset = offset;
+                    break;
+                }
+            }
+            return trap;
+        }
         for m in &self.modules {
             if let Some(site) = m.inner.compiled.lookup_trap(pc) {
                 let mut trap =
@@ -723,6 +775,21 @@ impl StoreCore {
             // writes stack_limit.
             unsafe { (*ctx).stack_limit = limit };
         }
+        // Under signal interruption, the outermost call publishes this
+        // thread as running a call of this engine until its deadline (see
+        // `faaslet_sfi::interrupt`), and the store which thread that is.
+        let _published = (outermost && c.engine.config().signal_interruption).then(|| {
+            c.ctx
+                .running_tid
+                .store(faaslet_sfi::current_tid(), Ordering::SeqCst);
+            (
+                faaslet_sfi::CallSlot::enter(
+                    &c.engine.inner.epoch,
+                    c.ctx.deadline().load(Ordering::SeqCst),
+                ),
+                RunningTid(c.ctx.clone()),
+            )
+        });
         c.depth += 1;
         let values_ptr = values.as_mut_ptr();
         let regions = c.fault_regions.clone();

@@ -275,6 +275,7 @@ pub fn encode_config(config: &Config) -> String {
         bounds,
         max_wasm_stack,
         epoch_interruption,
+        signal_interruption,
         optimize,
         explicit_reservation_cap,
         max_table_elements,
@@ -294,6 +295,7 @@ pub fn encode_config(config: &Config) -> String {
     };
     format!(
         "bounds={bounds},max_wasm_stack={max_wasm_stack},epoch_interruption={epoch_interruption},\
+         signal_interruption={signal_interruption},\
          optimize={optimize},explicit_reservation_cap={explicit_reservation_cap},\
          max_table_elements={max_table_elements},explicit_canaries={explicit_canaries},\
          wasm_multi_memory={wasm_multi_memory},spectre_guard={spectre_guard},\
@@ -330,6 +332,7 @@ pub fn decode_config(text: &str) -> Result<Config, String> {
                 c.max_wasm_stack = usize::try_from(num()?).map_err(|e| e.to_string())?
             }
             "epoch_interruption" => c.epoch_interruption = flag()?,
+            "signal_interruption" => c.signal_interruption = flag()?,
             "optimize" => c.optimize = flag()?,
             "explicit_reservation_cap" => c.explicit_reservation_cap = num()?,
             "max_table_elements" => c.max_table_elements = num()?,

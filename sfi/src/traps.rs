@@ -42,7 +42,9 @@ pub trait CodeLookup: Send + Sync {
 /// A fault caught by [`catch_traps`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fault {
-    /// The signal number (`libc::SIGSEGV`, `SIGBUS`, `SIGILL` or `SIGFPE`).
+    /// The signal number (`libc::SIGSEGV`, `SIGBUS`, `SIGILL` or `SIGFPE`,
+    /// or [`interrupt_signal`](crate::interrupt_signal) for a call ended by
+    /// its deadline).
     pub signal: i32,
     /// The program counter of the faulting instruction.
     pub pc: usize,
@@ -58,6 +60,7 @@ impl std::fmt::Display for Fault {
             libc::SIGBUS => "SIGBUS",
             libc::SIGILL => "SIGILL",
             libc::SIGFPE => "SIGFPE",
+            s if s == crate::interrupt_signal() => "interrupt",
             _ => "signal",
         };
         write!(
@@ -86,6 +89,14 @@ pub enum TrapError {
     AltStack {
         /// The OS error number.
         errno: i32,
+    },
+    /// The interrupt signal already has a handler that is not ours.
+    #[error(
+        "signal {signal} (used to interrupt calls) already has a handler; use epoch checks instead"
+    )]
+    SignalTaken {
+        /// The signal number.
+        signal: i32,
     },
 }
 
@@ -126,6 +137,21 @@ thread_local! {
     /// (null: none declared, as under plain [`catch_traps`]). Same signal
     /// safety as `ACTIVE_JMPBUF`.
     static ACTIVE_REGIONS: Cell<*const FaultRegions> = const { Cell::new(std::ptr::null()) };
+
+    /// Set by the interrupt handler when the running call's deadline has
+    /// passed but the signal landed outside JIT code (in a host function,
+    /// a builtin or the engine), where jumping out is not safe: the host
+    /// side then ends the call when it returns to wasm
+    /// ([`take_interrupt_pending`]). Same signal safety as above.
+    static INTERRUPT_PENDING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether an interrupt signal for the running call arrived while this
+/// thread was outside JIT code, clearing the flag. Host-function glue asks
+/// this when a host function returns, and ends the call with an interrupt
+/// instead of returning to wasm.
+pub fn take_interrupt_pending() -> bool {
+    INTERRUPT_PENDING.with(|p| p.replace(false))
 }
 
 // ---------------------------------------------------------------------------
@@ -155,6 +181,15 @@ thread_local! {
 #[derive(Debug, Default)]
 pub struct FaultRegions {
     ranges: std::cell::UnsafeCell<Vec<std::ops::Range<usize>>>,
+    /// The running store's epoch counter and deadline, for the interrupt
+    /// handler (see [`FaultRegions::set_deadline_words`]).
+    deadline: Cell<Option<DeadlineWords>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct DeadlineWords {
+    epoch: *const std::sync::atomic::AtomicU64,
+    deadline: *const std::sync::atomic::AtomicU64,
 }
 
 impl FaultRegions {
@@ -183,6 +218,36 @@ impl FaultRegions {
     pub fn contains(&self, addr: usize) -> bool {
         // SAFETY: as in `add`: nothing mutates `ranges` while this runs.
         unsafe { (*self.ranges.get()).iter().any(|r| r.contains(&addr)) }
+    }
+
+    /// Declares the epoch counter and the deadline of the code run under
+    /// these regions: an interrupt signal (see [`init_interrupts`]) ends a
+    /// call running under them only once `*epoch >= *deadline`, so a late
+    /// signal never interrupts a call whose deadline has not passed.
+    ///
+    /// # Safety
+    ///
+    /// Both pointers must stay valid for as long as these regions are used
+    /// by [`catch_traps_in`] (the store owning them keeps both alive).
+    pub unsafe fn set_deadline_words(
+        &self,
+        epoch: *const std::sync::atomic::AtomicU64,
+        deadline: *const std::sync::atomic::AtomicU64,
+    ) {
+        self.deadline.set(Some(DeadlineWords { epoch, deadline }));
+    }
+
+    /// Whether the declared deadline has passed (false if none was
+    /// declared). Async-signal-safe: two atomic loads.
+    fn deadline_passed(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        match self.deadline.get() {
+            // SAFETY: `set_deadline_words`'s contract keeps both alive
+            // while the regions are in use, which they are when the handler
+            // finds them in `ACTIVE_REGIONS`.
+            Some(w) => unsafe { (*w.epoch).load(SeqCst) >= (*w.deadline).load(SeqCst) },
+            None => false,
+        }
     }
 }
 
@@ -339,6 +404,11 @@ fn catch_traps_impl<F: FnOnce()>(regions: *const FaultRegions, f: F) -> Result<(
         )
     };
 
+    // The call this scope ran is over: an interrupt that could not be
+    // delivered to it is moot now, and must not end another call (an
+    // enclosing call of another store, or the thread's next call). An
+    // enclosing call whose own deadline has passed is signalled again.
+    INTERRUPT_PENDING.with(|p| p.set(false));
     if rc != 0 {
         // We arrived here by `siglongjmp` from the handler. The trampoline
         // never got to restore the previous jump buffer, so do it now: an
@@ -468,6 +538,16 @@ mod registry {
     /// Is `pc` inside a registered range, and a trap site there?
     /// Async-signal-safe: no allocation, no locks, no waiting.
     pub(super) fn is_trap_site(pc: usize) -> bool {
+        lookup(pc, true)
+    }
+
+    /// Is `pc` inside a registered range (JIT code), trap site or not?
+    /// Async-signal-safe, as [`is_trap_site`].
+    pub(super) fn in_code(pc: usize) -> bool {
+        lookup(pc, false)
+    }
+
+    fn lookup(pc: usize, trap_site: bool) -> bool {
         let epoch = loop {
             let e = EPOCH.load(SeqCst);
             READERS[e & 1].fetch_add(1, SeqCst);
@@ -487,7 +567,7 @@ mod registry {
             let i = entries.partition_point(|e| e.start <= pc);
             i > 0 && {
                 let e = &entries[i - 1];
-                pc < e.end && e.lookup.is_trap_site(pc)
+                pc < e.end && (!trap_site || e.lookup.is_trap_site(pc))
             }
         };
         READERS[epoch & 1].fetch_sub(1, SeqCst);
@@ -767,6 +847,60 @@ unsafe extern "C" fn trap_handler(
     }
     // SAFETY: forwarding the handler's own arguments.
     unsafe { chain_to_previous(signal, info, ctx) };
+}
+
+/// The handler of the interrupt signal ([`crate::interrupt_signal`]).
+///
+/// Like `trap_handler` it runs on the alternate stack and does only
+/// async-signal-safe things. It ends the running call only if all hold:
+/// 1. this thread is inside `catch_traps_in` (a jump buffer and fault
+///    regions are active);
+/// 2. those regions' deadline has passed (so a signal meant for an
+///    earlier call, delivered late to a thread now running another, does
+///    nothing);
+/// 3. the PC lies in JIT code. Anywhere else (a host function, a builtin,
+///    the engine's own code) jumping out could leave host state half
+///    updated, so the handler only sets `INTERRUPT_PENDING` for the host
+///    side to act on when it returns to wasm.
+///
+/// In JIT code any instruction is a safe place to stop: wasm state lives
+/// in linear memory, globals and tables, each updated by single stores,
+/// and the frames jumped over hold no host resources (host calls and
+/// builtins are not JIT code). Otherwise the signal is ignored; it is
+/// never passed on, since its default action would end the process.
+pub(crate) unsafe extern "C" fn interrupt_handler(
+    signal: libc::c_int,
+    _info: *mut libc::siginfo_t,
+    ctx: *mut c_void,
+) {
+    let jmpbuf = ACTIVE_JMPBUF.with(Cell::get);
+    let regions = ACTIVE_REGIONS.with(Cell::get);
+    if jmpbuf.is_null() || regions.is_null() {
+        return;
+    }
+    // SAFETY: a non-null `ACTIVE_REGIONS` points at the `FaultRegions` of
+    // a `catch_traps_in` frame still on this thread's stack.
+    if !unsafe { &*regions }.deadline_passed() {
+        return;
+    }
+    // SAFETY: we are an SA_SIGINFO handler, so `ctx` is our ucontext.
+    let pc = unsafe { pc_from_context(ctx) };
+    if !registry::in_code(pc) {
+        INTERRUPT_PENDING.with(|p| p.set(true));
+        return;
+    }
+    FAULT.with(|f| {
+        f.set(Some(Fault {
+            signal,
+            pc,
+            fault_addr: 0,
+        }))
+    });
+    // SAFETY: as in `trap_handler`: `jmpbuf` is the innermost active
+    // buffer of a `catch_traps` frame on this thread's stack, the PC is in
+    // JIT code called from within it, and the interrupt signal is
+    // installed with SA_NODEFER, so no mask needs restoring.
+    unsafe { faaslet_sfi_longjmp(jmpbuf) };
 }
 
 /// Writes "faaslet-sfi: engine crash: SIGSEGV at trap site pc 0x…,
