@@ -365,15 +365,19 @@ thread_local! {
 /// functions, builtins and the engine's own frames.
 const HOST_STACK_HEADROOM: usize = 256 << 10;
 
+#[inline]
 fn thread_stack_low() -> usize {
-    STACK_LOW.with(|c| {
-        if c.get() == 0 {
-            c.set(query_stack_low().unwrap_or(1));
+    match STACK_LOW.get() {
+        0 => {
+            let low = query_stack_low().unwrap_or(1);
+            STACK_LOW.set(low);
+            low
         }
-        c.get()
-    })
+        low => low,
+    }
 }
 
+#[cold]
 fn query_stack_low() -> Option<usize> {
     // SAFETY: pthread_getattr_np fills a zeroed attr for the calling thread;
     // we read the stack bounds and destroy the attr. No pointers escape.

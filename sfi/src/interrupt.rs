@@ -30,16 +30,11 @@
 //! assert!(interrupt_signal() >= libc::SIGRTMIN());
 //! ```
 
+pub use crate::traps::interrupt_signal;
 use crate::traps::{interrupt_handler, TrapError};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-
-/// The signal used to interrupt calls: the fourth real-time signal glibc
-/// leaves to applications (`SIGRTMIN() + 3`).
-pub fn interrupt_signal() -> libc::c_int {
-    libc::SIGRTMIN() + 3
-}
 
 static INIT: OnceLock<Result<(), TrapError>> = OnceLock::new();
 

@@ -43,7 +43,7 @@ pub trait CodeLookup: Send + Sync {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fault {
     /// The signal number (`libc::SIGSEGV`, `SIGBUS`, `SIGILL` or `SIGFPE`,
-    /// or [`interrupt_signal`](crate::interrupt_signal) for a call ended by
+    /// or [`interrupt_signal`] for a call ended by
     /// its deadline).
     pub signal: i32,
     /// The program counter of the faulting instruction.
@@ -60,7 +60,7 @@ impl std::fmt::Display for Fault {
             libc::SIGBUS => "SIGBUS",
             libc::SIGILL => "SIGILL",
             libc::SIGFPE => "SIGFPE",
-            s if s == crate::interrupt_signal() => "interrupt",
+            s if s == interrupt_signal() => "interrupt",
             _ => "signal",
         };
         write!(
@@ -144,6 +144,10 @@ thread_local! {
     /// side then ends the call when it returns to wasm
     /// ([`take_interrupt_pending`]). Same signal safety as above.
     static INTERRUPT_PENDING: Cell<bool> = const { Cell::new(false) };
+
+    /// The trap handlers are installed and this thread has its alternate
+    /// signal stack (`prepare_thread` ran).
+    static THREAD_READY: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Whether an interrupt signal for the running call arrived while this
@@ -221,7 +225,8 @@ impl FaultRegions {
     }
 
     /// Declares the epoch counter and the deadline of the code run under
-    /// these regions: an interrupt signal (see [`init_interrupts`]) ends a
+    /// these regions: an interrupt signal (see
+    /// [`init_interrupts`](crate::init_interrupts)) ends a
     /// call running under them only once `*epoch >= *deadline`, so a late
     /// signal never interrupts a call whose deadline has not passed.
     ///
@@ -297,8 +302,8 @@ unsafe extern "C" fn trampoline<F: FnOnce()>(data: *mut c_void, jmpbuf: *mut c_v
         .expect("catch_traps trampoline called twice");
 
     // From here on, a trap at a trap site on this thread jumps to `jmpbuf`.
-    ACTIVE_REGIONS.with(|c| c.set(payload.regions));
-    ACTIVE_JMPBUF.with(|c| c.set(jmpbuf));
+    ACTIVE_REGIONS.set(payload.regions);
+    ACTIVE_JMPBUF.set(jmpbuf);
 
     // Unwinding out of an `extern "C"` function aborts, and unwinding
     // through the C frame would be undefined behaviour anyway. So a panic in
@@ -310,12 +315,26 @@ unsafe extern "C" fn trampoline<F: FnOnce()>(data: *mut c_void, jmpbuf: *mut c_v
     // the `sigjmp_buf` in the C frame is dead, and it must never be the
     // target of a jump. (Nothing can trap between here and the return, but
     // keeping the window closed costs nothing.)
-    ACTIVE_JMPBUF.with(|c| c.set(payload.prev));
-    ACTIVE_REGIONS.with(|c| c.set(payload.prev_regions));
+    ACTIVE_JMPBUF.set(payload.prev);
+    ACTIVE_REGIONS.set(payload.prev_regions);
 
     if let Err(p) = result {
         payload.panic = Some(p);
     }
+}
+
+/// The handlers installed and this thread's alternate stack set up; the
+/// slow path of `catch_traps`.
+#[cold]
+#[inline(never)]
+fn prepare_thread() {
+    if let Err(e) = init_traps() {
+        panic!("faaslet-sfi: cannot install trap handlers: {e}");
+    }
+    if let Err(e) = ensure_alt_stack() {
+        panic!("faaslet-sfi: {e}");
+    }
+    THREAD_READY.set(true);
 }
 
 /// Runs `f`, catching faults at registered trap sites.
@@ -365,15 +384,14 @@ pub fn catch_traps_in<F: FnOnce()>(regions: &FaultRegions, f: F) -> Result<(), F
 }
 
 fn catch_traps_impl<F: FnOnce()>(regions: *const FaultRegions, f: F) -> Result<(), Fault> {
-    if let Err(e) = init_traps() {
-        panic!("faaslet-sfi: cannot install trap handlers: {e}");
-    }
-    if let Err(e) = ensure_alt_stack() {
-        panic!("faaslet-sfi: {e}");
+    // Once per thread (the handlers once per process): one thread-local
+    // load on every later call, which is most of them.
+    if !THREAD_READY.get() {
+        prepare_thread();
     }
 
-    let prev = ACTIVE_JMPBUF.with(Cell::get);
-    let prev_regions = ACTIVE_REGIONS.with(Cell::get);
+    let prev = ACTIVE_JMPBUF.get();
+    let prev_regions = ACTIVE_REGIONS.get();
     let mut payload = Payload {
         f: Some(f),
         prev,
@@ -408,7 +426,7 @@ fn catch_traps_impl<F: FnOnce()>(regions: *const FaultRegions, f: F) -> Result<(
     // delivered to it is moot now, and must not end another call (an
     // enclosing call of another store, or the thread's next call). An
     // enclosing call whose own deadline has passed is signalled again.
-    INTERRUPT_PENDING.with(|p| p.set(false));
+    INTERRUPT_PENDING.set(false);
     if rc != 0 {
         // We arrived here by `siglongjmp` from the handler. The trampoline
         // never got to restore the previous jump buffer, so do it now: an
@@ -849,7 +867,13 @@ unsafe extern "C" fn trap_handler(
     unsafe { chain_to_previous(signal, info, ctx) };
 }
 
-/// The handler of the interrupt signal ([`crate::interrupt_signal`]).
+/// The signal used to interrupt calls (see [`crate::interrupt`]): the
+/// fourth real-time signal glibc leaves to applications (`SIGRTMIN() + 3`).
+pub fn interrupt_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 3
+}
+
+/// The handler of the interrupt signal ([`interrupt_signal`]).
 ///
 /// Like `trap_handler` it runs on the alternate stack and does only
 /// async-signal-safe things. It ends the running call only if all hold:

@@ -8,7 +8,8 @@
 //! before the deadline (every host-side wait is bounded by it, so this
 //! never hangs, but the call fails late and says only that it timed out).
 //!
-//! Nodes are calls ([`CallNode`], one per running Faaslet call). Edges:
+//! Nodes are calls ([`CallId`], one per running Faaslet call, on its
+//! thread from [`enter`] until the guard drops). Edges:
 //!
 //! * **await**: a call awaiting a chained call it started;
 //! * **nested**: a call whose thread runs another call on top of it (a
