@@ -22,12 +22,15 @@ fn progress(what: &str) {
     eprintln!("bench cold-start --python: {what}");
 }
 
-fn ms(ns: f64) -> String {
+pub(crate) fn ms(ns: f64) -> String {
     format!("{:.3} ms", ns / 1e6)
 }
 
 /// Median of `runs` timings of `f`, nanoseconds.
-fn median_of(runs: usize, mut f: impl FnMut() -> Result<(), String>) -> Result<f64, String> {
+pub(crate) fn median_of(
+    runs: usize,
+    mut f: impl FnMut() -> Result<(), String>,
+) -> Result<f64, String> {
     let mut v = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t = Instant::now();
