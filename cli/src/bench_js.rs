@@ -2,9 +2,10 @@
 //! Proto-Faaslet (QuickJS captured where the script first reads stdin:
 //! `faaslet_platform::at_input`) against a cold QuickJS start in faaslet
 //! (a fresh instance of the same command running the same script) and
-//! against a native JavaScript start (`qjs -e ''` if QuickJS is installed,
-//! and `node -e ''`), in one run, and the memory an idle JavaScript
-//! Faaslet costs.
+//! against native starts: the same driver and QuickJS built for the host
+//! (`qjs-faaslet-native` beside WASM, from `sdk/js/build.sh --native`)
+//! running the same script, and `node -e ''`; in one run, with the
+//! memory an idle JavaScript Faaslet costs.
 //!
 //! WASM is the command JavaScript functions run on, `qjs-faaslet.wasm`
 //! (`sdk/js/build.sh`). The worker's data directory is kept in the
@@ -25,16 +26,18 @@ fn progress(what: &str) {
     eprintln!("bench cold-start --js: {what}");
 }
 
-/// The median time of `program -e ''` natively (10 runs), if it runs.
-fn native(program: &str) -> Option<f64> {
+/// The median time of the process `program args` natively (10 runs,
+/// stdin empty), if it runs.
+fn native(program: &Path, args: &[&str]) -> Option<f64> {
     median_of(10, || {
         let s = std::process::Command::new(program)
-            .args(["-e", ""])
+            .args(args)
+            .stdin(std::process::Stdio::null())
             .status()
-            .map_err(|e| format!("{program}: {e}"))?;
+            .map_err(|e| format!("{}: {e}", program.display()))?;
         s.success()
             .then_some(())
-            .ok_or_else(|| format!("{program} -e '' failed"))
+            .ok_or_else(|| format!("{} failed", program.display()))
     })
     .ok()
 }
@@ -97,12 +100,13 @@ pub fn bench_js(js: &Path, json: bool, iterations: usize) -> Result<(), String> 
             rc => Err(format!("cold start exited {rc}")),
         }
     })?;
-    progress("native JavaScript starts (qjs -e '', node -e '')");
-    let qjs = native("qjs");
-    let node = native("node");
+    progress("native starts (qjs-faaslet-native, node -e '')");
+    let host_build = js.with_file_name("qjs-faaslet-native");
+    let qjs = native(&host_build, &[NOOP]);
+    let node = native(Path::new("node"), &["-e", ""]);
     progress("memory per idle JavaScript Faaslet");
     let mut idle_failed = None;
-    let (pss, rss) = per_idle(20, || {
+    let (pss, rss) = per_idle(200, || {
         worker
             .faaslet("bench", "noop")
             .map_err(|e| idle_failed = Some(e.to_string()))
@@ -115,7 +119,7 @@ pub fn bench_js(js: &Path, json: bool, iterations: usize) -> Result<(), String> 
     let json_ns = |n: Option<f64>| n.map_or("null".to_string(), |n| format!("{n:.0}"));
     if json {
         println!(
-            "{{\"proto_faaslet_call_ns\": {{\"median\": {:.0}, \"p99\": {:.0}}}, \"restore_ns\": {:.0}, \"cold_start_ns\": {cold:.0}, \"native_qjs_ns\": {}, \"native_node_ns\": {}, \"idle_faaslet_pss_kib\": {pss:.0}, \"idle_faaslet_rss_kib\": {rss:.0}, \"capture_ms\": {upload_ms:.1}, \"prepare_s\": {prepare_s:.1}}}",
+            "{{\"proto_faaslet_call_ns\": {{\"median\": {:.0}, \"p99\": {:.0}}}, \"restore_ns\": {:.0}, \"cold_start_ns\": {cold:.0}, \"native_qjs_faaslet_ns\": {}, \"native_node_ns\": {}, \"idle_faaslet_pss_kib\": {pss:.0}, \"idle_faaslet_rss_kib\": {rss:.0}, \"capture_ms\": {upload_ms:.1}, \"prepare_s\": {prepare_s:.1}}}",
             warm.median_ns,
             warm.p99_ns,
             restore.median_ns,
@@ -146,8 +150,8 @@ pub fn bench_js(js: &Path, json: bool, iterations: usize) -> Result<(), String> 
         );
         println!(
             "{:<50} {:>12}",
-            "qjs -e '' (native QuickJS process)",
-            qjs.map_or("n/a (no qjs)".to_string(), ms)
+            "the same script, QuickJS built for the host",
+            qjs.map_or("n/a (sdk/js/build.sh --native)".to_string(), ms)
         );
         println!(
             "{:<50} {:>12}",

@@ -18,6 +18,12 @@
  *   exit(code)         flushes the output and exits with code (0..255)
  *   scriptArgs         the arguments after SCRIPT, as strings
  *
+ * Math.random is the driver's: seeded from the system's entropy when the
+ * program starts and again right after readInput() has read the input,
+ * so every call resumed from a snapshot taken at that read draws its own
+ * numbers (QuickJS's own generator is seeded once, from the clock, when
+ * the context is made, which a snapshot would fix for every call).
+ *
  * An uncaught exception (thrown by the script or by a job, or a promise
  * rejected with no handler by the end) writes "Uncaught " and the value,
  * then its stack if it has one, to standard error and exits with 1. A
@@ -32,6 +38,7 @@
  * from PyPI at build time, not kept here).
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +59,35 @@
 
 /* Standard input is read once: readInput() after the first returns "". */
 static int input_consumed;
+
+/* Math.random's state (xorshift64*, as QuickJS's own), never zero. */
+static uint64_t rng_state = 1;
+
+/* Seeds Math.random from the system's entropy (WASI random_get). */
+static void seed_random(void)
+{
+    uint64_t s = 0;
+    if (getentropy(&s, sizeof s) != 0 || s == 0) {
+        s = rng_state * 0x9E3779B97F4A7C15ull + 1;
+    }
+    rng_state = s ? s : 1;
+}
+
+static JSValue js_random(JSContext *ctx, JSValueConst this_val, int argc, JSValueConst *argv)
+{
+    (void)ctx;
+    (void)this_val;
+    (void)argc;
+    (void)argv;
+    uint64_t x = rng_state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    rng_state = x;
+    uint64_t v = x * 0x2545F4914F6CDD1Dull;
+    /* 53 random bits: a double in [0, 1). */
+    return JS_NewFloat64(ctx, (double)(v >> 11) * 0x1.0p-53);
+}
 
 /* The first promise rejected with no handler, if it is still unhandled at
  * the end (JS_UNDEFINED otherwise; `have_rejection` says whether set). */
@@ -190,6 +226,9 @@ static JSValue js_read_input(JSContext *ctx, JSValueConst this_val, int argc,
         }
         len += (size_t)n;
     }
+    /* A call resumed at the read above must not repeat the random numbers
+     * of the snapshot's run: seed again now. */
+    seed_random();
     JSValue s = JS_NewStringLen(ctx, buf, len);
     free(buf);
     return s;
@@ -250,7 +289,9 @@ int main(int argc, char **argv)
     }
     rejection = JS_UNDEFINED;
 
+    seed_random();
     JSValue global = JS_GetGlobalObject(ctx);
+    JSValue math = JS_GetPropertyStr(ctx, global, "Math");
     JSValue console = JS_NewObject(ctx);
     JSValue args = JS_NewArray(ctx);
     for (int i = 2; i < argc; i++) {
@@ -265,9 +306,11 @@ int main(int argc, char **argv)
         set_func(ctx, console, "error", js_print_err, 1) < 0 ||
         set_func(ctx, console, "warn", js_print_err, 1) < 0 ||
         JS_SetPropertyStr(ctx, global, "console", console) < 0 ||
-        JS_SetPropertyStr(ctx, global, "scriptArgs", args) < 0) {
+        JS_SetPropertyStr(ctx, global, "scriptArgs", args) < 0 ||
+        set_func(ctx, math, "random", js_random, 0) < 0) {
         die_uncaught(ctx);
     }
+    JS_FreeValue(ctx, math);
     JS_FreeValue(ctx, global);
 
     JSValue r = JS_Eval(ctx, script, strlen(script), "<script>", JS_EVAL_TYPE_GLOBAL);

@@ -182,6 +182,24 @@ fn js_functions_over_http_behave_as_fresh_runs() {
     );
     assert!(tb.contains("at deep (<script>:7"), "{tb}");
 
+    // Math.random is seeded again after the input is read: calls resumed
+    // from one snapshot draw different numbers.
+    let r = req(
+        &s,
+        "PUT",
+        "/js/demo/dice",
+        b"readInput(); print(Math.random());",
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let draws: std::collections::HashSet<String> = (0..4)
+        .map(|_| req(&s, "POST", "/js/demo/dice", b"").text())
+        .collect();
+    assert_eq!(draws.len(), 4, "{draws:?}");
+    for d in &draws {
+        let v: f64 = d.trim().parse().unwrap();
+        assert!((0.0..1.0).contains(&v), "{d}");
+    }
+
     // A script that never reads its input runs from the start each call.
     let r = req(&s, "PUT", "/js/demo/hello", b"print('no input', 6 * 7);");
     assert_eq!(r.status, 201, "{}", r.text());
