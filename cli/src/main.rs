@@ -667,6 +667,13 @@ fn main() -> ExitCode {
 fn serve(a: faaslet_cli::serve::ServeArgs, interrupt: InterruptArg) -> Result<ExitCode, String> {
     let engine = engine_with(BoundsArg::Guard, |c| {
         c.signal_interruption = interrupt == InterruptArg::Signals;
+        // JavaScript functions run an asyncified QuickJS, whose calls need
+        // more native stack per level (see JS_WASM_STACK).
+        if a.js.is_some() {
+            c.max_wasm_stack = c
+                .max_wasm_stack
+                .max(faaslet_platform::worker::js::JS_WASM_STACK);
+        }
     })?;
     faaslet_cli::serve::serve(&engine, a)?;
     Ok(ExitCode::SUCCESS)

@@ -14,6 +14,7 @@
 
 use faaslet::{Engine, Module};
 use faaslet_cli::client::{request, Response};
+use faaslet_platform::worker::js::JS_WASM_STACK;
 use faaslet_platform::worker::{Language, Server, Worker, WorkerConfig};
 use faaslet_platform::{Faaslet, FaasletConfig, Output};
 use faaslet_tests::quickjs_wasm;
@@ -62,7 +63,7 @@ fn data_dir(name: &str, js: &Path) -> PathBuf {
         let t = Path::new(env!("CARGO_TARGET_TMPDIR")).join("js-template");
         let mut c = WorkerConfig::new(&t);
         c.js = Some(js.to_path_buf());
-        let w = Worker::new(&Engine::default(), c).unwrap();
+        let w = Worker::new(&js_engine(), c).unwrap();
         w.js_runtime().unwrap();
         t
     });
@@ -72,11 +73,20 @@ fn data_dir(name: &str, js: &Path) -> PathBuf {
     d
 }
 
+/// An engine as `faaslet serve --js` makes it.
+fn js_engine() -> Engine {
+    Engine::new(&faaslet::Config {
+        max_wasm_stack: JS_WASM_STACK,
+        ..faaslet::Config::default()
+    })
+    .unwrap()
+}
+
 fn start(data: &Path, js: Option<&Path>) -> Server {
     let mut c = WorkerConfig::new(data);
     c.js = js.map(Path::to_path_buf);
     c.threads = 2;
-    let w = Worker::new(&Engine::default(), c).unwrap();
+    let w = Worker::new(&js_engine(), c).unwrap();
     Server::start(w, "127.0.0.1:0".parse().unwrap()).unwrap()
 }
 
@@ -199,6 +209,27 @@ fn js_functions_over_http_behave_as_fresh_runs() {
         let v: f64 = d.trim().parse().unwrap();
         assert!((0.0..1.0).contains(&v), "{d}");
     }
+
+    // Recursion: a resumed call recurses as deep as a fresh run, and past
+    // QuickJS's limit both end with the same RangeError.
+    let deep = "const n = Number(readInput()); function f(k) { return k === 0 ? 0 : 1 + f(k - 1); } print(f(n));";
+    assert_eq!(req(&s, "PUT", "/js/demo/deep", deep.as_bytes()).status, 201);
+    let r = req(&s, "POST", "/js/demo/deep", b"500");
+    assert_eq!(
+        (r.status, r.text()),
+        (200, fresh(&plain, deep, "500").stdout)
+    );
+    assert_eq!(r.text(), "500\n");
+    let r = req(&s, "POST", "/js/demo/deep", b"100000");
+    let want = fresh(&plain, deep, "100000");
+    assert!(
+        want.stderr
+            .starts_with("Uncaught RangeError: Maximum call stack size exceeded"),
+        "{}",
+        want.stderr
+    );
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(json(&r)["traceback"], want.stderr.as_str());
 
     // A script that never reads its input runs from the start each call.
     let r = req(&s, "PUT", "/js/demo/hello", b"print('no input', 6 * 7);");

@@ -26,6 +26,18 @@ use crate::worker::core::{Worker, WorkerError};
 use crate::worker::language::Language;
 use faaslet::Module;
 
+/// Native stack (`Config::max_wasm_stack`) an engine running JavaScript
+/// functions should give wasm: 7 MiB, against the default 1 MiB. The
+/// asyncify transform makes QuickJS's interpreter function (one native
+/// frame per JavaScript call level) keep some 12 KiB of native stack per
+/// call instead of 1.5 KiB, so with 1 MiB a resumed call could recurse
+/// only about 85 levels, where a fresh run of the unmodified command
+/// reaches QuickJS's own limit (a `RangeError` at about 580 levels).
+/// With 7 MiB a resumed call reaches that limit too. The worker's
+/// executor threads have 8 MiB stacks, and an engine never lets wasm
+/// use more than the thread has. `faaslet serve --js` sets it.
+pub const JS_WASM_STACK: usize = 7 << 20;
+
 impl Worker {
     /// The interpreter JavaScript functions run on: the configured QuickJS
     /// command, asyncified (once: kept under `DATA/runtimes/`) and
