@@ -254,6 +254,15 @@ fn js_functions_over_http_behave_as_fresh_runs() {
     let tb = json(&r)["traceback"].as_str().unwrap().to_string();
     assert!(tb.starts_with("Uncaught SyntaxError"), "{tb}");
     assert_eq!(tb, fresh(&plain, "let = ;", "").stderr);
+    // A module uploaded over a script replaces it, on disk too.
+    assert_eq!(req(&s, "PUT", "/js/demo/swap", b"print(1)").status, 201);
+    let echo = r#"(module
+      (import "env" "__faasm_write_output" (func $out (param i32 i32)))
+      (memory (export "memory") 1) (data (i32.const 0) "wasm")
+      (func (export "main") (result i32) (call $out (i32.const 0) (i32.const 4)) (i32.const 0)))"#;
+    assert_eq!(req(&s, "PUT", "/f/demo/swap", echo.as_bytes()).status, 201);
+    assert!(!stored.join("swap.js").exists() && !stored.join("swap.point").exists());
+    assert_eq!(req(&s, "POST", "/f/demo/swap", b"").text(), "wasm");
     // Not text: refused.
     let r = req(&s, "PUT", "/js/demo/bin", b"print(1)\xff");
     assert_eq!(r.status, 400);
@@ -273,6 +282,7 @@ fn js_functions_over_http_behave_as_fresh_runs() {
         req(&s, "POST", "/f/demo/hello", b"").text(),
         "no input 42\n"
     );
+    assert_eq!(req(&s, "POST", "/f/demo/swap", b"").text(), "wasm");
     assert_eq!(
         std::fs::read_dir(data.join("runtimes")).unwrap().count(),
         runtimes,

@@ -785,6 +785,7 @@ impl Worker {
         }
         mark_idempotent(&wasm_path, p.idempotent)?;
         write(&wasm_path, &p.wasm)?;
+        remove_other_forms(&dir, function, None);
         let f = Arc::new(self.load(user, function, &wasm_path)?);
         tracing::info!(
             "{name}: fetched from the cluster (version {})",
@@ -1404,7 +1405,7 @@ pub(crate) fn remove_other_forms(dir: &Path, function: &str, kept: Option<Langua
         .collect();
     if kept.is_some() {
         gone.push("wasm".into());
-        gone.push("idempotent".into());
+        gone.push(IDEMPOTENT_MARK.into());
     } else {
         gone.push("point".into());
     }
