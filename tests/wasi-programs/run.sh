@@ -147,7 +147,9 @@ python_fn_start
 # JavaScript functions, the same way: `faaslet serve --js` (QuickJS,
 # asyncified in the background: about half a minute), a script uploaded
 # to PUT /js/, called with different inputs, each reply compared with a
-# fresh qjs-faaslet under wasmtime.
+# fresh qjs-faaslet under wasmtime. Started after worker-python, whose
+# upload compiles CPython within the worker's 30 s budget: preparing
+# QuickJS beside it could push that past the budget on two loaded cores.
 JSFN_DIR="$RUNS/worker-js-fn" JSFN_PID=""
 js_fn_start() {
     rm -rf "$JSFN_DIR" && mkdir -p "$JSFN_DIR/data"
@@ -155,7 +157,6 @@ js_fn_start() {
     "$FAASLET" serve --listen 127.0.0.1:0 --data "$JSFN_DIR/data" --js "$QJS" 2>"$JSFN_DIR/serve.log" &
     JSFN_PID=$!
 }
-js_fn_start
 trap '[ -n "$PYFN_PID" ] && kill "$PYFN_PID" 2>/dev/null; [ -n "$JSFN_PID" ] && kill "$JSFN_PID" 2>/dev/null; true' EXIT
 
 # Flite 2.3 (text to speech, C)
@@ -254,6 +255,7 @@ print("done")'
     fi
 }
 worker_python
+js_fn_start
 worker_python_fn() {
     local dir="$PYFN_DIR" script='import sys, json
 data = sys.stdin.read()
