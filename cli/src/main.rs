@@ -220,6 +220,13 @@ enum Command {
         /// background from startup, and kept in the data directory.
         #[arg(long, value_name = "WASM")]
         python: Option<PathBuf>,
+        /// The QuickJS command JavaScript functions run on
+        /// (qjs-faaslet.wasm, built by sdk/js/build.sh): scripts uploaded
+        /// with PUT /js/USER/FUNCTION run on it. Prepared (asyncify, needs
+        /// binaryen's wasm-opt; compile) once, in the background from
+        /// startup, and kept in the data directory.
+        #[arg(long, value_name = "WASM")]
+        js: Option<PathBuf>,
         /// Start every call as a fresh instance of the module (data segments and start
         /// function run again) instead of from its Proto-Faaslet: to measure what
         /// Proto-Faaslets buy (benches/paper).
@@ -248,6 +255,10 @@ enum Command {
         /// CPython, see `serve --python`).
         #[arg(long, conflicts_with = "idempotent")]
         python: bool,
+        /// FILE is a JavaScript script (uploaded to /js/: run by the
+        /// worker's QuickJS, see `serve --js`).
+        #[arg(long, conflicts_with_all = ["idempotent", "python"])]
+        js: bool,
     },
     /// Call a function on a worker; prints its output, exits with its
     /// return code.
@@ -332,6 +343,12 @@ enum BenchCommand {
         /// `python3 -c pass`, memory per idle Faaslet).
         #[arg(long, value_name = "WASM")]
         python: Option<PathBuf>,
+        /// Instead: JavaScript functions on this QuickJS command
+        /// (qjs-faaslet.wasm from sdk/js/build.sh: a no-op call from its
+        /// Proto-Faaslet, a cold start, a native JavaScript start, memory
+        /// per idle Faaslet).
+        #[arg(long, value_name = "WASM", conflicts_with = "python")]
+        js: Option<PathBuf>,
     },
     /// The code cache: compiling against loading the artefact, upload with
     /// and without a cache hit, worker restart to the end of the first call
@@ -458,6 +475,7 @@ fn main() -> ExitCode {
             compile_memory,
             forward_after_us,
             python,
+            js,
             no_proto_faaslets,
             interrupt,
         } => state_tiers(state.as_deref(), state_quota).and_then(|(state, redis)| {
@@ -480,6 +498,7 @@ fn main() -> ExitCode {
                     compile_memory: compile_memory.clamp(16, 1 << 30) << 20,
                     forward_after: std::time::Duration::from_micros(forward_after_us),
                     python,
+                    js,
                     proto_faaslets: !no_proto_faaslets,
                 },
                 interrupt,
@@ -492,8 +511,16 @@ fn main() -> ExitCode {
             file,
             idempotent,
             python,
-        } => faaslet_cli::serve::upload(&url, &user, &function, &file, idempotent, python)
-            .map(|()| ExitCode::SUCCESS),
+            js,
+        } => {
+            let script = match (python, js) {
+                (true, _) => Some(faaslet_platform::worker::Language::Python),
+                (_, true) => Some(faaslet_platform::worker::Language::JavaScript),
+                _ => None,
+            };
+            faaslet_cli::serve::upload(&url, &user, &function, &file, idempotent, script)
+                .map(|()| ExitCode::SUCCESS)
+        }
         Command::Invoke {
             url,
             user,
@@ -514,6 +541,7 @@ fn main() -> ExitCode {
                     json,
                     iterations,
                     python: Some(python),
+                    js: _,
                 },
         } => faaslet_cli::bench_python::bench_python(&python, json, iterations.min(2000))
             .map(|()| ExitCode::SUCCESS),
@@ -523,6 +551,17 @@ fn main() -> ExitCode {
                     json,
                     iterations,
                     python: None,
+                    js: Some(js),
+                },
+        } => faaslet_cli::bench_js::bench_js(&js, json, iterations.min(2000))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Bench {
+            what:
+                BenchCommand::ColdStart {
+                    json,
+                    iterations,
+                    python: None,
+                    js: None,
                 },
         } => bench_cold_start(json, iterations),
         Command::Bench {
@@ -628,6 +667,13 @@ fn main() -> ExitCode {
 fn serve(a: faaslet_cli::serve::ServeArgs, interrupt: InterruptArg) -> Result<ExitCode, String> {
     let engine = engine_with(BoundsArg::Guard, |c| {
         c.signal_interruption = interrupt == InterruptArg::Signals;
+        // JavaScript functions run an asyncified QuickJS, whose calls need
+        // more native stack per level (see JS_WASM_STACK).
+        if a.js.is_some() {
+            c.max_wasm_stack = c
+                .max_wasm_stack
+                .max(faaslet_platform::worker::js::JS_WASM_STACK);
+        }
     })?;
     faaslet_cli::serve::serve(&engine, a)?;
     Ok(ExitCode::SUCCESS)

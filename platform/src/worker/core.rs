@@ -12,6 +12,7 @@ use crate::registry::valid_function_name;
 use crate::scheduler::ChainEntry;
 use crate::worker::chain::{ChainHost, WorkerScheduler};
 use crate::worker::cluster::{version_of, Cluster};
+use crate::worker::language::Language;
 use crate::worker::metrics::Metrics;
 use faaslet::{Engine, Error, Module, TrapKind};
 use faaslet_hostapi::wasi::Output;
@@ -96,6 +97,10 @@ pub struct WorkerConfig {
     /// Python functions (`PUT /p/...`) run on; `None`: Python functions
     /// are refused.
     pub python: Option<PathBuf>,
+    /// The QuickJS command (`qjs-faaslet.wasm`, built by
+    /// `sdk/js/build.sh`) JavaScript functions (`PUT /js/...`) run on;
+    /// `None`: JavaScript functions are refused.
+    pub js: Option<PathBuf>,
     /// In a cluster, a call this worker has no free thread for goes to
     /// another worker only if it would wait here longer than this (its
     /// [`Executor::expected_wait`]): a hop costs tens of microseconds of
@@ -139,6 +144,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("compile_program", &self.compile_program)
             .field("forward_after", &self.forward_after)
             .field("python", &self.python)
+            .field("js", &self.js)
             .field("proto_faaslets", &self.proto_faaslets)
             .field("pool", &self.pool)
             .field("pool_after", &self.pool_after)
@@ -169,6 +175,7 @@ impl WorkerConfig {
             compile_program: None,
             forward_after: DEFAULT_FORWARD_AFTER,
             python: None,
+            js: None,
             proto_faaslets: true,
             pool: 2,
             pool_after: POOL_AFTER,
@@ -257,8 +264,8 @@ pub enum WorkerError {
     /// The cluster's shared store (Redis) failed.
     #[error("cluster: {0}")]
     Cluster(faaslet_state::StateError),
-    /// A script function (Python) ended with a nonzero exit code: an
-    /// uncaught exception, its traceback on stderr.
+    /// A script function (Python, JavaScript) ended with a nonzero exit
+    /// code: an uncaught exception, its traceback or stack on stderr.
     #[error("{function} failed with exit code {code}: {stderr}")]
     Exception {
         /// `user/function`.
@@ -274,6 +281,10 @@ pub enum WorkerError {
     /// or preparing it failed).
     #[error("python: {0}")]
     Python(String),
+    /// JavaScript functions cannot be made here (no QuickJS configured,
+    /// preparing it failed, or the script is not UTF-8 text).
+    #[error("js: {0}")]
+    Js(String),
 }
 
 pub(crate) fn io_err(path: &Path, e: std::io::Error) -> WorkerError {
@@ -338,12 +349,13 @@ pub struct Function {
     /// Marked idempotent at upload: a call of it lost with another
     /// worker runs again here instead of failing.
     pub idempotent: bool,
-    /// Arguments after `argv[0]` (a Python function's `-c SCRIPT`).
+    /// Arguments after `argv[0]` (a Python function's `-c DRIVER SCRIPT`,
+    /// a JavaScript function's `SCRIPT`).
     pub(crate) args: Vec<String>,
     /// Where its calls resume (a program captured at its first read of
     /// input), if that is how its Proto-Faaslet was made.
     pub(crate) resume: Option<Arc<crate::at_input::InputPoint>>,
-    /// A script function (Python): a nonzero exit is a failed call whose
+    /// A script function (Python, JavaScript): a nonzero exit is a failed call whose
     /// error carries the program's stderr (the traceback).
     pub(crate) script: bool,
     /// How long the last restore of its Proto-Faaslet took, nanoseconds
@@ -412,6 +424,9 @@ pub(crate) struct Inner {
     /// The interpreter Python functions run on, asyncified and compiled
     /// once (see `worker::python`).
     pub(crate) python: Mutex<Option<Module>>,
+    /// The interpreter JavaScript functions run on (QuickJS), likewise
+    /// (see `worker::js`).
+    pub(crate) js: Mutex<Option<Module>>,
     /// What every call's Faaslet is configured with but its name and user
     /// (the host interface linked once, the state store, the executor, the
     /// deadline): cloned per call, which allocates next to nothing.
@@ -526,6 +541,7 @@ impl Worker {
                 fetching: Mutex::new(()),
                 pool: Mutex::new(HashMap::new()),
                 python: Mutex::new(None),
+                js: Mutex::new(None),
             }),
         };
         worker.reload(&dir);
@@ -543,8 +559,9 @@ impl Worker {
             };
             for file in files.flatten() {
                 let path = file.path();
-                let python = path.extension().is_some_and(|e| e == "py");
-                if !python && path.extension().is_none_or(|e| e != "wasm") {
+                let ext = path.extension().map(|e| e.to_string_lossy().into_owned());
+                let language = ext.as_deref().and_then(Language::from_extension);
+                if language.is_none() && ext.as_deref() != Some("wasm") {
                     continue;
                 }
                 let Some(fname) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
@@ -553,10 +570,9 @@ impl Worker {
                 if check_name("user", &uname).is_err() || check_name("function", &fname).is_err() {
                     continue;
                 }
-                let loaded = if python {
-                    self.load_python(&uname, &fname, &path)
-                } else {
-                    self.load(&uname, &fname, &path)
+                let loaded = match language {
+                    Some(l) => self.load_script(l, &uname, &fname, &path),
+                    None => self.load(&uname, &fname, &path),
                 };
                 match loaded {
                     Ok(f) => {
@@ -737,10 +753,10 @@ impl Worker {
         let Some(p) = cluster.fetch(&name).map_err(WorkerError::Cluster)? else {
             return local;
         };
-        if p.python {
+        if let Some(language) = p.language {
             // A script: captured here, on this worker's interpreter.
-            self.install_python(user, function, &p.wasm, false)?;
-            tracing::info!("{name}: Python function fetched from the cluster and captured");
+            self.install_script(language, user, function, &p.wasm, false)?;
+            tracing::info!("{name}: {language} function fetched from the cluster and captured");
             return self.function(user, function);
         }
         let dir = self.inner.config.data.join("functions").join(user);
@@ -769,6 +785,7 @@ impl Worker {
         }
         mark_idempotent(&wasm_path, p.idempotent)?;
         write(&wasm_path, &p.wasm)?;
+        remove_other_forms(&dir, function, None);
         let f = Arc::new(self.load(user, function, &wasm_path)?);
         tracing::info!(
             "{name}: fetched from the cluster (version {})",
@@ -1000,6 +1017,8 @@ impl Worker {
         std::fs::rename(&tmp_snap, &snap).map_err(|e| io_err(&snap, e))?;
         mark_idempotent(&wasm_path, idempotent)?;
         std::fs::rename(&tmp_wasm, &wasm_path).map_err(|e| io_err(&wasm_path, e))?;
+        // A script function of the same name is replaced.
+        remove_other_forms(&dir, function, None);
         self.functions_mut().insert(
             (user.to_string(), function.to_string()),
             Arc::new(Function {
@@ -1370,5 +1389,27 @@ impl ChainHost for Inner {
 
     fn forward_timeout(&self) -> Duration {
         self.config.timeout + FORWARD_GRACE
+    }
+}
+
+/// Removes the files of `function` in `dir` (a user's directory) that
+/// belong to another form of it than the one just stored: the wasm module
+/// (and its idempotent mark) and the scripts of other languages, so that a
+/// restart reloads only the function as last uploaded. `kept`: the
+/// language just stored, `None` for a wasm module.
+pub(crate) fn remove_other_forms(dir: &Path, function: &str, kept: Option<Language>) {
+    let mut gone: Vec<String> = Language::ALL
+        .into_iter()
+        .filter(|l| Some(*l) != kept)
+        .map(|l| l.extension().to_string())
+        .collect();
+    if kept.is_some() {
+        gone.push("wasm".into());
+        gone.push(IDEMPOTENT_MARK.into());
+    } else {
+        gone.push("point".into());
+    }
+    for ext in gone {
+        let _ = std::fs::remove_file(dir.join(format!("{function}.{ext}")));
     }
 }
