@@ -796,14 +796,26 @@ impl StoreCore {
         });
         c.depth += 1;
         let values_ptr = values.as_mut_ptr();
-        let regions = c.fault_regions.clone();
-        let result = faaslet_sfi::catch_traps_in(&regions, || {
-            // SAFETY: the trampoline was compiled for this function's type,
-            // `funcref` comes from a live instance or host function of this
-            // store, and `values` has room for parameters and results. Traps
-            // inside come back through catch_traps.
-            unsafe { trampoline(funcref.func_ptr, funcref.vmctx, funcref.vmctx, values_ptr) }
-        });
+        // Borrowed through a pointer rather than a clone of the `Rc` (two
+        // reference-count updates on every call): the regions live in the
+        // store's core, which outlives the call, and are never replaced
+        // (only added to, or cleared by `forget_fault_regions_for_test`).
+        let regions: *const faaslet_sfi::FaultRegions = &*c.fault_regions;
+        // SAFETY (regions): as just said. SAFETY (the rest): the trampoline is JIT code compiled for this function's
+        // type (it neither panics nor unwinds: host functions and builtins
+        // it reaches catch their panics), `funcref` comes from a live
+        // instance or host function of this store, and `values` has room
+        // for parameters and results. Traps inside come back as Err.
+        let result = unsafe {
+            faaslet_sfi::call_jit_in(
+                &*regions,
+                trampoline,
+                funcref.func_ptr,
+                funcref.vmctx,
+                funcref.vmctx,
+                values_ptr,
+            )
+        };
         // SAFETY: guest code has returned; we are the only user again.
         let c = unsafe { &mut *core };
         c.depth -= 1;

@@ -101,6 +101,6 @@ pub use memory::{LinearMemory, MAX_SHARED_SEGMENTS, WASM_PAGE};
 pub use pool::ReservationPool;
 pub use reservation::{host_page_size, MemoryError, Reservation};
 pub use traps::{
-    approximate_stack_pointer, catch_traps, catch_traps_in, init_traps, register_code,
-    take_interrupt_pending, CodeLookup, CodeRegistration, Fault, FaultRegions, TrapError,
+    approximate_stack_pointer, call_jit_in, catch_traps, catch_traps_in, init_traps, register_code,
+    take_interrupt_pending, CodeLookup, CodeRegistration, Fault, FaultRegions, JitEntry, TrapError,
 };

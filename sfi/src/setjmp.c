@@ -43,3 +43,30 @@ int faaslet_sfi_call(faaslet_sfi_body body, void *data) {
 void faaslet_sfi_longjmp(void *buf) {
     __builtin_longjmp((void **)buf, 1);
 }
+
+/*
+ * The engine's path into wasm, without a Rust closure in between: set the
+ * jump buffer, make it and `regions` the thread's active ones (through the
+ * pointers to the thread-locals the signal handlers read), call the array
+ * trampoline `f(a, b, c, d)`, and put the previous ones back. After a jump
+ * back (return 1) the caller restores them: locals of this frame are not
+ * to be trusted after `__builtin_longjmp`.
+ */
+typedef void (*faaslet_sfi_jit_entry)(void *a, void *b, void *c, void *d);
+
+int faaslet_sfi_call_jit(void **active_jmpbuf, const void **active_regions,
+                         const void *regions, faaslet_sfi_jit_entry f,
+                         void *a, void *b, void *c, void *d) {
+    faaslet_sfi_jmpbuf buf;
+    void *prev = *active_jmpbuf;
+    const void *prev_regions = *active_regions;
+    if (__builtin_setjmp(buf) == 0) {
+        *active_regions = regions;
+        *active_jmpbuf = buf;
+        f(a, b, c, d);
+        *active_jmpbuf = prev;
+        *active_regions = prev_regions;
+        return 0;
+    }
+    return 1;
+}
