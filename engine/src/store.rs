@@ -801,11 +801,12 @@ impl StoreCore {
         // store's core, which outlives the call, and are never replaced
         // (only added to, or cleared by `forget_fault_regions_for_test`).
         let regions: *const faaslet_sfi::FaultRegions = &*c.fault_regions;
-        // SAFETY (regions): as just said. SAFETY (the rest): the trampoline is JIT code compiled for this function's
-        // type (it neither panics nor unwinds: host functions and builtins
-        // it reaches catch their panics), `funcref` comes from a live
-        // instance or host function of this store, and `values` has room
-        // for parameters and results. Traps inside come back as Err.
+        // SAFETY: `regions` as just said; the trampoline is JIT code
+        // compiled for this function's type (it neither panics nor unwinds:
+        // host functions and builtins it reaches catch their panics),
+        // `funcref` comes from a live instance or host function of this
+        // store, and `values` has room for parameters and results. Traps
+        // inside come back as Err.
         let result = unsafe {
             faaslet_sfi::call_jit_in(
                 &*regions,
