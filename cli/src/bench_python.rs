@@ -116,7 +116,7 @@ pub fn bench_python(python: &Path, json: bool, iterations: usize) -> Result<(), 
     .ok();
     progress("memory per idle Python Faaslet");
     let mut idle_failed = None;
-    let (pss, rss) = per_idle(20, || {
+    let (pss, rss) = per_idle(100, || {
         worker
             .faaslet("bench", "noop")
             .map_err(|e| idle_failed = Some(e.to_string()))
