@@ -99,6 +99,12 @@ pub struct Config {
     /// their store (at most [`MAX_EXCEPTION_BYTES`](crate::MAX_EXCEPTION_BYTES)
     /// of them; a `throw` past that traps). On by default.
     pub wasm_exceptions: bool,
+    /// Accept WebAssembly GC (WebAssembly 3.0): struct and array types,
+    /// declared subtypes, `anyref`/`eqref`/`i31ref`/`structref`/`arrayref`,
+    /// casts and the GC instructions, with a per-store heap (see
+    /// `docs/gc.md`). Needs `wasm_function_references`. Off by default
+    /// while the collector is a bump allocator that never frees.
+    pub wasm_gc: bool,
     /// The resource limits every new [`Store`](crate::Store) starts with
     /// ([`Store::set_limits`](crate::Store::set_limits) changes one store's).
     pub store_limits: StoreLimits,
@@ -230,6 +236,7 @@ impl Default for Config {
             wasm_function_references: true,
             wasm_memory64: true,
             wasm_exceptions: true,
+            wasm_gc: false,
             store_limits: StoreLimits::default(),
         }
     }
@@ -298,7 +305,7 @@ fn encoded_type_id(ty: &FuncType) -> Option<u32> {
     if nr > 3 || np + nr > 8 || ty.ref_key.is_some() {
         return None;
     }
-    // (An exnref is never plain: its types have a `ref_key`.)
+    // (An exnref or anyref is never plain: its types have a `ref_key`.)
     let code = |v: &ValType| match v {
         ValType::I32 => 1u32,
         ValType::I64 => 2,
@@ -307,7 +314,7 @@ fn encoded_type_id(ty: &FuncType) -> Option<u32> {
         ValType::V128 => 5,
         ValType::FuncRef => 6,
         ValType::ExternRef => 7,
-        ValType::ExnRef => 0,
+        ValType::ExnRef | ValType::AnyRef => 0,
     };
     let values = ty.params.iter().chain(ty.results.iter());
     let codes = values
@@ -366,6 +373,7 @@ impl Engine {
             function_references: config.wasm_function_references,
             memory64: config.wasm_memory64,
             exceptions: config.wasm_exceptions,
+            gc: config.wasm_gc && config.wasm_function_references,
         };
         let compiler = Compiler::new(&compile)?;
         Ok(Engine {

@@ -207,6 +207,14 @@ impl InstanceImage {
                 ValType::ExnRef if bits != 0 => {
                     return Err(ImageError::Unsupported("a global holds an exnref".into()))
                 }
+                ValType::AnyRef
+                    if bits as u64 & faaslet_jit::gc_ref::TAG_MASK
+                        == faaslet_jit::gc_ref::EXTERN_TAG =>
+                {
+                    return Err(ImageError::Unsupported(
+                        "a global holds an externref".into(),
+                    ))
+                }
                 _ => bits,
             });
         }
@@ -224,6 +232,12 @@ impl InstanceImage {
                         return Err(ImageError::Unsupported("a table holds an exnref".into()))
                     }
                     RefType::Extern | RefType::Exn => 0,
+                    // The image format holds function indices in tables;
+                    // GC references in tables are not captured yet.
+                    RefType::Any if e != 0 => {
+                        return Err(ImageError::Unsupported("a table holds an anyref".into()))
+                    }
+                    RefType::Any => 0,
                 });
             }
             tables.push(items);

@@ -50,7 +50,7 @@
 //! | images and builtins | `image` ([`InstanceImage`]), `builtins` (called by JIT code) |
 //! | handle behaviour | `func`, `externals`, `shared_memory`, `values` |
 //! | the store | `store` ([`Store`], [`InterruptHandle`]), `entries` (what it owns) |
-//! | storage | `memory` (every linear memory), `parking_lot` (atomic wait/notify) |
+//! | storage | `memory` (every linear memory), `parking_lot` (atomic wait/notify), `gc` (the GC heap) |
 //! | foundations | `handles`, `module`, `engine`, `trap` |
 
 mod builtins;
@@ -58,6 +58,7 @@ mod engine;
 mod entries;
 mod externals;
 mod func;
+mod gc;
 mod handles;
 mod image;
 mod instance;
@@ -80,7 +81,8 @@ pub use faaslet_jit::{
 pub use func::{
     Caller, IntoFunc, TypedFunc, WasmParams, WasmResults, WasmRet, WasmTy, WrittenPages,
 };
-pub use handles::{ExnRef, Extern, ExternRef, Func, Global, Instance, Memory, Table, Tag};
+pub use gc::{AnyKind, MAX_HEAP_BYTES};
+pub use handles::{AnyRef, ExnRef, Extern, ExternRef, Func, Global, Instance, Memory, Table, Tag};
 pub use image::{ImageError, ImageParts, InstanceImage, Source};
 pub use linker::Linker;
 pub use module::{checksum, wat_to_wasm, ExternType, Module};

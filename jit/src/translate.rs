@@ -19,6 +19,8 @@ use wasmparser::{BlockType, FunctionBody, MemArg, Operator};
 mod atomics;
 #[path = "exceptions.rs"]
 mod exceptions;
+#[path = "gc.rs"]
+mod gc;
 #[path = "tail_call.rs"]
 mod tail_call;
 
@@ -30,7 +32,7 @@ pub(crate) fn ir_type(t: ValType) -> Type {
         ValType::F32 => types::F32,
         ValType::F64 => types::F64,
         ValType::V128 => types::I8X16,
-        ValType::FuncRef | ValType::ExternRef | ValType::ExnRef => types::I64,
+        ValType::FuncRef | ValType::ExternRef | ValType::ExnRef | ValType::AnyRef => types::I64,
     }
 }
 
@@ -583,7 +585,13 @@ impl<'m, 'b> Translator<'m, 'b> {
             .b
             .ins()
             .icmp_imm_s(IntCC::NotEqual, tid, i64::from(expected as i32));
-        self.b.ins().trapnz(bad, abi::TRAP_BAD_SIGNATURE);
+        if self.may_have_subtypes(type_index) {
+            // GC: a function of a declared subtype passes too (checked by
+            // the runtime, off the fast path).
+            self.funcref_subtype_check(type_index, fr, bad);
+        } else {
+            self.b.ins().trapnz(bad, abi::TRAP_BAD_SIGNATURE);
+        }
         let fptr = self
             .b
             .ins()
@@ -1535,6 +1543,9 @@ impl<'m, 'b> Translator<'m, 'b> {
                     return Ok(());
                 }
                 if crate::simd::translate(self, other)? {
+                    return Ok(());
+                }
+                if self.gc_op(other)? {
                     return Ok(());
                 }
                 return Err(CompileError::unsupported(format!(
