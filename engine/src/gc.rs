@@ -516,3 +516,173 @@ impl GcHeap {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Heap images (Proto-Faaslet snapshots). Object references inside the heap
+// are offsets, so the bytes need no relocation; what is not position- or
+// process-independent is rewritten: each object's header holds the
+// engine-wide type id, which becomes the module's type index in an image
+// (registered ids differ between engines and processes), and function
+// references held in fields become function index + 1 (0 null), as in
+// globals and tables. Host and exception references cannot be named by an
+// image and are refused.
+// ---------------------------------------------------------------------------
+
+/// Rewrites every object of heap image `bytes` in place: its header's type
+/// word through `map_type` (which also says the object's layout), and
+/// every reference field or element through `map_ref`. Checks the image's
+/// structure as it goes (objects tile the bytes exactly).
+fn rewrite(
+    bytes: &mut [u8],
+    map_type: &dyn Fn(u32) -> Option<(CompositeKind, u32)>,
+    map_ref: &mut dyn FnMut(faaslet_jit::ValType, u64) -> Result<u64, String>,
+) -> Result<(), String> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    if !bytes.len().is_multiple_of(8) || bytes.len() as u64 > MAX_HEAP_BYTES {
+        return Err(format!("a GC heap of {} bytes", bytes.len()));
+    }
+    let word = |b: &[u8], at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let mut at = HEADER_BYTES as usize;
+    while at < bytes.len() {
+        if bytes.len() - at < HEADER_BYTES as usize {
+            return Err("a GC object cut short".into());
+        }
+        let (id, len) = (word(bytes, at), word(bytes, at + 4));
+        let (kind, new_id) = map_type(id).ok_or("a GC object of an unknown type")?;
+        bytes[at..at + 4].copy_from_slice(&new_id.to_le_bytes());
+        let mut slots: Vec<(StorageType, usize)> = Vec::new();
+        let size = match &kind {
+            CompositeKind::Struct {
+                fields,
+                offsets,
+                size,
+            } => {
+                slots.extend(
+                    fields
+                        .iter()
+                        .zip(offsets.iter())
+                        .map(|(f, o)| (f.storage, at + *o as usize)),
+                );
+                *size as usize
+            }
+            CompositeKind::Array(f) => {
+                let elem = f.storage.size() as usize;
+                if matches!(f.storage, StorageType::Val(v) if v.is_ref()) {
+                    slots.extend((0..len as usize).map(|i| (f.storage, at + 8 + i * elem)));
+                }
+                (8 + len as usize * elem + 7) & !7
+            }
+            CompositeKind::Func => return Err("a GC object of a function type".into()),
+        };
+        if at.checked_add(size).is_none_or(|e| e > bytes.len()) {
+            return Err("a GC object beyond the heap".into());
+        }
+        for (s, p) in slots {
+            if let StorageType::Val(v) = s {
+                if v.is_ref() {
+                    let raw = u64::from_le_bytes(bytes[p..p + 8].try_into().expect("8 bytes"));
+                    let new = map_ref(v, raw)?;
+                    bytes[p..p + 8].copy_from_slice(&new.to_le_bytes());
+                }
+            }
+        }
+        at += size;
+    }
+    Ok(())
+}
+
+/// Checks a reference of type `v` an image may hold as it is: null, an
+/// `i31` or an object offset (any hierarchy). Function references are
+/// handled by the caller.
+fn portable_ref(v: faaslet_jit::ValType, raw: u64) -> Result<u64, String> {
+    use faaslet_jit::ValType;
+    match v {
+        ValType::AnyRef if raw & gc_ref::TAG_MASK == gc_ref::EXTERN_TAG => {
+            Err("a GC object holds an externalised host reference".into())
+        }
+        ValType::ExternRef | ValType::ExnRef if raw != 0 => {
+            Err(format!("a GC object holds a non-null {v}"))
+        }
+        _ => Ok(raw),
+    }
+}
+
+impl GcHeap {
+    /// The heap as a position- and process-independent image for an
+    /// instance of the module `info` describes: headers hold the module's
+    /// type indices, function references `func_index(raw)` + 1.
+    pub(crate) fn image(
+        &self,
+        info: &ModuleInfo,
+        func_index: &dyn Fn(u64) -> Option<u32>,
+    ) -> Result<Vec<u8>, String> {
+        let mut bytes = self.bytes.clone();
+        let map_type = |id: u32| {
+            let index = info.type_ids.iter().position(|t| *t == id)?;
+            Some((info.type_defs.get(index)?.kind.clone(), index as u32))
+        };
+        let mut map_ref = |v: faaslet_jit::ValType, raw: u64| match v {
+            faaslet_jit::ValType::FuncRef if raw != 0 => func_index(raw)
+                .map(|i| u64::from(i) + 1)
+                .ok_or_else(|| "a GC object holds another instance's function".to_string()),
+            _ => portable_ref(v, raw),
+        };
+        rewrite(&mut bytes, &map_type, &mut map_ref)?;
+        Ok(bytes)
+    }
+
+    /// Checks that `image` is a heap image [`Self::image`] could have made
+    /// for the module `info` describes (types and function indices in
+    /// range, objects tiling the bytes).
+    pub(crate) fn check_image(info: &ModuleInfo, image: &[u8]) -> Result<(), String> {
+        let mut bytes = image.to_vec();
+        let map_type = |index: u32| Some((info.type_defs.get(index as usize)?.kind.clone(), index));
+        let funcs = info.funcs.len() as u64;
+        let mut map_ref = |v: faaslet_jit::ValType, raw: u64| match v {
+            faaslet_jit::ValType::FuncRef if raw > funcs => {
+                Err("a GC object's function index is out of range".to_string())
+            }
+            faaslet_jit::ValType::FuncRef => Ok(raw),
+            _ => portable_ref(v, raw),
+        };
+        rewrite(&mut bytes, &map_type, &mut map_ref)
+    }
+
+    /// Makes this heap hold `image` (checked by [`Self::check_image`]) for
+    /// an instance of `info` whose function `i` has reference
+    /// `funcref(i)`. The heap must hold no object yet: offsets are kept as
+    /// they are, so the image is placed at the start of the heap.
+    pub(crate) fn restore_image(
+        &mut self,
+        info: &ModuleInfo,
+        image: &[u8],
+        funcref: &dyn Fn(u32) -> u64,
+    ) -> Result<(), String> {
+        let mut bytes = image.to_vec();
+        let map_type = |index: u32| {
+            Some((
+                info.type_defs.get(index as usize)?.kind.clone(),
+                *info.type_ids.get(index as usize)?,
+            ))
+        };
+        let mut map_ref = |v: faaslet_jit::ValType, raw: u64| match v {
+            faaslet_jit::ValType::FuncRef if raw != 0 => Ok(funcref(raw as u32 - 1)),
+            _ => portable_ref(v, raw),
+        };
+        rewrite(&mut bytes, &map_type, &mut map_ref)?;
+        self.bytes = bytes;
+        Ok(())
+    }
+
+    /// Drops every object (a reset to an image).
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+    }
+
+    /// Whether the heap holds no object.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.bytes.len() <= HEADER_BYTES as usize
+    }
+}

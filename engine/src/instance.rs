@@ -203,6 +203,11 @@ impl Instance {
                 }
             };
         }
+        // 4b. An image's GC heap, before anything below allocates in it
+        // (its objects keep their offsets, which its globals hold).
+        if let Some(snap) = snap {
+            snap.restore_gc_heap(core, &entry)?;
+        }
         // 5. Globals, in order (initialisers may read earlier globals).
         for (i, ty) in info.globals[info.num_imported_globals as usize..]
             .iter()
