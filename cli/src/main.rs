@@ -114,10 +114,10 @@ enum Command {
         /// 3.0). Off by default: the wasm-v2 suite asserts they are invalid.
         #[arg(long)]
         multi_memory: bool,
-        /// Accept WebAssembly GC (`Config::wasm_gc`, off by default while
-        /// its heap never frees).
+        /// Refuse WebAssembly GC (`Config::wasm_gc` off), as faaslet did
+        /// before it was built.
         #[arg(long)]
-        gc: bool,
+        no_gc: bool,
         /// Run each module from its code-cache artefact: compile it to an
         /// artefact, load that back, and run the loaded code (checks that
         /// cached code behaves as freshly compiled code).
@@ -407,10 +407,10 @@ fn main() -> ExitCode {
             bounds,
             suite,
             multi_memory,
-            gc,
+            no_gc,
             through_cache,
             paths,
-        } => wast(bounds, suite, multi_memory, gc, through_cache, paths),
+        } => wast(bounds, suite, multi_memory, !no_gc, through_cache, paths),
         Command::Compile {
             bounds,
             emit,

@@ -102,8 +102,14 @@ pub struct Config {
     /// Accept WebAssembly GC (WebAssembly 3.0): struct and array types,
     /// declared subtypes, `anyref`/`eqref`/`i31ref`/`structref`/`arrayref`,
     /// casts and the GC instructions, with a per-store heap (see
-    /// `docs/gc.md`). Needs `wasm_function_references`. Off by default
-    /// while the collector is a bump allocator that never frees.
+    /// `docs/gc.md`). Needs `wasm_function_references`. On by default.
+    ///
+    /// The heap is a bump allocator that frees nothing while its store
+    /// lives (a store is usually one call, or one Faaslet reset to its
+    /// snapshot between calls): it counts against
+    /// [`StoreLimits::memory_bytes`], and an allocation past that traps
+    /// with [`TrapKind::GcHeapExhausted`](crate::TrapKind). Heap operations
+    /// and casts are runtime calls (correct and bounds-checked, not fast).
     pub wasm_gc: bool,
     /// The resource limits every new [`Store`](crate::Store) starts with
     /// ([`Store::set_limits`](crate::Store::set_limits) changes one store's).
@@ -236,7 +242,7 @@ impl Default for Config {
             wasm_function_references: true,
             wasm_memory64: true,
             wasm_exceptions: true,
-            wasm_gc: false,
+            wasm_gc: true,
             store_limits: StoreLimits::default(),
         }
     }

@@ -297,6 +297,17 @@ fn array_def(info: &ModuleInfo, ty: u32) -> GcResult<FieldType> {
     }
 }
 
+/// Whether the store's heap must know `info`'s types: it declares struct
+/// or array types, or types with a declared supertype. (A final function
+/// type without supertypes is only ever a subtype of itself, which casts
+/// and calls tell by comparing ids; a module of only such types, as every
+/// module without GC, costs instantiation nothing here.)
+pub(crate) fn needs_registration(info: &ModuleInfo) -> bool {
+    info.type_defs
+        .iter()
+        .any(|d| d.display.len() > 1 || !matches!(d.kind, CompositeKind::Func))
+}
+
 /// How many operand slots `GC` operation `op` reads (see
 /// `gc_layout::op`); at least one slot always exists (results go there).
 pub(crate) fn operand_count(info: &ModuleInfo, gc_op: u32, a: u32, b: u32) -> usize {
@@ -619,8 +630,14 @@ impl GcHeap {
         func_index: &dyn Fn(u64) -> Option<u32>,
     ) -> Result<Vec<u8>, String> {
         let mut bytes = self.bytes.clone();
+        let index_of: HashMap<u32, usize> = info
+            .type_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (*id, i))
+            .collect();
         let map_type = |id: u32| {
-            let index = info.type_ids.iter().position(|t| *t == id)?;
+            let index = *index_of.get(&id)?;
             Some((info.type_defs.get(index)?.kind.clone(), index as u32))
         };
         let mut map_ref = |v: faaslet_jit::ValType, raw: u64| match v {

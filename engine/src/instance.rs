@@ -88,7 +88,7 @@ impl Instance {
                 .fold(0u64, |a, t| a.saturating_add(t.minimum)),
         )?;
         core.modules.push(module.clone());
-        if core.engine.config().wasm_gc {
+        if core.engine.config().wasm_gc && crate::gc::needs_registration(info) {
             // Casts look up the types of objects and function references
             // by engine-wide id.
             core.gc.get_mut().register_types(info);

@@ -68,9 +68,11 @@ pub(crate) fn val_type(t: wasmparser::ValType) -> Result<ValType, CompileError> 
 /// type: which type indices are function types.
 #[derive(Clone, Copy)]
 pub(crate) struct TypeCtx<'a> {
-    /// The definitions so far (the recursion group being parsed included,
-    /// with its kinds).
+    /// The definitions of the module's earlier types.
     defs: &'a [TypeDef],
+    /// The recursion group being parsed (only its kinds are set), whose
+    /// first type has module index `group_start`.
+    group: &'a [TypeDef],
     /// Module index of the first type of the group being parsed.
     group_start: u32,
     /// Whether GC types and heap types are accepted.
@@ -81,9 +83,18 @@ impl<'a> TypeCtx<'a> {
     /// For code generation only (see [`val_type`]).
     const CODEGEN: TypeCtx<'static> = TypeCtx {
         defs: &[],
+        group: &[],
         group_start: 0,
         gc: true,
     };
+
+    /// The definition of module type `i`, if known.
+    fn def(&self, i: u32) -> Option<&'a TypeDef> {
+        match i.checked_sub(self.group_start) {
+            Some(rel) if !self.group.is_empty() => self.group.get(rel as usize),
+            _ => self.defs.get(i as usize),
+        }
+    }
 
     /// Whether type index `idx` names a struct or array type.
     fn is_gc_index(&self, idx: wasmparser::UnpackedIndex) -> bool {
@@ -92,8 +103,7 @@ impl<'a> TypeCtx<'a> {
             wasmparser::UnpackedIndex::RecGroup(i) => self.group_start + i,
             _ => return false,
         };
-        self.defs
-            .get(i as usize)
+        self.def(i)
             .is_some_and(|d| !matches!(d.kind, CompositeKind::Func))
     }
 
@@ -537,9 +547,9 @@ fn parse_rec_group(
     let group_start = info.types.len() as u32;
     let keys = rec_group_keys(group, group_start, &info.type_ids, gc)?;
     // The group's kinds first: its types may refer to each other.
-    let mut defs = info.type_defs.clone();
+    let mut group_defs = Vec::with_capacity(group.types().len());
     for sub in group.types() {
-        defs.push(TypeDef {
+        group_defs.push(TypeDef {
             kind: match &sub.composite_type.inner {
                 C::Func(_) => CompositeKind::Func,
                 C::Struct(_) => CompositeKind::Struct {
@@ -556,70 +566,82 @@ fn parse_rec_group(
             ..TypeDef::default()
         });
     }
+    let earlier = std::mem::take(&mut info.type_defs);
     let ctx = TypeCtx {
-        defs: &defs,
+        defs: &earlier,
+        group: &group_defs,
         group_start,
         gc,
     };
-    for (sub, ref_key) in group.types().zip(keys) {
-        if sub.composite_type.shared {
-            return Err(CompileError::unsupported("shared types"));
-        }
-        let (mut ty, kind) = match &sub.composite_type.inner {
-            C::Func(ft) => (
-                FuncType::new(
-                    ft.params()
-                        .iter()
-                        .map(|t| ctx.val_type(*t))
-                        .collect::<Result<Vec<_>, _>>()?,
-                    ft.results()
-                        .iter()
-                        .map(|t| ctx.val_type(*t))
-                        .collect::<Result<Vec<_>, _>>()?,
-                ),
-                CompositeKind::Func,
-            ),
-            C::Struct(st) => {
-                let fields = st
-                    .fields
-                    .iter()
-                    .map(|f| ctx.field(f))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let (offsets, size) = struct_layout(&fields)
-                    .ok_or_else(|| CompileError::unsupported("struct type too large"))?;
-                (
-                    FuncType::default(),
-                    CompositeKind::Struct {
-                        fields: fields.into(),
-                        offsets: offsets.into(),
-                        size,
-                    },
-                )
+    let mut parsed = Vec::with_capacity(group_defs.len());
+    // (Every error of the group is returned after `type_defs` is put back.)
+    let result = (|| -> Result<(), CompileError> {
+        for (sub, ref_key) in group.types().zip(keys) {
+            if sub.composite_type.shared {
+                return Err(CompileError::unsupported("shared types"));
             }
-            C::Array(a) => (FuncType::default(), CompositeKind::Array(ctx.field(&a.0)?)),
-            _ => return Err(CompileError::unsupported("continuation types")),
-        };
-        ty.ref_key = ref_key;
-        let id = type_id(&ty);
-        // A supertype precedes its subtypes (the validator, which sees
-        // the section next, refuses anything else).
-        let mut display: Vec<u32> = sub
-            .supertype_idxs
-            .first()
-            .and_then(|i| i.as_module_index())
-            .and_then(|i| info.type_defs.get(i as usize))
-            .map(|d| d.display.to_vec())
-            .unwrap_or_default();
-        display.push(id);
-        info.type_ids.push(id);
-        info.types.push(ty);
-        info.type_defs.push(TypeDef {
-            kind,
-            is_final: sub.is_final,
-            display: display.into(),
-        });
-    }
-    Ok(())
+            let (mut ty, kind) = match &sub.composite_type.inner {
+                C::Func(ft) => (
+                    FuncType::new(
+                        ft.params()
+                            .iter()
+                            .map(|t| ctx.val_type(*t))
+                            .collect::<Result<Vec<_>, _>>()?,
+                        ft.results()
+                            .iter()
+                            .map(|t| ctx.val_type(*t))
+                            .collect::<Result<Vec<_>, _>>()?,
+                    ),
+                    CompositeKind::Func,
+                ),
+                C::Struct(st) => {
+                    let fields = st
+                        .fields
+                        .iter()
+                        .map(|f| ctx.field(f))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let (offsets, size) = struct_layout(&fields)
+                        .ok_or_else(|| CompileError::unsupported("struct type too large"))?;
+                    (
+                        FuncType::default(),
+                        CompositeKind::Struct {
+                            fields: fields.into(),
+                            offsets: offsets.into(),
+                            size,
+                        },
+                    )
+                }
+                C::Array(a) => (FuncType::default(), CompositeKind::Array(ctx.field(&a.0)?)),
+                _ => return Err(CompileError::unsupported("continuation types")),
+            };
+            ty.ref_key = ref_key;
+            let id = type_id(&ty);
+            // A supertype precedes its subtypes (the validator, which sees
+            // the section next, refuses anything else).
+            let mut display: Vec<u32> = sub
+                .supertype_idxs
+                .first()
+                .and_then(|i| i.as_module_index())
+                .and_then(|i| match i.checked_sub(group_start) {
+                    Some(rel) => parsed.get(rel as usize),
+                    None => earlier.get(i as usize),
+                })
+                .map(|d: &TypeDef| d.display.to_vec())
+                .unwrap_or_default();
+            display.push(id);
+            info.type_ids.push(id);
+            info.types.push(ty);
+            parsed.push(TypeDef {
+                kind,
+                is_final: sub.is_final,
+                display: display.into(),
+            });
+        }
+        Ok(())
+    })();
+    info.type_defs = earlier;
+    info.type_defs.extend(parsed);
+    result
 }
 
 /// Parses one section's payload into `info`/`bodies`. Errors from
@@ -633,11 +655,15 @@ fn parse_payload<'a>(
     gc: bool,
 ) -> Result<(), CompileError> {
     let m = CompileError::malformed;
-    // (A copy of the definitions, so `info` can be changed meanwhile;
-    // only struct/array-ness is read from it.)
-    let defs = info.type_defs.clone();
+    // (A copy of the definitions, so `info` can be changed meanwhile:
+    // one per section, and the type section does not use it.)
+    let defs = match payload {
+        Payload::TypeSection(_) => Vec::new(),
+        _ => info.type_defs.clone(),
+    };
     let ctx = TypeCtx {
         defs: &defs,
+        group: &[],
         group_start: 0,
         gc,
     };

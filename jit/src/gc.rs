@@ -31,12 +31,29 @@ impl<'m, 'b> Translator<'m, 'b> {
         vals: &[Value],
         result: Option<Type>,
     ) -> Option<Value> {
-        let size = 16 * (vals.len().max(1) as u32);
-        let slot = self.b.create_sized_stack_slot(StackSlotData::new(
-            StackSlotKind::ExplicitSlot,
-            size,
-            4,
-        ));
+        // Operations of at most `SHARED_SLOTS` operands share one array
+        // per function; `struct.new` and `array.new_fixed` of more get
+        // their own.
+        const SHARED_SLOTS: usize = 5;
+        let new_slot = |b: &mut cranelift_frontend::FunctionBuilder<'_>, n: usize| {
+            b.create_sized_stack_slot(StackSlotData::new(
+                StackSlotKind::ExplicitSlot,
+                16 * n as u32,
+                4,
+            ))
+        };
+        let slot = if vals.len() <= SHARED_SLOTS {
+            match self.gc_slot {
+                Some(s) => s,
+                None => {
+                    let s = new_slot(&mut self.b, SHARED_SLOTS);
+                    self.gc_slot = Some(s);
+                    s
+                }
+            }
+        } else {
+            new_slot(&mut self.b, vals.len())
+        };
         for (i, v) in vals.iter().enumerate() {
             self.b
                 .ins()

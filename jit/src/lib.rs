@@ -124,7 +124,7 @@ impl Default for CompileConfig {
             function_references: true,
             memory64: true,
             exceptions: true,
-            gc: false,
+            gc: true,
         }
     }
 }

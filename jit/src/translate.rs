@@ -131,6 +131,8 @@ struct Translator<'m, 'b> {
     /// The block that returns with an exception pending (zero results),
     /// once something needs it (see `exceptions.rs`).
     propagate: Option<Block>,
+    /// The stack array GC operations of few operands share (`gc.rs`).
+    gc_slot: Option<ir::StackSlot>,
 }
 
 fn block_type(info: &ModuleInfo, bt: BlockType) -> Result<(Vec<Type>, Vec<Type>), CompileError> {
@@ -244,6 +246,7 @@ pub(crate) fn translate_function(
         declare,
         mem_lens: Vec::new(),
         propagate: None,
+        gc_slot: None,
         func_results: results,
     };
     for _ in 0..info.memories.len() {
