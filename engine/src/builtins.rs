@@ -39,20 +39,19 @@ const _: () = assert!(builtins::COUNT == 15);
 /// `GC`: every GC heap operation (see `faaslet_jit::gc_layout`). Returns 1
 /// (the code traps with `TRAP_GC`) after recording the trap in the heap.
 unsafe extern "C" fn gc(vmctx: *mut u8, op: u32, a: u32, b: u32, values: *mut abi::ValRaw) -> u32 {
-    // SAFETY: as in memory_grow.
-    let inst = unsafe { instance(vmctx) };
+    // SAFETY: as in memory_grow. Only read here: a GC operation changes
+    // nothing of the instance (segments are read, never dropped).
+    let inst: &InstanceEntry = unsafe { instance(vmctx) };
     // SAFETY: `inst` is live (above).
     let core = unsafe { store_core(inst) };
-    let module = inst.module.clone();
-    let info = module.info();
+    let info = inst.module.info();
     let count = crate::gc::operand_count(info, op, a, b).max(1);
     // SAFETY: JIT code passes a 16-byte-slot stack array with one slot per
     // operand of `op` (at least one), as `operand_count` counts them from
     // the same module's types and the same immediates.
     let vals = unsafe { std::slice::from_raw_parts_mut(values, count) };
     let budget = core.gc_budget();
-    let data_dropped = inst.data_dropped.clone();
-    let data = |d: u32| match data_dropped.get(d as usize) {
+    let data = |d: u32| match inst.data_dropped.get(d as usize) {
         Some(false) => info.data.get(d as usize).map(|s| &*s.bytes),
         _ => None,
     };

@@ -75,8 +75,9 @@ pub use engine::{
     Bounds, Config, Engine, StoreLimits, MAX_GUARD_SIZE, MAX_WASM_STACK, MIN_WASM_STACK,
 };
 pub use faaslet_jit::{
-    ArtifactError, ArtifactKey, CompileError, CompileErrorKind, ConstExpr, ConstOp, ElemMode,
-    ElemSegment, Emit, ExportIndex, FuncType, GlobalType, MemoryType, RefType, TableType, ValType,
+    ArtifactError, ArtifactKey, CompileError, CompileErrorKind, CompositeKind, ConstExpr, ConstOp,
+    ElemMode, ElemSegment, Emit, ExportIndex, FieldType, FuncType, GlobalType, MemoryType, RefType,
+    StorageType, TableType, TypeDef, ValType,
 };
 pub use func::{
     Caller, IntoFunc, TypedFunc, WasmParams, WasmResults, WasmRet, WasmTy, WrittenPages,

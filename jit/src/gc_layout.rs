@@ -60,7 +60,7 @@ pub mod op {
     pub const ARRAY_INIT_ELEM: u32 = 15;
     /// `ref.test`: ref -> 1 or 0 (i32). `a` is the module type index of a
     /// concrete target, `b` the [`TEST_NULLABLE`] and [`TEST_CONCRETE`]
-    /// flags plus, for an abstract target, its [`heap`] code `<< 8`.
+    /// flags plus, for an abstract target, its [`heap`](super::heap) code `<< 8`.
     pub const REF_TEST: u32 = 16;
     /// Extension of a packed field or element: sign-extend.
     pub const EXT_S: u32 = 1;
