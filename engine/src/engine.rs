@@ -128,10 +128,11 @@ pub struct Config {
 ///
 /// Memory bytes count the current size of every memory the store created
 /// (and growth of shared memories it imported, charged to the store that
-/// grows them); table elements count every table's current length.
+/// grows them) and of the store's GC heap (WebAssembly GC); table elements
+/// count every table's current length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreLimits {
-    /// Total bytes of linear memory (default 1 GiB).
+    /// Total bytes of linear memory and GC heap (default 1 GiB).
     pub memory_bytes: u64,
     /// Total elements of all tables (default 10,000,000: 80 MB of entries).
     pub table_elements: u64,

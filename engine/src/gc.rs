@@ -233,6 +233,28 @@ impl GcHeap {
         Ok(at)
     }
 
+    /// Writes `v` as storage type `s` into `n` consecutive elements from
+    /// `at` (bounds-checked once, then copied as a byte pattern: a guest
+    /// filling a large array costs a memset-like loop, not a checked write
+    /// per element).
+    fn fill(&mut self, at: usize, s: StorageType, v: ValRaw, n: usize) -> GcResult<()> {
+        let size = s.size() as usize;
+        let dst = n
+            .checked_mul(size)
+            .and_then(|len| at.checked_add(len))
+            .and_then(|end| self.bytes.get_mut(at..end))
+            .ok_or(TrapKind::ArrayOutOfBounds)?;
+        let pattern = &v.to_le_bytes()[..size];
+        if pattern.iter().all(|b| *b == 0) {
+            dst.fill(0);
+        } else {
+            for chunk in dst.chunks_exact_mut(size) {
+                chunk.copy_from_slice(pattern);
+            }
+        }
+        Ok(())
+    }
+
     /// Allocates an array of module type `ty` with `len` elements, each
     /// `init(i)`.
     pub(crate) fn array_new(
@@ -377,8 +399,16 @@ impl GcHeap {
                 }
             }
             op::ARRAY_NEW => {
-                let init = v[0];
-                v[0] = self.array_new(info, a, u32v(v[1]), env.budget, |_| Ok(init))? as ValRaw;
+                let (init, len) = (v[0], u32v(v[1]));
+                let at = self.array_new(info, a, len, env.budget, |_| Ok(0))?;
+                let f = array_def(info, a)?;
+                self.fill(
+                    at as usize + HEADER_BYTES as usize,
+                    f.storage,
+                    init,
+                    len as usize,
+                )?;
+                v[0] = at as ValRaw;
             }
             op::ARRAY_NEW_DEFAULT => {
                 v[0] = self.array_new(info, a, u32v(v[0]), env.budget, |_| Ok(0))? as ValRaw;
@@ -431,10 +461,7 @@ impl GcHeap {
                 let (base, len, f) = self.array(info, a, r64(v[0]))?;
                 let (i, x, n) = (u32v(v[1]), v[2], u32v(v[3]));
                 let at = Self::elems(base, len, f, i, n)?;
-                let size = f.storage.size() as usize;
-                for k in 0..n as usize {
-                    self.write(at + k * size, f.storage, x)?;
-                }
+                self.fill(at, f.storage, x, n as usize)?;
             }
             op::ARRAY_COPY => {
                 let (dbase, dlen, df) = self.array(info, a, r64(v[0]))?;

@@ -262,8 +262,8 @@ impl<T> Store<T> {
         self.inner.core.limits
     }
 
-    /// Bytes of linear memory the store's memories hold now (the sum the
-    /// `memory_bytes` limit bounds).
+    /// Bytes of linear memory the store's memories hold now, plus the
+    /// bytes of its GC heap (the sum the `memory_bytes` limit bounds).
     pub fn memory_bytes(&self) -> u64 {
         self.inner.core.memory_bytes()
     }
