@@ -101,7 +101,8 @@ pub struct InstanceImage {
     memories: Vec<Arc<MemoryImage>>,
     /// Defined globals; funcrefs as function index + 1 (0 null).
     globals: Vec<u128>,
-    /// Defined tables: function index + 1 per element (0 null).
+    /// Defined tables: function index + 1 per element (0 null); for a
+    /// table of GC references, the reference (`i31` or heap offset).
     tables: Vec<Vec<u32>>,
     data_dropped: Vec<bool>,
     elem_dropped: Vec<bool>,
@@ -127,7 +128,9 @@ pub struct ImageParts {
     /// Each defined global's bits, in order; a funcref as function index +
     /// 1, 0 for null.
     pub globals: Vec<u128>,
-    /// Each defined table: function index + 1 per element, 0 for null.
+    /// Each defined table: function index + 1 per element, 0 for null; for
+    /// a table of GC references (`anyref`, ...), the reference itself (an
+    /// `i31` or an offset into `gc_heap`).
     pub tables: Vec<Vec<u32>>,
     /// For each data segment, whether it was dropped.
     pub data_dropped: Vec<bool>,
@@ -248,12 +251,21 @@ impl InstanceImage {
                         return Err(ImageError::Unsupported("a table holds an exnref".into()))
                     }
                     RefType::Extern | RefType::Exn => 0,
-                    // The image format holds function indices in tables;
-                    // GC references in tables are not captured yet.
-                    RefType::Any if e != 0 => {
-                        return Err(ImageError::Unsupported("a table holds an anyref".into()))
-                    }
-                    RefType::Any => 0,
+                    // A GC reference is an `i31` or a heap offset below
+                    // `gc::MAX_HEAP_BYTES`: 32 bits, kept as is (the heap
+                    // is captured with its offsets). An externalised host
+                    // reference is refused as an externref is.
+                    RefType::Any => u32::try_from(e)
+                        .ok()
+                        .filter(|v| {
+                            u64::from(*v) & faaslet_jit::gc_ref::TAG_MASK
+                                != faaslet_jit::gc_ref::EXTERN_TAG
+                        })
+                        .ok_or_else(|| {
+                            ImageError::Unsupported(
+                                "a table holds an externalised host reference".into(),
+                            )
+                        })?,
                 });
             }
             tables.push(items);
@@ -289,7 +301,8 @@ impl InstanceImage {
 
     /// Entry `index` of table `table` (the module's table index space) as
     /// captured: `None` if there is no such table or entry, else whether
-    /// it holds a function (not null).
+    /// it holds a function (not null; for a table of GC references,
+    /// whether it holds one).
     pub fn table_holds_func(&self, table: u32, index: u64) -> Option<bool> {
         let items = self.tables.get(table as usize)?;
         let item = items.get(usize::try_from(index).ok()?)?;
@@ -422,9 +435,14 @@ impl InstanceImage {
                     t.len()
                 )));
             }
-            if t.iter().any(|&e| e as u64 > num_funcs)
-                || (ty.element != RefType::Func && t.iter().any(|&e| e != 0))
-            {
+            let fits = |e: u32| match ty.element {
+                RefType::Func => u64::from(e) <= num_funcs,
+                RefType::Any => {
+                    u64::from(e) & faaslet_jit::gc_ref::TAG_MASK != faaslet_jit::gc_ref::EXTERN_TAG
+                }
+                RefType::Extern | RefType::Exn => e == 0,
+            };
+            if !t.iter().all(|&e| fits(e)) {
                 return Err(bad("table element out of range".into()));
             }
         }
@@ -518,9 +536,12 @@ impl InstanceImage {
             // SAFETY: table pointers of an instance are live store entries,
             // and no wasm code runs while we hold `&mut StoreCore`.
             let t = unsafe { &mut *entry.tables[k] };
+            let gc = t.ty.element == RefType::Any;
             t.elems.clear();
             t.elems.extend(items.iter().map(|&e| {
-                if e == 0 {
+                if gc {
+                    u64::from(e)
+                } else if e == 0 {
                     0
                 } else {
                     entry.funcref_ptr(e - 1) as u64

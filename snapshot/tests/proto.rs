@@ -276,7 +276,8 @@ fn secret_is_gone_when_a_dropped_restore_is_restored_again() {
 
 /// WebAssembly GC: a Proto-Faaslet captures the store's GC heap. Its
 /// `_initialize` builds a linked list of structs (each holding an i31,
-/// a packed i8 and a funcref) and an array in globals; a restored
+/// a packed i8 and a funcref) and an array in globals, and puts the list
+/// and an i31 in an `anyref` table; a restored
 /// instance (in a new store, and from the snapshot's bytes in another
 /// engine, where type ids are assigned anew) sees the same objects,
 /// calls through the funcref the heap holds, and a reset undoes a
@@ -290,6 +291,7 @@ fn restored_instance_sees_its_gc_objects() {
       (type $arr (array (mut i64)))
       (global $list (mut (ref null $node)) (ref.null $node))
       (global $nums (mut (ref null $arr)) (ref.null $arr))
+      (table $t 2 anyref)
       (func $seven (type $f) (i32.const 7))
       (elem declare func $seven)
       (func (export "_initialize")
@@ -297,7 +299,13 @@ fn restored_instance_sees_its_gc_objects() {
           (struct.new $node (i32.const 1) (i32.const -1) (ref.null $f) (ref.i31 (i32.const 10))
             (struct.new $node (i32.const 2) (i32.const 200) (ref.func $seven)
               (ref.i31 (i32.const -20)) (ref.null $node))))
-        (global.set $nums (array.new_fixed $arr 3 (i64.const 5) (i64.const 6) (i64.const 7))))
+        (global.set $nums (array.new_fixed $arr 3 (i64.const 5) (i64.const 6) (i64.const 7)))
+        (table.set $t (i32.const 0) (global.get $list))
+        (table.set $t (i32.const 1) (ref.i31 (i32.const 77))))
+      (func (export "table_sum") (result i32)
+        (i32.add
+          (struct.get $node $v (ref.cast (ref $node) (table.get $t (i32.const 0))))
+          (i31.get_s (ref.cast (ref i31) (table.get $t (i32.const 1))))))
       (func (export "sum") (result i32)
         (local $n (ref null $node)) (local $s i32)
         (local.set $n (global.get $list))
@@ -344,6 +352,7 @@ fn restored_instance_sees_its_gc_objects() {
         );
         assert_eq!(i32_of(store, "second_tag"), -20);
         assert_eq!(i32_of(store, "call_second"), 7, "funcref held in the heap");
+        assert_eq!(i32_of(store, "table_sum"), 78, "GC references in a table");
         let nums = inst
             .get_typed_func::<(), i64, _>(&mut *store, "nums")
             .unwrap();
