@@ -312,7 +312,16 @@ fn encoded_type_id(ty: &FuncType) -> Option<u32> {
     if nr > 3 || np + nr > 8 || ty.ref_key.is_some() {
         return None;
     }
-    // (An exnref or anyref is never plain: its types have a `ref_key`.)
+    // A wasm type with an exnref or anyref always has a `ref_key`; a host
+    // type with one (no key) is registered, so that it is told apart from
+    // a host type with the other.
+    let values = ty.params.iter().chain(ty.results.iter());
+    if values
+        .clone()
+        .any(|v| matches!(v, ValType::ExnRef | ValType::AnyRef))
+    {
+        return None;
+    }
     let code = |v: &ValType| match v {
         ValType::I32 => 1u32,
         ValType::I64 => 2,
@@ -323,7 +332,6 @@ fn encoded_type_id(ty: &FuncType) -> Option<u32> {
         ValType::ExternRef => 7,
         ValType::ExnRef | ValType::AnyRef => 0,
     };
-    let values = ty.params.iter().chain(ty.results.iter());
     let codes = values
         .enumerate()
         .fold(0u32, |a, (i, v)| a | (code(v) << (3 * i)));
