@@ -3,7 +3,7 @@
 //! every export, in both bounds modes: a typed error, a trap or a result,
 //! never a panic or a crash. Not a cargo-fuzz target (the `compile` and
 //! `sandbox` targets do not enable GC yet, see `docs/gc.md`); run it as
-//! `cargo run --manifest-path fuzz/Cargo.toml --example gc_smoke -- N`.
+//! `cargo run --manifest-path fuzz/Cargo.toml --example gc_smoke -- N [SEED]`.
 
 use arbitrary::Unstructured;
 use faaslet::{Extern, Instance, Module, Store, Val};
@@ -19,7 +19,10 @@ fn main() {
     config.exceptions_enabled = true;
     config.max_type_size = 100;
     config.max_types = 30;
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut seed: u64 = std::env::args()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x9e37_79b9_7f4a_7c15);
     let (mut compiled, mut ran, mut traps, mut with_gc_types) = (0u64, 0u64, 0u64, 0u64);
     for i in 0..n {
         let mut bytes = vec![0u8; 4096];
