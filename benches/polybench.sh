@@ -23,8 +23,9 @@
 # Columns: native; wasmtime (its defaults: no interruption checks);
 # faaslet (`faaslet run`: guard pages, Spectre guard on, and without
 # --timeout no interruption checks either); faaslet+deadline (`--timeout`,
-# so with the epoch checks at function entries and loop headers that every
-# worker call has); no-guard, faaslet without the Spectre guard
+# as every worker call has one: stopped by a signal, no checks in the
+# code); faaslet+checks (`--timeout --interrupt checks`: the epoch checks
+# at function entries and loop headers instead); no-guard, faaslet without the Spectre guard
 # (`--no-spectre-guard`; with guard pages it only guards table indices,
 # which these kernels do not use); and with FAASLET_BASE set, base, a
 # second faaslet binary (e.g. a build of main) for before/after in the same
@@ -38,14 +39,28 @@
 #      LARGE (default), EXTRALARGE), CHECK_DATASET (default SMALL),
 #      RUNS (default 3), KERNELS (names, default all), BOUNDS (guard|explicit),
 #      NO_GUARD_COLUMN=1 (skip the --no-spectre-guard runs),
-#      POLYBENCH (default ../shared/polybench beside the repository).
+#      POLYBENCH (default ../shared/polybench beside the repository),
+#      METRIC (time (default), or instructions: each column is the number
+#      of instructions the kernel took, counted by valgrind's cachegrind
+#      as a run at DATASET (default then MEDIUM) minus a run at MINI, which
+#      cancels start-up and compilation; one run, since counts do not
+#      depend on the load of the machine (they vary by about 0.02%
+#      between runs). Needs valgrind. Counts are not times (a load and an
+#      add count the same), but they show what the code does without the
+#      noise of a shared machine).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 POLYBENCH="${POLYBENCH:-$ROOT/../shared/polybench}"
 OUT="$ROOT/target/polybench"
-DATASET="${DATASET:-LARGE}"
+METRIC="${METRIC:-time}"
+case "$METRIC" in
+    time) DATASET="${DATASET:-LARGE}" ;;
+    instructions) DATASET="${DATASET:-MEDIUM}"; RUNS=1
+        command -v valgrind >/dev/null || { echo "polybench: METRIC=instructions needs valgrind" >&2; exit 2; } ;;
+    *) echo "polybench: METRIC is time or instructions" >&2; exit 2 ;;
+esac
 CHECK_DATASET="${CHECK_DATASET:-SMALL}"
 RUNS="${RUNS:-3}"
 BOUNDS="${BOUNDS:-guard}"
@@ -70,6 +85,10 @@ if ! python3 -c 'import wasmtime' 2>/dev/null; then
         || die "cannot install the wasmtime Python package (is python3-pip installed?)"
 fi
 WASMTIME=(python3 "$ROOT/tests/wasi-programs/wasmtime_run.py")
+if [ "$METRIC" = instructions ]; then
+    # The interpreter itself, not a wrapper script (pyenv's shims are).
+    WASMTIME=("$(python3 -c 'import sys; print(sys.executable)')" "$ROOT/tests/wasi-programs/wasmtime_run.py")
+fi
 FBOUNDS=(--bounds "$BOUNDS")
 
 # --- building ----------------------------------------------------------------
@@ -103,6 +122,7 @@ echo "building ${#SOURCES[@]} kernels ($DATASET for timing, $CHECK_DATASET for t
 for src in "${SOURCES[@]}"; do
     name="$(basename "$src" .c)"
     build "$src" "$name" "$DATASET" time
+    [ "$METRIC" = time ] || build "$src" "$name" MINI time
     build "$src" "$name" "$CHECK_DATASET" dump
 done
 
@@ -113,21 +133,49 @@ timed() { # cmd...
     if out="$("$@" 2>/dev/null)" && [[ "$out" =~ ^[0-9.]+$ ]]; then echo "$out"; else echo FAIL; fi
 }
 
-RESULTS="$OUT/results.$DATASET.$BOUNDS.tsv"
+# One counted run: millions of instructions of the kernel, as the count
+# at DATASET minus the count at MINI (the binary stem's dataset part is
+# swapped), or FAIL.
+counted() { # stem cmd-prefix... (the wasm or native path is appended)
+    local stem="$1"; shift
+    local big small
+    big="$(instr "$@" "$stem")" && small="$(instr "$@" "${stem/.$DATASET./.MINI.}")" \
+        && python3 -c "print(f'{($big - $small) / 1e6:.3f}')" || echo FAIL
+}
+instr() { # cmd... : instructions of the whole run
+    valgrind --tool=cachegrind --cache-sim=no --smc-check=all-non-file \
+        --cachegrind-out-file=/dev/null "$@" 2>&1 >/dev/null \
+        | sed -n 's/.*I *refs: *//p' | tr -d , | grep -E '^[0-9]+$'
+}
+
+RESULTS="$OUT/results.$DATASET.$BOUNDS.$METRIC.tsv"
 # The columns, in order; each is one way of running a kernel.
-COLS=(native wasmtime faaslet faaslet+deadline)
+COLS=(native wasmtime faaslet faaslet+deadline faaslet+checks)
 [ -n "${NO_GUARD_COLUMN:-}" ] || COLS+=(no-guard)
 [ -z "$FAASLET_BASE" ] || COLS+=(base)
 run_col() { # column binary-stem
+    if [ "$METRIC" = instructions ]; then
+        case "$1" in
+            native) counted "$2.native" ;;
+            *) local cmd; read -ra cmd <<<"$(col_cmd "$1")"; counted "$2.wasm" "${cmd[@]}" ;;
+        esac
+        return
+    fi
     case "$1" in
         native) timed "$2.native" ;;
-        wasmtime) timed "${WASMTIME[@]}" "$2.wasm" ;;
-        faaslet) timed "$FAASLET" run "${FBOUNDS[@]}" "$2.wasm" ;;
-        # --timeout turns on the epoch checks (function entries and loop
-        # headers) that the worker's calls always have.
-        faaslet+deadline) timed "$FAASLET" run "${FBOUNDS[@]}" --timeout 100000 "$2.wasm" ;;
-        no-guard) timed "$FAASLET" run "${FBOUNDS[@]}" --no-spectre-guard "$2.wasm" ;;
-        base) timed "$FAASLET_BASE" run "${FBOUNDS[@]}" "$2.wasm" ;;
+        *) local cmd; read -ra cmd <<<"$(col_cmd "$1")"; timed "${cmd[@]}" "$2.wasm" ;;
+    esac
+}
+col_cmd() { # column: the command before the wasm path
+    case "$1" in
+        wasmtime) echo "${WASMTIME[*]}" ;;
+        faaslet) echo "$FAASLET run ${FBOUNDS[*]}" ;;
+        # --timeout: the deadline every worker call has, by signal (the
+        # default) or by epoch checks at function entries and loop headers.
+        faaslet+deadline) echo "$FAASLET run ${FBOUNDS[*]} --timeout 100000" ;;
+        faaslet+checks) echo "$FAASLET run ${FBOUNDS[*]} --timeout 100000 --interrupt checks" ;;
+        no-guard) echo "$FAASLET run ${FBOUNDS[*]} --no-spectre-guard" ;;
+        base) echo "$FAASLET_BASE run ${FBOUNDS[*]}" ;;
     esac
 }
 (IFS=$'\t'; echo "kernel	check	${COLS[*]}") > "$RESULTS"
@@ -152,5 +200,5 @@ for src in "${SOURCES[@]}"; do
 done
 
 # --- the table ---------------------------------------------------------------
-python3 "$HERE/polybench_table.py" "$RESULTS" "$DATASET" "$BOUNDS" "$RUNS"
+python3 "$HERE/polybench_table.py" "$RESULTS" "$DATASET" "$BOUNDS" "$RUNS" "$METRIC"
 exit "$status"

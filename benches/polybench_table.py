@@ -4,12 +4,16 @@
 times separated by spaces, or FAIL), and prints the minimum time of each
 column, the ratios between columns and their geomeans.
 
-Usage: polybench_table.py RESULTS.tsv DATASET BOUNDS RUNS
+Usage: polybench_table.py RESULTS.tsv DATASET BOUNDS RUNS [METRIC]
+
+METRIC: time (seconds, the default) or instructions (millions of
+instructions of the kernel, from polybench.sh METRIC=instructions).
 """
 import math
 import sys
 
-path, dataset, bounds, runs = sys.argv[1:]
+path, dataset, bounds, runs, *rest = sys.argv[1:]
+metric = rest[0] if rest else "time"
 
 
 def best(field):
@@ -30,17 +34,21 @@ for line in lines[1:]:
 RATIOS = [
     ("f/wasmtime", "faaslet", "wasmtime"),
     ("f+deadline/wt", "faaslet+deadline", "wasmtime"),
+    ("f+checks/wt", "faaslet+checks", "wasmtime"),
+    ("checks cost", "faaslet+checks", "faaslet+deadline"),
     ("f/native", "faaslet", "native"),
     ("guard cost", "faaslet", "no-guard"),
     ("f/base", "faaslet", "base"),
 ]
 RATIOS = [r for r in RATIOS if r[1] in cols and r[2] in cols]
-head = ["kernel", "check"] + [f"{c} s" for c in cols] + [r[0] for r in RATIOS]
+unit = "s" if metric == "time" else "Minstr"
+head = ["kernel", "check"] + [f"{c} {unit}" for c in cols] + [r[0] for r in RATIOS]
 logs = {r[0]: [] for r in RATIOS}
 worst = (0.0, "")
 table = []
 for name, check, t in rows:
-    cells = [name, check] + [f"{t[c]:.4f}" if t[c] is not None else "FAIL" for c in cols]
+    prec = 4 if metric == "time" else 1
+    cells = [name, check] + [f"{t[c]:.{prec}f}" if t[c] is not None else "FAIL" for c in cols]
     for label, a, b in RATIOS:
         if t[a] is not None and t[b]:
             r = t[a] / t[b]
@@ -64,10 +72,16 @@ def fmt(r):
     )
 
 
-print(
-    f"PolyBench/C {dataset} dataset, faaslet --bounds {bounds}, min of {runs} run(s), "
-    "kernel time only (PolyBench's timer), seconds"
-)
+if metric == "time":
+    print(
+        f"PolyBench/C {dataset} dataset, faaslet --bounds {bounds}, min of {runs} run(s), "
+        "kernel time only (PolyBench's timer), seconds"
+    )
+else:
+    print(
+        f"PolyBench/C, faaslet --bounds {bounds}: millions of instructions of the kernel "
+        f"(cachegrind: a run at {dataset} minus a run at MINI)"
+    )
 print(fmt(head))
 for r in table:
     print(fmt(r))

@@ -15,6 +15,8 @@
 //!   workers of a cluster).
 //! * [`bench_python`]: `faaslet bench cold-start --python WASM` (a Python
 //!   call from its Proto-Faaslet against a cold start and native Python).
+//! * [`bench_js`]: `faaslet bench cold-start --js WASM` (the same for
+//!   JavaScript on QuickJS, against native `node -e ''`).
 //! * [`bench_cache`]: `faaslet bench code-cache` (compiling against
 //!   loading cached code; worker upload and restart with and without it).
 //! * [`exit`]: what `faaslet run`'s exit status means (guest codes,
@@ -34,6 +36,7 @@
 pub mod bench;
 pub mod bench_cache;
 pub mod bench_cluster;
+pub mod bench_js;
 pub mod bench_python;
 pub mod bench_serve;
 pub mod bench_state;

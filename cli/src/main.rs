@@ -74,11 +74,13 @@ enum Command {
         /// program's first read of stdin.
         #[arg(long, value_name = "SNAP")]
         from_snapshot: Option<PathBuf>,
-        /// Stop the call after this many seconds (epoch interruption: only
-        /// with this flag does the code check for interruption at every
-        /// function entry and loop header).
+        /// Stop the call after this many seconds (without it the call is
+        /// never interrupted, and the code has no means to be).
         #[arg(long, value_name = "SECS")]
         timeout: Option<f64>,
+        /// How a call is stopped at its --timeout.
+        #[arg(long, value_enum, default_value_t = InterruptArg::Signals)]
+        interrupt: InterruptArg,
         /// Keep compiled code in DIR and load it from there next time
         /// instead of compiling (the worker's code cache; entries are keyed
         /// by the wasm and every setting that changes the code).
@@ -206,6 +208,11 @@ enum Command {
         /// Longest an upload may compile, seconds; past it the module is refused.
         #[arg(long, value_name = "SECS", default_value_t = 30.0)]
         compile_budget: f64,
+        /// Most memory one upload's compilation may use, MiB: uploads
+        /// compile in a child process limited to it, and a module needing
+        /// more is refused.
+        #[arg(long, value_name = "MIB", default_value_t = 1024)]
+        compile_memory: u64,
         /// In a cluster, send a call to another worker only if it would
         /// wait longer than this here (microseconds; 0: whenever every
         /// thread is busy).
@@ -217,11 +224,21 @@ enum Command {
         /// background from startup, and kept in the data directory.
         #[arg(long, value_name = "WASM")]
         python: Option<PathBuf>,
+        /// The QuickJS command JavaScript functions run on
+        /// (qjs-faaslet.wasm, built by sdk/js/build.sh): scripts uploaded
+        /// with PUT /js/USER/FUNCTION run on it. Prepared (asyncify, needs
+        /// binaryen's wasm-opt; compile) once, in the background from
+        /// startup, and kept in the data directory.
+        #[arg(long, value_name = "WASM")]
+        js: Option<PathBuf>,
         /// Start every call as a fresh instance of the module (data segments and start
         /// function run again) instead of from its Proto-Faaslet: to measure what
         /// Proto-Faaslets buy (benches/paper).
         #[arg(long)]
         no_proto_faaslets: bool,
+        /// How a call is stopped at its deadline (--timeout).
+        #[arg(long, value_enum, default_value_t = InterruptArg::Signals)]
+        interrupt: InterruptArg,
     },
     /// Upload a function to a worker (`faaslet serve`).
     Upload {
@@ -242,6 +259,10 @@ enum Command {
         /// CPython, see `serve --python`).
         #[arg(long, conflicts_with = "idempotent")]
         python: bool,
+        /// FILE is a JavaScript script (uploaded to /js/: run by the
+        /// worker's QuickJS, see `serve --js`).
+        #[arg(long, conflicts_with_all = ["idempotent", "python"])]
+        js: bool,
     },
     /// Call a function on a worker; prints its output, exits with its
     /// return code.
@@ -326,6 +347,12 @@ enum BenchCommand {
         /// `python3 -c pass`, memory per idle Faaslet).
         #[arg(long, value_name = "WASM")]
         python: Option<PathBuf>,
+        /// Instead: JavaScript functions on this QuickJS command
+        /// (qjs-faaslet.wasm from sdk/js/build.sh: a no-op call from its
+        /// Proto-Faaslet, a cold start, a native JavaScript start, memory
+        /// per idle Faaslet).
+        #[arg(long, value_name = "WASM", conflicts_with = "python")]
+        js: Option<PathBuf>,
     },
     /// The code cache: compiling against loading the artefact, upload with
     /// and without a cache hit, worker restart to the end of the first call
@@ -362,6 +389,16 @@ enum BenchCommand {
         #[arg(long)]
         redis: Option<String>,
     },
+}
+
+/// How calls are interrupted at their deadline.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum InterruptArg {
+    /// Signal the thread of a call past its deadline; the code has no
+    /// checks (Config::signal_interruption).
+    Signals,
+    /// An epoch check compiled into every function entry and loop header.
+    Checks,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -401,6 +438,14 @@ fn engine_with(bounds: BoundsArg, tweak: impl FnOnce(&mut Config)) -> Result<Eng
 }
 
 fn main() -> ExitCode {
+    // A worker compiles uploads by running itself as a child process (see
+    // faaslet_platform::compile_child); not a subcommand users type.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some(faaslet_platform::compile_child::CHILD_ARG.as_ref()) {
+        let rest: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+        let rc = faaslet_platform::compile_child::child_main(&rest);
+        return ExitCode::from(u8::try_from(rc).unwrap_or(1));
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Wast {
@@ -432,29 +477,37 @@ fn main() -> ExitCode {
             advertise,
             memory_limit,
             compile_budget,
+            compile_memory,
             forward_after_us,
             python,
+            js,
             no_proto_faaslets,
+            interrupt,
         } => state_tiers(state.as_deref(), state_quota).and_then(|(state, redis)| {
-            serve(faaslet_cli::serve::ServeArgs {
-                listen,
-                data,
-                threads,
-                queue,
-                timeout: std::time::Duration::from_secs_f64(timeout.max(0.01)),
-                max_body,
-                max_output,
-                state,
-                cluster: redis,
-                advertise,
-                memory_limit,
-                compile_budget: std::time::Duration::from_secs_f64(
-                    compile_budget.clamp(0.001, 1e6),
-                ),
-                forward_after: std::time::Duration::from_micros(forward_after_us),
-                python,
-                proto_faaslets: !no_proto_faaslets,
-            })
+            serve(
+                faaslet_cli::serve::ServeArgs {
+                    listen,
+                    data,
+                    threads,
+                    queue,
+                    timeout: std::time::Duration::from_secs_f64(timeout.max(0.01)),
+                    max_body,
+                    max_output,
+                    state,
+                    cluster: redis,
+                    advertise,
+                    memory_limit,
+                    compile_budget: std::time::Duration::from_secs_f64(
+                        compile_budget.clamp(0.001, 1e6),
+                    ),
+                    compile_memory: compile_memory.clamp(16, 1 << 30) << 20,
+                    forward_after: std::time::Duration::from_micros(forward_after_us),
+                    python,
+                    js,
+                    proto_faaslets: !no_proto_faaslets,
+                },
+                interrupt,
+            )
         }),
         Command::Upload {
             url,
@@ -463,8 +516,16 @@ fn main() -> ExitCode {
             file,
             idempotent,
             python,
-        } => faaslet_cli::serve::upload(&url, &user, &function, &file, idempotent, python)
-            .map(|()| ExitCode::SUCCESS),
+            js,
+        } => {
+            let script = match (python, js) {
+                (true, _) => Some(faaslet_platform::worker::Language::Python),
+                (_, true) => Some(faaslet_platform::worker::Language::JavaScript),
+                _ => None,
+            };
+            faaslet_cli::serve::upload(&url, &user, &function, &file, idempotent, script)
+                .map(|()| ExitCode::SUCCESS)
+        }
         Command::Invoke {
             url,
             user,
@@ -485,6 +546,7 @@ fn main() -> ExitCode {
                     json,
                     iterations,
                     python: Some(python),
+                    js: _,
                 },
         } => faaslet_cli::bench_python::bench_python(&python, json, iterations.min(2000))
             .map(|()| ExitCode::SUCCESS),
@@ -494,6 +556,17 @@ fn main() -> ExitCode {
                     json,
                     iterations,
                     python: None,
+                    js: Some(js),
+                },
+        } => faaslet_cli::bench_js::bench_js(&js, json, iterations.min(2000))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Bench {
+            what:
+                BenchCommand::ColdStart {
+                    json,
+                    iterations,
+                    python: None,
+                    js: None,
                 },
         } => bench_cold_start(json, iterations),
         Command::Bench {
@@ -560,6 +633,7 @@ fn main() -> ExitCode {
             env,
             from_snapshot,
             timeout,
+            interrupt,
             code_cache,
             no_spectre_guard,
             isolation,
@@ -568,6 +642,7 @@ fn main() -> ExitCode {
             args,
         } => run(RunArgs {
             timeout,
+            interrupt,
             code_cache,
             no_spectre_guard,
             state,
@@ -594,8 +669,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(a: faaslet_cli::serve::ServeArgs) -> Result<ExitCode, String> {
-    faaslet_cli::serve::serve(&engine(BoundsArg::Guard)?, a)?;
+fn serve(a: faaslet_cli::serve::ServeArgs, interrupt: InterruptArg) -> Result<ExitCode, String> {
+    let engine = engine_with(BoundsArg::Guard, |c| {
+        c.signal_interruption = interrupt == InterruptArg::Signals;
+        // JavaScript functions run an asyncified QuickJS, whose calls need
+        // more native stack per level (see JS_WASM_STACK).
+        if a.js.is_some() {
+            c.max_wasm_stack = c
+                .max_wasm_stack
+                .max(faaslet_platform::worker::js::JS_WASM_STACK);
+        }
+    })?;
+    faaslet_cli::serve::serve(&engine, a)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -898,6 +983,7 @@ struct RunArgs {
     env: Vec<String>,
     from_snapshot: Option<PathBuf>,
     timeout: Option<f64>,
+    interrupt: InterruptArg,
     code_cache: Option<PathBuf>,
     no_spectre_guard: bool,
     file: PathBuf,
@@ -974,8 +1060,10 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
         // the epoch check at every function entry and loop header would be
         // dead weight: on tight loops it cost up to 20% (issue 14; gemm
         // 1.15x wasmtime with it, wasmtime runs without one by default
-        // too). With --timeout, and in the worker, the checks stay.
+        // too). With --timeout the call is stopped by a signal (no checks
+        // in the code either), or with `--interrupt checks` by the checks.
         c.epoch_interruption = a.timeout.is_some();
+        c.signal_interruption = a.timeout.is_some() && a.interrupt == InterruptArg::Signals;
     })?;
     if let Some(secs) = a.timeout {
         config.deadline_ticks = Some(faaslet_cli::serve::start_ticker(&engine, secs)?);

@@ -2,7 +2,7 @@
 //! `faaslet invoke` (its clients).
 
 use crate::client::{request, split_url};
-use faaslet_platform::worker::{serve_until_signal, Worker, WorkerConfig};
+use faaslet_platform::worker::{serve_until_signal, Language, Worker, WorkerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,10 +36,15 @@ pub struct ServeArgs {
     pub memory_limit: u64,
     /// Longest an upload may compile.
     pub compile_budget: Duration,
+    /// Most bytes one upload's compilation may use (in a child process
+    /// running this very program: see [`WorkerConfig::compile_program`]).
+    pub compile_memory: u64,
     /// See [`WorkerConfig::forward_after`].
     pub forward_after: Duration,
     /// See [`WorkerConfig::python`].
     pub python: Option<PathBuf>,
+    /// See [`WorkerConfig::js`].
+    pub js: Option<PathBuf>,
     /// Whether calls start from Proto-Faaslets (see
     /// [`WorkerConfig::proto_faaslets`]).
     pub proto_faaslets: bool,
@@ -82,18 +87,28 @@ pub fn serve(engine: &faaslet::Engine, a: ServeArgs) -> Result<(), String> {
     config.state = Some(a.state.clone());
     config.memory_limit = a.memory_limit;
     config.compile_budget = a.compile_budget;
+    config.compile_memory = a.compile_memory;
+    config.compile_program =
+        Some(std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?);
     config.forward_after = a.forward_after;
     config.python = a.python.clone();
+    config.js = a.js.clone();
     config.proto_faaslets = a.proto_faaslets;
     let worker = Worker::new(engine, config).map_err(|e| e.to_string())?;
-    if a.python.is_some() {
-        // Prepared in the background: the first Python upload waits for it.
+    for (language, configured) in [
+        (Language::Python, a.python.is_some()),
+        (Language::JavaScript, a.js.is_some()),
+    ] {
+        if !configured {
+            continue;
+        }
+        // Prepared in the background: the first upload waits for it.
         let w = worker.clone();
         std::thread::Builder::new()
-            .name("faaslet-python".into())
-            .spawn(move || match w.python_runtime() {
-                Ok(_) => tracing::info!("Python functions ready"),
-                Err(e) => tracing::error!("Python functions unavailable: {e}"),
+            .name(format!("faaslet-{}", language.key()))
+            .spawn(move || match w.script_runtime(language) {
+                Ok(_) => tracing::info!("{language} functions ready"),
+                Err(e) => tracing::error!("{language} functions unavailable: {e}"),
             })
             .map_err(|e| format!("cannot start a thread: {e}"))?;
     }
@@ -125,19 +140,25 @@ pub fn serve(engine: &faaslet::Engine, a: ServeArgs) -> Result<(), String> {
     joined.map_err(|e| e.to_string())
 }
 
-/// `faaslet upload URL USER FUNC FILE [--idempotent | --python]`.
+/// `faaslet upload URL USER FUNC FILE [--idempotent | --python | --js]`:
+/// `script` is the language of FILE if it is a script (uploaded to `/p/`
+/// or `/js/`), `None` for a module (`/f/`).
 pub fn upload(
     url: &str,
     user: &str,
     function: &str,
     file: &PathBuf,
     idempotent: bool,
-    python: bool,
+    script: Option<Language>,
 ) -> Result<(), String> {
     let wasm = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let (host, prefix) = split_url(url)?;
     let query = if idempotent { "?idempotent=1" } else { "" };
-    let kind = if python { "p" } else { "f" };
+    let kind = match script {
+        None => "f",
+        Some(Language::Python) => "p",
+        Some(Language::JavaScript) => "js",
+    };
     let r = request(
         &host,
         "PUT",

@@ -162,3 +162,88 @@ fn an_unreachable_redis_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("127.0.0.1:1"), "{err}");
 }
+
+fn leb(out: &mut Vec<u8>, mut v: usize) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// A module of one exported `main: () -> i32` whose body is
+/// `i32.const 3` then `body`, which must leave one more i32 (the result).
+fn one_function(body: &[u8]) -> Vec<u8> {
+    let mut code = vec![0u8, 0x41, 3]; // no locals; i32.const 3
+    code.extend_from_slice(body);
+    code.push(0x0b);
+    let mut m = b"\0asm\x01\0\0\0".to_vec();
+    m.extend_from_slice(&[1, 5, 1, 0x60, 0, 1, 0x7f]); // type () -> i32
+    m.extend_from_slice(&[3, 2, 1, 0]); // one function of type 0
+    m.extend_from_slice(&[7, 8, 1, 4]); // export "main" func 0
+    m.extend_from_slice(b"main");
+    m.extend_from_slice(&[0, 0]);
+    let mut section = Vec::new();
+    section.push(1);
+    leb(&mut section, code.len());
+    section.extend_from_slice(&code);
+    m.push(10);
+    leb(&mut m, section.len());
+    m.extend_from_slice(&section);
+    m
+}
+
+/// Uploads compile in a child process that the worker stops at its
+/// budgets, mid-function too: a chain of 100,000 multiplies (300 KB of
+/// wasm, one function, about 70 MB to compile) is refused under a 40 MiB
+/// budget and under a 50 ms one, each error naming its budget, and the
+/// worker goes on serving. Errors of the module itself still come back
+/// as `invalid_module`, through the child.
+#[test]
+fn uploads_compile_in_a_child_within_their_budgets() {
+    // (i32.const 3) then (i32.const 3, i32.mul) x 100,000
+    let chain = one_function(&[0x41, 3, 0x6c].repeat(100_000));
+    let small = one_function(&[0x41, 4, 0x6c]);
+
+    let dir = data_dir("compile-memory");
+    let (_serving, addr, _log) =
+        serve(&["--data", dir.to_str().unwrap(), "--compile-memory", "40"]);
+    let r = request(&addr, "PUT", "/f/demo/chain", &chain).unwrap();
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("\"compile_budget\""), "{}", r.text());
+    assert!(r.text().contains("memory budget of 40 MiB"), "{}", r.text());
+    // Still serving; a small module compiles in a child and runs.
+    let r = request(&addr, "PUT", "/f/demo/small", &small).unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = request(&addr, "POST", "/f/demo/small", b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    // An invalid module: the child's typed error, unchanged.
+    let mut invalid = small.clone();
+    let at = invalid.len() - 2; // i32.mul -> i64.mul: a type mismatch
+    assert_eq!(invalid[at], 0x6c);
+    invalid[at] = 0x7e;
+    let r = request(&addr, "PUT", "/f/demo/invalid", &invalid).unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("\"invalid_module\""), "{}", r.text());
+    assert!(r.text().contains("type mismatch"), "{}", r.text());
+
+    let dir = data_dir("compile-time");
+    let (_serving, addr, _log) =
+        serve(&["--data", dir.to_str().unwrap(), "--compile-budget", "0.05"]);
+    let start = Instant::now();
+    let r = request(&addr, "PUT", "/f/demo/chain", &chain).unwrap();
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("time budget of 50ms"), "{}", r.text());
+    // Stopped at the budget, not at the end of the (only) function.
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    let r = request(&addr, "PUT", "/f/demo/small", &small).unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+}

@@ -35,8 +35,24 @@ pub struct Config {
     pub bounds: Bounds,
     /// Bytes of native stack wasm code may use per outermost call.
     pub max_wasm_stack: usize,
-    /// Emit epoch checks so calls can be interrupted.
+    /// Calls can be interrupted: by their store's epoch deadline
+    /// ([`Store::set_epoch_deadline`](crate::Store::set_epoch_deadline),
+    /// advanced by [`Engine::increment_epoch`]) and by an
+    /// [`InterruptHandle`](crate::InterruptHandle). How, see
+    /// [`signal_interruption`](Self::signal_interruption).
     pub epoch_interruption: bool,
+    /// With [`epoch_interruption`](Self::epoch_interruption): interrupt by
+    /// signalling the thread that runs an expired call (see
+    /// `faaslet_sfi::interrupt`) instead of compiling an epoch check into
+    /// every function entry and loop header. Code runs without the checks
+    /// (in loop kernels a third fewer instructions); the engine installs a
+    /// handler for a real-time signal (`SIGRTMIN + 3`), refused if the
+    /// process has one there already. An expired call ends at the next
+    /// [`Engine::increment_epoch`] (every tick while it runs on), or as
+    /// soon as [`InterruptHandle::interrupt`](crate::InterruptHandle::interrupt)
+    /// is called; a call inside a host function ends when the host
+    /// function returns. Off by default.
+    pub signal_interruption: bool,
     /// Optimise generated code.
     pub optimize: bool,
     /// In [`Bounds::Explicit`] mode, the largest reservation made for a
@@ -192,6 +208,9 @@ impl Config {
                 });
             }
         }
+        if self.signal_interruption && !self.epoch_interruption {
+            return Err(ConfigError::SignalsWithoutInterruption);
+        }
         let cap = self.explicit_reservation_cap;
         if cap > 4 << 30 || !cap.is_multiple_of(faaslet_sfi::WASM_PAGE as u64) {
             return Err(ConfigError::ReservationCap { cap });
@@ -233,6 +252,7 @@ impl Default for Config {
             },
             max_wasm_stack: 1 << 20,
             epoch_interruption: true,
+            signal_interruption: false,
             optimize: true,
             explicit_reservation_cap: 256 << 20,
             max_table_elements: 10_000_000,
@@ -375,12 +395,16 @@ impl Engine {
     pub fn new(config: &Config) -> Result<Engine, Error> {
         config.validate()?;
         faaslet_sfi::init_traps().map_err(|e| Error::Resource(e.to_string()))?;
+        if config.signal_interruption {
+            faaslet_sfi::init_interrupts().map_err(|e| Error::Resource(e.to_string()))?;
+        }
         let compile = CompileConfig {
             bounds: match config.bounds {
                 Bounds::GuardPages { guard_size } => BoundsChecks::GuardPages { guard_size },
                 Bounds::Explicit => BoundsChecks::Explicit,
             },
-            epoch_interruption: config.epoch_interruption,
+            // With signals, no checks in the code.
+            epoch_interruption: config.epoch_interruption && !config.signal_interruption,
             optimize: config.optimize,
             multi_memory: config.wasm_multi_memory,
             spectre_guard: config.spectre_guard,
@@ -409,9 +433,14 @@ impl Engine {
 
     /// Advances the epoch by one. Calls in stores whose deadline is now
     /// reached trap with [`TrapKind::Interrupted`](crate::TrapKind::Interrupted)
-    /// at their next function entry or loop header.
+    /// at their next function entry or loop header (with
+    /// [`Config::signal_interruption`]: the threads running them are
+    /// signalled now, and at every later increment while they run on).
     pub fn increment_epoch(&self) {
-        self.inner.epoch.fetch_add(1, Ordering::SeqCst);
+        let now = self.inner.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.inner.config.signal_interruption {
+            faaslet_sfi::interrupt_expired(&self.inner.epoch, now);
+        }
     }
 
     /// The key an artefact of `wasm` made by this engine carries: the

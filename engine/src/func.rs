@@ -229,6 +229,13 @@ unsafe extern "C" fn dispatch(
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         call(store, instance, values)
     })) {
+        // An interrupt signal that landed while the host function ran (see
+        // `faaslet_sfi::interrupt`) ends the call now, before wasm resumes.
+        Ok(Ok(())) if faaslet_sfi::take_interrupt_pending() => {
+            // SAFETY: as below.
+            unsafe { core_of(store).pending_trap = Some(Trap::new(crate::TrapKind::Interrupted)) };
+            1
+        }
         Ok(Ok(())) => 0,
         Ok(Err(trap)) => {
             // SAFETY: `store` is the live store inner part of this host
@@ -580,11 +587,19 @@ impl<P: WasmParams, R: WasmResults> TypedFunc<P, R> {
             store.core().id,
             "TypedFunc used with another store"
         );
-        let mut raw = [0 as ValRaw; 16];
-        let mut heap;
         let n = P::COUNT.max(R::COUNT).max(1);
-        let slots: &mut [ValRaw] = if n <= raw.len() {
-            &mut raw[..n]
+        let mut raw = std::mem::MaybeUninit::<[ValRaw; 16]>::uninit();
+        let mut heap;
+        let slots: &mut [ValRaw] = if n <= 16 {
+            // Only the `n` slots the call uses are zeroed (not all 256
+            // bytes: this is the hot path of every typed call).
+            let p = raw.as_mut_ptr().cast::<ValRaw>();
+            // SAFETY: `p` points at 16 slots of `raw`, `n <= 16` of which
+            // are written here before the slice over them is made.
+            unsafe {
+                std::ptr::write_bytes(p, 0, n);
+                std::slice::from_raw_parts_mut(p, n)
+            }
         } else {
             heap = vec![0; n];
             &mut heap

@@ -21,6 +21,9 @@ static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
 /// The store context, shared with [`InterruptHandle`]s on other threads.
 pub(crate) struct SharedCtx {
     ctx: std::cell::UnsafeCell<VMStoreContext>,
+    /// The kernel thread id of the thread running a call in the store (0:
+    /// none), for [`InterruptHandle::interrupt`] under signal interruption.
+    running_tid: std::sync::atomic::AtomicI32,
 }
 
 // SAFETY: the only field touched from other threads is `epoch_deadline`, and
@@ -63,6 +66,16 @@ impl InterruptHandle {
     /// Needs [`Config::epoch_interruption`](crate::Config::epoch_interruption).
     pub fn interrupt(&self) {
         self.ctx.deadline().store(0, Ordering::SeqCst);
+        if self.engine.config().signal_interruption {
+            // The handler re-checks the deadline of whatever that thread
+            // runs when the signal lands, so a call that ended meanwhile is
+            // not harmed, and the next call of the store still starts with
+            // the deadline at 0 (as with epoch checks).
+            let tid = self.ctx.running_tid.load(Ordering::SeqCst);
+            if tid != 0 {
+                faaslet_sfi::signal_thread(tid);
+            }
+        }
     }
 
     /// Whether a call in the store would now trap as interrupted: the
@@ -203,7 +216,18 @@ impl<T> Store<T> {
                 epoch_deadline: u64::MAX,
                 pending_exception: 0,
             }),
+            running_tid: std::sync::atomic::AtomicI32::new(0),
         });
+        let fault_regions = std::rc::Rc::new(faaslet_sfi::FaultRegions::new());
+        if engine.config().signal_interruption {
+            // SAFETY: the epoch counter lives in the engine and the deadline
+            // in `ctx`, both kept alive by the store (its core holds the
+            // engine and the context) as long as its fault regions, which
+            // only the store's calls use.
+            unsafe {
+                fault_regions.set_deadline_words(&engine.inner.epoch, ctx.deadline());
+            }
+        }
         Store {
             inner: Box::new(StoreInner {
                 core: StoreCore {
@@ -224,7 +248,7 @@ impl<T> Store<T> {
                     pending_panic: None,
                     depth: 0,
                     limits: engine.config().store_limits,
-                    fault_regions: std::rc::Rc::new(faaslet_sfi::FaultRegions::new()),
+                    fault_regions,
                     tags: Vec::new(),
                     exceptions: Default::default(),
                     gc: Default::default(),
@@ -297,6 +321,11 @@ impl<T> Store<T> {
         let d = self.inner.core.engine.current_epoch().saturating_add(ticks);
         self.inner.core.deadline = d;
         self.inner.core.ctx.deadline().store(d, Ordering::SeqCst);
+        if self.inner.core.depth > 0 && self.inner.core.engine.config().signal_interruption {
+            // Called from a host function during a call: the published
+            // deadline of this thread's call changes too.
+            faaslet_sfi::CallSlot::set_deadline(d);
+        }
     }
 
     pub(crate) fn core(&self) -> &StoreCore {
@@ -310,6 +339,15 @@ impl<T> Store<T> {
     /// Raw pointer to the store's inner part, as host functions receive it.
     pub(crate) fn inner_ptr(&mut self) -> *mut StoreInner<T> {
         &mut *self.inner
+    }
+}
+
+/// Clears the store's running thread when an outermost call ends.
+struct RunningTid(Arc<SharedCtx>);
+
+impl Drop for RunningTid {
+    fn drop(&mut self) {
+        self.0.running_tid.store(0, Ordering::SeqCst);
     }
 }
 
@@ -330,15 +368,19 @@ thread_local! {
 /// functions, builtins and the engine's own frames.
 const HOST_STACK_HEADROOM: usize = 256 << 10;
 
+#[inline]
 fn thread_stack_low() -> usize {
-    STACK_LOW.with(|c| {
-        if c.get() == 0 {
-            c.set(query_stack_low().unwrap_or(1));
+    match STACK_LOW.get() {
+        0 => {
+            let low = query_stack_low().unwrap_or(1);
+            STACK_LOW.set(low);
+            low
         }
-        c.get()
-    })
+        low => low,
+    }
 }
 
+#[cold]
 fn query_stack_low() -> Option<usize> {
     // SAFETY: pthread_getattr_np fills a zeroed attr for the calling thread;
     // we read the stack bounds and destroy the attr. No pointers escape.
@@ -651,6 +693,20 @@ impl StoreCore {
     /// Turns a fault caught by the trap guard into a [`Trap`].
     fn resolve_fault(&mut self, fault: faaslet_sfi::Fault) -> Trap {
         let pc = fault.pc;
+        if fault.signal == faaslet_sfi::interrupt_signal() {
+            // Signal interruption: stopped at any instruction of JIT code,
+            // named if it is a function's (not a trampoline's).
+            let mut trap = Trap::new(TrapKind::Interrupted);
+            for m in &self.modules {
+                if let Some((func, offset)) = m.inner.compiled.lookup_func(pc) {
+                    trap.func_index = Some(func);
+                    trap.func_name = m.info().func_name(func).map(str::to_owned);
+                    trap.wasm_offset = offset;
+                    break;
+                }
+            }
+            return trap;
+        }
         for m in &self.modules {
             if let Some(site) = m.inner.compiled.lookup_trap(pc) {
                 let mut trap =
@@ -740,16 +796,44 @@ impl StoreCore {
             // writes stack_limit.
             unsafe { (*ctx).stack_limit = limit };
         }
+        // Under signal interruption, the outermost call publishes this
+        // thread as running a call of this engine until its deadline (see
+        // `faaslet_sfi::interrupt`), and the store which thread that is.
+        let _published = (outermost && c.engine.config().signal_interruption).then(|| {
+            c.ctx
+                .running_tid
+                .store(faaslet_sfi::current_tid(), Ordering::SeqCst);
+            (
+                faaslet_sfi::CallSlot::enter(
+                    &c.engine.inner.epoch,
+                    c.ctx.deadline().load(Ordering::SeqCst),
+                ),
+                RunningTid(c.ctx.clone()),
+            )
+        });
         c.depth += 1;
         let values_ptr = values.as_mut_ptr();
-        let regions = c.fault_regions.clone();
-        let result = faaslet_sfi::catch_traps_in(&regions, || {
-            // SAFETY: the trampoline was compiled for this function's type,
-            // `funcref` comes from a live instance or host function of this
-            // store, and `values` has room for parameters and results. Traps
-            // inside come back through catch_traps.
-            unsafe { trampoline(funcref.func_ptr, funcref.vmctx, funcref.vmctx, values_ptr) }
-        });
+        // Borrowed through a pointer rather than a clone of the `Rc` (two
+        // reference-count updates on every call): the regions live in the
+        // store's core, which outlives the call, and are never replaced
+        // (only added to, or cleared by `forget_fault_regions_for_test`).
+        let regions: *const faaslet_sfi::FaultRegions = &*c.fault_regions;
+        // SAFETY: `regions` as just said; the trampoline is JIT code
+        // compiled for this function's type (it neither panics nor unwinds:
+        // host functions and builtins it reaches catch their panics),
+        // `funcref` comes from a live instance or host function of this
+        // store, and `values` has room for parameters and results. Traps
+        // inside come back as Err.
+        let result = unsafe {
+            faaslet_sfi::call_jit_in(
+                &*regions,
+                trampoline,
+                funcref.func_ptr,
+                funcref.vmctx,
+                funcref.vmctx,
+                values_ptr,
+            )
+        };
         // SAFETY: guest code has returned; we are the only user again.
         let c = unsafe { &mut *core };
         c.depth -= 1;

@@ -186,6 +186,9 @@ impl std::error::Error for Trap {}
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// `signal_interruption` set without `epoch_interruption`.
+    #[error("signal_interruption needs epoch_interruption (it is a way of interrupting calls)")]
+    SignalsWithoutInterruption,
     /// `guard_size` above `MAX_GUARD_SIZE`.
     #[error(
         "guard_size of {guard_size:#x} bytes exceeds the largest supported guard ({max:#x} bytes)"

@@ -32,10 +32,19 @@
 //! std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
+use crate::compile_child::CompileChild;
 use faaslet::{Engine, Error, Module};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// How a cache miss may compile.
+#[derive(Clone, Copy)]
+enum Budget<'a> {
+    None,
+    Time(Duration),
+    Child(&'a CompileChild),
+}
 
 /// How [`CodeCache::module`] obtained a module.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,6 +150,29 @@ impl CodeCache {
         wasm: &[u8],
         budget: Option<std::time::Duration>,
     ) -> Result<(Module, CacheOutcome), Error> {
+        self.module_budgeted(engine, wasm, budget.map_or(Budget::None, Budget::Time))
+    }
+
+    /// [`module`](Self::module), compiling (on a miss) in a child process
+    /// within its time and memory budgets (see [`CompileChild`]): for
+    /// modules written by someone else. Past a budget the module is
+    /// refused with a compile error of kind
+    /// [`Budget`](faaslet::CompileErrorKind::Budget) naming it.
+    pub fn module_in_child(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+        child: &CompileChild,
+    ) -> Result<(Module, CacheOutcome), Error> {
+        self.module_budgeted(engine, wasm, Budget::Child(child))
+    }
+
+    fn module_budgeted(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+        budget: Budget<'_>,
+    ) -> Result<(Module, CacheOutcome), Error> {
         if !wasm.starts_with(b"\0asm") {
             let text = std::str::from_utf8(wasm).map_err(|_| {
                 Error::Compile(faaslet::CompileError {
@@ -151,7 +183,7 @@ impl CodeCache {
                     offset: Some(0),
                 })
             })?;
-            return self.module_within(engine, &faaslet::wat_to_wasm(text)?, budget);
+            return self.module_budgeted(engine, &faaslet::wat_to_wasm(text)?, budget);
         }
         let path = self.path_of(engine, wasm);
         let outcome = match std::fs::read(&path) {
@@ -190,8 +222,17 @@ impl CodeCache {
         };
         let start = Instant::now();
         let (module, artifact) = match budget {
-            Some(b) => Module::from_binary_with_artifact_within(engine, wasm, b)?,
-            None => Module::from_binary_with_artifact(engine, wasm)?,
+            Budget::Time(b) => Module::from_binary_with_artifact_within(engine, wasm, b)?,
+            Budget::None => Module::from_binary_with_artifact(engine, wasm)?,
+            Budget::Child(child) => {
+                let artifact = child.compile(engine, wasm)?;
+                let module = Module::from_artifact(engine, wasm, &artifact).map_err(|e| {
+                    Error::Resource(format!(
+                        "the compile process made an artefact this engine refuses: {e}"
+                    ))
+                })?;
+                (module, Ok(artifact))
+            }
         };
         let took = start.elapsed();
         match artifact {

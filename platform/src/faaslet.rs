@@ -32,7 +32,7 @@ use crate::registry::FunctionRegistry;
 use crate::scheduler::{ChainEntry, ChainScheduler, ChainedCall, Complete, RunHere};
 use crate::wasi::WasiView;
 use faaslet::{Engine, Error, Extern, Func, Instance, Linker, Module, Store, Val, ValType};
-use faaslet_hostapi::faasm::{CallResult, Chainer, FaasmCtx, FaasmError};
+use faaslet_hostapi::faasm::{waits, CallResult, Chainer, FaasmCtx, FaasmError};
 use faaslet_hostapi::wasi::{MountMode, Output, WasiCtx};
 use faaslet_snapshot::Snapshot;
 use faaslet_state::{LocalStateStore, StateStore};
@@ -595,6 +595,7 @@ impl Faaslet {
             snapshot: self.snapshot.clone(),
             config: c.clone(),
             calls: HashMap::new(),
+            nodes: HashMap::new(),
             names: HashMap::new(),
             deadline: None,
             held: Arc::new(AtomicUsize::new(0)),
@@ -637,6 +638,21 @@ impl Faaslet {
     }
 
     fn run(&mut self, entry: ChainEntry, input: &[u8]) -> Result<CallOutput, FaasletError> {
+        self.run_as(waits::new_call_id(), entry, input)
+    }
+
+    /// [`run`](Self::run) as call `id` of the wait-for graph (a chained
+    /// call runs as the id its parent gave it, so the parent can await it
+    /// by identity: see `faaslet_hostapi::faasm::waits`).
+    fn run_as(
+        &mut self,
+        id: waits::CallId,
+        entry: ChainEntry,
+        input: &[u8],
+    ) -> Result<CallOutput, FaasletError> {
+        // This call runs on this thread until it returns; a call below it
+        // on the same thread (a parent running it inline) waits for it.
+        let _running = waits::enter(id);
         let ready = match self.ready.take() {
             Some(r) => r,
             None => self.instantiate(Vec::new())?,
@@ -848,6 +864,8 @@ struct FaasletChainer {
     snapshot: Option<Snapshot>,
     config: FaasletConfig,
     calls: HashMap<u32, Slot>,
+    /// Each call's identity in the wait-for graph.
+    nodes: HashMap<u32, waits::CallId>,
     /// The function each call runs, for errors.
     names: HashMap<u32, String>,
     /// The calling function's deadline: awaits give up then.
@@ -882,6 +900,7 @@ fn admit(held: &AtomicUsize, limit: usize, name: &str, r: CallResult) -> CallRes
 }
 
 fn run_chained(
+    node: waits::CallId,
     engine: Engine,
     module: Module,
     snapshot: Option<Snapshot>,
@@ -894,7 +913,7 @@ fn run_chained(
         Some(snap) => Faaslet::from_snapshot(&engine, snap, config),
         None => Faaslet::new(&engine, &module, config),
     };
-    let result = faaslet.and_then(|mut f| f.run(entry, input));
+    let result = faaslet.and_then(|mut f| f.run_as(node, entry, input));
     match result {
         Ok(out) => CallResult {
             return_code: out.return_code,
@@ -1021,6 +1040,8 @@ impl FaasletChainer {
             }
         }
         CHAINED_STARTED.fetch_add(1, Ordering::Relaxed);
+        let node = waits::new_call_id();
+        self.nodes.insert(id, node);
         let engine = self.engine.clone();
         let config = self.config.for_chained(name);
         if let Some(exec) = self.config.executor.clone() {
@@ -1033,7 +1054,7 @@ impl FaasletChainer {
             let limit = self.config.chained_output_limit;
             let job_name = name.to_string();
             let job: RunHere = Box::new(move || {
-                let r = run_chained(engine, module, snapshot, config, entry, &job_input);
+                let r = run_chained(node, engine, module, snapshot, config, entry, &job_input);
                 let r = admit(&held, limit, &job_name, r);
                 *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
             });
@@ -1078,7 +1099,7 @@ impl FaasletChainer {
         let handle = std::thread::Builder::new()
             .name(format!("faaslet-{name}-{id}"))
             .stack_size(CHAINED_THREAD_STACK)
-            .spawn(move || run_chained(engine, module, snapshot, config, entry, &input))
+            .spawn(move || run_chained(node, engine, module, snapshot, config, entry, &input))
             .map_err(|e| FaasmError::Chain(format!("cannot start a thread: {e}")))?;
         self.calls.insert(id, Slot::Running(handle));
         Ok(id)
@@ -1135,6 +1156,15 @@ impl Chainer for FaasletChainer {
         if let Slot::Done(r) = slot {
             return Ok(r.clone());
         }
+        // A wait for a child that waits (maybe through others) for this
+        // call would never end: refused at once, naming the cycle, rather
+        // than at the deadline. (Declared even if the child finishes in a
+        // moment: the graph only refuses waits that close a cycle.)
+        let _waiting = match (waits::current(), self.nodes.get(&id)) {
+            (Some(me), Some(child)) => Some(waits::wait_for_call(me, *child)?),
+            _ => None,
+        };
+        let slot = self.calls.get_mut(&id).ok_or(FaasmError::UnknownCall(id))?;
         if let Slot::Pooled(cell) = slot {
             let cell = cell.clone();
             let taken =

@@ -16,6 +16,8 @@
 //! * [`guest_log`]: the host log lines guests cause, rate-limited.
 //! * [`code_cache`]: compiled code kept on disk, keyed by the wasm and the
 //!   engine configuration, so nothing compiles twice.
+//! * [`compile_child`]: compilation of modules written by others in a
+//!   child process, within a time and a memory budget.
 //! * [`worker`]: the worker behind `faaslet serve`: uploads, the executor,
 //!   calls from Proto-Faaslets under deadlines, the HTTP API and metrics.
 //!
@@ -39,6 +41,7 @@
 
 pub mod at_input;
 pub mod code_cache;
+pub mod compile_child;
 pub mod error;
 pub mod executor;
 pub mod faaslet;

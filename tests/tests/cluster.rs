@@ -8,7 +8,7 @@
 use faaslet::Engine;
 use faaslet_cli::client::{request, Response};
 use faaslet_platform::worker::cluster::{Cluster, MEMBER_TTL};
-use faaslet_platform::worker::{Server, Worker, WorkerConfig};
+use faaslet_platform::worker::{Language, Server, Worker, WorkerConfig};
 use faaslet_state::{LocalStateStore, RedisTier, StateLimits};
 use faaslet_tests::{c_wasm, have_wasm_opt, sdk_wasm, RedisServer};
 use std::path::PathBuf;
@@ -528,6 +528,63 @@ fn a_python_function_uploaded_to_one_worker_runs_on_another() {
     wait_until("a serves the new script", Duration::from_secs(10), || {
         a.req("POST", "/p/alice/greet", b"c").text() == "bye(c)\n"
     });
+}
+
+/// Stands in for QuickJS (a JavaScript function runs `qjs-faaslet
+/// SCRIPT`): prints the script (argv[1]) applied to its stdin.
+const FAKE_JS: &str = r#"
+#include <stdio.h>
+int main(int argc, char **argv) {
+    const char *script = argc > 1 ? argv[1] : "?";
+    char buf[256];
+    size_t n = fread(buf, 1, sizeof buf - 1, stdin);
+    buf[n] = 0;
+    printf("js:%s(%s)\n", script, buf);
+    return 0;
+}
+"#;
+
+/// A JavaScript function uploaded to one worker is published with a `+js`
+/// version and callable on another, which captures its own Proto-Faaslet
+/// from the script on its interpreter; a worker with no JavaScript
+/// interpreter says so.
+#[test]
+fn a_js_function_uploaded_to_one_worker_runs_on_another() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cluster-js");
+    let Some(interp) = c_wasm(&dir, "fake-js", FAKE_JS) else {
+        return;
+    };
+    if !have_wasm_opt() {
+        return;
+    }
+    let interp_path = dir.join("fake-js.wasm");
+    std::fs::write(&interp_path, interp).unwrap();
+    let redis_server = RedisServer::spawn();
+    let redis = Arc::new(RedisTier::connect(redis_server.url()).unwrap());
+    let with_js = |c: &mut WorkerConfig| c.js = Some(interp_path.clone());
+    let a = Node::start_with("ja", &redis, with_js);
+    let b = Node::start_with("jb", &redis, with_js);
+    let c = Node::start_with("jc", &redis, |_| {});
+    let r = a.req("PUT", "/js/alice/greet", b"hello");
+    assert_eq!(r.status, 201, "{}", r.text());
+    let published = a
+        .worker
+        .cluster()
+        .unwrap()
+        .fetch("alice/greet")
+        .unwrap()
+        .unwrap();
+    assert!(published.version.ends_with("+js"), "{}", published.version);
+    assert_eq!(published.language, Some(Language::JavaScript));
+    assert!(!published.python);
+    assert_eq!(published.wasm, b"hello");
+    let r = b.req("POST", "/js/alice/greet", b"b");
+    assert_eq!((r.status, r.text().as_str()), (200, "js:hello(b)\n"));
+    let data = &b.worker.config().data;
+    assert!(data.join("functions/alice/greet.js").exists());
+    let r = c.req("POST", "/f/alice/greet", b"c");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("js_unavailable"), "{}", r.text());
 }
 
 /// An asynchronous call to a worker with no free thread is accepted by

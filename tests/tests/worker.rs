@@ -7,7 +7,7 @@ use faaslet_cli::client::{request, Response};
 use faaslet_platform::worker::{Server, Worker, WorkerConfig};
 use faaslet_tests::sdk_wasm;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Echoes its input and returns 3.
 const ECHO: &str = r#"(module
@@ -535,5 +535,47 @@ fn pooled_faaslets_serve_calls_and_never_outlive_an_upload() {
         let r = req(&s, "POST", "/f/demo/f", b"");
         assert_eq!(r.header("x-faaslet-return-code"), Some("2"));
     }
+    s.stop().unwrap();
+}
+
+/// Takes `key` for writing, chains its table entry 1 (which takes `key`
+/// too) and awaits it.
+const SELF_DEADLOCK: &str = r#"(module
+  (import "env" "__faasm_chain_ptr" (func $chain_ptr (param i32 i32 i32) (result i32)))
+  (import "env" "__faasm_await_call" (func $await (param i32) (result i32)))
+  (import "env" "__faasm_lock_state_write" (func $lock_write (param i32)))
+  (import "env" "__faasm_unlock_state_write" (func $unlock_write (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "key\00")
+  (table (export "table") 2 funcref)
+  (elem (i32.const 1) $child)
+  (func $child (result i32)
+    (call $lock_write (i32.const 0))
+    (call $unlock_write (i32.const 0))
+    (i32.const 7))
+  (func (export "main") (result i32)
+    (call $lock_write (i32.const 0))
+    (call $await (call $chain_ptr (i32.const 1) (i32.const 0) (i32.const 0)))))"#;
+
+/// On a worker's executor a parent runs its queued child on its own
+/// thread while it awaits it (one thread here, so always): the child's
+/// wait for the parent's lock closes a cycle through that thread and
+/// fails at once, not at the 20 s deadline, and the worker goes on.
+#[test]
+fn a_self_deadlock_on_the_executor_fails_at_once() {
+    let mut c = WorkerConfig::new(tmpdir("self-deadlock"));
+    c.threads = 1;
+    c.timeout = Duration::from_secs(20);
+    let s = start(c);
+    upload(&s, "demo", "deadlock", SELF_DEADLOCK.as_bytes());
+    let t = Instant::now();
+    let r = req(&s, "POST", "/f/demo/deadlock", b"");
+    // The child failed (its await returns -1), the parent returned that.
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-faaslet-return-code"), Some("-1"));
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // The lock was released with the call: the next one gets as far.
+    let r = req(&s, "POST", "/f/demo/deadlock", b"");
+    assert_eq!(r.header("x-faaslet-return-code"), Some("-1"));
     s.stop().unwrap();
 }

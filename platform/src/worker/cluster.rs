@@ -15,7 +15,7 @@
 //! | `faaslet:worker:{id}` | string, expires | `{"addr":..,"capacity":..}`; refreshed every [`HEARTBEAT`], expires after [`MEMBER_TTL`] |
 //! | `faaslet:functions:epoch` | integer | bumped by every publish: heartbeats read `faaslet:functions` only when it moved |
 //! | `faaslet:functions` | hash | `user/function` → SHA-256 (hex) of its wasm, plus `+idempotent` if marked so: the published version |
-//! | `faaslet:wasm:{user}/{function}` | string | the wasm (a Python function's script: its version ends `+python`) |
+//! | `faaslet:wasm:{user}/{function}` | string | the wasm (a script function's script: its version ends `+python` or `+js`) |
 //! | `faaslet:snap:{user}/{function}` | string | its Proto-Faaslet file |
 //! | `faaslet:code:{key}` | string | a code-cache artefact (the key names the wasm *and* the engine configuration) |
 //! | `faaslet:warm:{user}/{function}` | set | ids of the workers holding the function loaded, Proto-Faaslet ready: its warm set |
@@ -33,6 +33,7 @@
 //! worker with another CPU or configuration, or a damaged entry, compiles
 //! (or snapshots) its own and publishes that too.
 
+use crate::worker::language::Language;
 use faaslet_state::{RedisTier, StateError};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,6 +70,9 @@ pub struct Published {
     /// Whether it is a Python function: `wasm` is then the script, which
     /// each worker captures on its own interpreter.
     pub python: bool,
+    /// The language of a script function (Python or JavaScript), whose
+    /// `wasm` is then the script; `None` for a wasm module.
+    pub language: Option<Language>,
     /// The wasm.
     pub wasm: Vec<u8>,
     /// The Proto-Faaslet file, if one was published.
@@ -142,8 +146,13 @@ pub fn version_of(wasm: &[u8], idempotent: bool) -> String {
 /// The end of the version of a function marked idempotent.
 pub const IDEMPOTENT_SUFFIX: &str = "+idempotent";
 
-/// The end of the version of a Python function (its "wasm" is the script).
-pub const PYTHON_SUFFIX: &str = "+python";
+pub use crate::worker::language::{JS_SUFFIX, PYTHON_SUFFIX};
+
+/// The published version of `script`, a `language` function: the SHA-256
+/// of the script and the language's suffix.
+pub fn script_version(language: Language, script: &[u8]) -> String {
+    format!("{}{}", version_of(script, false), language.version_suffix())
+}
 
 impl Cluster {
     /// Registers this worker (at `addr`, running `capacity` calls at once)
@@ -520,7 +529,19 @@ impl Cluster {
     /// Publishes the Python function `user/function` (its script; each
     /// worker captures its own Proto-Faaslet from it), in one transaction.
     pub fn publish_python(&self, name: &str, script: &[u8]) -> Result<(), StateError> {
-        let version = format!("{}{PYTHON_SUFFIX}", version_of(script, false));
+        self.publish_script(Language::Python, name, script)
+    }
+
+    /// Publishes the `language` function `user/function` (its script;
+    /// each worker captures its own Proto-Faaslet from it), in one
+    /// transaction; its version ends with the language's suffix.
+    pub fn publish_script(
+        &self,
+        language: Language,
+        name: &str,
+        script: &[u8],
+    ) -> Result<(), StateError> {
+        let version = script_version(language, script);
         self.redis.with("publish", |c| {
             redis::pipe()
                 .atomic()
@@ -594,11 +615,11 @@ impl Cluster {
         let (Some(version), Some(wasm)) = (version, wasm) else {
             return Ok(None);
         };
-        let python = version.ends_with(PYTHON_SUFFIX);
+        let language = Language::from_version(&version);
         let idempotent = version.ends_with(IDEMPOTENT_SUFFIX);
-        let expected = match python {
-            true => format!("{}{PYTHON_SUFFIX}", version_of(&wasm, false)),
-            false => version_of(&wasm, idempotent),
+        let expected = match language {
+            Some(l) => script_version(l, &wasm),
+            None => version_of(&wasm, idempotent),
         };
         if expected != version {
             return Err(StateError::Global {
@@ -609,7 +630,8 @@ impl Cluster {
         Ok(Some(Published {
             version,
             idempotent,
-            python,
+            python: language == Some(Language::Python),
+            language,
             wasm,
             snapshot,
         }))

@@ -4,6 +4,7 @@
 //! the state store and the metrics.
 
 use crate::code_cache::{CacheOutcome, CodeCache};
+use crate::compile_child::CompileChild;
 use crate::error::FaasletError;
 use crate::executor::{Executor, QueueFull};
 use crate::faaslet::{Faaslet, FaasletConfig, HostLinker};
@@ -11,6 +12,7 @@ use crate::registry::valid_function_name;
 use crate::scheduler::ChainEntry;
 use crate::worker::chain::{ChainHost, WorkerScheduler};
 use crate::worker::cluster::{version_of, Cluster};
+use crate::worker::language::Language;
 use crate::worker::metrics::Metrics;
 use faaslet::{Engine, Error, Module, TrapKind};
 use faaslet_hostapi::wasi::Output;
@@ -29,6 +31,10 @@ pub const TICK: Duration = crate::faaslet::EPOCH_TICK;
 /// How much longer than the call's deadline a worker waits for another
 /// worker's answer to a forwarded call before taking it for lost.
 pub const FORWARD_GRACE: Duration = Duration::from_secs(5);
+
+/// Default of [`WorkerConfig::compile_memory`]: 1 GiB. CPython (26 MB of
+/// wasm, 11,448 functions) compiles within 400 MiB but not within 200.
+pub const DEFAULT_COMPILE_MEMORY: u64 = 1 << 30;
 
 /// A function whose Proto-Faaslet takes longer than this to restore has
 /// prepared Faaslets kept in a pool ([`WorkerConfig::pool`]); below it
@@ -75,10 +81,26 @@ pub struct WorkerConfig {
     /// past it the module is refused as invalid, naming the budget
     /// (checked between functions).
     pub compile_budget: Duration,
+    /// Most bytes of memory one compilation may hold (see
+    /// [`compile_program`](Self::compile_program); without a program only
+    /// the time budget applies).
+    pub compile_memory: u64,
+    /// The program uploads are compiled in, as a child process stopped at
+    /// [`compile_budget`](Self::compile_budget) and limited to
+    /// [`compile_memory`](Self::compile_memory) (see
+    /// [`compile_child`](crate::compile_child); `faaslet serve` sets its own
+    /// executable). `None`: uploads compile on the worker's thread, bounded
+    /// in time between functions only, and not in memory: a worker that
+    /// takes modules from untrusted users must set it.
+    pub compile_program: Option<PathBuf>,
     /// The CPython interpreter (a WASI build, e.g. `python-3.12.0.wasm`)
     /// Python functions (`PUT /p/...`) run on; `None`: Python functions
     /// are refused.
     pub python: Option<PathBuf>,
+    /// The QuickJS command (`qjs-faaslet.wasm`, built by
+    /// `sdk/js/build.sh`) JavaScript functions (`PUT /js/...`) run on;
+    /// `None`: JavaScript functions are refused.
+    pub js: Option<PathBuf>,
     /// In a cluster, a call this worker has no free thread for goes to
     /// another worker only if it would wait here longer than this (its
     /// [`Executor::expected_wait`]): a hop costs tens of microseconds of
@@ -118,8 +140,11 @@ impl std::fmt::Debug for WorkerConfig {
             .field("results", &self.results)
             .field("memory_limit", &self.memory_limit)
             .field("compile_budget", &self.compile_budget)
+            .field("compile_memory", &self.compile_memory)
+            .field("compile_program", &self.compile_program)
             .field("forward_after", &self.forward_after)
             .field("python", &self.python)
+            .field("js", &self.js)
             .field("proto_faaslets", &self.proto_faaslets)
             .field("pool", &self.pool)
             .field("pool_after", &self.pool_after)
@@ -131,7 +156,8 @@ impl std::fmt::Debug for WorkerConfig {
 impl WorkerConfig {
     /// Defaults over data directory `data`: one thread per core, a queue
     /// of 1,024, a 60 s deadline, 64 MiB bodies, 16 MiB outputs, 10,000
-    /// results kept, 1 GiB of linear memory per call, 30 s to compile,
+    /// results kept, 1 GiB of linear memory per call, 30 s and (with a
+    /// compile program) 1 GiB to compile,
     /// forwarding past an expected wait of 250 µs.
     pub fn new(data: impl Into<PathBuf>) -> WorkerConfig {
         WorkerConfig {
@@ -145,8 +171,11 @@ impl WorkerConfig {
             state: None,
             memory_limit: faaslet::StoreLimits::DEFAULT_MEMORY_BYTES,
             compile_budget: Duration::from_secs(30),
+            compile_memory: DEFAULT_COMPILE_MEMORY,
+            compile_program: None,
             forward_after: DEFAULT_FORWARD_AFTER,
             python: None,
+            js: None,
             proto_faaslets: true,
             pool: 2,
             pool_after: POOL_AFTER,
@@ -235,8 +264,8 @@ pub enum WorkerError {
     /// The cluster's shared store (Redis) failed.
     #[error("cluster: {0}")]
     Cluster(faaslet_state::StateError),
-    /// A script function (Python) ended with a nonzero exit code: an
-    /// uncaught exception, its traceback on stderr.
+    /// A script function (Python, JavaScript) ended with a nonzero exit
+    /// code: an uncaught exception, its traceback or stack on stderr.
     #[error("{function} failed with exit code {code}: {stderr}")]
     Exception {
         /// `user/function`.
@@ -252,6 +281,10 @@ pub enum WorkerError {
     /// or preparing it failed).
     #[error("python: {0}")]
     Python(String),
+    /// JavaScript functions cannot be made here (no QuickJS configured,
+    /// preparing it failed, or the script is not UTF-8 text).
+    #[error("js: {0}")]
+    Js(String),
 }
 
 pub(crate) fn io_err(path: &Path, e: std::io::Error) -> WorkerError {
@@ -316,12 +349,13 @@ pub struct Function {
     /// Marked idempotent at upload: a call of it lost with another
     /// worker runs again here instead of failing.
     pub idempotent: bool,
-    /// Arguments after `argv[0]` (a Python function's `-c SCRIPT`).
+    /// Arguments after `argv[0]` (a Python function's `-c DRIVER SCRIPT`,
+    /// a JavaScript function's `SCRIPT`).
     pub(crate) args: Vec<String>,
     /// Where its calls resume (a program captured at its first read of
     /// input), if that is how its Proto-Faaslet was made.
     pub(crate) resume: Option<Arc<crate::at_input::InputPoint>>,
-    /// A script function (Python): a nonzero exit is a failed call whose
+    /// A script function (Python, JavaScript): a nonzero exit is a failed call whose
     /// error carries the program's stderr (the traceback).
     pub(crate) script: bool,
     /// How long the last restore of its Proto-Faaslet took, nanoseconds
@@ -390,6 +424,9 @@ pub(crate) struct Inner {
     /// The interpreter Python functions run on, asyncified and compiled
     /// once (see `worker::python`).
     pub(crate) python: Mutex<Option<Module>>,
+    /// The interpreter JavaScript functions run on (QuickJS), likewise
+    /// (see `worker::js`).
+    pub(crate) js: Mutex<Option<Module>>,
     /// What every call's Faaslet is configured with but its name and user
     /// (the host interface linked once, the state store, the executor, the
     /// deadline): cloned per call, which allocates next to nothing.
@@ -504,6 +541,7 @@ impl Worker {
                 fetching: Mutex::new(()),
                 pool: Mutex::new(HashMap::new()),
                 python: Mutex::new(None),
+                js: Mutex::new(None),
             }),
         };
         worker.reload(&dir);
@@ -521,8 +559,9 @@ impl Worker {
             };
             for file in files.flatten() {
                 let path = file.path();
-                let python = path.extension().is_some_and(|e| e == "py");
-                if !python && path.extension().is_none_or(|e| e != "wasm") {
+                let ext = path.extension().map(|e| e.to_string_lossy().into_owned());
+                let language = ext.as_deref().and_then(Language::from_extension);
+                if language.is_none() && ext.as_deref() != Some("wasm") {
                     continue;
                 }
                 let Some(fname) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
@@ -531,10 +570,9 @@ impl Worker {
                 if check_name("user", &uname).is_err() || check_name("function", &fname).is_err() {
                     continue;
                 }
-                let loaded = if python {
-                    self.load_python(&uname, &fname, &path)
-                } else {
-                    self.load(&uname, &fname, &path)
+                let loaded = match language {
+                    Some(l) => self.load_script(l, &uname, &fname, &path),
+                    None => self.load(&uname, &fname, &path),
                 };
                 match loaded {
                     Ok(f) => {
@@ -547,9 +585,22 @@ impl Worker {
         }
     }
 
-    /// `wasm` compiled: from the code cache, or compiled and cached.
+    /// `wasm` compiled: from the code cache, or compiled (in a child
+    /// process, if [`WorkerConfig::compile_program`] is set) and cached.
     fn module(&self, what: &str, wasm: &[u8]) -> Result<Module, WorkerError> {
-        self.module_within(what, wasm, Some(self.inner.config.compile_budget))
+        let c = &self.inner.config;
+        match &c.compile_program {
+            Some(program) => {
+                let child = CompileChild::new(program, c.compile_budget, c.compile_memory);
+                let start = Instant::now();
+                let got = self
+                    .inner
+                    .cache
+                    .module_in_child(&self.inner.engine, wasm, &child);
+                self.log_compile(what, got, start)
+            }
+            None => self.module_within(what, wasm, Some(c.compile_budget)),
+        }
     }
 
     /// [`module`](Self::module) within `budget` (`None`: unbounded, for
@@ -561,11 +612,20 @@ impl Worker {
         budget: Option<Duration>,
     ) -> Result<Module, WorkerError> {
         let start = Instant::now();
-        let (module, outcome) = self
+        let got = self
             .inner
             .cache
-            .module_within(&self.inner.engine, wasm, budget)
-            .map_err(WorkerError::Compile)?;
+            .module_within(&self.inner.engine, wasm, budget);
+        self.log_compile(what, got, start)
+    }
+
+    fn log_compile(
+        &self,
+        what: &str,
+        got: Result<(Module, CacheOutcome), faaslet::Error>,
+        start: Instant,
+    ) -> Result<Module, WorkerError> {
+        let (module, outcome) = got.map_err(WorkerError::Compile)?;
         let took = start.elapsed();
         self.inner.metrics.cache(&outcome);
         match outcome {
@@ -693,10 +753,10 @@ impl Worker {
         let Some(p) = cluster.fetch(&name).map_err(WorkerError::Cluster)? else {
             return local;
         };
-        if p.python {
+        if let Some(language) = p.language {
             // A script: captured here, on this worker's interpreter.
-            self.install_python(user, function, &p.wasm, false)?;
-            tracing::info!("{name}: Python function fetched from the cluster and captured");
+            self.install_script(language, user, function, &p.wasm, false)?;
+            tracing::info!("{name}: {language} function fetched from the cluster and captured");
             return self.function(user, function);
         }
         let dir = self.inner.config.data.join("functions").join(user);
@@ -725,6 +785,7 @@ impl Worker {
         }
         mark_idempotent(&wasm_path, p.idempotent)?;
         write(&wasm_path, &p.wasm)?;
+        remove_other_forms(&dir, function, None);
         let f = Arc::new(self.load(user, function, &wasm_path)?);
         tracing::info!(
             "{name}: fetched from the cluster (version {})",
@@ -956,6 +1017,8 @@ impl Worker {
         std::fs::rename(&tmp_snap, &snap).map_err(|e| io_err(&snap, e))?;
         mark_idempotent(&wasm_path, idempotent)?;
         std::fs::rename(&tmp_wasm, &wasm_path).map_err(|e| io_err(&wasm_path, e))?;
+        // A script function of the same name is replaced.
+        remove_other_forms(&dir, function, None);
         self.functions_mut().insert(
             (user.to_string(), function.to_string()),
             Arc::new(Function {
@@ -1326,5 +1389,27 @@ impl ChainHost for Inner {
 
     fn forward_timeout(&self) -> Duration {
         self.config.timeout + FORWARD_GRACE
+    }
+}
+
+/// Removes the files of `function` in `dir` (a user's directory) that
+/// belong to another form of it than the one just stored: the wasm module
+/// (and its idempotent mark) and the scripts of other languages, so that a
+/// restart reloads only the function as last uploaded. `kept`: the
+/// language just stored, `None` for a wasm module.
+pub(crate) fn remove_other_forms(dir: &Path, function: &str, kept: Option<Language>) {
+    let mut gone: Vec<String> = Language::ALL
+        .into_iter()
+        .filter(|l| Some(*l) != kept)
+        .map(|l| l.extension().to_string())
+        .collect();
+    if kept.is_some() {
+        gone.push("wasm".into());
+        gone.push(IDEMPOTENT_MARK.into());
+    } else {
+        gone.push("point".into());
+    }
+    for ext in gone {
+        let _ = std::fs::remove_file(dir.join(format!("{function}.{ext}")));
     }
 }

@@ -10,6 +10,7 @@
 //! | `POST /f/{user}/{function}[?async=1]` | call: body = input, response = output |
 //! | `POST /` | Faasm's JSON message (`user`, `function`, `input_data`, `async`) |
 //! | `PUT /p/{user}/{function}` | upload a Python script (run by CPython, resumed where it first reads stdin); `POST` calls it as `/f/` does: input = stdin, output = stdout, an exception = 500 `exception` with the traceback |
+//! | `PUT /js/{user}/{function}` | upload a JavaScript script (run by QuickJS, resumed where it first calls `readInput()`); `POST` calls it as `/f/` does: input = stdin, output = stdout, an uncaught exception = 500 `exception` with the message and stack in `traceback` |
 //! | `GET /status/{id}` | an asynchronous call's status and output (asked of the worker that took it, if another) |
 //! | `PUT/GET /s/{user}/{key}` | a state value (PUT sets it here and pushes it to the global tier; GET returns this worker's copy, pulled first if the worker holds none) |
 //! | `GET /ping`, `GET /metrics` | liveness; Prometheus metrics |
@@ -20,6 +21,7 @@ use crate::worker::core::{check_name, CallReply, CallStatus, Worker, WorkerError
 use crate::worker::forward::{
     forward, forwarded_headers, ForwardError, CHAIN_DEPTH_HEADER, FUNC_PTR_HEADER, HOPS_HEADER,
 };
+use crate::worker::language::Language;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
@@ -62,6 +64,18 @@ impl From<WorkerError> for ApiError {
         let (status, kind) = match &e {
             WorkerError::BadName { .. } => (StatusCode::BAD_REQUEST, "bad_name"),
             WorkerError::NoSuchFunction { .. } => (StatusCode::NOT_FOUND, "no_such_function"),
+            // Past a compile budget the module may well be valid: too
+            // costly to compile here is not the same answer as invalid.
+            WorkerError::Compile(faaslet::Error::Compile(c))
+                if c.kind == faaslet::CompileErrorKind::Budget =>
+            {
+                (StatusCode::UNPROCESSABLE_ENTITY, "compile_budget")
+            }
+            // The compile process could not be started or died of
+            // something other than its budgets: the worker's fault.
+            WorkerError::Compile(faaslet::Error::Resource(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "compile_failed")
+            }
             WorkerError::Compile(_) => (StatusCode::BAD_REQUEST, "invalid_module"),
             WorkerError::Init(_) => (StatusCode::BAD_REQUEST, "init_failed"),
             WorkerError::Busy(_) => (StatusCode::TOO_MANY_REQUESTS, "busy"),
@@ -76,6 +90,7 @@ impl From<WorkerError> for ApiError {
             WorkerError::Cluster(_) => (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable"),
             WorkerError::Exception { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "exception"),
             WorkerError::Python(_) => (StatusCode::BAD_REQUEST, "python_unavailable"),
+            WorkerError::Js(_) => (StatusCode::BAD_REQUEST, "js_unavailable"),
         };
         let mut err = ApiError::new(status, kind, msg);
         match e {
@@ -135,6 +150,7 @@ pub fn router(worker: Worker) -> Router {
             put(upload).get(download).post(invoke),
         )
         .route("/p/{user}/{function}", put(upload_python).post(invoke))
+        .route("/js/{user}/{function}", put(upload_js).post(invoke))
         .route("/status/{id}", get(status))
         .route("/s/{user}/{key}", put(state_put).get(state_get))
         .fallback(|| async {
@@ -210,14 +226,34 @@ async fn upload_python(
     Path((user, function)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    upload_script(w, Language::Python, user, function, body).await
+}
+
+async fn upload_js(
+    State(w): State<Worker>,
+    Path((user, function)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    upload_script(w, Language::JavaScript, user, function, body).await
+}
+
+/// `PUT /p/...` and `PUT /js/...`: a script of `language`, captured on the
+/// executor (it runs the interpreter up to the script's first input read).
+async fn upload_script(
+    w: Worker,
+    language: Language,
+    user: String,
+    function: String,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
     check_name("user", &user)?;
     check_name("function", &function)?;
     let (u, f) = (user.clone(), function.clone());
-    on_executor(&w, move |w| w.upload_python(&u, &f, &body)).await?;
+    on_executor(&w, move |w| w.upload_script(language, &u, &f, &body)).await?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(json!({ "user": user, "function": function, "language": "python" })),
+        axum::Json(json!({ "user": user, "function": function, "language": language.key() })),
     )
         .into_response())
 }
