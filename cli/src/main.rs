@@ -116,6 +116,10 @@ enum Command {
         /// 3.0). Off by default: the wasm-v2 suite asserts they are invalid.
         #[arg(long)]
         multi_memory: bool,
+        /// Refuse WebAssembly GC (`Config::wasm_gc` off), as faaslet did
+        /// before it was built.
+        #[arg(long)]
+        no_gc: bool,
         /// Run each module from its code-cache artefact: compile it to an
         /// artefact, load that back, and run the loaded code (checks that
         /// cached code behaves as freshly compiled code).
@@ -448,9 +452,10 @@ fn main() -> ExitCode {
             bounds,
             suite,
             multi_memory,
+            no_gc,
             through_cache,
             paths,
-        } => wast(bounds, suite, multi_memory, through_cache, paths),
+        } => wast(bounds, suite, multi_memory, !no_gc, through_cache, paths),
         Command::Compile {
             bounds,
             emit,
@@ -683,6 +688,7 @@ fn wast(
     bounds: BoundsArg,
     suite: Option<String>,
     multi_memory: bool,
+    gc: bool,
     through_cache: bool,
     paths: Vec<PathBuf>,
 ) -> Result<ExitCode, String> {
@@ -714,7 +720,10 @@ fn wast(
     if scripts.is_empty() {
         return Err("no .wast files given".into());
     }
-    let engine = engine_with(bounds, |c| c.wasm_multi_memory = multi_memory)?;
+    let engine = engine_with(bounds, |c| {
+        c.wasm_multi_memory = multi_memory;
+        c.wasm_gc = gc;
+    })?;
     let totals = run_with_big_stack(move || {
         let mut runner = WastRunner::new(engine).through_artifacts(through_cache);
         let mut reports = Vec::new();

@@ -26,6 +26,7 @@ pub(crate) static BUILTINS: BuiltinTable = BuiltinTable(VMBuiltins {
         memory_atomic_wait32 as *const u8,
         memory_atomic_wait64 as *const u8,
         throw as *const u8,
+        gc as *const u8,
     ],
 });
 
@@ -33,7 +34,46 @@ pub(crate) struct BuiltinTable(pub(crate) VMBuiltins);
 // SAFETY: the table holds immutable function pointers.
 unsafe impl Sync for BuiltinTable {}
 
-const _: () = assert!(builtins::COUNT == 14);
+const _: () = assert!(builtins::COUNT == 15);
+
+/// `GC`: every GC heap operation (see `faaslet_jit::gc_layout`). Returns 1
+/// (the code traps with `TRAP_GC`) after recording the trap in the heap.
+unsafe extern "C" fn gc(vmctx: *mut u8, op: u32, a: u32, b: u32, values: *mut abi::ValRaw) -> u32 {
+    // SAFETY: as in memory_grow. Only read here: a GC operation changes
+    // nothing of the instance (segments are read, never dropped).
+    let inst: &InstanceEntry = unsafe { instance(vmctx) };
+    // SAFETY: `inst` is live (above).
+    let core = unsafe { store_core(inst) };
+    let info = inst.module.info();
+    let count = crate::gc::operand_count(info, op, a, b).max(1);
+    // SAFETY: JIT code passes a 16-byte-slot stack array with one slot per
+    // operand of `op` (at least one), as `operand_count` counts them from
+    // the same module's types and the same immediates.
+    let vals = unsafe { std::slice::from_raw_parts_mut(values, count) };
+    let budget = core.gc_budget();
+    let data = |d: u32| match inst.data_dropped.get(d as usize) {
+        Some(false) => info.data.get(d as usize).map(|s| &*s.bytes),
+        _ => None,
+    };
+    let elements = &inst.elements;
+    let elems = |e: u32| elements.get(e as usize).cloned().flatten();
+    let env = crate::gc::GcEnv {
+        info,
+        data: &data,
+        elems: &elems,
+        budget,
+    };
+    let Ok(mut heap) = core.gc.try_borrow_mut() else {
+        return 1;
+    };
+    match heap.run(&env, op, a, b, vals) {
+        Ok(()) => 0,
+        Err(kind) => {
+            heap.trap = Some(kind);
+            1
+        }
+    }
+}
 
 /// `throw`: a new exception of `tag` with the `count` payload values at
 /// `values`, made pending in the store context. Returns 1 (the code traps)

@@ -115,6 +115,18 @@ pub struct Config {
     /// their store (at most [`MAX_EXCEPTION_BYTES`](crate::MAX_EXCEPTION_BYTES)
     /// of them; a `throw` past that traps). On by default.
     pub wasm_exceptions: bool,
+    /// Accept WebAssembly GC (WebAssembly 3.0): struct and array types,
+    /// declared subtypes, `anyref`/`eqref`/`i31ref`/`structref`/`arrayref`,
+    /// casts and the GC instructions, with a per-store heap (see
+    /// `docs/gc.md`). Needs `wasm_function_references`. On by default.
+    ///
+    /// The heap is a bump allocator that frees nothing while its store
+    /// lives (a store is usually one call, or one Faaslet reset to its
+    /// snapshot between calls): it counts against
+    /// [`StoreLimits::memory_bytes`], and an allocation past that traps
+    /// with [`TrapKind::GcHeapExhausted`](crate::TrapKind). Heap operations
+    /// and casts are runtime calls (correct and bounds-checked, not fast).
+    pub wasm_gc: bool,
     /// The resource limits every new [`Store`](crate::Store) starts with
     /// ([`Store::set_limits`](crate::Store::set_limits) changes one store's).
     pub store_limits: StoreLimits,
@@ -132,10 +144,11 @@ pub struct Config {
 ///
 /// Memory bytes count the current size of every memory the store created
 /// (and growth of shared memories it imported, charged to the store that
-/// grows them); table elements count every table's current length.
+/// grows them) and of the store's GC heap (WebAssembly GC); table elements
+/// count every table's current length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreLimits {
-    /// Total bytes of linear memory (default 1 GiB).
+    /// Total bytes of linear memory and GC heap (default 1 GiB).
     pub memory_bytes: u64,
     /// Total elements of all tables (default 10,000,000: 80 MB of entries).
     pub table_elements: u64,
@@ -250,6 +263,7 @@ impl Default for Config {
             wasm_function_references: true,
             wasm_memory64: true,
             wasm_exceptions: true,
+            wasm_gc: true,
             store_limits: StoreLimits::default(),
         }
     }
@@ -318,7 +332,16 @@ fn encoded_type_id(ty: &FuncType) -> Option<u32> {
     if nr > 3 || np + nr > 8 || ty.ref_key.is_some() {
         return None;
     }
-    // (An exnref is never plain: its types have a `ref_key`.)
+    // A wasm type with an exnref or anyref always has a `ref_key`; a host
+    // type with one (no key) is registered, so that it is told apart from
+    // a host type with the other.
+    let values = ty.params.iter().chain(ty.results.iter());
+    if values
+        .clone()
+        .any(|v| matches!(v, ValType::ExnRef | ValType::AnyRef))
+    {
+        return None;
+    }
     let code = |v: &ValType| match v {
         ValType::I32 => 1u32,
         ValType::I64 => 2,
@@ -327,9 +350,8 @@ fn encoded_type_id(ty: &FuncType) -> Option<u32> {
         ValType::V128 => 5,
         ValType::FuncRef => 6,
         ValType::ExternRef => 7,
-        ValType::ExnRef => 0,
+        ValType::ExnRef | ValType::AnyRef => 0,
     };
-    let values = ty.params.iter().chain(ty.results.iter());
     let codes = values
         .enumerate()
         .fold(0u32, |a, (i, v)| a | (code(v) << (3 * i)));
@@ -390,6 +412,7 @@ impl Engine {
             function_references: config.wasm_function_references,
             memory64: config.wasm_memory64,
             exceptions: config.wasm_exceptions,
+            gc: config.wasm_gc && config.wasm_function_references,
         };
         let compiler = Compiler::new(&compile)?;
         Ok(Engine {

@@ -284,21 +284,27 @@ pub(crate) fn instance_id_of_vmctx(vmctx: *mut u8) -> Option<u32> {
     }
 }
 
-/// Evaluates a constant expression during instantiation.
+/// Evaluates a constant expression during instantiation. GC
+/// operators allocate in `gc`, within `budget` bytes.
 pub(crate) fn eval_const(
     globals: &[Box<GlobalEntry>],
+    gc: &std::cell::RefCell<crate::gc::GcHeap>,
+    budget: u64,
     entry: &InstanceEntry,
     expr: &ConstExpr,
-) -> u128 {
+) -> Result<u128, crate::trap::Trap> {
+    let info = entry.module.info();
+    let mut heap = gc.borrow_mut();
     eval(
         expr,
         |g| globals[entry.global_ids[g as usize] as usize].vm.bits,
         |f| entry.funcref_ptr(f) as u128,
+        Some((&mut heap, info, budget)),
     )
 }
 
 /// Evaluates a constant expression once the instance is in place (globals
-/// are reached through the vmctx).
+/// are reached through the vmctx). Only for offsets (no GC operators).
 pub(crate) fn eval_const_entry(entry: &InstanceEntry, expr: &ConstExpr) -> u128 {
     let offsets = entry.module.info().offsets;
     eval(
@@ -312,12 +318,24 @@ pub(crate) fn eval_const_entry(entry: &InstanceEntry, expr: &ConstExpr) -> u128 
             }
         },
         |f| entry.funcref_ptr(f) as u128,
+        None,
     )
+    .unwrap_or(0)
 }
 
-fn eval(expr: &ConstExpr, global: impl Fn(u32) -> u128, func: impl Fn(u32) -> u128) -> u128 {
+type GcParts<'a> = (&'a mut crate::gc::GcHeap, &'a faaslet_jit::ModuleInfo, u64);
+
+fn eval(
+    expr: &ConstExpr,
+    global: impl Fn(u32) -> u128,
+    func: impl Fn(u32) -> u128,
+    mut gc: Option<GcParts<'_>>,
+) -> Result<u128, crate::trap::Trap> {
+    use crate::trap::{Trap, TrapKind};
+    use faaslet_jit::gc_ref;
     // Validation guarantees a well-typed expression leaving one value.
     let mut stack: Vec<u128> = Vec::with_capacity(4);
+    let no_gc = || Trap::new(TrapKind::Unreachable);
     for op in &expr.ops {
         let v = match *op {
             ConstOp::I32Const(v) => v as u32 as u128,
@@ -346,10 +364,65 @@ fn eval(expr: &ConstExpr, global: impl Fn(u32) -> u128, func: impl Fn(u32) -> u1
                     _ => a.wrapping_mul(b),
                 }) as u128
             }
+            ConstOp::RefI31 => {
+                let x = stack.pop().unwrap_or(0) as u32;
+                u128::from((x << 1) | gc_ref::I31_TAG as u32)
+            }
+            ConstOp::AnyConvertExtern => {
+                let e = stack.pop().unwrap_or(0) as u64;
+                u128::from(match e {
+                    0 => 0,
+                    e if e & gc_ref::WRAPPED_ANY != 0 => e & !gc_ref::WRAPPED_ANY,
+                    e => (e << 2) | gc_ref::EXTERN_TAG,
+                })
+            }
+            ConstOp::ExternConvertAny => {
+                let a = stack.pop().unwrap_or(0) as u64;
+                u128::from(match a {
+                    0 => 0,
+                    a if a & gc_ref::TAG_MASK == gc_ref::EXTERN_TAG => a >> 2,
+                    a => a | gc_ref::WRAPPED_ANY,
+                })
+            }
+            ConstOp::StructNew(t) | ConstOp::StructNewDefault(t) => {
+                let (heap, info, budget) = gc.as_mut().ok_or_else(no_gc)?;
+                let vals = match *op {
+                    ConstOp::StructNew(_) => {
+                        let n = crate::gc::operand_count(
+                            info,
+                            faaslet_jit::gc_layout::op::STRUCT_NEW,
+                            t,
+                            0,
+                        );
+                        Some(stack.split_off(stack.len().saturating_sub(n)))
+                    }
+                    _ => None,
+                };
+                heap.struct_new(info, t, vals.as_deref(), *budget)
+                    .map_err(Trap::new)? as u128
+            }
+            ConstOp::ArrayNew(t) | ConstOp::ArrayNewDefault(t) => {
+                let (heap, info, budget) = gc.as_mut().ok_or_else(no_gc)?;
+                let len = stack.pop().unwrap_or(0) as u32 as u64;
+                let init = match *op {
+                    ConstOp::ArrayNew(_) => stack.pop().unwrap_or(0),
+                    _ => 0,
+                };
+                heap.array_new(info, t, len, *budget, |_| Ok(init))
+                    .map_err(Trap::new)? as u128
+            }
+            ConstOp::ArrayNewFixed(t, n) => {
+                let (heap, info, budget) = gc.as_mut().ok_or_else(no_gc)?;
+                let vals = stack.split_off(stack.len().saturating_sub(n as usize));
+                heap.array_new(info, t, u64::from(n), *budget, |i| {
+                    Ok(vals.get(i as usize).copied().unwrap_or(0))
+                })
+                .map_err(Trap::new)? as u128
+            }
         };
         stack.push(v);
     }
-    stack.pop().unwrap_or(0)
+    Ok(stack.pop().unwrap_or(0))
 }
 /// Copies `len` items of `src` starting at `src_off` into the table at `dst`.
 pub(crate) fn copy_into_table(

@@ -76,6 +76,17 @@ pub struct ExnRef {
     pub(crate) raw: u64,
 }
 
+/// A non-null reference of WebAssembly GC's `any` hierarchy (a struct, an
+/// array, an `i31`, or an externalised host reference), as the host sees
+/// it. Valid for the life of its store (the heap never frees objects; see
+/// `docs/gc.md`). [`AnyRef::kind`] says what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AnyRef {
+    pub(crate) store: StoreId,
+    /// The encoded reference (`faaslet_jit::gc_ref`), non-zero.
+    pub(crate) raw: u64,
+}
+
 /// Anything an instance can import or export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Extern {

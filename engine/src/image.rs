@@ -101,10 +101,21 @@ pub struct InstanceImage {
     memories: Vec<Arc<MemoryImage>>,
     /// Defined globals; funcrefs as function index + 1 (0 null).
     globals: Vec<u128>,
-    /// Defined tables: function index + 1 per element (0 null).
+    /// Defined tables: function index + 1 per element (0 null); for a
+    /// table of GC references, the reference (`i31` or heap offset).
     tables: Vec<Vec<u32>>,
     data_dropped: Vec<bool>,
     elem_dropped: Vec<bool>,
+    /// The store's GC heap in image form (`crate::gc`): empty if it held
+    /// no object.
+    gc_heap: Arc<[u8]>,
+}
+
+/// Whether the module declares struct or array types (WebAssembly GC).
+fn uses_gc(info: &faaslet_jit::ModuleInfo) -> bool {
+    info.type_defs
+        .iter()
+        .any(|d| !matches!(d.kind, faaslet_jit::CompositeKind::Func))
 }
 
 /// An image as plain values, for serialisation ([`InstanceImage::to_parts`],
@@ -117,12 +128,20 @@ pub struct ImageParts {
     /// Each defined global's bits, in order; a funcref as function index +
     /// 1, 0 for null.
     pub globals: Vec<u128>,
-    /// Each defined table: function index + 1 per element, 0 for null.
+    /// Each defined table: function index + 1 per element, 0 for null; for
+    /// a table of GC references (`anyref`, ...), the reference itself (an
+    /// `i31` or an offset into `gc_heap`).
     pub tables: Vec<Vec<u32>>,
     /// For each data segment, whether it was dropped.
     pub data_dropped: Vec<bool>,
     /// For each element segment, whether it was dropped.
     pub elem_dropped: Vec<bool>,
+    /// The store's GC heap (WebAssembly GC), empty if it held no object:
+    /// its bytes from offset 0, each object's header holding the module's
+    /// type index instead of an engine-wide type id and each function
+    /// reference field a function index + 1 (0 null). References between
+    /// objects are heap offsets and need no change.
+    pub gc_heap: Vec<u8>,
 }
 
 fn memory_image(bytes: &[u8]) -> Result<Arc<MemoryImage>, Error> {
@@ -207,6 +226,14 @@ impl InstanceImage {
                 ValType::ExnRef if bits != 0 => {
                     return Err(ImageError::Unsupported("a global holds an exnref".into()))
                 }
+                ValType::AnyRef
+                    if bits as u64 & faaslet_jit::gc_ref::TAG_MASK
+                        == faaslet_jit::gc_ref::EXTERN_TAG =>
+                {
+                    return Err(ImageError::Unsupported(
+                        "a global holds an externref".into(),
+                    ))
+                }
                 _ => bits,
             });
         }
@@ -224,16 +251,40 @@ impl InstanceImage {
                         return Err(ImageError::Unsupported("a table holds an exnref".into()))
                     }
                     RefType::Extern | RefType::Exn => 0,
+                    // A GC reference is an `i31` or a heap offset below
+                    // `gc::MAX_HEAP_BYTES`: 32 bits, kept as is (the heap
+                    // is captured with its offsets). An externalised host
+                    // reference is refused as an externref is.
+                    RefType::Any => u32::try_from(e)
+                        .ok()
+                        .filter(|v| {
+                            u64::from(*v) & faaslet_jit::gc_ref::TAG_MASK
+                                != faaslet_jit::gc_ref::EXTERN_TAG
+                        })
+                        .ok_or_else(|| {
+                            ImageError::Unsupported(
+                                "a table holds an externalised host reference".into(),
+                            )
+                        })?,
                 });
             }
             tables.push(items);
         }
+        let heap = core.gc.borrow();
+        let gc_heap: Arc<[u8]> = if heap.is_empty() {
+            Arc::from(vec![])
+        } else {
+            heap.image(info, &|raw| entry.func_index_of(raw as usize))
+                .map_err(ImageError::Unsupported)?
+                .into()
+        };
         Ok(InstanceImage {
             memories,
             globals,
             tables,
             data_dropped: entry.data_dropped.clone(),
             elem_dropped: entry.elements.iter().map(Option::is_none).collect(),
+            gc_heap,
             module,
         })
     }
@@ -250,7 +301,8 @@ impl InstanceImage {
 
     /// Entry `index` of table `table` (the module's table index space) as
     /// captured: `None` if there is no such table or entry, else whether
-    /// it holds a function (not null).
+    /// it holds a function (not null; for a table of GC references,
+    /// whether it holds one).
     pub fn table_holds_func(&self, table: u32, index: u64) -> Option<bool> {
         let items = self.tables.get(table as usize)?;
         let item = items.get(usize::try_from(index).ok()?)?;
@@ -280,6 +332,14 @@ impl InstanceImage {
             let bits = self.global_bits(entry, i);
             core.globals[gid as usize].vm.bits = bits;
         }
+        if !self.gc_heap.is_empty() || uses_gc(info) {
+            // The store's heap goes back to the image's (a store holding a
+            // restored Faaslet holds only it).
+            let entry = &core.instances[id as usize];
+            let mut heap = core.gc.borrow_mut();
+            heap.clear();
+            self.restore_gc_heap_into(&mut heap, entry)?;
+        }
         self.restore_tables_and_segments(core, id)
     }
 
@@ -298,6 +358,7 @@ impl InstanceImage {
             tables: self.tables.clone(),
             data_dropped: self.data_dropped.clone(),
             elem_dropped: self.elem_dropped.clone(),
+            gc_heap: self.gc_heap.to_vec(),
         })
     }
 
@@ -343,6 +404,13 @@ impl InstanceImage {
                 ValType::I64 | ValType::F64 => *g <= u64::MAX as u128,
                 ValType::V128 => true,
                 ValType::FuncRef => *g <= num_funcs as u128,
+                // An `i31` or a heap offset (never an externalised host
+                // reference; an offset is only ever used bounds-checked).
+                ValType::AnyRef => {
+                    *g <= u64::MAX as u128
+                        && *g as u64 & faaslet_jit::gc_ref::TAG_MASK
+                            != faaslet_jit::gc_ref::EXTERN_TAG
+                }
                 _ => *g == 0,
             };
             if !ok {
@@ -367,9 +435,14 @@ impl InstanceImage {
                     t.len()
                 )));
             }
-            if t.iter().any(|&e| e as u64 > num_funcs)
-                || (ty.element != RefType::Func && t.iter().any(|&e| e != 0))
-            {
+            let fits = |e: u32| match ty.element {
+                RefType::Func => u64::from(e) <= num_funcs,
+                RefType::Any => {
+                    u64::from(e) & faaslet_jit::gc_ref::TAG_MASK != faaslet_jit::gc_ref::EXTERN_TAG
+                }
+                RefType::Extern | RefType::Exn => e == 0,
+            };
+            if !t.iter().all(|&e| fits(e)) {
                 return Err(bad("table element out of range".into()));
             }
         }
@@ -378,6 +451,7 @@ impl InstanceImage {
         {
             return Err(bad("segment counts differ from the module".into()));
         }
+        crate::gc::GcHeap::check_image(info, &parts.gc_heap).map_err(bad)?;
         Ok(InstanceImage {
             module: module.clone(),
             memories,
@@ -385,6 +459,7 @@ impl InstanceImage {
             tables: parts.tables,
             data_dropped: parts.data_dropped,
             elem_dropped: parts.elem_dropped,
+            gc_heap: parts.gc_heap.into(),
         })
     }
 
@@ -399,6 +474,42 @@ impl InstanceImage {
         k: usize,
     ) -> Result<u32, Error> {
         core.push_memory_image(ty, &self.memories[k])
+    }
+
+    /// Puts the image's GC heap into the store of `entry` (a new instance
+    /// being made from the image), whose heap must hold no object yet.
+    pub(crate) fn restore_gc_heap(
+        &self,
+        core: &StoreCore,
+        entry: &InstanceEntry,
+    ) -> Result<(), Error> {
+        if self.gc_heap.is_empty() {
+            return Ok(());
+        }
+        if self.gc_heap.len() as u64 > core.gc_budget() {
+            return Err(Error::Resource(format!(
+                "the image's GC heap of {} bytes is over the store's memory limit",
+                self.gc_heap.len()
+            )));
+        }
+        let mut heap = core.gc.borrow_mut();
+        if !heap.is_empty() {
+            return Err(Error::Resource(
+                "an image with GC objects needs a store whose GC heap is empty".into(),
+            ));
+        }
+        self.restore_gc_heap_into(&mut heap, entry)
+    }
+
+    fn restore_gc_heap_into(
+        &self,
+        heap: &mut crate::gc::GcHeap,
+        entry: &InstanceEntry,
+    ) -> Result<(), Error> {
+        heap.restore_image(entry.module.info(), &self.gc_heap, &|i| {
+            entry.funcref_ptr(i) as u64
+        })
+        .map_err(|e| Error::Resource(format!("GC heap image: {e}")))
     }
 
     /// The bits of defined global `i` for instance `entry`.
@@ -419,14 +530,18 @@ impl InstanceImage {
         core: &mut StoreCore,
         id: u32,
     ) -> Result<(), Error> {
+        let budget = core.gc_budget();
         let entry = &mut core.instances[id as usize];
         for (k, items) in self.tables.iter().enumerate() {
             // SAFETY: table pointers of an instance are live store entries,
             // and no wasm code runs while we hold `&mut StoreCore`.
             let t = unsafe { &mut *entry.tables[k] };
+            let gc = t.ty.element == RefType::Any;
             t.elems.clear();
             t.elems.extend(items.iter().map(|&e| {
-                if e == 0 {
+                if gc {
+                    u64::from(e)
+                } else if e == 0 {
                     0
                 } else {
                     entry.funcref_ptr(e - 1) as u64
@@ -445,8 +560,11 @@ impl InstanceImage {
                 let items: Arc<[u64]> = info.elements[i]
                     .items
                     .iter()
-                    .map(|e| crate::entries::eval_const_entry(entry, e) as u64)
-                    .collect();
+                    .map(|e| {
+                        crate::entries::eval_const(&core.globals, &core.gc, budget, entry, e)
+                            .map(|v| v as u64)
+                    })
+                    .collect::<Result<_, _>>()?;
                 entry.elements[i] = Some(items);
             }
         }

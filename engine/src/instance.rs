@@ -88,6 +88,11 @@ impl Instance {
                 .fold(0u64, |a, t| a.saturating_add(t.minimum)),
         )?;
         core.modules.push(module.clone());
+        if core.engine.config().wasm_gc && crate::gc::needs_registration(info) {
+            // Casts look up the types of objects and function references
+            // by engine-wide id.
+            core.gc.get_mut().register_types(info);
+        }
         let offsets = info.offsets;
         let id = core.instances.len() as u32;
         let core_ptr = &*core as *const StoreCore as *const ();
@@ -198,6 +203,11 @@ impl Instance {
                 }
             };
         }
+        // 4b. An image's GC heap, before anything below allocates in it
+        // (its objects keep their offsets, which its globals hold).
+        if let Some(snap) = snap {
+            snap.restore_gc_heap(core, &entry)?;
+        }
         // 5. Globals, in order (initialisers may read earlier globals).
         for (i, ty) in info.globals[info.num_imported_globals as usize..]
             .iter()
@@ -205,7 +215,13 @@ impl Instance {
         {
             let bits = match snap {
                 Some(snap) => snap.global_bits(&entry, i),
-                None => eval_const(&core.globals, &entry, &info.global_inits[i]),
+                None => eval_const(
+                    &core.globals,
+                    &core.gc,
+                    core.gc_budget(),
+                    &entry,
+                    &info.global_inits[i],
+                )?,
             };
             let id = core.push_global(*ty, bits);
             entry.global_ids.push(id);
@@ -220,7 +236,8 @@ impl Instance {
         // existing elements in place keeps the `VMTable` base valid.
         for (i, init) in info.table_inits.iter().enumerate() {
             if let Some(init) = init {
-                let value = eval_const(&core.globals, &entry, init) as u64;
+                let value =
+                    eval_const(&core.globals, &core.gc, core.gc_budget(), &entry, init)? as u64;
                 let id = entry.table_ids[info.num_imported_tables as usize + i];
                 let t = &mut core.tables[id as usize];
                 t.elems.fill(value);
@@ -234,11 +251,14 @@ impl Instance {
                 let items: Arc<[u64]> = seg
                     .items
                     .iter()
-                    .map(|e| eval_const(&core.globals, &entry, e) as u64)
-                    .collect();
-                Some(items)
+                    .map(|e| {
+                        eval_const(&core.globals, &core.gc, core.gc_budget(), &entry, e)
+                            .map(|v| v as u64)
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok(Some(items))
             })
-            .collect();
+            .collect::<Result<_, Trap>>()?;
         core.instances.push(entry);
         let instance = Instance {
             store: core.id,
@@ -403,7 +423,11 @@ fn check_import(
         (EntityType::Func(t), Extern::Func(f)) => {
             let want = &info.types[*t as usize];
             let have = &core.funcs[f.index as usize].ty;
-            if want != have {
+            // SAFETY: a function entry's funcref points at its live
+            // `VMFuncRef` (in its instance's vmctx or host context).
+            let have_id = unsafe { (*core.funcs[f.index as usize].funcref).type_id };
+            let want_id = info.type_ids[*t as usize];
+            if want != have && !core.gc.borrow().is_declared_subtype(have_id, want_id) {
                 return Err(Error::Link(format!(
                     "{}: expected {want}, found {have}",
                     what()
@@ -444,7 +468,9 @@ fn check_import(
             }
         }
         (EntityType::Global(want), Extern::Global(g)) => {
-            if !global_matches(&core.globals[g.index as usize].ty, want) {
+            let heap = core.gc.borrow();
+            let declared = |a, b| heap.is_declared_subtype(a, b);
+            if !global_matches(&core.globals[g.index as usize].ty, want, declared) {
                 return Err(Error::Link(format!("{}: incompatible global type", what())));
             }
         }
@@ -463,7 +489,11 @@ fn check_import(
 /// mutability and value type, and for a reference global the same precise
 /// type if mutable (it can be written through either side) or a subtype
 /// if immutable.
-fn global_matches(have: &faaslet_jit::GlobalType, want: &faaslet_jit::GlobalType) -> bool {
+fn global_matches(
+    have: &faaslet_jit::GlobalType,
+    want: &faaslet_jit::GlobalType,
+    declared: impl Fn(u32, u32) -> bool,
+) -> bool {
     if have.mutable != want.mutable || have.content != want.content {
         return false;
     }
@@ -474,6 +504,8 @@ fn global_matches(have: &faaslet_jit::GlobalType, want: &faaslet_jit::GlobalType
         t.ref_type.unwrap_or_else(|| {
             faaslet_jit::TypedRef::plain(match t.content {
                 faaslet_jit::ValType::ExternRef => faaslet_jit::RefType::Extern,
+                faaslet_jit::ValType::ExnRef => faaslet_jit::RefType::Exn,
+                faaslet_jit::ValType::AnyRef => faaslet_jit::RefType::Any,
                 _ => faaslet_jit::RefType::Func,
             })
         })
@@ -482,6 +514,6 @@ fn global_matches(have: &faaslet_jit::GlobalType, want: &faaslet_jit::GlobalType
     if have.mutable {
         h == w
     } else {
-        h.is_subtype_of(w)
+        h.is_subtype_with(w, declared)
     }
 }

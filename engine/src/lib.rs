@@ -50,7 +50,7 @@
 //! | images and builtins | `image` ([`InstanceImage`]), `builtins` (called by JIT code) |
 //! | handle behaviour | `func`, `externals`, `shared_memory`, `values` |
 //! | the store | `store` ([`Store`], [`InterruptHandle`]), `entries` (what it owns) |
-//! | storage | `memory` (every linear memory), `parking_lot` (atomic wait/notify) |
+//! | storage | `memory` (every linear memory), `parking_lot` (atomic wait/notify), `gc` (the GC heap) |
 //! | foundations | `handles`, `module`, `engine`, `trap` |
 
 mod builtins;
@@ -58,6 +58,7 @@ mod engine;
 mod entries;
 mod externals;
 mod func;
+mod gc;
 mod handles;
 mod image;
 mod instance;
@@ -74,13 +75,15 @@ pub use engine::{
     Bounds, Config, Engine, StoreLimits, MAX_GUARD_SIZE, MAX_WASM_STACK, MIN_WASM_STACK,
 };
 pub use faaslet_jit::{
-    ArtifactError, ArtifactKey, CompileError, CompileErrorKind, ConstExpr, ConstOp, ElemMode,
-    ElemSegment, Emit, ExportIndex, FuncType, GlobalType, MemoryType, RefType, TableType, ValType,
+    ArtifactError, ArtifactKey, CompileError, CompileErrorKind, CompositeKind, ConstExpr, ConstOp,
+    ElemMode, ElemSegment, Emit, ExportIndex, FieldType, FuncType, GlobalType, MemoryType, RefType,
+    StorageType, TableType, TypeDef, ValType,
 };
 pub use func::{
     Caller, IntoFunc, TypedFunc, WasmParams, WasmResults, WasmRet, WasmTy, WrittenPages,
 };
-pub use handles::{ExnRef, Extern, ExternRef, Func, Global, Instance, Memory, Table, Tag};
+pub use gc::{AnyKind, MAX_HEAP_BYTES};
+pub use handles::{AnyRef, ExnRef, Extern, ExternRef, Func, Global, Instance, Memory, Table, Tag};
 pub use image::{ImageError, ImageParts, InstanceImage, Source};
 pub use linker::Linker;
 pub use module::{checksum, wat_to_wasm, ExternType, Module};

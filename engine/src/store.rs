@@ -130,6 +130,8 @@ pub(crate) struct StoreCore {
     /// The exceptions thrown in this store (a `RefCell`: the `THROW`
     /// builtin reaches the store through a shared reference).
     pub(crate) exceptions: std::cell::RefCell<ExceptionHeap>,
+    /// The GC heap (WebAssembly GC; a `RefCell` as `exceptions` is).
+    pub(crate) gc: std::cell::RefCell<crate::gc::GcHeap>,
 }
 
 /// The most bytes of exception objects (32 bytes plus 16 per payload
@@ -249,6 +251,7 @@ impl<T> Store<T> {
                     fault_regions,
                     tags: Vec::new(),
                     exceptions: Default::default(),
+                    gc: Default::default(),
                 },
                 data,
             }),
@@ -283,8 +286,8 @@ impl<T> Store<T> {
         self.inner.core.limits
     }
 
-    /// Bytes of linear memory the store's memories hold now (the sum the
-    /// `memory_bytes` limit bounds).
+    /// Bytes of linear memory the store's memories hold now, plus the
+    /// bytes of its GC heap (the sum the `memory_bytes` limit bounds).
     pub fn memory_bytes(&self) -> u64 {
         self.inner.core.memory_bytes()
     }
@@ -418,9 +421,12 @@ fn within(limit: Limit, used: u64, delta: u64, max: u64) -> Result<(), LimitErro
 impl StoreCore {
     /// Bytes of all the store's memories now.
     pub(crate) fn memory_bytes(&self) -> u64 {
+        // (The GC heap is counted only when not borrowed: the `GC`
+        // builtin computes its budget before borrowing it.)
+        let heap = self.gc.try_borrow().map_or(0, |h| h.len());
         self.memories
             .iter()
-            .fold(0u64, |a, m| a.saturating_add(m.length()))
+            .fold(heap, |a, m| a.saturating_add(m.length()))
     }
 
     /// Elements of all the store's tables now.
@@ -431,6 +437,12 @@ impl StoreCore {
     }
 
     /// May the store's memories grow by `bytes` more?
+    /// Bytes the GC heap may still grow by under the `memory_bytes` limit
+    /// (asked before the heap is borrowed).
+    pub(crate) fn gc_budget(&self) -> u64 {
+        self.limits.memory_bytes.saturating_sub(self.memory_bytes())
+    }
+
     pub(crate) fn check_memory_growth(&self, bytes: u64) -> Result<(), LimitError> {
         within(
             Limit::MemoryBytes,
@@ -702,6 +714,11 @@ impl StoreCore {
                 if trap.kind == TrapKind::Host {
                     if let Some(t) = self.pending_trap.take() {
                         trap = t;
+                    }
+                }
+                if site.code == abi::TRAP_GC {
+                    if let Some(kind) = self.gc.get_mut().trap.take() {
+                        trap.kind = kind;
                     }
                 }
                 trap.func_index = Some(site.func_index);

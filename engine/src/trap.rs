@@ -48,6 +48,18 @@ pub enum TrapKind {
     ExceptionLimit,
     /// A wasm exception reached the host without being caught.
     UncaughtException,
+    /// `struct.get` / `struct.set` of null (GC).
+    NullStructReference,
+    /// An array operation on null (GC).
+    NullArrayReference,
+    /// An array access outside the array (GC).
+    ArrayOutOfBounds,
+    /// `i31.get_s` / `i31.get_u` of null (GC).
+    NullI31Reference,
+    /// `ref.cast` of a reference not of the target type (GC).
+    CastFailure,
+    /// An allocation past the store's GC heap limit (GC).
+    GcHeapExhausted,
 }
 
 impl TrapKind {
@@ -73,6 +85,12 @@ impl TrapKind {
             TrapKind::NullExceptionReference => "null exception reference",
             TrapKind::ExceptionLimit => "too many exceptions",
             TrapKind::UncaughtException => "uncaught exception",
+            TrapKind::NullStructReference => "null structure reference",
+            TrapKind::NullArrayReference => "null array reference",
+            TrapKind::ArrayOutOfBounds => "out of bounds array access",
+            TrapKind::NullI31Reference => "null i31 reference",
+            TrapKind::CastFailure => "cast failure",
+            TrapKind::GcHeapExhausted => "allocation failed: GC heap exhausted",
         }
     }
 
@@ -97,6 +115,11 @@ impl TrapKind {
             c if c == abi::TRAP_NULL_EXNREF => TrapKind::NullExceptionReference,
             c if c == abi::TRAP_EXCEPTION_LIMIT => TrapKind::ExceptionLimit,
             c if c == abi::TRAP_UNCAUGHT_EXCEPTION => TrapKind::UncaughtException,
+            c if c == abi::TRAP_CAST => TrapKind::CastFailure,
+            c if c == abi::TRAP_NULL_I31 => TrapKind::NullI31Reference,
+            // The GC builtin recorded the precise kind (`StoreCore::gc`);
+            // this is only the fallback.
+            c if c == abi::TRAP_GC => TrapKind::GcHeapExhausted,
             _ => return None,
         })
     }

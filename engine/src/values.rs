@@ -1,6 +1,7 @@
 //! Values that cross between the host and wasm.
 
-use crate::handles::{ExnRef, ExternRef, Func};
+use crate::gc::AnyKind;
+use crate::handles::{AnyRef, ExnRef, ExternRef, Func};
 use crate::store::{Store, StoreCore};
 use faaslet_jit::abi::ValRaw;
 use faaslet_jit::ValType;
@@ -25,6 +26,8 @@ pub enum Val {
     ExternRef(Option<ExternRef>),
     /// A nullable exception reference.
     ExnRef(Option<ExnRef>),
+    /// A nullable reference of the GC `any` hierarchy.
+    AnyRef(Option<AnyRef>),
 }
 
 impl Val {
@@ -39,6 +42,7 @@ impl Val {
             Val::FuncRef(_) => ValType::FuncRef,
             Val::ExternRef(_) => ValType::ExternRef,
             Val::ExnRef(_) => ValType::ExnRef,
+            Val::AnyRef(_) => ValType::AnyRef,
         }
     }
 
@@ -53,6 +57,7 @@ impl Val {
             ValType::FuncRef => Val::FuncRef(None),
             ValType::ExternRef => Val::ExternRef(None),
             ValType::ExnRef => Val::ExnRef(None),
+            ValType::AnyRef => Val::AnyRef(None),
         }
     }
 
@@ -128,7 +133,73 @@ impl ExternRef {
             self.store, core.id,
             "ExternRef used with a store that did not create it"
         );
-        &*core.externs[(self.raw - 1) as usize]
+        // An `externref` made by `extern.convert_any` wraps a GC
+        // reference and holds no host data.
+        match core.externs.get((self.raw as usize).wrapping_sub(1)) {
+            Some(d) => &**d,
+            None => &(),
+        }
+    }
+
+    /// The GC reference this `externref` wraps, if `extern.convert_any`
+    /// made it.
+    pub fn as_any<T>(&self, store: &Store<T>) -> Option<AnyRef> {
+        let core = store.core();
+        (self.store == core.id && self.raw & faaslet_jit::gc_ref::WRAPPED_ANY != 0).then_some(
+            AnyRef {
+                store: core.id,
+                raw: self.raw & !faaslet_jit::gc_ref::WRAPPED_ANY,
+            },
+        )
+    }
+}
+
+impl AnyRef {
+    /// What the reference is: an `i31` (with its value), a struct, an
+    /// array, or an externalised host reference. `None` for a reference of
+    /// another store.
+    pub fn kind<T>(&self, store: &Store<T>) -> Option<AnyKind> {
+        let core = store.core();
+        if self.store != core.id {
+            return None;
+        }
+        core.gc.borrow().kind(self.raw)
+    }
+
+    /// The host reference an `any.convert_extern` made this from, if so.
+    pub fn as_extern<T>(&self, store: &Store<T>) -> Option<ExternRef> {
+        match self.kind(store)? {
+            AnyKind::Extern(raw) => Some(ExternRef {
+                store: self.store,
+                raw,
+            }),
+            _ => None,
+        }
+    }
+
+    /// `host` internalised (`any.convert_extern`): a reference of the
+    /// `any` hierarchy wrapping a host reference (or unwrapping one that
+    /// `extern.convert_any` made).
+    pub fn from_extern<T>(store: &Store<T>, host: &ExternRef) -> AnyRef {
+        use faaslet_jit::gc_ref;
+        let raw = if host.raw & gc_ref::WRAPPED_ANY != 0 {
+            host.raw & !gc_ref::WRAPPED_ANY
+        } else {
+            (host.raw << 2) | gc_ref::EXTERN_TAG
+        };
+        let _ = store;
+        AnyRef {
+            store: host.store,
+            raw,
+        }
+    }
+
+    /// A new `i31` reference holding the low 31 bits of `value`.
+    pub fn i31<T>(store: &Store<T>, value: i32) -> AnyRef {
+        AnyRef {
+            store: store.core().id,
+            raw: u64::from(((value as u32) << 1) | faaslet_jit::gc_ref::I31_TAG as u32),
+        }
     }
 }
 
@@ -140,7 +211,11 @@ pub(crate) fn to_raw(core: &StoreCore, v: &Val) -> Result<ValRaw, crate::trap::E
         Val::F32(x) => *x as ValRaw,
         Val::F64(x) => *x as ValRaw,
         Val::V128(x) => *x,
-        Val::FuncRef(None) | Val::ExternRef(None) | Val::ExnRef(None) => 0,
+        Val::FuncRef(None) | Val::ExternRef(None) | Val::ExnRef(None) | Val::AnyRef(None) => 0,
+        Val::AnyRef(Some(r)) => {
+            core.check(r.store)?;
+            r.raw as ValRaw
+        }
         Val::ExnRef(Some(r)) => {
             core.check(r.store)?;
             // Only an exception of this store's, never a made-up pointer:
@@ -175,6 +250,13 @@ pub(crate) fn from_raw(core: &mut StoreCore, ty: ValType, raw: ValRaw) -> Val {
         ValType::ExternRef => Val::ExternRef(match raw as u64 {
             0 => None,
             r => Some(ExternRef {
+                store: core.id,
+                raw: r,
+            }),
+        }),
+        ValType::AnyRef => Val::AnyRef(match raw as u64 {
+            0 => None,
+            r => Some(AnyRef {
                 store: core.id,
                 raw: r,
             }),

@@ -132,6 +132,7 @@ fn ours(v: &Val) -> Cmp {
         Val::FuncRef(f) => Cmp::Ref(f.is_none()),
         Val::ExternRef(e) => Cmp::Ref(e.is_none()),
         Val::ExnRef(e) => Cmp::Ref(e.is_none()),
+        Val::AnyRef(e) => Cmp::Ref(e.is_none()),
     }
 }
 
@@ -178,9 +179,9 @@ fn arg(u: &mut Unstructured<'_>, ty: ValType) -> ArbResult<(Val, wasmi::Val)> {
             Val::ExternRef(None),
             wasmi::Val::ExternRef(wasmi::Nullable::Null),
         ),
-        // wasmi has no exception handling, so `smith_config` generates
-        // none: no export takes an exnref.
-        ValType::ExnRef => return Err(arbitrary::Error::IncorrectFormat),
+        // wasmi has no exception handling and no GC, so `smith_config`
+        // generates neither: no export takes an exnref or an anyref.
+        ValType::ExnRef | ValType::AnyRef => return Err(arbitrary::Error::IncorrectFormat),
     })
 }
 
@@ -356,7 +357,7 @@ fn theirs_default(t: ValType) -> wasmi::Val {
         ValType::FuncRef => wasmi::Val::FuncRef(wasmi::Nullable::Null),
         ValType::ExternRef => wasmi::Val::ExternRef(wasmi::Nullable::Null),
         // Never generated (see `arg`); the closest null for completeness.
-        ValType::ExnRef => wasmi::Val::ExternRef(wasmi::Nullable::Null),
+        ValType::ExnRef | ValType::AnyRef => wasmi::Val::ExternRef(wasmi::Nullable::Null),
     }
 }
 
@@ -372,7 +373,9 @@ fn compare_state(
         match ext {
             Extern::Memory(m) => {
                 let w = w_inst.get_memory(&*w_store, name).expect("wasmi memory");
-                let a = m.data(store).expect("no shared memories or mapped state here");
+                let a = m
+                    .data(store)
+                    .expect("no shared memories or mapped state here");
                 let b = w.data(&*w_store);
                 assert_eq!(a.len(), b.len(), "memory {name:?} sizes differ {when}");
                 if a != b {

@@ -100,6 +100,7 @@ fn wat_type(ty: &ValType) -> &'static str {
         ValType::FuncRef => "funcref",
         ValType::ExternRef => "externref",
         ValType::ExnRef => "exnref",
+        ValType::AnyRef => "anyref",
     }
 }
 

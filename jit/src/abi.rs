@@ -205,6 +205,7 @@ pub const STORE_PENDING_EXCEPTION: i32 = 24;
 /// | `MEMORY_ATOMIC_NOTIFY` | `(vmctx, mem: u32, addr: u64, count: u32) -> u32` | waiters woken |
 /// | `MEMORY_ATOMIC_WAIT32` | `(vmctx, mem: u32, addr: u64, expected: u32, timeout_ns: i64) -> u32` | 0 woken, 1 not equal, 2 timed out |
 /// | `MEMORY_ATOMIC_WAIT64` | `(vmctx, mem: u32, addr: u64, expected: u64, timeout_ns: i64) -> u32` | as `WAIT32` |
+/// | `GC` | `(vmctx, op: u32, a: u32, b: u32, values: *mut ValRaw) -> u32` | 0, or 1 if the code must trap with [`TRAP_GC`] (see [`crate::gc_layout`]) |
 /// | `THROW` | `(vmctx, tag: *const VMTag, values: *const ValRaw, count: u32) -> u32` | 0 (the exception is pending), or 1 if the store's exception limit is reached |
 ///
 /// For the atomic builtins the code has already checked `addr` (the
@@ -245,8 +246,10 @@ pub mod builtins {
     pub const MEMORY_ATOMIC_WAIT64: usize = 12;
     /// `throw`: allocates the exception and makes it pending.
     pub const THROW: usize = 13;
+    /// Every GC heap operation (see [`crate::gc_layout`]).
+    pub const GC: usize = 14;
     /// Number of builtins.
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 15;
 }
 
 /// The table of builtin function pointers, indexed by [`builtins`].
@@ -459,6 +462,14 @@ pub const TRAP_EXCEPTION_LIMIT: TrapCode = TrapCode::unwrap_user(13);
 /// An exception reached the host uncaught (the runtime raises it; no code
 /// site traps with it).
 pub const TRAP_UNCAUGHT_EXCEPTION: TrapCode = TrapCode::unwrap_user(14);
+
+/// A GC operation failed (null reference, out-of-bounds array access,
+/// cast failure, heap exhausted): the runtime recorded which.
+pub const TRAP_GC: TrapCode = TrapCode::unwrap_user(15);
+/// `ref.cast` of a reference not of the target type (GC).
+pub const TRAP_CAST: TrapCode = TrapCode::unwrap_user(16);
+/// `i31.get_s` / `i31.get_u` of null (GC).
+pub const TRAP_NULL_I31: TrapCode = TrapCode::unwrap_user(17);
 
 const _: () = assert!(offset_i32!(VMStoreContext, pending_exception) == STORE_PENDING_EXCEPTION);
 const _: () = assert!(offset_i32!(VMException, tag) == EXN_TAG);

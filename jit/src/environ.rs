@@ -56,49 +56,136 @@ pub(crate) fn config_features(config: &crate::CompileConfig) -> WasmFeatures {
     features
 }
 
+/// The value type of `t` as far as code generation needs it: every
+/// reference is an i64, so a concrete heap type is reported as `funcref`
+/// whatever it names. The parser, which must tell function references from
+/// GC ones (the host sees them as different values), uses [`TypeCtx`].
 pub(crate) fn val_type(t: wasmparser::ValType) -> Result<ValType, CompileError> {
-    Ok(match t {
-        wasmparser::ValType::I32 => ValType::I32,
-        wasmparser::ValType::I64 => ValType::I64,
-        wasmparser::ValType::F32 => ValType::F32,
-        wasmparser::ValType::F64 => ValType::F64,
-        wasmparser::ValType::V128 => ValType::V128,
-        wasmparser::ValType::Ref(r) => ref_type(r)?.into(),
-    })
+    TypeCtx::CODEGEN.val_type(t)
 }
 
-pub(crate) fn ref_type(r: wasmparser::RefType) -> Result<RefType, CompileError> {
-    // Every reference to a function (`funcref`, `(ref $t)`, `nofunc`,
-    // nullable or not) is a `VMFuncRef` pointer at run time, 0 for null;
-    // every external reference a host handle. Nullability and concrete
-    // types matter only to validation (wasmparser's) and to function type
-    // identity (`FuncType::ref_key`).
-    heap_ref_type(r.heap_type())
+/// What the parser knows of the module's types when it converts a value
+/// type: which type indices are function types.
+#[derive(Clone, Copy)]
+pub(crate) struct TypeCtx<'a> {
+    /// The definitions of the module's earlier types.
+    defs: &'a [TypeDef],
+    /// The recursion group being parsed (only its kinds are set), whose
+    /// first type has module index `group_start`.
+    group: &'a [TypeDef],
+    /// Module index of the first type of the group being parsed.
+    group_start: u32,
+    /// Whether GC types and heap types are accepted.
+    gc: bool,
 }
 
-pub(crate) fn heap_ref_type(h: wasmparser::HeapType) -> Result<RefType, CompileError> {
-    use wasmparser::{AbstractHeapType, HeapType};
-    match h {
-        HeapType::Abstract {
-            shared: false,
-            ty: AbstractHeapType::Func | AbstractHeapType::NoFunc,
-        } => Ok(RefType::Func),
-        HeapType::Abstract {
-            shared: false,
-            ty: AbstractHeapType::Extern | AbstractHeapType::NoExtern,
-        } => Ok(RefType::Extern),
-        HeapType::Abstract {
-            shared: false,
-            ty: AbstractHeapType::Exn | AbstractHeapType::NoExn,
-        } => Ok(RefType::Exn),
-        // Only function types are accepted in the type section (GC's
-        // struct and array types are refused there), so a concrete heap
-        // type is a function type.
-        HeapType::Concrete(_) => Ok(RefType::Func),
-        other => Err(CompileError::unsupported(format!(
-            "heap type {other:?} is not supported"
-        ))),
+impl<'a> TypeCtx<'a> {
+    /// For code generation only (see [`val_type`]).
+    const CODEGEN: TypeCtx<'static> = TypeCtx {
+        defs: &[],
+        group: &[],
+        group_start: 0,
+        gc: true,
+    };
+
+    /// The definition of module type `i`, if known.
+    fn def(&self, i: u32) -> Option<&'a TypeDef> {
+        match i.checked_sub(self.group_start) {
+            Some(rel) if !self.group.is_empty() => self.group.get(rel as usize),
+            _ => self.defs.get(i as usize),
+        }
     }
+
+    /// Whether type index `idx` names a struct or array type.
+    fn is_gc_index(&self, idx: wasmparser::UnpackedIndex) -> bool {
+        let i = match idx {
+            wasmparser::UnpackedIndex::Module(i) => i,
+            wasmparser::UnpackedIndex::RecGroup(i) => self.group_start + i,
+            _ => return false,
+        };
+        self.def(i)
+            .is_some_and(|d| !matches!(d.kind, CompositeKind::Func))
+    }
+
+    pub(crate) fn val_type(&self, t: wasmparser::ValType) -> Result<ValType, CompileError> {
+        Ok(match t {
+            wasmparser::ValType::I32 => ValType::I32,
+            wasmparser::ValType::I64 => ValType::I64,
+            wasmparser::ValType::F32 => ValType::F32,
+            wasmparser::ValType::F64 => ValType::F64,
+            wasmparser::ValType::V128 => ValType::V128,
+            wasmparser::ValType::Ref(r) => self.ref_type(r)?.into(),
+        })
+    }
+
+    pub(crate) fn ref_type(&self, r: wasmparser::RefType) -> Result<RefType, CompileError> {
+        // Every reference to a function (`funcref`, `(ref $t)`, `nofunc`,
+        // nullable or not) is a `VMFuncRef` pointer at run time, 0 for
+        // null; every external reference a host handle; every reference of
+        // GC's `any` hierarchy a tagged i64 (`types::gc_ref`). Nullability
+        // and concrete types matter only to validation (wasmparser's), to
+        // type identity (`FuncType::ref_key`) and to casts.
+        self.heap_ref_type(r.heap_type())
+    }
+
+    pub(crate) fn heap_ref_type(&self, h: wasmparser::HeapType) -> Result<RefType, CompileError> {
+        use wasmparser::{AbstractHeapType as A, HeapType};
+        match h {
+            HeapType::Abstract {
+                shared: false,
+                ty: A::Func | A::NoFunc,
+            } => Ok(RefType::Func),
+            HeapType::Abstract {
+                shared: false,
+                ty: A::Extern | A::NoExtern,
+            } => Ok(RefType::Extern),
+            HeapType::Abstract {
+                shared: false,
+                ty: A::Exn | A::NoExn,
+            } => Ok(RefType::Exn),
+            HeapType::Abstract {
+                shared: false,
+                ty: A::Any | A::Eq | A::I31 | A::Struct | A::Array | A::None,
+            } if self.gc => Ok(RefType::Any),
+            HeapType::Concrete(i) if self.is_gc_index(i) => Ok(RefType::Any),
+            HeapType::Concrete(_) => Ok(RefType::Func),
+            other => Err(CompileError::unsupported(format!(
+                "heap type {other:?} is not supported"
+            ))),
+        }
+    }
+
+    fn storage(&self, t: wasmparser::StorageType) -> Result<StorageType, CompileError> {
+        Ok(match t {
+            wasmparser::StorageType::I8 => StorageType::I8,
+            wasmparser::StorageType::I16 => StorageType::I16,
+            wasmparser::StorageType::Val(v) => StorageType::Val(self.val_type(v)?),
+        })
+    }
+
+    fn field(&self, f: &wasmparser::FieldType) -> Result<FieldType, CompileError> {
+        Ok(FieldType {
+            storage: self.storage(f.element_type)?,
+            mutable: f.mutable,
+        })
+    }
+}
+
+/// Lays out a struct's fields after the 8-byte object header: each at the
+/// next offset aligned to its size (at most 8), the whole rounded up to 8.
+/// `None` if the object would exceed [`crate::gc_layout::MAX_OBJECT_BYTES`].
+fn struct_layout(fields: &[FieldType]) -> Option<(Vec<u32>, u32)> {
+    let mut offsets = Vec::with_capacity(fields.len());
+    let mut at: u32 = crate::gc_layout::HEADER_BYTES;
+    for f in fields {
+        let size = f.storage.size();
+        let align = size.min(8);
+        at = at.checked_add(align - 1)? & !(align - 1);
+        offsets.push(at);
+        at = at.checked_add(size)?;
+    }
+    let size = at.checked_add(7)? & !7;
+    (size <= crate::gc_layout::MAX_OBJECT_BYTES).then_some((offsets, size))
 }
 
 /// Appends the `FuncType::ref_key` code of value type `t` to `out`. The
@@ -158,6 +245,12 @@ fn key_val_type(
                 A::NoExtern => 4,
                 A::Exn => 5,
                 A::NoExn => 6,
+                A::Any => 7,
+                A::Eq => 8,
+                A::I31 => 9,
+                A::Struct => 10,
+                A::Array => 11,
+                A::None => 12,
                 other => {
                     return Err(CompileError::unsupported(format!(
                         "heap type {other:?} is not supported"
@@ -186,49 +279,105 @@ fn is_plain(t: &wasmparser::ValType) -> bool {
     }
 }
 
+/// Appends the key code of a field type.
+fn key_field(
+    f: &wasmparser::FieldType,
+    group_start: u32,
+    group_len: u32,
+    type_ids: &[u32],
+    out: &mut Vec<u32>,
+) -> Result<(), CompileError> {
+    out.push(u32::from(f.mutable));
+    match f.element_type {
+        wasmparser::StorageType::I8 => out.push(6),
+        wasmparser::StorageType::I16 => out.push(7),
+        wasmparser::StorageType::Val(v) => key_val_type(v, group_start, group_len, type_ids, out)?,
+    }
+    Ok(())
+}
+
 /// The `FuncType::ref_key` of each type of recursion group `group`, whose
 /// first type has module index `group_start`: `None` for every type of a
-/// group of one plain type, else the whole group's structure followed by
-/// the type's position in it.
+/// group of one plain, final function type without a declared supertype,
+/// else the whole group's structure (kinds, finality, supertypes, fields,
+/// parameters and results) followed by the type's position in it
+/// (iso-recursive canonicalisation: two types get the same key exactly
+/// when the specification calls them equivalent).
 fn rec_group_keys(
     group: &wasmparser::RecGroup,
     group_start: u32,
     type_ids: &[u32],
+    gc: bool,
 ) -> Result<Vec<Option<Arc<[u32]>>>, CompileError> {
+    use wasmparser::CompositeInnerType as C;
     let n = group.types().len() as u32;
-    if group.types().any(|t| !t.supertype_idxs.is_empty()) {
-        return Err(CompileError::unsupported(
-            "declared subtypes of function types (GC)",
-        ));
+    if !gc {
+        if group.types().any(|t| !t.supertype_idxs.is_empty()) {
+            return Err(CompileError::unsupported(
+                "declared subtypes of function types (GC)",
+            ));
+        }
+        if group
+            .types()
+            .any(|t| !matches!(t.composite_type.inner, C::Func(_)))
+        {
+            return Err(CompileError::unsupported("non-function types (GC)"));
+        }
     }
-    let funcs: Vec<&wasmparser::FuncType> = group
-        .types()
-        .filter_map(|t| match &t.composite_type.inner {
-            wasmparser::CompositeInnerType::Func(f) => Some(f),
-            _ => None,
-        })
-        .collect();
     // `(rec (type $t ...))` is the same group as `(type $t ...)`.
     let plain = n == 1
-        && group.types().all(|t| t.is_final)
-        && funcs
-            .iter()
-            .all(|f| f.params().iter().chain(f.results()).all(is_plain));
+        && group.types().all(|t| {
+            t.is_final
+                && t.supertype_idxs.is_empty()
+                && match &t.composite_type.inner {
+                    C::Func(f) => f.params().iter().chain(f.results()).all(is_plain),
+                    _ => false,
+                }
+        });
     if plain {
         return Ok(vec![None; n as usize]);
     }
-    let mut structure = vec![n];
-    for (f, sub) in funcs.iter().zip(group.types()) {
-        structure.push(u32::from(sub.is_final));
-        structure.push(f.params().len() as u32);
-        structure.push(f.results().len() as u32);
-        for t in f.params().iter().chain(f.results()) {
-            key_val_type(*t, group_start, n, type_ids, &mut structure)?;
+    let mut s = vec![n];
+    for sub in group.types() {
+        s.push(u32::from(sub.is_final));
+        match sub.supertype_idxs.first().and_then(|i| i.as_module_index()) {
+            None => s.push(0),
+            Some(i) => match i.checked_sub(group_start).filter(|r| *r < n) {
+                Some(rel) => s.extend([1, rel]),
+                None => {
+                    let id = type_ids.get(i as usize).copied().ok_or_else(|| {
+                        CompileError::new(CompileErrorKind::Invalid, "unknown type")
+                    })?;
+                    s.extend([2, id]);
+                }
+            },
+        }
+        match &sub.composite_type.inner {
+            C::Func(f) => {
+                s.push(0);
+                s.push(f.params().len() as u32);
+                s.push(f.results().len() as u32);
+                for t in f.params().iter().chain(f.results()) {
+                    key_val_type(*t, group_start, n, type_ids, &mut s)?;
+                }
+            }
+            C::Struct(st) => {
+                s.push(1);
+                s.push(st.fields.len() as u32);
+                for f in st.fields.iter() {
+                    key_field(f, group_start, n, type_ids, &mut s)?;
+                }
+            }
+            C::Array(a) => {
+                s.push(2);
+                key_field(&a.0, group_start, n, type_ids, &mut s)?;
+            }
+            _ => return Err(CompileError::unsupported("continuation types")),
         }
     }
     Ok((0..n)
         .map(|k| {
-            let mut key = structure.clone();
+            let mut key = s.clone();
             key.push(k);
             Some(Arc::from(key))
         })
@@ -239,9 +388,13 @@ fn rec_group_keys(
 /// `type_ids` are the engine-wide ids of the module's types; an index
 /// beyond them is invalid, and the validator (which sees the section
 /// next) reports it.
-fn typed_ref(r: wasmparser::RefType, type_ids: &[u32]) -> Result<Option<TypedRef>, CompileError> {
+fn typed_ref(
+    r: wasmparser::RefType,
+    type_ids: &[u32],
+    ctx: TypeCtx<'_>,
+) -> Result<Option<TypedRef>, CompileError> {
     use wasmparser::{AbstractHeapType as A, HeapType};
-    let plain = TypedRef::plain(ref_type(r)?);
+    let plain = TypedRef::plain(ctx.ref_type(r)?);
     let heap = match r.heap_type() {
         HeapType::Abstract { ty: A::Func, .. } => HeapKind::Func,
         HeapType::Abstract { ty: A::NoFunc, .. } => HeapKind::NoFunc,
@@ -251,12 +404,23 @@ fn typed_ref(r: wasmparser::RefType, type_ids: &[u32]) -> Result<Option<TypedRef
         } => HeapKind::NoExtern,
         HeapType::Abstract { ty: A::Exn, .. } => HeapKind::Exn,
         HeapType::Abstract { ty: A::NoExn, .. } => HeapKind::NoExn,
+        HeapType::Abstract { ty: A::Any, .. } => HeapKind::Any,
+        HeapType::Abstract { ty: A::Eq, .. } => HeapKind::Eq,
+        HeapType::Abstract { ty: A::I31, .. } => HeapKind::I31,
+        HeapType::Abstract { ty: A::Struct, .. } => HeapKind::Struct,
+        HeapType::Abstract { ty: A::Array, .. } => HeapKind::Array,
+        HeapType::Abstract { ty: A::None, .. } => HeapKind::None,
         HeapType::Concrete(i) => {
-            let id = i
+            let index = i
                 .as_module_index()
-                .and_then(|i| type_ids.get(i as usize).copied())
+                .filter(|i| (*i as usize) < type_ids.len())
                 .ok_or_else(|| CompileError::new(CompileErrorKind::Invalid, "unknown type"))?;
-            HeapKind::Concrete(id)
+            let id = type_ids[index as usize];
+            match ctx.defs.get(index as usize).map(|d| &d.kind) {
+                Some(CompositeKind::Struct { .. }) => HeapKind::ConcreteStruct(id),
+                Some(CompositeKind::Array(_)) => HeapKind::ConcreteArray(id),
+                _ => HeapKind::Concrete(id),
+            }
         }
         _ => return Ok(None),
     };
@@ -267,15 +431,19 @@ fn typed_ref(r: wasmparser::RefType, type_ids: &[u32]) -> Result<Option<TypedRef
     Ok((t != plain).then_some(t))
 }
 
-fn table_type(t: &wasmparser::TableType, type_ids: &[u32]) -> Result<TableType, CompileError> {
+fn table_type(
+    t: &wasmparser::TableType,
+    type_ids: &[u32],
+    ctx: TypeCtx<'_>,
+) -> Result<TableType, CompileError> {
     if t.shared {
         return Err(CompileError::unsupported("shared tables"));
     }
     Ok(TableType {
-        element: ref_type(t.element_type)?,
+        element: ctx.ref_type(t.element_type)?,
         minimum: t.initial,
         maximum: t.maximum,
-        ref_type: typed_ref(t.element_type, type_ids)?,
+        ref_type: typed_ref(t.element_type, type_ids, ctx)?,
         table64: t.table64,
     })
 }
@@ -292,22 +460,26 @@ fn memory_type(t: &wasmparser::MemoryType) -> Result<MemoryType, CompileError> {
     })
 }
 
-fn global_type(t: &wasmparser::GlobalType, type_ids: &[u32]) -> Result<GlobalType, CompileError> {
+fn global_type(
+    t: &wasmparser::GlobalType,
+    type_ids: &[u32],
+    ctx: TypeCtx<'_>,
+) -> Result<GlobalType, CompileError> {
     if t.shared {
         return Err(CompileError::unsupported("shared globals"));
     }
     Ok(GlobalType {
-        content: val_type(t.content_type)?,
+        content: ctx.val_type(t.content_type)?,
         mutable: t.mutable,
         ref_type: match t.content_type {
-            wasmparser::ValType::Ref(r) => typed_ref(r, type_ids)?,
+            wasmparser::ValType::Ref(r) => typed_ref(r, type_ids, ctx)?,
             _ => None,
         },
     })
 }
 
 /// Converts a constant expression. Parse errors are `Malformed`.
-fn const_expr(e: &wasmparser::ConstExpr<'_>) -> Result<ConstExpr, CompileError> {
+fn const_expr(e: &wasmparser::ConstExpr<'_>, ctx: TypeCtx<'_>) -> Result<ConstExpr, CompileError> {
     use wasmparser::Operator as O;
     let mut reader = e.get_operators_reader();
     let mut ops = Vec::new();
@@ -324,8 +496,23 @@ fn const_expr(e: &wasmparser::ConstExpr<'_>) -> Result<ConstExpr, CompileError> 
             O::F64Const { value } => ConstOp::F64Const(value.bits()),
             O::V128Const { value } => ConstOp::V128Const(u128::from_le_bytes(*value.bytes())),
             O::GlobalGet { global_index } => ConstOp::GlobalGet(global_index),
-            O::RefNull { hty } => ConstOp::RefNull(heap_ref_type(hty)?),
+            O::RefNull { hty } => ConstOp::RefNull(ctx.heap_ref_type(hty)?),
             O::RefFunc { function_index } => ConstOp::RefFunc(function_index),
+            O::RefI31 if ctx.gc => ConstOp::RefI31,
+            O::StructNew { struct_type_index } if ctx.gc => ConstOp::StructNew(struct_type_index),
+            O::StructNewDefault { struct_type_index } if ctx.gc => {
+                ConstOp::StructNewDefault(struct_type_index)
+            }
+            O::ArrayNew { array_type_index } if ctx.gc => ConstOp::ArrayNew(array_type_index),
+            O::ArrayNewDefault { array_type_index } if ctx.gc => {
+                ConstOp::ArrayNewDefault(array_type_index)
+            }
+            O::ArrayNewFixed {
+                array_type_index,
+                array_size,
+            } if ctx.gc => ConstOp::ArrayNewFixed(array_type_index, array_size),
+            O::AnyConvertExtern if ctx.gc => ConstOp::AnyConvertExtern,
+            O::ExternConvertAny if ctx.gc => ConstOp::ExternConvertAny,
             O::I32Add => ConstOp::I32Add,
             O::I32Sub => ConstOp::I32Sub,
             O::I32Mul => ConstOp::I32Mul,
@@ -347,6 +534,116 @@ fn const_expr(e: &wasmparser::ConstExpr<'_>) -> Result<ConstExpr, CompileError> 
     }
 }
 
+/// Parses one recursion group of the type section into `info`: its types
+/// (struct and array types as empty function types with their key), their
+/// engine-wide ids and their [`TypeDef`]s.
+fn parse_rec_group(
+    group: &wasmparser::RecGroup,
+    info: &mut ModuleInfo,
+    type_id: &mut dyn FnMut(&FuncType) -> u32,
+    gc: bool,
+) -> Result<(), CompileError> {
+    use wasmparser::CompositeInnerType as C;
+    let group_start = info.types.len() as u32;
+    let keys = rec_group_keys(group, group_start, &info.type_ids, gc)?;
+    // The group's kinds first: its types may refer to each other.
+    let mut group_defs = Vec::with_capacity(group.types().len());
+    for sub in group.types() {
+        group_defs.push(TypeDef {
+            kind: match &sub.composite_type.inner {
+                C::Func(_) => CompositeKind::Func,
+                C::Struct(_) => CompositeKind::Struct {
+                    fields: Arc::from(vec![]),
+                    offsets: Arc::from(vec![]),
+                    size: 0,
+                },
+                C::Array(_) => CompositeKind::Array(FieldType {
+                    storage: StorageType::I8,
+                    mutable: false,
+                }),
+                _ => return Err(CompileError::unsupported("continuation types")),
+            },
+            ..TypeDef::default()
+        });
+    }
+    let earlier = std::mem::take(&mut info.type_defs);
+    let ctx = TypeCtx {
+        defs: &earlier,
+        group: &group_defs,
+        group_start,
+        gc,
+    };
+    let mut parsed = Vec::with_capacity(group_defs.len());
+    // (Every error of the group is returned after `type_defs` is put back.)
+    let result = (|| -> Result<(), CompileError> {
+        for (sub, ref_key) in group.types().zip(keys) {
+            if sub.composite_type.shared {
+                return Err(CompileError::unsupported("shared types"));
+            }
+            let (mut ty, kind) = match &sub.composite_type.inner {
+                C::Func(ft) => (
+                    FuncType::new(
+                        ft.params()
+                            .iter()
+                            .map(|t| ctx.val_type(*t))
+                            .collect::<Result<Vec<_>, _>>()?,
+                        ft.results()
+                            .iter()
+                            .map(|t| ctx.val_type(*t))
+                            .collect::<Result<Vec<_>, _>>()?,
+                    ),
+                    CompositeKind::Func,
+                ),
+                C::Struct(st) => {
+                    let fields = st
+                        .fields
+                        .iter()
+                        .map(|f| ctx.field(f))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let (offsets, size) = struct_layout(&fields)
+                        .ok_or_else(|| CompileError::unsupported("struct type too large"))?;
+                    (
+                        FuncType::default(),
+                        CompositeKind::Struct {
+                            fields: fields.into(),
+                            offsets: offsets.into(),
+                            size,
+                        },
+                    )
+                }
+                C::Array(a) => (FuncType::default(), CompositeKind::Array(ctx.field(&a.0)?)),
+                _ => return Err(CompileError::unsupported("continuation types")),
+            };
+            ty.ref_key = ref_key;
+            let id = type_id(&ty);
+            // A supertype precedes its subtypes (the validator, which sees
+            // the section next, refuses anything else).
+            let mut display: Vec<u32> = sub
+                .supertype_idxs
+                .first()
+                .and_then(|i| i.as_module_index())
+                .and_then(|i| match i.checked_sub(group_start) {
+                    Some(rel) => parsed.get(rel as usize),
+                    None => earlier.get(i as usize),
+                })
+                .map(|d: &TypeDef| d.display.to_vec())
+                .unwrap_or_default();
+            display.push(id);
+            info.type_ids.push(id);
+            info.types.push(ty);
+            parsed.push(TypeDef {
+                kind,
+                is_final: sub.is_final,
+                display: display.into(),
+            });
+        }
+        Ok(())
+    })();
+    info.type_defs = earlier;
+    info.type_defs.extend(parsed);
+    result
+}
+
 /// Parses one section's payload into `info`/`bodies`. Errors from
 /// wasmparser's readers are `Malformed`; anything this crate cannot
 /// represent is `Unsupported`; semantic problems are left to the validator.
@@ -355,33 +652,26 @@ fn parse_payload<'a>(
     payload: &Payload<'a>,
     info: &mut ModuleInfo,
     type_id: &mut dyn FnMut(&FuncType) -> u32,
+    gc: bool,
 ) -> Result<(), CompileError> {
     let m = CompileError::malformed;
+    // (A copy of the definitions, so `info` can be changed meanwhile:
+    // one per section, and the type section does not use it.)
+    let defs = match payload {
+        Payload::TypeSection(_) => Vec::new(),
+        _ => info.type_defs.clone(),
+    };
+    let ctx = TypeCtx {
+        defs: &defs,
+        group: &[],
+        group_start: 0,
+        gc,
+    };
     match payload {
         Payload::TypeSection(reader) => {
             for group in reader.clone() {
                 let group = group.map_err(m)?;
-                let keys = rec_group_keys(&group, info.types.len() as u32, &info.type_ids)?;
-                for (sub, ref_key) in group.into_types().zip(keys) {
-                    match &sub.composite_type.inner {
-                        wasmparser::CompositeInnerType::Func(ft) => {
-                            let mut ty = FuncType::new(
-                                ft.params()
-                                    .iter()
-                                    .map(|t| val_type(*t))
-                                    .collect::<Result<Vec<_>, _>>()?,
-                                ft.results()
-                                    .iter()
-                                    .map(|t| val_type(*t))
-                                    .collect::<Result<Vec<_>, _>>()?,
-                            );
-                            ty.ref_key = ref_key;
-                            info.type_ids.push(type_id(&ty));
-                            info.types.push(ty);
-                        }
-                        _ => return Err(CompileError::unsupported("non-function types (GC)")),
-                    }
-                }
+                parse_rec_group(&group, info, type_id, gc)?;
             }
         }
         Payload::ImportSection(reader) => {
@@ -394,7 +684,7 @@ fn parse_payload<'a>(
                         EntityType::Func(t)
                     }
                     TypeRef::Table(t) => {
-                        let t = table_type(&t, &info.type_ids)?;
+                        let t = table_type(&t, &info.type_ids, ctx)?;
                         info.tables.push(t);
                         info.num_imported_tables += 1;
                         EntityType::Table(t)
@@ -411,7 +701,7 @@ fn parse_payload<'a>(
                         EntityType::Tag(t.func_type_idx)
                     }
                     TypeRef::Global(t) => {
-                        let t = global_type(&t, &info.type_ids)?;
+                        let t = global_type(&t, &info.type_ids, ctx)?;
                         info.globals.push(t);
                         info.num_imported_globals += 1;
                         EntityType::Global(t)
@@ -439,9 +729,9 @@ fn parse_payload<'a>(
                 let t = t.map_err(m)?;
                 info.table_inits.push(match &t.init {
                     wasmparser::TableInit::RefNull => None,
-                    wasmparser::TableInit::Expr(e) => Some(const_expr(e)?),
+                    wasmparser::TableInit::Expr(e) => Some(const_expr(e, ctx)?),
                 });
-                info.tables.push(table_type(&t.ty, &info.type_ids)?);
+                info.tables.push(table_type(&t.ty, &info.type_ids, ctx)?);
             }
         }
         Payload::MemorySection(reader) => {
@@ -465,8 +755,8 @@ fn parse_payload<'a>(
         Payload::GlobalSection(reader) => {
             for g in reader.clone() {
                 let g = g.map_err(m)?;
-                info.globals.push(global_type(&g.ty, &info.type_ids)?);
-                info.global_inits.push(const_expr(&g.init_expr)?);
+                info.globals.push(global_type(&g.ty, &info.type_ids, ctx)?);
+                info.global_inits.push(const_expr(&g.init_expr, ctx)?);
             }
         }
         Payload::ExportSection(reader) => {
@@ -502,7 +792,7 @@ fn parse_payload<'a>(
                         offset_expr,
                     } => ElemMode::Active {
                         table: table_index.unwrap_or(0),
-                        offset: const_expr(offset_expr)?,
+                        offset: const_expr(offset_expr, ctx)?,
                     },
                 };
                 let (ty, items) = match &e.items {
@@ -518,9 +808,9 @@ fn parse_payload<'a>(
                     wasmparser::ElementItems::Expressions(rt, r) => {
                         let mut items = Vec::new();
                         for x in r.clone() {
-                            items.push(const_expr(&x.map_err(m)?)?);
+                            items.push(const_expr(&x.map_err(m)?, ctx)?);
                         }
-                        (ref_type(*rt)?, items)
+                        (ctx.ref_type(*rt)?, items)
                     }
                 };
                 info.elements.push(ElemSegment { mode, ty, items });
@@ -536,7 +826,7 @@ fn parse_payload<'a>(
                         offset_expr,
                     } => DataMode::Active {
                         memory: *memory_index,
-                        offset: const_expr(offset_expr)?,
+                        offset: const_expr(offset_expr, ctx)?,
                     },
                 };
                 info.data.push(DataSegment {
@@ -687,7 +977,7 @@ pub(crate) fn parse_module<'a>(
                 None => e,
             }
         };
-        let parsed = parse_payload(wasm, &payload, &mut info, type_id);
+        let parsed = parse_payload(wasm, &payload, &mut info, type_id, config.gc);
         if let Err(e) = &parsed {
             if e.kind == CompileErrorKind::Malformed && !e.message.contains("atomic ordering") {
                 return Err(locate(e.clone()));

@@ -19,6 +19,7 @@
 
 pub mod abi;
 pub mod artifact;
+pub mod gc_layout;
 pub mod types;
 
 mod compile;
@@ -104,6 +105,11 @@ pub struct CompileConfig {
     /// cost on a call-bound kernel: fib(35), 30 million calls, 53.2 ms
     /// either way). On by default.
     pub exceptions: bool,
+    /// Accept WebAssembly GC: struct and array types, declared subtypes,
+    /// the `any` hierarchy (`anyref`, `eqref`, `i31ref`, `structref`,
+    /// `arrayref`, `none`), casts and the GC instructions. Heap operations
+    /// call the runtime (see [`gc_layout`]). Needs `function_references`.
+    pub gc: bool,
 }
 
 impl Default for CompileConfig {
@@ -118,6 +124,7 @@ impl Default for CompileConfig {
             function_references: true,
             memory64: true,
             exceptions: true,
+            gc: true,
         }
     }
 }

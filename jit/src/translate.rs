@@ -19,6 +19,8 @@ use wasmparser::{BlockType, FunctionBody, MemArg, Operator};
 mod atomics;
 #[path = "exceptions.rs"]
 mod exceptions;
+#[path = "gc.rs"]
+mod gc;
 #[path = "tail_call.rs"]
 mod tail_call;
 
@@ -30,7 +32,7 @@ pub(crate) fn ir_type(t: ValType) -> Type {
         ValType::F32 => types::F32,
         ValType::F64 => types::F64,
         ValType::V128 => types::I8X16,
-        ValType::FuncRef | ValType::ExternRef | ValType::ExnRef => types::I64,
+        ValType::FuncRef | ValType::ExternRef | ValType::ExnRef | ValType::AnyRef => types::I64,
     }
 }
 
@@ -129,6 +131,8 @@ struct Translator<'m, 'b> {
     /// The block that returns with an exception pending (zero results),
     /// once something needs it (see `exceptions.rs`).
     propagate: Option<Block>,
+    /// The stack array GC operations of few operands share (`gc.rs`).
+    gc_slot: Option<ir::StackSlot>,
 }
 
 fn block_type(info: &ModuleInfo, bt: BlockType) -> Result<(Vec<Type>, Vec<Type>), CompileError> {
@@ -242,6 +246,7 @@ pub(crate) fn translate_function(
         declare,
         mem_lens: Vec::new(),
         propagate: None,
+        gc_slot: None,
         func_results: results,
     };
     for _ in 0..info.memories.len() {
@@ -583,7 +588,13 @@ impl<'m, 'b> Translator<'m, 'b> {
             .b
             .ins()
             .icmp_imm_s(IntCC::NotEqual, tid, i64::from(expected as i32));
-        self.b.ins().trapnz(bad, abi::TRAP_BAD_SIGNATURE);
+        if self.may_have_subtypes(type_index) {
+            // GC: a function of a declared subtype passes too (checked by
+            // the runtime, off the fast path).
+            self.funcref_subtype_check(type_index, fr, bad);
+        } else {
+            self.b.ins().trapnz(bad, abi::TRAP_BAD_SIGNATURE);
+        }
         let fptr = self
             .b
             .ins()
@@ -1535,6 +1546,9 @@ impl<'m, 'b> Translator<'m, 'b> {
                     return Ok(());
                 }
                 if crate::simd::translate(self, other)? {
+                    return Ok(());
+                }
+                if self.gc_op(other)? {
                     return Ok(());
                 }
                 return Err(CompileError::unsupported(format!(

@@ -24,6 +24,12 @@ pub enum ValType {
     ExternRef,
     /// Nullable exception reference (exception handling, WebAssembly 3.0).
     ExnRef,
+    /// A reference of WebAssembly GC's `any` hierarchy (`anyref`, `eqref`,
+    /// `i31ref`, `structref`, `arrayref`, concrete struct and array types,
+    /// `none`): an i64 holding 0 (null), an `i31` (low bit 1), an
+    /// externalised host reference (low bits `10`) or a heap offset (see
+    /// [`gc_ref`]).
+    AnyRef,
 }
 
 impl ValType {
@@ -31,7 +37,7 @@ impl ValType {
     pub fn is_ref(self) -> bool {
         matches!(
             self,
-            ValType::FuncRef | ValType::ExternRef | ValType::ExnRef
+            ValType::FuncRef | ValType::ExternRef | ValType::ExnRef | ValType::AnyRef
         )
     }
 }
@@ -47,6 +53,7 @@ impl fmt::Display for ValType {
             ValType::FuncRef => "funcref",
             ValType::ExternRef => "externref",
             ValType::ExnRef => "exnref",
+            ValType::AnyRef => "anyref",
         })
     }
 }
@@ -60,6 +67,8 @@ pub enum RefType {
     Extern,
     /// `exnref`.
     Exn,
+    /// `anyref` (WebAssembly GC's `any` hierarchy).
+    Any,
 }
 
 impl From<RefType> for ValType {
@@ -68,6 +77,7 @@ impl From<RefType> for ValType {
             RefType::Func => ValType::FuncRef,
             RefType::Extern => ValType::ExternRef,
             RefType::Exn => ValType::ExnRef,
+            RefType::Any => ValType::AnyRef,
         }
     }
 }
@@ -102,6 +112,22 @@ pub enum HeapKind {
     NoExn,
     /// A function type, by its engine-wide canonical id.
     Concrete(u32),
+    /// `any` (GC): every internal reference.
+    Any,
+    /// `eq` (GC): i31s, structs and arrays.
+    Eq,
+    /// `i31` (GC).
+    I31,
+    /// `struct` (GC): any struct.
+    Struct,
+    /// `array` (GC): any array.
+    Array,
+    /// `none` (GC): no internal reference (only null).
+    None,
+    /// A struct type, by its engine-wide canonical id.
+    ConcreteStruct(u32),
+    /// An array type, by its engine-wide canonical id.
+    ConcreteArray(u32),
 }
 
 impl TypedRef {
@@ -113,14 +139,22 @@ impl TypedRef {
                 RefType::Func => HeapKind::Func,
                 RefType::Extern => HeapKind::Extern,
                 RefType::Exn => HeapKind::Exn,
+                RefType::Any => HeapKind::Any,
             },
         }
     }
 
     /// Whether every value of `self` is a value of `other` (WebAssembly
-    /// 3.0 subtyping, without GC's declared subtypes: a concrete function
-    /// type is a subtype only of itself and `func`).
+    /// 3.0 subtyping, without GC's declared subtypes: a concrete type is a
+    /// subtype only of itself and of the abstract types above it).
     pub fn is_subtype_of(self, other: TypedRef) -> bool {
+        self.is_subtype_with(other, |_, _| false)
+    }
+
+    /// As [`Self::is_subtype_of`], with `declared(a, b)` saying whether
+    /// concrete type `a` is a declared (transitive) subtype of concrete
+    /// type `b`, by engine-wide ids (GC).
+    pub fn is_subtype_with(self, other: TypedRef, declared: impl Fn(u32, u32) -> bool) -> bool {
         use HeapKind::*;
         let heap = match (self.heap, other.heap) {
             (a, b) if a == b => true,
@@ -128,10 +162,107 @@ impl TypedRef {
             | (NoFunc, Concrete(_))
             | (NoExtern, Extern)
             | (NoExn, Exn) => true,
+            (Concrete(a), Concrete(b))
+            | (ConcreteStruct(a), ConcreteStruct(b))
+            | (ConcreteArray(a), ConcreteArray(b)) => declared(a, b),
+            (None, Any | Eq | I31 | Struct | Array | ConcreteStruct(_) | ConcreteArray(_)) => true,
+            (Eq | I31 | Struct | Array | ConcreteStruct(_) | ConcreteArray(_), Any) => true,
+            (I31 | Struct | Array | ConcreteStruct(_) | ConcreteArray(_), Eq) => true,
+            (ConcreteStruct(_), Struct) | (ConcreteArray(_), Array) => true,
             _ => false,
         };
         heap && (other.nullable || !self.nullable)
     }
+}
+
+/// How WebAssembly GC references are encoded in their i64 slot.
+pub mod gc_ref {
+    /// The low bit of an `i31ref` (its value sits in bits 1..32).
+    pub const I31_TAG: u64 = 1;
+    /// The low two bits of an externalised host reference in the `any`
+    /// hierarchy (`any.convert_extern`); the handle sits in bits 2..64.
+    pub const EXTERN_TAG: u64 = 2;
+    /// The mask of the tag bits; a heap object's offset has them clear
+    /// (objects are 8-byte aligned) and is never 0.
+    pub const TAG_MASK: u64 = 3;
+    /// The bit set in an `externref` that wraps an internal reference
+    /// (`extern.convert_any`); host handles never reach it.
+    pub const WRAPPED_ANY: u64 = 1 << 63;
+}
+
+/// A storage type of a struct field or array element (GC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StorageType {
+    /// Packed 8-bit integer.
+    I8,
+    /// Packed 16-bit integer.
+    I16,
+    /// A value type.
+    Val(ValType),
+}
+
+impl StorageType {
+    /// Bytes the storage type takes in a heap object.
+    pub fn size(self) -> u32 {
+        match self {
+            StorageType::I8 => 1,
+            StorageType::I16 => 2,
+            StorageType::Val(ValType::I32 | ValType::F32) => 4,
+            StorageType::Val(ValType::V128) => 16,
+            StorageType::Val(_) => 8,
+        }
+    }
+
+    /// The value type an operand or result of this storage type has.
+    pub fn unpacked(self) -> ValType {
+        match self {
+            StorageType::I8 | StorageType::I16 => ValType::I32,
+            StorageType::Val(v) => v,
+        }
+    }
+}
+
+/// A struct field or array element type (GC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FieldType {
+    /// What it stores.
+    pub storage: StorageType,
+    /// Whether `struct.set` / `array.set` may change it.
+    pub mutable: bool,
+}
+
+/// What a type of the type section defines.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum CompositeKind {
+    /// A function type.
+    #[default]
+    Func,
+    /// A struct type: its fields, each at the byte offset `offsets` says.
+    Struct {
+        /// The fields in order.
+        fields: Arc<[FieldType]>,
+        /// Byte offset of each field from the object's start (after the
+        /// header).
+        offsets: Arc<[u32]>,
+        /// Bytes of the object, header included.
+        size: u32,
+    },
+    /// An array type.
+    Array(FieldType),
+}
+
+/// A defined type with everything GC adds to it: kind, declared
+/// supertype and the supertype display used for O(1) casts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct TypeDef {
+    /// Func, struct or array.
+    pub kind: CompositeKind,
+    /// Whether the type is `final` (no subtype may declare it).
+    pub is_final: bool,
+    /// The engine-wide ids of the type's supertypes, root first, ending
+    /// with the type's own id: the type is a subtype of `U` exactly when
+    /// `display[depth(U)] == id(U)`.
+    pub display: Arc<[u32]>,
 }
 
 /// A function type.
@@ -309,6 +440,22 @@ pub enum ConstOp {
     RefNull(RefType),
     /// `ref.func`.
     RefFunc(u32),
+    /// `ref.i31` (GC).
+    RefI31,
+    /// `struct.new $t`, by module type index (GC).
+    StructNew(u32),
+    /// `struct.new_default $t` (GC).
+    StructNewDefault(u32),
+    /// `array.new $t` (GC).
+    ArrayNew(u32),
+    /// `array.new_default $t` (GC).
+    ArrayNewDefault(u32),
+    /// `array.new_fixed $t n` (GC).
+    ArrayNewFixed(u32, u32),
+    /// `any.convert_extern` (GC).
+    AnyConvertExtern,
+    /// `extern.convert_any` (GC).
+    ExternConvertAny,
     /// `i32.add` (extended constants).
     I32Add,
     /// `i32.sub`.
@@ -388,8 +535,12 @@ pub struct DataSegment {
 /// then definitions, as in the wasm spec.
 #[derive(Debug, Clone, Default)]
 pub struct ModuleInfo {
-    /// The type section.
+    /// The type section. A struct or array type (GC) is here as an empty
+    /// function type with its `ref_key`; [`ModuleInfo::type_defs`] says
+    /// what it is.
     pub types: Vec<FuncType>,
+    /// What each entry of `types` defines (kind, supertypes), GC.
+    pub type_defs: Vec<TypeDef>,
     /// Engine-wide canonical id of each entry of `types`.
     pub type_ids: Vec<u32>,
     /// Type index of every function.

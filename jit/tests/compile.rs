@@ -35,6 +35,7 @@ fn compile(src: &str) -> faaslet_jit::CompiledModule {
             function_references: true,
             memory64: true,
             exceptions: true,
+            gc: true,
         },
         src,
     );
@@ -287,6 +288,7 @@ fn spec_suite_compiles() {
             function_references: true,
             memory64: true,
             exceptions: true,
+            gc: true,
         },
     ] {
         spec_suite_with(&config);

@@ -192,6 +192,7 @@ fn run_explicit_unoptimized() {
         function_references: true,
         memory64: true,
         exceptions: true,
+        gc: true,
     });
 }
 

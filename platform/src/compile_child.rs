@@ -286,6 +286,7 @@ pub fn encode_config(config: &Config) -> String {
         wasm_function_references,
         wasm_memory64,
         wasm_exceptions,
+        wasm_gc,
         // Limits of stores; compiling creates none.
         store_limits: _,
     } = config;
@@ -300,7 +301,7 @@ pub fn encode_config(config: &Config) -> String {
          max_table_elements={max_table_elements},explicit_canaries={explicit_canaries},\
          wasm_multi_memory={wasm_multi_memory},spectre_guard={spectre_guard},\
          wasm_relaxed_simd={wasm_relaxed_simd},wasm_function_references={wasm_function_references},\
-         wasm_memory64={wasm_memory64},wasm_exceptions={wasm_exceptions}"
+         wasm_memory64={wasm_memory64},wasm_exceptions={wasm_exceptions},wasm_gc={wasm_gc}"
     )
 }
 
@@ -343,6 +344,7 @@ pub fn decode_config(text: &str) -> Result<Config, String> {
             "wasm_function_references" => c.wasm_function_references = flag()?,
             "wasm_memory64" => c.wasm_memory64 = flag()?,
             "wasm_exceptions" => c.wasm_exceptions = flag()?,
+            "wasm_gc" => c.wasm_gc = flag()?,
             _ => return Err(format!("unknown configuration key {k:?}")),
         }
     }
@@ -440,10 +442,12 @@ mod tests {
             spectre_guard: false,
             epoch_interruption: true,
             wasm_memory64: false,
+            wasm_gc: false,
             max_wasm_stack: 123_456,
             ..Config::default()
         };
         let back = decode_config(&encode_config(&c)).unwrap();
+        assert!(!back.wasm_gc);
         assert_eq!(encode_config(&back), encode_config(&c));
         let engine_a = Engine::new(&c).unwrap();
         let engine_b = Engine::new(&back).unwrap();

@@ -17,7 +17,7 @@
 //! | 8 | payload length |
 //! | 8 | payload checksum |
 //! | 8 | header checksum (of the 40 bytes above) |
-//! | … | payload: memories (runs of non-zero pages), globals, tables, dropped segments |
+//! | … | payload: memories (runs of non-zero pages), globals, tables, dropped segments, and, only when the store's GC heap held objects, its image (u64 length, bytes) |
 //!
 //! # Example
 //!
@@ -33,6 +33,7 @@
 //!     tables: vec![vec![0, 3]],
 //!     data_dropped: vec![true],
 //!     elem_dropped: vec![],
+//!     gc_heap: vec![],
 //! };
 //! let file = snap.encode();
 //! assert_eq!(SnapshotFile::decode(&file)?, snap);
@@ -135,6 +136,10 @@ pub struct SnapshotFile {
     pub data_dropped: Vec<bool>,
     /// For each element segment, whether it was dropped.
     pub elem_dropped: Vec<bool>,
+    /// The GC heap image (`faaslet::ImageParts::gc_heap`), empty when the
+    /// store held no GC object. Written last and only when non-empty, so
+    /// files without one are exactly those of before GC.
+    pub gc_heap: Vec<u8>,
 }
 
 impl SnapshotFile {
@@ -167,6 +172,10 @@ impl SnapshotFile {
         for flags in [&self.data_dropped, &self.elem_dropped] {
             put_u32(&mut p, flags.len() as u32);
             p.extend(flags.iter().map(|&b| b as u8));
+        }
+        if !self.gc_heap.is_empty() {
+            put_u64(&mut p, self.gc_heap.len() as u64);
+            p.extend_from_slice(&self.gc_heap);
         }
         let mut out = Vec::with_capacity(HEADER_LEN + p.len());
         out.extend_from_slice(&MAGIC);
@@ -264,6 +273,14 @@ impl SnapshotFile {
                 f.push(b == 1);
             }
         }
+        let mut gc_heap = Vec::new();
+        if !r.buf.is_empty() {
+            let len = r.u64("GC heap length")?;
+            if len == 0 || len > 1u64 << 32 {
+                return Err(FormatError::Malformed(format!("a GC heap of {len} bytes")));
+            }
+            gc_heap = r.take("GC heap", len)?.to_vec();
+        }
         if !r.buf.is_empty() {
             return Err(FormatError::Malformed(format!(
                 "{} unread bytes at the end of the payload",
@@ -278,6 +295,7 @@ impl SnapshotFile {
             tables,
             data_dropped,
             elem_dropped,
+            gc_heap,
         })
     }
 
@@ -406,7 +424,19 @@ mod tests {
             tables: vec![vec![0, 1, 2], vec![]],
             data_dropped: vec![false, true],
             elem_dropped: vec![true],
+            gc_heap: vec![],
         }
+    }
+
+    #[test]
+    fn gc_heap_round_trips_and_is_absent_when_empty() {
+        let plain = sample().encode();
+        let mut s = sample();
+        s.gc_heap = (0..64u8).collect();
+        let f = s.encode();
+        assert_eq!(f.len(), plain.len() + 8 + 64);
+        assert_eq!(SnapshotFile::decode(&f).unwrap(), s);
+        assert!(SnapshotFile::decode(&plain).unwrap().gc_heap.is_empty());
     }
 
     #[test]

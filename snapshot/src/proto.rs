@@ -138,6 +138,7 @@ impl Snapshot {
             tables: parts.tables,
             data_dropped: parts.data_dropped,
             elem_dropped: parts.elem_dropped,
+            gc_heap: parts.gc_heap,
         }
         .encode())
     }
@@ -164,6 +165,7 @@ impl Snapshot {
             tables: file.tables,
             data_dropped: file.data_dropped,
             elem_dropped: file.elem_dropped,
+            gc_heap: file.gc_heap,
         };
         Ok(Snapshot {
             image: InstanceImage::from_parts(module, parts)?,

@@ -273,3 +273,128 @@ fn secret_is_gone_when_a_dropped_restore_is_restored_again() {
         }
     }
 }
+
+/// WebAssembly GC: a Proto-Faaslet captures the store's GC heap. Its
+/// `_initialize` builds a linked list of structs (each holding an i31,
+/// a packed i8 and a funcref) and an array in globals, and puts the list
+/// and an i31 in an `anyref` table; a restored
+/// instance (in a new store, and from the snapshot's bytes in another
+/// engine, where type ids are assigned anew) sees the same objects,
+/// calls through the funcref the heap holds, and a reset undoes a
+/// mutation and drops the objects allocated since.
+#[test]
+fn restored_instance_sees_its_gc_objects() {
+    const GC_MODULE: &str = r#"(module
+      (type $f (func (result i32)))
+      (type $node (struct (field $v (mut i32)) (field $b i8) (field $fn (ref null $f))
+                          (field $tag i31ref) (field $next (ref null $node))))
+      (type $arr (array (mut i64)))
+      (global $list (mut (ref null $node)) (ref.null $node))
+      (global $nums (mut (ref null $arr)) (ref.null $arr))
+      (table $t 2 anyref)
+      (func $seven (type $f) (i32.const 7))
+      (elem declare func $seven)
+      (func (export "_initialize")
+        (global.set $list
+          (struct.new $node (i32.const 1) (i32.const -1) (ref.null $f) (ref.i31 (i32.const 10))
+            (struct.new $node (i32.const 2) (i32.const 200) (ref.func $seven)
+              (ref.i31 (i32.const -20)) (ref.null $node))))
+        (global.set $nums (array.new_fixed $arr 3 (i64.const 5) (i64.const 6) (i64.const 7)))
+        (table.set $t (i32.const 0) (global.get $list))
+        (table.set $t (i32.const 1) (ref.i31 (i32.const 77))))
+      (func (export "table_sum") (result i32)
+        (i32.add
+          (struct.get $node $v (ref.cast (ref $node) (table.get $t (i32.const 0))))
+          (i31.get_s (ref.cast (ref i31) (table.get $t (i32.const 1))))))
+      (func (export "sum") (result i32)
+        (local $n (ref null $node)) (local $s i32)
+        (local.set $n (global.get $list))
+        (block $done
+          (loop $l
+            (br_if $done (ref.is_null (local.get $n)))
+            (local.set $s (i32.add (local.get $s) (struct.get $node $v (local.get $n))))
+            (local.set $n (struct.get $node $next (local.get $n)))
+            (br $l)))
+        (local.get $s))
+      (func (export "second_b") (result i32)
+        (struct.get_s $node $b (struct.get $node $next (global.get $list))))
+      (func (export "second_tag") (result i32)
+        (i31.get_s (struct.get $node $tag (struct.get $node $next (global.get $list)))))
+      (func (export "call_second") (result i32)
+        (call_ref $f (struct.get $node $fn (struct.get $node $next (global.get $list)))))
+      (func (export "nums") (result i64)
+        (i64.add (array.get $arr (global.get $nums) (i32.const 2))
+                 (i64.extend_i32_u (array.len (global.get $nums)))))
+      (func (export "mutate")
+        (struct.set $node $v (global.get $list) (i32.const 100))
+        (global.set $nums (array.new_default $arr (i32.const 1000))))
+    )"#;
+    let config = faaslet::Config {
+        wasm_gc: true,
+        ..faaslet::Config::default()
+    };
+    let engine = Engine::new(&config).unwrap();
+    let module = Module::new(&engine, GC_MODULE).unwrap();
+    let mut store = Store::new(&engine, ());
+    let snap = Snapshot::create(&mut store, &module, &[], None).unwrap();
+    let check = |store: &mut Store<()>, inst: faaslet::Instance| {
+        let i32_of = |store: &mut Store<()>, name: &str| {
+            inst.get_typed_func::<(), i32, _>(&mut *store, name)
+                .unwrap()
+                .call(&mut *store, ())
+                .unwrap()
+        };
+        assert_eq!(i32_of(store, "sum"), 3);
+        assert_eq!(
+            i32_of(store, "second_b"),
+            -56,
+            "packed i8 200, sign-extended"
+        );
+        assert_eq!(i32_of(store, "second_tag"), -20);
+        assert_eq!(i32_of(store, "call_second"), 7, "funcref held in the heap");
+        assert_eq!(i32_of(store, "table_sum"), 78, "GC references in a table");
+        let nums = inst
+            .get_typed_func::<(), i64, _>(&mut *store, "nums")
+            .unwrap();
+        assert_eq!(nums.call(&mut *store, ()).unwrap(), 10);
+    };
+
+    // Restored in a new store of the same engine.
+    let mut s2 = Store::new(&engine, ());
+    let inst = snap.restore(&mut s2, &[]).unwrap();
+    check(&mut s2, inst);
+    let heap_bytes = s2.memory_bytes();
+    assert!(
+        heap_bytes > 0,
+        "the restored heap counts against the limits"
+    );
+
+    // Mutated, then reset: the mutation and the new array are gone.
+    let mutate = inst.get_typed_func::<(), (), _>(&mut s2, "mutate").unwrap();
+    mutate.call(&mut s2, ()).unwrap();
+    assert!(s2.memory_bytes() > heap_bytes + 8000);
+    snap.reset(&mut s2, inst).unwrap();
+    check(&mut s2, inst);
+    assert_eq!(s2.memory_bytes(), heap_bytes);
+
+    // Through the file format, in another engine (whose registered type
+    // ids differ: another module with other types registers first).
+    let bytes = snap.to_bytes().unwrap();
+    let engine2 = Engine::new(&config).unwrap();
+    let _other = Module::new(
+        &engine2,
+        "(module (type (struct (field i64) (field f32))) (type (array i8)))",
+    )
+    .unwrap();
+    let module2 = Module::new(&engine2, GC_MODULE).unwrap();
+    let snap2 = Snapshot::from_bytes(&module2, &bytes).unwrap();
+    let mut s3 = Store::new(&engine2, ());
+    let inst = snap2.restore(&mut s3, &[]).unwrap();
+    check(&mut s3, inst);
+
+    // A store whose heap already holds objects cannot take the image
+    // (offsets are kept as they are).
+    let mut s4 = Store::new(&engine, ());
+    snap.restore(&mut s4, &[]).unwrap();
+    assert!(snap.restore(&mut s4, &[]).is_err());
+}

@@ -567,3 +567,89 @@ fn compilation_stops_at_its_budget() {
         Module::from_binary_with_artifact_within(&engine, &wasm, Duration::from_secs(60)).unwrap();
     assert_eq!(module.info().funcs.len(), n as usize);
 }
+
+/// WebAssembly GC: the heap counts against the store's `memory_bytes`
+/// and cannot grow past it; an allocation over the limit (one huge array,
+/// or many small ones kept alive) traps with `GcHeapExhausted` without the
+/// host allocating it, and the store stays usable. A GC reference of
+/// another store is refused before it reaches wasm code.
+#[test]
+fn gc_heap_is_bounded_per_store() {
+    let engine = Engine::new(&Config {
+        wasm_gc: true,
+        ..Config::default()
+    })
+    .unwrap();
+    let module = Module::new(
+        &engine,
+        r#"(module
+          (type $bytes (array (mut i8)))
+          (type $keep (array (mut (ref null $bytes))))
+          (global $kept (mut (ref null $keep)) (ref.null $keep))
+          (func (export "huge") (result i32)
+            (array.len (array.new_default $bytes (i32.const -1))))
+          (func (export "fill_up")
+            (local $i i32)
+            (global.set $kept (array.new_default $keep (i32.const 100000)))
+            (loop $l
+              (array.set $keep (global.get $kept) (local.get $i)
+                (array.new_default $bytes (i32.const 65536)))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br $l)))
+          (func (export "small") (result i32)
+            (array.len (array.new_default $bytes (i32.const 16))))
+          (func (export "id") (param anyref) (result anyref) (local.get 0)))"#,
+    )
+    .unwrap();
+    let mut store = Store::new(&engine, ());
+    store.set_limits(StoreLimits {
+        memory_bytes: 16 << 20,
+        ..store.limits()
+    });
+    let inst = Instance::new(&mut store, &module, &[]).unwrap();
+    let huge = inst
+        .get_typed_func::<(), i32, _>(&mut store, "huge")
+        .unwrap();
+    let before = rss();
+    assert_eq!(
+        huge.call(&mut store, ()).unwrap_err().kind,
+        TrapKind::GcHeapExhausted
+    );
+    let fill = inst
+        .get_typed_func::<(), (), _>(&mut store, "fill_up")
+        .unwrap();
+    let t = Instant::now();
+    assert_eq!(
+        fill.call(&mut store, ()).unwrap_err().kind,
+        TrapKind::GcHeapExhausted
+    );
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert!(store.memory_bytes() <= 16 << 20, "{}", store.memory_bytes());
+    assert!(store.memory_bytes() > 15 << 20, "{}", store.memory_bytes());
+    assert!(rss().saturating_sub(before) < 64 << 20);
+    // Nothing left to allocate, but the store still runs code.
+    let small = inst
+        .get_typed_func::<(), i32, _>(&mut store, "small")
+        .unwrap();
+    match small.call(&mut store, ()) {
+        Ok(n) => assert_eq!(n, 16),
+        Err(t) => assert_eq!(t.kind, TrapKind::GcHeapExhausted),
+    }
+
+    // A reference from another store is refused at the boundary.
+    let mut other = Store::new(&engine, ());
+    let foreign = faaslet::AnyRef::i31(&other, 5);
+    let id = inst.get_func(&mut store, "id").unwrap();
+    let mut out = [Val::AnyRef(None)];
+    assert!(id
+        .call(&mut store, &[Val::AnyRef(Some(foreign))], &mut out)
+        .is_err());
+    let mine = faaslet::AnyRef::i31(&store, -3);
+    id.call(&mut store, &[Val::AnyRef(Some(mine))], &mut out)
+        .unwrap();
+    match &out[0] {
+        Val::AnyRef(Some(r)) => assert_eq!(r.kind(&store), Some(faaslet::AnyKind::I31(-3))),
+        v => panic!("{v:?}"),
+    }
+    let _ = &mut other;
+}

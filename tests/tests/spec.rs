@@ -631,29 +631,35 @@ fn exceptions_are_bounded_and_checked() {
     }
 }
 
-/// The WebAssembly 3.0 suite (`wasm-v3`), with multi-memory on: everything
-/// passes but the two files that need GC (`ref_null.wast` returns an
-/// `anyref`; `type-rec.wast` declares struct types), which faaslet refuses
-/// as unsupported (design: `docs/gc.md`). Guards against regressions in
-/// the other 3.0 features until GC lands.
+/// Runs the WebAssembly 3.0 suite (`wasm-v3`) with multi-memory on and
+/// GC as `gc` says; the reports.
+fn run_wasm_v3(bounds: Bounds, gc: bool) -> Vec<FileReport> {
+    let engine = Engine::new(&Config {
+        bounds,
+        wasm_multi_memory: true,
+        wasm_gc: gc,
+        ..Config::default()
+    })
+    .expect("engine");
+    run_with_big_stack(move || {
+        let mut runner = WastRunner::new(engine);
+        let mut files: Vec<_> = spec(SpecVersion::V3).collect();
+        files.sort_by(|a, b| a.name().cmp(b.name()));
+        files
+            .iter()
+            .map(|f| runner.run_file(f.name(), f.raw()))
+            .collect()
+    })
+}
+
+/// The WebAssembly 3.0 suite (`wasm-v3`), with multi-memory on and GC off
+/// (`Config::wasm_gc`): everything passes but the two files that need GC
+/// (`ref_null.wast` returns an `anyref`; `type-rec.wast` declares struct
+/// types), which faaslet then refuses as unsupported.
 #[test]
-fn spec_wasm_v3_fails_only_for_gc() {
+fn spec_wasm_v3_without_gc_fails_only_for_gc() {
     for bounds in [Config::default().bounds, Bounds::Explicit] {
-        let engine = Engine::new(&Config {
-            bounds,
-            wasm_multi_memory: true,
-            ..Config::default()
-        })
-        .expect("engine");
-        let reports: Vec<FileReport> = run_with_big_stack(move || {
-            let mut runner = WastRunner::new(engine);
-            let mut files: Vec<_> = spec(SpecVersion::V3).collect();
-            files.sort_by(|a, b| a.name().cmp(b.name()));
-            files
-                .iter()
-                .map(|f| runner.run_file(f.name(), f.raw()))
-                .collect()
-        });
+        let reports = run_wasm_v3(bounds, false);
         let failing: Vec<&str> = reports
             .iter()
             .filter(|r| !r.ok())
@@ -666,6 +672,37 @@ fn spec_wasm_v3_fails_only_for_gc() {
             (19_988, 48, 0),
             "{bounds:?}"
         );
+    }
+}
+
+/// The WebAssembly 3.0 suite (`wasm-v3`) with GC on: every assertion
+/// passes in both bounds modes.
+#[test]
+fn spec_wasm_v3_with_gc_passes() {
+    for bounds in [Config::default().bounds, Bounds::Explicit] {
+        let t = SuiteTotals::of(&run_wasm_v3(bounds, true));
+        assert_eq!(
+            (t.passed, t.failed, t.skipped),
+            (20_024, 0, 0),
+            "{bounds:?}"
+        );
+    }
+}
+
+/// WebAssembly GC (`Config::wasm_gc`): every assertion of the proposal's
+/// 17 files passes in both bounds modes.
+#[test]
+fn spec_gc_both_modes() {
+    for bounds in [Config::default().bounds, Bounds::Explicit] {
+        let t = run_proposal_files_with(
+            Proposal::GC,
+            Config {
+                bounds,
+                wasm_gc: true,
+                ..Config::default()
+            },
+        );
+        assert_eq!((t.files, t.passed, t.skipped), (17, 657, 0));
     }
 }
 
