@@ -162,6 +162,10 @@ impl InstanceImage {
     ) -> Result<InstanceImage, ImageError> {
         let core = store.core_mut();
         core.check(instance.store)?;
+        // The image holds only what is reachable (the heap is not
+        // compacted: free blocks between live objects stay, as free
+        // blocks, and a free tail is dropped).
+        core.collect_garbage();
         let entry = &core.instances[instance.index as usize];
         let module = entry.module.clone();
         let info = module.info();
