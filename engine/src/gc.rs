@@ -386,7 +386,12 @@ impl GcHeap {
             }
             for &raw in &refs {
                 let r = (raw & !gc_ref::WRAPPED_ANY) as usize;
-                if r != 0 && r.is_multiple_of(8) && r < len && bit(&self.starts, r) && !bit(&marks, r) {
+                if r != 0
+                    && r.is_multiple_of(8)
+                    && r < len
+                    && bit(&self.starts, r)
+                    && !bit(&marks, r)
+                {
                     set_bit(&mut marks, r);
                     gray.push(r as u32);
                 }
@@ -1334,6 +1339,16 @@ impl HostRoots {
         }
         self.slots.truncate(start);
         self.free.retain(|&i| (i as usize) < start);
+    }
+
+    /// Releases every root (the heap they pointed into was replaced by a
+    /// snapshot's): every existing handle is refused from now on.
+    pub(crate) fn release_all(&mut self) {
+        let bound = self.scopes.first().copied().unwrap_or(self.slots.len());
+        for s in &mut self.slots {
+            *s = (0, 0);
+        }
+        self.free = (0..bound as u32).rev().collect();
     }
 
     /// Calls `mark` with every rooted reference.

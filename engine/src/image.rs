@@ -342,6 +342,9 @@ impl InstanceImage {
             let entry = &core.instances[id as usize];
             let mut heap = core.gc.borrow_mut();
             heap.clear();
+            // Host handles named objects of the heap just dropped: the
+            // offsets they hold would name the image's objects now.
+            core.any_roots.release_all();
             self.restore_gc_heap_into(&mut heap, entry)?;
         }
         self.restore_tables_and_segments(core, id)

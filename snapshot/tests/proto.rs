@@ -423,6 +423,7 @@ fn gc_snapshot_after_collections_restores_and_keeps_collecting() {
           (global.set $list (struct.new $pair (local.get $i) (global.get $list)))
           (call $churn (i32.const 100))
           (br_if $l (i32.lt_u (local.get $i) (i32.const 1000)))))
+      (func (export "head") (result anyref) (global.get $list))
       (func (export "sum") (result i32)
         (local $n (ref null $pair)) (local $s i32)
         (local.set $n (global.get $list))
@@ -462,7 +463,16 @@ fn gc_snapshot_after_collections_restores_and_keeps_collecting() {
     let mut s2 = Store::new(&engine, ());
     let inst = snap.restore(&mut s2, &[]).unwrap();
     run(&mut s2, inst);
+    // A host handle from before a reset names the dropped heap: refused.
+    let head = inst.get_func(&mut s2, "head").unwrap();
+    let mut out = [faaslet::Val::AnyRef(None)];
+    head.call(&mut s2, &[], &mut out).unwrap();
+    let faaslet::Val::AnyRef(Some(h)) = out[0].clone() else {
+        panic!("{:?}", out[0])
+    };
+    assert_eq!(h.kind(&s2), Some(faaslet::AnyKind::Struct));
     snap.reset(&mut s2, inst).unwrap();
+    assert_eq!(h.kind(&s2), None);
     run(&mut s2, inst);
 
     let bytes = snap.to_bytes().unwrap();
