@@ -302,8 +302,14 @@ impl GcHeap {
     /// The size in bytes (a multiple of 8) of the allocated object at
     /// `at`, from its type.
     fn object_size(&self, at: usize) -> Option<usize> {
-        let len = self.read_u32(at + 4) as usize;
-        match &self.type_of(at)?.kind {
+        Self::size_of(self.type_of(at)?, self.read_u32(at + 4))
+    }
+
+    /// The size in bytes (a multiple of 8) of an object of type `def` and
+    /// array length `len`.
+    fn size_of(def: &TypeDef, len: u32) -> Option<usize> {
+        let len = len as usize;
+        match &def.kind {
             CompositeKind::Struct { size, .. } => Some((*size as usize + 7) & !7),
             CompositeKind::Array(f) => {
                 Some((HEADER_BYTES as usize + len * f.storage.size() as usize + 7) & !7)
@@ -342,10 +348,21 @@ impl GcHeap {
         // Trace: precise, by each object's type.
         let mut live = 0u64;
         let mut refs: Vec<u64> = Vec::new();
+        // The last type looked up (objects of one type tend to come
+        // together; this saves most of the map lookups).
+        let mut last: Option<(u32, Arc<TypeDef>)> = None;
+        let mut def_of = |types: &HashMap<u32, Arc<TypeDef>>, id: u32| match &last {
+            Some((l, d)) if *l == id => Some(d.clone()),
+            _ => {
+                let d = types.get(&id)?.clone();
+                last = Some((id, d.clone()));
+                Some(d)
+            }
+        };
         while let Some(at) = gray.pop() {
             let at = at as usize;
             refs.clear();
-            if let Some(def) = self.type_of(at) {
+            if let Some(def) = def_of(&self.types, self.read_u32(at)) {
                 let mut push = |s: StorageType, p: usize| {
                     if let StorageType::Val(v) = s {
                         let raw = self
@@ -406,7 +423,9 @@ impl GcHeap {
             while word != 0 {
                 let at = (w * 64 + word.trailing_zeros() as usize) * 8;
                 word &= word - 1;
-                let size = self.object_size(at).unwrap_or(8);
+                let size = def_of(&self.types, self.read_u32(at))
+                    .and_then(|d| Self::size_of(&d, self.read_u32(at + 4)))
+                    .unwrap_or(8);
                 if at > free_from {
                     self.free_block(free_from, at);
                     self.runs.push((free_from as u32, at as u32));
