@@ -1278,7 +1278,7 @@ const MAX_HOST_ROOTS: usize = 1 << 29;
 pub(crate) struct HostRoots {
     /// Each slot's reference and generation (0: free).
     slots: Vec<(u64, u32)>,
-    /// Free slots below the innermost scope's start.
+    /// Free slots, released at the top level (below every open scope).
     free: Vec<u32>,
     /// The starts of the open scopes (host calls from wasm), innermost
     /// last: slots from there up are released when the scope ends.
@@ -1339,7 +1339,11 @@ impl HostRoots {
         }
         let i = Self::slot(handle).0 - 1;
         self.slots[i] = (0, 0);
-        if self.scopes.last().is_none_or(|&s| i < s) {
+        // Reused only from the top level, so every free slot lies below
+        // any scope opened later and a scope's end never has to search the
+        // free list. (A slot below an open scope released inside it stays
+        // unused: a few bytes, until `release_all`.)
+        if self.scopes.is_empty() {
             self.free.push(i as u32);
         }
         true
@@ -1356,8 +1360,8 @@ impl HostRoots {
         while self.scopes.last().is_some_and(|&s| s >= start) {
             self.scopes.pop();
         }
+        // Every free slot is below `start` (see `unroot`).
         self.slots.truncate(start);
-        self.free.retain(|&i| (i as usize) < start);
     }
 
     /// Releases every root (the heap they pointed into was replaced by a
@@ -1382,5 +1386,48 @@ impl HostRoots {
     /// How many references are rooted now.
     pub(crate) fn len(&self) -> usize {
         self.slots.iter().filter(|s| s.1 != 0).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HostRoots;
+
+    #[test]
+    fn host_roots_refuse_released_and_out_of_scope_handles() {
+        let mut r = HostRoots::default();
+        let a = r.root(8);
+        let b = r.root(16);
+        assert_eq!((r.get(a), r.get(b)), (Some(8), Some(16)));
+        assert_eq!(a & 3, 0, "low bits clear, like an object reference");
+        assert!(r.unroot(a));
+        assert!(!r.unroot(a));
+        assert_eq!(r.get(a), None);
+        // The slot is reused with a new generation: the old handle stays
+        // refused.
+        let c = r.root(24);
+        assert_eq!(r.get(c), Some(24));
+        assert_eq!(r.get(a), None);
+        // A scope releases what was rooted in it, nothing else.
+        let start = r.enter();
+        let d = r.root(32);
+        assert!(
+            r.unroot(b),
+            "an outer handle can be released inside a scope"
+        );
+        let e = r.root(40);
+        r.exit(start);
+        assert_eq!((r.get(d), r.get(e), r.get(b)), (None, None, None));
+        assert_eq!(r.get(c), Some(24));
+        // A later root at a truncated index has a new generation.
+        let f = r.root(48);
+        assert_eq!(r.get(f), Some(48));
+        assert_eq!((r.get(d), r.get(e)), (None, None));
+        let mut seen = Vec::new();
+        r.for_each(&mut |raw| seen.push(raw));
+        seen.sort();
+        assert_eq!(seen, [24, 48]);
+        r.release_all();
+        assert_eq!((r.get(c), r.get(f), r.len()), (None, None, 0));
     }
 }
