@@ -756,7 +756,10 @@ fn scan_native_stack(top: usize, mark: &mut dyn FnMut(u64)) -> bool {
         // from inside it), and the stack is one contiguous mapping in
         // between. The read is aligned and volatile (the compiler may
         // assume nothing about other frames' words); each word is only
-        // compared with object starts, never used as a pointer.
+        // compared with object starts, never used as a pointer. Some of
+        // these words are also reachable through references live in the
+        // frames above (the `GC` builtin's operand slice); they are only
+        // read here, and nothing writes them while the scan runs.
         let word = unsafe { std::ptr::read_volatile(at as *const u64) };
         mark(word);
         at += 8;
