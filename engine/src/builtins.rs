@@ -57,11 +57,15 @@ unsafe extern "C" fn gc(vmctx: *mut u8, op: u32, a: u32, b: u32, values: *mut ab
     };
     let elements = &inst.elements;
     let elems = |e: u32| elements.get(e as usize).cloned().flatten();
+    // The roots besides the native stack, for a collection the operation
+    // may run (the heap is borrowed below; the roots are other fields).
+    let roots = |mark: &mut dyn FnMut(u64)| core.gc_roots(mark);
     let env = crate::gc::GcEnv {
         info,
         data: &data,
         elems: &elems,
         budget,
+        roots: Some(&roots),
     };
     let Ok(mut heap) = core.gc.try_borrow_mut() else {
         return 1;

@@ -398,7 +398,7 @@ fn eval(
                     }
                     _ => None,
                 };
-                heap.struct_new(info, t, vals.as_deref(), *budget)
+                heap.struct_new(info, t, vals.as_deref(), *budget, None)
                     .map_err(Trap::new)? as u128
             }
             ConstOp::ArrayNew(t) | ConstOp::ArrayNewDefault(t) => {
@@ -408,13 +408,13 @@ fn eval(
                     ConstOp::ArrayNew(_) => stack.pop().unwrap_or(0),
                     _ => 0,
                 };
-                heap.array_new(info, t, len, *budget, |_| Ok(init))
+                heap.array_new(info, t, len, *budget, None, |_| Ok(init))
                     .map_err(Trap::new)? as u128
             }
             ConstOp::ArrayNewFixed(t, n) => {
                 let (heap, info, budget) = gc.as_mut().ok_or_else(no_gc)?;
                 let vals = stack.split_off(stack.len().saturating_sub(n as usize));
-                heap.array_new(info, t, u64::from(n), *budget, |i| {
+                heap.array_new(info, t, u64::from(n), *budget, None, |i| {
                     Ok(vals.get(i as usize).copied().unwrap_or(0))
                 })
                 .map_err(Trap::new)? as u128

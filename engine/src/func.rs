@@ -285,32 +285,40 @@ impl Func {
                 // SAFETY: store_ptr is the `StoreInner<T>` this function was
                 // created in (host functions never leave their store).
                 let inner = unsafe { &mut *(store_ptr as *mut StoreInner<T>) };
-                let params: Vec<Val> = sig
-                    .params
-                    .iter()
-                    .zip(raw.iter())
-                    .map(|(t, r)| from_raw(&mut inner.core, *t, *r))
-                    .collect();
-                let mut results: Vec<Val> =
-                    sig.results.iter().map(|t| Val::default_for(*t)).collect();
-                func(
-                    Caller {
-                        inner: &mut *inner,
-                        instance,
-                    },
-                    &params,
-                    &mut results,
-                )?;
-                for (i, (v, t)) in results.iter().zip(sig.results.iter()).enumerate() {
-                    if v.ty() != *t {
-                        return Err(Trap::host(format!(
-                            "host function returned {} for result {i} of type {t}",
-                            v.ty()
-                        )));
+                // GC references handed to the host function are rooted for
+                // the call only: the scope ends once its results are raw
+                // values again (see `gc::HostRoots`).
+                let scope = inner.core.any_roots.enter();
+                let r = (|| {
+                    let params: Vec<Val> = sig
+                        .params
+                        .iter()
+                        .zip(raw.iter())
+                        .map(|(t, r)| from_raw(&mut inner.core, *t, *r))
+                        .collect();
+                    let mut results: Vec<Val> =
+                        sig.results.iter().map(|t| Val::default_for(*t)).collect();
+                    func(
+                        Caller {
+                            inner: &mut *inner,
+                            instance,
+                        },
+                        &params,
+                        &mut results,
+                    )?;
+                    for (i, (v, t)) in results.iter().zip(sig.results.iter()).enumerate() {
+                        if v.ty() != *t {
+                            return Err(Trap::host(format!(
+                                "host function returned {} for result {i} of type {t}",
+                                v.ty()
+                            )));
+                        }
+                        raw[i] = to_raw(&inner.core, v).map_err(|e| Trap::host(e.to_string()))?;
                     }
-                    raw[i] = to_raw(&inner.core, v).map_err(|e| Trap::host(e.to_string()))?;
-                }
-                Ok(())
+                    Ok(())
+                })();
+                inner.core.any_roots.exit(scope);
+                r
             },
         );
         Func::new_raw(store, ty, call)

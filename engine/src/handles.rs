@@ -78,12 +78,21 @@ pub struct ExnRef {
 
 /// A non-null reference of WebAssembly GC's `any` hierarchy (a struct, an
 /// array, an `i31`, or an externalised host reference), as the host sees
-/// it. Valid for the life of its store (the heap never frees objects; see
-/// `docs/gc.md`). [`AnyRef::kind`] says what it is.
+/// it. [`AnyRef::kind`] says what it is.
+///
+/// A struct or array is held through a **root**: a slot of the store's
+/// host root table, which the collector treats as a root, so the object
+/// lives at least as long as the handle is rooted. Handles the host
+/// receives are rooted until [`AnyRef::unroot`], or until the host call
+/// or [`Store::with_root_scope`](crate::Store::with_root_scope) they were
+/// made in ends; a handle used after that is refused as stale (it never
+/// reaches another object). Equality compares handles; use
+/// [`AnyRef::ref_eq`] for wasm's `ref.eq`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AnyRef {
     pub(crate) store: StoreId,
-    /// The encoded reference (`faaslet_jit::gc_ref`), non-zero.
+    /// Non-zero: an `i31` or an externalised host reference as encoded
+    /// (`faaslet_jit::gc_ref`), or a root handle (`gc::HostRoots::root`).
     pub(crate) raw: u64,
 }
 

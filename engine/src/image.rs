@@ -162,6 +162,10 @@ impl InstanceImage {
     ) -> Result<InstanceImage, ImageError> {
         let core = store.core_mut();
         core.check(instance.store)?;
+        // The image holds only what is reachable (the heap is not
+        // compacted: free blocks between live objects stay, as free
+        // blocks, and a free tail is dropped).
+        core.collect_garbage();
         let entry = &core.instances[instance.index as usize];
         let module = entry.module.clone();
         let info = module.info();
@@ -338,6 +342,9 @@ impl InstanceImage {
             let entry = &core.instances[id as usize];
             let mut heap = core.gc.borrow_mut();
             heap.clear();
+            // Host handles named objects of the heap just dropped: the
+            // offsets they hold would name the image's objects now.
+            core.any_roots.release_all();
             self.restore_gc_heap_into(&mut heap, entry)?;
         }
         self.restore_tables_and_segments(core, id)

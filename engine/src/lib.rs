@@ -82,7 +82,7 @@ pub use faaslet_jit::{
 pub use func::{
     Caller, IntoFunc, TypedFunc, WasmParams, WasmResults, WasmRet, WasmTy, WrittenPages,
 };
-pub use gc::{AnyKind, MAX_HEAP_BYTES};
+pub use gc::{AnyKind, GcStats, MAX_HEAP_BYTES, MIN_THRESHOLD};
 pub use handles::{AnyRef, ExnRef, Extern, ExternRef, Func, Global, Instance, Memory, Table, Tag};
 pub use image::{ImageError, ImageParts, InstanceImage, Source};
 pub use linker::Linker;

@@ -132,6 +132,8 @@ pub(crate) struct StoreCore {
     pub(crate) exceptions: std::cell::RefCell<ExceptionHeap>,
     /// The GC heap (WebAssembly GC; a `RefCell` as `exceptions` is).
     pub(crate) gc: std::cell::RefCell<crate::gc::GcHeap>,
+    /// The GC references the host holds (`AnyRef`s), roots of the heap.
+    pub(crate) any_roots: crate::gc::HostRoots,
 }
 
 /// The most bytes of exception objects (32 bytes plus 16 per payload
@@ -175,6 +177,19 @@ impl ExceptionHeap {
     /// Whether `raw` is one of these exceptions.
     pub(crate) fn contains(&self, raw: u64) -> bool {
         self.live.contains(&raw)
+    }
+
+    /// Calls `mark` with every word of every payload (exceptions live as
+    /// long as the store, so each is a root of the GC heap; payload types
+    /// are not kept, so every word is offered, which the collector's
+    /// object-start check makes harmless).
+    pub(crate) fn for_each_word(&self, mark: &mut dyn FnMut(u64)) {
+        for (_, payload) in &self.objects {
+            for v in payload.iter() {
+                mark(*v as u64);
+                mark((*v >> 64) as u64);
+            }
+        }
     }
 }
 
@@ -252,6 +267,7 @@ impl<T> Store<T> {
                     tags: Vec::new(),
                     exceptions: Default::default(),
                     gc: Default::default(),
+                    any_roots: Default::default(),
                 },
                 data,
             }),
@@ -300,6 +316,39 @@ impl<T> Store<T> {
     #[cfg(feature = "test-hooks")]
     pub fn forget_fault_regions_for_test(&mut self) {
         self.inner.core.fault_regions.clear();
+    }
+
+    /// Runs a full collection of the store's GC heap now (allocation
+    /// also collects on its own, see `docs/gc.md`).
+    pub fn gc(&mut self) {
+        self.inner.core.collect_garbage();
+    }
+
+    /// What the collector has done in this store, and the heap's size.
+    pub fn gc_stats(&self) -> crate::gc::GcStats {
+        self.inner.core.gc.borrow().stats()
+    }
+
+    /// How many GC references the host holds rooted now ([`AnyRef`]s and
+    /// `ExternRef`s made by `extern.convert_any`, until
+    /// [`AnyRef::unroot`] or the end of their scope).
+    ///
+    /// [`AnyRef`]: crate::AnyRef
+    /// [`AnyRef::unroot`]: crate::AnyRef::unroot
+    pub fn gc_host_roots(&self) -> usize {
+        self.inner.core.any_roots.len()
+    }
+
+    /// Runs `f` in a root scope: every GC reference handed to the host
+    /// while it runs ([`AnyRef`](crate::AnyRef) results, global and table
+    /// reads) is unrooted when it returns, so a host loop calling wasm
+    /// does not accumulate roots. A handle used after its scope is refused
+    /// as stale, never read.
+    pub fn with_root_scope<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let start = self.inner.core.any_roots.enter();
+        let r = f(self);
+        self.inner.core.any_roots.exit(start);
+        r
     }
 
     /// Consumes the store, returning its data.
@@ -497,6 +546,50 @@ impl StoreCore {
 }
 
 impl StoreCore {
+    /// Calls `mark` with every root of the GC heap besides the native
+    /// stack: reference globals and tables, element segments, exception
+    /// payloads and host handles. `false` if some could not be seen (the
+    /// exception heap is borrowed), so nothing may be collected.
+    pub(crate) fn gc_roots(&self, mark: &mut dyn FnMut(u64)) -> bool {
+        use faaslet_jit::{RefType, ValType};
+        for g in &self.globals {
+            if matches!(g.ty.content, ValType::AnyRef | ValType::ExternRef) {
+                mark(g.vm.bits as u64);
+            }
+        }
+        for t in &self.tables {
+            if matches!(t.ty.element, RefType::Any | RefType::Extern) {
+                for e in t.elems.iter() {
+                    mark(*e);
+                }
+            }
+        }
+        for inst in &self.instances {
+            for seg in inst.elements.iter().flatten() {
+                for e in seg.iter() {
+                    mark(*e);
+                }
+            }
+        }
+        let Ok(exceptions) = self.exceptions.try_borrow() else {
+            return false;
+        };
+        exceptions.for_each_word(mark);
+        self.any_roots.for_each(mark);
+        true
+    }
+
+    /// Runs a full collection now, if the heap is not in use. Outside a
+    /// call no wasm frame can hold a reference; inside one (a host
+    /// function), the native stack up to the call's entry is scanned.
+    pub(crate) fn collect_garbage(&self) {
+        let Ok(mut heap) = self.gc.try_borrow_mut() else {
+            return;
+        };
+        let top = if self.depth > 0 { heap.stack_top } else { 0 };
+        heap.collect(&|mark| self.gc_roots(mark), top);
+    }
+
     /// The export `name` of instance `inst`.
     pub(crate) fn export(&mut self, inst: u32, name: &str) -> Option<Extern> {
         let entry = &self.instances[inst as usize];
@@ -787,6 +880,11 @@ impl StoreCore {
         let ctx = c.ctx.ptr();
         let outermost = c.depth == 0;
         if outermost {
+            // The top of the native stack the collector scans: a word of
+            // this frame, above every frame of the call (see
+            // `gc::scan_native_stack`).
+            let marker = 0u64;
+            c.gc.get_mut().stack_top = std::hint::black_box(&marker) as *const u64 as usize + 8;
             let sp = faaslet_sfi::approximate_stack_pointer();
             let floor = thread_stack_low().saturating_add(HOST_STACK_HEADROOM);
             let limit = sp
@@ -837,6 +935,9 @@ impl StoreCore {
         // SAFETY: guest code has returned; we are the only user again.
         let c = unsafe { &mut *core };
         c.depth -= 1;
+        if outermost {
+            c.gc.get_mut().stack_top = 0;
+        }
         // An exception still pending here was thrown and not caught (after
         // a trap, it is stale): clear it either way, for the next call.
         // SAFETY: ctx is this store's live context; only this thread

@@ -155,15 +155,42 @@ impl ExternRef {
 }
 
 impl AnyRef {
+    /// The encoded reference this handle stands for, if it is still
+    /// rooted in `core`.
+    pub(crate) fn resolve(&self, core: &StoreCore) -> Result<u64, crate::trap::Error> {
+        core.check(self.store)?;
+        resolve_any(core, self.raw)
+    }
+
     /// What the reference is: an `i31` (with its value), a struct, an
     /// array, or an externalised host reference. `None` for a reference of
-    /// another store.
+    /// another store, or one unrooted (see [`AnyRef::unroot`]).
     pub fn kind<T>(&self, store: &Store<T>) -> Option<AnyKind> {
         let core = store.core();
-        if self.store != core.id {
-            return None;
-        }
-        core.gc.borrow().kind(self.raw)
+        let raw = self.resolve(core).ok()?;
+        core.gc.borrow().kind(raw)
+    }
+
+    /// Whether `self` and `other` name the same object (wasm's `ref.eq`;
+    /// two handles to one object are different handles). `false` if
+    /// either is stale or of another store.
+    pub fn ref_eq<T>(&self, store: &Store<T>, other: &AnyRef) -> bool {
+        let core = store.core();
+        matches!((self.resolve(core), other.resolve(core)), (Ok(a), Ok(b)) if a == b)
+    }
+
+    /// Releases the host's root: the object may be collected once nothing
+    /// else reaches it, and this handle (and its copies) is refused from
+    /// now on. Returns `false` if it was not rooted (an `i31` or
+    /// externalised host reference needs no root; a released or foreign
+    /// handle). Results of calls, and global and table reads, stay rooted
+    /// until released (or until the [`Store::with_root_scope`] or host
+    /// call they were made in ends).
+    pub fn unroot<T>(self, store: &mut Store<T>) -> bool {
+        let core = store.core_mut();
+        self.store == core.id
+            && self.raw & faaslet_jit::gc_ref::TAG_MASK == 0
+            && core.any_roots.unroot(self.raw)
     }
 
     /// The host reference an `any.convert_extern` made this from, if so.
@@ -179,7 +206,7 @@ impl AnyRef {
 
     /// `host` internalised (`any.convert_extern`): a reference of the
     /// `any` hierarchy wrapping a host reference (or unwrapping one that
-    /// `extern.convert_any` made).
+    /// `extern.convert_any` made, which shares its root).
     pub fn from_extern<T>(store: &Store<T>, host: &ExternRef) -> AnyRef {
         use faaslet_jit::gc_ref;
         let raw = if host.raw & gc_ref::WRAPPED_ANY != 0 {
@@ -203,6 +230,27 @@ impl AnyRef {
     }
 }
 
+/// The encoded reference behind `raw`, an `AnyRef`'s field: an `i31` or
+/// externalised host reference as it is, a heap object through its root.
+fn resolve_any(core: &StoreCore, raw: u64) -> Result<u64, crate::trap::Error> {
+    if raw & faaslet_jit::gc_ref::TAG_MASK != 0 {
+        return Ok(raw);
+    }
+    core.any_roots.get(raw).ok_or_else(|| {
+        crate::trap::Error::Type("AnyRef used after it was unrooted (a stale GC handle)".into())
+    })
+}
+
+/// The `AnyRef` field for encoded reference `raw` (non-zero): heap
+/// objects are rooted.
+fn handle_any(core: &mut StoreCore, raw: u64) -> u64 {
+    if raw & faaslet_jit::gc_ref::TAG_MASK != 0 {
+        raw
+    } else {
+        core.any_roots.root(raw)
+    }
+}
+
 /// Converts a value to its raw form, checking it belongs to `core`.
 pub(crate) fn to_raw(core: &StoreCore, v: &Val) -> Result<ValRaw, crate::trap::Error> {
     Ok(match v {
@@ -212,10 +260,7 @@ pub(crate) fn to_raw(core: &StoreCore, v: &Val) -> Result<ValRaw, crate::trap::E
         Val::F64(x) => *x as ValRaw,
         Val::V128(x) => *x,
         Val::FuncRef(None) | Val::ExternRef(None) | Val::ExnRef(None) | Val::AnyRef(None) => 0,
-        Val::AnyRef(Some(r)) => {
-            core.check(r.store)?;
-            r.raw as ValRaw
-        }
+        Val::AnyRef(Some(r)) => r.resolve(core)? as ValRaw,
         Val::ExnRef(Some(r)) => {
             core.check(r.store)?;
             // Only an exception of this store's, never a made-up pointer:
@@ -233,7 +278,12 @@ pub(crate) fn to_raw(core: &StoreCore, v: &Val) -> Result<ValRaw, crate::trap::E
         }
         Val::ExternRef(Some(r)) => {
             core.check(r.store)?;
-            r.raw as ValRaw
+            let wrapped = faaslet_jit::gc_ref::WRAPPED_ANY;
+            if r.raw & wrapped != 0 {
+                (resolve_any(core, r.raw & !wrapped)? | wrapped) as ValRaw
+            } else {
+                r.raw as ValRaw
+            }
         }
     })
 }
@@ -249,6 +299,11 @@ pub(crate) fn from_raw(core: &mut StoreCore, ty: ValType, raw: ValRaw) -> Val {
         ValType::FuncRef => Val::FuncRef(core.func_from_raw(raw as u64)),
         ValType::ExternRef => Val::ExternRef(match raw as u64 {
             0 => None,
+            r if r & faaslet_jit::gc_ref::WRAPPED_ANY != 0 => Some(ExternRef {
+                store: core.id,
+                raw: handle_any(core, r & !faaslet_jit::gc_ref::WRAPPED_ANY)
+                    | faaslet_jit::gc_ref::WRAPPED_ANY,
+            }),
             r => Some(ExternRef {
                 store: core.id,
                 raw: r,
@@ -258,7 +313,7 @@ pub(crate) fn from_raw(core: &mut StoreCore, ty: ValType, raw: ValRaw) -> Val {
             0 => None,
             r => Some(AnyRef {
                 store: core.id,
-                raw: r,
+                raw: handle_any(core, r),
             }),
         }),
         ValType::ExnRef => Val::ExnRef(match raw as u64 {
