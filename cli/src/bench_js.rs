@@ -23,8 +23,54 @@ use std::time::Instant;
 /// The no-op function: reads its input, writes nothing.
 const NOOP: &str = "readInput();\n";
 
+/// A CPU-bound function: the interpreter's own speed, where asyncify's
+/// instrumentation would show (it made such code about 3.5x slower when
+/// the interpreter was on the path to the read).
+const CPU_BOUND: &str = "readInput();
+function fib(n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }
+const xs = [];
+for (let i = 0; i < 200000; i++) xs.push({ k: (i * 7919) % 100003, i });
+xs.sort((a, b) => a.k - b.k);
+print(fib(25), xs[0].k, xs[xs.length - 1].k);
+";
+
 fn progress(what: &str) {
     eprintln!("bench cold-start --js: {what}");
+}
+
+/// User plus system CPU time, in ns, of this process (`who` =
+/// `RUSAGE_SELF`) or of its children that have been waited for
+/// (`RUSAGE_CHILDREN`). CPU time, not wall time, for the CPU-bound rows:
+/// on a shared machine a wall clock also counts the time spent waiting
+/// for a core.
+fn cpu_ns(who: libc::c_int) -> f64 {
+    let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes one `rusage` through the pointer, which
+    // points at one we own; `who` is RUSAGE_SELF or RUSAGE_CHILDREN.
+    if unsafe { libc::getrusage(who, u.as_mut_ptr()) } != 0 {
+        return f64::NAN;
+    }
+    // SAFETY: all-zero bytes are a valid `rusage` (plain integers), and
+    // getrusage has filled it in.
+    let u = unsafe { u.assume_init() };
+    let tv = |t: libc::timeval| t.tv_sec as f64 * 1e9 + t.tv_usec as f64 * 1e3;
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// The median CPU time (`cpu_ns(who)` before and after) of `runs` runs of `f`.
+fn cpu_median_of(
+    runs: usize,
+    who: libc::c_int,
+    mut f: impl FnMut() -> Result<(), String>,
+) -> Result<f64, String> {
+    let mut v = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = cpu_ns(who);
+        f()?;
+        v.push(cpu_ns(who) - t);
+    }
+    v.sort_by(f64::total_cmp);
+    Ok(v[v.len() / 2])
 }
 
 /// The median time of the process `program args` natively (10 runs,
@@ -108,8 +154,46 @@ pub fn bench_js(js: &Path, json: bool, iterations: usize) -> Result<(), String> 
             rc => Err(format!("cold start exited {rc}")),
         }
     })?;
+    progress("a CPU-bound function: from its Proto-Faaslet, fresh, native");
+    worker
+        .upload_js("bench", "cpu", CPU_BOUND.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let cpu_resumed = cpu_median_of(5, libc::RUSAGE_SELF, || {
+        worker
+            .call("bench", "cpu", b"")
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })?;
+    let cpu_fresh = cpu_median_of(5, libc::RUSAGE_SELF, || {
+        let out = Faaslet::new(
+            &engine,
+            &plain,
+            FaasletConfig {
+                args: vec![CPU_BOUND.into()],
+                ..cold_config.clone()
+            },
+        )
+        .and_then(|mut f| f.call(b""))
+        .map_err(|e| e.to_string())?;
+        match out.return_code {
+            0 => Ok(()),
+            rc => Err(format!("the CPU-bound script exited {rc}")),
+        }
+    })?;
     progress("native starts (qjs-faaslet-native, node -e '')");
     let host_build = js.with_file_name("qjs-faaslet-native");
+    let cpu_native = cpu_median_of(5, libc::RUSAGE_CHILDREN, || {
+        let s = std::process::Command::new(&host_build)
+            .arg(CPU_BOUND)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map_err(|e| format!("{}: {e}", host_build.display()))?;
+        s.success()
+            .then_some(())
+            .ok_or_else(|| format!("{} failed", host_build.display()))
+    })
+    .ok();
     let qjs = native(&host_build, &[NOOP]);
     let node = native(Path::new("node"), &["-e", ""]);
     progress("memory per idle JavaScript Faaslet");
@@ -127,12 +211,13 @@ pub fn bench_js(js: &Path, json: bool, iterations: usize) -> Result<(), String> 
     let json_ns = |n: Option<f64>| n.map_or("null".to_string(), |n| format!("{n:.0}"));
     if json {
         println!(
-            "{{\"proto_faaslet_call_ns\": {{\"median\": {:.0}, \"p99\": {:.0}}}, \"restore_ns\": {:.0}, \"cold_start_ns\": {cold:.0}, \"native_qjs_faaslet_ns\": {}, \"native_node_ns\": {}, \"idle_faaslet_pss_kib\": {pss:.0}, \"idle_faaslet_rss_kib\": {rss:.0}, \"capture_ms\": {upload_ms:.1}, \"prepare_s\": {prepare_s:.1}}}",
+            "{{\"proto_faaslet_call_ns\": {{\"median\": {:.0}, \"p99\": {:.0}}}, \"restore_ns\": {:.0}, \"cold_start_ns\": {cold:.0}, \"native_qjs_faaslet_ns\": {}, \"native_node_ns\": {}, \"idle_faaslet_pss_kib\": {pss:.0}, \"idle_faaslet_rss_kib\": {rss:.0}, \"capture_ms\": {upload_ms:.1}, \"prepare_s\": {prepare_s:.1}, \"cpu_bound_cpu_ns\": {{\"proto_faaslet\": {cpu_resumed:.0}, \"fresh\": {cpu_fresh:.0}, \"native\": {}}}}}",
             warm.median_ns,
             warm.p99_ns,
             restore.median_ns,
             json_ns(qjs),
             json_ns(node),
+            json_ns(cpu_native),
         );
     } else {
         println!(
@@ -165,6 +250,29 @@ pub fn bench_js(js: &Path, json: bool, iterations: usize) -> Result<(), String> 
             "{:<50} {:>12}",
             "node -e '' (native Node.js process)",
             node.map_or("n/a (no node)".to_string(), ms)
+        );
+        println!(
+            "{:<50} {:>12}",
+            "CPU-bound call, CPU time, from its Proto-Faaslet",
+            ms(cpu_resumed)
+        );
+        println!(
+            "{:<50} {:>12}",
+            "the same, a fresh instance of the plain command",
+            ms(cpu_fresh)
+        );
+        println!(
+            "{:<50} {:>12}",
+            "the same, QuickJS built for the host",
+            cpu_native.map_or("n/a (sdk/js/build.sh --native)".to_string(), ms)
+        );
+        println!(
+            "CPU-bound: Proto-Faaslet / fresh {:.2}x{}",
+            cpu_resumed / cpu_fresh,
+            cpu_native.map_or(String::new(), |n| format!(
+                ", Proto-Faaslet / native {:.2}x",
+                cpu_resumed / n
+            ))
         );
         println!(
             "cold / Proto-Faaslet: {:.0}x; idle JavaScript Faaslet: PSS {pss:.0} KiB, RSS {rss:.0} KiB; capture at upload {upload_ms:.0} ms; QuickJS prepared in {prepare_s:.1} s",

@@ -24,7 +24,22 @@
 //! back to the same position from the buffer ("rewind"). The transform is
 //! limited to functions that can reach an input import
 //! ([`INPUT_IMPORTS`]), and is done once per module (the result is cached
-//! like any upload). Capturing our own JIT frames instead would tie a
+//! like any upload).
+//!
+//! "Can reach" counts indirect calls, which may reach anything: in an
+//! interpreter that reads its input under its own loop (CPython's
+//! `sys.stdin.read()`) that is nearly every function, and each
+//! instrumented call site costs a check on every call. A program that
+//! knows its path to the read can say so: a custom section
+//! [`ONLYLIST_SECTION`] holding the comma-separated names (from its name
+//! section) of the functions on that path makes the transform instrument
+//! those alone. Our QuickJS driver reads stdin in `main` before running
+//! the script and names `main`'s path, so its interpreter runs
+//! untransformed (`sdk/js/qjs-faaslet.c`). A listed name the module does
+//! not have fails the transform ([`AtInputError::Asyncify`] naming it). A
+//! list that leaves out a function that *is* on the path at the read makes
+//! the unwind go wrong inside the program's own sandbox, like any other
+//! bug of the program: the host only ever sees guest memory. Capturing our own JIT frames instead would tie a
 //! snapshot to one process, one store and one code address layout; an
 //! asyncified module's snapshot is a plain Proto-Faaslet, restorable in any
 //! store, saved to a file, shipped to another worker.
@@ -60,6 +75,64 @@ use std::process::Command;
 /// The imports whose first call is the "first read of input": WASI's
 /// `fd_read` (descriptor 0 only triggers the capture).
 pub const INPUT_IMPORTS: [&str; 1] = ["wasi_snapshot_preview1.fd_read"];
+
+/// The custom section in which a module names the functions on its path
+/// to the input read (comma-separated names from its name section; see the
+/// [module docs](self)). Its names may use only `A-Za-z0-9_.$-` and `*`
+/// (binaryen's wildcard), so nothing in it reaches `wasm-opt` as an option
+/// or a file name (binaryen reads a list from the file `@NAME`).
+pub const ONLYLIST_SECTION: &str = "faaslet.asyncify-onlylist";
+
+/// The most names [`ONLYLIST_SECTION`] may hold, and its longest length.
+const ONLYLIST_MAX_NAMES: usize = 1024;
+const ONLYLIST_MAX_BYTES: usize = 64 << 10;
+
+/// The functions `wasm` names in its [`ONLYLIST_SECTION`], checked, or
+/// `None` without one (every function that may reach an input import is
+/// then instrumented).
+pub fn asyncify_onlylist(wasm: &[u8]) -> Result<Option<Vec<String>>, AtInputError> {
+    let bad = |m: String| AtInputError::Asyncify(format!("custom section {ONLYLIST_SECTION}: {m}"));
+    let mut found: Option<&[u8]> = None;
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        let payload = payload.map_err(|e| AtInputError::Asyncify(format!("not a module: {e}")))?;
+        if let wasmparser::Payload::CustomSection(c) = payload {
+            if c.name() == ONLYLIST_SECTION {
+                if found.is_some() {
+                    return Err(bad("appears twice".into()));
+                }
+                found = Some(c.data());
+            }
+        }
+    }
+    let Some(data) = found else {
+        return Ok(None);
+    };
+    if data.len() > ONLYLIST_MAX_BYTES {
+        return Err(bad(format!(
+            "{} bytes, more than the {ONLYLIST_MAX_BYTES} allowed",
+            data.len()
+        )));
+    }
+    let text = std::str::from_utf8(data).map_err(|e| bad(format!("not UTF-8: {e}")))?;
+    let names: Vec<String> = text.split(',').map(|n| n.trim().to_string()).collect();
+    if names.len() > ONLYLIST_MAX_NAMES {
+        return Err(bad(format!(
+            "{} names, more than the {ONLYLIST_MAX_NAMES} allowed",
+            names.len()
+        )));
+    }
+    for n in &names {
+        let ok = !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.$-*".contains(c));
+        if !ok {
+            return Err(bad(format!(
+                "{n:?} is not a function name (only A-Za-z0-9_.$-* are allowed)"
+            )));
+        }
+    }
+    Ok(Some(names))
+}
 
 /// Pages of linear memory added at the capture to hold the unwound stack
 /// (1 MiB: CPython at its first `sys.stdin.read()` needs about 20 KB).
@@ -216,10 +289,12 @@ pub enum AtInputError {
 }
 
 /// `wasm` transformed by `wasm-opt --asyncify` for [`INPUT_IMPORTS`]
-/// (binaryen must be installed: `apt-get install binaryen`). Slow for a
+/// (binaryen must be installed: `apt-get install binaryen`), limited to
+/// the functions its [`ONLYLIST_SECTION`] names if it has one. Slow for a
 /// large module (CPython: about 90 s and 1.2 GB): cache the result.
 pub fn asyncify(wasm: &[u8], scratch: &Path) -> Result<Vec<u8>, AtInputError> {
     let fail = |m: String| AtInputError::Asyncify(m);
+    let onlylist = asyncify_onlylist(wasm)?;
     std::fs::create_dir_all(scratch).map_err(|e| fail(format!("{}: {e}", scratch.display())))?;
     let tag = format!("{}-{:?}", std::process::id(), std::thread::current().id())
         .replace(|c: char| !c.is_ascii_alphanumeric(), "");
@@ -233,6 +308,11 @@ pub fn asyncify(wasm: &[u8], scratch: &Path) -> Result<Vec<u8>, AtInputError> {
             "--pass-arg=asyncify-imports@{}",
             INPUT_IMPORTS.join(",")
         ))
+        .args(
+            onlylist
+                .iter()
+                .map(|names| format!("--pass-arg=asyncify-onlylist@{}", names.join(","))),
+        )
         .args([
             "-O1",
             "--enable-bulk-memory",
@@ -253,6 +333,18 @@ pub fn asyncify(wasm: &[u8], scratch: &Path) -> Result<Vec<u8>, AtInputError> {
         return Err(fail(format!(
             "wasm-opt: {}",
             String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    // binaryen only warns about a listed name the module does not have
+    // ("Asyncify onlylist contained a non-existing function name"); the
+    // function that name meant would then run uninstrumented on the path
+    // to the read, so that is an error here.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if let Some(line) = stderr.lines().find(|l| l.contains("non-existing function")) {
+        let _ = std::fs::remove_file(&output);
+        return Err(fail(format!(
+            "the module's {ONLYLIST_SECTION} names a function it does not have: {}",
+            line.trim()
         )));
     }
     let bytes = std::fs::read(&output).map_err(|e| fail(format!("{}: {e}", output.display())));

@@ -69,8 +69,37 @@ if [ ! -f "$OUT" ] || [ "$HERE/qjs-faaslet.c" -nt "$OUT" ] || [ "$HERE/build.sh"
     clang "${CFLAGS[@]}" -Wall -Wextra -Werror -I "$SRC" -c "$HERE/qjs-faaslet.c" -o "$OBJ/qjs-faaslet.o" \
         || die "compiling qjs-faaslet.c failed"
     # 1 MiB of shadow stack (the driver lets JavaScript use 192 KiB of it).
-    clang "${CFLAGS[@]}" -Wl,-z,stack-size=1048576 "$OBJ/qjs-faaslet.o" "${objs[@]}" -lm -o "$OUT.tmp" \
+    # Linked at -O0: the objects are optimised already, and at -O1 and up
+    # clang runs binaryen's wasm-opt on the result when it is installed,
+    # which drops the name section (and inlines across functions). Faaslet
+    # asyncifies the functions that qjs-faaslet.c's custom section
+    # `faaslet.asyncify-onlylist` names, so the names must survive, and the
+    # build is then the same whether or not binaryen is installed.
+    clang --target=wasm32-wasi -O0 -Wl,--strip-debug -Wl,-z,stack-size=1048576 "$OBJ/qjs-faaslet.o" "${objs[@]}" -lm -o "$OUT.tmp" \
         || die "linking qjs-faaslet.wasm failed"
+    # The functions on the path from the entry point to the read of
+    # standard input (qjs-faaslet.c's read_stdin), by their names in the
+    # name section: wasi-libc's start-up (_start, __original_main,
+    # __main_void), main, read_stdin, read(2) and its fd_read wrapper.
+    # Faaslet's asyncify transform instruments only the functions a module
+    # names in a custom section `faaslet.asyncify-onlylist` (comma
+    # separated), so QuickJS's interpreter runs untransformed; a name that
+    # does not exist in the module makes the transform fail with the name.
+    python3 - "$OUT.tmp" <<'PY' || die "adding the asyncify-onlylist section failed"
+import sys
+def leb(n):
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+name = b"faaslet.asyncify-onlylist"
+names = b"_start,_start.command_export,__original_main,__main_void,main,read_stdin,read,__wasi_fd_read"
+body = leb(len(name)) + name + names
+with open(sys.argv[1], "ab") as f:
+    f.write(b"\x00" + leb(len(body)) + body)
+PY
     mv "$OUT.tmp" "$OUT"
 fi
 # The host build, for comparison with a native start.

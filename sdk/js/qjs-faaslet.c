@@ -9,7 +9,9 @@
  * own:
  *
  *   readInput()        the whole of standard input, as a string (UTF-8);
- *                      a second call returns "" (the input is consumed)
+ *                      a second call returns "" (the input is consumed).
+ *                      The driver reads standard input before it runs
+ *                      the script (see "Where faaslet captures it").
  *   print(...a)        writes the arguments, separated by spaces, and a
  *                      newline to standard output
  *   console.log(...a)  the same (console.info too)
@@ -19,7 +21,7 @@
  *   scriptArgs         the arguments after SCRIPT, as strings
  *
  * Math.random is the driver's: seeded from the system's entropy when the
- * program starts and again right after readInput() has read the input,
+ * program starts and again right after standard input has been read,
  * so every call resumed from a snapshot taken at that read draws its own
  * numbers (QuickJS's own generator is seeded once, from the clock, when
  * the context is made, which a snapshot would fix for every call).
@@ -29,10 +31,26 @@
  * then its stack if it has one, to standard error and exits with 1. A
  * usage error (no SCRIPT) or a runtime that cannot start exits with 2.
  *
- * Faaslet captures this program at its first read of standard input
- * (`readInput()` reads file descriptor 0 with read(2), which is WASI's
- * fd_read): the runtime has started and the script has been compiled and
- * has run up to that read; each call resumes there with its own input.
+ * Where faaslet captures it. The driver starts the runtime, compiles the
+ * script (a syntax error is reported then, and the program exits before
+ * reading anything), then reads the whole of standard input (file
+ * descriptor 0, read(2), WASI's fd_read) and only then runs the script;
+ * readInput() hands out what was read. Faaslet captures the program at
+ * that first read and resumes every call there with its own input: the
+ * runtime is started and the script compiled, and the script's top-level
+ * code runs in each call. A fresh run behaves the same, since the script
+ * cannot tell when its input was read.
+ *
+ * Reading in main, rather than inside readInput() under the interpreter,
+ * keeps the interpreter out of the capture's path: faaslet transforms the
+ * program with binaryen's asyncify to unwind the stack at the read, and
+ * asyncify instruments every function that may be on that path. With the
+ * read under readInput() that was QuickJS's interpreter loop and nearly
+ * everything it calls (indirect calls may reach anything), which made
+ * CPU-bound JavaScript run about 3.5 times slower. build.sh adds a custom
+ * section, `faaslet.asyncify-onlylist`, naming the functions on main's
+ * path to the read (wasi-libc's start-up, main, read_stdin below and
+ * wasi-libc's read(2)), and faaslet instruments those alone.
  *
  * Built by build.sh beside this file, with QuickJS-NG's sources (fetched
  * from PyPI at build time, not kept here).
@@ -57,8 +75,16 @@
 #define QJS_FAASLET_JS_STACK (192 * 1024)
 #endif
 
-/* Standard input is read once: readInput() after the first returns "". */
+/* Standard input, read by main before the script runs (read_stdin);
+ * readInput() hands it out once, and "" after that. */
 static int input_consumed;
+static char *input_buf;
+static size_t input_len;
+/* Why reading failed (0: it did not): errno of the read, or ENOMEM. The
+ * error is thrown where the script asks for its input, as it would have
+ * been by a read inside readInput(). */
+static int input_errno;
+
 
 /* Math.random's state (xorshift64*, as QuickJS's own), never zero. */
 static uint64_t rng_state = 1;
@@ -193,21 +219,36 @@ static JSValue js_read_input(JSContext *ctx, JSValueConst this_val, int argc,
         return JS_NewStringLen(ctx, "", 0);
     }
     input_consumed = 1;
-    /* Whatever the script printed so far goes out before the read, as a
-     * process that waits for its input would have shown it. */
-    fflush(stdout);
-    fflush(stderr);
+    if (input_errno == ENOMEM) {
+        return JS_ThrowOutOfMemory(ctx);
+    }
+    if (input_errno != 0) {
+        return JS_ThrowInternalError(ctx, "readInput: %s", strerror(input_errno));
+    }
+    JSValue s = JS_NewStringLen(ctx, input_buf ? input_buf : "", input_len);
+    free(input_buf);
+    input_buf = NULL;
+    return s;
+}
+
+/* Reads the whole of standard input into input_buf/input_len, or sets
+ * input_errno. Not inlined: faaslet's asyncify transform instruments it by
+ * name (build.sh lists it in faaslet.asyncify-onlylist). */
+__attribute__((noinline)) static void read_stdin(void)
+{
     size_t cap = 4096, len = 0;
     char *buf = malloc(cap);
     if (!buf) {
-        return JS_ThrowOutOfMemory(ctx);
+        input_errno = ENOMEM;
+        return;
     }
     for (;;) {
         if (len == cap) {
             char *more = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
             if (!more) {
                 free(buf);
-                return JS_ThrowOutOfMemory(ctx);
+                input_errno = ENOMEM;
+                return;
             }
             buf = more;
             cap *= 2;
@@ -217,21 +258,17 @@ static JSValue js_read_input(JSContext *ctx, JSValueConst this_val, int argc,
             if (errno == EINTR) {
                 continue;
             }
-            int err = errno;
+            input_errno = errno;
             free(buf);
-            return JS_ThrowInternalError(ctx, "readInput: %s", strerror(err));
+            return;
         }
         if (n == 0) {
             break;
         }
         len += (size_t)n;
     }
-    /* A call resumed at the read above must not repeat the random numbers
-     * of the snapshot's run: seed again now. */
-    seed_random();
-    JSValue s = JS_NewStringLen(ctx, buf, len);
-    free(buf);
-    return s;
+    input_buf = buf;
+    input_len = len;
 }
 
 static JSValue js_exit(JSContext *ctx, JSValueConst this_val, int argc, JSValueConst *argv)
@@ -313,7 +350,18 @@ int main(int argc, char **argv)
     JS_FreeValue(ctx, math);
     JS_FreeValue(ctx, global);
 
-    JSValue r = JS_Eval(ctx, script, strlen(script), "<script>", JS_EVAL_TYPE_GLOBAL);
+    /* Compiled before the read, so that a capture there holds the
+     * bytecode; run after it. */
+    JSValue code = JS_Eval(ctx, script, strlen(script), "<script>",
+                           JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_COMPILE_ONLY);
+    if (JS_IsException(code)) {
+        die_uncaught(ctx);
+    }
+    read_stdin();
+    /* A call resumed at the read above must not repeat the random numbers
+     * of the snapshot's run: seed again now. */
+    seed_random();
+    JSValue r = JS_EvalFunction(ctx, code);
     if (JS_IsException(r)) {
         die_uncaught(ctx);
     }

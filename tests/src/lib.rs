@@ -176,6 +176,69 @@ pub fn c_wasm(dir: &std::path::Path, name: &str, src: &str) -> Option<Vec<u8>> {
     std::fs::read(&out).ok()
 }
 
+/// As [`c_wasm`], but keeping the name section: compiled at `-O2`, then
+/// linked at `-O0`, since at `-O1` and up clang runs binaryen's `wasm-opt`
+/// on the linked module when it is installed, which drops the names.
+pub fn c_wasm_named(dir: &std::path::Path, name: &str, src: &str) -> Option<Vec<u8>> {
+    std::fs::create_dir_all(dir).ok()?;
+    let c = dir.join(format!("{name}.c"));
+    let o = dir.join(format!("{name}.o"));
+    let out = dir.join(format!("{name}.wasm"));
+    std::fs::write(&c, src).ok()?;
+    let run = |args: &[&std::ffi::OsStr]| {
+        Command::new("clang")
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let ok = run(&[
+        "--target=wasm32-wasi".as_ref(),
+        "-O2".as_ref(),
+        "-c".as_ref(),
+        c.as_os_str(),
+        "-o".as_ref(),
+        o.as_os_str(),
+    ]) && run(&[
+        "--target=wasm32-wasi".as_ref(),
+        "-O0".as_ref(),
+        o.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    if !ok {
+        if std::env::var_os("FAASLET_REQUIRE_CLANG").is_some() {
+            panic!("FAASLET_REQUIRE_CLANG is set but {name}.c does not build");
+        }
+        eprintln!("skipping: clang cannot build {name}.c here");
+        return None;
+    }
+    std::fs::read(&out).ok()
+}
+
+/// `wasm` with a custom section `name` holding `data` appended (a custom
+/// section may follow every other section).
+pub fn with_custom_section(wasm: &[u8], name: &str, data: &[u8]) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n == 0 { b } else { b | 0x80 });
+            if n == 0 {
+                return;
+            }
+        }
+    }
+    let mut body = Vec::new();
+    leb(name.len(), &mut body);
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(data);
+    let mut out = wasm.to_vec();
+    out.push(0);
+    leb(body.len(), &mut out);
+    out.extend_from_slice(&body);
+    out
+}
+
 /// Whether binaryen's `wasm-opt` runs here; if not, a line on stderr, and
 /// a failure if `FAASLET_REQUIRE_CLANG` is set (CI installs both).
 pub fn have_wasm_opt() -> bool {

@@ -10,7 +10,7 @@
 //! | `POST /f/{user}/{function}[?async=1]` | call: body = input, response = output |
 //! | `POST /` | Faasm's JSON message (`user`, `function`, `input_data`, `async`) |
 //! | `PUT /p/{user}/{function}` | upload a Python script (run by CPython, resumed where it first reads stdin); `POST` calls it as `/f/` does: input = stdin, output = stdout, an exception = 500 `exception` with the traceback |
-//! | `PUT /js/{user}/{function}` | upload a JavaScript script (run by QuickJS, resumed where it first calls `readInput()`); `POST` calls it as `/f/` does: input = stdin, output = stdout, an uncaught exception = 500 `exception` with the message and stack in `traceback` |
+//! | `PUT /js/{user}/{function}` | upload a JavaScript script (run by QuickJS, resumed with the runtime started and the script compiled); `POST` calls it as `/f/` does: input = stdin, output = stdout, an uncaught exception = 500 `exception` with the message and stack in `traceback` |
 //! | `GET /status/{id}` | an asynchronous call's status and output (asked of the worker that took it, if another) |
 //! | `PUT/GET /s/{user}/{key}` | a state value (PUT sets it here and pushes it to the global tier; GET returns this worker's copy, pulled first if the worker holds none) |
 //! | `GET /ping`, `GET /metrics` | liveness; Prometheus metrics |
