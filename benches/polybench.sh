@@ -40,14 +40,20 @@
 #      RUNS (default 3), KERNELS (names, default all), BOUNDS (guard|explicit),
 #      NO_GUARD_COLUMN=1 (skip the --no-spectre-guard runs),
 #      POLYBENCH (default ../shared/polybench beside the repository),
-#      METRIC (time (default), or instructions: each column is the number
+#      METRIC (time (default); instructions: each column is the number
 #      of instructions the kernel took, counted by valgrind's cachegrind
 #      as a run at DATASET (default then MEDIUM) minus a run at MINI, which
 #      cancels start-up and compilation; one run, since counts do not
 #      depend on the load of the machine (they vary by about 0.02%
 #      between runs). Needs valgrind. Counts are not times (a load and an
 #      add count the same), but they show what the code does without the
-#      noise of a shared machine).
+#      noise of a shared machine); or cpu: the user+system CPU seconds
+#      of the whole process (getrusage of the child), a run at DATASET
+#      minus a run at MINI, min of RUNS: unlike PolyBench's wall-clock
+#      timer, it does not count the time a process spends waiting for a
+#      core, so it holds up on a loaded machine (cache sharing with the
+#      other load still shows, which the interleaved runs spread over
+#      every column alike).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -57,9 +63,10 @@ OUT="$ROOT/target/polybench"
 METRIC="${METRIC:-time}"
 case "$METRIC" in
     time) DATASET="${DATASET:-LARGE}" ;;
+    cpu) DATASET="${DATASET:-LARGE}" ;;
     instructions) DATASET="${DATASET:-MEDIUM}"; RUNS=1
         command -v valgrind >/dev/null || { echo "polybench: METRIC=instructions needs valgrind" >&2; exit 2; } ;;
-    *) echo "polybench: METRIC is time or instructions" >&2; exit 2 ;;
+    *) echo "polybench: METRIC is time, cpu or instructions" >&2; exit 2 ;;
 esac
 CHECK_DATASET="${CHECK_DATASET:-SMALL}"
 RUNS="${RUNS:-3}"
@@ -85,7 +92,7 @@ if ! python3 -c 'import wasmtime' 2>/dev/null; then
         || die "cannot install the wasmtime Python package (is python3-pip installed?)"
 fi
 WASMTIME=(python3 "$ROOT/tests/wasi-programs/wasmtime_run.py")
-if [ "$METRIC" = instructions ]; then
+if [ "$METRIC" != time ]; then
     # The interpreter itself, not a wrapper script (pyenv's shims are).
     WASMTIME=("$(python3 -c 'import sys; print(sys.executable)')" "$ROOT/tests/wasi-programs/wasmtime_run.py")
 fi
@@ -142,6 +149,22 @@ counted() { # stem cmd-prefix... (the wasm or native path is appended)
     big="$(instr "$@" "$stem")" && small="$(instr "$@" "${stem/.$DATASET./.MINI.}")" \
         && python3 -c "print(f'{($big - $small) / 1e6:.3f}')" || echo FAIL
 }
+# One CPU-timed run: user+system CPU seconds of the kernel, as the run at
+# DATASET minus the run at MINI (start-up, compilation, initialisation
+# cancel), or FAIL.
+cpu_counted() { # stem cmd-prefix... (the wasm or native path is appended)
+    local stem="$1"; shift
+    local big small
+    big="$(cpu_secs "$@" "$stem")" && small="$(cpu_secs "$@" "${stem/.$DATASET./.MINI.}")" \
+        && python3 -c "print(f'{max($big - $small, 0):.4f}')" || echo FAIL
+}
+cpu_secs() { # cmd... : user+system CPU seconds of the whole run (the child alone)
+    python3 -c '
+import resource, subprocess, sys
+r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+sys.exit(1) if r.returncode else print(u.ru_utime + u.ru_stime)' "$@"
+}
 instr() { # cmd... : instructions of the whole run
     valgrind --tool=cachegrind --cache-sim=no --smc-check=all-non-file \
         --cachegrind-out-file=/dev/null "$@" 2>&1 >/dev/null \
@@ -154,6 +177,13 @@ COLS=(native wasmtime faaslet faaslet+deadline faaslet+checks)
 [ -n "${NO_GUARD_COLUMN:-}" ] || COLS+=(no-guard)
 [ -z "$FAASLET_BASE" ] || COLS+=(base)
 run_col() { # column binary-stem
+    if [ "$METRIC" = cpu ]; then
+        case "$1" in
+            native) cpu_counted "$2.native" ;;
+            *) local cmd; read -ra cmd <<<"$(col_cmd "$1")"; cpu_counted "$2.wasm" "${cmd[@]}" ;;
+        esac
+        return
+    fi
     if [ "$METRIC" = instructions ]; then
         case "$1" in
             native) counted "$2.native" ;;

@@ -6,8 +6,9 @@ column, the ratios between columns and their geomeans.
 
 Usage: polybench_table.py RESULTS.tsv DATASET BOUNDS RUNS [METRIC]
 
-METRIC: time (seconds, the default) or instructions (millions of
-instructions of the kernel, from polybench.sh METRIC=instructions).
+METRIC: time (seconds, the default), cpu (CPU seconds of the kernel,
+from polybench.sh METRIC=cpu) or instructions (millions of instructions
+of the kernel, from polybench.sh METRIC=instructions).
 """
 import math
 import sys
@@ -41,13 +42,13 @@ RATIOS = [
     ("f/base", "faaslet", "base"),
 ]
 RATIOS = [r for r in RATIOS if r[1] in cols and r[2] in cols]
-unit = "s" if metric == "time" else "Minstr"
+unit = {"time": "s", "cpu": "cpu s"}.get(metric, "Minstr")
 head = ["kernel", "check"] + [f"{c} {unit}" for c in cols] + [r[0] for r in RATIOS]
 logs = {r[0]: [] for r in RATIOS}
 worst = (0.0, "")
 table = []
 for name, check, t in rows:
-    prec = 4 if metric == "time" else 1
+    prec = 1 if metric == "instructions" else 4
     cells = [name, check] + [f"{t[c]:.{prec}f}" if t[c] is not None else "FAIL" for c in cols]
     for label, a, b in RATIOS:
         if t[a] is not None and t[b]:
@@ -76,6 +77,11 @@ if metric == "time":
     print(
         f"PolyBench/C {dataset} dataset, faaslet --bounds {bounds}, min of {runs} run(s), "
         "kernel time only (PolyBench's timer), seconds"
+    )
+elif metric == "cpu":
+    print(
+        f"PolyBench/C {dataset} dataset, faaslet --bounds {bounds}, min of {runs} run(s), "
+        f"CPU seconds (user+system) of the kernel: a run at {dataset} minus a run at MINI"
     )
 else:
     print(
