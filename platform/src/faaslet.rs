@@ -305,6 +305,11 @@ pub struct Faaslet {
     linker: Linker<FaasletData>,
     /// An instance made ahead of the next call.
     ready: Option<Ready>,
+    /// The store of the last call, not dropped yet: dropping it puts its
+    /// memory back to the Proto-Faaslet (page-table work, tens of
+    /// microseconds), which [`prepare`](Faaslet::prepare) does after the
+    /// call has answered rather than the call itself.
+    spent: Option<Store<FaasletData>>,
     /// This Faaslet's cgroup, when isolation is configured.
     cgroup: Option<faaslet_netns::FunctionCgroup>,
 }
@@ -344,6 +349,7 @@ impl Faaslet {
             config,
             linker,
             ready: None,
+            spent: None,
             cgroup: None,
         };
         if let Some(iso) = &f.config.isolation {
@@ -411,6 +417,7 @@ impl Faaslet {
             config,
             linker,
             ready: None,
+            spent: None,
             cgroup: None,
         };
         let mut store = f.new_store(Vec::new())?;
@@ -452,6 +459,7 @@ impl Faaslet {
             },
             linker,
             ready: None,
+            spent: None,
             cgroup: None,
         };
         let mut store = f.new_store(Vec::new())?;
@@ -511,6 +519,8 @@ impl Faaslet {
     /// prepare one off the critical path, and the call that takes it only
     /// runs.
     pub fn prepare(&mut self) -> Result<(), FaasletError> {
+        // First, so its memory is parked for the new instance to take.
+        self.spent = None;
         if self.ready.is_none() {
             self.ready = Some(self.instantiate(Vec::new())?);
         }
@@ -655,7 +665,10 @@ impl Faaslet {
         let _running = waits::enter(id);
         let ready = match self.ready.take() {
             Some(r) => r,
-            None => self.instantiate(Vec::new())?,
+            None => {
+                self.spent = None;
+                self.instantiate(Vec::new())?
+            }
         };
         let (mut store, instance) = match ready {
             Ready::Instance(store, instance) => (store, instance),
@@ -734,6 +747,8 @@ impl Faaslet {
             stdout.splice(0..0, point.stdout.iter().copied());
             stderr.splice(0..0, point.stderr.iter().copied());
         }
+        // Dropped by `prepare` (or the next call), after this one answered.
+        self.spent = Some(store);
         let return_code = match result {
             Ok(rc) => rc,
             Err(FaasletError::Engine(Error::Trap(trap))) => {

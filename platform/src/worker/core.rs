@@ -1076,6 +1076,14 @@ impl Worker {
         })
     }
 
+    /// How many idle, prepared Faaslets of `user/function` the pool holds
+    /// now (a call takes one and answers without restoring an instance).
+    pub fn pooled(&self, user: &str, function: &str) -> usize {
+        let pool = self.inner.pool.lock().unwrap_or_else(|e| e.into_inner());
+        pool.get(&(user.to_string(), function.to_string()))
+            .map_or(0, Vec::len)
+    }
+
     /// An idle, prepared Faaslet of `user/function` made from upload `f`
     /// (entries of an earlier upload are dropped).
     fn take_pooled(&self, user: &str, function: &str, f: &Arc<Function>) -> Option<Faaslet> {
