@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo build --release -p faaslet-cli --example py_calls
-//! target/release/examples/py_calls DATA PYTHON [N] [pool|restore]
+//! target/release/examples/py_calls DATA PYTHON [N] [pool|restore|worker]
 //! ```
 //!
 //! uses the worker data directory `DATA` (as `faaslet bench cold-start
@@ -14,7 +14,9 @@
 //! * `pool` (default): one Faaslet, as the worker's pool uses it:
 //!   `prepare` (drop the last call's store, restore the next instance),
 //!   then `call`;
-//! * `restore`: a new Faaslet per round (the restore alone).
+//! * `restore`: a new Faaslet per round (the restore alone);
+//! * `worker`: `Worker::call`, each once the pool holds a prepared
+//!   Faaslet (the warm-pool row of the bench).
 //!
 //! `DISCARD=1` parks memories by dropping their written pages instead of
 //! copying them back (`faaslet_sfi::set_keep_written(false)`). Run it under
@@ -45,7 +47,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
     let (Some(data), Some(python)) = (args.get(1), args.get(2)) else {
-        return Err("usage: py_calls DATA PYTHON [N] [pool|restore]".into());
+        return Err("usage: py_calls DATA PYTHON [N] [pool|restore|worker]".into());
     };
     let n: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1000);
     let mode = args.get(4).map_or("pool", String::as_str);
@@ -66,6 +68,21 @@ fn main() -> Result<(), String> {
     let mut faaslet = worker.faaslet("bench", "noop").map_err(|e| e.to_string())?;
     let (mut prep, mut prep_faults, mut call, mut call_faults) = (vec![], vec![], vec![], vec![]);
     for _ in 0..n {
+        if mode == "worker" {
+            // As `faaslet bench cold-start --python` measures a call from
+            // the warm pool.
+            let w = Instant::now();
+            while worker.pooled("bench", "noop") == 0 && w.elapsed().as_secs() < 1 {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+            let (f0, t) = (minflt(), Instant::now());
+            worker
+                .call("bench", "noop", b"")
+                .map_err(|e| e.to_string())?;
+            call.push(t.elapsed().as_nanos() as f64);
+            call_faults.push((minflt() - f0) as f64);
+            continue;
+        }
         let (f0, t) = (minflt(), Instant::now());
         if mode == "restore" {
             let f = worker.faaslet("bench", "noop").map_err(|e| e.to_string())?;

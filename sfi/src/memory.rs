@@ -352,11 +352,13 @@ impl LinearMemory {
         Ok(())
     }
 
-    /// Puts the memory back to `image`: written pages are dropped, pages
-    /// grown since are discarded and made inaccessible, and the length
-    /// becomes the image's. At most two system calls, whatever the size;
-    /// the kernel's work grows with the pages touched. (If another image,
-    /// or none, is mapped, this is [`map_image`](Self::map_image).)
+    /// Puts the memory back to `image`: written pages get the image's
+    /// bytes again (copied back and kept mapped, or dropped, as a parked
+    /// memory's: see [`from_image_pooled`](Self::from_image_pooled)),
+    /// pages grown since are discarded and made inaccessible, and the
+    /// length becomes the image's. A few system calls, whatever the size;
+    /// the work grows with the pages touched. (If another image, or none,
+    /// is mapped, this is [`map_image`](Self::map_image).)
     pub fn reset_to_image(&mut self, image: &MemoryImage) -> Result<(), MemoryError> {
         self.unmap_shared()?;
         if self.image != Some(image.id()) || self.reservation.is_unguarded() {
@@ -373,7 +375,7 @@ impl LinearMemory {
             // Never mapped from this image (or smaller): map it afresh.
             image.map_into(&self.reservation)?;
         } else {
-            image.reset_mapping(&self.reservation)?;
+            image.warm().put_back(&self.reservation)?;
         }
         self.len = image.len();
         self.accessible = image.len();
