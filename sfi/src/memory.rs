@@ -814,7 +814,10 @@ mod tests {
         let m = LinearMemory::from_image_pooled(&image, 16 * WASM_PAGE, None).unwrap();
         assert!(m.as_slice() == &bytes[..]);
         if scan_works {
-            assert_eq!(private_bytes(&m, bytes.len()), Some(4 * page));
+            // Kept (the four pages ever written), or all dropped if the
+            // first scan cost more than the faults it saved: never some.
+            let kept = private_bytes(&m, bytes.len());
+            assert!(kept == Some(4 * page) || kept == Some(0), "{kept:?}");
         }
     }
 
