@@ -303,6 +303,12 @@ impl InstanceImage {
         self.memories.iter().map(|m| m.len()).sum()
     }
 
+    /// Whether element segment `i` was dropped when the image was taken
+    /// (false for a segment the module does not have).
+    pub(crate) fn elem_dropped(&self, i: usize) -> bool {
+        self.elem_dropped.get(i).copied().unwrap_or(false)
+    }
+
     /// Entry `index` of table `table` (the module's table index space) as
     /// captured: `None` if there is no such table or entry, else whether
     /// it holds a function (not null; for a table of GC references,

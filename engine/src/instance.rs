@@ -243,11 +243,18 @@ impl Instance {
                 t.elems.fill(value);
             }
         }
-        // 6. Element segments evaluated to raw references.
+        // 6. Element segments evaluated to raw references (not those an
+        // image says were dropped: a large module's table segment, CPython's
+        // 5,900 functions, was evaluated on every restore only to be
+        // dropped again).
         entry.elements = info
             .elements
             .iter()
-            .map(|seg| {
+            .enumerate()
+            .map(|(i, seg)| {
+                if snap.is_some_and(|s| s.elem_dropped(i)) {
+                    return Ok(None);
+                }
                 let items: Arc<[u64]> = seg
                     .items
                     .iter()

@@ -88,7 +88,7 @@ pub use image::{ImageError, ImageParts, InstanceImage, Source};
 pub use linker::Linker;
 pub use module::{checksum, wat_to_wasm, ExternType, Module};
 pub use shared_memory::{SharedMemory, WaitResult};
-pub use store::{InterruptHandle, Store, MAX_EXCEPTION_BYTES};
+pub use store::{InterruptHandle, Store, StoreCensus, MAX_EXCEPTION_BYTES};
 pub use trap::{ConfigError, Error, Limit, LimitError, Trap, TrapKind};
 pub use values::Val;
 

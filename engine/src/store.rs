@@ -143,6 +143,27 @@ pub(crate) struct StoreCore {
 /// limit traps ([`TrapKind::ExceptionLimit`]).
 pub const MAX_EXCEPTION_BYTES: u64 = 64 << 20;
 
+/// The number of objects of each kind in a store ([`Store::census`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreCensus {
+    /// Host functions.
+    pub host_funcs: usize,
+    /// Memories.
+    pub memories: usize,
+    /// Tables.
+    pub tables: usize,
+    /// Globals.
+    pub globals: usize,
+    /// Instances.
+    pub instances: usize,
+    /// Exception tags.
+    pub tags: usize,
+    /// Host objects behind externrefs.
+    pub externs: usize,
+    /// Exception objects (each `throw` makes one; none is ever freed).
+    pub exceptions: usize,
+}
+
 /// The exception objects of one store.
 #[derive(Default)]
 pub(crate) struct ExceptionHeap {
@@ -300,6 +321,28 @@ impl<T> Store<T> {
     /// This store's resource limits.
     pub fn limits(&self) -> StoreLimits {
         self.inner.core.limits
+    }
+
+    /// How many objects of each kind the store holds now. Two equal
+    /// censuses taken before and after a call say the call left no new
+    /// object in the store (no host function, memory, table, global,
+    /// instance, tag, externref or exception; handles on an instance's own
+    /// functions, made once per function when first looked up, are not
+    /// counted): with its instance put back to a
+    /// snapshot ([`InstanceImage::reset`](crate::InstanceImage::reset)),
+    /// the store is then as the snapshot left it.
+    pub fn census(&self) -> StoreCensus {
+        let c = &self.inner.core;
+        StoreCensus {
+            host_funcs: c.host_funcs.len(),
+            memories: c.memories.len(),
+            tables: c.tables.len(),
+            globals: c.globals.len(),
+            instances: c.instances.len(),
+            tags: c.tags.len(),
+            externs: c.externs.len(),
+            exceptions: c.exceptions.borrow().objects.len(),
+        }
     }
 
     /// Bytes of linear memory the store's memories hold now, plus the

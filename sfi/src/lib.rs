@@ -93,7 +93,7 @@ pub mod reservation;
 pub mod traps;
 pub mod writes;
 
-pub use image::{ImageError, MemoryImage};
+pub use image::{set_keep_written, ImageError, MemoryImage, KEEP_WRITTEN_LIMIT};
 pub use interrupt::{
     current_tid, init_interrupts, interrupt_expired, interrupt_signal, signal_thread, CallSlot,
 };

@@ -258,10 +258,15 @@ impl LinearMemory {
     /// Like [`from_image`](Self::from_image) in a reservation of
     /// `reserve_bytes`, but drawn from the image's warm slots when one is
     /// parked (no system call: the image is still mapped there, its
-    /// private pages already dropped), else a new reservation. When the
-    /// memory is dropped it is put back to the image (one `madvise` over
-    /// the image, plus a wipe of anything grown past it) and parked in a
-    /// warm slot for the next one.
+    /// pages it wrote already back to the image's contents), else a new
+    /// reservation. When the memory is dropped it is put back to the image
+    /// and parked in a warm slot for the next one: anything grown past the
+    /// image is wiped, and the pages written are copied back from the
+    /// image and stay mapped, so the next memory from the slot takes no
+    /// page fault on them (up to [`KEEP_WRITTEN_LIMIT`](crate::KEEP_WRITTEN_LIMIT)
+    /// bytes; beyond it, without `PAGEMAP_SCAN`, or after
+    /// [`set_keep_written(false)`](crate::set_keep_written), they are
+    /// dropped with one `madvise` instead).
     ///
     /// ```
     /// use faaslet_sfi::{LinearMemory, MemoryImage, WASM_PAGE};
@@ -347,11 +352,13 @@ impl LinearMemory {
         Ok(())
     }
 
-    /// Puts the memory back to `image`: written pages are dropped, pages
-    /// grown since are discarded and made inaccessible, and the length
-    /// becomes the image's. At most two system calls, whatever the size;
-    /// the kernel's work grows with the pages touched. (If another image,
-    /// or none, is mapped, this is [`map_image`](Self::map_image).)
+    /// Puts the memory back to `image`: written pages get the image's
+    /// bytes again (copied back and kept mapped, or dropped, as a parked
+    /// memory's: see [`from_image_pooled`](Self::from_image_pooled)),
+    /// pages grown since are discarded and made inaccessible, and the
+    /// length becomes the image's. A few system calls, whatever the size;
+    /// the work grows with the pages touched. (If another image, or none,
+    /// is mapped, this is [`map_image`](Self::map_image).)
     pub fn reset_to_image(&mut self, image: &MemoryImage) -> Result<(), MemoryError> {
         self.unmap_shared()?;
         if self.image != Some(image.id()) || self.reservation.is_unguarded() {
@@ -368,7 +375,7 @@ impl LinearMemory {
             // Never mapped from this image (or smaller): map it afresh.
             image.map_into(&self.reservation)?;
         } else {
-            image.reset_mapping(&self.reservation)?;
+            image.warm().put_back(&self.reservation)?;
         }
         self.len = image.len();
         self.accessible = image.len();
@@ -630,8 +637,9 @@ impl LinearMemory {
         if self.accessible > img && wipe(&self.reservation, img, self.accessible - img).is_err() {
             return false;
         }
-        // Drop the private copies: the image's pages show through again.
-        if img > 0 && self.reservation.discard(0, img).is_err() {
+        // The written pages go back to the image's contents (copied back
+        // and kept mapped, or dropped: `WarmSlots::put_back`).
+        if warm.put_back(&self.reservation).is_err() {
             return false;
         }
         let r = self.reservation.take_mapping();
@@ -763,6 +771,71 @@ mod tests {
         }
         assert_eq!(mems[2].as_slice()[0], 1);
         assert_eq!((file_byte(&fd, 0), file_byte(&fd, 8)), (10, 11));
+    }
+
+    /// Bytes of `m`'s first `len` bytes that are private copies (`None`
+    /// without `PAGEMAP_SCAN`).
+    fn private_bytes(m: &LinearMemory, len: usize) -> Option<usize> {
+        let mut runs = Vec::new();
+        crate::writes::private_copies(m.base(), len, &mut runs).ok()?;
+        Some(runs.iter().map(|r| r.len()).sum())
+    }
+
+    #[test]
+    fn parked_memories_copy_written_pages_back_and_keep_them() {
+        let page = host_page_size();
+        // Distinct bytes on every page, and an all-zero page (a hole).
+        let mut bytes: Vec<u8> = (0..2 * WASM_PAGE).map(|i| (i / page + 1) as u8).collect();
+        bytes[3 * page..4 * page].fill(0);
+        let image = MemoryImage::new(&bytes).unwrap();
+        let mut m = LinearMemory::from_image_pooled(&image, 16 * WASM_PAGE, None).unwrap();
+        for p in [1, 3, 7] {
+            m.as_mut_slice()[p * page + 5] = 0xEE;
+        }
+        m.grow_to(3 * WASM_PAGE).unwrap();
+        m.as_mut_slice()[2 * WASM_PAGE] = 0xEE;
+        let scan_works = private_bytes(&m, bytes.len()).is_some();
+        let base = m.base();
+        drop(m);
+        let m = LinearMemory::from_image_pooled(&image, 16 * WASM_PAGE, None).unwrap();
+        assert_eq!(m.base(), base, "the warm slot");
+        assert_eq!(m.len(), bytes.len());
+        assert!(m.as_slice() == &bytes[..], "back to the image");
+        if scan_works {
+            // The three written pages are still private copies, holding
+            // the image's bytes again.
+            assert_eq!(private_bytes(&m, bytes.len()), Some(3 * page));
+        }
+        // And again: writes of the second life are undone as well.
+        let mut m = m;
+        m.as_mut_slice()[page] = 1;
+        m.as_mut_slice()[5 * page] = 2;
+        drop(m);
+        let m = LinearMemory::from_image_pooled(&image, 16 * WASM_PAGE, None).unwrap();
+        assert!(m.as_slice() == &bytes[..]);
+        if scan_works {
+            // Kept (the four pages ever written), or all dropped if the
+            // first scan cost more than the faults it saved: never some.
+            let kept = private_bytes(&m, bytes.len());
+            assert!(kept == Some(4 * page) || kept == Some(0), "{kept:?}");
+        }
+    }
+
+    #[test]
+    fn parked_memories_drop_written_pages_past_the_limit() {
+        let page = host_page_size();
+        let len = crate::KEEP_WRITTEN_LIMIT + 4 * WASM_PAGE;
+        let bytes: Vec<u8> = (0..len).map(|i| (i / page) as u8 | 1).collect();
+        let image = MemoryImage::new(&bytes).unwrap();
+        let mut m = LinearMemory::from_image_pooled(&image, 2 * len, None).unwrap();
+        m.as_mut_slice().fill(0);
+        drop(m);
+        let m = LinearMemory::from_image_pooled(&image, 2 * len, None).unwrap();
+        assert!(m.as_slice() == &bytes[..]);
+        // Dropped, not kept: no page is a private copy any more.
+        if let Some(b) = private_bytes(&m, len) {
+            assert_eq!(b, 0);
+        }
     }
 
     #[test]

@@ -45,6 +45,9 @@ const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1 << 0;
 const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
 const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
 const PAGE_IS_WRITTEN: u64 = 1 << 1;
+const PAGE_IS_FILE: u64 = 1 << 2;
+const PAGE_IS_PRESENT: u64 = 1 << 3;
+const PAGE_IS_SWAPPED: u64 = 1 << 4;
 
 #[repr(C)]
 struct UffdioApi {
@@ -205,29 +208,69 @@ fn scan(
     len: usize,
     out: &mut Vec<Range<usize>>,
 ) -> Result<(), MemoryError> {
+    scan_pages(&t.pagemap, Query::WrittenProtectAgain, addr, len, out)
+}
+
+/// What a [`scan_pages`] lists.
+#[derive(Clone, Copy)]
+enum Query {
+    /// Pages written since they were last protected, protecting them again
+    /// (userfaultfd asynchronous write-protect).
+    WrittenProtectAgain,
+    /// Pages of a private file mapping that hold private copies (written
+    /// since mapped): present or swapped, and not the file's own page.
+    PrivateCopies,
+}
+
+fn scan_pages(
+    pagemap: &File,
+    query: Query,
+    addr: *mut u8,
+    len: usize,
+    out: &mut Vec<Range<usize>>,
+) -> Result<(), MemoryError> {
     let mut regions = [PageRegion::default(); 256];
     let base = addr as u64;
     let end = base + len as u64;
     let mut at = base;
     while at < end {
+        // A page matches when `(categories ^ inverted) & mask == mask`
+        // and, if `anyof` is set, `(categories ^ inverted) & anyof != 0`.
+        let (flags, inverted, mask, anyof, ret) = match query {
+            Query::WrittenProtectAgain => (
+                PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+                0,
+                PAGE_IS_WRITTEN,
+                0,
+                PAGE_IS_WRITTEN,
+            ),
+            // Not the file's page, and present or swapped out.
+            Query::PrivateCopies => (
+                0,
+                PAGE_IS_FILE,
+                PAGE_IS_FILE,
+                PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            ),
+        };
         let mut arg = PmScanArg {
             size: std::mem::size_of::<PmScanArg>() as u64,
-            flags: PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+            flags,
             start: at,
             end,
             walk_end: 0,
             vec: regions.as_mut_ptr() as u64,
             vec_len: regions.len() as u64,
             max_pages: 0,
-            category_inverted: 0,
-            category_mask: PAGE_IS_WRITTEN,
-            category_anyof_mask: 0,
-            return_mask: PAGE_IS_WRITTEN,
+            category_inverted: inverted,
+            category_mask: mask,
+            category_anyof_mask: anyof,
+            return_mask: ret,
         };
         // SAFETY: PAGEMAP_SCAN reads `arg` and writes at most `vec_len`
         // regions into `regions`; the range is inside a mapping the caller
         // owns.
-        let n = unsafe { libc::ioctl(t.pagemap.as_raw_fd(), PAGEMAP_SCAN, &mut arg) };
+        let n = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN, &mut arg) };
         if n < 0 {
             return Err(MemoryError::Track {
                 len,
@@ -247,6 +290,28 @@ fn scan(
         at = arg.walk_end;
     }
     Ok(())
+}
+
+/// `/proc/self/pagemap`, opened once (`None` where it cannot be).
+fn pagemap() -> Option<&'static File> {
+    static P: OnceLock<Option<File>> = OnceLock::new();
+    P.get_or_init(|| File::open("/proc/self/pagemap").ok())
+        .as_ref()
+}
+
+/// Appends to `out` the page ranges of `[addr, addr + len)` (relative to
+/// `addr`, merged) that hold private copies: in a private (copy-on-write)
+/// mapping of a file, the pages written since they were mapped, present
+/// or swapped out. One `PAGEMAP_SCAN` (Linux 6.7) per 256 ranges; an
+/// error where the kernel lacks it. The range must be a mapping the
+/// caller owns and nobody else changes during the scan.
+pub(crate) fn private_copies(
+    addr: *mut u8,
+    len: usize,
+    out: &mut Vec<Range<usize>>,
+) -> Result<(), MemoryError> {
+    let p = pagemap().ok_or(MemoryError::Track { len, errno: 0 })?;
+    scan_pages(p, Query::PrivateCopies, addr, len, out)
 }
 
 /// Whether this kernel tracks writes to shared mappings (userfaultfd

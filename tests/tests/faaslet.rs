@@ -785,6 +785,60 @@ fn faaslet_from_snapshot_restores_every_call() {
     assert!(matches!(err, FaasletError::Snapshot(_)), "{err}");
 }
 
+/// A Faaslet from a snapshot puts the instance of its last call back to
+/// the snapshot in place (`prepare`, or the next call): what a call
+/// changed (globals, memory bytes and size, tables, dropped segments,
+/// output) is gone every time, also after a call that trapped.
+#[test]
+fn a_reused_instance_is_as_the_snapshot_left_it() {
+    let m = wat(r#"
+      (global $n (mut i32) (i32.const 0))
+      (table $t 2 funcref)
+      (elem declare func $one)
+      (func $one (result i32) (i32.const 1))
+      (data $d "xy")
+      (func (export "_initialize") (global.set $n (i32.const 40))
+        (i32.store (i32.const 2000) (i32.const 2)))
+      (func (export "main") (result i32)
+        (local $r i32)
+        ;; Traps if a call before dropped the segment.
+        (memory.init $d (i32.const 3000) (i32.const 0) (i32.const 2))
+        (local.set $r (i32.add (i32.add (global.get $n) (i32.load (i32.const 2000)))
+          (i32.mul (memory.size) (i32.const 1000))))
+        (if (i32.eqz (ref.is_null (table.get $t (i32.const 1))))
+          (then (local.set $r (i32.add (local.get $r) (i32.const 500)))))
+        (call $write_output (i32.const 3000) (i32.const 2))
+        (global.set $n (i32.const 0))
+        (i32.store (i32.const 2000) (i32.const 100))
+        (drop (memory.grow (i32.const 1)))
+        (i32.store (i32.const 70000) (i32.const 7))
+        (table.set $t (i32.const 1) (ref.func $one))
+        (data.drop $d)
+        (drop (call $read_input (i32.const 4000) (i32.const 1)))
+        (if (i32.eq (i32.load8_u (i32.const 4000)) (i32.const 116))
+          (then unreachable))
+        (local.get $r))
+    "#);
+    let module = wat_module(&m);
+    let snap = Faaslet::snapshot(engine(), &module, fresh(), None).unwrap();
+    let mut f = Faaslet::from_snapshot(engine(), &snap, fresh()).unwrap();
+    for round in 0..6 {
+        if round % 2 == 0 {
+            f.prepare().unwrap();
+        }
+        for _ in 0..2 {
+            let out = f.call(b"-").unwrap();
+            assert_eq!(
+                (out.return_code, &out.output[..]),
+                (1042, &b"xy"[..]),
+                "{round}"
+            );
+        }
+        // A call that traps after changing everything.
+        assert!(f.call(b"t").is_err(), "{round}");
+    }
+}
+
 #[test]
 fn cli_bench_cold_start_prints_table_and_json() {
     let bin = faaslet_bin();
