@@ -57,8 +57,8 @@ fn measure(n: u32, restores: usize) -> (Duration, Duration, u64) {
     let engine = faaslet::Engine::new(&config).expect("engine");
     let module = faaslet::Module::new(&engine, module_text(n)).expect("compile");
     let mut store = faaslet::Store::new(&engine, ());
-    let snap = faaslet_snapshot::Snapshot::create(&mut store, &module, &[], None)
-        .expect("snapshot");
+    let snap =
+        faaslet_snapshot::Snapshot::create(&mut store, &module, &[], None).expect("snapshot");
     let heap = store.gc_stats().heap_bytes;
     let mut times = Vec::with_capacity(restores);
     for k in 0..restores {

@@ -636,14 +636,12 @@ impl GcHeap {
             // number (see `funcs`); wasm code gets the pointer. A number
             // with no entry (only a corrupt image could hold one, and
             // images are checked) reads as a trap, never as a pointer.
-            (StorageType::Val(faaslet_jit::ValType::FuncRef), _) if raw != 0 => {
-                ValRaw::from(
-                    *self
-                        .funcs
-                        .get(raw as usize - 1)
-                        .ok_or(TrapKind::NullReference)?,
-                )
-            }
+            (StorageType::Val(faaslet_jit::ValType::FuncRef), _) if raw != 0 => ValRaw::from(
+                *self
+                    .funcs
+                    .get(raw as usize - 1)
+                    .ok_or(TrapKind::NullReference)?,
+            ),
             _ => raw,
         })
     }
@@ -1297,6 +1295,10 @@ pub(crate) struct HeapImage {
     live: u64,
 }
 
+/// A heap image as plain values: bytes, type table, function table (see
+/// [`HeapImage::to_parts`]).
+pub(crate) type HeapParts = (Vec<u8>, Vec<u32>, Vec<u32>);
+
 /// What [`scan_image`] learns of heap bytes.
 struct ImageIndex {
     starts: Vec<u64>,
@@ -1321,7 +1323,8 @@ fn scan_image(
     {
         return Err(format!("a GC heap of {} bytes", bytes.len()));
     }
-    let word = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let word =
+        |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
     let mut index = ImageIndex {
         starts: vec![0; bitmap_words(bytes.len())],
         runs: Vec::new(),
@@ -1420,7 +1423,7 @@ impl HeapImage {
     /// The image as plain values: the heap's bytes, the module type index
     /// of each heap-local type number, the function index of each
     /// heap-local function number - 1 (`u32::MAX` where unused).
-    pub(crate) fn to_parts(&self) -> Result<(Vec<u8>, Vec<u32>, Vec<u32>), String> {
+    pub(crate) fn to_parts(&self) -> Result<HeapParts, String> {
         let mut bytes = self
             .mem
             .read()
@@ -1471,8 +1474,8 @@ impl HeapImage {
             _ => portable_ref(v, raw),
         };
         let index = scan_image(bytes, &kinds, &mut check_ref)?;
-        let mem = faaslet_sfi::MemoryImage::new(bytes)
-            .map_err(|e| format!("GC heap image: {e}"))?;
+        let mem =
+            faaslet_sfi::MemoryImage::new(bytes).map_err(|e| format!("GC heap image: {e}"))?;
         Ok(HeapImage {
             mem,
             len: bytes.len(),
@@ -1565,7 +1568,10 @@ impl GcHeap {
         let mut local_types = Vec::with_capacity(image.types.len());
         let mut local_of = HashMap::new();
         for (n, &t) in image.types.iter().enumerate() {
-            let (id, def) = match (info.type_ids.get(t as usize), info.type_defs.get(t as usize)) {
+            let (id, def) = match (
+                info.type_ids.get(t as usize),
+                info.type_defs.get(t as usize),
+            ) {
                 (Some(&id), Some(def)) => (
                     id,
                     self.types

@@ -543,10 +543,8 @@ impl InstanceImage {
         let Some(image) = &self.gc_heap else {
             return Ok(());
         };
-        heap.restore_image(entry.module.info(), image, &|i| {
-            entry.funcref_ptr(i) as u64
-        })
-        .map_err(|e| Error::Resource(format!("GC heap image: {e}")))
+        heap.restore_image(entry.module.info(), image, &|i| entry.funcref_ptr(i) as u64)
+            .map_err(|e| Error::Resource(format!("GC heap image: {e}")))
     }
 
     /// The bits of defined global `i` for instance `entry`.

@@ -506,7 +506,13 @@ fn resident_kib(range: std::ops::Range<usize>) -> (u64, u64) {
                 continue;
             }
         }
-        let kib = || words.clone().next().and_then(|w| w.parse::<u64>().ok()).unwrap_or(0);
+        let kib = || {
+            words
+                .clone()
+                .next()
+                .and_then(|w| w.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         match first {
             "Rss:" if inside => rss += kib(),
             "Anonymous:" if inside => dirty += kib(),
@@ -524,6 +530,12 @@ fn resident_kib(range: std::ops::Range<usize>) -> (u64, u64) {
 /// after a restore reach neither the image nor other restored stores.
 #[test]
 fn large_gc_heap_restores_copy_on_write() {
+    for bounds in [faaslet::Config::default().bounds, faaslet::Bounds::Explicit] {
+        cow_restore_in(bounds);
+    }
+}
+
+fn cow_restore_in(bounds: faaslet::Bounds) {
     const N: u32 = 2_000_000;
     let module_text = format!(
         r#"(module
@@ -571,6 +583,7 @@ fn large_gc_heap_restores_copy_on_write() {
     );
     let config = faaslet::Config {
         wasm_gc: true,
+        bounds,
         ..faaslet::Config::default()
     };
     let engine = Engine::new(&config).unwrap();
@@ -639,7 +652,11 @@ fn large_gc_heap_restores_copy_on_write() {
     let mut s3 = Store::new(&engine, ());
     let inst3 = snap.restore(&mut s3, &[]).unwrap();
     assert_ne!(s3.gc_heap_address_range(), range);
-    assert_eq!(get(&mut s3, inst3, 12345), 12345, "another store saw a write");
+    assert_eq!(
+        get(&mut s3, inst3, 12345),
+        12345,
+        "another store saw a write"
+    );
     assert_eq!(get(&mut s3, inst3, 4), 4);
     assert_eq!(sum(&mut s3, inst3), want);
     // The writing store still sees its own writes.
