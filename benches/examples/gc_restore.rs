@@ -40,7 +40,7 @@ fn module_text(n: u32) -> String {
             (local.set $i (i32.add (local.get $i) (i32.const 1)))
             (br $l))))
       (func (export "get") (param i32) (result i64)
-        (if (result i64) (ref.is_null (global.get $all))
+        (if (result i64) (i32.ge_u (local.get 0) (array.len (global.get $all)))
           (then (i64.const -1))
           (else (struct.get $node $v
             (array.get $nodes (global.get $all) (local.get 0)))))))"#

@@ -116,9 +116,13 @@ pub(crate) struct GcHeap {
     /// bytes `0..HEADER_BYTES` are never an object.
     bytes: HeapMem,
     /// One bit per 8-byte granule of `bytes`: set where an allocated
-    /// object starts (never for a free block). Shared with the image a
-    /// restore came from until the first change (`Arc::make_mut`).
-    starts: Arc<Vec<u64>>,
+    /// object starts (never for a free block). Empty while
+    /// `image_starts` stands in for it.
+    starts: Vec<u64>,
+    /// After a restore, the image's bitmap, shared (no copy at restore)
+    /// until the first allocation copies it into `starts`
+    /// (`starts_mut`); `None` otherwise.
+    image_starts: Option<Arc<Vec<u64>>>,
     /// Every type of the store's instances by engine-wide id (for casts,
     /// which compare an object's type with a target's).
     types: HashMap<u32, Arc<TypeDef>>,
@@ -165,7 +169,8 @@ impl Default for GcHeap {
     fn default() -> GcHeap {
         GcHeap {
             bytes: HeapMem::default(),
-            starts: Arc::new(Vec::new()),
+            starts: Vec::new(),
+            image_starts: None,
             types: HashMap::new(),
             local_types: Vec::new(),
             local_of: HashMap::new(),
@@ -222,6 +227,9 @@ const COMMIT_STEP: usize = 1 << 20;
 #[derive(Default)]
 struct HeapMem {
     res: Option<faaslet_sfi::Reservation>,
+    /// `res`'s base address (0 without one), kept here so that every
+    /// access does not call into the reservation.
+    base: usize,
     /// Bytes in use (the heap's length).
     len: usize,
     /// Bytes from the base that are accessible (a multiple of the page
@@ -231,27 +239,30 @@ struct HeapMem {
 
 impl std::ops::Deref for HeapMem {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
-        match &self.res {
-            // SAFETY: `base..base + len` lies in the reservation and is
-            // readable and writable (`len <= committed`, which `grow_to`
-            // and `from_image` made accessible, and `truncate` keeps
-            // accessible); only this value hands out references into it,
-            // borrowed from `&self`, so no `&mut` aliases them.
-            Some(r) => unsafe { std::slice::from_raw_parts(r.base(), self.len) },
-            None => &[],
+        if self.base == 0 {
+            return &[];
         }
+        // SAFETY: `base` is the base of `res` (set with it), and
+        // `base..base + len` lies in the reservation and is readable and
+        // writable (`len <= committed`, which `grow_to` and `from_image`
+        // made accessible, and `truncate` keeps accessible); only this
+        // value hands out references into it, borrowed from `&self`, so no
+        // `&mut` aliases them.
+        unsafe { std::slice::from_raw_parts(self.base as *const u8, self.len) }
     }
 }
 
 impl std::ops::DerefMut for HeapMem {
+    #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
-        match &self.res {
-            // SAFETY: as for `deref`; borrowed from `&mut self`, so this is
-            // the only reference into the bytes.
-            Some(r) => unsafe { std::slice::from_raw_parts_mut(r.base(), self.len) },
-            None => &mut [],
+        if self.base == 0 {
+            return &mut [];
         }
+        // SAFETY: as for `deref`; borrowed from `&mut self`, so this is
+        // the only reference into the bytes.
+        unsafe { std::slice::from_raw_parts_mut(self.base as *mut u8, self.len) }
     }
 }
 
@@ -268,7 +279,9 @@ impl HeapMem {
             });
         }
         if self.res.is_none() {
-            self.res = Some(faaslet_sfi::Reservation::new(MAX_HEAP_BYTES as usize)?);
+            let r = faaslet_sfi::Reservation::new(MAX_HEAP_BYTES as usize)?;
+            self.base = r.base() as usize;
+            self.res = Some(r);
         }
         let r = self.res.as_ref().expect("reserved above");
         if new_len > self.committed {
@@ -313,6 +326,7 @@ impl HeapMem {
         let res = faaslet_sfi::Reservation::new(MAX_HEAP_BYTES as usize)?;
         image.map_into(&res)?;
         Ok(HeapMem {
+            base: res.base() as usize,
             res: Some(res),
             len,
             committed: image.len(),
@@ -322,14 +336,31 @@ impl HeapMem {
     /// The address range of the heap's reservation (empty if none), for
     /// tests that count the resident pages of a restored heap.
     fn range(&self) -> std::ops::Range<usize> {
-        match &self.res {
-            Some(r) => r.base() as usize..r.base() as usize + self.len,
-            None => 0..0,
-        }
+        self.base..self.base + self.len
     }
 }
 
 impl GcHeap {
+    /// The object-start bitmap (the image's, until the first allocation
+    /// after a restore).
+    #[inline]
+    fn starts(&self) -> &[u64] {
+        match &self.image_starts {
+            Some(s) => s,
+            None => &self.starts,
+        }
+    }
+
+    /// The object-start bitmap to change: copies the image's first if a
+    /// restore left it shared (once, heap/64 bytes).
+    #[inline]
+    fn starts_mut(&mut self) -> &mut Vec<u64> {
+        if let Some(s) = self.image_starts.take() {
+            self.starts = (*s).clone();
+        }
+        &mut self.starts
+    }
+
     /// Bytes the heap holds now (counted against `memory_bytes`).
     pub(crate) fn len(&self) -> u64 {
         self.bytes.len() as u64
@@ -369,7 +400,8 @@ impl GcHeap {
                 return Err(TrapKind::GcHeapExhausted);
             }
             self.bytes[..HEADER_BYTES as usize].fill(0);
-            Arc::make_mut(&mut self.starts).resize(bitmap_words(self.bytes.len()), 0);
+            let words = bitmap_words(self.bytes.len());
+            self.starts_mut().resize(words, 0);
         }
         let size = size.checked_add(7).ok_or(TrapKind::GcHeapExhausted)? & !7;
         if size > MAX_HEAP_BYTES {
@@ -404,15 +436,15 @@ impl GcHeap {
             if self.bytes.grow_to(end as usize).is_err() {
                 return Err(TrapKind::GcHeapExhausted);
             }
-            Arc::make_mut(&mut self.starts).resize(bitmap_words(self.bytes.len()), 0);
+            let words = bitmap_words(self.bytes.len());
+            self.starts_mut().resize(words, 0);
             break at;
         };
         let obj = &mut self.bytes[at..at + size];
         obj.fill(0);
         obj[..4].copy_from_slice(&type_id.to_le_bytes());
         obj[4..8].copy_from_slice(&len.to_le_bytes());
-        let starts: &mut Vec<u64> = Arc::make_mut(&mut self.starts);
-        set_bit(starts, at);
+        set_bit(self.starts_mut(), at);
         self.stats.allocated_bytes += size as u64;
         self.stats.allocated_objects += 1;
         Ok(at as u64)
@@ -478,10 +510,10 @@ impl GcHeap {
         }
         let started = Instant::now();
         let len = self.bytes.len();
-        let mut marks = vec![0u64; self.starts.len()];
+        let mut marks = vec![0u64; self.starts().len()];
         let mut gray: Vec<u32> = Vec::new();
         {
-            let starts = &self.starts;
+            let starts = self.starts();
             let mut mark = |raw: u64| {
                 let r = (raw & !gc_ref::WRAPPED_ANY) as usize;
                 if r != 0 && r.is_multiple_of(8) && r < len && bit(starts, r) && !bit(&marks, r) {
@@ -549,7 +581,7 @@ impl GcHeap {
                 if r != 0
                     && r.is_multiple_of(8)
                     && r < len
-                    && bit(&self.starts, r)
+                    && bit(self.starts(), r)
                     && !bit(&marks, r)
                 {
                     set_bit(&mut marks, r);
@@ -579,7 +611,8 @@ impl GcHeap {
         }
         self.bytes.truncate(free_from.max(HEADER_BYTES as usize));
         marks.truncate(bitmap_words(self.bytes.len()));
-        self.starts = Arc::new(marks);
+        self.starts = marks;
+        self.image_starts = None;
         (self.next_run, self.bump, self.bump_end) = (0, 0, 0);
         // Relative to what is live, not to the heap's length: a live
         // object near the end keeps the heap long (nothing moves), and the
@@ -604,7 +637,7 @@ impl GcHeap {
             .checked_add(HEADER_BYTES as usize)
             .is_none_or(|e| e > self.bytes.len())
             || !at.is_multiple_of(8)
-            || !bit(&self.starts, at)
+            || !bit(self.starts(), at)
         {
             return Err(null);
         }
@@ -660,12 +693,12 @@ impl GcHeap {
 
     /// What a field of storage type `s` holds for value `v`: `v`, except
     /// that a function reference becomes its heap-local number.
+    #[inline(always)]
     fn stored(&mut self, s: StorageType, v: ValRaw) -> ValRaw {
-        match s {
-            StorageType::Val(faaslet_jit::ValType::FuncRef) => {
-                ValRaw::from(self.func_number(v as u64))
-            }
-            _ => v,
+        if s == StorageType::Val(faaslet_jit::ValType::FuncRef) && v != 0 {
+            ValRaw::from(self.func_number(v as u64))
+        } else {
+            v
         }
     }
 
@@ -698,16 +731,22 @@ impl GcHeap {
 
     /// The heap-local type number of module type `ty` (engine-wide id
     /// `info.type_ids[ty]`), numbering it if it has none yet.
+    #[inline]
     fn local_type(&mut self, info: &ModuleInfo, ty: u32) -> GcResult<u32> {
-        let (Some(&id), Some(def)) = (
-            info.type_ids.get(ty as usize),
-            info.type_defs.get(ty as usize),
-        ) else {
+        let Some(&id) = info.type_ids.get(ty as usize) else {
             return Err(TrapKind::NullStructReference);
         };
         if self.last_local.0 == id {
             return Ok(self.last_local.1);
         }
+        self.local_type_slow(info, ty, id)
+    }
+
+    /// [`Self::local_type`] past its one-entry cache.
+    fn local_type_slow(&mut self, info: &ModuleInfo, ty: u32, id: u32) -> GcResult<u32> {
+        let Some(def) = info.type_defs.get(ty as usize) else {
+            return Err(TrapKind::NullStructReference);
+        };
         if let Some(&n) = self.local_of.get(&id) {
             self.last_local = (id, n - 1);
             return Ok(n - 1);
@@ -1606,7 +1645,8 @@ impl GcHeap {
         self.last_local = (u32::MAX, 0);
         self.funcs = funcs;
         self.func_of = func_of;
-        self.starts = image.starts.clone();
+        self.starts = Vec::new();
+        self.image_starts = Some(image.starts.clone());
         self.runs = image.runs.clone();
         (self.next_run, self.bump, self.bump_end) = (0, 0, 0);
         self.stats.live_bytes = image.live;
@@ -1617,7 +1657,8 @@ impl GcHeap {
     /// Drops every object (a reset to an image).
     pub(crate) fn clear(&mut self) {
         self.bytes = HeapMem::default();
-        self.starts = Arc::new(Vec::new());
+        self.starts = Vec::new();
+        self.image_starts = None;
         self.local_types.clear();
         self.local_of.clear();
         self.last_local = (u32::MAX, 0);
