@@ -2,13 +2,14 @@
 //! by 32-bit offsets, the `GC` builtin's operations on them, and the
 //! collector.
 //!
-//! As built (see `docs/gc.md`): one growable byte vector per store, never
+//! As built (see `docs/gc.md`): one heap per store, its bytes at the start
+//! of a reservation they grow within (`HeapMem`), never
 //! dereferenced by JIT code (JIT code only ever holds offsets and calls the
 //! `GC` builtin, see `faaslet_jit::gc_layout`). The collector is a
 //! **non-moving mark-sweep** collector with **conservative stack roots**:
 //!
 //! - Allocation bumps a pointer through the free runs the last sweep found
-//!   (first fit for large objects), then grows the vector's end. Before
+//!   (first fit for large objects), then grows the heap's end. Before
 //!   the heap grows past a threshold (twice the live bytes after the last
 //!   collection, at least [`MIN_THRESHOLD`]) or past what the store's
 //!   `memory_bytes` limit and [`MAX_HEAP_BYTES`] allow, it collects and
@@ -28,17 +29,20 @@
 //!   [`FREE_ID`] and the block's size, so the heap still tiles for
 //!   snapshots) and gives back a free tail.
 //!
-//! Every access is bounds-checked against the vector and checked to name
+//! Every access is bounds-checked against the heap's length and checked to name
 //! an object start, so a forged or stale reference reads or writes bytes
 //! of the same store's heap at worst, never anything else.
 //!
-//! Object layout: an 8-byte header (engine-wide type id, u32; array
-//! length, u32), then the fields at the offsets the type's
-//! [`CompositeKind::Struct`] gives, or the array's elements packed at their
-//! storage size. Objects are 8-byte aligned and offset 0 is never an
-//! object, so an offset is a valid GC reference (`types::gc_ref`).
-//! Offsets make the heap position-independent: a snapshot copies its
-//! bytes, a restore copies them back, no pointer needs fixing.
+//! Object layout: an 8-byte header (heap-local type number, u32, an index
+//! into `GcHeap::local_types`; array length, u32), then the fields at the
+//! offsets the type's [`CompositeKind::Struct`] gives, or the array's
+//! elements packed at their storage size. Objects are 8-byte aligned and
+//! offset 0 is never an object, so an offset is a valid GC reference
+//! (`types::gc_ref`). A function reference field holds a heap-local
+//! function number (`GcHeap::funcs`). Offsets and the two heap-local
+//! numberings make the bytes engine-, process- and position-independent:
+//! a snapshot keeps them as they are and a restore maps them
+//! copy-on-write ([`HeapImage`]), rewriting nothing.
 
 use crate::trap::TrapKind;
 use faaslet_jit::abi::{VMFuncRef, ValRaw};
@@ -107,17 +111,41 @@ fn stress_from_env() -> bool {
 }
 
 /// A store's GC heap.
-#[derive(Clone)]
 pub(crate) struct GcHeap {
     /// The objects and free blocks, tiling the bytes from `HEADER_BYTES`;
     /// bytes `0..HEADER_BYTES` are never an object.
-    bytes: Vec<u8>,
+    bytes: HeapMem,
     /// One bit per 8-byte granule of `bytes`: set where an allocated
-    /// object starts (never for a free block).
+    /// object starts (never for a free block). Empty while
+    /// `image_starts` stands in for it.
     starts: Vec<u64>,
+    /// After a restore, the image's bitmap, shared (no copy at restore)
+    /// until the first allocation copies it into `starts`
+    /// (`starts_mut`); `None` otherwise.
+    image_starts: Option<Arc<Vec<u64>>>,
     /// Every type of the store's instances by engine-wide id (for casts,
     /// which compare an object's type with a target's).
     types: HashMap<u32, Arc<TypeDef>>,
+    /// The heap-local type numbers object headers hold: number `n` is the
+    /// type `local_types[n]` (engine-wide id, definition). Numbered in the
+    /// order types are first allocated; a restore sets the table from the
+    /// image (one entry per type), so the image's headers stay valid as
+    /// they are in any engine.
+    local_types: Vec<(u32, Arc<TypeDef>)>,
+    /// Engine-wide id → heap-local type number + 1 (0: none yet).
+    local_of: HashMap<u32, u32>,
+    /// The last `(engine-wide id, heap-local number)` looked up
+    /// (allocations of one type tend to come together; this saves most of
+    /// the map lookups). `u32::MAX` as id: none.
+    last_local: (u32, u32),
+    /// The heap-local function numbers fields of function reference type
+    /// hold: number `n` (≥ 1) is the `VMFuncRef` pointer `funcs[n - 1]`
+    /// (0 is null). The `GC` builtin translates on every store and load,
+    /// so wasm code only ever sees pointers; a restore sets the table from
+    /// the image (one entry per function), so no field is rewritten.
+    funcs: Vec<u64>,
+    /// `VMFuncRef` pointer → heap-local function number.
+    func_of: HashMap<u64, u32>,
     /// The trap the last failed operation asked for.
     pub(crate) trap: Option<TrapKind>,
     /// Free runs (start, end) not yet bumped through, in address order.
@@ -140,9 +168,15 @@ pub(crate) struct GcHeap {
 impl Default for GcHeap {
     fn default() -> GcHeap {
         GcHeap {
-            bytes: Vec::new(),
+            bytes: HeapMem::default(),
             starts: Vec::new(),
+            image_starts: None,
             types: HashMap::new(),
+            local_types: Vec::new(),
+            local_of: HashMap::new(),
+            last_local: (u32::MAX, 0),
+            funcs: Vec::new(),
+            func_of: HashMap::new(),
             trap: None,
             runs: Vec::new(),
             next_run: 0,
@@ -175,7 +209,158 @@ fn bitmap_words(len: usize) -> usize {
 
 type GcResult<T> = Result<T, TrapKind>;
 
+/// How much more of the reservation a growing heap makes accessible at
+/// once (fewer `mprotect` calls; untouched pages cost nothing).
+const COMMIT_STEP: usize = 1 << 20;
+
+/// The bytes of a GC heap: the first `len` bytes of a reservation of
+/// [`MAX_HEAP_BYTES`] (`faaslet_sfi::Reservation`, inaccessible beyond
+/// what was made accessible, with a canary page in front), so the heap
+/// grows in place by `mprotect`, never moves, and a restore can map an
+/// image's memfd copy-on-write over its start
+/// ([`HeapMem::from_image`]): pages a restored store never writes stay
+/// shared with the image. No reservation until the first allocation.
+///
+/// Only the runtime touches these bytes (JIT code never dereferences a GC
+/// reference), always through the slice `Deref` gives, so every access is
+/// bounds-checked against `len` as it was against a `Vec`.
+#[derive(Default)]
+struct HeapMem {
+    res: Option<faaslet_sfi::Reservation>,
+    /// `res`'s base address (0 without one), kept here so that every
+    /// access does not call into the reservation.
+    base: usize,
+    /// Bytes in use (the heap's length).
+    len: usize,
+    /// Bytes from the base that are accessible (a multiple of the page
+    /// size, at least `len`).
+    committed: usize,
+}
+
+impl std::ops::Deref for HeapMem {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        if self.base == 0 {
+            return &[];
+        }
+        // SAFETY: `base` is the base of `res` (set with it), and
+        // `base..base + len` lies in the reservation and is readable and
+        // writable (`len <= committed`, which `grow_to` and `from_image`
+        // made accessible, and `truncate` keeps accessible); only this
+        // value hands out references into it, borrowed from `&self`, so no
+        // `&mut` aliases them.
+        unsafe { std::slice::from_raw_parts(self.base as *const u8, self.len) }
+    }
+}
+
+impl std::ops::DerefMut for HeapMem {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u8] {
+        if self.base == 0 {
+            return &mut [];
+        }
+        // SAFETY: as for `deref`; borrowed from `&mut self`, so this is
+        // the only reference into the bytes.
+        unsafe { std::slice::from_raw_parts_mut(self.base as *mut u8, self.len) }
+    }
+}
+
+impl HeapMem {
+    /// Grows the heap to `new_len` bytes (at most [`MAX_HEAP_BYTES`]),
+    /// making more of the reservation accessible if needed. The new bytes
+    /// are not zeroed (a page given back and taken again may read the
+    /// image it was mapped from): the allocator zeroes every object.
+    fn grow_to(&mut self, new_len: usize) -> Result<(), faaslet_sfi::MemoryError> {
+        if new_len as u64 > MAX_HEAP_BYTES {
+            return Err(faaslet_sfi::MemoryError::TooLarge {
+                requested: new_len,
+                limit: MAX_HEAP_BYTES as usize,
+            });
+        }
+        if self.res.is_none() {
+            let r = faaslet_sfi::Reservation::new(MAX_HEAP_BYTES as usize)?;
+            self.base = r.base() as usize;
+            self.res = Some(r);
+        }
+        let r = self.res.as_ref().expect("reserved above");
+        if new_len > self.committed {
+            let want = new_len
+                .next_multiple_of(COMMIT_STEP)
+                .min(MAX_HEAP_BYTES as usize);
+            r.make_accessible(self.committed, want - self.committed)?;
+            self.committed = want;
+        }
+        self.len = self.len.max(new_len);
+        Ok(())
+    }
+
+    /// Shortens the heap to `new_len` bytes; gives the pages well past the
+    /// end back (discarded and made inaccessible) when many are.
+    fn truncate(&mut self, new_len: usize) {
+        self.len = self.len.min(new_len);
+        let keep = self.len.next_multiple_of(COMMIT_STEP);
+        if let Some(r) = &self.res {
+            if self.committed > 2 * keep + MIN_THRESHOLD as usize
+                && r.make_inaccessible(keep, self.committed - keep).is_ok()
+            {
+                self.committed = keep;
+            }
+        }
+    }
+
+    /// A heap of `len` bytes holding `image` (at least `len` bytes long),
+    /// mapped copy-on-write: one `mmap`, whatever the size; no byte is
+    /// read or written.
+    fn from_image(
+        image: &faaslet_sfi::MemoryImage,
+        len: usize,
+    ) -> Result<HeapMem, faaslet_sfi::MemoryError> {
+        if len > image.len() || len as u64 > MAX_HEAP_BYTES {
+            return Err(faaslet_sfi::MemoryError::OutOfBounds {
+                offset: 0,
+                len,
+                reserved: image.len(),
+            });
+        }
+        let res = faaslet_sfi::Reservation::new(MAX_HEAP_BYTES as usize)?;
+        image.map_into(&res)?;
+        Ok(HeapMem {
+            base: res.base() as usize,
+            res: Some(res),
+            len,
+            committed: image.len(),
+        })
+    }
+
+    /// The address range of the heap's reservation (empty if none), for
+    /// tests that count the resident pages of a restored heap.
+    fn range(&self) -> std::ops::Range<usize> {
+        self.base..self.base + self.len
+    }
+}
+
 impl GcHeap {
+    /// The object-start bitmap (the image's, until the first allocation
+    /// after a restore).
+    #[inline]
+    fn starts(&self) -> &[u64] {
+        match &self.image_starts {
+            Some(s) => s,
+            None => &self.starts,
+        }
+    }
+
+    /// The object-start bitmap to change: copies the image's first if a
+    /// restore left it shared (once, heap/64 bytes).
+    #[inline]
+    fn starts_mut(&mut self) -> &mut Vec<u64> {
+        if let Some(s) = self.image_starts.take() {
+            self.starts = (*s).clone();
+        }
+        &mut self.starts
+    }
+
     /// Bytes the heap holds now (counted against `memory_bytes`).
     pub(crate) fn len(&self) -> u64 {
         self.bytes.len() as u64
@@ -199,7 +384,7 @@ impl GcHeap {
     }
 
     /// Allocates `size` zeroed bytes (header included) for an object of
-    /// type `type_id` and array length `len`; `budget` is what the
+    /// heap-local type number `type_id` and array length `len`; `budget` is what the
     /// store's limit still allows. With `roots`, it collects before
     /// growing the heap past its threshold or its limits.
     fn alloc(
@@ -211,8 +396,12 @@ impl GcHeap {
         roots: Option<Roots<'_>>,
     ) -> GcResult<u64> {
         if self.bytes.is_empty() {
-            self.bytes.resize(HEADER_BYTES as usize, 0);
-            self.starts.resize(bitmap_words(self.bytes.len()), 0);
+            if self.bytes.grow_to(HEADER_BYTES as usize).is_err() {
+                return Err(TrapKind::GcHeapExhausted);
+            }
+            self.bytes[..HEADER_BYTES as usize].fill(0);
+            let words = bitmap_words(self.bytes.len());
+            self.starts_mut().resize(words, 0);
         }
         let size = size.checked_add(7).ok_or(TrapKind::GcHeapExhausted)? & !7;
         if size > MAX_HEAP_BYTES {
@@ -243,19 +432,19 @@ impl GcHeap {
             if end > limit {
                 return Err(TrapKind::GcHeapExhausted);
             }
-            if self.bytes.try_reserve(size).is_err() {
+            let at = self.bytes.len();
+            if self.bytes.grow_to(end as usize).is_err() {
                 return Err(TrapKind::GcHeapExhausted);
             }
-            let at = self.bytes.len();
-            self.bytes.resize(end as usize, 0);
-            self.starts.resize(bitmap_words(self.bytes.len()), 0);
+            let words = bitmap_words(self.bytes.len());
+            self.starts_mut().resize(words, 0);
             break at;
         };
         let obj = &mut self.bytes[at..at + size];
         obj.fill(0);
         obj[..4].copy_from_slice(&type_id.to_le_bytes());
         obj[4..8].copy_from_slice(&len.to_le_bytes());
-        set_bit(&mut self.starts, at);
+        set_bit(self.starts_mut(), at);
         self.stats.allocated_bytes += size as u64;
         self.stats.allocated_objects += 1;
         Ok(at as u64)
@@ -299,12 +488,6 @@ impl GcHeap {
         }
     }
 
-    /// The size in bytes (a multiple of 8) of the allocated object at
-    /// `at`, from its type.
-    fn object_size(&self, at: usize) -> Option<usize> {
-        Self::size_of(self.type_of(at)?, self.read_u32(at + 4))
-    }
-
     /// The size in bytes (a multiple of 8) of an object of type `def` and
     /// array length `len`.
     fn size_of(def: &TypeDef, len: u32) -> Option<usize> {
@@ -327,10 +510,10 @@ impl GcHeap {
         }
         let started = Instant::now();
         let len = self.bytes.len();
-        let mut marks = vec![0u64; self.starts.len()];
+        let mut marks = vec![0u64; self.starts().len()];
         let mut gray: Vec<u32> = Vec::new();
         {
-            let starts = &self.starts;
+            let starts = self.starts();
             let mut mark = |raw: u64| {
                 let r = (raw & !gc_ref::WRAPPED_ANY) as usize;
                 if r != 0 && r.is_multiple_of(8) && r < len && bit(starts, r) && !bit(&marks, r) {
@@ -348,21 +531,13 @@ impl GcHeap {
         // Trace: precise, by each object's type.
         let mut live = 0u64;
         let mut refs: Vec<u64> = Vec::new();
-        // The last type looked up (objects of one type tend to come
-        // together; this saves most of the map lookups).
-        let mut last: Option<(u32, Arc<TypeDef>)> = None;
-        let mut def_of = |types: &HashMap<u32, Arc<TypeDef>>, id: u32| match &last {
-            Some((l, d)) if *l == id => Some(d.clone()),
-            _ => {
-                let d = types.get(&id)?.clone();
-                last = Some((id, d.clone()));
-                Some(d)
-            }
+        let def_of = |types: &[(u32, Arc<TypeDef>)], local: u32| {
+            types.get(local as usize).map(|(_, d)| d.clone())
         };
         while let Some(at) = gray.pop() {
             let at = at as usize;
             refs.clear();
-            if let Some(def) = def_of(&self.types, self.read_u32(at)) {
+            if let Some(def) = def_of(&self.local_types, self.read_u32(at)) {
                 let mut push = |s: StorageType, p: usize| {
                     if let StorageType::Val(v) = s {
                         let raw = self
@@ -406,7 +581,7 @@ impl GcHeap {
                 if r != 0
                     && r.is_multiple_of(8)
                     && r < len
-                    && bit(&self.starts, r)
+                    && bit(self.starts(), r)
                     && !bit(&marks, r)
                 {
                     set_bit(&mut marks, r);
@@ -423,7 +598,7 @@ impl GcHeap {
             while word != 0 {
                 let at = (w * 64 + word.trailing_zeros() as usize) * 8;
                 word &= word - 1;
-                let size = def_of(&self.types, self.read_u32(at))
+                let size = def_of(&self.local_types, self.read_u32(at))
                     .and_then(|d| Self::size_of(&d, self.read_u32(at + 4)))
                     .unwrap_or(8);
                 if at > free_from {
@@ -435,12 +610,9 @@ impl GcHeap {
             }
         }
         self.bytes.truncate(free_from.max(HEADER_BYTES as usize));
-        if self.bytes.capacity() > 2 * self.bytes.len() + MIN_THRESHOLD as usize {
-            self.bytes
-                .shrink_to(self.bytes.len() + self.bytes.len() / 2);
-        }
         marks.truncate(bitmap_words(self.bytes.len()));
         self.starts = marks;
+        self.image_starts = None;
         (self.next_run, self.bump, self.bump_end) = (0, 0, 0);
         // Relative to what is live, not to the heap's length: a live
         // object near the end keeps the heap long (nothing moves), and the
@@ -454,38 +626,6 @@ impl GcHeap {
         true
     }
 
-    /// Rebuilds the object-start bitmap and the free runs from the bytes
-    /// (after they were replaced by an image).
-    fn rebuild(&mut self) {
-        self.starts = vec![0; bitmap_words(self.bytes.len())];
-        self.runs.clear();
-        (self.next_run, self.bump, self.bump_end) = (0, 0, 0);
-        let mut at = HEADER_BYTES as usize;
-        let mut live = 0u64;
-        while at + HEADER_BYTES as usize <= self.bytes.len() {
-            let size = if self.read_u32(at) == FREE_ID {
-                let size = self.read_u32(at + 4) as usize;
-                match self.runs.last_mut() {
-                    Some(r) if r.1 as usize == at => r.1 = (at + size) as u32,
-                    _ => self.runs.push((at as u32, (at + size) as u32)),
-                }
-                size
-            } else {
-                set_bit(&mut self.starts, at);
-                let size = self.object_size(at).unwrap_or(8);
-                live += size as u64;
-                size
-            };
-            at += size.max(8);
-        }
-        for i in 0..self.runs.len() {
-            let (s, e) = self.runs[i];
-            self.free_block(s as usize, e as usize);
-        }
-        self.stats.live_bytes = live;
-        self.threshold = (2 * live).max(MIN_THRESHOLD);
-    }
-
     /// The heap offset of object reference `r`, or the trap for null (or
     /// a reference that is not an object).
     fn object(&self, r: u64, null: TrapKind) -> GcResult<usize> {
@@ -497,7 +637,7 @@ impl GcHeap {
             .checked_add(HEADER_BYTES as usize)
             .is_none_or(|e| e > self.bytes.len())
             || !at.is_multiple_of(8)
-            || !bit(&self.starts, at)
+            || !bit(self.starts(), at)
         {
             return Err(null);
         }
@@ -525,6 +665,16 @@ impl GcHeap {
         Ok(match (s, ext) {
             (StorageType::I8, op::EXT_S) => raw as u8 as i8 as i32 as u32 as ValRaw,
             (StorageType::I16, op::EXT_S) => raw as u16 as i16 as i32 as u32 as ValRaw,
+            // A function reference field holds a heap-local function
+            // number (see `funcs`); wasm code gets the pointer. A number
+            // with no entry (only a corrupt image could hold one, and
+            // images are checked) reads as a trap, never as a pointer.
+            (StorageType::Val(faaslet_jit::ValType::FuncRef), _) if raw != 0 => ValRaw::from(
+                *self
+                    .funcs
+                    .get(raw as usize - 1)
+                    .ok_or(TrapKind::NullReference)?,
+            ),
             _ => raw,
         })
     }
@@ -532,12 +682,24 @@ impl GcHeap {
     /// Writes `v` as storage type `s` at `at`, bounds-checked.
     fn write(&mut self, at: usize, s: StorageType, v: ValRaw) -> GcResult<()> {
         let n = s.size() as usize;
+        let v = self.stored(s, v);
         let dst = at
             .checked_add(n)
             .and_then(|e| self.bytes.get_mut(at..e))
             .ok_or(TrapKind::ArrayOutOfBounds)?;
         dst.copy_from_slice(&v.to_le_bytes()[..n]);
         Ok(())
+    }
+
+    /// What a field of storage type `s` holds for value `v`: `v`, except
+    /// that a function reference becomes its heap-local number.
+    #[inline(always)]
+    fn stored(&mut self, s: StorageType, v: ValRaw) -> ValRaw {
+        if s == StorageType::Val(faaslet_jit::ValType::FuncRef) && v != 0 {
+            ValRaw::from(self.func_number(v as u64))
+        } else {
+            v
+        }
     }
 
     /// Whether the object or funcref type `tid` is `target` or a declared
@@ -562,7 +724,62 @@ impl GcHeap {
 
     /// The type of the object at `at`.
     fn type_of(&self, at: usize) -> Option<&TypeDef> {
-        self.types.get(&self.read_u32(at)).map(|d| &**d)
+        self.local_types
+            .get(self.read_u32(at) as usize)
+            .map(|(_, d)| &**d)
+    }
+
+    /// The heap-local type number of module type `ty` (engine-wide id
+    /// `info.type_ids[ty]`), numbering it if it has none yet.
+    #[inline]
+    fn local_type(&mut self, info: &ModuleInfo, ty: u32) -> GcResult<u32> {
+        let Some(&id) = info.type_ids.get(ty as usize) else {
+            return Err(TrapKind::NullStructReference);
+        };
+        if self.last_local.0 == id {
+            return Ok(self.last_local.1);
+        }
+        self.local_type_slow(info, ty, id)
+    }
+
+    /// [`Self::local_type`] past its one-entry cache.
+    fn local_type_slow(&mut self, info: &ModuleInfo, ty: u32, id: u32) -> GcResult<u32> {
+        let Some(def) = info.type_defs.get(ty as usize) else {
+            return Err(TrapKind::NullStructReference);
+        };
+        if let Some(&n) = self.local_of.get(&id) {
+            self.last_local = (id, n - 1);
+            return Ok(n - 1);
+        }
+        let def = self
+            .types
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(def.clone()));
+        let n = self.local_types.len() as u32;
+        if n >= FREE_ID - 1 {
+            return Err(TrapKind::GcHeapExhausted);
+        }
+        self.local_types.push((id, def));
+        self.local_of.insert(id, n + 1);
+        Ok(n)
+    }
+
+    /// The heap-local function number a function reference field holds for
+    /// `VMFuncRef` pointer `raw` (0 for null), numbering it if needed. The
+    /// table holds at most one entry per function reference of the store,
+    /// which the store made (no guest-chosen count).
+    fn func_number(&mut self, raw: u64) -> u64 {
+        if raw == 0 {
+            return 0;
+        }
+        if let Some(&n) = self.func_of.get(&raw) {
+            return u64::from(n);
+        }
+        self.funcs.push(raw);
+        let n = self.funcs.len() as u32;
+        self.func_of.insert(raw, n);
+        u64::from(n)
     }
 
     /// `ref.test`: whether `v` is of the target `a`/`b` describe (see
@@ -591,7 +808,12 @@ impl GcHeap {
                     self.is_subtype_id(tid, target, depth)
                 }
                 _ => match self.object(v, TrapKind::NullReference) {
-                    Ok(at) => self.is_subtype_id(self.read_u32(at), target, depth),
+                    Ok(at) => self
+                        .local_types
+                        .get(self.read_u32(at) as usize)
+                        .is_some_and(|(id, d)| {
+                            *id == target || d.display.get(depth) == Some(&target)
+                        }),
                     Err(_) => false,
                 },
             };
@@ -625,7 +847,7 @@ impl GcHeap {
         roots: Option<Roots<'_>>,
     ) -> GcResult<u64> {
         let (fields, offsets, size) = struct_def(info, ty)?;
-        let id = info.type_ids[ty as usize];
+        let id = self.local_type(info, ty)?;
         let at = self.alloc(u64::from(size), id, 0, budget, roots)?;
         if let Some(vals) = vals {
             for ((f, off), v) in fields.iter().zip(offsets.iter()).zip(vals) {
@@ -641,6 +863,7 @@ impl GcHeap {
     /// per element).
     fn fill(&mut self, at: usize, s: StorageType, v: ValRaw, n: usize) -> GcResult<()> {
         let size = s.size() as usize;
+        let v = self.stored(s, v);
         let dst = n
             .checked_mul(size)
             .and_then(|len| at.checked_add(len))
@@ -674,7 +897,7 @@ impl GcHeap {
         }
         let elem = u64::from(f.storage.size());
         let size = u64::from(HEADER_BYTES) + elem * len;
-        let id = info.type_ids[ty as usize];
+        let id = self.local_type(info, ty)?;
         let at = self.alloc(size, id, len as u32, budget, roots)?;
         for i in 0..len {
             let v = init(i)?;
@@ -1075,94 +1298,149 @@ impl GcHeap {
 }
 
 // ---------------------------------------------------------------------------
-// Heap images (Proto-Faaslet snapshots). Object references inside the heap
-// are offsets, so the bytes need no relocation; what is not position- or
-// process-independent is rewritten: each object's header holds the
-// engine-wide type id, which becomes the module's type index in an image
-// (registered ids differ between engines and processes), and function
-// references held in fields become function index + 1 (0 null), as in
-// globals and tables. Host and exception references cannot be named by an
-// image and are refused.
+// Heap images (Proto-Faaslet snapshots). Nothing in the heap's bytes
+// depends on the engine, the process or the store: references between
+// objects are heap offsets, object headers hold heap-local type numbers
+// and function reference fields heap-local function numbers. An image is
+// those bytes as they are, in a sealed memfd (`faaslet_sfi::MemoryImage`,
+// as a linear memory's image), plus two small tables that name each local
+// type by the module's type index and each local function by the
+// module's function index, plus the object-start bitmap and free runs. A
+// restore maps the bytes copy-on-write and rebuilds the two tables: its
+// cost is per type and per function, not per object or per page. Host and
+// exception references cannot be named by an image and are refused.
 // ---------------------------------------------------------------------------
 
-/// Rewrites every object of heap image `bytes` in place: its header's type
-/// word through `map_type` (which also says the object's layout), and
-/// every reference field or element through `map_ref`. Checks the image's
-/// structure as it goes (objects tile the bytes exactly).
-fn rewrite(
-    bytes: &mut [u8],
-    map_type: &dyn Fn(u32) -> Option<(CompositeKind, u32)>,
-    map_ref: &mut dyn FnMut(faaslet_jit::ValType, u64) -> Result<u64, String>,
-) -> Result<(), String> {
-    if bytes.is_empty() {
-        return Ok(());
-    }
-    if !bytes.len().is_multiple_of(8) || bytes.len() as u64 > MAX_HEAP_BYTES {
+/// A GC heap captured for an instance of one module (what
+/// `InstanceImage` holds): restored copy-on-write by
+/// [`GcHeap::restore_image`].
+#[derive(Debug)]
+pub(crate) struct HeapImage {
+    /// The heap's bytes from offset 0 (page-rounded; zero past `len`).
+    mem: faaslet_sfi::MemoryImage,
+    /// The heap's length.
+    len: usize,
+    /// Heap-local type number → the module's type index (`u32::MAX`: a
+    /// type no object of the image has).
+    types: Vec<u32>,
+    /// Heap-local function number - 1 → the module's function index
+    /// (`u32::MAX`: a function no field of the image holds).
+    funcs: Vec<u32>,
+    /// The object-start bitmap of the bytes.
+    starts: Arc<Vec<u64>>,
+    /// The free runs of the bytes, in address order.
+    runs: Vec<(u32, u32)>,
+    /// Bytes of objects.
+    live: u64,
+}
+
+/// A heap image as plain values: bytes, type table, function table (see
+/// [`HeapImage::to_parts`]).
+pub(crate) type HeapParts = (Vec<u8>, Vec<u32>, Vec<u32>);
+
+/// What [`scan_image`] learns of heap bytes.
+struct ImageIndex {
+    starts: Vec<u64>,
+    runs: Vec<(u32, u32)>,
+    live: u64,
+}
+
+/// Walks heap bytes as an image holds them, checking their structure
+/// (objects and free blocks tile the bytes exactly from `HEADER_BYTES`,
+/// every header names a type of `kinds` (by heap-local number) that is a
+/// struct or array type, every object lies inside the bytes) and every
+/// reference field with `check_ref`; returns the object-start bitmap,
+/// the free runs and the bytes of objects. Reads the bytes, writes none.
+fn scan_image(
+    bytes: &[u8],
+    kinds: &[Option<&CompositeKind>],
+    check_ref: &mut dyn FnMut(faaslet_jit::ValType, u64) -> Result<(), String>,
+) -> Result<ImageIndex, String> {
+    if !bytes.len().is_multiple_of(8)
+        || bytes.len() as u64 > MAX_HEAP_BYTES
+        || bytes.len() < HEADER_BYTES as usize
+    {
         return Err(format!("a GC heap of {} bytes", bytes.len()));
     }
-    let word = |b: &[u8], at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let word =
+        |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let mut index = ImageIndex {
+        starts: vec![0; bitmap_words(bytes.len())],
+        runs: Vec::new(),
+        live: 0,
+    };
     let mut at = HEADER_BYTES as usize;
     while at < bytes.len() {
         if bytes.len() - at < HEADER_BYTES as usize {
             return Err("a GC object cut short".into());
         }
-        let (id, len) = (word(bytes, at), word(bytes, at + 4));
+        let (id, len) = (word(at), word(at + 4));
         if id == FREE_ID {
-            // A free block: kept as it is (its size in the second word).
             let size = len as usize;
             if size < 8 || !size.is_multiple_of(8) || size > bytes.len() - at {
                 return Err("a free GC block of a bad size".into());
             }
+            match index.runs.last_mut() {
+                Some(r) if r.1 as usize == at => r.1 = (at + size) as u32,
+                _ => index.runs.push((at as u32, (at + size) as u32)),
+            }
             at += size;
             continue;
         }
-        let (kind, new_id) = map_type(id).ok_or("a GC object of an unknown type")?;
-        bytes[at..at + 4].copy_from_slice(&new_id.to_le_bytes());
-        let mut slots: Vec<(StorageType, usize)> = Vec::new();
-        let size = match &kind {
-            CompositeKind::Struct {
-                fields,
-                offsets,
-                size,
-            } => {
-                slots.extend(
-                    fields
-                        .iter()
-                        .zip(offsets.iter())
-                        .map(|(f, o)| (f.storage, at + *o as usize)),
-                );
-                *size as usize
-            }
+        let kind = kinds
+            .get(id as usize)
+            .copied()
+            .flatten()
+            .ok_or("a GC object of an unknown type")?;
+        let size = match kind {
+            CompositeKind::Struct { size, .. } => (*size as usize + 7) & !7,
             CompositeKind::Array(f) => {
-                let elem = f.storage.size() as usize;
-                if matches!(f.storage, StorageType::Val(v) if v.is_ref()) {
-                    slots.extend((0..len as usize).map(|i| (f.storage, at + 8 + i * elem)));
-                }
-                (8 + len as usize * elem + 7) & !7
+                (HEADER_BYTES as usize + len as usize * f.storage.size() as usize + 7) & !7
             }
             CompositeKind::Func => return Err("a GC object of a function type".into()),
         };
         if at.checked_add(size).is_none_or(|e| e > bytes.len()) {
             return Err("a GC object beyond the heap".into());
         }
-        for (s, p) in slots {
+        let mut check = |s: StorageType, p: usize| -> Result<(), String> {
             if let StorageType::Val(v) = s {
                 if v.is_ref() {
-                    let raw = u64::from_le_bytes(bytes[p..p + 8].try_into().expect("8 bytes"));
-                    let new = map_ref(v, raw)?;
-                    bytes[p..p + 8].copy_from_slice(&new.to_le_bytes());
+                    check_ref(
+                        v,
+                        u64::from_le_bytes(bytes[p..p + 8].try_into().expect("8 bytes")),
+                    )?;
                 }
             }
+            Ok(())
+        };
+        match kind {
+            CompositeKind::Struct {
+                fields, offsets, ..
+            } => {
+                for (f, o) in fields.iter().zip(offsets.iter()) {
+                    check(f.storage, at + *o as usize)?;
+                }
+            }
+            CompositeKind::Array(f) => {
+                if matches!(f.storage, StorageType::Val(v) if v.is_ref()) {
+                    for i in 0..len as usize {
+                        check(f.storage, at + HEADER_BYTES as usize + 8 * i)?;
+                    }
+                }
+            }
+            CompositeKind::Func => {}
         }
+        set_bit(&mut index.starts, at);
+        index.live += size as u64;
         at += size;
     }
-    Ok(())
+    Ok(index)
 }
 
 /// Checks a reference of type `v` an image may hold as it is: null, an
 /// `i31` or an object offset (any hierarchy). Function references are
 /// handled by the caller.
-fn portable_ref(v: faaslet_jit::ValType, raw: u64) -> Result<u64, String> {
+fn portable_ref(v: faaslet_jit::ValType, raw: u64) -> Result<(), String> {
     use faaslet_jit::ValType;
     match v {
         ValType::AnyRef if raw & gc_ref::TAG_MASK == gc_ref::EXTERN_TAG => {
@@ -1171,91 +1449,230 @@ fn portable_ref(v: faaslet_jit::ValType, raw: u64) -> Result<u64, String> {
         ValType::ExternRef | ValType::ExnRef if raw != 0 => {
             Err(format!("a GC object holds a non-null {v}"))
         }
-        _ => Ok(raw),
+        _ => Ok(()),
+    }
+}
+
+impl HeapImage {
+    /// The heap's length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The image as plain values: the heap's bytes, the module type index
+    /// of each heap-local type number, the function index of each
+    /// heap-local function number - 1 (`u32::MAX` where unused).
+    pub(crate) fn to_parts(&self) -> Result<HeapParts, String> {
+        let mut bytes = self
+            .mem
+            .read()
+            .map_err(|e| format!("reading the GC heap image: {e}"))?;
+        bytes.truncate(self.len);
+        Ok((bytes, self.types.clone(), self.funcs.clone()))
+    }
+
+    /// An image for an instance of `info` from plain values (as
+    /// [`Self::to_parts`] gives them), checked before anything is trusted:
+    /// every used type index names a struct or array type of the module,
+    /// every used function index a function of it, every function
+    /// reference field a heap-local function number the table has, and
+    /// the bytes' structure (see [`scan_image`]); the start bitmap and
+    /// free runs are computed here, once, from the checked bytes.
+    pub(crate) fn from_parts(
+        info: &ModuleInfo,
+        bytes: &[u8],
+        types: Vec<u32>,
+        funcs: Vec<u32>,
+    ) -> Result<HeapImage, String> {
+        if types.len() >= FREE_ID as usize || funcs.len() >= u32::MAX as usize {
+            return Err("GC heap tables too long".into());
+        }
+        let mut kinds = Vec::with_capacity(types.len());
+        for &t in &types {
+            kinds.push(match t {
+                u32::MAX => None,
+                t => match info.type_defs.get(t as usize).map(|d| &d.kind) {
+                    Some(k @ (CompositeKind::Struct { .. } | CompositeKind::Array(_))) => Some(k),
+                    _ => return Err(format!("GC heap type index {t} out of range")),
+                },
+            });
+        }
+        let num_funcs = info.funcs.len() as u64;
+        if funcs
+            .iter()
+            .any(|&f| f != u32::MAX && u64::from(f) >= num_funcs)
+        {
+            return Err("a GC heap function index out of range".into());
+        }
+        let mut check_ref = |v: faaslet_jit::ValType, raw: u64| match v {
+            faaslet_jit::ValType::FuncRef if raw == 0 => Ok(()),
+            faaslet_jit::ValType::FuncRef => match funcs.get(raw as usize - 1) {
+                Some(&f) if f != u32::MAX => Ok(()),
+                _ => Err("a GC object's function number is out of range".to_string()),
+            },
+            _ => portable_ref(v, raw),
+        };
+        let index = scan_image(bytes, &kinds, &mut check_ref)?;
+        let mem =
+            faaslet_sfi::MemoryImage::new(bytes).map_err(|e| format!("GC heap image: {e}"))?;
+        Ok(HeapImage {
+            mem,
+            len: bytes.len(),
+            types,
+            funcs,
+            starts: Arc::new(index.starts),
+            runs: index.runs,
+            live: index.live,
+        })
     }
 }
 
 impl GcHeap {
-    /// The heap as a position- and process-independent image for an
-    /// instance of the module `info` describes: headers hold the module's
-    /// type indices, function references `func_index(raw)` + 1.
+    /// The heap as an image for an instance of the module `info`
+    /// describes (`None` if it holds no object): its bytes as they are,
+    /// each heap-local type named by the module's type index and each
+    /// heap-local function by `func_index(pointer)`. Refused if a live
+    /// object's type or a function a field holds is not the module's, or a
+    /// field holds a reference an image cannot name.
     pub(crate) fn image(
         &self,
         info: &ModuleInfo,
         func_index: &dyn Fn(u64) -> Option<u32>,
-    ) -> Result<Vec<u8>, String> {
-        let mut bytes = self.bytes.clone();
+    ) -> Result<Option<HeapImage>, String> {
+        if self.is_empty() {
+            return Ok(None);
+        }
         let index_of: HashMap<u32, usize> = info
             .type_ids
             .iter()
             .enumerate()
             .map(|(i, id)| (*id, i))
             .collect();
-        let map_type = |id: u32| {
-            let index = *index_of.get(&id)?;
-            Some((info.type_defs.get(index)?.kind.clone(), index as u32))
-        };
-        let mut map_ref = |v: faaslet_jit::ValType, raw: u64| match v {
-            faaslet_jit::ValType::FuncRef if raw != 0 => func_index(raw)
-                .map(|i| u64::from(i) + 1)
-                .ok_or_else(|| "a GC object holds another instance's function".to_string()),
+        let types: Vec<u32> = self
+            .local_types
+            .iter()
+            .map(|(id, _)| index_of.get(id).map_or(u32::MAX, |&i| i as u32))
+            .collect();
+        let kinds: Vec<Option<&CompositeKind>> = self
+            .local_types
+            .iter()
+            .zip(&types)
+            .map(|((_, d), &t)| (t != u32::MAX).then_some(&d.kind))
+            .collect();
+        let funcs: Vec<u32> = self
+            .funcs
+            .iter()
+            .map(|&p| func_index(p).unwrap_or(u32::MAX))
+            .collect();
+        let mut check_ref = |v: faaslet_jit::ValType, raw: u64| match v {
+            faaslet_jit::ValType::FuncRef if raw == 0 => Ok(()),
+            faaslet_jit::ValType::FuncRef => match funcs.get(raw as usize - 1) {
+                Some(&f) if f != u32::MAX => Ok(()),
+                _ => Err("a GC object holds another instance's function".to_string()),
+            },
             _ => portable_ref(v, raw),
         };
-        rewrite(&mut bytes, &map_type, &mut map_ref)?;
-        Ok(bytes)
-    }
-
-    /// Checks that `image` is a heap image [`Self::image`] could have made
-    /// for the module `info` describes (types and function indices in
-    /// range, objects tiling the bytes).
-    pub(crate) fn check_image(info: &ModuleInfo, image: &[u8]) -> Result<(), String> {
-        let mut bytes = image.to_vec();
-        let map_type = |index: u32| Some((info.type_defs.get(index as usize)?.kind.clone(), index));
-        let funcs = info.funcs.len() as u64;
-        let mut map_ref = |v: faaslet_jit::ValType, raw: u64| match v {
-            faaslet_jit::ValType::FuncRef if raw > funcs => {
-                Err("a GC object's function index is out of range".to_string())
+        let index = scan_image(&self.bytes, &kinds, &mut check_ref).map_err(|e| {
+            if e == "a GC object of an unknown type" {
+                "a GC object of a type of another module".to_string()
+            } else {
+                e
             }
-            faaslet_jit::ValType::FuncRef => Ok(raw),
-            _ => portable_ref(v, raw),
-        };
-        rewrite(&mut bytes, &map_type, &mut map_ref)
+        })?;
+        let mem = faaslet_sfi::MemoryImage::new(&self.bytes)
+            .map_err(|e| format!("GC heap image: {e}"))?;
+        Ok(Some(HeapImage {
+            mem,
+            len: self.bytes.len(),
+            types,
+            funcs,
+            starts: Arc::new(index.starts),
+            runs: index.runs,
+            live: index.live,
+        }))
     }
 
-    /// Makes this heap hold `image` (checked by [`Self::check_image`]) for
-    /// an instance of `info` whose function `i` has reference
-    /// `funcref(i)`. The heap must hold no object yet: offsets are kept as
-    /// they are, so the image is placed at the start of the heap.
+    /// Makes this heap hold `image` for an instance of `info` whose
+    /// function `i` has reference `funcref(i)`: maps the image's bytes
+    /// copy-on-write (one `mmap`; no byte is read or written), shares its
+    /// start bitmap until the first allocation, and rebuilds the local
+    /// type and function tables (one entry per type and per function).
+    /// The heap must hold no object yet: offsets are kept as they are.
     pub(crate) fn restore_image(
         &mut self,
         info: &ModuleInfo,
-        image: &[u8],
+        image: &HeapImage,
         funcref: &dyn Fn(u32) -> u64,
     ) -> Result<(), String> {
-        let mut bytes = image.to_vec();
-        let map_type = |index: u32| {
-            Some((
-                info.type_defs.get(index as usize)?.kind.clone(),
-                *info.type_ids.get(index as usize)?,
-            ))
-        };
-        let mut map_ref = |v: faaslet_jit::ValType, raw: u64| match v {
-            faaslet_jit::ValType::FuncRef if raw != 0 => Ok(funcref(raw as u32 - 1)),
-            _ => portable_ref(v, raw),
-        };
-        rewrite(&mut bytes, &map_type, &mut map_ref)?;
-        self.bytes = bytes;
-        self.rebuild();
+        let mut local_types = Vec::with_capacity(image.types.len());
+        let mut local_of = HashMap::new();
+        for (n, &t) in image.types.iter().enumerate() {
+            let (id, def) = match (
+                info.type_ids.get(t as usize),
+                info.type_defs.get(t as usize),
+            ) {
+                (Some(&id), Some(def)) => (
+                    id,
+                    self.types
+                        .get(&id)
+                        .cloned()
+                        .unwrap_or_else(|| Arc::new(def.clone())),
+                ),
+                // A type no object has (checked when the image was made):
+                // an entry no header names, which no allocation reuses.
+                _ => (u32::MAX, Arc::new(TypeDef::default())),
+            };
+            if id != u32::MAX {
+                local_of.entry(id).or_insert(n as u32 + 1);
+            }
+            local_types.push((id, def));
+        }
+        let funcs: Vec<u64> = image
+            .funcs
+            .iter()
+            .map(|&f| if f == u32::MAX { 0 } else { funcref(f) })
+            .collect();
+        let func_of = funcs
+            .iter()
+            .enumerate()
+            .filter(|(_, &p)| p != 0)
+            .map(|(i, &p)| (p, i as u32 + 1))
+            .collect();
+        self.bytes = HeapMem::from_image(&image.mem, image.len)
+            .map_err(|e| format!("mapping the GC heap image: {e}"))?;
+        self.local_types = local_types;
+        self.local_of = local_of;
+        self.last_local = (u32::MAX, 0);
+        self.funcs = funcs;
+        self.func_of = func_of;
+        self.starts = Vec::new();
+        self.image_starts = Some(image.starts.clone());
+        self.runs = image.runs.clone();
+        (self.next_run, self.bump, self.bump_end) = (0, 0, 0);
+        self.stats.live_bytes = image.live;
+        self.threshold = (2 * image.live).max(MIN_THRESHOLD);
         Ok(())
     }
 
     /// Drops every object (a reset to an image).
     pub(crate) fn clear(&mut self) {
-        self.bytes.clear();
-        self.starts.clear();
+        self.bytes = HeapMem::default();
+        self.starts = Vec::new();
+        self.image_starts = None;
+        self.local_types.clear();
+        self.local_of.clear();
+        self.last_local = (u32::MAX, 0);
+        self.funcs.clear();
+        self.func_of.clear();
         self.runs.clear();
         (self.next_run, self.bump, self.bump_end) = (0, 0, 0);
         self.threshold = MIN_THRESHOLD;
+    }
+
+    /// The address range of the heap's bytes in this process (for tests
+    /// that count a restored heap's resident pages).
+    pub(crate) fn address_range(&self) -> std::ops::Range<usize> {
+        self.bytes.range()
     }
 
     /// Whether the heap holds no object.

@@ -106,9 +106,10 @@ pub struct InstanceImage {
     tables: Vec<Vec<u32>>,
     data_dropped: Vec<bool>,
     elem_dropped: Vec<bool>,
-    /// The store's GC heap in image form (`crate::gc`): empty if it held
-    /// no object.
-    gc_heap: Arc<[u8]>,
+    /// The store's GC heap in image form (`crate::gc::HeapImage`, its
+    /// bytes in a memfd restored copy-on-write): `None` if it held no
+    /// object.
+    gc_heap: Option<Arc<crate::gc::HeapImage>>,
 }
 
 /// Whether the module declares struct or array types (WebAssembly GC).
@@ -137,11 +138,19 @@ pub struct ImageParts {
     /// For each element segment, whether it was dropped.
     pub elem_dropped: Vec<bool>,
     /// The store's GC heap (WebAssembly GC), empty if it held no object:
-    /// its bytes from offset 0, each object's header holding the module's
-    /// type index instead of an engine-wide type id and each function
-    /// reference field a function index + 1 (0 null). References between
-    /// objects are heap offsets and need no change.
+    /// its bytes from offset 0 as the heap holds them. Each object's
+    /// header holds a heap-local type number (an index into `gc_types`),
+    /// each function reference field a heap-local function number (0
+    /// null, else an index + 1 into `gc_funcs`); references between
+    /// objects are heap offsets. Nothing in the bytes depends on the
+    /// engine or process, so a restore maps them as they are.
     pub gc_heap: Vec<u8>,
+    /// For each heap-local type number, the module's type index
+    /// (`u32::MAX`: a number no object of the image has).
+    pub gc_types: Vec<u32>,
+    /// For each heap-local function number - 1, the module's function
+    /// index (`u32::MAX`: a number no field of the image holds).
+    pub gc_funcs: Vec<u32>,
 }
 
 fn memory_image(bytes: &[u8]) -> Result<Arc<MemoryImage>, Error> {
@@ -275,13 +284,10 @@ impl InstanceImage {
             tables.push(items);
         }
         let heap = core.gc.borrow();
-        let gc_heap: Arc<[u8]> = if heap.is_empty() {
-            Arc::from(vec![])
-        } else {
-            heap.image(info, &|raw| entry.func_index_of(raw as usize))
-                .map_err(ImageError::Unsupported)?
-                .into()
-        };
+        let gc_heap = heap
+            .image(info, &|raw| entry.func_index_of(raw as usize))
+            .map_err(ImageError::Unsupported)?
+            .map(Arc::new);
         Ok(InstanceImage {
             memories,
             globals,
@@ -342,7 +348,7 @@ impl InstanceImage {
             let bits = self.global_bits(entry, i);
             core.globals[gid as usize].vm.bits = bits;
         }
-        if !self.gc_heap.is_empty() || uses_gc(info) {
+        if self.gc_heap.is_some() || uses_gc(info) {
             // The store's heap goes back to the image's (a store holding a
             // restored Faaslet holds only it).
             let entry = &core.instances[id as usize];
@@ -365,13 +371,19 @@ impl InstanceImage {
                     .map_err(|e| Error::Resource(format!("reading memory image: {e}")))?,
             );
         }
+        let (gc_heap, gc_types, gc_funcs) = match &self.gc_heap {
+            Some(h) => h.to_parts().map_err(Error::Resource)?,
+            None => Default::default(),
+        };
         Ok(ImageParts {
             memories,
             globals: self.globals.clone(),
             tables: self.tables.clone(),
             data_dropped: self.data_dropped.clone(),
             elem_dropped: self.elem_dropped.clone(),
-            gc_heap: self.gc_heap.to_vec(),
+            gc_heap,
+            gc_types,
+            gc_funcs,
         })
     }
 
@@ -464,7 +476,22 @@ impl InstanceImage {
         {
             return Err(bad("segment counts differ from the module".into()));
         }
-        crate::gc::GcHeap::check_image(info, &parts.gc_heap).map_err(bad)?;
+        let gc_heap = if parts.gc_heap.is_empty() {
+            if !parts.gc_types.is_empty() || !parts.gc_funcs.is_empty() {
+                return Err(bad("GC heap tables without a GC heap".into()));
+            }
+            None
+        } else {
+            Some(Arc::new(
+                crate::gc::HeapImage::from_parts(
+                    info,
+                    &parts.gc_heap,
+                    parts.gc_types,
+                    parts.gc_funcs,
+                )
+                .map_err(bad)?,
+            ))
+        };
         Ok(InstanceImage {
             module: module.clone(),
             memories,
@@ -472,7 +499,7 @@ impl InstanceImage {
             tables: parts.tables,
             data_dropped: parts.data_dropped,
             elem_dropped: parts.elem_dropped,
-            gc_heap: parts.gc_heap.into(),
+            gc_heap,
         })
     }
 
@@ -496,13 +523,13 @@ impl InstanceImage {
         core: &StoreCore,
         entry: &InstanceEntry,
     ) -> Result<(), Error> {
-        if self.gc_heap.is_empty() {
+        let Some(image) = &self.gc_heap else {
             return Ok(());
-        }
-        if self.gc_heap.len() as u64 > core.gc_budget() {
+        };
+        if image.len() as u64 > core.gc_budget() {
             return Err(Error::Resource(format!(
                 "the image's GC heap of {} bytes is over the store's memory limit",
-                self.gc_heap.len()
+                image.len()
             )));
         }
         let mut heap = core.gc.borrow_mut();
@@ -519,10 +546,11 @@ impl InstanceImage {
         heap: &mut crate::gc::GcHeap,
         entry: &InstanceEntry,
     ) -> Result<(), Error> {
-        heap.restore_image(entry.module.info(), &self.gc_heap, &|i| {
-            entry.funcref_ptr(i) as u64
-        })
-        .map_err(|e| Error::Resource(format!("GC heap image: {e}")))
+        let Some(image) = &self.gc_heap else {
+            return Ok(());
+        };
+        heap.restore_image(entry.module.info(), image, &|i| entry.funcref_ptr(i) as u64)
+            .map_err(|e| Error::Resource(format!("GC heap image: {e}")))
     }
 
     /// The bits of defined global `i` for instance `entry`.

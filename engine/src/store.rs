@@ -372,6 +372,15 @@ impl<T> Store<T> {
         self.inner.core.gc.borrow().stats()
     }
 
+    /// The address range of this store's GC heap in the process (empty
+    /// while it has none): for diagnostics, e.g. counting how many of a
+    /// heap restored copy-on-write from an image are resident or private
+    /// (`/proc/self/smaps`, `mincore`). The heap is never read or written
+    /// through it by the engine's callers.
+    pub fn gc_heap_address_range(&self) -> std::ops::Range<usize> {
+        self.inner.core.gc.borrow().address_range()
+    }
+
     /// How many GC references the host holds rooted now ([`AnyRef`]s and
     /// `ExternRef`s made by `extern.convert_any`, until
     /// [`AnyRef::unroot`] or the end of their scope).

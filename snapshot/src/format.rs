@@ -17,7 +17,7 @@
 //! | 8 | payload length |
 //! | 8 | payload checksum |
 //! | 8 | header checksum (of the 40 bytes above) |
-//! | … | payload: memories (runs of non-zero pages), globals, tables, dropped segments, and, only when the store's GC heap held objects, its image (u64 length, bytes) |
+//! | … | payload: memories (runs of non-zero pages), globals, tables, dropped segments, and, only when the store's GC heap held objects, its image (u64 length, bytes; u32 count and that many u32 type indices; u32 count and that many u32 function indices) |
 //!
 //! # Example
 //!
@@ -34,6 +34,8 @@
 //!     data_dropped: vec![true],
 //!     elem_dropped: vec![],
 //!     gc_heap: vec![],
+//!     gc_types: vec![],
+//!     gc_funcs: vec![],
 //! };
 //! let file = snap.encode();
 //! assert_eq!(SnapshotFile::decode(&file)?, snap);
@@ -49,7 +51,7 @@
 /// The magic bytes every snapshot file starts with.
 pub const MAGIC: [u8; 8] = *b"FAASNAP\0";
 /// The format version this crate writes and reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 48;
 /// The granule in which memory runs are stored (zero granules are skipped).
@@ -137,9 +139,18 @@ pub struct SnapshotFile {
     /// For each element segment, whether it was dropped.
     pub elem_dropped: Vec<bool>,
     /// The GC heap image (`faaslet::ImageParts::gc_heap`), empty when the
-    /// store held no GC object. Written last and only when non-empty, so
-    /// files without one are exactly those of before GC.
+    /// store held no GC object. Written last and only when non-empty.
+    /// (Version 2: headers hold heap-local type numbers and function
+    /// reference fields heap-local function numbers, named by the two
+    /// tables below; version 1 files, whose headers held module type
+    /// indices, are refused as of another version.)
     pub gc_heap: Vec<u8>,
+    /// For each heap-local type number, the module's type index
+    /// (`faaslet::ImageParts::gc_types`); empty without a GC heap.
+    pub gc_types: Vec<u32>,
+    /// For each heap-local function number - 1, the module's function
+    /// index (`faaslet::ImageParts::gc_funcs`); empty without a GC heap.
+    pub gc_funcs: Vec<u32>,
 }
 
 impl SnapshotFile {
@@ -176,6 +187,12 @@ impl SnapshotFile {
         if !self.gc_heap.is_empty() {
             put_u64(&mut p, self.gc_heap.len() as u64);
             p.extend_from_slice(&self.gc_heap);
+            for table in [&self.gc_types, &self.gc_funcs] {
+                put_u32(&mut p, table.len() as u32);
+                for x in table {
+                    put_u32(&mut p, *x);
+                }
+            }
         }
         let mut out = Vec::with_capacity(HEADER_LEN + p.len());
         out.extend_from_slice(&MAGIC);
@@ -274,12 +291,24 @@ impl SnapshotFile {
             }
         }
         let mut gc_heap = Vec::new();
+        let (mut gc_types, mut gc_funcs) = (Vec::new(), Vec::new());
         if !r.buf.is_empty() {
             let len = r.u64("GC heap length")?;
             if len == 0 || len > 1u64 << 32 {
                 return Err(FormatError::Malformed(format!("a GC heap of {len} bytes")));
             }
             gc_heap = r.take("GC heap", len)?.to_vec();
+            for (what, table) in [
+                ("GC type table", &mut gc_types),
+                ("GC function table", &mut gc_funcs),
+            ] {
+                let n = r.u32(what)?;
+                let raw = r.take(what, u64::from(n) * 4)?;
+                table.extend(
+                    raw.chunks_exact(4)
+                        .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes"))),
+                );
+            }
         }
         if !r.buf.is_empty() {
             return Err(FormatError::Malformed(format!(
@@ -296,6 +325,8 @@ impl SnapshotFile {
             data_dropped,
             elem_dropped,
             gc_heap,
+            gc_types,
+            gc_funcs,
         })
     }
 
@@ -425,6 +456,8 @@ mod tests {
             data_dropped: vec![false, true],
             elem_dropped: vec![true],
             gc_heap: vec![],
+            gc_types: vec![],
+            gc_funcs: vec![],
         }
     }
 
@@ -433,9 +466,31 @@ mod tests {
         let plain = sample().encode();
         let mut s = sample();
         s.gc_heap = (0..64u8).collect();
+        s.gc_types = vec![3, 1];
+        s.gc_funcs = vec![u32::MAX, 0, 9];
         let f = s.encode();
-        assert_eq!(f.len(), plain.len() + 8 + 64);
+        assert_eq!(f.len(), plain.len() + 8 + 64 + 4 + 2 * 4 + 4 + 3 * 4);
         assert_eq!(SnapshotFile::decode(&f).unwrap(), s);
+        // Every cut inside the GC section (heap or tables) is refused.
+        for cut in plain.len() - HEADER_LEN..f.len() - HEADER_LEN {
+            let mut payload = f[HEADER_LEN..HEADER_LEN + cut].to_vec();
+            let mut file = f[..HEADER_LEN].to_vec();
+            // Re-seal the header for the shorter payload, so the parser
+            // (not the checksum) must find the cut.
+            file[24..32].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+            file[32..40].copy_from_slice(&checksum(&payload).to_le_bytes());
+            let hc = checksum(&file[..40]);
+            file[40..48].copy_from_slice(&hc.to_le_bytes());
+            file.append(&mut payload);
+            if cut == plain.len() - HEADER_LEN {
+                assert!(SnapshotFile::decode(&file).unwrap().gc_heap.is_empty());
+            } else {
+                assert!(
+                    SnapshotFile::decode(&file).is_err(),
+                    "a GC section cut at {cut} was accepted"
+                );
+            }
+        }
         assert!(SnapshotFile::decode(&plain).unwrap().gc_heap.is_empty());
     }
 
@@ -482,7 +537,7 @@ mod tests {
             SnapshotFile::decode(&f),
             Err(FormatError::UnsupportedVersion {
                 found: 9,
-                supported: 1
+                supported: VERSION
             })
         );
         assert_eq!(

@@ -139,6 +139,8 @@ impl Snapshot {
             data_dropped: parts.data_dropped,
             elem_dropped: parts.elem_dropped,
             gc_heap: parts.gc_heap,
+            gc_types: parts.gc_types,
+            gc_funcs: parts.gc_funcs,
         }
         .encode())
     }
@@ -166,6 +168,8 @@ impl Snapshot {
             data_dropped: file.data_dropped,
             elem_dropped: file.elem_dropped,
             gc_heap: file.gc_heap,
+            gc_types: file.gc_types,
+            gc_funcs: file.gc_funcs,
         };
         Ok(Snapshot {
             image: InstanceImage::from_parts(module, parts)?,
