@@ -6,7 +6,15 @@
 //! module is refused instead of resumed. The format needs nothing from the
 //! engine but its checksum.
 //!
-//! # Layout (version 1, all integers little endian)
+//! # Layout (versions 1 and 2, all integers little endian)
+//!
+//! Version 2 differs from version 1 only in the GC section (version 1's
+//! heap held module type indices in its headers, and no tables). A file
+//! whose store held no GC object is written as version 1, byte for byte
+//! what builds before GC heaps wrote, so data directories and workers of
+//! either age read it; a file with a GC heap is version 2. Both are read;
+//! a version 1 file with a GC section is refused (its heap would need
+//! rewriting that this build no longer does: capture it again).
 //!
 //! | bytes | field |
 //! |---|---|
@@ -50,8 +58,12 @@
 
 /// The magic bytes every snapshot file starts with.
 pub const MAGIC: [u8; 8] = *b"FAASNAP\0";
-/// The format version this crate writes and reads.
+/// The newest format version this crate writes and reads (it writes it
+/// only for a file with a GC heap; see the [module docs](self)).
 pub const VERSION: u32 = 2;
+/// The oldest format version this crate reads (and writes, for a file
+/// without a GC heap).
+pub const OLDEST_VERSION: u32 = 1;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 48;
 /// The granule in which memory runs are stored (zero granules are skipped).
@@ -65,12 +77,12 @@ pub enum FormatError {
     BadMagic,
     /// The file was written by another format version.
     #[error(
-        "snapshot format version {found} is not supported (this build reads version {supported})"
+        "snapshot format version {found} is not supported (this build reads versions 1 to {supported})"
     )]
     UnsupportedVersion {
         /// The version in the file.
         found: u32,
-        /// The version this build reads.
+        /// The newest version this build reads (it reads 1 up to it).
         supported: u32,
     },
     /// The file ends before a part it announces.
@@ -142,8 +154,8 @@ pub struct SnapshotFile {
     /// store held no GC object. Written last and only when non-empty.
     /// (Version 2: headers hold heap-local type numbers and function
     /// reference fields heap-local function numbers, named by the two
-    /// tables below; version 1 files, whose headers held module type
-    /// indices, are refused as of another version.)
+    /// tables below; a version 1 file with a GC heap, whose headers held
+    /// module type indices, is refused.)
     pub gc_heap: Vec<u8>,
     /// For each heap-local type number, the module's type index
     /// (`faaslet::ImageParts::gc_types`); empty without a GC heap.
@@ -196,7 +208,14 @@ impl SnapshotFile {
         }
         let mut out = Vec::with_capacity(HEADER_LEN + p.len());
         out.extend_from_slice(&MAGIC);
-        put_u32(&mut out, VERSION);
+        put_u32(
+            &mut out,
+            if self.gc_heap.is_empty() {
+                OLDEST_VERSION
+            } else {
+                VERSION
+            },
+        );
         put_u32(&mut out, 0);
         put_u64(&mut out, self.module_fingerprint);
         put_u64(&mut out, p.len() as u64);
@@ -293,6 +312,11 @@ impl SnapshotFile {
         let mut gc_heap = Vec::new();
         let (mut gc_types, mut gc_funcs) = (Vec::new(), Vec::new());
         if !r.buf.is_empty() {
+            if h.version < 2 {
+                return Err(FormatError::Malformed(
+                    "a version 1 snapshot with a GC heap (its object headers need a rewrite this build no longer makes): capture the snapshot again".into(),
+                ));
+            }
             let len = r.u64("GC heap length")?;
             if len == 0 || len > 1u64 << 32 {
                 return Err(FormatError::Malformed(format!("a GC heap of {len} bytes")));
@@ -343,6 +367,7 @@ impl SnapshotFile {
 }
 
 struct Header {
+    version: u32,
     fingerprint: u64,
     payload_len: u64,
     payload_checksum: u64,
@@ -372,13 +397,14 @@ impl Header {
                 found,
             });
         }
-        if version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(FormatError::UnsupportedVersion {
                 found: version,
                 supported: VERSION,
             });
         }
         Ok(Header {
+            version,
             fingerprint: u64_at(16),
             payload_len: u64_at(24),
             payload_checksum: u64_at(32),
@@ -492,6 +518,20 @@ mod tests {
             }
         }
         assert!(SnapshotFile::decode(&plain).unwrap().gc_heap.is_empty());
+        // Without a GC heap a file is version 1, as before GC heaps, which
+        // older builds read; with one, version 2.
+        let version = |f: &[u8]| u32::from_le_bytes(f[8..12].try_into().unwrap());
+        assert_eq!((version(&plain), version(&f)), (OLDEST_VERSION, VERSION));
+        // A version 1 file with a GC section (as builds before the
+        // heap-local numbers wrote them) is refused with the reason.
+        let mut old = f.clone();
+        old[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let hc = checksum(&old[..40]);
+        old[40..48].copy_from_slice(&hc.to_le_bytes());
+        match SnapshotFile::decode(&old) {
+            Err(FormatError::Malformed(m)) => assert!(m.contains("version 1"), "{m}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
     }
 
     #[test]
