@@ -155,56 +155,38 @@ pub fn sdk_wasm(name: &str) -> Option<Vec<u8>> {
 /// unless `FAASLET_REQUIRE_CLANG` is set (CI sets it), which makes that a
 /// failure.
 pub fn c_wasm(dir: &std::path::Path, name: &str, src: &str) -> Option<Vec<u8>> {
-    std::fs::create_dir_all(dir).ok()?;
-    let c = dir.join(format!("{name}.c"));
-    let out = dir.join(format!("{name}.wasm"));
-    std::fs::write(&c, src).ok()?;
-    let ok = Command::new("clang")
-        .args(["--target=wasm32-wasi", "-O2"])
-        .arg(&c)
-        .arg("-o")
-        .arg(&out)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        if std::env::var_os("FAASLET_REQUIRE_CLANG").is_some() {
-            panic!("FAASLET_REQUIRE_CLANG is set but {name}.c does not build");
-        }
-        eprintln!("skipping: clang cannot build {name}.c here");
-        return None;
-    }
-    std::fs::read(&out).ok()
+    build_c(dir, name, src, false)
 }
 
 /// As [`c_wasm`], but keeping the name section: compiled at `-O2`, then
 /// linked at `-O0`, since at `-O1` and up clang runs binaryen's `wasm-opt`
 /// on the linked module when it is installed, which drops the names.
 pub fn c_wasm_named(dir: &std::path::Path, name: &str, src: &str) -> Option<Vec<u8>> {
+    build_c(dir, name, src, true)
+}
+
+fn build_c(dir: &std::path::Path, name: &str, src: &str, keep_names: bool) -> Option<Vec<u8>> {
     std::fs::create_dir_all(dir).ok()?;
     let c = dir.join(format!("{name}.c"));
     let o = dir.join(format!("{name}.o"));
     let out = dir.join(format!("{name}.wasm"));
     std::fs::write(&c, src).ok()?;
-    let run = |args: &[&std::ffi::OsStr]| {
-        Command::new("clang")
-            .args(args)
-            .status()
-            .is_ok_and(|s| s.success())
+    let clang =
+        |opt: &str, input: &std::path::Path, output: &std::path::Path, compile_only: bool| {
+            Command::new("clang")
+                .args(["--target=wasm32-wasi", opt])
+                .args(compile_only.then_some("-c"))
+                .arg(input)
+                .arg("-o")
+                .arg(output)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+    let ok = if keep_names {
+        clang("-O2", &c, &o, true) && clang("-O0", &o, &out, false)
+    } else {
+        clang("-O2", &c, &out, false)
     };
-    let ok = run(&[
-        "--target=wasm32-wasi".as_ref(),
-        "-O2".as_ref(),
-        "-c".as_ref(),
-        c.as_os_str(),
-        "-o".as_ref(),
-        o.as_os_str(),
-    ]) && run(&[
-        "--target=wasm32-wasi".as_ref(),
-        "-O0".as_ref(),
-        o.as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-    ]);
     if !ok {
         if std::env::var_os("FAASLET_REQUIRE_CLANG").is_some() {
             panic!("FAASLET_REQUIRE_CLANG is set but {name}.c does not build");
