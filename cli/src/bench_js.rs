@@ -76,17 +76,21 @@ fn cpu_median_of(
 /// The median time of the process `program args` natively (10 runs,
 /// stdin empty), if it runs.
 fn native(program: &Path, args: &[&str]) -> Option<f64> {
-    median_of(10, || {
-        let s = std::process::Command::new(program)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .status()
-            .map_err(|e| format!("{}: {e}", program.display()))?;
-        s.success()
-            .then_some(())
-            .ok_or_else(|| format!("{} failed", program.display()))
-    })
-    .ok()
+    median_of(10, || run_native(program, args)).ok()
+}
+
+/// Runs the process `program args` once natively (stdin empty, stdout
+/// discarded); an error if it cannot start or fails.
+fn run_native(program: &Path, args: &[&str]) -> Result<(), String> {
+    let s = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("{}: {e}", program.display()))?;
+    s.success()
+        .then_some(())
+        .ok_or_else(|| format!("{} failed", program.display()))
 }
 
 /// Runs the measurement and prints a table (or JSON).
@@ -145,15 +149,21 @@ pub fn bench_js(js: &Path, json: bool, iterations: usize) -> Result<(), String> 
         stderr: Output::Capture,
         ..FaasletConfig::new("qjs-faaslet")
     };
-    let cold = median_of(20, || {
-        let out = Faaslet::new(&engine, &plain, cold_config.clone())
+    // A fresh instance of the plain command running `script`.
+    let fresh = |script: &str| -> Result<(), String> {
+        let config = FaasletConfig {
+            args: vec![script.into()],
+            ..cold_config.clone()
+        };
+        let out = Faaslet::new(&engine, &plain, config)
             .and_then(|mut f| f.call(b""))
             .map_err(|e| e.to_string())?;
         match out.return_code {
             0 => Ok(()),
-            rc => Err(format!("cold start exited {rc}")),
+            rc => Err(format!("a fresh run exited {rc}")),
         }
-    })?;
+    };
+    let cold = median_of(20, || fresh(NOOP))?;
     progress("a CPU-bound function: from its Proto-Faaslet, fresh, native");
     worker
         .upload_js("bench", "cpu", CPU_BOUND.as_bytes())
@@ -164,34 +174,11 @@ pub fn bench_js(js: &Path, json: bool, iterations: usize) -> Result<(), String> 
             .map(|_| ())
             .map_err(|e| e.to_string())
     })?;
-    let cpu_fresh = cpu_median_of(5, libc::RUSAGE_SELF, || {
-        let out = Faaslet::new(
-            &engine,
-            &plain,
-            FaasletConfig {
-                args: vec![CPU_BOUND.into()],
-                ..cold_config.clone()
-            },
-        )
-        .and_then(|mut f| f.call(b""))
-        .map_err(|e| e.to_string())?;
-        match out.return_code {
-            0 => Ok(()),
-            rc => Err(format!("the CPU-bound script exited {rc}")),
-        }
-    })?;
+    let cpu_fresh = cpu_median_of(5, libc::RUSAGE_SELF, || fresh(CPU_BOUND))?;
     progress("native starts (qjs-faaslet-native, node -e '')");
     let host_build = js.with_file_name("qjs-faaslet-native");
     let cpu_native = cpu_median_of(5, libc::RUSAGE_CHILDREN, || {
-        let s = std::process::Command::new(&host_build)
-            .arg(CPU_BOUND)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .status()
-            .map_err(|e| format!("{}: {e}", host_build.display()))?;
-        s.success()
-            .then_some(())
-            .ok_or_else(|| format!("{} failed", host_build.display()))
+        run_native(&host_build, &[CPU_BOUND])
     })
     .ok();
     let qjs = native(&host_build, &[NOOP]);
